@@ -1,0 +1,69 @@
+// Function and Context: the contract every operator implements.
+//
+// As in PyTorch's custom Function: forward(ctx, inputs) computes the outputs
+// (the core runs it with grad mode off) and saves what backward needs on the
+// Context; backward(ctx, grad_outputs) returns one gradient per input
+// (undefined where the input needs none). The engine, not the author, checks
+// what backward returns: the count, and each gradient's shape and dtype.
+//
+// A Function object is stateless and shared by every call of its op, possibly
+// from many threads at once: per-call state belongs on the Context.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <boost/container/small_vector.hpp>
+
+#include "opforge/dtype.hpp"
+#include "opforge/export.hpp"
+#include "opforge/tensor.hpp"
+#include "opforge/tensor_list.hpp"
+
+namespace opforge {
+
+class OPFORGE_API Context {
+ public:
+  Context() = default;
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  /// Keeps tensors for backward. Save only what backward reads: saved tensors
+  /// stay alive until backward has run.
+  void save_for_backward(TensorSpan tensors);
+  /// What forward saved, in order. Throws AutogradError once the graph was freed.
+  const TensorList& saved_tensors() const;
+
+  /// Non-tensor values forward wants backward to see (a scale, an axis...).
+  void save_value(double v) { values_.push_back(v); }
+  double saved_value(std::size_t i) const;
+
+  /// Whether backward must compute the gradient of input i.
+  bool needs_input_grad(std::size_t i) const noexcept { return i < 64 && ((needs_grad_mask_ >> i) & 1u); }
+  /// Whether any input needs a gradient (false under no-grad: forward may skip
+  /// the work that only backward would use).
+  bool any_input_needs_grad() const noexcept { return needs_grad_mask_ != 0; }
+  std::size_t num_inputs() const noexcept { return num_inputs_; }
+
+  /// The qualified name of the op being run, for error messages ("loss.lstsq").
+  const char* op_name() const noexcept { return op_name_; }
+
+ private:
+  friend class Engine;
+  friend struct ContextAccess;
+  TensorList saved_;
+  boost::container::small_vector<double, 4> values_;
+  std::uint64_t needs_grad_mask_ = 0;
+  const char* op_name_ = "";
+  std::uint32_t num_inputs_ = 0;
+  bool released_ = false;
+};
+
+class OPFORGE_API Function {
+ public:
+  virtual ~Function();
+  virtual TensorList forward(Context& ctx, TensorSpan inputs) const = 0;
+  virtual TensorList backward(Context& ctx, TensorSpan grad_outputs) const = 0;
+};
+
+}  // namespace opforge

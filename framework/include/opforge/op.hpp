@@ -1,0 +1,98 @@
+// Ops: a schema plus a Function, found by qualified name ("family.name") and
+// called through a handle that was resolved once.
+//
+//   static const opforge::OpHandle mv = opforge::op("linalg.mv");  // one lookup
+//   opforge::Tensor y = mv({A, x});                                // no lookup, no lock
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/smart_ptr/intrusive_ptr.hpp>
+
+#include "opforge/dtype.hpp"
+#include "opforge/export.hpp"
+#include "opforge/function.hpp"
+#include "opforge/tensor_list.hpp"
+
+namespace opforge {
+
+/// What an op takes and gives. The core checks calls against it before the
+/// op's code runs: input count, dtypes accepted, all inputs of one dtype.
+struct OPFORGE_API OpSchema {
+  std::string name;                 ///< qualified: "family.name"
+  std::vector<std::string> inputs;  ///< input names, in order ("A", "x", "y")
+  int num_outputs = 1;
+  DTypeSet dtypes = DTypeSet::floating();  ///< dtypes every input may have
+  bool same_dtype = true;           ///< all inputs must share one dtype
+  std::string doc;                  ///< one line
+
+  OpSchema() = default;
+  explicit OpSchema(std::string qualified_name) : name(std::move(qualified_name)) {}
+  OpSchema& input_names(std::vector<std::string> names) { inputs = std::move(names); return *this; }
+  OpSchema& outputs(int n) { num_outputs = n; return *this; }
+  OpSchema& accepts(DTypeSet s) { dtypes = s; return *this; }
+  OpSchema& mixed_dtypes() { same_dtype = false; return *this; }
+  OpSchema& describe(std::string line) { doc = std::move(line); return *this; }
+
+  /// Empty when the schema is valid, else what is wrong with it.
+  std::string validate() const;
+};
+
+struct OpEntry;
+OPFORGE_API void intrusive_ptr_add_ref(OpEntry* e) noexcept;
+OPFORGE_API void intrusive_ptr_release(OpEntry* e) noexcept;
+
+/// A resolved op. Copying it is one atomic increment; while any handle (or any
+/// graph node made by the op) is alive, the op's plugin stays loaded.
+class OPFORGE_API OpHandle {
+ public:
+  OpHandle() = default;
+  explicit OpHandle(boost::intrusive_ptr<OpEntry> e) : entry_(std::move(e)) {}
+
+  /// Runs the op. Records a graph node when grad mode is on and an input requires grad.
+  TensorList call(TensorSpan inputs) const;
+  /// Runs a single-output op and returns its output.
+  Tensor operator()(TensorSpan inputs) const;
+
+  bool valid() const noexcept { return static_cast<bool>(entry_); }
+  const OpSchema& schema() const;
+  const std::string& name() const;
+  /// Name of the plugin that provides the op ("" for an op made with make_op).
+  const std::string& plugin_name() const;
+  /// File of that plugin ("" for an op made with make_op).
+  const std::string& plugin_file() const;
+  OpEntry* entry() const noexcept { return entry_.get(); }
+
+ private:
+  boost::intrusive_ptr<OpEntry> entry_;
+};
+
+/// Resolves a qualified op name. Loads the standard plugins (and those on
+/// OPFORGE_PLUGIN_PATH) on first use. Throws PluginError naming the op, with
+/// near names, when no loaded plugin provides it.
+OPFORGE_API OpHandle op(std::string_view qualified_name);
+/// One-off call by name (a lookup per call: resolve a handle for hot loops).
+OPFORGE_API TensorList call(std::string_view qualified_name, TensorSpan inputs);
+/// An op that lives in the calling program rather than in a plugin (not registered
+/// by name). Useful for tests and for a Function defined next to its use.
+OPFORGE_API OpHandle make_op(OpSchema schema, std::unique_ptr<Function> fn);
+
+/// Every op currently registered, sorted by name.
+OPFORGE_API std::vector<OpHandle> registered_ops();
+
+/// Passed to a plugin's registration entry point. Ops added here are committed to
+/// the registry only when the whole registration succeeds.
+class OPFORGE_API PluginRegistrar {
+ public:
+  virtual ~PluginRegistrar();
+  /// Adds an op. Throws PluginError on an invalid schema or a duplicate name.
+  virtual void add(OpSchema schema, std::unique_ptr<Function> fn) = 0;
+  template <class F>
+  void add(OpSchema schema) { add(std::move(schema), std::unique_ptr<Function>(new F())); }
+  virtual const std::string& plugin_name() const = 0;
+};
+
+}  // namespace opforge

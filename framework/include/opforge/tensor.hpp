@@ -1,0 +1,156 @@
+// Tensor: a reference-counted handle to a strided view of shared storage,
+// with the autograd state of PyTorch's Variable (requires_grad, grad, grad_fn).
+//
+// Copying a Tensor copies the handle (one atomic increment), never the data.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <boost/smart_ptr/intrusive_ptr.hpp>
+
+#include "opforge/dims.hpp"
+#include "opforge/dtype.hpp"
+#include "opforge/error.hpp"
+#include "opforge/export.hpp"
+
+namespace opforge {
+
+class Node;
+class Storage;
+struct TensorImpl;
+class Tensor;
+
+OPFORGE_API void intrusive_ptr_add_ref(Storage* s) noexcept;
+OPFORGE_API void intrusive_ptr_release(Storage* s) noexcept;
+OPFORGE_API void intrusive_ptr_add_ref(TensorImpl* t) noexcept;
+OPFORGE_API void intrusive_ptr_release(TensorImpl* t) noexcept;
+OPFORGE_API void intrusive_ptr_add_ref(Node* n) noexcept;
+OPFORGE_API void intrusive_ptr_release(Node* n) noexcept;
+
+using StoragePtr = boost::intrusive_ptr<Storage>;
+using NodePtr = boost::intrusive_ptr<Node>;
+
+/// Bytes of tensor memory allocated by opforge and not yet freed, and the peak
+/// since start (or since reset_peak_bytes()).
+OPFORGE_API std::int64_t live_bytes() noexcept;
+OPFORGE_API std::int64_t peak_bytes() noexcept;
+OPFORGE_API void reset_peak_bytes() noexcept;
+
+class OPFORGE_API Tensor {
+ public:
+  Tensor() noexcept = default;
+  explicit Tensor(boost::intrusive_ptr<TensorImpl> impl) noexcept : impl_(std::move(impl)) {}
+
+  // ---- factories ------------------------------------------------------------
+  /// Uninitialised memory (64-byte aligned).
+  static Tensor empty(const Dims& shape, DType dtype = DType::Float64);
+  static Tensor zeros(const Dims& shape, DType dtype = DType::Float64);
+  static Tensor ones(const Dims& shape, DType dtype = DType::Float64);
+  static Tensor full(const Dims& shape, double value, DType dtype = DType::Float64);
+  /// A 0-d tensor holding one value.
+  static Tensor scalar(double value, DType dtype = DType::Float64);
+  /// Copies `values` (row-major) into a new tensor of `shape`; sizes must agree.
+  static Tensor from_values(const std::vector<double>& values, const Dims& shape,
+                            DType dtype = DType::Float64);
+  /// 1-D tensor from values.
+  static Tensor from_values(const std::vector<double>& values, DType dtype = DType::Float64);
+  /// Standard normal samples from a seeded generator: same seed, same tensor,
+  /// on every machine (the generator is opforge's own, not std::normal_distribution).
+  static Tensor randn(const Dims& shape, DType dtype = DType::Float64, std::uint64_t seed = 0);
+
+  // ---- metadata ---------------------------------------------------------------
+  bool defined() const noexcept { return static_cast<bool>(impl_); }
+  explicit operator bool() const noexcept { return defined(); }
+  DType dtype() const;
+  const Dims& shape() const;
+  const Dims& strides() const;
+  std::int64_t dim() const { return static_cast<std::int64_t>(shape().size()); }
+  /// Size along `axis`; negative axes count from the end.
+  std::int64_t size(std::int64_t axis) const;
+  std::int64_t numel() const;
+  std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * itemsize(dtype()); }
+  bool is_contiguous() const;
+  /// "float64[3, 4]"
+  std::string describe() const;
+
+  // ---- data -------------------------------------------------------------------
+  /// Pointer to the first element of this view.
+  void* data_ptr() const;
+  /// Typed pointer; throws DTypeError if T does not match the dtype.
+  template <class T>
+  T* data() const {
+    check_dtype(dtype_v<T>, "data<T>()");
+    return static_cast<T*>(data_ptr());
+  }
+  /// The value of a one-element tensor, as double.
+  double item() const;
+  /// All elements in row-major order, converted to double.
+  std::vector<double> to_vector() const;
+  /// A new tensor with its own contiguous copy of the data (no graph history).
+  Tensor clone() const;
+  /// The same data in another dtype (a copy; returns *this when the dtype is the same).
+  Tensor to(DType dtype) const;
+  /// Storage shared by views of the same data.
+  Storage* storage() const;
+  /// How many times the data has been modified in place (shared by all views).
+  std::uint32_t version() const;
+  /// Marks an in-place modification (kernels that write into an existing tensor call this).
+  void bump_version() const;
+
+  // ---- autograd ---------------------------------------------------------------
+  bool requires_grad() const;
+  /// Sets requires_grad on a leaf. Refused on a non-leaf (its flag follows its inputs).
+  Tensor& requires_grad_(bool flag = true);
+  /// A leaf is a tensor the user made (not the output of a recorded op).
+  bool is_leaf() const;
+  /// The accumulated gradient of a leaf (undefined until backward reaches it).
+  Tensor grad() const;
+  void set_grad(const Tensor& g) const;
+  /// Forgets the accumulated gradient.
+  void zero_grad() const;
+  /// The node that produced this tensor, or null for a leaf.
+  Node* grad_fn() const;
+  /// Which output of grad_fn this tensor is.
+  std::uint32_t output_nr() const;
+  /// A new tensor sharing the data, outside the graph (a leaf, requires_grad false).
+  Tensor detach() const;
+  /// Backpropagates from this tensor. Without `grad` this must be a one-element
+  /// tensor (the gradient is 1); with `grad` it is the gradient of some scalar
+  /// with respect to this tensor and must have its shape and dtype.
+  void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
+
+  TensorImpl* unsafe_impl() const noexcept { return impl_.get(); }
+  const boost::intrusive_ptr<TensorImpl>& impl_ptr() const noexcept { return impl_; }
+  /// True when both handles refer to the same tensor object.
+  bool is_same(const Tensor& other) const noexcept { return impl_ == other.impl_; }
+
+  /// Throws DTypeError naming `what` when the dtype is not `expected`.
+  void check_dtype(DType expected, const char* what) const;
+
+ private:
+  void check_defined(const char* what) const;
+  boost::intrusive_ptr<TensorImpl> impl_;
+};
+
+OPFORGE_API std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+/// RAII guard: no graph is recorded while it is alive (thread-local).
+class OPFORGE_API NoGradGuard {
+ public:
+  NoGradGuard() noexcept;
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+/// Whether ops record the graph on this thread (true unless a NoGradGuard is alive).
+OPFORGE_API bool grad_enabled() noexcept;
+OPFORGE_API void set_grad_enabled(bool enabled) noexcept;
+
+}  // namespace opforge

@@ -1,0 +1,38 @@
+// TensorList (owning, inline storage for 4) and TensorSpan (non-owning view):
+// how tensors are passed to and returned from ops without heap traffic.
+#pragma once
+
+#include <cstddef>
+#include <initializer_list>
+#include <vector>
+
+#include <boost/container/small_vector.hpp>
+
+#include "opforge/tensor.hpp"
+
+namespace opforge {
+
+using TensorList = boost::container::small_vector<Tensor, 4>;
+
+/// A read-only view of consecutive tensors; cheap to pass by value.
+class TensorSpan {
+ public:
+  TensorSpan() = default;
+  TensorSpan(const Tensor* p, std::size_t n) : p_(p), n_(n) {}
+  TensorSpan(const TensorList& l) : p_(l.data()), n_(l.size()) {}            // NOLINT
+  TensorSpan(const std::vector<Tensor>& v) : p_(v.data()), n_(v.size()) {}   // NOLINT
+  TensorSpan(std::initializer_list<Tensor> l) : p_(l.begin()), n_(l.size()) {}  // NOLINT
+  TensorSpan(const Tensor& t) : p_(&t), n_(1) {}                              // NOLINT
+
+  std::size_t size() const noexcept { return n_; }
+  bool empty() const noexcept { return n_ == 0; }
+  const Tensor& operator[](std::size_t i) const noexcept { return p_[i]; }
+  const Tensor* begin() const noexcept { return p_; }
+  const Tensor* end() const noexcept { return p_ + n_; }
+
+ private:
+  const Tensor* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+}  // namespace opforge

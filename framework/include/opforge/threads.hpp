@@ -1,0 +1,15 @@
+// One thread setting for the whole process: oneTBB and OpenBLAS together.
+#pragma once
+
+#include "opforge/export.hpp"
+
+namespace opforge {
+
+/// Sets how many threads opforge's kernels (oneTBB) and BLAS (OpenBLAS) use.
+/// n <= 0 means all cores. OPFORGE_NUM_THREADS sets the starting value.
+OPFORGE_API void set_num_threads(int n);
+OPFORGE_API int num_threads();
+/// Number of hardware threads of this machine.
+OPFORGE_API int hardware_threads();
+
+}  // namespace opforge

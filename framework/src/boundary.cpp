@@ -1,0 +1,49 @@
+#include "boundary.hpp"
+
+#include <cxxabi.h>
+
+#include <cstdlib>
+#include <memory>
+#include <typeinfo>
+
+namespace opforge {
+namespace {
+
+std::string demangle(const char* name) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> s(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
+  return status == 0 && s ? std::string(s.get()) : std::string(name);
+}
+
+std::string where(const OpEntry& op) {
+  if (op.plugin_file.empty()) return "";
+  return " (plugin '" + op.plugin_name + "', " + op.plugin_file + ")";
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+
+}  // namespace
+
+void rethrow_as_core_error(const OpEntry& op, Phase phase) {
+  const std::string& name = op.schema.name;
+  // In forward, an error that already names the op passes as it is; otherwise
+  // the op's name is put in front. In backward, the message always says which
+  // forward op made the node being differentiated.
+  auto decorate = [&](const std::string& msg) {
+    if (phase == Phase::Backward) return "in backward of '" + name + "': " + msg;
+    return starts_with(msg, name) ? msg : name + ": " + msg;
+  };
+  try {
+    throw;
+  } catch (const Error& e) {
+    // Re-created as a core object: a subclass defined in a plugin must not escape it.
+    throw_error(e.kind(), decorate(e.what()));
+  } catch (const std::exception& e) {
+    throw Error(decorate(demangle(typeid(e).name()) + ": " + e.what()));
+  } catch (...) {
+    throw PluginError(decorate("threw an exception of a type opforge does not know (not derived from std::exception)" +
+                               where(op) + "; op code must throw opforge::Error or a std::exception"));
+  }
+}
+
+}  // namespace opforge

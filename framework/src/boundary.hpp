@@ -1,0 +1,15 @@
+// Turning whatever an op's code threw into a core exception, while the op's
+// plugin is still loaded. Internal to the core.
+#pragma once
+
+#include "op_entry.hpp"
+
+namespace opforge {
+
+enum class Phase { Forward, Backward };
+
+/// Call from inside a catch (...) block only: rethrows the exception in flight
+/// as a core exception that names the op (and, for unknown types, the plugin).
+[[noreturn]] void rethrow_as_core_error(const OpEntry& op, Phase phase);
+
+}  // namespace opforge

@@ -1,0 +1,284 @@
+// The backward engine: dependency counting over the nodes reachable from the
+// roots, then a walk in dependency order with an explicit work list. Nothing
+// here recurses, so graph depth is bounded by memory only; node destruction is
+// iterative too (intrusive_ptr_release below).
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "boundary.hpp"
+#include "node.hpp"
+#include "opforge/autograd.hpp"
+
+namespace opforge {
+
+// ---- iterative node destruction --------------------------------------------------
+// Destroying a node releases its edges, which may destroy the next node, and so on
+// down a chain of any length. Nodes whose count reaches zero while another is being
+// destroyed on this thread are queued on an intrusive list instead of recursing.
+
+namespace {
+thread_local Node* t_pending = nullptr;
+thread_local bool t_draining = false;
+}  // namespace
+
+void intrusive_ptr_add_ref(Node* n) noexcept { n->refcount_.fetch_add(1, std::memory_order_relaxed); }
+
+void intrusive_ptr_release(Node* n) noexcept {
+  if (n->refcount_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  n->next_pending_ = t_pending;
+  t_pending = n;
+  if (t_draining) return;
+  t_draining = true;
+  while (Node* m = t_pending) {
+    t_pending = m->next_pending_;
+    delete m;
+  }
+  t_draining = false;
+}
+
+// ---- gradient arithmetic the engine needs ---------------------------------------------
+
+namespace {
+
+template <class T>
+void add_to(T* dst, const T* src, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+template <class T>
+void add_new(T* out, const T* a, const T* b, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+Tensor contiguous_copy_if_needed(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
+
+bool uniquely_owned(const Tensor& t) {
+  const TensorImpl* impl = t.unsafe_impl();
+  return impl->use_count() == 1 && impl->storage->use_count() == 1 && impl->contiguous && !impl->grad_fn;
+}
+
+// acc <- acc + g. Reuses acc's memory when nobody else can see it; otherwise
+// makes a new tensor (a gradient may alias a grad_output or another gradient).
+void accumulate(Tensor& acc, const Tensor& g) {
+  if (!acc.defined()) {
+    acc = g;
+    return;
+  }
+  const Tensor gc = contiguous_copy_if_needed(g);
+  const std::int64_t n = acc.numel();
+  if (uniquely_owned(acc)) {
+    if (acc.dtype() == DType::Float32) add_to(acc.data<float>(), gc.data<float>(), n);
+    else add_to(acc.data<double>(), gc.data<double>(), n);
+    return;
+  }
+  const Tensor ac = contiguous_copy_if_needed(acc);
+  Tensor out = Tensor::empty(acc.shape(), acc.dtype());
+  if (acc.dtype() == DType::Float32) add_new(out.data<float>(), ac.data<float>(), gc.data<float>(), n);
+  else add_new(out.data<double>(), ac.data<double>(), gc.data<double>(), n);
+  acc = std::move(out);
+}
+
+class SpinLock {
+ public:
+  explicit SpinLock(std::atomic_flag& f) : f_(f) {
+    while (f_.test_and_set(std::memory_order_acquire)) {
+    }
+  }
+  ~SpinLock() { f_.clear(std::memory_order_release); }
+
+ private:
+  std::atomic_flag& f_;
+};
+
+void accumulate_into_leaf(TensorImpl& leaf, const Tensor& g) {
+  SpinLock lock(leaf.grad_lock);
+  if (!leaf.grad.defined()) {
+    // The leaf's .grad must not share memory with anything backward still uses.
+    leaf.grad = uniquely_owned(g) ? g : g.clone();
+    return;
+  }
+  accumulate(leaf.grad, g);
+}
+
+// Scratch lists reused across backward calls on a thread (no heap traffic once
+// warm); a stack of them so that a backward may run inside another.
+struct Scratch {
+  std::vector<Node*> visited;
+  std::vector<Node*> stack;
+  std::vector<Node*> ready;
+};
+thread_local std::vector<std::unique_ptr<Scratch>> t_scratch;
+thread_local std::size_t t_depth = 0;
+
+class ScratchLease {
+ public:
+  ScratchLease() {
+    if (t_scratch.size() <= t_depth) t_scratch.push_back(std::make_unique<Scratch>());
+    s_ = t_scratch[t_depth++].get();
+  }
+  ~ScratchLease() {
+    s_->visited.clear();
+    s_->stack.clear();
+    s_->ready.clear();
+    --t_depth;
+  }
+  Scratch& operator*() const { return *s_; }
+
+ private:
+  Scratch* s_;
+};
+
+std::atomic<std::uint64_t> g_epoch{0};
+
+std::string input_label(const Node& n, std::size_t i) {
+  const auto& names = n.op->schema.inputs;
+  std::string s = "input " + std::to_string(i);
+  if (i < names.size()) s += " '" + names[i] + "'";
+  return s;
+}
+
+// The engine checks what backward returned against the node's inputs.
+void check_grads(const Node& n, const TensorList& grads) {
+  OPFORGE_CHECK(grads.size() == n.edges.size(), AutogradError, "in backward of '", n.name(), "': backward returned ",
+                grads.size(), " gradient(s), expected ", n.edges.size(), " (one per input; return an undefined "
+                "Tensor for an input that needs none)");
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    const Tensor& g = grads[i];
+    if (!g.defined() || !n.edges[i].needed()) continue;
+    const TensorMeta& m = n.input_meta[i];
+    OPFORGE_CHECK(g.shape() == m.shape, AutogradError, "in backward of '", n.name(), "': the gradient for ",
+                  input_label(n, i), " has shape ", g.shape(), ", expected ", m.shape, " (the input's shape)");
+    OPFORGE_CHECK(g.dtype() == m.dtype, AutogradError, "in backward of '", n.name(), "': the gradient for ",
+                  input_label(n, i), " has dtype ", dtype_name(g.dtype()), ", expected ", dtype_name(m.dtype),
+                  " (the input's dtype)");
+  }
+}
+
+}  // namespace
+
+// The engine is a class only so that Context can befriend it.
+class Engine {
+ public:
+  static void run(TensorSpan outputs, TensorSpan grads, bool retain_graph);
+};
+
+void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph) {
+  OPFORGE_CHECK(grads.empty() || grads.size() == outputs.size(), ValueError, "backward: argument 'grads': expected ",
+                outputs.size(), " gradients (one per output) or none, got ", grads.size());
+  // Root gradients, checked before anything runs.
+  TensorList root_grads;
+  for (std::size_t r = 0; r < outputs.size(); ++r) {
+    const Tensor& out = outputs[r];
+    OPFORGE_CHECK(out.defined(), ValueError, "backward: output ", r, " is undefined");
+    OPFORGE_CHECK(out.requires_grad(), AutogradError, "backward: output ", r, " (", out.describe(),
+                  ") does not require grad and has no grad_fn: no input of the ops that made it requires grad, "
+                  "or it was made under a NoGradGuard");
+    Tensor g = grads.empty() ? Tensor() : grads[r];
+    if (!g.defined()) {
+      OPFORGE_CHECK(out.numel() == 1, AutogradError, "backward: output ", r, " has shape ", out.shape(),
+                    "; a gradient can be implied only for a one-element output: pass grad with that shape");
+      g = Tensor::ones(out.shape(), out.dtype());
+    } else {
+      OPFORGE_CHECK(g.shape() == out.shape() && g.dtype() == out.dtype(), ShapeError, "backward: argument 'grad' ",
+                    r, ": expected ", out.describe(), " (the output's dtype and shape), got ", g.describe());
+    }
+    root_grads.push_back(std::move(g));
+  }
+
+  ScratchLease lease;
+  Scratch& s = *lease;
+  const std::uint64_t epoch = g_epoch.fetch_add(1, std::memory_order_relaxed) + 1;
+
+  // 1. Count, for every node reachable from the roots, how many edges lead to it.
+  auto visit = [&](Node* n) {
+    if (n->epoch == epoch) return false;
+    n->epoch = epoch;
+    n->dependencies = 0;
+    n->grad_buffer.clear();
+    n->grad_buffer.resize(n->output_meta.size());
+    s.visited.push_back(n);
+    return true;
+  };
+  for (const Tensor& out : outputs) {
+    Node* n = out.unsafe_impl()->grad_fn.get();
+    if (n && visit(n)) s.stack.push_back(n);
+  }
+  while (!s.stack.empty()) {
+    Node* n = s.stack.back();
+    s.stack.pop_back();
+    for (Edge& e : n->edges) {
+      if (!e.fn) continue;
+      if (visit(e.fn.get())) s.stack.push_back(e.fn.get());
+      ++e.fn->dependencies;
+    }
+  }
+
+  try {
+    // 2. Seed the roots.
+    for (std::size_t r = 0; r < outputs.size(); ++r) {
+      TensorImpl* impl = outputs[r].unsafe_impl();
+      if (!impl->grad_fn) {
+        accumulate_into_leaf(*impl, root_grads[r]);
+        continue;
+      }
+      Node* n = impl->grad_fn.get();
+      accumulate(n->grad_buffer[impl->output_nr], root_grads[r]);
+    }
+    for (const Tensor& out : outputs) {
+      Node* n = out.unsafe_impl()->grad_fn.get();
+      if (n && n->dependencies == 0 && std::find(s.ready.begin(), s.ready.end(), n) == s.ready.end())
+        s.ready.push_back(n);
+    }
+
+    // 3. Run each node once all the nodes that feed it gradients have run.
+    while (!s.ready.empty()) {
+      Node* n = s.ready.back();
+      s.ready.pop_back();
+      OPFORGE_CHECK(!ContextAccess::released(n->ctx), AutogradError, "in backward of '", n->name(),
+                    "': this part of the graph was already backpropagated and its saved tensors freed; "
+                    "pass retain_graph=true to the first backward to backpropagate twice");
+      for (std::size_t k = 0; k < n->grad_buffer.size(); ++k) {
+        if (!n->grad_buffer[k].defined())
+          n->grad_buffer[k] = Tensor::zeros(n->output_meta[k].shape, n->output_meta[k].dtype);
+      }
+      TensorList grads_in;
+      {
+        NoGradGuard no_grad;
+        try {
+          grads_in = n->op->fn->backward(n->ctx, n->grad_buffer);
+        } catch (...) {
+          rethrow_as_core_error(*n->op, Phase::Backward);
+        }
+      }
+      n->grad_buffer.clear();
+      if (!retain_graph) ContextAccess::release(n->ctx);
+      check_grads(*n, grads_in);
+
+      for (std::size_t i = 0; i < n->edges.size(); ++i) {
+        Edge& e = n->edges[i];
+        if (!e.needed()) continue;
+        const Tensor& g = grads_in[i];
+        if (e.leaf) {
+          if (g.defined()) accumulate_into_leaf(*e.leaf, g);
+          continue;
+        }
+        Node* m = e.fn.get();
+        if (g.defined()) accumulate(m->grad_buffer[e.input_nr], g);
+        if (--m->dependencies == 0) s.ready.push_back(m);
+      }
+    }
+  } catch (...) {
+    for (Node* n : s.visited) n->grad_buffer.clear();
+    throw;
+  }
+}
+
+void backward(TensorSpan outputs, TensorSpan grads, bool retain_graph) { Engine::run(outputs, grads, retain_graph); }
+
+void Tensor::backward(const Tensor& grad, bool retain_graph) const {
+  check_defined("backward");
+  Engine::run(TensorSpan(*this), grad.defined() ? TensorSpan(grad) : TensorSpan(), retain_graph);
+}
+
+}  // namespace opforge

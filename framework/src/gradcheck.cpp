@@ -1,0 +1,98 @@
+#include "opforge/sdk/gradcheck.hpp"
+
+#include <cmath>
+#include <sstream>
+
+#include "opforge/autograd.hpp"
+
+namespace opforge::sdk {
+namespace {
+
+double weighted_sum(const TensorList& outs, const TensorList& weights) {
+  double s = 0;
+  for (std::size_t k = 0; k < outs.size(); ++k) {
+    const std::vector<double> o = outs[k].to_vector();
+    const double* w = weights[k].data<double>();
+    for (std::size_t j = 0; j < o.size(); ++j) s += o[j] * w[j];
+  }
+  return s;
+}
+
+std::string input_name(const OpHandle& op, std::size_t i) {
+  const auto& names = op.schema().inputs;
+  return "input " + std::to_string(i) + (i < names.size() ? " '" + names[i] + "'" : std::string());
+}
+
+}  // namespace
+
+GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const GradcheckOptions& opt) {
+  GradcheckResult res;
+  // float64 leaves: fresh copies, so the caller's tensors are never touched.
+  TensorList xs;
+  std::string promoted;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& in = inputs[i];
+    if (in.dtype() == DType::Float32) promoted += (promoted.empty() ? "" : ", ") + std::to_string(i);
+    Tensor x = is_floating(in.dtype()) ? in.to(DType::Float64).clone() : in.clone();
+    if (is_floating(x.dtype())) x.requires_grad_(true);
+    xs.push_back(std::move(x));
+  }
+  if (!promoted.empty()) res.note = "inputs " + promoted + " promoted from float32 to float64 for the check";
+
+  // Analytic: backward with random output weights.
+  TensorList outs = op.call(xs);
+  TensorList weights;
+  for (std::size_t k = 0; k < outs.size(); ++k) {
+    OPFORGE_CHECK(outs[k].dtype() == DType::Float64, DTypeError, "gradcheck: ", op.name(), ": output ", k,
+                  " is ", dtype_name(outs[k].dtype()), " for float64 inputs; expected float64");
+    weights.push_back(Tensor::randn(outs[k].shape(), DType::Float64, opt.seed + k));
+  }
+  TensorList diff_outs, diff_weights;
+  for (std::size_t k = 0; k < outs.size(); ++k) {
+    if (!outs[k].requires_grad()) continue;
+    diff_outs.push_back(outs[k]);
+    diff_weights.push_back(weights[k]);
+  }
+  if (!diff_outs.empty()) backward(diff_outs, diff_weights);
+
+  // Numeric: central differences of the same weighted sum, element by element.
+  NoGradGuard no_grad;
+  double worst_excess = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    if (!is_floating(xs[i].dtype())) continue;
+    double* p = xs[i].data<double>();
+    const Tensor g = xs[i].grad();
+    for (std::int64_t j = 0; j < xs[i].numel(); ++j) {
+      const double orig = p[j];
+      p[j] = orig + opt.eps;
+      const double fp = weighted_sum(op.call(xs), weights);
+      p[j] = orig - opt.eps;
+      const double fm = weighted_sum(op.call(xs), weights);
+      p[j] = orig;
+      const double numeric = (fp - fm) / (2 * opt.eps);
+      const double analytic = g.defined() ? g.data<double>()[j] : 0.0;
+      const double err = std::abs(analytic - numeric);
+      const double tol = opt.atol + opt.rtol * std::abs(numeric);
+      res.max_abs_error = std::max(res.max_abs_error, err);
+      ++res.elements_checked;
+      if (err > tol && err - tol > worst_excess) {
+        worst_excess = err - tol;
+        std::ostringstream os;
+        os.precision(10);
+        os << "gradcheck failed for '" << op.name() << "': " << input_name(op, i) << " of shape "
+           << xs[i].shape() << ", element " << j << ": analytic " << analytic << ", numeric " << numeric
+           << " (|diff| " << err << " > atol " << opt.atol << " + rtol " << opt.rtol << " * |numeric|)";
+        if (!g.defined()) os << "; backward returned no gradient for this input";
+        res.message = os.str();
+      }
+    }
+  }
+  res.ok = worst_excess == 0;
+  if (res.ok) {
+    res.message = "gradcheck passed for '" + op.name() + "': " + std::to_string(res.elements_checked) +
+                  " elements, max |diff| " + std::to_string(res.max_abs_error);
+  }
+  return res;
+}
+
+}  // namespace opforge::sdk

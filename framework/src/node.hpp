@@ -1,0 +1,74 @@
+// Node: one recorded op call in the dynamic graph. Internal to the core.
+//
+// A node owns its op (and through it the plugin that holds the op's code), its
+// Context, and one edge per input pointing at where that input's gradient goes:
+// the node that produced the input, or the leaf tensor that accumulates it.
+// Output tensors point at their node; nodes never point at their outputs, so
+// the graph has no cycles.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include <boost/container/small_vector.hpp>
+
+#include "op_entry.hpp"
+#include "opforge/function.hpp"
+#include "tensor_impl.hpp"
+
+namespace opforge {
+
+struct Edge {
+  NodePtr fn;           // producer of the input, or null
+  TensorImplPtr leaf;   // the leaf that accumulates, or null
+  std::uint32_t input_nr = 0;  // which output of `fn` the input was
+  bool needed() const noexcept { return fn || leaf; }
+};
+
+struct TensorMeta {
+  Dims shape;
+  DType dtype = DType::Float64;
+};
+
+class Node {
+ public:
+  // Declared first so it is destroyed last: the plugin that owns the
+  // Function's code (and any code the Context's contents need) outlives them.
+  boost::intrusive_ptr<OpEntry> op;
+  Context ctx;
+  boost::container::small_vector<Edge, 4> edges;             // one per input
+  boost::container::small_vector<TensorMeta, 4> input_meta;  // one per input
+  boost::container::small_vector<TensorMeta, 2> output_meta; // one per output
+
+  // Engine scratch: valid during one backward pass (a graph is backpropagated
+  // by one thread at a time; independent graphs run in parallel freely).
+  std::uint64_t epoch = 0;
+  std::uint32_t dependencies = 0;
+  TensorList grad_buffer;
+
+  const std::string& name() const noexcept { return op->schema.name; }
+
+ private:
+  friend void intrusive_ptr_add_ref(Node* n) noexcept;
+  friend void intrusive_ptr_release(Node* n) noexcept;
+  std::atomic<std::uint32_t> refcount_{0};
+  Node* next_pending_ = nullptr;  // intrusive list for iterative destruction
+};
+
+/// Gives the engine access to Context internals.
+struct ContextAccess {
+  static TensorList& saved(Context& c) { return c.saved_; }
+  static void init(Context& c, std::uint64_t mask, std::uint32_t n_inputs, const char* op_name) {
+    c.needs_grad_mask_ = mask;
+    c.num_inputs_ = n_inputs;
+    c.op_name_ = op_name;
+  }
+  static void release(Context& c) {
+    c.saved_.clear();
+    c.values_.clear();
+    c.released_ = true;
+  }
+  static bool released(const Context& c) { return c.released_; }
+};
+
+}  // namespace opforge

@@ -1,0 +1,322 @@
+// Ops: the registry, handles, and the call path (the hot path of the framework).
+#include "opforge/op.hpp"
+
+#include <algorithm>
+
+#include "boundary.hpp"
+#include "node.hpp"
+#include "opforge/plugins.hpp"
+#include "registry.hpp"
+
+namespace opforge {
+
+void intrusive_ptr_add_ref(OpEntry* e) noexcept { e->refcount.fetch_add(1, std::memory_order_relaxed); }
+void intrusive_ptr_release(OpEntry* e) noexcept {
+  if (e->refcount.fetch_sub(1, std::memory_order_acq_rel) == 1) delete e;
+}
+
+Function::~Function() = default;
+PluginRegistrar::~PluginRegistrar() = default;
+
+// ---- Context ------------------------------------------------------------------
+
+void Context::save_for_backward(TensorSpan tensors) {
+  for (const Tensor& t : tensors) saved_.push_back(t);
+}
+
+const TensorList& Context::saved_tensors() const {
+  OPFORGE_CHECK(!released_, AutogradError, op_name_,
+                ": the saved tensors were already freed by an earlier backward; "
+                "call backward(..., retain_graph=true) the first time to backpropagate twice");
+  return saved_;
+}
+
+double Context::saved_value(std::size_t i) const {
+  OPFORGE_CHECK(!released_, AutogradError, op_name_, ": the saved values were already freed by an earlier backward");
+  OPFORGE_CHECK(i < values_.size(), IndexError, op_name_, ": saved_value(", i, "): only ", values_.size(),
+                " values were saved");
+  return values_[i];
+}
+
+// ---- schema -------------------------------------------------------------------
+
+std::string OpSchema::validate() const {
+  const auto dot = name.find('.');
+  if (name.empty()) return "the op name is empty";
+  if (dot == std::string::npos || dot == 0 || dot + 1 == name.size())
+    return "op name '" + name + "' is not qualified: expected 'family.name', e.g. 'linalg.mv'";
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'))
+      return "op name '" + name + "' has the character '" + std::string(1, c) +
+             "': use letters, digits, '_' and one '.'";
+  if (inputs.size() > 64) return "op '" + name + "' has " + std::to_string(inputs.size()) + " inputs; at most 64";
+  if (num_outputs < 1) return "op '" + name + "' declares " + std::to_string(num_outputs) + " outputs; at least 1";
+  if (dtypes.empty()) return "op '" + name + "' accepts no dtype";
+  return {};
+}
+
+// ---- registry -----------------------------------------------------------------
+
+Registry& Registry::instance() {
+  static Registry* r = new Registry();  // never destroyed: handles may outlive static destruction
+  return *r;
+}
+
+boost::intrusive_ptr<OpEntry> Registry::find(std::string_view name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = ops_.find(std::string(name));
+  return it == ops_.end() ? nullptr : it->second;
+}
+
+void Registry::add_all(const std::vector<boost::intrusive_ptr<OpEntry>>& entries) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& e : entries) {
+    auto it = ops_.find(e->schema.name);
+    if (it != ops_.end()) {
+      const OpEntry& old = *it->second;
+      throw PluginError("plugin '" + e->plugin_name + "' (" + e->plugin_file + ") registers op '" + e->schema.name +
+                        "', which plugin '" + old.plugin_name + "' (" + old.plugin_file +
+                        ") already provides; rename one of them, or remove one file from the plugin path");
+    }
+  }
+  for (const auto& e : entries) ops_.emplace(e->schema.name, e);
+}
+
+std::vector<boost::intrusive_ptr<OpEntry>> Registry::all() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<boost::intrusive_ptr<OpEntry>> v;
+  for (const auto& kv : ops_) v.push_back(kv.second);
+  std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a->schema.name < b->schema.name; });
+  return v;
+}
+
+namespace {
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+}  // namespace
+
+std::vector<std::string> Registry::near_names(std::string_view name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<std::size_t, std::string>> scored;
+  const std::string_view tail = name.substr(name.find('.') == std::string_view::npos ? 0 : name.find('.') + 1);
+  for (const auto& kv : ops_) {
+    const std::string& n = kv.first;
+    std::size_t d = edit_distance(name, n);
+    const std::string_view ntail = std::string_view(n).substr(n.find('.') + 1);
+    if (d <= 3 || ntail == tail) scored.emplace_back(ntail == tail ? 0 : d, n);
+  }
+  std::sort(scored.begin(), scored.end());
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < scored.size() && i < 3; ++i) out.push_back(scored[i].second);
+  return out;
+}
+
+StagingRegistrar::StagingRegistrar(std::string plugin_name, std::string plugin_file, std::shared_ptr<void> library)
+    : plugin_name_(std::move(plugin_name)), plugin_file_(std::move(plugin_file)), library_(std::move(library)) {}
+
+void StagingRegistrar::add(OpSchema schema, std::unique_ptr<Function> fn) {
+  const std::string problem = schema.validate();
+  OPFORGE_CHECK(problem.empty(), PluginError, "plugin '", plugin_name_, "' (", plugin_file_,
+                "): invalid op schema: ", problem);
+  OPFORGE_CHECK(fn != nullptr, PluginError, "plugin '", plugin_name_, "' (", plugin_file_, "): op '", schema.name,
+                "' was added without a Function");
+  for (const auto& e : staged_)
+    OPFORGE_CHECK(e->schema.name != schema.name, PluginError, "plugin '", plugin_name_, "' (", plugin_file_,
+                  ") adds op '", schema.name, "' twice");
+  boost::intrusive_ptr<OpEntry> e(new OpEntry());
+  e->library = library_;
+  e->fn = std::move(fn);
+  e->schema = std::move(schema);
+  e->plugin_name = plugin_name_;
+  e->plugin_file = plugin_file_;
+  staged_.push_back(std::move(e));
+}
+
+void StagingRegistrar::commit() { Registry::instance().add_all(staged_); }
+
+std::vector<std::string> StagingRegistrar::op_names() const {
+  std::vector<std::string> v;
+  for (const auto& e : staged_) v.push_back(e->schema.name);
+  return v;
+}
+
+// ---- lookup -------------------------------------------------------------------
+
+OpHandle op(std::string_view qualified_name) {
+  load_default_plugins();
+  auto e = Registry::instance().find(qualified_name);
+  if (!e) {
+    std::string msg = "no op named '" + std::string(qualified_name) + "' is registered";
+    auto near = Registry::instance().near_names(qualified_name);
+    if (!near.empty()) {
+      msg += "; did you mean ";
+      for (std::size_t i = 0; i < near.size(); ++i) msg += (i ? ", '" : "'") + near[i] + "'";
+      msg += "?";
+    }
+    msg += " (`opforge ops` lists the loaded plugins and the files that failed to load)";
+    throw PluginError(msg);
+  }
+  return OpHandle(std::move(e));
+}
+
+TensorList call(std::string_view qualified_name, TensorSpan inputs) { return op(qualified_name).call(inputs); }
+
+OpHandle make_op(OpSchema schema, std::unique_ptr<Function> fn) {
+  const std::string problem = schema.validate();
+  OPFORGE_CHECK(problem.empty(), ValueError, "make_op: invalid schema: ", problem);
+  OPFORGE_CHECK(fn != nullptr, ValueError, "make_op: op '", schema.name, "': the Function is null");
+  boost::intrusive_ptr<OpEntry> e(new OpEntry());
+  e->fn = std::move(fn);
+  e->schema = std::move(schema);
+  return OpHandle(std::move(e));
+}
+
+std::vector<OpHandle> registered_ops() {
+  load_default_plugins();
+  std::vector<OpHandle> v;
+  for (auto& e : Registry::instance().all()) v.emplace_back(std::move(e));
+  return v;
+}
+
+const OpSchema& OpHandle::schema() const { return entry_->schema; }
+const std::string& OpHandle::name() const { return entry_->schema.name; }
+const std::string& OpHandle::plugin_name() const { return entry_->plugin_name; }
+const std::string& OpHandle::plugin_file() const { return entry_->plugin_file; }
+
+// ---- the call path ------------------------------------------------------------
+
+namespace {
+
+[[noreturn]] void throw_arity(const OpSchema& s, std::size_t got) {
+  std::string names;
+  for (std::size_t i = 0; i < s.inputs.size(); ++i) names += (i ? ", " : "") + s.inputs[i];
+  throw ValueError(s.name + ": expected " + std::to_string(s.inputs.size()) + " inputs (" + names + "), got " +
+                   std::to_string(got));
+}
+
+[[noreturn]] void throw_bad_input(const OpSchema& s, std::size_t i, const TensorImpl* t, DType first) {
+  const std::string arg = "argument '" + s.inputs[i] + "' (input " + std::to_string(i) + ")";
+  if (!t) throw ValueError(s.name + ": " + arg + ": expected a tensor, got an undefined one");
+  if (!s.dtypes.contains(t->dtype))
+    throw DTypeError(s.name + ": " + arg + ": expected dtype " + s.dtypes.to_string() + ", got " +
+                     dtype_name(t->dtype));
+  throw DTypeError(s.name + ": " + arg + ": expected dtype " + dtype_name(first) + " (the dtype of '" + s.inputs[0] +
+                   "'; all inputs must share one dtype), got " + dtype_name(t->dtype));
+}
+
+// Checks an op's outputs: the declared count, all defined.
+void check_outputs(const OpSchema& s, const TensorList& out) {
+  OPFORGE_CHECK(out.size() == static_cast<std::size_t>(s.num_outputs), AutogradError, s.name,
+                ": forward returned ", out.size(), " outputs, expected ", s.num_outputs, " (as its schema declares)");
+  for (std::size_t k = 0; k < out.size(); ++k)
+    OPFORGE_CHECK(out[k].defined(), AutogradError, s.name, ": forward returned an undefined tensor as output ", k);
+}
+
+}  // namespace
+
+TensorList OpHandle::call(TensorSpan inputs) const {
+  OpEntry& e = *entry_;
+  const OpSchema& s = e.schema;
+  const std::size_t n = inputs.size();
+  if (n != s.inputs.size()) throw_arity(s, n);
+
+  // Validate inputs and find which ones need a gradient.
+  const bool recording = grad_enabled();
+  std::uint64_t needs = 0;
+  DType first = DType::Float64;
+  for (std::size_t i = 0; i < n; ++i) {
+    const TensorImpl* t = inputs[i].unsafe_impl();
+    if (!t || !s.dtypes.contains(t->dtype) || (s.same_dtype && i > 0 && t->dtype != first))
+      throw_bad_input(s, i, t, first);
+    if (i == 0) first = t->dtype;
+    if (recording && (t->requires_grad || t->grad_fn)) needs |= std::uint64_t{1} << i;
+  }
+
+  if (needs == 0) {
+    Context ctx;
+    ContextAccess::init(ctx, 0, static_cast<std::uint32_t>(n), s.name.c_str());
+    TensorList out;
+    {
+      NoGradGuard no_grad;
+      try {
+        out = e.fn->forward(ctx, inputs);
+      } catch (...) {
+        rethrow_as_core_error(e, Phase::Forward);
+      }
+    }
+    check_outputs(s, out);
+    return out;
+  }
+
+  // Recording: the node is made first so that forward saves straight into its Context.
+  NodePtr node(new Node());
+  node->op = entry_;
+  ContextAccess::init(node->ctx, needs, static_cast<std::uint32_t>(n), s.name.c_str());
+  TensorList out;
+  {
+    NoGradGuard no_grad;
+    try {
+      out = e.fn->forward(node->ctx, inputs);
+    } catch (...) {
+      rethrow_as_core_error(e, Phase::Forward);
+    }
+  }
+  check_outputs(s, out);
+
+  node->edges.resize(n);
+  node->input_meta.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    TensorImpl* t = inputs[i].unsafe_impl();
+    node->input_meta[i].shape = t->shape;
+    node->input_meta[i].dtype = t->dtype;
+    if (!((needs >> i) & 1u)) continue;
+    Edge& edge = node->edges[i];
+    if (t->grad_fn) {
+      edge.fn = t->grad_fn;
+      edge.input_nr = t->output_nr;
+    } else {
+      edge.leaf = TensorImplPtr(t);
+    }
+  }
+
+  TensorList& saved = ContextAccess::saved(node->ctx);
+  node->output_meta.resize(out.size());
+  for (std::size_t k = 0; k < out.size(); ++k) {
+    TensorImpl* o = out[k].unsafe_impl();
+    // An output that is also an input, or a tensor someone else already owns the
+    // autograd state of, gets its own TensorImpl over the same data.
+    bool shared = o->grad_fn || o->requires_grad;
+    for (std::size_t i = 0; i < n && !shared; ++i) shared = inputs[i].unsafe_impl() == o;
+    if (shared) {
+      out[k] = Tensor(alias_impl(*o));
+      o = out[k].unsafe_impl();
+    }
+    // A saved output would point back at this node (output -> node -> ctx ->
+    // output): keep a data-only alias in the Context instead.
+    for (Tensor& sv : saved)
+      if (sv.unsafe_impl() == o) sv = Tensor(alias_impl(*o));
+    node->output_meta[k].shape = o->shape;
+    node->output_meta[k].dtype = o->dtype;
+    o->grad_fn = node;
+    o->output_nr = static_cast<std::uint32_t>(k);
+  }
+  return out;
+}
+
+Tensor OpHandle::operator()(TensorSpan inputs) const {
+  TensorList out = call(inputs);
+  OPFORGE_CHECK(out.size() == 1, ValueError, name(), ": has ", out.size(),
+                " outputs; use call() to get all of them");
+  return std::move(out[0]);
+}
+
+}  // namespace opforge

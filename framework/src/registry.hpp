@@ -1,0 +1,49 @@
+// The op registry: qualified name -> OpEntry. Internal to the core.
+// Locked only to resolve a name or to register; calls through a handle never lock.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "op_entry.hpp"
+
+namespace opforge {
+
+class Registry {
+ public:
+  static Registry& instance();
+
+  /// Null when no op has that name.
+  boost::intrusive_ptr<OpEntry> find(std::string_view name) const;
+  /// Adds all entries or none: throws PluginError naming the op and both files
+  /// when a name is taken.
+  void add_all(const std::vector<boost::intrusive_ptr<OpEntry>>& entries);
+  std::vector<boost::intrusive_ptr<OpEntry>> all() const;
+  /// Registered names close to `name`, for "did you mean" messages.
+  std::vector<std::string> near_names(std::string_view name) const;
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, boost::intrusive_ptr<OpEntry>> ops_;
+};
+
+/// Collects a plugin's ops; they reach the Registry only through commit().
+class StagingRegistrar final : public PluginRegistrar {
+ public:
+  StagingRegistrar(std::string plugin_name, std::string plugin_file, std::shared_ptr<void> library);
+  void add(OpSchema schema, std::unique_ptr<Function> fn) override;
+  const std::string& plugin_name() const override { return plugin_name_; }
+  void commit();
+  std::vector<std::string> op_names() const;
+
+ private:
+  std::string plugin_name_;
+  std::string plugin_file_;
+  std::shared_ptr<void> library_;
+  std::vector<boost::intrusive_ptr<OpEntry>> staged_;
+};
+
+}  // namespace opforge

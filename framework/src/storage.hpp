@@ -1,0 +1,39 @@
+// Storage: one reference-counted block of tensor memory, shared by views.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace opforge {
+
+class Storage {
+ public:
+  using Deleter = void (*)(void* data, void* context);
+
+  /// One 64-byte-aligned block holding this header and `nbytes` of data.
+  static Storage* allocate(std::size_t nbytes);
+  /// Wraps memory owned elsewhere; `deleter(data, context)` runs once, when the
+  /// last view is gone.
+  static Storage* adopt(void* data, std::size_t nbytes, Deleter deleter, void* context);
+
+  void* data() const noexcept { return data_; }
+  std::size_t nbytes() const noexcept { return nbytes_; }
+  std::uint32_t use_count() const noexcept { return refcount_.load(std::memory_order_acquire); }
+
+  std::atomic<std::uint32_t> version{0};
+
+ private:
+  friend void intrusive_ptr_add_ref(Storage* s) noexcept;
+  friend void intrusive_ptr_release(Storage* s) noexcept;
+  Storage() = default;
+  void destroy() noexcept;
+
+  std::atomic<std::uint32_t> refcount_{0};
+  void* data_ = nullptr;
+  std::size_t nbytes_ = 0;
+  Deleter deleter_ = nullptr;  // null: data lives in this block
+  void* deleter_context_ = nullptr;
+};
+
+}  // namespace opforge

@@ -1,0 +1,329 @@
+#include "opforge/tensor.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <ostream>
+#include <sstream>
+
+#include "node.hpp"
+#include "tensor_impl.hpp"
+
+namespace opforge {
+
+// ---- impl lifetime ------------------------------------------------------------
+
+void intrusive_ptr_add_ref(TensorImpl* t) noexcept { t->refcount.fetch_add(1, std::memory_order_relaxed); }
+void intrusive_ptr_release(TensorImpl* t) noexcept {
+  if (t->refcount.fetch_sub(1, std::memory_order_acq_rel) == 1) delete t;
+}
+
+TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
+  std::int64_t n = 1;
+  for (std::int64_t s : shape) {
+    OPFORGE_CHECK(s >= 0, ValueError, "tensor shape ", shape, ": sizes must be >= 0");
+    n *= s;
+  }
+  TensorImplPtr t(new TensorImpl());
+  t->dtype = dtype;
+  t->shape = shape;
+  t->strides = contiguous_strides(shape);
+  t->numel = n;
+  t->storage = StoragePtr(Storage::allocate(static_cast<std::size_t>(n) * itemsize(dtype)));
+  return t;
+}
+
+TensorImplPtr alias_impl(const TensorImpl& src) {
+  TensorImplPtr t(new TensorImpl());
+  t->dtype = src.dtype;
+  t->contiguous = src.contiguous;
+  t->offset = src.offset;
+  t->numel = src.numel;
+  t->shape = src.shape;
+  t->strides = src.strides;
+  t->storage = src.storage;
+  return t;
+}
+
+// ---- printing and small helpers -------------------------------------------------
+
+std::string Dims::to_string() const {
+  std::ostringstream os;
+  os << *this;
+  return os.str();
+}
+
+std::ostream& operator<<(std::ostream& os, const Dims& d) {
+  os << '[';
+  for (std::size_t i = 0; i < d.size(); ++i) os << (i ? ", " : "") << d[i];
+  return os << ']';
+}
+
+DType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "f32" || name == "float") return DType::Float32;
+  if (name == "float64" || name == "f64" || name == "double") return DType::Float64;
+  if (name == "int64" || name == "i64") return DType::Int64;
+  if (name == "bool") return DType::Bool;
+  throw ValueError("unknown dtype '" + name + "': expected one of float32, float64, int64, bool");
+}
+
+std::string DTypeSet::to_string() const {
+  std::string s;
+  for (int i = 0; i < kNumDTypes; ++i) {
+    auto t = static_cast<DType>(i);
+    if (contains(t)) s += (s.empty() ? "" : ", ") + std::string(dtype_name(t));
+  }
+  return s.empty() ? "none" : s;
+}
+
+void throw_error(ErrorKind kind, const std::string& msg) {
+  switch (kind) {
+    case ErrorKind::Shape: throw ShapeError(msg);
+    case ErrorKind::DType: throw DTypeError(msg);
+    case ErrorKind::Plugin: throw PluginError(msg);
+    case ErrorKind::Autograd: throw AutogradError(msg);
+    case ErrorKind::Value: throw ValueError(msg);
+    case ErrorKind::Index: throw IndexError(msg);
+    case ErrorKind::Generic: break;
+  }
+  throw Error(msg);
+}
+
+namespace {
+
+template <class T>
+void fill_typed(void* p, std::int64_t n, double v) {
+  T* d = static_cast<T*>(p);
+  const T x = static_cast<T>(v);
+  for (std::int64_t i = 0; i < n; ++i) d[i] = x;
+}
+
+void fill(TensorImpl& t, double v) {
+  switch (t.dtype) {
+    case DType::Float32: fill_typed<float>(t.data(), t.numel, v); break;
+    case DType::Float64: fill_typed<double>(t.data(), t.numel, v); break;
+    case DType::Int64: fill_typed<std::int64_t>(t.data(), t.numel, v); break;
+    case DType::Bool: fill_typed<bool>(t.data(), t.numel, v); break;
+  }
+}
+
+// Reads element i (row-major index over the view) of any dtype as double.
+double load_as_double(const TensorImpl& t, std::int64_t linear) {
+  std::int64_t off = 0;
+  if (t.contiguous) {
+    off = linear;
+  } else {
+    for (std::size_t k = t.shape.size(); k-- > 0;) {
+      off += (linear % t.shape[k]) * t.strides[k];
+      linear /= t.shape[k];
+    }
+  }
+  const char* base = static_cast<const char*>(t.data());
+  switch (t.dtype) {
+    case DType::Float32: return reinterpret_cast<const float*>(base)[off];
+    case DType::Float64: return reinterpret_cast<const double*>(base)[off];
+    case DType::Int64: return static_cast<double>(reinterpret_cast<const std::int64_t*>(base)[off]);
+    case DType::Bool: return reinterpret_cast<const bool*>(base)[off] ? 1.0 : 0.0;
+  }
+  return 0;
+}
+
+void store_from_double(TensorImpl& t, std::int64_t i, double v) {
+  char* base = static_cast<char*>(t.data());
+  switch (t.dtype) {
+    case DType::Float32: reinterpret_cast<float*>(base)[i] = static_cast<float>(v); break;
+    case DType::Float64: reinterpret_cast<double*>(base)[i] = v; break;
+    case DType::Int64: reinterpret_cast<std::int64_t*>(base)[i] = static_cast<std::int64_t>(v); break;
+    case DType::Bool: reinterpret_cast<bool*>(base)[i] = v != 0.0; break;
+  }
+}
+
+// SplitMix64: a counter-based generator, so element i of randn(seed) is the same
+// whatever the order or thread that computes it.
+inline std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+inline double uniform01(std::uint64_t bits) {  // in (0, 1]
+  return (static_cast<double>(bits >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+}
+
+}  // namespace
+
+// ---- factories --------------------------------------------------------------------
+
+Tensor Tensor::empty(const Dims& shape, DType dtype) { return Tensor(make_contiguous_impl(shape, dtype)); }
+
+Tensor Tensor::zeros(const Dims& shape, DType dtype) {
+  TensorImplPtr t = make_contiguous_impl(shape, dtype);
+  std::memset(t->data(), 0, static_cast<std::size_t>(t->numel) * itemsize(dtype));
+  return Tensor(std::move(t));
+}
+
+Tensor Tensor::ones(const Dims& shape, DType dtype) { return full(shape, 1.0, dtype); }
+
+Tensor Tensor::full(const Dims& shape, double value, DType dtype) {
+  TensorImplPtr t = make_contiguous_impl(shape, dtype);
+  fill(*t, value);
+  return Tensor(std::move(t));
+}
+
+Tensor Tensor::scalar(double value, DType dtype) { return full(Dims{}, value, dtype); }
+
+Tensor Tensor::from_values(const std::vector<double>& values, const Dims& shape, DType dtype) {
+  OPFORGE_CHECK(static_cast<std::int64_t>(values.size()) == shape.product(), ShapeError,
+                "Tensor::from_values: argument 'values': expected ", shape.product(),
+                " values for shape ", shape, ", got ", values.size());
+  TensorImplPtr t = make_contiguous_impl(shape, dtype);
+  for (std::size_t i = 0; i < values.size(); ++i) store_from_double(*t, static_cast<std::int64_t>(i), values[i]);
+  return Tensor(std::move(t));
+}
+
+Tensor Tensor::from_values(const std::vector<double>& values, DType dtype) {
+  return from_values(values, Dims{static_cast<std::int64_t>(values.size())}, dtype);
+}
+
+Tensor Tensor::randn(const Dims& shape, DType dtype, std::uint64_t seed) {
+  OPFORGE_CHECK(is_floating(dtype), DTypeError, "Tensor::randn: argument 'dtype': expected float32 or float64, got ",
+                dtype_name(dtype));
+  TensorImplPtr t = make_contiguous_impl(shape, dtype);
+  const std::uint64_t key = splitmix64(seed ^ 0x6F70666F72676521ull);
+  const std::int64_t n = t->numel;
+  // Box-Muller: pair k gives elements 2k and 2k+1.
+  auto gen = [&](auto* out) {
+    constexpr double kTwoPi = 6.283185307179586476925286766559;
+    for (std::int64_t k = 0; 2 * k < n; ++k) {
+      std::uint64_t a = splitmix64(key + 2 * static_cast<std::uint64_t>(k));
+      std::uint64_t b = splitmix64(key + 2 * static_cast<std::uint64_t>(k) + 1);
+      double r = std::sqrt(-2.0 * std::log(uniform01(a)));
+      double th = kTwoPi * uniform01(b);
+      using T = std::remove_pointer_t<decltype(out)>;
+      out[2 * k] = static_cast<T>(r * std::cos(th));
+      if (2 * k + 1 < n) out[2 * k + 1] = static_cast<T>(r * std::sin(th));
+    }
+  };
+  if (dtype == DType::Float32) gen(static_cast<float*>(t->data()));
+  else gen(static_cast<double*>(t->data()));
+  return Tensor(std::move(t));
+}
+
+// ---- metadata -------------------------------------------------------------------
+
+void Tensor::check_defined(const char* what) const {
+  if (!impl_) throw ValueError(std::string("Tensor::") + what + ": the tensor is undefined (default-constructed)");
+}
+DType Tensor::dtype() const { check_defined("dtype"); return impl_->dtype; }
+const Dims& Tensor::shape() const { check_defined("shape"); return impl_->shape; }
+const Dims& Tensor::strides() const { check_defined("strides"); return impl_->strides; }
+std::int64_t Tensor::numel() const { check_defined("numel"); return impl_->numel; }
+bool Tensor::is_contiguous() const { check_defined("is_contiguous"); return impl_->contiguous; }
+
+std::int64_t Tensor::size(std::int64_t axis) const {
+  const std::int64_t n = dim();
+  OPFORGE_CHECK(axis >= -n && axis < n, IndexError, "Tensor::size: argument 'axis': expected an axis in [", -n,
+                ", ", n, ") for a tensor of shape ", shape(), ", got ", axis);
+  return impl_->shape[static_cast<std::size_t>(axis < 0 ? axis + n : axis)];
+}
+
+std::string Tensor::describe() const {
+  if (!impl_) return "undefined";
+  return std::string(dtype_name(impl_->dtype)) + impl_->shape.to_string();
+}
+
+void Tensor::check_dtype(DType expected, const char* what) const {
+  check_defined(what);
+  OPFORGE_CHECK(impl_->dtype == expected, DTypeError, what, ": expected dtype ", dtype_name(expected), ", got ",
+                dtype_name(impl_->dtype));
+}
+
+void* Tensor::data_ptr() const { check_defined("data_ptr"); return impl_->data(); }
+Storage* Tensor::storage() const { check_defined("storage"); return impl_->storage.get(); }
+std::uint32_t Tensor::version() const { check_defined("version"); return impl_->storage->version.load(); }
+void Tensor::bump_version() const { check_defined("bump_version"); impl_->storage->version.fetch_add(1); }
+
+double Tensor::item() const {
+  check_defined("item");
+  OPFORGE_CHECK(impl_->numel == 1, ShapeError, "Tensor::item: expected a tensor with one element, got shape ",
+                impl_->shape);
+  return load_as_double(*impl_, 0);
+}
+
+std::vector<double> Tensor::to_vector() const {
+  check_defined("to_vector");
+  std::vector<double> v(static_cast<std::size_t>(impl_->numel));
+  for (std::int64_t i = 0; i < impl_->numel; ++i) v[static_cast<std::size_t>(i)] = load_as_double(*impl_, i);
+  return v;
+}
+
+Tensor Tensor::clone() const {
+  check_defined("clone");
+  TensorImplPtr t = make_contiguous_impl(impl_->shape, impl_->dtype);
+  if (impl_->contiguous) {
+    std::memcpy(t->data(), impl_->data(), static_cast<std::size_t>(impl_->numel) * itemsize(impl_->dtype));
+  } else {
+    for (std::int64_t i = 0; i < impl_->numel; ++i) store_from_double(*t, i, load_as_double(*impl_, i));
+  }
+  return Tensor(std::move(t));
+}
+
+Tensor Tensor::to(DType dtype) const {
+  check_defined("to");
+  if (dtype == impl_->dtype) return *this;
+  TensorImplPtr t = make_contiguous_impl(impl_->shape, dtype);
+  for (std::int64_t i = 0; i < impl_->numel; ++i) store_from_double(*t, i, load_as_double(*impl_, i));
+  return Tensor(std::move(t));
+}
+
+// ---- autograd state ---------------------------------------------------------------
+
+bool Tensor::requires_grad() const { return impl_ && (impl_->requires_grad || impl_->grad_fn); }
+
+Tensor& Tensor::requires_grad_(bool flag) {
+  check_defined("requires_grad_");
+  OPFORGE_CHECK(!impl_->grad_fn, AutogradError, "Tensor::requires_grad_: the tensor is the output of '",
+                impl_->grad_fn->name(),
+                "' (not a leaf); requires_grad can only be set on leaves. Use detach() to make a leaf.");
+  OPFORGE_CHECK(!flag || is_floating(impl_->dtype), DTypeError,
+                "Tensor::requires_grad_: only float32 and float64 tensors can require grad, got ",
+                dtype_name(impl_->dtype));
+  impl_->requires_grad = flag;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { check_defined("is_leaf"); return !impl_->grad_fn; }
+Tensor Tensor::grad() const { check_defined("grad"); return impl_->grad; }
+void Tensor::set_grad(const Tensor& g) const {
+  check_defined("set_grad");
+  if (g.defined()) {
+    OPFORGE_CHECK(g.shape() == impl_->shape && g.dtype() == impl_->dtype, ShapeError,
+                  "Tensor::set_grad: argument 'grad': expected ", describe(), ", got ", g.describe());
+  }
+  impl_->grad = g;
+}
+void Tensor::zero_grad() const { check_defined("zero_grad"); impl_->grad = Tensor(); }
+Node* Tensor::grad_fn() const { check_defined("grad_fn"); return impl_->grad_fn.get(); }
+std::uint32_t Tensor::output_nr() const { check_defined("output_nr"); return impl_->output_nr; }
+Tensor Tensor::detach() const { check_defined("detach"); return Tensor(alias_impl(*impl_)); }
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t) {
+  if (!t.defined()) return os << "Tensor(undefined)";
+  os << "Tensor(" << t.describe() << ", [";
+  const std::vector<double> v = t.to_vector();
+  const std::size_t show = std::min<std::size_t>(v.size(), 8);
+  for (std::size_t i = 0; i < show; ++i) os << (i ? ", " : "") << v[i];
+  if (v.size() > show) os << ", ...";
+  return os << "])";
+}
+
+// ---- grad mode ----------------------------------------------------------------------
+
+namespace {
+thread_local bool t_grad_enabled = true;
+}
+bool grad_enabled() noexcept { return t_grad_enabled; }
+void set_grad_enabled(bool enabled) noexcept { t_grad_enabled = enabled; }
+NoGradGuard::NoGradGuard() noexcept : prev_(t_grad_enabled) { t_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
+
+}  // namespace opforge

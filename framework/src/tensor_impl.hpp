@@ -1,0 +1,42 @@
+// TensorImpl: what a Tensor handle points at. Internal to the core.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include <boost/smart_ptr/intrusive_ptr.hpp>
+
+#include "opforge/tensor.hpp"
+#include "storage.hpp"
+
+namespace opforge {
+
+struct TensorImpl {
+  std::atomic<std::uint32_t> refcount{0};
+  DType dtype = DType::Float64;
+  bool requires_grad = false;   // meaningful on leaves; a non-leaf requires grad through grad_fn
+  bool contiguous = true;
+  std::atomic_flag grad_lock = ATOMIC_FLAG_INIT;  // guards `grad` while backward accumulates
+  std::uint32_t output_nr = 0;
+  std::int64_t offset = 0;  // in elements, into storage
+  std::int64_t numel = 0;
+  Dims shape;
+  Dims strides;
+  StoragePtr storage;
+  NodePtr grad_fn;
+  Tensor grad;
+
+  void* data() const noexcept {
+    return static_cast<char*>(storage->data()) + offset * static_cast<std::int64_t>(itemsize(dtype));
+  }
+  std::uint32_t use_count() const noexcept { return refcount.load(std::memory_order_acquire); }
+};
+
+using TensorImplPtr = boost::intrusive_ptr<TensorImpl>;
+
+/// A new contiguous tensor on fresh storage (uninitialised).
+TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype);
+/// A second TensorImpl over the same storage and layout, with no autograd state.
+TensorImplPtr alias_impl(const TensorImpl& src);
+
+}  // namespace opforge

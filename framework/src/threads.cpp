@@ -1,0 +1,59 @@
+// One thread setting for oneTBB and OpenBLAS.
+//
+// OpenBLAS (pthread build) runs its own pool; oneTBB runs another. Kernels that
+// call BLAS from inside a oneTBB parallel region must call the single-threaded
+// path (sdk::ScopedSerialBlas), so the two pools never multiply.
+#include "opforge/threads.hpp"
+
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <oneapi/tbb/global_control.h>
+
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace opforge {
+namespace {
+
+std::mutex g_mu;
+std::unique_ptr<oneapi::tbb::global_control> g_control;
+int g_threads = 0;
+
+int default_threads() {
+  if (const char* env = std::getenv("OPFORGE_NUM_THREADS")) {
+    char* end = nullptr;
+    long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v > 0) return static_cast<int>(v);
+  }
+  return hardware_threads();
+}
+
+void apply(int n) {
+  g_control = std::make_unique<oneapi::tbb::global_control>(oneapi::tbb::global_control::max_allowed_parallelism,
+                                                            static_cast<std::size_t>(n));
+  openblas_set_num_threads(n);
+  g_threads = n;
+}
+
+}  // namespace
+
+int hardware_threads() {
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+void set_num_threads(int n) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  apply(n <= 0 ? hardware_threads() : n);
+}
+
+int num_threads() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_threads == 0) apply(default_threads());
+  return g_threads;
+}
+
+}  // namespace opforge

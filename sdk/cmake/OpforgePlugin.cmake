@@ -1,0 +1,30 @@
+# opforge_add_plugin(<target> SOURCES <src>... [OUTPUT_NAME <name>]
+#                    [OUTPUT_DIRECTORY <dir>] [LINK_LIBRARIES <lib>...])
+#
+# Builds an op plugin: a MODULE library linked against libopforge, compiled with
+# hidden visibility, whose only exported symbols are the two entry points that
+# OPFORGE_PLUGIN generates (a linker version script hides everything else), and
+# linked with --no-undefined so a missing symbol fails the build, not the load.
+function(opforge_add_plugin target)
+  cmake_parse_arguments(ARG "" "OUTPUT_NAME;OUTPUT_DIRECTORY" "SOURCES;LINK_LIBRARIES" ${ARGN})
+  if(NOT ARG_SOURCES)
+    message(FATAL_ERROR "opforge_add_plugin(${target}): SOURCES is required")
+  endif()
+  add_library(${target} MODULE ${ARG_SOURCES})
+  target_link_libraries(${target} PRIVATE opforge::opforge ${ARG_LINK_LIBRARIES})
+  target_compile_features(${target} PRIVATE cxx_std_17)
+  set_target_properties(${target} PROPERTIES
+    PREFIX ""
+    CXX_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON)
+  if(ARG_OUTPUT_NAME)
+    set_target_properties(${target} PROPERTIES OUTPUT_NAME ${ARG_OUTPUT_NAME})
+  endif()
+  if(ARG_OUTPUT_DIRECTORY)
+    set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIRECTORY})
+  endif()
+  set(script ${CMAKE_CURRENT_BINARY_DIR}/${target}.exports.map)
+  file(WRITE ${script} "{\n  global: opforge_plugin_descriptor; opforge_plugin_register;\n  local: *;\n};\n")
+  target_link_options(${target} PRIVATE "LINKER:--version-script=${script}" "LINKER:--no-undefined")
+  set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS ${script})
+endfunction()

@@ -1,0 +1,37 @@
+// gradcheck: compares an op's analytic gradients (its backward, run by the engine)
+// with central finite differences, in float64.
+//
+// Each output k gets a fixed random weight tensor w_k; the checked scalar is
+// s = sum_k <w_k, out_k>. Its gradient with respect to every element of every
+// floating input is computed both ways and compared element by element:
+// |analytic - numeric| <= atol + rtol * |numeric|.
+// float32 inputs are promoted to float64 first, and the result says so: a
+// gradient is never judged at float32 precision.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "opforge/export.hpp"
+#include "opforge/op.hpp"
+
+namespace opforge::sdk {
+
+struct GradcheckOptions {
+  double eps = 1e-6;
+  double atol = 1e-5;
+  double rtol = 1e-3;
+  std::uint64_t seed = 1;  ///< seed of the output weights
+};
+
+struct GradcheckResult {
+  bool ok = false;
+  std::string message;        ///< on failure: op, input, worst element, both values
+  std::string note;           ///< e.g. "inputs 0, 1 promoted from float32 to float64"
+  double max_abs_error = 0;   ///< largest |analytic - numeric| seen
+  std::int64_t elements_checked = 0;
+};
+
+OPFORGE_API GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const GradcheckOptions& options = {});
+
+}  // namespace opforge::sdk

@@ -1,0 +1,31 @@
+// Parallel loops over oneTBB, honouring opforge::set_num_threads.
+//
+// Small ranges run inline on the calling thread, so a kernel on a tiny tensor pays
+// no threading overhead.
+#pragma once
+
+#include <cstdint>
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+
+namespace opforge::sdk {
+
+/// Calls body(b, e) on disjoint chunks [b, e) that cover [begin, end), in
+/// parallel when the range holds more than one grain.
+template <class Body>
+void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t grain, Body&& body) {
+  if (end <= begin) return;
+  if (grain < 1) grain = 1;
+  if (end - begin <= grain) {
+    body(begin, end);
+    return;
+  }
+  oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(begin, end, grain),
+                            [&](const oneapi::tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); });
+}
+
+/// Grain for element-wise loops: about 32 K elements a task.
+inline constexpr std::int64_t kElementwiseGrain = 32768;
+
+}  // namespace opforge::sdk
