@@ -1,11 +1,52 @@
+// The opforge program: `opforge ops` and `opforge bench ...`.
 #include <iostream>
+#include <string>
+#include <vector>
+
 #include <opforge/opforge.hpp>
-int main() {
-  for (auto& p : opforge::loaded_plugins()) std::cout << p.name << " " << p.file << "\n";
-  for (auto& f : opforge::plugin_load_failures()) std::cout << "FAIL " << f.reason << "\n";
-  auto add = opforge::op("elementwise.add");
-  auto a = opforge::Tensor::from_values({1, 2, 3}).requires_grad_();
-  auto b = opforge::Tensor::from_values({4, 5, 6});
-  auto c = add({a, b});
-  std::cout << c << "\n";
+#include <opforge/plugin_abi.h>
+
+#include "commands.hpp"
+
+namespace {
+
+void usage(std::ostream& os) {
+  os << "opforge " OPFORGE_VERSION_STRING " - an autograd framework whose every operator is a plugin\n\n"
+        "Usage:\n"
+        "  opforge ops [--json] [NAME]       list loaded plugins, their ops, and files that failed to load\n"
+        "  opforge bench lstsq [options]     time the least-squares gradient: fused, graph, explicit\n"
+        "  opforge --help | --version\n\n"
+        "Run `opforge <command> --help` for a command's options.\n"
+        "Environment: OPFORGE_PLUGIN_PATH (more plugin directories or files, ':'-separated),\n"
+        "             OPFORGE_NUM_THREADS (threads for kernels and BLAS; default: all cores).\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    usage(std::cout);
+    return args.empty() ? 1 : 0;
+  }
+  if (args[0] == "--version") {
+    std::cout << "opforge " OPFORGE_VERSION_STRING " (plugin ABI " << OPFORGE_PLUGIN_ABI_MAJOR << "."
+              << OPFORGE_PLUGIN_ABI_MINOR << ", " OPFORGE_COMPILER_ID ")\n";
+    return 0;
+  }
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  try {
+    if (args[0] == "ops") return opforge_cli::run_ops(rest);
+    if (args[0] == "bench") {
+      if (!rest.empty() && rest[0] == "lstsq") return opforge_cli::run_bench_lstsq({rest.begin() + 1, rest.end()});
+      std::cerr << "opforge bench: expected a benchmark name: lstsq\n";
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "opforge: " << e.what() << "\n";
+    return 1;
+  }
+  std::cerr << "opforge: unknown command '" << args[0] << "'\n\n";
+  usage(std::cerr);
+  return 2;
 }

@@ -21,7 +21,12 @@ class TensorSpan {
   TensorSpan(const Tensor* p, std::size_t n) : p_(p), n_(n) {}
   TensorSpan(const TensorList& l) : p_(l.data()), n_(l.size()) {}            // NOLINT
   TensorSpan(const std::vector<Tensor>& v) : p_(v.data()), n_(v.size()) {}   // NOLINT
+  // For calls such as mv({A, x}): the list lives until the end of the full
+  // expression, as long as the call. Do not keep such a span in a variable.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winit-list-lifetime"
   TensorSpan(std::initializer_list<Tensor> l) : p_(l.begin()), n_(l.size()) {}  // NOLINT
+#pragma GCC diagnostic pop
   TensorSpan(const Tensor& t) : p_(&t), n_(1) {}                              // NOLINT
 
   std::size_t size() const noexcept { return n_; }

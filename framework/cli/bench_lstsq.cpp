@@ -1,0 +1,227 @@
+// `opforge bench lstsq`: the gradient of ||y - A x||^2 with respect to x,
+// A in R^{10d x d}, timed four ways in one process:
+//   fused     - the loss.lstsq plugin's forward + backward
+//   graph     - the same loss composed of linalg.mv, elementwise.sub,
+//               elementwise.square, reduce.sum, differentiated by the engine
+//   explicit  - the closed form -2 A^T (y - A x) with xtensor-blas (two gemv)
+//   bandwidth - not a gradient: a parallel sum over A, the time to read A once
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <boost/program_options.hpp>
+#include <opforge/opforge.hpp>
+#include <opforge/sdk/views.hpp>
+#include <xtensor-blas/xblas.hpp>
+#include <xtensor/xtensor.hpp>
+
+#include "bench_kernels.hpp"
+#include "commands.hpp"
+#include "json.hpp"
+
+namespace po = boost::program_options;
+using opforge::DType;
+using opforge::Tensor;
+
+namespace opforge_cli {
+
+std::vector<long> parse_int_list(const std::string& option, const std::string& text) {
+  std::vector<long> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    std::size_t used = 0;
+    long v = 0;
+    try {
+      v = std::stol(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || item.empty() || v <= 0)
+      throw std::invalid_argument("--" + option + ": expected a comma-separated list of positive integers, got '" +
+                                  text + "'");
+    out.push_back(v);
+  }
+  if (out.empty()) throw std::invalid_argument("--" + option + ": expected at least one value");
+  return out;
+}
+
+namespace {
+
+struct Timing {
+  double median_ms = 0;
+  double min_ms = 0;
+};
+
+template <class F>
+Timing time_it(int repeat, F&& f) {
+  f();  // warm-up: first touch of buffers, thread pools, plugin code
+  f();
+  std::vector<double> ms;
+  for (int i = 0; i < repeat; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    f();
+    auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  const std::size_t k = ms.size();
+  return {k % 2 ? ms[k / 2] : 0.5 * (ms[k / 2 - 1] + ms[k / 2]), ms.front()};
+}
+
+// max |a - b| / max |b|
+double rel_err(const Tensor& a, const Tensor& ref) {
+  const auto va = a.to_vector(), vb = ref.to_vector();
+  double diff = 0, scale = 0;
+  for (std::size_t i = 0; i < va.size(); ++i) {
+    diff = std::max(diff, std::abs(va[i] - vb[i]));
+    scale = std::max(scale, std::abs(vb[i]));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+template <class T>
+Tensor explicit_grad(const Tensor& A, const Tensor& x, const Tensor& y) {
+  auto Av = opforge::sdk::matrix_view<T>(A);
+  auto xv = opforge::sdk::flat_view<T>(x);
+  auto yv = opforge::sdk::flat_view<T>(y);
+  xt::xtensor<T, 1> r = yv;                       // r = y
+  xt::blas::gemv(Av, xv, r, false, T(-1), T(1));  // r = y - A x
+  Tensor g = Tensor::empty({A.size(1)}, A.dtype());
+  auto gv = opforge::sdk::flat_view<T>(g);
+  xt::blas::gemv(Av, r, gv, true, T(-2), T(0));   // g = -2 A^T r
+  return g;
+}
+
+struct Row {
+  long d;
+  DType dtype;
+  int threads;
+  std::string method;
+  Timing t;
+  double rel_err;
+  double bytes;  // bytes of A
+};
+
+long peak_rss_bytes() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss * 1024L;
+}
+
+}  // namespace
+
+int run_bench_lstsq(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "opforge bench lstsq: time d/dx ||y - A x||^2, A in R^{10d x d}\n"
+      "methods: fused (loss.lstsq plugin), graph (mv/sub/square/sum plugins + engine),\n"
+      "explicit (-2 A^T (y - A x) with xtensor-blas), bandwidth (one parallel read of A)\n\noptions");
+  std::string sizes_s, dtype_s, threads_s;
+  int repeat = 20;
+  desc.add_options()("help,h", "this help")(
+      "sizes", po::value(&sizes_s)->default_value("300,1000,2000"), "comma-separated values of d")(
+      "dtype", po::value(&dtype_s)->default_value("both"), "float64, float32 or both")(
+      "repeat", po::value(&repeat)->default_value(20), "timed runs per method (after 2 warm-up runs)")(
+      "threads", po::value(&threads_s), "comma-separated thread counts (default: all cores)")(
+      "json", "one JSON object per line instead of a table");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  const bool json = vm.count("json") > 0;
+  if (repeat < 1) throw std::invalid_argument("--repeat: expected a positive integer, got " + std::to_string(repeat));
+  const std::vector<long> sizes = parse_int_list("sizes", sizes_s);
+  std::vector<DType> dtypes;
+  if (dtype_s == "both") dtypes = {DType::Float64, DType::Float32};
+  else if (dtype_s == "float64" || dtype_s == "float32") dtypes = {opforge::parse_dtype(dtype_s)};
+  else throw std::invalid_argument("--dtype: expected float64, float32 or both, got '" + dtype_s + "'");
+  std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s)
+                                                  : std::vector<long>{opforge::hardware_threads()};
+
+  const opforge::OpHandle lstsq = opforge::op("loss.lstsq");
+  const opforge::OpHandle mv = opforge::op("linalg.mv");
+  const opforge::OpHandle sub = opforge::op("elementwise.sub");
+  const opforge::OpHandle square = opforge::op("elementwise.square");
+  const opforge::OpHandle sum = opforge::op("reduce.sum");
+
+  if (!json) {
+    std::cout << std::left << std::setw(6) << "d" << std::setw(9) << "dtype" << std::setw(8) << "threads"
+              << std::setw(11) << "method" << std::right << std::setw(11) << "median ms" << std::setw(11) << "min ms"
+              << std::setw(11) << "x explicit" << std::setw(8) << "x read" << std::setw(9) << "GB/s" << std::setw(11)
+              << "rel_err" << "\n";
+  }
+  auto emit = [&](const Row& r, double explicit_ms, double bandwidth_ms) {
+    const double gbs = r.bytes / (r.t.median_ms * 1e-3) / 1e9;
+    if (json) {
+      Json o = Json::object();
+      o.set("d", r.d).set("dtype", opforge::dtype_name(r.dtype)).set("method", r.method);
+      o.set("median_ms", r.t.median_ms).set("min_ms", r.t.min_ms).set("rel_err", r.rel_err);
+      o.set("threads", r.threads).set("ratio_explicit", r.t.median_ms / explicit_ms);
+      o.set("ratio_bandwidth", r.t.median_ms / bandwidth_ms).set("a_gbps", gbs).set("repeat", repeat);
+      std::cout << o.dump() << std::endl;
+    } else {
+      std::cout << std::left << std::setw(6) << r.d << std::setw(9) << opforge::dtype_name(r.dtype) << std::setw(8)
+                << r.threads << std::setw(11) << r.method << std::right << std::fixed << std::setprecision(3)
+                << std::setw(11) << r.t.median_ms << std::setw(11) << r.t.min_ms << std::setprecision(2)
+                << std::setw(11) << r.t.median_ms / explicit_ms << std::setw(8) << r.t.median_ms / bandwidth_ms
+                << std::setprecision(1) << std::setw(9) << gbs << std::scientific << std::setprecision(2)
+                << std::setw(11) << r.rel_err << std::defaultfloat << std::endl;
+    }
+  };
+
+  for (long nt : threads) {
+    opforge::set_num_threads(static_cast<int>(nt));
+    for (long d : sizes) {
+      for (DType dt : dtypes) {
+        const long m = 10 * d;
+        std::cerr << "bench lstsq: d=" << d << " " << opforge::dtype_name(dt) << " threads=" << nt << " (A is "
+                  << std::fixed << std::setprecision(1) << double(m) * d * opforge::itemsize(dt) / 1e6
+                  << " MB)..." << std::defaultfloat << std::endl;
+        const Tensor A = Tensor::randn({m, d}, dt, 1);
+        const Tensor y = Tensor::randn({m}, dt, 2);
+        Tensor x = Tensor::randn({d}, dt, 3);
+        x.requires_grad_(true);
+        const double bytes = double(m) * d * opforge::itemsize(dt);
+
+        Tensor g_explicit, g_fused, g_graph;
+        const Timing t_explicit = time_it(repeat, [&] {
+          g_explicit = dt == DType::Float64 ? explicit_grad<double>(A, x, y) : explicit_grad<float>(A, x, y);
+        });
+        const Timing t_fused = time_it(repeat, [&] {
+          x.zero_grad();
+          lstsq({A, x, y}).backward();
+          g_fused = x.grad();
+        });
+        const Timing t_graph = time_it(repeat, [&] {
+          x.zero_grad();
+          sum({square({sub({y, mv({A, x})})})}).backward();
+          g_graph = x.grad();
+        });
+        volatile double sink = 0;
+        const Timing t_read = time_it(repeat, [&] {
+          sink = dt == DType::Float64 ? read_once_sum(A.data<double>(), A.numel())
+                                      : read_once_sum(A.data<float>(), A.numel());
+        });
+        (void)sink;
+        const double ex = t_explicit.median_ms, bw = t_read.median_ms;
+        emit({d, dt, int(nt), "fused", t_fused, rel_err(g_fused, g_explicit), bytes}, ex, bw);
+        emit({d, dt, int(nt), "graph", t_graph, rel_err(g_graph, g_explicit), bytes}, ex, bw);
+        emit({d, dt, int(nt), "explicit", t_explicit, 0.0, bytes}, ex, bw);
+        emit({d, dt, int(nt), "bandwidth", t_read, 0.0, bytes}, ex, bw);
+      }
+    }
+  }
+  std::cerr << "bench lstsq: peak resident memory " << std::fixed << std::setprecision(1)
+            << peak_rss_bytes() / 1e6 << " MB" << std::endl;
+  return 0;
+}
+
+}  // namespace opforge_cli

@@ -1,0 +1,108 @@
+// `opforge ops`: what is loaded, what each op takes, and what failed to load.
+#include <iomanip>
+#include <iostream>
+
+#include <boost/program_options.hpp>
+#include <opforge/opforge.hpp>
+
+#include "commands.hpp"
+#include "json.hpp"
+
+namespace po = boost::program_options;
+
+namespace opforge_cli {
+namespace {
+
+std::string input_list(const opforge::OpSchema& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.inputs.size(); ++i) out += (i ? ", " : "") + s.inputs[i];
+  return out;
+}
+
+void print_one(const opforge::OpHandle& op) {
+  const opforge::OpSchema& s = op.schema();
+  std::cout << s.name << "(" << input_list(s) << ") -> " << s.num_outputs << " output" << (s.num_outputs == 1 ? "" : "s")
+            << "\n  " << (s.doc.empty() ? "(no documentation)" : s.doc) << "\n  dtypes: " << s.dtypes.to_string()
+            << (s.same_dtype ? " (all inputs of one dtype)" : "") << "\n  plugin: " << op.plugin_name() << " ("
+            << op.plugin_file() << ")\n";
+}
+
+}  // namespace
+
+int run_ops(const std::vector<std::string>& args) {
+  po::options_description desc("opforge ops [--json] [NAME]");
+  desc.add_options()("help,h", "this help")("json", "print one JSON document")(
+      "name", po::value<std::string>(), "show one op's documentation");
+  po::positional_options_description pos;
+  pos.add("name", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (vm.count("name")) {
+    print_one(opforge::op(vm["name"].as<std::string>()));
+    return 0;
+  }
+
+  const auto plugins = opforge::loaded_plugins();
+  const auto failures = opforge::plugin_load_failures();
+  const auto ops = opforge::registered_ops();
+  if (vm.count("json")) {
+    Json out = Json::object();
+    Json jp = Json::array();
+    for (const auto& p : plugins) {
+      Json o = Json::object();
+      o.set("name", p.name).set("version", p.version).set("file", p.file).set("sdk_version", p.sdk_version);
+      Json names = Json::array();
+      for (const auto& n : p.ops) names.push(n);
+      o.set("ops", names);
+      jp.push(o);
+    }
+    Json jo = Json::array();
+    for (const auto& op : ops) {
+      const auto& s = op.schema();
+      Json o = Json::object();
+      Json inputs = Json::array();
+      for (const auto& n : s.inputs) inputs.push(n);
+      Json dtypes = Json::array();
+      for (int t = 0; t < opforge::kNumDTypes; ++t)
+        if (s.dtypes.contains(static_cast<opforge::DType>(t))) dtypes.push(opforge::dtype_name(static_cast<opforge::DType>(t)));
+      o.set("name", s.name).set("inputs", inputs).set("num_outputs", s.num_outputs).set("dtypes", dtypes);
+      o.set("doc", s.doc).set("plugin", op.plugin_name());
+      jo.push(o);
+    }
+    Json jf = Json::array();
+    for (const auto& f : failures) {
+      Json o = Json::object();
+      o.set("file", f.file).set("reason", f.reason);
+      jf.push(o);
+    }
+    out.set("plugins", jp).set("ops", jo).set("failed", jf);
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+
+  for (const auto& p : plugins) {
+    std::cout << "plugin " << p.name << " " << p.version << "  (" << p.file << ")\n";
+    for (const auto& op : ops) {
+      if (op.plugin_file() != p.file) continue;
+      const auto& s = op.schema();
+      std::cout << "  " << std::left << std::setw(22) << s.name << " inputs " << s.inputs.size() << " ("
+                << input_list(s) << ")  dtypes " << s.dtypes.to_string() << "\n";
+    }
+  }
+  if (plugins.empty()) std::cout << "no plugins loaded\n";
+  if (!failures.empty()) {
+    std::cout << "\nfailed to load:\n";
+    for (const auto& f : failures) std::cout << "  " << f.file << "\n    " << f.reason << "\n";
+  }
+  std::cout << "\nsearch path:";
+  for (const auto& d : opforge::plugin_search_path()) std::cout << " " << d;
+  std::cout << "\n";
+  return 0;
+}
+
+}  // namespace opforge_cli
