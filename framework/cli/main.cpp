@@ -15,6 +15,7 @@ void usage(std::ostream& os) {
         "Usage:\n"
         "  opforge ops [--json] [NAME]       list loaded plugins, their ops, and files that failed to load\n"
         "  opforge bench lstsq [options]     time the least-squares gradient: fused, graph, explicit\n"
+        "  opforge bench overhead [--json]   time what the framework adds to one op call\n"
         "  opforge --help | --version\n\n"
         "Run `opforge <command> --help` for a command's options.\n"
         "Environment: OPFORGE_PLUGIN_PATH (more plugin directories or files, ':'-separated),\n"
@@ -39,7 +40,9 @@ int main(int argc, char** argv) {
     if (args[0] == "ops") return opforge_cli::run_ops(rest);
     if (args[0] == "bench") {
       if (!rest.empty() && rest[0] == "lstsq") return opforge_cli::run_bench_lstsq({rest.begin() + 1, rest.end()});
-      std::cerr << "opforge bench: expected a benchmark name: lstsq\n";
+      if (!rest.empty() && rest[0] == "overhead")
+        return opforge_cli::run_bench_overhead({rest.begin() + 1, rest.end()});
+      std::cerr << "opforge bench: expected a benchmark name: lstsq or overhead\n";
       return 2;
     }
   } catch (const std::exception& e) {
