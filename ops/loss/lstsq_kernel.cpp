@@ -31,10 +31,9 @@ namespace {
 constexpr std::int64_t kMaxChunks = 64;
 constexpr std::int64_t kRowsPerStep = 4;
 
-// Four rows: r[0..3] = y[0..3] - A[0..3] x;  g += A[0..3]^T r[0..3].  Returns sum r^2.
+// Dot products of four rows with x: s[k] = A[k] . x
 template <class T>
-OPFORGE_INLINE double rows4(const T* __restrict a0, std::int64_t n, const T* __restrict x, const T* __restrict y,
-                            T* __restrict r, T* __restrict g) {
+OPFORGE_INLINE void dot4(const T* __restrict a0, std::int64_t n, const T* __restrict x, T* s) {
   const T* __restrict a1 = a0 + n;
   const T* __restrict a2 = a1 + n;
   const T* __restrict a3 = a2 + n;
@@ -47,42 +46,84 @@ OPFORGE_INLINE double rows4(const T* __restrict a0, std::int64_t n, const T* __r
     s2 += a2[j] * xj;
     s3 += a3[j] * xj;
   }
-  const T r0 = y[0] - s0, r1 = y[1] - s1, r2 = y[2] - s2, r3 = y[3] - s3;
-  r[0] = r0;
-  r[1] = r1;
-  r[2] = r2;
-  r[3] = r3;
-  if (g) {
-#pragma omp simd
-    for (std::int64_t j = 0; j < n; ++j) g[j] += r0 * a0[j] + r1 * a1[j] + r2 * a2[j] + r3 * a3[j];
+  s[0] = s0;
+  s[1] = s1;
+  s[2] = s2;
+  s[3] = s3;
+}
+
+// g += A[0..3]^T r[0..3] for the previous four rows (p, in cache) while forming
+// the dot products of the next four rows (c, streamed from memory) with x. One
+// loop does both so that memory is kept busy the whole time: a separate update
+// loop would run from cache with the memory bus idle.
+template <class T>
+OPFORGE_INLINE void update4_dot4(const T* __restrict p0, const T* rp, const T* __restrict c0, std::int64_t n,
+                                 const T* __restrict x, T* __restrict g, T* s) {
+  const T* __restrict p1 = p0 + n;
+  const T* __restrict p2 = p1 + n;
+  const T* __restrict p3 = p2 + n;
+  const T* __restrict c1 = c0 + n;
+  const T* __restrict c2 = c1 + n;
+  const T* __restrict c3 = c2 + n;
+  const T r0 = rp[0], r1 = rp[1], r2 = rp[2], r3 = rp[3];
+  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  for (std::int64_t j = 0; j < n; ++j) {
+    const T xj = x[j];
+    g[j] += r0 * p0[j] + r1 * p1[j] + r2 * p2[j] + r3 * p3[j];
+    s0 += c0[j] * xj;
+    s1 += c1[j] * xj;
+    s2 += c2[j] * xj;
+    s3 += c3[j] * xj;
   }
-  return double(r0) * r0 + double(r1) * r1 + double(r2) * r2 + double(r3) * r3;
+  s[0] = s0;
+  s[1] = s1;
+  s[2] = s2;
+  s[3] = s3;
+}
+
+// g += A[0..k)^T r[0..k) for k <= 4 rows.
+template <class T>
+OPFORGE_INLINE void update_rows(const T* __restrict a, std::int64_t k, std::int64_t n, const T* r, T* __restrict g) {
+  for (std::int64_t i = 0; i < k; ++i) {
+    const T ri = r[i];
+    const T* __restrict ai = a + i * n;
+#pragma omp simd
+    for (std::int64_t j = 0; j < n; ++j) g[j] += ri * ai[j];
+  }
 }
 
 template <class T>
-OPFORGE_INLINE double row1(const T* __restrict a0, std::int64_t n, const T* __restrict x, const T* __restrict y,
-                           T* __restrict r, T* __restrict g) {
-  T s0 = 0;
-#pragma omp simd reduction(+ : s0)
-  for (std::int64_t j = 0; j < n; ++j) s0 += a0[j] * x[j];
-  const T r0 = y[0] - s0;
-  r[0] = r0;
-  if (g) {
-#pragma omp simd
-    for (std::int64_t j = 0; j < n; ++j) g[j] += r0 * a0[j];
-  }
-  return double(r0) * r0;
+OPFORGE_INLINE T dot1(const T* __restrict a, std::int64_t n, const T* __restrict x) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (std::int64_t j = 0; j < n; ++j) s += a[j] * x[j];
+  return s;
 }
 
 // Rows [lo, hi) of A; g (may be null) is this chunk's partial A^T r, zeroed here.
+// Rows go in blocks of four; with g, block b's update is fused with block b+1's
+// dot products (software pipelining).
 template <class T>
 OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
                             T* r, T* g) {
   if (g) std::memset(g, 0, sizeof(T) * static_cast<std::size_t>(n));
+  const std::int64_t blocks = (hi - lo) / kRowsPerStep;
+  T s[kRowsPerStep];
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t i = lo + b * kRowsPerStep;
+    if (g && b > 0) update4_dot4(A + (i - kRowsPerStep) * n, r + i - kRowsPerStep, A + i * n, n, x, g, s);
+    else dot4(A + i * n, n, x, s);
+    for (int k = 0; k < kRowsPerStep; ++k) r[i + k] = y[i + k] - s[k];
+  }
+  if (g && blocks > 0) update_rows(A + (lo + (blocks - 1) * kRowsPerStep) * n, kRowsPerStep, n,
+                                   r + lo + (blocks - 1) * kRowsPerStep, g);
+  for (std::int64_t i = lo + blocks * kRowsPerStep; i < hi; ++i) {
+    r[i] = y[i] - dot1(A + i * n, n, x);
+    if (g) update_rows(A + i * n, 1, n, r + i, g);
+  }
   double loss = 0;
-  std::int64_t i = lo;
-  for (; i + kRowsPerStep <= hi; i += kRowsPerStep) loss += rows4(A + i * n, n, x, y + i, r + i, g);
-  for (; i < hi; ++i) loss += row1(A + i * n, n, x, y + i, r + i, g);
+  for (std::int64_t i = lo; i < hi; ++i) loss += double(r[i]) * double(r[i]);
   return loss;
 }
 
