@@ -31,7 +31,7 @@ void rethrow_as_core_error(const OpEntry& op, Phase phase) {
   // forward op made the node being differentiated.
   auto decorate = [&](const std::string& msg) {
     if (phase == Phase::Backward) return "in backward of '" + name + "': " + msg;
-    return starts_with(msg, name) ? msg : name + ": " + msg;
+    return starts_with(msg, name + ":") ? msg : name + ": " + msg;
   };
   try {
     throw;

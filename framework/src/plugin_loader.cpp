@@ -142,7 +142,9 @@ PluginInfo load_locked(const std::string& path) {
   }
   if (rc != 0) {
     error[sizeof error - 1] = '\0';
-    fail(file, std::string("its registration failed: ") + (error[0] ? error : "no reason given"), "");
+    fail(file, std::string("its registration failed: ") + (error[0] ? error : "no reason given"),
+         "none of its ops were registered; fix the plugin's registration code (the OPFORGE_PLUGIN body), "
+         "or remove the file from the plugin path");
   }
   registrar.commit();
   info.ops = registrar.op_names();
@@ -163,6 +165,10 @@ std::vector<std::string> split_path(const char* s) {
 }  // namespace
 
 PluginInfo load_plugin(const std::string& path) {
+  // The standard plugins (and OPFORGE_PLUGIN_PATH) load first, whatever the
+  // order of calls: a plugin loaded by hand never takes an op name or a plugin
+  // name from them, and a clash is always reported against the explicit load.
+  load_default_plugins();
   std::lock_guard<std::mutex> lock(g_mu);
   return load_locked(path);
 }
@@ -184,6 +190,10 @@ void load_default_plugins() {
     std::lock_guard<std::mutex> lock(g_mu);
     const char* env = std::getenv("OPFORGE_PLUGIN_PATH");
     const auto extra = split_path(env);
+    // Each file is tried once, however many entries reach it (OPFORGE_PLUGIN_PATH
+    // naming the standard folder, or a folder and a file in it): a second try
+    // would only record a spurious "already loaded" failure.
+    std::vector<std::string> tried;
     for (const std::string& dir : plugin_search_path()) {
       boost::system::error_code ec;
       const bool from_env = std::find(extra.begin(), extra.end(), dir) != extra.end();
@@ -199,6 +209,9 @@ void load_default_plugins() {
         g_failures.push_back({dir, "OPFORGE_PLUGIN_PATH entry '" + dir + "' is neither a directory nor a file"});
       }
       for (const std::string& f : files) {
+        const std::string key = fs::canonical(f, ec).string();
+        if (!ec && std::find(tried.begin(), tried.end(), key) != tried.end()) continue;
+        if (!ec) tried.push_back(key);
         try {
           load_locked(f);
         } catch (const Error& e) {

@@ -22,8 +22,9 @@ struct PluginLoadFailure {
   std::string reason;  ///< full message: file, what is wrong, what to do
 };
 
-/// Loads one plugin file and registers its ops. Throws PluginError whose message
-/// names the file, the reason and what to do.
+/// Loads one plugin file and registers its ops (after the standard plugins, so
+/// that a name clash is always reported against the later file). Throws
+/// PluginError whose message names the file, the reason and what to do.
 OPFORGE_API PluginInfo load_plugin(const std::string& path);
 
 /// Loads the standard plugins and those on OPFORGE_PLUGIN_PATH once per process

@@ -1,0 +1,393 @@
+// Plugin loading: every way a plugin file can fail, each with a real file from
+// tests/fixtures, the exact message the loader gives (file, reason, what to do),
+// and proof that the process goes on: the standard ops still work and a later
+// valid load still succeeds. Then ops that misbehave at run time, and
+// OPFORGE_PLUGIN_PATH, tested in a child process (default plugins load once per
+// process).
+//
+// Every test case works alone (ctest runs each in its own process) and with all
+// the others in one process: each failure test loads its own valid plugin
+// (healthy_<x>.so), since a plugin name loads once per process.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <opforge/opforge.hpp>
+#include <opforge/plugin_abi.h>
+#include <opforge/version.hpp>
+
+#ifndef OPFORGE_TEST_FIXTURES
+#error "OPFORGE_TEST_FIXTURES (the folder of tests/fixtures' plugins) must be defined"
+#endif
+#ifndef OPFORGE_CLI
+#error "OPFORGE_CLI (the path of the opforge program) must be defined"
+#endif
+
+namespace fs = std::filesystem;
+using opforge::Tensor;
+
+namespace {
+
+std::string fixture(const std::string& file) { return std::string(OPFORGE_TEST_FIXTURES) + "/" + file; }
+// The loader names files by their canonical path.
+std::string canonical_fixture(const std::string& file) { return fs::canonical(fixture(file)).string(); }
+
+// load_plugin(path) must throw a PluginError; returns its message.
+std::string load_failure(const std::string& path) {
+  try {
+    opforge::load_plugin(path);
+  } catch (const opforge::PluginError& e) {
+    return e.what();
+  }
+  FAIL("load_plugin('" << path << "') did not throw a PluginError");
+  return {};
+}
+
+bool plugin_is_loaded(const std::string& name) {
+  const auto plugins = opforge::loaded_plugins();
+  return std::any_of(plugins.begin(), plugins.end(), [&](const opforge::PluginInfo& p) { return p.name == name; });
+}
+
+bool op_is_registered(const std::string& name) {
+  const auto ops = opforge::registered_ops();
+  return std::any_of(ops.begin(), ops.end(), [&](const opforge::OpHandle& h) { return h.name() == name; });
+}
+
+std::vector<std::string> ops_of_plugin(const std::string& plugin) {
+  std::vector<std::string> names;
+  for (const auto& h : opforge::registered_ops())
+    if (h.plugin_name() == plugin) names.push_back(h.name());
+  return names;
+}
+
+void check_standard_op_works() {
+  const opforge::OpHandle add = opforge::op("elementwise.add");
+  const Tensor sum = add({Tensor::from_values({1, 2, 3}), Tensor::from_values({10, 20, 30})});
+  REQUIRE(sum.shape() == opforge::Dims{3});
+  CHECK(sum.data<double>()[0] == 11.0);
+  CHECK(sum.data<double>()[1] == 22.0);
+  CHECK(sum.data<double>()[2] == 33.0);
+}
+
+// After a failed load: the standard ops still work, and a valid plugin
+// (healthy_<suffix>.so, loaded by no other test) still loads and runs.
+void check_process_goes_on(const std::string& suffix) {
+  check_standard_op_works();
+  const std::string name = "healthy_" + suffix;
+  const opforge::PluginInfo info = opforge::load_plugin(fixture(name + ".so"));
+  CHECK(info.name == name);
+  CHECK(info.version == "1.0.0");
+  CHECK(info.file == canonical_fixture(name + ".so"));
+  CHECK(info.ops == std::vector<std::string>{name + ".twice"});
+  CHECK(plugin_is_loaded(name));
+  const Tensor y = opforge::op(name + ".twice")({Tensor::from_values({1.5, -2})});
+  CHECK(y.data<double>()[0] == 3.0);
+  CHECK(y.data<double>()[1] == -4.0);
+}
+
+// The "faulty" plugin (forward_throws.so): loaded once per process.
+void ensure_faulty_loaded() {
+  if (!plugin_is_loaded("faulty")) {
+    const opforge::PluginInfo info = opforge::load_plugin(fixture("forward_throws.so"));
+    REQUIRE(info.name == "faulty");
+  }
+}
+
+// Runs a shell command; returns its exit status (-1 if it did not exit) and
+// its stdout and stderr together.
+struct RunResult {
+  int status = -1;
+  std::string output;
+};
+RunResult run_command(const std::string& command) {
+  RunResult r;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int wstatus = ::pclose(pipe);
+  if (wstatus != -1 && WIFEXITED(wstatus)) r.status = WEXITSTATUS(wstatus);
+  return r;
+}
+
+// A fresh empty folder under the system's temporary folder, removed at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    path_ = fs::temp_directory_path() /
+            ("opforge_plugin_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+    path_ = fs::canonical(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::string opforge_ops_with_plugin_path(const std::string& plugin_path) {
+  return "OPFORGE_PLUGIN_PATH='" + plugin_path + "' '" OPFORGE_CLI "' ops";
+}
+
+}  // namespace
+
+// ---- the standard plugins --------------------------------------------------------
+
+TEST_CASE("plugin: the standard plugins load with no configuration") {
+  const auto plugins = opforge::loaded_plugins();
+  const auto it = std::find_if(plugins.begin(), plugins.end(),
+                               [](const opforge::PluginInfo& p) { return p.name == "elementwise"; });
+  REQUIRE(it != plugins.end());
+  // From the standard folder next to libopforge, the first entry of the search path.
+  const std::vector<std::string> search = opforge::plugin_search_path();
+  REQUIRE_FALSE(search.empty());
+  CHECK(fs::path(it->file).parent_path() == fs::canonical(search.front()));
+  CHECK(fs::path(it->file).filename() == "elementwise.so");
+  std::vector<std::string> ops = it->ops;
+  std::sort(ops.begin(), ops.end());
+  CHECK(ops == std::vector<std::string>{"elementwise.add", "elementwise.mul", "elementwise.square", "elementwise.sub"});
+  for (const auto& f : opforge::plugin_load_failures()) CHECK(f.file.find("elementwise.so") == std::string::npos);
+  CHECK(opforge::op("elementwise.add").plugin_name() == "elementwise");
+  CHECK(opforge::op("elementwise.add").plugin_file() == it->file);
+}
+
+// ---- each way a load fails ---------------------------------------------------------
+
+TEST_CASE("plugin: a missing file is refused") {
+  const std::string path = fixture("does_not_exist.so");
+  CHECK(load_failure(path) ==
+        "cannot load plugin '" + path + "': file not found; check the path (or OPFORGE_PLUGIN_PATH)");
+  check_process_goes_on("missing");
+}
+
+TEST_CASE("plugin: a text file named .so is refused as not a shared library") {
+  const std::string file = canonical_fixture("not_a_library.so");
+  const std::string msg = load_failure(file);
+  // "(...)" holds the dynamic loader's own words ("...: invalid ELF header").
+  CHECK_THAT(msg, Catch::StartsWith("cannot load plugin '" + file + "': not a shared library (") &&
+                      Catch::EndsWith("); pass a plugin built with opforge_add_plugin"));
+  check_process_goes_on("text");
+}
+
+TEST_CASE("plugin: a shared library without a descriptor is refused") {
+  const std::string file = canonical_fixture("no_descriptor.so");
+  // The fixture is a valid library: only the descriptor is missing.
+  void* handle = ::dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
+  REQUIRE(handle != nullptr);
+  CHECK(::dlsym(handle, "opforge_fixture_harmless") != nullptr);
+  ::dlclose(handle);
+
+  CHECK(load_failure(file) ==
+        "cannot load plugin '" + file +
+            "': it does not export opforge_plugin_descriptor (not an opforge plugin); declare the plugin with "
+            "OPFORGE_PLUGIN(name, version) from <opforge/sdk/plugin.hpp>");
+  check_process_goes_on("nodesc");
+}
+
+TEST_CASE("plugin: a plugin built for another major ABI version is refused") {
+  const std::string file = canonical_fixture("abi_major.so");
+  const std::string major = std::to_string(OPFORGE_PLUGIN_ABI_MAJOR);
+  const std::string minor = std::to_string(OPFORGE_PLUGIN_ABI_MINOR);
+  CHECK(load_failure(file) == "cannot load plugin '" + file + "': plugin ABI version " +
+                                  std::to_string(OPFORGE_PLUGIN_ABI_MAJOR + 1) +
+                                  ".0 is not supported by this opforge (plugin ABI " + major + "." + minor +
+                                  "; it accepts " + major + ".0 to " + major + "." + minor +
+                                  "); rebuild the plugin against the opforge SDK " OPFORGE_VERSION_STRING);
+  CHECK_FALSE(plugin_is_loaded("abi_major"));
+  check_process_goes_on("major");
+}
+
+TEST_CASE("plugin: a plugin built for a newer minor ABI version is refused") {
+  const std::string file = canonical_fixture("abi_minor_newer.so");
+  const std::string major = std::to_string(OPFORGE_PLUGIN_ABI_MAJOR);
+  CHECK(load_failure(file) == "cannot load plugin '" + file + "': the plugin was built for plugin ABI " + major +
+                                  "." + std::to_string(OPFORGE_PLUGIN_ABI_MINOR + 1) + ", newer than this opforge's " +
+                                  major + "." + std::to_string(OPFORGE_PLUGIN_ABI_MINOR) +
+                                  "; upgrade opforge, or rebuild the plugin against the opforge SDK "
+                                  OPFORGE_VERSION_STRING);
+  CHECK_FALSE(plugin_is_loaded("abi_minor_newer"));
+  check_process_goes_on("minor");
+}
+
+TEST_CASE("plugin: a plugin built with another C++ standard library is refused") {
+  const std::string file = canonical_fixture("stdlib_mismatch.so");
+  CHECK(load_failure(file) == "cannot load plugin '" + file +
+                                  "': C++ standard library differs: the plugin was built with libc++ (Clang 17.0.6), "
+                                  "opforge with " OPFORGE_STDLIB_ID " (" OPFORGE_COMPILER_ID
+                                  "); rebuild the plugin against the C++ standard library opforge uses");
+  CHECK_FALSE(plugin_is_loaded("stdlib_mismatch"));
+  check_process_goes_on("stdlib");
+}
+
+TEST_CASE("plugin: a registration entry that throws is reported with its message") {
+  const std::string file = canonical_fixture("register_throws.so");
+  CHECK(load_failure(file) == "cannot load plugin '" + file +
+                                  "': its registration failed: boom: table missing; none of its ops were registered; "
+                                  "fix the plugin's registration code (the OPFORGE_PLUGIN body), or remove the file "
+                                  "from the plugin path");
+  CHECK_FALSE(plugin_is_loaded("register_throws"));
+  check_process_goes_on("throws");
+}
+
+TEST_CASE("plugin: a registration that fails part way registers none of its ops") {
+  const std::string file = canonical_fixture("register_throws.so");
+  // It added "register_throws.first" before it threw.
+  (void)load_failure(file);
+  CHECK_FALSE(op_is_registered("register_throws.first"));
+  CHECK(ops_of_plugin("register_throws").empty());
+  CHECK_THROWS_AS(opforge::op("register_throws.first"), opforge::PluginError);
+  // Nothing was kept: the same file fails the same way again, not as "already loaded".
+  CHECK_THAT(load_failure(file), Catch::Contains("its registration failed: boom: table missing"));
+}
+
+TEST_CASE("plugin: an invalid op schema is refused with the reason") {
+  const std::string file = canonical_fixture("bad_schema.so");
+  CHECK(load_failure(file) ==
+        "cannot load plugin '" + file + "': its registration failed: plugin 'bad_schema' (" + file +
+            "): invalid op schema: op name 'noprefix' is not qualified: expected 'family.name', e.g. 'linalg.mv'; "
+            "none of its ops were registered; fix the plugin's registration code (the OPFORGE_PLUGIN body), or "
+            "remove the file from the plugin path");
+  CHECK_FALSE(plugin_is_loaded("bad_schema"));
+  CHECK_FALSE(op_is_registered("bad_schema.fine"));
+  CHECK_FALSE(op_is_registered("noprefix"));
+  check_process_goes_on("schema");
+}
+
+TEST_CASE("plugin: a duplicate op name is refused naming the op and both files") {
+  const opforge::OpHandle add = opforge::op("elementwise.add");
+  const std::string standard_file = add.plugin_file();
+  REQUIRE_FALSE(standard_file.empty());
+  const std::string file = canonical_fixture("duplicate_op.so");
+  CHECK(load_failure(file) == "plugin 'dupe' (" + file + ") registers op 'elementwise.add', which plugin "
+                                  "'elementwise' (" + standard_file + ") already provides; rename one of them, or "
+                                  "remove one file from the plugin path");
+  // The standard op is untouched.
+  CHECK(opforge::op("elementwise.add").plugin_name() == "elementwise");
+  CHECK(opforge::op("elementwise.add").plugin_file() == standard_file);
+  check_process_goes_on("dupe");
+}
+
+TEST_CASE("plugin: a name clash found at commit registers none of the plugin's ops") {
+  (void)opforge::op("elementwise.add");
+  const std::string file = canonical_fixture("duplicate_op.so");
+  CHECK_THAT(load_failure(file), Catch::Contains("registers op 'elementwise.add'"));
+  // "dupe.fine" was valid and staged, but the clash drops the whole plugin.
+  CHECK_FALSE(op_is_registered("dupe.fine"));
+  CHECK(ops_of_plugin("dupe").empty());
+  CHECK_FALSE(plugin_is_loaded("dupe"));
+}
+
+TEST_CASE("plugin: load_plugin loads the standard plugins before the file it is given") {
+  // First thing in the process: had duplicate_op.so gone first, it would have
+  // taken "elementwise.add" and the standard elementwise plugin would fail.
+  const std::string file = canonical_fixture("duplicate_op.so");
+  CHECK_THAT(load_failure(file), Catch::StartsWith("plugin 'dupe' (" + file + ") registers op 'elementwise.add'"));
+  CHECK(opforge::op("elementwise.add").plugin_name() == "elementwise");
+  for (const auto& f : opforge::plugin_load_failures()) CHECK(f.file.find("elementwise.so") == std::string::npos);
+}
+
+// ---- ops that misbehave when run ---------------------------------------------------
+
+TEST_CASE("plugin: a forward that throws a std exception gives an Error naming the op") {
+  ensure_faulty_loaded();
+  const opforge::OpHandle boom = opforge::op("faulty.boom");
+  try {
+    boom({Tensor::from_values({1, 2})});
+    FAIL("faulty.boom did not throw");
+  } catch (const opforge::Error& e) {
+    CHECK(e.kind() == opforge::ErrorKind::Generic);
+    CHECK(std::string(e.what()) == "faulty.boom: std::out_of_range: index 7 out of range");
+  }
+  // The op is still there and the process goes on.
+  CHECK(opforge::op("faulty.boom").valid());
+  check_standard_op_works();
+}
+
+TEST_CASE("plugin: a forward that throws an unknown type gives a PluginError naming the op and plugin") {
+  ensure_faulty_loaded();
+  const opforge::OpHandle weird = opforge::op("faulty.weird");
+  const std::string file = canonical_fixture("forward_throws.so");
+  CHECK_THROWS_MATCHES(
+      weird({Tensor::from_values({1, 2})}), opforge::PluginError,
+      Catch::Message("faulty.weird: threw an exception of a type opforge does not know (not derived from "
+                     "std::exception) (plugin 'faulty', " + file +
+                     "); op code must throw opforge::Error or a std::exception"));
+  // The op is still there and the process goes on.
+  CHECK(opforge::op("faulty.weird").valid());
+  check_standard_op_works();
+}
+
+TEST_CASE("plugin: a backward returning too few gradients gives an AutogradError") {
+  ensure_faulty_loaded();
+  const Tensor a = Tensor::from_values({1, 2, 3}).requires_grad_();
+  const Tensor b = Tensor::from_values({4, 5, 6}).requires_grad_();
+  const Tensor y = opforge::op("faulty.bad_grad_count")({a, b});
+  CHECK_THROWS_MATCHES(y.backward(Tensor::ones({3})), opforge::AutogradError,
+                       Catch::Message("in backward of 'faulty.bad_grad_count': backward returned 1 gradient(s), "
+                                      "expected 2 (one per input; return an undefined Tensor for an input that "
+                                      "needs none)"));
+  CHECK_FALSE(a.grad().defined());
+  CHECK_FALSE(b.grad().defined());
+}
+
+TEST_CASE("plugin: a backward returning a gradient of the wrong shape gives an AutogradError") {
+  ensure_faulty_loaded();
+  const Tensor x = Tensor::from_values({1, 2, 3}).requires_grad_();
+  const Tensor y = opforge::op("faulty.bad_grad_shape")({x});
+  CHECK_THROWS_MATCHES(y.backward(Tensor::ones({3})), opforge::AutogradError,
+                       Catch::Message("in backward of 'faulty.bad_grad_shape': the gradient for input 0 'x' has "
+                                      "shape [2], expected [3] (the input's shape)"));
+  CHECK_FALSE(x.grad().defined());
+}
+
+// ---- OPFORGE_PLUGIN_PATH, in a child process -----------------------------------
+
+TEST_CASE("plugin: a bad file on OPFORGE_PLUGIN_PATH is reported and the program goes on") {
+  TempDir dir;
+  fs::copy_file(fixture("not_a_library.so"), dir.path() / "not_a_library.so");
+  const std::string file = (dir.path() / "not_a_library.so").string();
+  const RunResult r = run_command(opforge_ops_with_plugin_path(dir.path().string()));
+  INFO("output of `opforge ops`:\n" << r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains(file) && Catch::Contains("not a shared library"));
+  CHECK_THAT(r.output, Catch::Contains("elementwise"));  // the standard plugins still loaded
+}
+
+TEST_CASE("plugin: OPFORGE_PLUGIN_PATH loads a named file and reports a missing entry") {
+  TempDir dir;
+  const std::string missing = (dir.path() / "no_such_folder").string();
+  const std::string healthy = canonical_fixture("healthy_envpath.so");
+  const RunResult r = run_command(opforge_ops_with_plugin_path(missing + ":" + healthy));
+  INFO("output of `opforge ops`:\n" << r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains("healthy_envpath"));
+  CHECK_THAT(r.output,
+             Catch::Contains("OPFORGE_PLUGIN_PATH entry '" + missing + "' is neither a directory nor a file"));
+}
+
+TEST_CASE("plugin: OPFORGE_PLUGIN_PATH naming a folder already searched loads each file once") {
+  // The standard folder, given again (twice) on OPFORGE_PLUGIN_PATH.
+  const std::string standard = fs::canonical(opforge::plugin_search_path().front()).string();
+  const RunResult r = run_command(opforge_ops_with_plugin_path(standard + ":" + standard + "/elementwise.so"));
+  INFO("output of `opforge ops`:\n" << r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains("elementwise.add"));
+  CHECK_THAT(r.output, !Catch::Contains("already loaded"));
+}
