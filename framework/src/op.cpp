@@ -199,8 +199,8 @@ namespace {
 [[noreturn]] void throw_arity(const OpSchema& s, std::size_t got) {
   std::string names;
   for (std::size_t i = 0; i < s.inputs.size(); ++i) names += (i ? ", " : "") + s.inputs[i];
-  throw ValueError(s.name + ": expected " + std::to_string(s.inputs.size()) + " inputs (" + names + "), got " +
-                   std::to_string(got));
+  throw ValueError(s.name + ": expected " + std::to_string(s.inputs.size()) +
+                   (s.inputs.size() == 1 ? " input (" : " inputs (") + names + "), got " + std::to_string(got));
 }
 
 [[noreturn]] void throw_bad_input(const OpSchema& s, std::size_t i, const TensorImpl* t, DType first) {

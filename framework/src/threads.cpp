@@ -1,8 +1,9 @@
 // One thread setting for oneTBB and OpenBLAS.
 //
-// OpenBLAS (pthread build) runs its own pool; oneTBB runs another. Kernels that
-// call BLAS from inside a oneTBB parallel region must call the single-threaded
-// path (sdk::ScopedSerialBlas), so the two pools never multiply.
+// OpenBLAS (pthread build) runs its own pool; oneTBB runs another. Both are
+// sized by the one setting here. The standard kernels call BLAS only from the
+// op's calling thread, never from inside a oneTBB parallel region, so the two
+// pools never run at once and never multiply.
 #include "opforge/threads.hpp"
 
 #include <cstdlib>
