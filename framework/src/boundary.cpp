@@ -30,7 +30,10 @@ void rethrow_as_core_error(const OpEntry& op, Phase phase) {
   // the op's name is put in front. In backward, the message always says which
   // forward op made the node being differentiated.
   auto decorate = [&](const std::string& msg) {
-    if (phase == Phase::Backward) return "in backward of '" + name + "': " + msg;
+    if (phase == Phase::Backward) {
+      const std::string own = name + ": ";
+      return "in backward of '" + name + "': " + (starts_with(msg, own) ? msg.substr(own.size()) : msg);
+    }
     return starts_with(msg, name + ":") ? msg : name + ": " + msg;
   };
   try {

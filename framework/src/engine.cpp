@@ -2,6 +2,7 @@
 // roots, then a walk in dependency order with an explicit work list. Nothing
 // here recurses, so graph depth is bounded by memory only; node destruction is
 // iterative too (intrusive_ptr_release below).
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -235,25 +236,32 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph) {
     while (!s.ready.empty()) {
       Node* n = s.ready.back();
       s.ready.pop_back();
-      OPFORGE_CHECK(!ContextAccess::released(n->ctx), AutogradError, "in backward of '", n->name(),
-                    "': this part of the graph was already backpropagated and its saved tensors freed; "
-                    "pass retain_graph=true to the first backward to backpropagate twice");
-      for (std::size_t k = 0; k < n->grad_buffer.size(); ++k) {
-        if (!n->grad_buffer[k].defined())
-          n->grad_buffer[k] = Tensor::zeros(n->output_meta[k].shape, n->output_meta[k].dtype);
-      }
+      // A node that no consumer sent a gradient to contributes nothing: skip its
+      // backward (its inputs' dependency counts still drop below).
+      bool any_grad = false;
+      for (const Tensor& g : n->grad_buffer) any_grad = any_grad || g.defined();
       TensorList grads_in;
-      {
-        NoGradGuard no_grad;
-        try {
-          grads_in = n->op->fn->backward(n->ctx, n->grad_buffer);
-        } catch (...) {
-          rethrow_as_core_error(*n->op, Phase::Backward);
+      if (any_grad) {
+        for (std::size_t k = 0; k < n->grad_buffer.size(); ++k) {
+          if (!n->grad_buffer[k].defined())
+            n->grad_buffer[k] = Tensor::zeros(n->output_meta[k].shape, n->output_meta[k].dtype);
         }
+        {
+          NoGradGuard no_grad;
+          try {
+            // A backward that reads saved tensors freed by an earlier pass gets the
+            // Context's "already freed ... retain_graph" error from saved_tensors().
+            grads_in = n->op->fn->backward(n->ctx, n->grad_buffer);
+          } catch (...) {
+            rethrow_as_core_error(*n->op, Phase::Backward);
+          }
+        }
+        check_grads(*n, grads_in);
+      } else {
+        grads_in.resize(n->edges.size());
       }
       n->grad_buffer.clear();
       if (!retain_graph) ContextAccess::release(n->ctx);
-      check_grads(*n, grads_in);
 
       for (std::size_t i = 0; i < n->edges.size(); ++i) {
         Edge& e = n->edges[i];

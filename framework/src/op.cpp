@@ -26,8 +26,8 @@ void Context::save_for_backward(TensorSpan tensors) {
 
 const TensorList& Context::saved_tensors() const {
   OPFORGE_CHECK(!released_, AutogradError, op_name_,
-                ": the saved tensors were already freed by an earlier backward; "
-                "call backward(..., retain_graph=true) the first time to backpropagate twice");
+                ": this part of the graph was already backpropagated and its saved tensors freed; "
+                "pass retain_graph=true to the first backward to backpropagate twice");
   return saved_;
 }
 
@@ -187,10 +187,26 @@ std::vector<OpHandle> registered_ops() {
   return v;
 }
 
-const OpSchema& OpHandle::schema() const { return entry_->schema; }
-const std::string& OpHandle::name() const { return entry_->schema.name; }
-const std::string& OpHandle::plugin_name() const { return entry_->plugin_name; }
-const std::string& OpHandle::plugin_file() const { return entry_->plugin_file; }
+namespace {
+[[noreturn]] void throw_empty_handle(const char* what) {
+  throw ValueError(std::string("OpHandle::") + what +
+                   ": the handle is empty (default-constructed); get one from opforge::op(\"family.name\")");
+}
+}  // namespace
+
+const OpSchema& OpHandle::schema() const {
+  if (!entry_) throw_empty_handle("schema");
+  return entry_->schema;
+}
+const std::string& OpHandle::name() const { return schema().name; }
+const std::string& OpHandle::plugin_name() const {
+  if (!entry_) throw_empty_handle("plugin_name");
+  return entry_->plugin_name;
+}
+const std::string& OpHandle::plugin_file() const {
+  if (!entry_) throw_empty_handle("plugin_file");
+  return entry_->plugin_file;
+}
 
 // ---- the call path ------------------------------------------------------------
 
@@ -224,6 +240,7 @@ void check_outputs(const OpSchema& s, const TensorList& out) {
 }  // namespace
 
 TensorList OpHandle::call(TensorSpan inputs) const {
+  if (!entry_) throw_empty_handle("call");
   OpEntry& e = *entry_;
   const OpSchema& s = e.schema;
   const std::size_t n = inputs.size();
@@ -306,6 +323,8 @@ TensorList OpHandle::call(TensorSpan inputs) const {
       if (sv.unsafe_impl() == o) sv = Tensor(alias_impl(*o));
     node->output_meta[k].shape = o->shape;
     node->output_meta[k].dtype = o->dtype;
+    // Integer and bool outputs (indices, masks) are not differentiable.
+    if (!is_floating(o->dtype)) continue;
     o->grad_fn = node;
     o->output_nr = static_cast<std::uint32_t>(k);
   }

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <ostream>
 #include <sstream>
 
@@ -19,8 +20,11 @@ void intrusive_ptr_release(TensorImpl* t) noexcept {
 
 TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
   std::int64_t n = 1;
+  const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(itemsize(dtype));
   for (std::int64_t s : shape) {
     OPFORGE_CHECK(s >= 0, ValueError, "tensor shape ", shape, ": sizes must be >= 0");
+    OPFORGE_CHECK(s == 0 || n <= limit / s, ValueError, "tensor shape ", shape, ": ", dtype_name(dtype),
+                  " data of that size does not fit in memory addresses (more than 2^63 bytes)");
     n *= s;
   }
   TensorImplPtr t(new TensorImpl());

@@ -57,4 +57,10 @@ int num_threads() {
   return g_threads;
 }
 
+namespace {
+// Applies OPFORGE_NUM_THREADS as soon as the core library is loaded, so that
+// every path (ops from plugins, make_op, BLAS called by the program) sees it.
+const int g_initial_threads = num_threads();
+}  // namespace
+
 }  // namespace opforge
