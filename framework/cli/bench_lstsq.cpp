@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -58,20 +59,30 @@ struct Timing {
   double min_ms = 0;
 };
 
-template <class F>
-Timing time_it(int repeat, F&& f) {
-  f();  // warm-up: first touch of buffers, thread pools, plugin code
-  f();
-  std::vector<double> ms;
-  for (int i = 0; i < repeat; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    f();
-    auto t1 = std::chrono::steady_clock::now();
-    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
+Timing summarize(std::vector<double> ms) {
   std::sort(ms.begin(), ms.end());
   const std::size_t k = ms.size();
   return {k % 2 ? ms[k / 2] : 0.5 * (ms[k / 2 - 1] + ms[k / 2]), ms.front()};
+}
+
+// Times several methods round-robin: each round runs every method once, so a
+// drift in the machine's speed (these machines are shared) touches all methods
+// alike and the ratios between them hold. Two untimed warm-up rounds first.
+std::vector<Timing> time_round_robin(int repeat, const std::vector<std::function<void()>>& methods) {
+  for (int w = 0; w < 2; ++w)
+    for (const auto& f : methods) f();
+  std::vector<std::vector<double>> ms(methods.size());
+  for (int i = 0; i < repeat; ++i) {
+    for (std::size_t k = 0; k < methods.size(); ++k) {
+      auto t0 = std::chrono::steady_clock::now();
+      methods[k]();
+      auto t1 = std::chrono::steady_clock::now();
+      ms[k].push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    }
+  }
+  std::vector<Timing> out;
+  for (auto& v : ms) out.push_back(summarize(std::move(v)));
+  return out;
 }
 
 // max |a - b| / max |b|
@@ -192,25 +203,26 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
         const double bytes = double(m) * d * opforge::itemsize(dt);
 
         Tensor g_explicit, g_fused, g_graph;
-        const Timing t_explicit = time_it(repeat, [&] {
-          g_explicit = dt == DType::Float64 ? explicit_grad<double>(A, x, y) : explicit_grad<float>(A, x, y);
-        });
-        const Timing t_fused = time_it(repeat, [&] {
-          x.zero_grad();
-          lstsq({A, x, y}).backward();
-          g_fused = x.grad();
-        });
-        const Timing t_graph = time_it(repeat, [&] {
-          x.zero_grad();
-          sum({square({sub({y, mv({A, x})})})}).backward();
-          g_graph = x.grad();
-        });
         volatile double sink = 0;
-        const Timing t_read = time_it(repeat, [&] {
-          sink = dt == DType::Float64 ? read_once_sum(A.data<double>(), A.numel())
-                                      : read_once_sum(A.data<float>(), A.numel());
-        });
+        const std::vector<Timing> t = time_round_robin(
+            repeat,
+            {[&] { g_explicit = dt == DType::Float64 ? explicit_grad<double>(A, x, y) : explicit_grad<float>(A, x, y); },
+             [&] {
+               x.zero_grad();
+               lstsq({A, x, y}).backward();
+               g_fused = x.grad();
+             },
+             [&] {
+               x.zero_grad();
+               sum({square({sub({y, mv({A, x})})})}).backward();
+               g_graph = x.grad();
+             },
+             [&] {
+               sink = dt == DType::Float64 ? read_once_sum(A.data<double>(), A.numel())
+                                           : read_once_sum(A.data<float>(), A.numel());
+             }});
         (void)sink;
+        const Timing &t_explicit = t[0], &t_fused = t[1], &t_graph = t[2], &t_read = t[3];
         const double ex = t_explicit.median_ms, bw = t_read.median_ms;
         emit({d, dt, int(nt), "fused", t_fused, rel_err(g_fused, g_explicit), bytes}, ex, bw);
         emit({d, dt, int(nt), "graph", t_graph, rel_err(g_graph, g_explicit), bytes}, ex, bw);

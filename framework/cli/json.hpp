@@ -63,7 +63,7 @@ class Json {
   static std::string number(double v) {
     if (!std::isfinite(v)) return "null";
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.6g", v);
+    std::snprintf(buf, sizeof buf, "%.9g", v);
     return buf;
   }
 
