@@ -8,12 +8,18 @@
 
 #include "commands.hpp"
 
+namespace opforge_cli {
+int run_check(const std::vector<std::string>& args);  // cmd_check.cpp
+}  // namespace opforge_cli
+
 namespace {
 
 void usage(std::ostream& os) {
   os << "opforge " OPFORGE_VERSION_STRING " - an autograd framework whose every operator is a plugin\n\n"
         "Usage:\n"
         "  opforge ops [--json] [NAME]       list loaded plugins, their ops, and files that failed to load\n"
+        "  opforge check PLUGIN.so [--op NAME] [--json]\n"
+        "                                    run the op test harness on a plugin's ops (exit 1 if a check fails)\n"
         "  opforge bench lstsq [options]     time the least-squares gradient: fused, graph, explicit\n"
         "  opforge bench overhead [--json]   time what the framework adds to one op call\n"
         "  opforge --help | --version\n\n"
@@ -38,6 +44,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   try {
     if (args[0] == "ops") return opforge_cli::run_ops(rest);
+    if (args[0] == "check") return opforge_cli::run_check(rest);
     if (args[0] == "bench") {
       if (!rest.empty() && rest[0] == "lstsq") return opforge_cli::run_bench_lstsq({rest.begin() + 1, rest.end()});
       if (!rest.empty() && rest[0] == "overhead")

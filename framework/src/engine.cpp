@@ -92,7 +92,32 @@ class SpinLock {
   std::atomic_flag& f_;
 };
 
-void accumulate_into_leaf(TensorImpl& leaf, const Tensor& g) {
+// Runs a gradient hook and checks what it returned.
+Tensor run_hook(const Tensor::GradHook& hook, const Tensor& g, const char* where) {
+  Tensor r = hook(g);
+  if (!r.defined()) return g;
+  OPFORGE_CHECK(r.shape() == g.shape() && r.dtype() == g.dtype(), AutogradError, "a gradient hook on ", where,
+                " returned ", r.describe(), ", expected ", g.describe(), " (the gradient's dtype and shape)");
+  return r;
+}
+
+// What backward computes goes either into leaves' .grad (backward) or into the
+// caller's result list (grad): `Capture` says where.
+struct Capture {
+  TensorSpan inputs;
+  TensorList* results = nullptr;
+  bool active() const { return results != nullptr; }
+};
+
+void accumulate_into_leaf(TensorImpl& leaf, Tensor g, const Capture& cap) {
+  if (leaf.hooks) {
+    for (const auto& h : *leaf.hooks) g = run_hook(h, g, "a leaf");
+  }
+  if (cap.active()) {
+    for (std::size_t i = 0; i < cap.inputs.size(); ++i)
+      if (cap.inputs[i].unsafe_impl() == &leaf) accumulate((*cap.results)[i], g);
+    return;  // grad() never touches .grad
+  }
   SpinLock lock(leaf.grad_lock);
   if (!leaf.grad.defined()) {
     // The leaf's .grad must not share memory with anything backward still uses.
@@ -161,10 +186,10 @@ void check_grads(const Node& n, const TensorList& grads) {
 // The engine is a class only so that Context can befriend it.
 class Engine {
  public:
-  static void run(TensorSpan outputs, TensorSpan grads, bool retain_graph);
+  static void run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const Capture& capture);
 };
 
-void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph) {
+void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const Capture& cap) {
   OPFORGE_CHECK(grads.empty() || grads.size() == outputs.size(), ValueError, "backward: argument 'grads': expected ",
                 outputs.size(), " gradients (one per output) or none, got ", grads.size());
   // Root gradients, checked before anything runs.
@@ -220,7 +245,7 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph) {
     for (std::size_t r = 0; r < outputs.size(); ++r) {
       TensorImpl* impl = outputs[r].unsafe_impl();
       if (!impl->grad_fn) {
-        accumulate_into_leaf(*impl, root_grads[r]);
+        accumulate_into_leaf(*impl, std::move(root_grads[r]), cap);
         continue;
       }
       Node* n = impl->grad_fn.get();
@@ -236,6 +261,16 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph) {
     while (!s.ready.empty()) {
       Node* n = s.ready.back();
       s.ready.pop_back();
+      for (auto& [k, hook] : n->output_hooks) {
+        if (n->grad_buffer[k].defined()) n->grad_buffer[k] = run_hook(hook, n->grad_buffer[k], "an op's output");
+      }
+      if (cap.active()) {
+        for (std::size_t i = 0; i < cap.inputs.size(); ++i) {
+          const TensorImpl* in = cap.inputs[i].unsafe_impl();
+          if (in->grad_fn.get() == n && n->grad_buffer[in->output_nr].defined())
+            accumulate((*cap.results)[i], n->grad_buffer[in->output_nr]);
+        }
+      }
       // A node that no consumer sent a gradient to contributes nothing: skip its
       // backward (its inputs' dependency counts still drop below).
       bool any_grad = false;
@@ -266,9 +301,10 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph) {
       for (std::size_t i = 0; i < n->edges.size(); ++i) {
         Edge& e = n->edges[i];
         if (!e.needed()) continue;
-        const Tensor& g = grads_in[i];
+        Tensor& g = grads_in[i];
         if (e.leaf) {
-          if (g.defined()) accumulate_into_leaf(*e.leaf, g);
+          // Moved: when nothing else holds it, the leaf adopts it without a copy.
+          if (g.defined()) accumulate_into_leaf(*e.leaf, std::move(g), cap);
           continue;
         }
         Node* m = e.fn.get();
@@ -282,11 +318,44 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph) {
   }
 }
 
-void backward(TensorSpan outputs, TensorSpan grads, bool retain_graph) { Engine::run(outputs, grads, retain_graph); }
+void backward(TensorSpan outputs, TensorSpan grads, bool retain_graph) {
+  Engine::run(outputs, grads, retain_graph, Capture{});
+}
+
+TensorList grad(TensorSpan outputs, TensorSpan inputs, TensorSpan grad_outputs, bool retain_graph, bool allow_unused) {
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    OPFORGE_CHECK(inputs[i].defined(), ValueError, "grad: input ", i, " is undefined");
+    OPFORGE_CHECK(inputs[i].requires_grad(), AutogradError, "grad: input ", i, " (", inputs[i].describe(),
+                  ") does not require grad, so no gradient can be computed for it");
+  }
+  TensorList results(inputs.size());
+  Engine::run(outputs, grad_outputs, retain_graph, Capture{inputs, &results});
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    OPFORGE_CHECK(results[i].defined() || allow_unused, AutogradError, "grad: input ", i, " (",
+                  inputs[i].describe(),
+                  ") was not used to compute the outputs; pass allow_unused=true to get an undefined gradient");
+    // Results must not share memory with buffers the engine reused.
+    if (results[i].defined() && !uniquely_owned(results[i])) results[i] = results[i].clone();
+  }
+  return results;
+}
 
 void Tensor::backward(const Tensor& grad, bool retain_graph) const {
   check_defined("backward");
-  Engine::run(TensorSpan(*this), grad.defined() ? TensorSpan(grad) : TensorSpan(), retain_graph);
+  Engine::run(TensorSpan(*this), grad.defined() ? TensorSpan(grad) : TensorSpan(), retain_graph, Capture{});
+}
+
+void Tensor::register_hook(GradHook hook) const {
+  check_defined("register_hook");
+  OPFORGE_CHECK(static_cast<bool>(hook), ValueError, "Tensor::register_hook: argument 'hook' is empty");
+  if (impl_->grad_fn) {
+    impl_->grad_fn->output_hooks.emplace_back(impl_->output_nr, std::move(hook));
+    return;
+  }
+  OPFORGE_CHECK(impl_->requires_grad, AutogradError, "Tensor::register_hook: the tensor (", describe(),
+                ") does not require grad, so no gradient will ever reach the hook; call requires_grad_() first");
+  if (!impl_->hooks) impl_->hooks = std::make_unique<std::vector<GradHook>>();
+  impl_->hooks->push_back(std::move(hook));
 }
 
 }  // namespace opforge

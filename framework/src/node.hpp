@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include <boost/container/small_vector.hpp>
 
@@ -39,6 +41,7 @@ class Node {
   boost::container::small_vector<Edge, 4> edges;             // one per input
   boost::container::small_vector<TensorMeta, 4> input_meta;  // one per input
   boost::container::small_vector<TensorMeta, 2> output_meta; // one per output
+  std::vector<std::pair<std::uint32_t, Tensor::GradHook>> output_hooks;  // (output, hook), rare
 
   // Engine scratch: valid during one backward pass (a graph is backpropagated
   // by one thread at a time; independent graphs run in parallel freely).
@@ -65,9 +68,12 @@ struct ContextAccess {
   }
   static void release(Context& c) {
     c.saved_.clear();
+    c.saved_versions_.clear();
     c.values_.clear();
+    c.ints_.clear();
     c.released_ = true;
   }
+  static std::uint64_t non_differentiable(const Context& c) { return c.non_differentiable_mask_; }
   static bool released(const Context& c) { return c.released_; }
 };
 

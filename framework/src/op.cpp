@@ -21,18 +21,41 @@ PluginRegistrar::~PluginRegistrar() = default;
 // ---- Context ------------------------------------------------------------------
 
 void Context::save_for_backward(TensorSpan tensors) {
-  for (const Tensor& t : tensors) saved_.push_back(t);
+  for (const Tensor& t : tensors) {
+    saved_.push_back(t);
+    saved_versions_.push_back(t.defined() ? t.unsafe_impl()->storage->version.load(std::memory_order_relaxed) : 0);
+  }
+}
+
+void Context::check_not_released() const {
+  OPFORGE_CHECK(!released_, AutogradError, op_name_,
+                ": this part of the graph was already backpropagated and what forward saved was freed; "
+                "pass retain_graph=true to the first backward to backpropagate twice");
 }
 
 const TensorList& Context::saved_tensors() const {
-  OPFORGE_CHECK(!released_, AutogradError, op_name_,
-                ": this part of the graph was already backpropagated and its saved tensors freed; "
-                "pass retain_graph=true to the first backward to backpropagate twice");
+  check_not_released();
+  for (std::size_t i = 0; i < saved_.size(); ++i) {
+    if (!saved_[i].defined()) continue;
+    const std::uint32_t now = saved_[i].unsafe_impl()->storage->version.load(std::memory_order_relaxed);
+    OPFORGE_CHECK(now == saved_versions_[i], AutogradError, op_name_, ": saved tensor ", i, " (",
+                  saved_[i].describe(), ") was modified in place after forward saved it (version ",
+                  saved_versions_[i], ", now ", now,
+                  "); backward needs its value from forward. Modify a clone() instead, or do the in-place "
+                  "change before the op");
+  }
   return saved_;
 }
 
+std::int64_t Context::saved_int(std::size_t i) const {
+  check_not_released();
+  OPFORGE_CHECK(i < ints_.size(), IndexError, op_name_, ": saved_int(", i, "): only ", ints_.size(),
+                " ints were saved");
+  return ints_[i];
+}
+
 double Context::saved_value(std::size_t i) const {
-  OPFORGE_CHECK(!released_, AutogradError, op_name_, ": the saved values were already freed by an earlier backward");
+  check_not_released();
   OPFORGE_CHECK(i < values_.size(), IndexError, op_name_, ": saved_value(", i, "): only ", values_.size(),
                 " values were saved");
   return values_[i];
@@ -69,17 +92,55 @@ boost::intrusive_ptr<OpEntry> Registry::find(std::string_view name) const {
 }
 
 void Registry::add_all(const std::vector<boost::intrusive_ptr<OpEntry>>& entries) {
+  replace({}, entries, false, nullptr);
+}
+
+void Registry::replace(const std::vector<OpEntryPtr>& retire, const std::vector<OpEntryPtr>& entries,
+                       bool replace_existing, std::vector<OpEntryPtr>* displaced) {
+  std::vector<OpEntryPtr> dropped;  // declared before the lock: released after it
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& e : entries) {
-    auto it = ops_.find(e->schema.name);
-    if (it != ops_.end()) {
-      const OpEntry& old = *it->second;
-      throw PluginError("plugin '" + e->plugin_name + "' (" + e->plugin_file + ") registers op '" + e->schema.name +
-                        "', which plugin '" + old.plugin_name + "' (" + old.plugin_file +
-                        ") already provides; rename one of them, or remove one file from the plugin path");
+  const auto retiring = [&](const OpEntry* e) {
+    return std::any_of(retire.begin(), retire.end(), [&](const OpEntryPtr& r) { return r.get() == e; });
+  };
+  // Check everything first: a refused commit changes nothing.
+  if (!replace_existing) {
+    for (const auto& e : entries) {
+      auto it = ops_.find(e->schema.name);
+      if (it != ops_.end() && !retiring(it->second.get())) {
+        const OpEntry& old = *it->second;
+        throw PluginError("plugin '" + e->plugin_name + "' (" + e->plugin_file + ") registers op '" +
+                          e->schema.name + "', which plugin '" + old.plugin_name + "' (" + old.plugin_file +
+                          ") already provides; rename one of them, or remove one file from the plugin path");
+      }
     }
   }
-  for (const auto& e : entries) ops_.emplace(e->schema.name, e);
+  ops_.reserve(ops_.size() + entries.size());
+  dropped.reserve(entries.size());
+  for (const auto& r : retire) {
+    auto it = ops_.find(r->schema.name);
+    if (it != ops_.end() && it->second == r) ops_.erase(it);
+  }
+  for (const auto& e : entries) {
+    auto [it, inserted] = ops_.try_emplace(e->schema.name, e);
+    if (inserted) continue;
+    dropped.push_back(std::move(it->second));
+    it->second = e;
+  }
+  if (displaced) displaced->insert(displaced->end(), dropped.begin(), dropped.end());
+}
+
+std::size_t Registry::remove(const std::vector<OpEntryPtr>& entries) {
+  // The caller holds `entries`: erasing them here never releases the last reference.
+  std::lock_guard<std::mutex> lock(mu_);
+  std::size_t removed = 0;
+  for (const auto& e : entries) {
+    auto it = ops_.find(e->schema.name);
+    if (it != ops_.end() && it->second == e) {
+      ops_.erase(it);
+      ++removed;
+    }
+  }
+  return removed;
 }
 
 std::vector<boost::intrusive_ptr<OpEntry>> Registry::all() const {
@@ -142,6 +203,11 @@ void StagingRegistrar::add(OpSchema schema, std::unique_ptr<Function> fn) {
 }
 
 void StagingRegistrar::commit() { Registry::instance().add_all(staged_); }
+
+void StagingRegistrar::commit(const std::vector<OpEntryPtr>& retire, bool replace_existing,
+                              std::vector<OpEntryPtr>* displaced) {
+  Registry::instance().replace(retire, staged_, replace_existing, displaced);
+}
 
 std::vector<std::string> StagingRegistrar::op_names() const {
   std::vector<std::string> v;
@@ -249,6 +315,7 @@ TensorList OpHandle::call(TensorSpan inputs) const {
   // Validate inputs and find which ones need a gradient.
   const bool recording = grad_enabled();
   std::uint64_t needs = 0;
+  bool strided = false;
   DType first = DType::Float64;
   for (std::size_t i = 0; i < n; ++i) {
     const TensorImpl* t = inputs[i].unsafe_impl();
@@ -256,6 +323,15 @@ TensorList OpHandle::call(TensorSpan inputs) const {
       throw_bad_input(s, i, t, first);
     if (i == 0) first = t->dtype;
     if (recording && (t->requires_grad || t->grad_fn)) needs |= std::uint64_t{1} << i;
+    strided = strided || !t->contiguous;
+  }
+  // Kernels see contiguous inputs unless the op takes strided ones; the graph's
+  // edges still point at the caller's tensors.
+  TensorList dense;
+  TensorSpan fwd_inputs = inputs;
+  if (strided && !s.strided_inputs) {
+    for (std::size_t i = 0; i < n; ++i) dense.push_back(inputs[i].contiguous());
+    fwd_inputs = dense;
   }
 
   if (needs == 0) {
@@ -265,12 +341,18 @@ TensorList OpHandle::call(TensorSpan inputs) const {
     {
       NoGradGuard no_grad;
       try {
-        out = e.fn->forward(ctx, inputs);
+        out = e.fn->forward(ctx, fwd_inputs);
       } catch (...) {
         rethrow_as_core_error(e, Phase::Forward);
       }
     }
     check_outputs(s, out);
+    // An output that is an input (or carries autograd state) is handed back as a
+    // fresh alias: results of a call made without recording never require grad.
+    for (Tensor& o : out) {
+      const TensorImpl* oi = o.unsafe_impl();
+      if (oi->requires_grad || oi->grad_fn) o = Tensor(alias_impl(*oi));
+    }
     return out;
   }
 
@@ -282,7 +364,7 @@ TensorList OpHandle::call(TensorSpan inputs) const {
   {
     NoGradGuard no_grad;
     try {
-      out = e.fn->forward(node->ctx, inputs);
+      out = e.fn->forward(node->ctx, fwd_inputs);
     } catch (...) {
       rethrow_as_core_error(e, Phase::Forward);
     }
@@ -312,7 +394,8 @@ TensorList OpHandle::call(TensorSpan inputs) const {
     // An output that is also an input, or a tensor someone else already owns the
     // autograd state of, gets its own TensorImpl over the same data.
     bool shared = o->grad_fn || o->requires_grad;
-    for (std::size_t i = 0; i < n && !shared; ++i) shared = inputs[i].unsafe_impl() == o;
+    for (std::size_t i = 0; i < n && !shared; ++i)
+      shared = inputs[i].unsafe_impl() == o || fwd_inputs[i].unsafe_impl() == o;
     if (shared) {
       out[k] = Tensor(alias_impl(*o));
       o = out[k].unsafe_impl();
@@ -323,8 +406,9 @@ TensorList OpHandle::call(TensorSpan inputs) const {
       if (sv.unsafe_impl() == o) sv = Tensor(alias_impl(*o));
     node->output_meta[k].shape = o->shape;
     node->output_meta[k].dtype = o->dtype;
-    // Integer and bool outputs (indices, masks) are not differentiable.
-    if (!is_floating(o->dtype)) continue;
+    // Integer and bool outputs (indices, masks) are not differentiable, nor are
+    // outputs forward marked so.
+    if (!is_floating(o->dtype) || ((ContextAccess::non_differentiable(node->ctx) >> k) & 1u)) continue;
     o->grad_fn = node;
     o->output_nr = static_cast<std::uint32_t>(k);
   }

@@ -12,6 +12,8 @@
 
 namespace opforge {
 
+using OpEntryPtr = boost::intrusive_ptr<OpEntry>;
+
 class Registry {
  public:
   static Registry& instance();
@@ -21,6 +23,17 @@ class Registry {
   /// Adds all entries or none: throws PluginError naming the op and both files
   /// when a name is taken.
   void add_all(const std::vector<boost::intrusive_ptr<OpEntry>>& entries);
+  /// One atomic change, under one lock: removes `retire` (each entry only where it
+  /// is still the one registered under its name), then adds `entries`. A name
+  /// already taken throws as add_all does and changes nothing, unless
+  /// `replace_existing`: then the new entry takes the name and the entry it
+  /// displaced is appended to `*displaced`. Removed and displaced entries are
+  /// handed back (never released here), so that no plugin is closed under the lock.
+  void replace(const std::vector<OpEntryPtr>& retire, const std::vector<OpEntryPtr>& entries, bool replace_existing,
+               std::vector<OpEntryPtr>* displaced);
+  /// Removes each of `entries` whose name still maps to that very entry; returns
+  /// how many were removed.
+  std::size_t remove(const std::vector<OpEntryPtr>& entries);
   std::vector<boost::intrusive_ptr<OpEntry>> all() const;
   /// Registered names close to `name`, for "did you mean" messages.
   std::vector<std::string> near_names(std::string_view name) const;
@@ -37,7 +50,12 @@ class StagingRegistrar final : public PluginRegistrar {
   void add(OpSchema schema, std::unique_ptr<Function> fn) override;
   const std::string& plugin_name() const override { return plugin_name_; }
   void commit();
+  /// commit() with Registry::replace's options: `retire` are the entries of a
+  /// plugin this one replaces; displaced entries are appended to `*displaced`.
+  void commit(const std::vector<OpEntryPtr>& retire, bool replace_existing, std::vector<OpEntryPtr>* displaced);
   std::vector<std::string> op_names() const;
+  /// The staged entries (after commit: the registered ones).
+  const std::vector<OpEntryPtr>& entries() const { return staged_; }
 
  private:
   std::string plugin_name_;

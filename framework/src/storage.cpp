@@ -31,6 +31,7 @@ Storage* Storage::allocate(std::size_t nbytes) {
   auto* s = new (block) Storage();
   s->data_ = static_cast<char*>(block) + kHeader;
   s->nbytes_ = nbytes;
+  s->owned_ = true;
   count_alloc(static_cast<std::int64_t>(nbytes));
   return s;
 }
@@ -46,10 +47,10 @@ Storage* Storage::adopt(void* data, std::size_t nbytes, Deleter deleter, void* c
 }
 
 void Storage::destroy() noexcept {
-  if (deleter_) {
-    deleter_(data_, deleter_context_);
-  } else {
+  if (owned_) {
     g_live.fetch_sub(static_cast<std::int64_t>(nbytes_), std::memory_order_relaxed);
+  } else if (deleter_) {
+    deleter_(data_, deleter_context_);
   }
   this->~Storage();
   ::operator delete(static_cast<void*>(this), std::align_val_t(kAlign));

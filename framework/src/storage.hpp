@@ -32,8 +32,9 @@ class Storage {
   std::atomic<std::uint32_t> refcount_{0};
   void* data_ = nullptr;
   std::size_t nbytes_ = 0;
-  Deleter deleter_ = nullptr;  // null: data lives in this block
+  Deleter deleter_ = nullptr;  // for adopted memory; null when borrowed or owned
   void* deleter_context_ = nullptr;
+  bool owned_ = false;         // data lives in this block (counted in live_bytes)
 };
 
 }  // namespace opforge

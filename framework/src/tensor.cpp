@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "node.hpp"
+#include "strided.hpp"
 #include "tensor_impl.hpp"
 
 namespace opforge {
@@ -18,7 +19,9 @@ void intrusive_ptr_release(TensorImpl* t) noexcept {
   if (t->refcount.fetch_sub(1, std::memory_order_acq_rel) == 1) delete t;
 }
 
-TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
+// The element count of `shape`, refusing negative sizes and sizes whose bytes
+// overflow 63 bits.
+static std::int64_t checked_numel(const Dims& shape, DType dtype) {
   std::int64_t n = 1;
   const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(itemsize(dtype));
   for (std::int64_t s : shape) {
@@ -27,6 +30,11 @@ TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
                   " data of that size does not fit in memory addresses (more than 2^63 bytes)");
     n *= s;
   }
+  return n;
+}
+
+TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
+  const std::int64_t n = checked_numel(shape, dtype);
   TensorImplPtr t(new TensorImpl());
   t->dtype = dtype;
   t->shape = shape;
@@ -176,8 +184,9 @@ Tensor Tensor::full(const Dims& shape, double value, DType dtype) {
 Tensor Tensor::scalar(double value, DType dtype) { return full(Dims{}, value, dtype); }
 
 Tensor Tensor::from_values(const std::vector<double>& values, const Dims& shape, DType dtype) {
-  OPFORGE_CHECK(static_cast<std::int64_t>(values.size()) == shape.product(), ShapeError,
-                "Tensor::from_values: argument 'values': expected ", shape.product(),
+  const std::int64_t n = checked_numel(shape, dtype);
+  OPFORGE_CHECK(static_cast<std::int64_t>(values.size()) == n, ShapeError,
+                "Tensor::from_values: argument 'values': expected ", n,
                 " values for shape ", shape, ", got ", values.size());
   TensorImplPtr t = make_contiguous_impl(shape, dtype);
   for (std::size_t i = 0; i < values.size(); ++i) store_from_double(*t, static_cast<std::int64_t>(i), values[i]);
@@ -256,18 +265,16 @@ double Tensor::item() const {
 std::vector<double> Tensor::to_vector() const {
   check_defined("to_vector");
   std::vector<double> v(static_cast<std::size_t>(impl_->numel));
-  for (std::int64_t i = 0; i < impl_->numel; ++i) v[static_cast<std::size_t>(i)] = load_as_double(*impl_, i);
+  if (v.empty()) return v;
+  Tensor out = from_blob(v.data(), impl_->shape, DType::Float64);
+  copy_elements(*out.impl_, *impl_);
   return v;
 }
 
 Tensor Tensor::clone() const {
   check_defined("clone");
   TensorImplPtr t = make_contiguous_impl(impl_->shape, impl_->dtype);
-  if (impl_->contiguous) {
-    std::memcpy(t->data(), impl_->data(), static_cast<std::size_t>(impl_->numel) * itemsize(impl_->dtype));
-  } else {
-    for (std::int64_t i = 0; i < impl_->numel; ++i) store_from_double(*t, i, load_as_double(*impl_, i));
-  }
+  copy_elements(*t, *impl_);
   return Tensor(std::move(t));
 }
 
@@ -275,8 +282,50 @@ Tensor Tensor::to(DType dtype) const {
   check_defined("to");
   if (dtype == impl_->dtype) return *this;
   TensorImplPtr t = make_contiguous_impl(impl_->shape, dtype);
-  for (std::int64_t i = 0; i < impl_->numel; ++i) store_from_double(*t, i, load_as_double(*impl_, i));
+  copy_elements(*t, *impl_);
   return Tensor(std::move(t));
+}
+
+namespace {
+template <class D, class S>
+void copy_typed(TensorImpl& dst, const TensorImpl& src) {
+  D* d = static_cast<D*>(dst.data());
+  const S* s = static_cast<const S*>(src.data());
+  if constexpr (std::is_same_v<D, S>) {
+    if (dst.contiguous && src.contiguous) {
+      std::memcpy(d, s, static_cast<std::size_t>(src.numel) * sizeof(D));
+      return;
+    }
+  }
+  if (dst.contiguous) {
+    std::int64_t i = 0;
+    for_each_offset(src.shape, src.strides, [&](std::int64_t off) { d[i++] = static_cast<D>(s[off]); });
+    return;
+  }
+  const Tensor sc = Tensor(alias_impl(src)).contiguous();  // rare: strided destination
+  const S* sp = static_cast<const S*>(sc.data_ptr());
+  std::int64_t i = 0;
+  for_each_offset(dst.shape, dst.strides, [&](std::int64_t off) { d[off] = static_cast<D>(sp[i++]); });
+}
+
+template <class D>
+void copy_from(TensorImpl& dst, const TensorImpl& src) {
+  switch (src.dtype) {
+    case DType::Float32: copy_typed<D, float>(dst, src); break;
+    case DType::Float64: copy_typed<D, double>(dst, src); break;
+    case DType::Int64: copy_typed<D, std::int64_t>(dst, src); break;
+    case DType::Bool: copy_typed<D, bool>(dst, src); break;
+  }
+}
+}  // namespace
+
+void copy_elements(TensorImpl& dst, const TensorImpl& src) {
+  switch (dst.dtype) {
+    case DType::Float32: copy_from<float>(dst, src); break;
+    case DType::Float64: copy_from<double>(dst, src); break;
+    case DType::Int64: copy_from<std::int64_t>(dst, src); break;
+    case DType::Bool: copy_from<bool>(dst, src); break;
+  }
 }
 
 // ---- autograd state ---------------------------------------------------------------
@@ -303,7 +352,9 @@ void Tensor::set_grad(const Tensor& g) const {
     OPFORGE_CHECK(g.shape() == impl_->shape && g.dtype() == impl_->dtype, ShapeError,
                   "Tensor::set_grad: argument 'grad': expected ", describe(), ", got ", g.describe());
   }
-  impl_->grad = g;
+  // .grad holds data, never history: a gradient that is itself the output of a
+  // recorded op is stored detached, so it does not keep that graph alive.
+  impl_->grad = g.defined() && g.unsafe_impl()->grad_fn ? g.detach() : g;
 }
 void Tensor::zero_grad() const { check_defined("zero_grad"); impl_->grad = Tensor(); }
 Node* Tensor::grad_fn() const { check_defined("grad_fn"); return impl_->grad_fn.get(); }

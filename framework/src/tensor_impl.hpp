@@ -3,6 +3,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include <boost/smart_ptr/intrusive_ptr.hpp>
 
@@ -25,6 +27,7 @@ struct TensorImpl {
   StoragePtr storage;
   NodePtr grad_fn;
   Tensor grad;
+  std::unique_ptr<std::vector<Tensor::GradHook>> hooks;  // leaves only; null until the first hook
 
   void* data() const noexcept {
     return static_cast<char*>(storage->data()) + offset * static_cast<std::int64_t>(itemsize(dtype));

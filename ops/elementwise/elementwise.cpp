@@ -1,10 +1,12 @@
-// elementwise: add, sub, mul, square over tensors of one shape.
+// elementwise: add, sub, mul (NumPy broadcasting) and square.
 //
-//   add(a, b)  = a + b     d/da = g,      d/db = g
-//   sub(a, b)  = a - b     d/da = g,      d/db = -g
-//   mul(a, b)  = a * b     d/da = g * b,  d/db = g * a
+//   add(a, b)  = a + b     d/da = sum_to(g, a),      d/db = sum_to(g, b)
+//   sub(a, b)  = a - b     d/da = sum_to(g, a),      d/db = sum_to(-g, b)
+//   mul(a, b)  = a * b     d/da = sum_to(g * b, a),  d/db = sum_to(g * a, b)
 //   square(x)  = x^2       d/dx = 2 x g
 //
+// sum_to sums a gradient of the broadcast shape over the axes broadcasting added
+// or stretched, giving it the operand's shape.
 // Large tensors are split over the thread pool; small ones run inline.
 #include <opforge/sdk.hpp>
 
@@ -41,63 +43,86 @@ Tensor map1(const Tensor& a, F f) {
   return out;
 }
 
-void check_binary(const Context& ctx, TensorSpan in) {
-  sdk::expect_contiguous(ctx, in[0], "a");
-  sdk::expect_contiguous(ctx, in[1], "b");
-  sdk::expect_shape(ctx, in[1], "b", in[0].shape(), "the shape of 'a'");
+// Input shapes, saved as ints for backward: rank, then sizes, per input.
+void save_shapes(Context& ctx, TensorSpan in) {
+  for (const Tensor& t : in) {
+    ctx.save_int(t.dim());
+    for (std::int64_t s : t.shape()) ctx.save_int(s);
+  }
+}
+opforge::Dims shape_of(const Context& ctx, std::size_t input) {
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < input; ++i) k += 1 + static_cast<std::size_t>(ctx.saved_int(k));
+  opforge::Dims d;
+  const auto rank = static_cast<std::size_t>(ctx.saved_int(k));
+  for (std::size_t j = 0; j < rank; ++j) d.push_back(ctx.saved_int(k + 1 + j));
+  return d;
 }
 
+// Operands broadcast by NumPy rules; each backward reduces a gradient of the
+// broadcast shape back to its operand's shape with sum_to.
 class Add final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
-    check_binary(ctx, in);
+    if (ctx.any_input_needs_grad()) save_shapes(ctx, in);
     return {sdk::dispatch_floating(in[0].dtype(), ctx, "a", [&](auto tag) {
       using T = decltype(tag);
-      return map2<T>(in[0], in[1], [](T x, T y) { return x + y; });
+      return sdk::broadcast_map2<T>(ctx, in[0], in[1], [](T x, T y) { return x + y; });
     })};
   }
-  TensorList backward(Context&, TensorSpan g) const override { return {g[0], g[0]}; }  // [..] -> [..], [..]
+  TensorList backward(Context& ctx, TensorSpan g) const override {
+    Tensor ga, gb;
+    if (ctx.needs_input_grad(0)) ga = opforge::sum_to(g[0], shape_of(ctx, 0));  // [out] -> [a]
+    if (ctx.needs_input_grad(1)) gb = opforge::sum_to(g[0], shape_of(ctx, 1));  // [out] -> [b]
+    return {ga, gb};
+  }
 };
 
 class Sub final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
-    check_binary(ctx, in);
+    if (ctx.any_input_needs_grad()) save_shapes(ctx, in);
     return {sdk::dispatch_floating(in[0].dtype(), ctx, "a", [&](auto tag) {
       using T = decltype(tag);
-      return map2<T>(in[0], in[1], [](T x, T y) { return x - y; });
+      return sdk::broadcast_map2<T>(ctx, in[0], in[1], [](T x, T y) { return x - y; });
     })};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
-    Tensor gb;
+    Tensor ga, gb;
+    if (ctx.needs_input_grad(0)) ga = opforge::sum_to(g[0], shape_of(ctx, 0));  // [out] -> [a]
     if (ctx.needs_input_grad(1)) {
-      gb = sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
+      const Tensor neg = sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
         using T = decltype(tag);
         return map1<T>(g[0], [](T v) { return -v; });  // d(a - b)/db = -1
       });
+      gb = opforge::sum_to(neg, shape_of(ctx, 1));  // [out] -> [b]
     }
-    return {g[0], gb};
+    return {ga, gb};
   }
 };
 
 class Mul final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
-    check_binary(ctx, in);
-    ctx.save_for_backward({in[0], in[1]});
+    // a and b are saved only for the other operand's gradient.
+    if (ctx.any_input_needs_grad()) {
+      save_shapes(ctx, in);
+      ctx.save_for_backward({ctx.needs_input_grad(1) ? in[0] : Tensor(), ctx.needs_input_grad(0) ? in[1] : Tensor()});
+    }
     return {sdk::dispatch_floating(in[0].dtype(), ctx, "a", [&](auto tag) {
       using T = decltype(tag);
-      return map2<T>(in[0], in[1], [](T x, T y) { return x * y; });
+      return sdk::broadcast_map2<T>(ctx, in[0], in[1], [](T x, T y) { return x * y; });
     })};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
-    const TensorList& s = ctx.saved_tensors();  // a, b
+    const TensorList& s = ctx.saved_tensors();  // a (if b needs grad), b (if a needs grad)
     Tensor ga, gb;
     sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
       auto times = [](T x, T y) { return x * y; };
-      if (ctx.needs_input_grad(0)) ga = map2<T>(g[0], s[1], times);  // g * b
-      if (ctx.needs_input_grad(1)) gb = map2<T>(g[0], s[0], times);  // g * a
+      // [out] * [b] -> [out] -> [a];  [out] * [a] -> [out] -> [b]
+      if (ctx.needs_input_grad(0)) ga = opforge::sum_to(sdk::broadcast_map2<T>(ctx, g[0], s[1], times), shape_of(ctx, 0));
+      if (ctx.needs_input_grad(1)) gb = opforge::sum_to(sdk::broadcast_map2<T>(ctx, g[0], s[0], times), shape_of(ctx, 1));
     });
     return {ga, gb};
   }
@@ -124,10 +149,24 @@ class Square final : public opforge::Function {
 
 }  // namespace
 
+// Sample inputs for the test harness (`opforge check`): a, b [4, 5].
+static TensorList binary_samples(opforge::DType dtype, std::uint64_t seed) {
+  // b broadcasts along a's rows, so the checks cover the sum_to in backward.
+  return {Tensor::randn({4, 5}, dtype, seed), Tensor::randn({5}, dtype, seed + 1)};
+}
+// x [4, 5].
+static TensorList unary_samples(opforge::DType dtype, std::uint64_t seed) {
+  return {Tensor::randn({4, 5}, dtype, seed)};
+}
+
 OPFORGE_PLUGIN("elementwise", "0.1.0") {
   using opforge::OpSchema;
-  registrar.add<Add>(OpSchema("elementwise.add").input_names({"a", "b"}).describe("a + b, element by element"));
-  registrar.add<Sub>(OpSchema("elementwise.sub").input_names({"a", "b"}).describe("a - b, element by element"));
-  registrar.add<Mul>(OpSchema("elementwise.mul").input_names({"a", "b"}).describe("a * b, element by element"));
-  registrar.add<Square>(OpSchema("elementwise.square").input_names({"x"}).describe("x * x, element by element"));
+  registrar.add<Add>(
+      OpSchema("elementwise.add").input_names({"a", "b"}).describe("a + b, element by element, with NumPy broadcasting").samples(binary_samples));
+  registrar.add<Sub>(
+      OpSchema("elementwise.sub").input_names({"a", "b"}).describe("a - b, element by element, with NumPy broadcasting").samples(binary_samples));
+  registrar.add<Mul>(
+      OpSchema("elementwise.mul").input_names({"a", "b"}).describe("a * b, element by element, with NumPy broadcasting").samples(binary_samples));
+  registrar.add<Square>(
+      OpSchema("elementwise.square").input_names({"x"}).describe("x * x, element by element").samples(unary_samples));
 }

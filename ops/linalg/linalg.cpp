@@ -172,9 +172,23 @@ class Matmul final : public opforge::Function {
 
 }  // namespace
 
+// Sample inputs for the test harness (`opforge check`). mv: A [5, 3], x [3].
+static TensorList mv_samples(opforge::DType dtype, std::uint64_t seed) {
+  return {Tensor::randn({5, 3}, dtype, seed), Tensor::randn({3}, dtype, seed + 1)};
+}
+// matmul: A [4, 3], B [3, 5].
+static TensorList matmul_samples(opforge::DType dtype, std::uint64_t seed) {
+  return {Tensor::randn({4, 3}, dtype, seed), Tensor::randn({3, 5}, dtype, seed + 1)};
+}
+
 OPFORGE_PLUGIN("linalg", "0.1.0") {
   using opforge::OpSchema;
-  registrar.add<Mv>(OpSchema("linalg.mv").input_names({"A", "x"}).describe("A x: matrix [m, n] times vector [n]"));
-  registrar.add<Matmul>(
-      OpSchema("linalg.matmul").input_names({"A", "B"}).describe("A B: matrix [m, k] times matrix [k, n]"));
+  registrar.add<Mv>(OpSchema("linalg.mv")
+                        .input_names({"A", "x"})
+                        .describe("A x: matrix [m, n] times vector [n]")
+                        .samples(mv_samples));
+  registrar.add<Matmul>(OpSchema("linalg.matmul")
+                            .input_names({"A", "B"})
+                            .describe("A B: matrix [m, k] times matrix [k, n]")
+                            .samples(matmul_samples));
 }

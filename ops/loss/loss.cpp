@@ -98,8 +98,14 @@ class Lstsq final : public opforge::Function {
 
 }  // namespace
 
+// Sample inputs for the test harness (`opforge check`): A [9, 4], x [4], y [9].
+static TensorList lstsq_samples(opforge::DType dtype, std::uint64_t seed) {
+  return {Tensor::randn({9, 4}, dtype, seed), Tensor::randn({4}, dtype, seed + 1), Tensor::randn({9}, dtype, seed + 2)};
+}
+
 OPFORGE_PLUGIN("loss", "0.1.0") {
   registrar.add<Lstsq>(opforge::OpSchema("loss.lstsq")
                            .input_names({"A", "x", "y"})
-                           .describe("||y - A x||^2, fused: one pass over A gives the loss and A^T r"));
+                           .describe("||y - A x||^2, fused: one pass over A gives the loss and A^T r")
+                           .samples(lstsq_samples));
 }

@@ -100,7 +100,13 @@ class Sum final : public opforge::Function {
 
 }  // namespace
 
+// Sample inputs for the test harness (`opforge check`): x [4, 5].
+static TensorList sum_samples(opforge::DType dtype, std::uint64_t seed) { return {Tensor::randn({4, 5}, dtype, seed)}; }
+
 OPFORGE_PLUGIN("reduce", "0.1.0") {
   using opforge::OpSchema;
-  registrar.add<Sum>(OpSchema("reduce.sum").input_names({"x"}).describe("sum of all elements, as a 0-d tensor"));
+  registrar.add<Sum>(OpSchema("reduce.sum")
+                         .input_names({"x"})
+                         .describe("sum of all elements, as a 0-d tensor")
+                         .samples(sum_samples));
 }

@@ -29,14 +29,25 @@ class OPFORGE_API Context {
   Context& operator=(const Context&) = delete;
 
   /// Keeps tensors for backward. Save only what backward reads: saved tensors
-  /// stay alive until backward has run.
+  /// stay alive until backward has run. Their version counters are recorded: a
+  /// saved tensor modified in place before backward is an error, not a wrong
+  /// gradient.
   void save_for_backward(TensorSpan tensors);
-  /// What forward saved, in order. Throws AutogradError once the graph was freed.
+  /// What forward saved, in order. Throws AutogradError once the graph was freed,
+  /// or when a saved tensor was modified in place since it was saved.
   const TensorList& saved_tensors() const;
 
   /// Non-tensor values forward wants backward to see (a scale, an axis...).
   void save_value(double v) { values_.push_back(v); }
   double saved_value(std::size_t i) const;
+  void save_int(std::int64_t v) { ints_.push_back(v); }
+  std::int64_t saved_int(std::size_t i) const;
+
+  /// Output `index` carries no gradient (an index, a mask): it gets no grad_fn
+  /// and backward receives no gradient for it (a zero tensor is passed).
+  void mark_non_differentiable(std::size_t output_index) {
+    if (output_index < 64) non_differentiable_mask_ |= std::uint64_t{1} << output_index;
+  }
 
   /// Whether backward must compute the gradient of input i.
   bool needs_input_grad(std::size_t i) const noexcept { return i < 64 && ((needs_grad_mask_ >> i) & 1u); }
@@ -49,11 +60,15 @@ class OPFORGE_API Context {
   const char* op_name() const noexcept { return op_name_; }
 
  private:
+  void check_not_released() const;
   friend class Engine;
   friend struct ContextAccess;
   TensorList saved_;
+  boost::container::small_vector<std::uint32_t, 4> saved_versions_;
   boost::container::small_vector<double, 4> values_;
+  boost::container::small_vector<std::int64_t, 2> ints_;
   std::uint64_t needs_grad_mask_ = 0;
+  std::uint64_t non_differentiable_mask_ = 0;
   const char* op_name_ = "";
   std::uint32_t num_inputs_ = 0;
   bool released_ = false;

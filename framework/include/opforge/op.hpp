@@ -5,6 +5,7 @@
 //   opforge::Tensor y = mv({A, x});                                // no lookup, no lock
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -27,7 +28,16 @@ struct OPFORGE_API OpSchema {
   int num_outputs = 1;
   DTypeSet dtypes = DTypeSet::floating();  ///< dtypes every input may have
   bool same_dtype = true;           ///< all inputs must share one dtype
+  bool strided_inputs = false;      ///< the kernels take strided views (else the core passes contiguous copies)
   std::string doc;                  ///< one line
+
+  /// Makes inputs the test harness (`opforge check`, sdk::check_op) runs the op
+  /// on: one tensor per input, of `dtype` where the input is floating, the same
+  /// tensors for the same seed. A plain function pointer: its code lives in the
+  /// plugin, which the OpEntry keeps loaded while the op can be called.
+  using SampleInputs = TensorList (*)(DType dtype, std::uint64_t seed);
+  /// Null: the harness falls back to randn of shape [3, 4] for every input.
+  SampleInputs sample_inputs = nullptr;
 
   OpSchema() = default;
   explicit OpSchema(std::string qualified_name) : name(std::move(qualified_name)) {}
@@ -35,7 +45,9 @@ struct OPFORGE_API OpSchema {
   OpSchema& outputs(int n) { num_outputs = n; return *this; }
   OpSchema& accepts(DTypeSet s) { dtypes = s; return *this; }
   OpSchema& mixed_dtypes() { same_dtype = false; return *this; }
+  OpSchema& takes_strided_inputs() { strided_inputs = true; return *this; }
   OpSchema& describe(std::string line) { doc = std::move(line); return *this; }
+  OpSchema& samples(SampleInputs f) { sample_inputs = f; return *this; }
 
   /// Empty when the schema is valid, else what is wrong with it.
   std::string validate() const;

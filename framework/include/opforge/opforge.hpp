@@ -2,7 +2,9 @@
 #pragma once
 
 #include "opforge/autograd.hpp"
+#include "opforge/broadcast.hpp"
 #include "opforge/dims.hpp"
+#include "opforge/dlpack.hpp"
 #include "opforge/dtype.hpp"
 #include "opforge/error.hpp"
 #include "opforge/function.hpp"

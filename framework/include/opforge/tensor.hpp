@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,17 @@ class OPFORGE_API Tensor {
   /// on every machine (the generator is opforge's own, not std::normal_distribution).
   static Tensor randn(const Dims& shape, DType dtype = DType::Float64, std::uint64_t seed = 0);
 
+  /// Called once with (data, context) when the last view of adopted memory is gone.
+  using Deleter = void (*)(void* data, void* context);
+  /// Adopts memory owned elsewhere, without a copy: the tensor views `data`
+  /// (row-major, or with `strides` in elements) and calls deleter(data, context)
+  /// exactly once when no view of it is left. A null deleter borrows the memory:
+  /// the caller keeps it alive for as long as any view exists.
+  static Tensor from_blob(void* data, const Dims& shape, DType dtype, Deleter deleter = nullptr,
+                          void* context = nullptr);
+  static Tensor from_blob(void* data, const Dims& shape, const Dims& strides, DType dtype, Deleter deleter = nullptr,
+                          void* context = nullptr);
+
   // ---- metadata ---------------------------------------------------------------
   bool defined() const noexcept { return static_cast<bool>(impl_); }
   explicit operator bool() const noexcept { return defined(); }
@@ -100,6 +112,39 @@ class OPFORGE_API Tensor {
   /// Marks an in-place modification (kernels that write into an existing tensor call this).
   void bump_version() const;
 
+  // ---- views: new tensors over the same memory, no copy ------------------------
+  // Views share storage (and its version counter) with their base. They do not
+  // record the graph: on a tensor that requires grad, with grad mode on, they
+  // raise AutogradError (use the shape.* ops, or detach() first).
+  /// Swaps two axes.
+  Tensor transpose(std::int64_t axis0, std::int64_t axis1) const;
+  /// Reorders all axes: result axis i is input axis order[i].
+  Tensor permute(const Dims& order) const;
+  /// Elements start, start+step, ... below stop along `axis` (bounds are clamped
+  /// as in Python; negative start/stop count from the end; step >= 1).
+  Tensor slice(std::int64_t axis, std::int64_t start, std::int64_t stop, std::int64_t step = 1) const;
+  /// Index `index` along `axis`, which is removed.
+  Tensor select(std::int64_t axis, std::int64_t index) const;
+  /// The same elements in another shape (one entry may be -1: inferred). A view
+  /// when the strides allow it, otherwise a contiguous copy.
+  Tensor reshape(const Dims& shape) const;
+  /// Like reshape, but never copies: ShapeError when the strides do not allow a view.
+  Tensor view(const Dims& shape) const;
+  /// Broadcasts size-1 axes (and new leading axes) to `shape`, with stride 0.
+  Tensor expand(const Dims& shape) const;
+  /// This tensor when contiguous, else a contiguous copy.
+  Tensor contiguous() const;
+
+  // ---- in place ---------------------------------------------------------------
+  // Each bumps the version counter. Refused on a tensor that requires grad while
+  // grad mode is on (do parameter updates under a NoGradGuard).
+  Tensor& fill_(double value);
+  /// Copies src (same shape; converted when the dtype differs) into this tensor.
+  Tensor& copy_(const Tensor& src);
+  /// this += alpha * other (same shape and dtype).
+  Tensor& add_(const Tensor& other, double alpha = 1.0);
+  Tensor& mul_(double factor);
+
   // ---- autograd ---------------------------------------------------------------
   bool requires_grad() const;
   /// Sets requires_grad on a leaf. Refused on a non-leaf (its flag follows its inputs).
@@ -121,6 +166,11 @@ class OPFORGE_API Tensor {
   /// tensor (the gradient is 1); with `grad` it is the gradient of some scalar
   /// with respect to this tensor and must have its shape and dtype.
   void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
+  /// Runs `hook(grad)` whenever the gradient with respect to this tensor is
+  /// computed, before it is used; the hook may return a replacement of the same
+  /// shape and dtype, or an undefined Tensor to keep the gradient as it is.
+  using GradHook = std::function<Tensor(const Tensor& grad)>;
+  void register_hook(GradHook hook) const;
 
   TensorImpl* unsafe_impl() const noexcept { return impl_.get(); }
   const boost::intrusive_ptr<TensorImpl>& impl_ptr() const noexcept { return impl_; }
@@ -132,6 +182,8 @@ class OPFORGE_API Tensor {
 
  private:
   void check_defined(const char* what) const;
+  void check_view_allowed(const char* what) const;
+  void check_inplace_allowed(const char* what) const;
   boost::intrusive_ptr<TensorImpl> impl_;
 };
 

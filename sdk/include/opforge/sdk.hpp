@@ -3,6 +3,7 @@
 #pragma once
 
 #include "opforge/opforge.hpp"
+#include "opforge/sdk/broadcast.hpp"
 #include "opforge/sdk/checks.hpp"
 #include "opforge/sdk/dispatch.hpp"
 #include "opforge/sdk/parallel.hpp"

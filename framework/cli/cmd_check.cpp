@@ -1,0 +1,139 @@
+// `opforge check PLUGIN.so [--op NAME] [--json]`: the test harness
+// (opforge::sdk::check_op) over every op of one plugin, one line per op and check.
+//
+// Exit status: 0 when every check passed (or was skipped), 1 when any failed,
+// 2 when the plugin cannot be loaded or the arguments are wrong.
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+#include <opforge/opforge.hpp>
+#include <opforge/sdk/harness.hpp>
+
+#include "json.hpp"
+
+namespace po = boost::program_options;
+
+namespace opforge_cli {
+namespace {
+
+constexpr int kFailed = 1;
+constexpr int kUsageOrLoadError = 2;
+
+// The plugin at `path`: the loaded one when that file is loaded already (a
+// standard plugin, or one on OPFORGE_PLUGIN_PATH), else loaded now.
+opforge::PluginInfo find_or_load(const std::string& path) {
+  std::error_code ec;
+  const std::filesystem::path canonical = std::filesystem::canonical(path, ec);
+  if (!ec) {
+    for (const opforge::PluginInfo& p : opforge::loaded_plugins())  // loads the standard plugins first
+      if (p.file == canonical.string()) return p;
+  }
+  return opforge::load_plugin(path);
+}
+
+// The op of `plugin` called `name` ("loss.lstsq", or just "lstsq"); "" if none.
+std::string find_op(const opforge::PluginInfo& plugin, const std::string& name) {
+  for (const std::string& op : plugin.ops)
+    if (op == name) return op;
+  for (const std::string& op : plugin.ops)
+    if (op.size() > name.size() && op.compare(op.size() - name.size(), name.size(), name) == 0 &&
+        op[op.size() - name.size() - 1] == '.')
+      return op;
+  return {};
+}
+
+}  // namespace
+
+int run_check(const std::vector<std::string>& args) {
+  po::options_description desc("opforge check PLUGIN.so [--op NAME] [--json]");
+  desc.add_options()("help,h", "this help")("op", po::value<std::string>(), "check only this op of the plugin")(
+      "json", "one JSON object per line: op, check, passed, skipped, detail (the summary goes to stderr)")(
+      "plugin", po::value<std::string>(), "the plugin file (.so) to load and check");
+  po::positional_options_description pos;
+  pos.add("plugin", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "opforge check: " << e.what() << "\n" << desc << "\n";
+    return kUsageOrLoadError;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n"
+              << "Checks: gradcheck, backward_contract, inputs_unchanged, no_grad_records_nothing,\n"
+                 "        deterministic, thread_safe (docs/harness.md says what each does).\n"
+                 "Exit status: 0 all passed, 1 a check failed, 2 the plugin did not load or bad arguments.\n";
+    return 0;
+  }
+  if (!vm.count("plugin")) {
+    std::cerr << "opforge check: expected a plugin file, e.g. `opforge check build/myops.so`\n" << desc << "\n";
+    return kUsageOrLoadError;
+  }
+  const std::string path = vm["plugin"].as<std::string>();
+  const bool json = vm.count("json") > 0;
+
+  opforge::PluginInfo plugin;
+  try {
+    plugin = find_or_load(path);
+  } catch (const std::exception& e) {
+    std::cerr << "opforge check: " << e.what() << "\n";
+    return kUsageOrLoadError;
+  }
+
+  std::vector<std::string> ops = plugin.ops;
+  if (vm.count("op")) {
+    const std::string wanted = vm["op"].as<std::string>();
+    const std::string found = find_op(plugin, wanted);
+    if (found.empty()) {
+      std::string names;
+      for (const auto& n : plugin.ops) names += (names.empty() ? "" : ", ") + n;
+      std::cerr << "opforge check: plugin '" << plugin.name << "' (" << plugin.file << ") has no op named '"
+                << wanted << "'; its ops: " << (names.empty() ? "none" : names) << "\n";
+      return kUsageOrLoadError;
+    }
+    ops = {found};
+  }
+
+  int passed = 0, failed = 0, skipped = 0;
+  std::vector<std::string> failed_ops;
+  for (const std::string& name : ops) {
+    const opforge::sdk::CheckReport report = opforge::sdk::check_op(opforge::op(name));
+    bool op_failed = false;
+    for (const opforge::sdk::CheckResult& r : report) {
+      if (r.skipped) {
+        ++skipped;
+      } else if (r.passed) {
+        ++passed;
+      } else {
+        ++failed;
+        op_failed = true;
+      }
+      if (json) {
+        Json o = Json::object();
+        o.set("op", r.op).set("check", r.check).set("passed", r.passed).set("skipped", r.skipped).set("detail", r.detail);
+        std::cout << o.dump() << "\n";
+      } else {
+        std::cout << opforge::sdk::format_result(r) << "\n";
+      }
+    }
+    std::cout.flush();
+    if (op_failed) failed_ops.push_back(name);
+  }
+
+  std::ostream& summary = json ? std::cerr : std::cout;
+  summary << (failed ? "FAILED" : "OK") << ": plugin '" << plugin.name << "' (" << plugin.file << "): " << ops.size()
+          << " op" << (ops.size() == 1 ? "" : "s") << ", " << passed << " passed, " << failed << " failed, " << skipped
+          << " skipped";
+  if (!failed_ops.empty()) {
+    summary << "; failing ops:";
+    for (const auto& n : failed_ops) summary << " " << n;
+  }
+  summary << "\n";
+  return failed ? kFailed : 0;
+}
+
+}  // namespace opforge_cli

@@ -1,0 +1,23 @@
+// Zero-copy exchange with other frameworks through DLPack (v0.6, CPU tensors).
+#pragma once
+
+#include "opforge/export.hpp"
+#include "opforge/tensor.hpp"
+
+struct DLManagedTensor;
+
+namespace opforge {
+
+/// Exports a tensor without copying: the result views the tensor's memory and
+/// keeps it alive until its deleter is called, which the consumer must do exactly
+/// once. bool is exported as uint8.
+OPFORGE_API DLManagedTensor* to_dlpack(const Tensor& t);
+
+/// Imports a DLPack tensor without copying: the result (and its views) use the
+/// producer's memory, and dl->deleter(dl) runs exactly once, when the last of
+/// them is gone. Supported: CPU memory; float32, float64, int64, uint8/bool with
+/// one lane; up to 8 dimensions. On error nothing is taken over: the caller still
+/// owns `dl` and must call its deleter.
+OPFORGE_API Tensor from_dlpack(DLManagedTensor* dl);
+
+}  // namespace opforge

@@ -1,0 +1,98 @@
+#include "opforge/broadcast.hpp"
+
+#include <cstring>
+
+#include "strided.hpp"
+#include "tensor_impl.hpp"
+
+namespace opforge {
+
+Dims broadcast_shapes(const Dims& a, const Dims& b, const char* op, const char* name_a, const char* name_b) {
+  const std::size_t r = std::max(a.size(), b.size());
+  Dims out;
+  out.resize(r);
+  for (std::size_t i = 0; i < r; ++i) {
+    // Axis i counted from the end.
+    const std::int64_t sa = i < a.size() ? a[a.size() - 1 - i] : 1;
+    const std::int64_t sb = i < b.size() ? b[b.size() - 1 - i] : 1;
+    OPFORGE_CHECK(sa == sb || sa == 1 || sb == 1, ShapeError, op, ": argument '", name_a, "' of shape ", a,
+                  " and argument '", name_b, "' of shape ", b, " do not broadcast: axis -", i + 1, " has sizes ", sa,
+                  " and ", sb, " (sizes must be equal, or one of them 1)");
+    out[r - 1 - i] = sa == 1 ? sb : sa;
+  }
+  return out;
+}
+
+namespace {
+
+template <class T>
+void sum_into(const TensorImpl& g, TensorImpl& out, const Dims& out_strides_in_g_layout) {
+  // out is contiguous and zeroed; walk g and add each element to the element of
+  // out it was broadcast from (stride 0 along summed axes).
+  T* o = static_cast<T*>(out.data());
+  const T* src = static_cast<const T*>(g.data());
+  const std::size_t r = g.shape.size();
+  if (r == 0) {
+    o[0] += src[0];
+    return;
+  }
+  std::int64_t idx[kMaxDims] = {};
+  std::int64_t goff = 0, ooff = 0;
+  const std::int64_t inner = g.shape[r - 1];
+  if (inner == 0) return;
+  for (std::int64_t s : g.shape)
+    if (s == 0) return;
+  const std::int64_t gs = g.strides[r - 1], os = out_strides_in_g_layout[r - 1];
+  while (true) {
+    if (os == 0) {
+      T acc = 0;
+      for (std::int64_t j = 0; j < inner; ++j) acc += src[goff + j * gs];
+      o[ooff] += acc;
+    } else {
+      for (std::int64_t j = 0; j < inner; ++j) o[ooff + j * os] += src[goff + j * gs];
+    }
+    std::size_t k = r - 1;
+    while (k-- > 0) {
+      ++idx[k];
+      goff += g.strides[k];
+      ooff += out_strides_in_g_layout[k];
+      if (idx[k] < g.shape[k]) break;
+      goff -= idx[k] * g.strides[k];
+      ooff -= idx[k] * out_strides_in_g_layout[k];
+      idx[k] = 0;
+    }
+    if (k == static_cast<std::size_t>(-1)) return;
+  }
+}
+
+}  // namespace
+
+Tensor sum_to(const Tensor& grad, const Dims& shape) {
+  OPFORGE_CHECK(grad.defined(), ValueError, "sum_to: argument 'grad' is undefined");
+  if (grad.shape() == shape) return grad;
+  const Dims& gs = grad.shape();
+  OPFORGE_CHECK(shape.size() <= gs.size(), ShapeError, "sum_to: cannot reduce a gradient of shape ", gs, " to ",
+                shape, " (more axes)");
+  const std::size_t lead = gs.size() - shape.size();
+  const Dims out_contig = contiguous_strides(shape);
+  Dims strides_in_g;  // for each axis of grad: the out stride, 0 where summed
+  strides_in_g.resize(gs.size());
+  for (std::size_t i = 0; i < gs.size(); ++i) {
+    if (i < lead) continue;  // leading axes: summed (stride 0)
+    const std::int64_t s = shape[i - lead];
+    OPFORGE_CHECK(s == gs[i] || s == 1, ShapeError, "sum_to: cannot reduce a gradient of shape ", gs, " to ", shape,
+                  ": axis ", i, " has size ", gs[i], ", the target ", s);
+    strides_in_g[i] = (s == gs[i]) ? out_contig[i - lead] : 0;
+  }
+  Tensor out = Tensor::zeros(shape, grad.dtype());
+  switch (grad.dtype()) {
+    case DType::Float32: sum_into<float>(*grad.unsafe_impl(), *out.unsafe_impl(), strides_in_g); break;
+    case DType::Float64: sum_into<double>(*grad.unsafe_impl(), *out.unsafe_impl(), strides_in_g); break;
+    default:
+      throw DTypeError(std::string("sum_to: argument 'grad': expected dtype float32 or float64, got ") +
+                       dtype_name(grad.dtype()));
+  }
+  return out;
+}
+
+}  // namespace opforge

@@ -1,0 +1,524 @@
+// The test harness for op authors (sdk/include/opforge/sdk/harness.hpp).
+//
+// Every check builds its own inputs from the op's sample provider (cloned into
+// fresh leaves for each run, so the sample itself is never handed to the op),
+// runs in grad mode whatever the caller's, and turns any exception into a failed
+// result: one check failing never stops the others.
+#include "opforge/sdk/harness.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "opforge/autograd.hpp"
+#include "opforge/error.hpp"
+
+namespace opforge::sdk {
+namespace {
+
+// ---- helpers ----------------------------------------------------------------------
+
+/// Sets grad mode on this thread for a scope, then restores the caller's.
+class GradModeScope {
+ public:
+  explicit GradModeScope(bool enabled) : prev_(grad_enabled()) { set_grad_enabled(enabled); }
+  ~GradModeScope() { set_grad_enabled(prev_); }
+  GradModeScope(const GradModeScope&) = delete;
+  GradModeScope& operator=(const GradModeScope&) = delete;
+
+ private:
+  bool prev_;
+};
+
+std::string input_label(const OpSchema& s, std::size_t i) {
+  std::string label = "input " + std::to_string(i);
+  if (i < s.inputs.size()) label += " '" + s.inputs[i] + "'";
+  return label;
+}
+
+std::string input_list(const OpSchema& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.inputs.size(); ++i) out += (i ? ", " : "") + s.inputs[i];
+  return out;
+}
+
+/// The shortest text that reads back as the same value in `dtype` (so that two
+/// values which differ in their last bit never print alike).
+std::string format_value(double v, DType dtype) {
+  char buf[40];
+  if (dtype == DType::Int64 || dtype == DType::Bool) {
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return buf;
+  }
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+    const bool same = dtype == DType::Float32 ? std::strtof(buf, nullptr) == static_cast<float>(v)
+                                              : std::strtod(buf, nullptr) == v;
+    if (same) return buf;
+  }
+  std::snprintf(buf, sizeof buf, "%.17g", v);  // NaN and friends
+  return buf;
+}
+
+std::string format_small(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2g", v);
+  return buf;
+}
+
+/// Index of the first element whose bits differ, or -1. Same dtype and shape assumed.
+std::int64_t first_bit_difference(const Tensor& a, const Tensor& b) {
+  const Tensor ca = a.is_contiguous() ? a : a.clone();
+  const Tensor cb = b.is_contiguous() ? b : b.clone();
+  const std::size_t size = itemsize(a.dtype());
+  const auto* pa = static_cast<const unsigned char*>(ca.data_ptr());
+  const auto* pb = static_cast<const unsigned char*>(cb.data_ptr());
+  for (std::int64_t i = 0; i < a.numel(); ++i) {
+    if (std::memcmp(pa + static_cast<std::size_t>(i) * size, pb + static_cast<std::size_t>(i) * size, size) != 0)
+      return i;
+  }
+  return -1;
+}
+
+/// How two tensors differ, bit for bit: nothing, in kind (defined, dtype, shape),
+/// or at a first element.
+struct BitDiff {
+  bool same = true;
+  std::string kind;         ///< set when they differ in definedness, dtype or shape
+  std::int64_t index = -1;  ///< else the first element whose bits differ
+  std::string first, second;
+};
+
+BitDiff diff_bits(const Tensor& a, const Tensor& b) {
+  BitDiff d;
+  if (!a.defined() && !b.defined()) return d;
+  d.same = false;
+  if (a.defined() != b.defined() || a.dtype() != b.dtype() || a.shape() != b.shape()) {
+    d.kind = a.describe() + " then " + b.describe();
+    return d;
+  }
+  d.index = first_bit_difference(a, b);
+  if (d.index < 0) {
+    d.same = true;
+    return d;
+  }
+  d.first = format_value(a.to_vector()[static_cast<std::size_t>(d.index)], a.dtype());
+  d.second = format_value(b.to_vector()[static_cast<std::size_t>(d.index)], b.dtype());
+  return d;
+}
+
+/// "" when `a` and `b` are bit-identical, else "output 0 element 3 differs: 1.5 vs 1.5000001".
+std::string compare_bits(const std::string& what, const Tensor& a, const Tensor& b) {
+  const BitDiff d = diff_bits(a, b);
+  if (d.same) return {};
+  if (!d.kind.empty()) return what + " differs: " + d.kind;
+  return what + " element " + std::to_string(d.index) + " differs: " + d.first + " vs " + d.second;
+}
+
+/// The dtype the single-dtype checks run in: float64 when the schema takes it.
+DType primary_dtype(const OpSchema& s) {
+  for (DType t : {DType::Float64, DType::Float32, DType::Int64, DType::Bool})
+    if (s.dtypes.contains(t)) return t;
+  return DType::Float64;
+}
+
+/// New leaves with copies of the sample's data; floating ones require grad when asked.
+TensorList fresh_leaves(const TensorList& sample, bool requires_grad) {
+  TensorList xs;
+  for (const Tensor& t : sample) {
+    Tensor c = t.clone();
+    if (requires_grad && is_floating(c.dtype())) c.requires_grad_(true);
+    xs.push_back(std::move(c));
+  }
+  return xs;
+}
+
+bool any_floating(const TensorList& xs) {
+  for (const Tensor& t : xs)
+    if (is_floating(t.dtype())) return true;
+  return false;
+}
+
+/// Fixed random gradients for the outputs that can take one (floating, recorded).
+TensorList output_weights(const TensorList& outs, std::uint64_t seed) {
+  TensorList w;
+  for (std::size_t k = 0; k < outs.size(); ++k) {
+    if (is_floating(outs[k].dtype()) && outs[k].requires_grad())
+      w.push_back(Tensor::randn(outs[k].shape(), outs[k].dtype(), seed + 7919 + k));
+    else
+      w.push_back(Tensor());
+  }
+  return w;
+}
+
+/// Backpropagates `weights` (undefined entries skipped) from `outs`; returns how many roots.
+std::size_t backward_weighted(const TensorList& outs, const TensorList& weights) {
+  TensorList roots, grads;
+  for (std::size_t k = 0; k < outs.size() && k < weights.size(); ++k) {
+    if (!weights[k].defined()) continue;
+    roots.push_back(outs[k]);
+    grads.push_back(weights[k]);
+  }
+  if (!roots.empty()) backward(roots, grads);
+  return roots.size();
+}
+
+/// One forward + backward on fresh leaves: the outputs (detached) and each input's gradient.
+struct Run {
+  TensorList outputs;
+  TensorList grads;
+};
+
+/// `weights` empty: made from the first run's outputs and kept for the next runs.
+Run run_forward_backward(const OpHandle& op, const TensorList& sample, TensorList& weights, std::uint64_t seed) {
+  GradModeScope grad_on(true);
+  TensorList xs = fresh_leaves(sample, true);
+  TensorList outs = op.call(xs);
+  if (weights.empty()) weights = output_weights(outs, seed);
+  backward_weighted(outs, weights);
+  Run r;
+  for (const Tensor& o : outs) r.outputs.push_back(o.detach());
+  for (const Tensor& x : xs) r.grads.push_back(x.grad());
+  return r;
+}
+
+/// "" when both runs are bit-identical, else the first difference.
+std::string compare_runs(const OpSchema& s, const Run& a, const Run& b) {
+  if (a.outputs.size() != b.outputs.size())
+    return "the first run returned " + std::to_string(a.outputs.size()) + " outputs, the second " +
+           std::to_string(b.outputs.size());
+  for (std::size_t k = 0; k < a.outputs.size(); ++k) {
+    std::string d = compare_bits("output " + std::to_string(k), a.outputs[k], b.outputs[k]);
+    if (!d.empty()) return d;
+  }
+  for (std::size_t i = 0; i < a.grads.size() && i < b.grads.size(); ++i) {
+    std::string d = compare_bits("the gradient of " + input_label(s, i), a.grads[i], b.grads[i]);
+    if (!d.empty()) return d;
+  }
+  return {};
+}
+
+void pass(CheckResult& r, std::string detail) {
+  r.passed = true;
+  r.skipped = false;
+  r.detail = std::move(detail);
+}
+void fail(CheckResult& r, std::string detail) {
+  r.passed = false;
+  r.skipped = false;
+  r.detail = std::move(detail);
+}
+void skip(CheckResult& r, std::string detail) {
+  r.passed = true;
+  r.skipped = true;
+  r.detail = std::move(detail);
+}
+
+// ---- the checks --------------------------------------------------------------------
+
+void check_gradcheck(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  if (!s.dtypes.contains(DType::Float64)) {
+    skip(r, "the schema does not accept float64 (it takes " + s.dtypes.to_string() +
+                "), and gradients are checked in float64 only");
+    return;
+  }
+  std::string note;
+  const TensorList xs = harness_inputs(op, DType::Float64, opt.seed, &note);
+  if (!any_floating(xs)) {
+    skip(r, "no input is floating: there is nothing to differentiate");
+    return;
+  }
+  GradModeScope grad_on(true);
+  const GradcheckResult g = gradcheck(op, xs, opt.gradcheck);
+  std::string extra;
+  if (!g.note.empty()) extra += "; " + g.note;
+  if (!note.empty()) extra += "; " + note;
+  if (g.ok)
+    pass(r, std::to_string(g.elements_checked) + " elements, max |diff| " + format_small(g.max_abs_error) + extra);
+  else
+    fail(r, g.message + extra);
+}
+
+void check_backward_contract(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  std::string ran;
+  std::size_t gradients = 0, inputs = 0;
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    if (!s.dtypes.contains(dtype)) continue;
+    const std::string tag = dtype_name(dtype);
+    const TensorList sample = harness_inputs(op, dtype, opt.seed);
+    GradModeScope grad_on(true);
+    TensorList xs = fresh_leaves(sample, true);
+    if (!any_floating(xs)) continue;
+    TensorList outs;
+    try {
+      outs = op.call(xs);
+    } catch (const std::exception& e) {
+      fail(r, tag + ": forward threw: " + e.what());
+      return;
+    }
+    const TensorList weights = output_weights(outs, opt.seed);
+    try {
+      if (backward_weighted(outs, weights) == 0) continue;  // no differentiable output
+    } catch (const std::exception& e) {
+      fail(r, tag + ": " + e.what());
+      return;
+    }
+    // The engine checked each gradient it accumulated; confirm what reached the leaves.
+    gradients = 0;
+    inputs = xs.size();
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      const Tensor g = xs[i].grad();
+      if (!g.defined()) continue;
+      if (g.shape() != xs[i].shape() || g.dtype() != xs[i].dtype()) {
+        fail(r, tag + ": the gradient accumulated into " + input_label(s, i) + " is " + g.describe() +
+                    ", expected " + xs[i].describe());
+        return;
+      }
+      ++gradients;
+    }
+    ran += (ran.empty() ? "" : ", ") + tag;
+  }
+  if (ran.empty()) {
+    skip(r, "no call had both a floating input and a differentiable output (the schema takes " +
+                s.dtypes.to_string() + "): there is no backward to run");
+    return;
+  }
+  std::string detail = ran + ": backward on the recorded graph passed the engine's checks; " +
+                       std::to_string(gradients) + " of " + std::to_string(inputs) +
+                       " inputs got a gradient of their shape and dtype";
+  if (!s.dtypes.contains(DType::Float32)) detail += " (the schema does not accept float32)";
+  pass(r, detail);
+}
+
+void check_inputs_unchanged(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  const TensorList sample = harness_inputs(op, primary_dtype(s), opt.seed);
+  // "" when every input still has the sample's bits, else the first change.
+  auto changed = [&](const TensorList& xs, const char* stage) -> std::string {
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      const BitDiff d = diff_bits(sample[i], xs[i]);
+      if (d.same) continue;
+      if (!d.kind.empty()) return input_label(s, i) + " changed during " + stage + ": " + d.kind;
+      return input_label(s, i) + " element " + std::to_string(d.index) + " changed during " + stage + ": " +
+             d.first + " -> " + d.second;
+    }
+    return {};
+  };
+
+  // 1. forward without recording
+  {
+    TensorList xs = fresh_leaves(sample, false);
+    op.call(xs);
+    const std::string d = changed(xs, "forward (no graph recorded)");
+    if (!d.empty()) return fail(r, d);
+  }
+  std::string stages = "forward (no graph recorded)";
+  // 2. forward recording the graph, then 3. backward
+  TensorList xs = fresh_leaves(sample, true);
+  if (any_floating(xs)) {
+    GradModeScope grad_on(true);
+    TensorList outs = op.call(xs);
+    std::string d = changed(xs, "forward (recording the graph)");
+    if (!d.empty()) return fail(r, d);
+    stages += ", forward (recording the graph)";
+    if (backward_weighted(outs, output_weights(outs, opt.seed)) > 0) {
+      d = changed(xs, "backward");
+      if (!d.empty()) return fail(r, d);
+      stages += " and backward";
+    }
+  }
+  pass(r, std::to_string(xs.size()) + " input(s) bit-identical after " + stages);
+}
+
+void check_no_grad_records_nothing(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  const TensorList sample = harness_inputs(op, primary_dtype(s), opt.seed);
+  TensorList xs = fresh_leaves(sample, true);
+  TensorList outs;
+  {
+    NoGradGuard no_grad;
+    outs = op.call(xs);
+    if (grad_enabled()) return fail(r, "grad mode was on again after the call: the op turned it on and left it on");
+  }
+  for (std::size_t k = 0; k < outs.size(); ++k) {
+    const std::string out = "output " + std::to_string(k);
+    if (outs[k].grad_fn() != nullptr)
+      return fail(r, out + " has a grad_fn under NoGradGuard: the call recorded a graph");
+    if (outs[k].requires_grad()) {
+      bool is_input = false;
+      for (const Tensor& x : xs) is_input = is_input || outs[k].is_same(x);
+      return fail(r, out + " requires grad under NoGradGuard" +
+                         (is_input ? std::string(" (it is an input that requires grad, returned as it is)") : ""));
+    }
+  }
+  pass(r, std::to_string(outs.size()) + " output(s), none with a grad_fn or requiring grad");
+}
+
+void check_deterministic(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  const DType dtype = primary_dtype(s);
+  const TensorList sample = harness_inputs(op, dtype, opt.seed);
+  TensorList weights;
+  const Run a = run_forward_backward(op, sample, weights, opt.seed);
+  const Run b = run_forward_backward(op, sample, weights, opt.seed);
+  const std::string d = compare_runs(s, a, b);
+  if (!d.empty()) return fail(r, d);
+  pass(r, std::string("two ") + dtype_name(dtype) + " forward+backward runs: outputs and gradients bit-identical");
+}
+
+void check_thread_safe(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  const DType dtype = primary_dtype(s);
+  const TensorList sample = harness_inputs(op, dtype, opt.seed);
+  TensorList weights;
+  const Run reference = run_forward_backward(op, sample, weights, opt.seed);
+  {
+    const Run again = run_forward_backward(op, sample, weights, opt.seed);
+    const std::string d = compare_runs(s, reference, again);
+    if (!d.empty())
+      return skip(r, "two runs on one thread already differ (" + d +
+                         "), so runs on several threads cannot be compared bit for bit; see deterministic");
+  }
+  const int threads = opt.threads < 1 ? 1 : opt.threads;
+  const int calls = opt.calls_per_thread < 1 ? 1 : opt.calls_per_thread;
+
+  // Each thread gets its own copies of the sample and of the output weights.
+  std::vector<TensorList> samples(static_cast<std::size_t>(threads)), thread_weights(samples.size());
+  for (std::size_t t = 0; t < samples.size(); ++t) {
+    for (const Tensor& x : sample) samples[t].push_back(x.clone());
+    for (const Tensor& w : weights) thread_weights[t].push_back(w.defined() ? w.clone() : Tensor());
+  }
+  std::mutex mu;
+  std::string first_failure;
+  int failed_threads = 0;
+  std::atomic<int> arrived{0};
+  auto body = [&](std::size_t t) {
+    arrived.fetch_add(1);
+    while (arrived.load() < threads) std::this_thread::yield();  // all start together
+    std::string failure;
+    int c = 0;
+    try {
+      for (; c < calls && failure.empty(); ++c) {
+        const Run run = run_forward_backward(op, samples[t], thread_weights[t], opt.seed);
+        failure = compare_runs(s, reference, run);
+        if (!failure.empty()) {
+          // compare_runs says "first run" / "second": here, the single-thread run and this call.
+          failure = "thread " + std::to_string(t) + ", call " + std::to_string(c) + ": " + failure +
+                    " (single-thread result vs this call)";
+        }
+      }
+    } catch (const std::exception& e) {
+      failure = "thread " + std::to_string(t) + ", call " + std::to_string(c) + " threw: " + e.what();
+    } catch (...) {
+      failure = "thread " + std::to_string(t) + ", call " + std::to_string(c) +
+                " threw an exception not derived from std::exception";
+    }
+    if (!failure.empty()) {
+      std::lock_guard<std::mutex> lock(mu);
+      ++failed_threads;
+      if (first_failure.empty()) first_failure = failure;
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(samples.size());
+  try {
+    for (std::size_t t = 0; t < samples.size(); ++t) pool.emplace_back(body, t);
+  } catch (...) {
+    arrived.store(threads);  // release the threads that did start, so they can be joined
+    for (auto& th : pool) th.join();
+    throw;
+  }
+  for (auto& th : pool) th.join();
+
+  if (!first_failure.empty())
+    return fail(r, first_failure + " [" + std::to_string(failed_threads) + " of " + std::to_string(threads) +
+                       " threads saw a difference]");
+  pass(r, std::to_string(threads) + " threads x " + std::to_string(calls) + " " + dtype_name(dtype) +
+              " forward+backward calls: outputs and gradients bit-identical to the single-thread run");
+}
+
+using CheckFn = void (*)(const OpHandle&, const CheckOptions&, CheckResult&);
+
+CheckResult run_check(const OpHandle& op, const CheckOptions& opt, const std::string& name, CheckFn fn) {
+  CheckResult r;
+  r.op = op.name();
+  r.check = name;
+  try {
+    fn(op, opt, r);
+  } catch (const std::exception& e) {
+    fail(r, std::string("exception: ") + e.what());
+  } catch (...) {
+    fail(r, "exception of a type not derived from std::exception");
+  }
+  return r;
+}
+
+}  // namespace
+
+// ---- public API ----------------------------------------------------------------------
+
+TensorList harness_inputs(const OpHandle& op, DType dtype, std::uint64_t seed, std::string* note) {
+  OPFORGE_CHECK(op.valid(), ValueError, "sdk::harness_inputs: the op handle is empty");
+  const OpSchema& s = op.schema();
+  if (note) note->clear();
+  TensorList xs;
+  if (!s.sample_inputs) {
+    if (note)
+      *note = "the schema has no sample inputs (OpSchema::samples), so every input was randn of shape [3, 4]";
+    for (std::size_t i = 0; i < s.inputs.size(); ++i) {
+      Tensor t = Tensor::randn(Dims{3, 4}, is_floating(dtype) ? dtype : DType::Float64, seed + i);
+      xs.push_back(is_floating(dtype) ? t : t.to(dtype));
+    }
+    return xs;
+  }
+  try {
+    xs = s.sample_inputs(dtype, seed);
+  } catch (const std::exception& e) {
+    // Read while the plugin is loaded (this handle keeps it), never rethrown as is.
+    throw Error(s.name + ": its sample_inputs(" + dtype_name(dtype) + ", seed " + std::to_string(seed) +
+                ") threw: " + e.what());
+  } catch (...) {
+    throw Error(s.name + ": its sample_inputs(" + dtype_name(dtype) +
+                ") threw an exception not derived from std::exception");
+  }
+  OPFORGE_CHECK(xs.size() == s.inputs.size(), ValueError, s.name, ": sample_inputs(", dtype_name(dtype),
+                ") returned ", xs.size(), " tensor(s), expected ", s.inputs.size(), " (one per input: ",
+                input_list(s), ")");
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    OPFORGE_CHECK(xs[i].defined(), ValueError, s.name, ": sample_inputs(", dtype_name(dtype), ") returned an undefined tensor for ",
+                  input_label(s, i));
+    OPFORGE_CHECK(!s.same_dtype || !is_floating(xs[i].dtype()) || xs[i].dtype() == dtype, DTypeError, s.name,
+                  ": sample_inputs(", dtype_name(dtype), ") returned ", input_label(s, i), " as ", xs[i].describe(),
+                  "; expected dtype ", dtype_name(dtype));
+  }
+  return xs;
+}
+
+CheckReport check_op(const OpHandle& op, const CheckOptions& options) {
+  OPFORGE_CHECK(op.valid(), ValueError, "sdk::check_op: the op handle is empty");
+  static const CheckFn fns[] = {check_gradcheck,     check_backward_contract, check_inputs_unchanged,
+                                check_no_grad_records_nothing, check_deterministic,     check_thread_safe};
+  const auto& names = check_names();
+  CheckReport report;
+  for (std::size_t i = 0; i < names.size(); ++i) report.push_back(run_check(op, options, names[i], fns[i]));
+  return report;
+}
+
+bool all_passed(const CheckReport& report) {
+  for (const CheckResult& r : report)
+    if (!r.passed) return false;
+  return true;
+}
+
+std::string format_result(const CheckResult& r) {
+  if (r.skipped) return "SKIP " + r.op + " " + r.check + (r.detail.empty() ? "" : ": " + r.detail);
+  if (r.passed) return "PASS " + r.op + " " + r.check + (r.detail.empty() ? "" : " (" + r.detail + ")");
+  return "FAIL " + r.op + " " + r.check + (r.detail.empty() ? "" : ": " + r.detail);
+}
+
+}  // namespace opforge::sdk

@@ -1,0 +1,320 @@
+// Views (strided tensors over shared storage), adopted memory, in-place writes.
+#include <cstring>
+#include <numeric>
+
+#include "node.hpp"
+#include "opforge/tensor.hpp"
+#include "strided.hpp"
+#include "tensor_impl.hpp"
+
+namespace opforge {
+
+bool compute_contiguous(const Dims& shape, const Dims& strides) {
+  std::int64_t expected = 1;
+  for (std::size_t i = shape.size(); i-- > 0;) {
+    if (shape[i] == 1) continue;
+    if (shape[i] == 0) return true;
+    if (strides[i] != expected) return false;
+    expected *= shape[i];
+  }
+  return true;
+}
+
+namespace {
+
+std::int64_t normalize_axis(const char* what, std::int64_t axis, std::int64_t rank, const Dims& shape) {
+  OPFORGE_CHECK(axis >= -rank && axis < rank, IndexError, "Tensor::", what, ": argument 'axis': expected an axis in [",
+                -rank, ", ", rank, ") for a tensor of shape ", shape, ", got ", axis);
+  return axis < 0 ? axis + rank : axis;
+}
+
+// A new impl over the same storage with the given layout.
+Tensor make_view(const TensorImpl& base, const Dims& shape, const Dims& strides, std::int64_t offset) {
+  TensorImplPtr t(new TensorImpl());
+  t->dtype = base.dtype;
+  t->storage = base.storage;
+  t->shape = shape;
+  t->strides = strides;
+  t->offset = offset;
+  t->numel = shape.product();
+  t->contiguous = compute_contiguous(shape, strides);
+  return Tensor(std::move(t));
+}
+
+// PyTorch's rule for when a reshape can be a view: each run of input axes that
+// is contiguous in memory must map onto a run of output axes with the same
+// number of elements. Returns false when it cannot.
+bool view_strides(const Dims& old_shape, const Dims& old_strides, const Dims& new_shape, Dims& new_strides) {
+  new_strides.resize(new_shape.size());
+  if (old_shape.product() == 0 || old_shape.empty()) {
+    new_strides = contiguous_strides(new_shape);
+    return true;
+  }
+  std::int64_t view_d = static_cast<std::int64_t>(new_shape.size()) - 1;
+  std::int64_t chunk_base_stride = old_strides.back();
+  std::int64_t tensor_numel = 1, view_numel = 1;
+  for (std::int64_t tensor_d = static_cast<std::int64_t>(old_shape.size()) - 1; tensor_d >= 0; --tensor_d) {
+    tensor_numel *= old_shape[tensor_d];
+    if (tensor_d == 0 || (old_shape[tensor_d - 1] != 1 &&
+                          old_strides[tensor_d - 1] != tensor_numel * chunk_base_stride)) {
+      while (view_d >= 0 && (view_numel < tensor_numel || new_shape[view_d] == 1)) {
+        new_strides[view_d] = view_numel * chunk_base_stride;
+        view_numel *= new_shape[view_d];
+        --view_d;
+      }
+      if (view_numel != tensor_numel) return false;
+      if (tensor_d > 0) {
+        chunk_base_stride = old_strides[tensor_d - 1];
+        tensor_numel = 1;
+        view_numel = 1;
+      }
+    }
+  }
+  return view_d == -1;
+}
+
+Dims infer_shape(const char* what, const Dims& shape, std::int64_t numel, const Dims& from) {
+  Dims out = shape;
+  std::int64_t known = 1;
+  int infer = -1;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == -1) {
+      OPFORGE_CHECK(infer < 0, ShapeError, "Tensor::", what, ": argument 'shape': only one entry may be -1, got ",
+                    shape);
+      infer = static_cast<int>(i);
+    } else {
+      OPFORGE_CHECK(shape[i] >= 0, ShapeError, "Tensor::", what, ": argument 'shape': sizes must be >= 0 or -1, got ",
+                    shape);
+      known *= shape[i];
+    }
+  }
+  if (infer >= 0) {
+    OPFORGE_CHECK(known != 0 && numel % known == 0, ShapeError, "Tensor::", what, ": cannot reshape ", from, " (",
+                  numel, " elements) into ", shape);
+    out[static_cast<std::size_t>(infer)] = numel / known;
+  }
+  OPFORGE_CHECK(out.product() == numel, ShapeError, "Tensor::", what, ": cannot reshape ", from, " (", numel,
+                " elements) into ", shape, " (", out.product(), " elements)");
+  return out;
+}
+
+template <class T>
+void fill_strided(const TensorImpl& t, T v) {
+  for_each_offset(t.shape, t.strides, [&](std::int64_t off) { static_cast<T*>(t.data())[off] = v; });
+}
+
+}  // namespace
+
+void Tensor::check_view_allowed(const char* what) const {
+  check_defined(what);
+  OPFORGE_CHECK(!(grad_enabled() && (impl_->requires_grad || impl_->grad_fn)), AutogradError, "Tensor::", what,
+                ": the tensor requires grad, and core views do not record the graph; use the shape ops (e.g. "
+                "op(\"shape.",
+                what, "\")) to differentiate through it, or detach() it first");
+}
+
+Tensor Tensor::transpose(std::int64_t axis0, std::int64_t axis1) const {
+  check_view_allowed("transpose");
+  const std::int64_t r = dim();
+  const auto a = static_cast<std::size_t>(normalize_axis("transpose", axis0, r, impl_->shape));
+  const auto b = static_cast<std::size_t>(normalize_axis("transpose", axis1, r, impl_->shape));
+  Dims shape = impl_->shape, strides = impl_->strides;
+  std::swap(shape[a], shape[b]);
+  std::swap(strides[a], strides[b]);
+  return make_view(*impl_, shape, strides, impl_->offset);
+}
+
+Tensor Tensor::permute(const Dims& order) const {
+  check_view_allowed("permute");
+  const std::int64_t r = dim();
+  OPFORGE_CHECK(static_cast<std::int64_t>(order.size()) == r, ShapeError,
+                "Tensor::permute: argument 'order': expected ", r, " axes (one per axis of ", impl_->shape, "), got ",
+                order);
+  Dims shape, strides;
+  shape.resize(order.size());
+  strides.resize(order.size());
+  std::uint32_t seen = 0;
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const auto a = static_cast<std::size_t>(normalize_axis("permute", order[i], r, impl_->shape));
+    OPFORGE_CHECK(!((seen >> a) & 1u), ShapeError, "Tensor::permute: argument 'order': axis ", a,
+                  " appears twice in ", order);
+    seen |= 1u << a;
+    shape[i] = impl_->shape[a];
+    strides[i] = impl_->strides[a];
+  }
+  return make_view(*impl_, shape, strides, impl_->offset);
+}
+
+Tensor Tensor::slice(std::int64_t axis, std::int64_t start, std::int64_t stop, std::int64_t step) const {
+  check_view_allowed("slice");
+  const auto a = static_cast<std::size_t>(normalize_axis("slice", axis, dim(), impl_->shape));
+  OPFORGE_CHECK(step >= 1, ValueError, "Tensor::slice: argument 'step': expected >= 1, got ", step);
+  const std::int64_t n = impl_->shape[a];
+  auto clamp = [n](std::int64_t v) { return std::min(std::max(v < 0 ? v + n : v, std::int64_t{0}), n); };
+  const std::int64_t lo = clamp(start), hi = std::max(clamp(stop), lo);
+  Dims shape = impl_->shape, strides = impl_->strides;
+  shape[a] = (hi - lo + step - 1) / step;
+  strides[a] = impl_->strides[a] * step;
+  return make_view(*impl_, shape, strides, impl_->offset + lo * impl_->strides[a]);
+}
+
+Tensor Tensor::select(std::int64_t axis, std::int64_t index) const {
+  check_view_allowed("select");
+  const auto a = static_cast<std::size_t>(normalize_axis("select", axis, dim(), impl_->shape));
+  const std::int64_t n = impl_->shape[a];
+  OPFORGE_CHECK(index >= -n && index < n, IndexError, "Tensor::select: argument 'index': expected an index in [", -n,
+                ", ", n, ") along axis ", a, " of ", impl_->shape, ", got ", index);
+  const std::int64_t i = index < 0 ? index + n : index;
+  Dims shape, strides;
+  for (std::size_t k = 0; k < impl_->shape.size(); ++k) {
+    if (k == a) continue;
+    shape.push_back(impl_->shape[k]);
+    strides.push_back(impl_->strides[k]);
+  }
+  return make_view(*impl_, shape, strides, impl_->offset + i * impl_->strides[a]);
+}
+
+Tensor Tensor::view(const Dims& shape) const {
+  check_view_allowed("view");
+  const Dims target = infer_shape("view", shape, impl_->numel, impl_->shape);
+  Dims strides;
+  OPFORGE_CHECK(view_strides(impl_->shape, impl_->strides, target, strides), ShapeError, "Tensor::view: a tensor of ",
+                "shape ", impl_->shape, " and strides ", impl_->strides, " cannot be viewed as ", target,
+                " without a copy; use reshape() (which copies when it must) or contiguous() first");
+  return make_view(*impl_, target, strides, impl_->offset);
+}
+
+Tensor Tensor::reshape(const Dims& shape) const {
+  check_view_allowed("reshape");
+  const Dims target = infer_shape("reshape", shape, impl_->numel, impl_->shape);
+  Dims strides;
+  if (view_strides(impl_->shape, impl_->strides, target, strides)) return make_view(*impl_, target, strides, impl_->offset);
+  const Tensor c = contiguous();
+  return make_view(*c.impl_, target, contiguous_strides(target), c.impl_->offset);
+}
+
+Tensor Tensor::expand(const Dims& shape) const {
+  check_view_allowed("expand");
+  const std::size_t r = impl_->shape.size();
+  OPFORGE_CHECK(shape.size() >= r, ShapeError, "Tensor::expand: argument 'shape': expected at least ", r,
+                " axes to expand ", impl_->shape, ", got ", shape);
+  Dims strides;
+  strides.resize(shape.size());
+  const std::size_t lead = shape.size() - r;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i < lead) {
+      OPFORGE_CHECK(shape[i] >= 0, ShapeError, "Tensor::expand: argument 'shape': sizes must be >= 0, got ", shape);
+      strides[i] = 0;
+      continue;
+    }
+    const std::int64_t have = impl_->shape[i - lead];
+    OPFORGE_CHECK(have == shape[i] || have == 1, ShapeError, "Tensor::expand: cannot expand ", impl_->shape, " to ",
+                  shape, ": axis ", i, " has size ", have, " (only size-1 axes can be expanded)");
+    strides[i] = have == shape[i] ? impl_->strides[i - lead] : 0;
+  }
+  return make_view(*impl_, shape, strides, impl_->offset);
+}
+
+Tensor Tensor::contiguous() const {
+  check_defined("contiguous");
+  return impl_->contiguous ? *this : clone();
+}
+
+Tensor Tensor::from_blob(void* data, const Dims& shape, DType dtype, Deleter deleter, void* context) {
+  return from_blob(data, shape, contiguous_strides(shape), dtype, deleter, context);
+}
+
+Tensor Tensor::from_blob(void* data, const Dims& shape, const Dims& strides, DType dtype, Deleter deleter,
+                         void* context) {
+  OPFORGE_CHECK(strides.size() == shape.size(), ShapeError, "Tensor::from_blob: argument 'strides': expected ",
+                shape.size(), " strides for shape ", shape, ", got ", strides);
+  OPFORGE_CHECK(data != nullptr || shape.product() == 0, ValueError,
+                "Tensor::from_blob: argument 'data': expected a pointer, got null for ", shape.product(),
+                " elements");
+  std::int64_t span = 1;  // elements reachable from data, for the storage size
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    OPFORGE_CHECK(shape[i] >= 0 && strides[i] >= 0, ShapeError, "Tensor::from_blob: shape ", shape, " and strides ",
+                  strides, " must be >= 0");
+    if (shape[i] > 0) span += (shape[i] - 1) * strides[i];
+  }
+  if (shape.product() == 0) span = 0;
+  TensorImplPtr t(new TensorImpl());
+  t->dtype = dtype;
+  t->shape = shape;
+  t->strides = strides;
+  t->numel = shape.product();
+  t->contiguous = compute_contiguous(shape, strides);
+  t->storage = StoragePtr(Storage::adopt(data, static_cast<std::size_t>(span) * itemsize(dtype), deleter, context));
+  return Tensor(std::move(t));
+}
+
+// ---- in place -------------------------------------------------------------------
+
+void Tensor::check_inplace_allowed(const char* what) const {
+  check_defined(what);
+  if (!grad_enabled()) return;
+  OPFORGE_CHECK(!impl_->grad_fn, AutogradError, "Tensor::", what, ": the tensor is the output of '",
+                impl_->grad_fn->name(),
+                "' and part of a recorded graph; in-place changes would corrupt its backward. Use an op that "
+                "returns a new tensor, or detach() first");
+  OPFORGE_CHECK(!impl_->requires_grad, AutogradError, "Tensor::", what,
+                ": the tensor is a leaf that requires grad; changing it in place would corrupt the graphs that "
+                "use it. Update parameters under a NoGradGuard");
+}
+
+Tensor& Tensor::fill_(double value) {
+  check_inplace_allowed("fill_");
+  switch (impl_->dtype) {
+    case DType::Float32: fill_strided<float>(*impl_, static_cast<float>(value)); break;
+    case DType::Float64: fill_strided<double>(*impl_, value); break;
+    case DType::Int64: fill_strided<std::int64_t>(*impl_, static_cast<std::int64_t>(value)); break;
+    case DType::Bool: fill_strided<bool>(*impl_, value != 0.0); break;
+  }
+  bump_version();
+  return *this;
+}
+
+Tensor& Tensor::copy_(const Tensor& src) {
+  check_inplace_allowed("copy_");
+  OPFORGE_CHECK(src.defined() && src.shape() == impl_->shape, ShapeError,
+                "Tensor::copy_: argument 'src': expected shape ", impl_->shape, ", got ", src.describe());
+  copy_elements(*impl_, *src.impl_);
+  bump_version();
+  return *this;
+}
+
+Tensor& Tensor::add_(const Tensor& other, double alpha) {
+  check_inplace_allowed("add_");
+  OPFORGE_CHECK(other.defined() && other.shape() == impl_->shape && other.dtype() == impl_->dtype, ShapeError,
+                "Tensor::add_: argument 'other': expected ", describe(), ", got ", other.describe());
+  OPFORGE_CHECK(is_floating(impl_->dtype), DTypeError, "Tensor::add_: expected dtype float32 or float64, got ",
+                dtype_name(impl_->dtype));
+  const Tensor o = other.contiguous();
+  std::int64_t i = 0;
+  auto run = [&](auto* dst, const auto* src) {
+    using T = std::remove_pointer_t<decltype(dst)>;
+    const T a = static_cast<T>(alpha);
+    for_each_offset(impl_->shape, impl_->strides, [&](std::int64_t off) { dst[off] += a * src[i++]; });
+  };
+  if (impl_->dtype == DType::Float32) run(static_cast<float*>(impl_->data()), o.data<float>());
+  else run(static_cast<double*>(impl_->data()), o.data<double>());
+  bump_version();
+  return *this;
+}
+
+Tensor& Tensor::mul_(double factor) {
+  check_inplace_allowed("mul_");
+  OPFORGE_CHECK(is_floating(impl_->dtype), DTypeError, "Tensor::mul_: expected dtype float32 or float64, got ",
+                dtype_name(impl_->dtype));
+  auto run = [&](auto* dst) {
+    using T = std::remove_pointer_t<decltype(dst)>;
+    const T f = static_cast<T>(factor);
+    for_each_offset(impl_->shape, impl_->strides, [&](std::int64_t off) { dst[off] *= f; });
+  };
+  if (impl_->dtype == DType::Float32) run(static_cast<float*>(impl_->data()));
+  else run(static_cast<double*>(impl_->data()));
+  bump_version();
+  return *this;
+}
+
+}  // namespace opforge

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Turns benchmark JSON lines into the table and plot of docs/benchmarks.md.
+
+Input: JSON lines from `opforge bench lstsq --json` and, optionally, from
+`scripts/peers.py --json` (same keys: d, dtype, method, median_ms, ...).
+Output: a Markdown table on stdout (median ms per method, and each method's
+ratio to reading A once and to PyTorch's autograd), and with --png a plot of
+median time against d for every method and peer, drawn by gnuplot.
+
+    build/bin/opforge bench lstsq --sizes 300,1000,2000,4000 --json > /tmp/opforge.jsonl
+    /usr/bin/python3 scripts/peers.py --sizes 300,1000,2000,4000 --json > /tmp/peers.jsonl
+    python3 scripts/bench_report.py /tmp/opforge.jsonl /tmp/peers.jsonl --png docs/img/lstsq.png
+
+Only the Python standard library and gnuplot (Debian: gnuplot-nox) are used.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+
+ORDER = ["fused", "graph", "explicit", "bandwidth", "torch_autograd", "numpy_explicit"]
+
+
+def load(paths):
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    rows.append(json.loads(line))
+    return rows
+
+
+def table(rows):
+    by = defaultdict(dict)  # (dtype, d) -> method -> row
+    for r in rows:
+        by[(r["dtype"], int(r["d"]))][r["method"]] = r
+    methods = [m for m in ORDER if any(m in v for v in by.values())]
+    out = ["| dtype | d | A (MB) | " + " | ".join(f"{m} ms" for m in methods) +
+           " | fused / read A | fused vs torch |",
+           "|---|---|---|" + "---|" * len(methods) + "---|---|"]
+    for (dtype, d) in sorted(by, key=lambda k: (k[0] != "float64", k[1])):
+        v = by[(dtype, d)]
+        size = 10 * d * d * (8 if dtype == "float64" else 4) / 1e6
+        cells = [f"{v[m]['median_ms']:.3f}" if m in v else "" for m in methods]
+        read = v.get("fused", {}).get("ratio_bandwidth")
+        torch = (v["torch_autograd"]["median_ms"] / v["fused"]["median_ms"]
+                 if "torch_autograd" in v and "fused" in v else None)
+        read_cell = f"{read:.2f}x" if read else ""
+        torch_cell = f"{torch:.2f}x faster" if torch else ""
+        out.append(f"| {dtype} | {d} | {size:.0f} | " + " | ".join(cells) + f" | {read_cell} | {torch_cell} |")
+    return "\n".join(out)
+
+
+def plot(rows, png):
+    """One panel per dtype: median time against d, log-log, a line per method."""
+    series = defaultdict(list)  # (method, dtype) -> [(d, ms)]
+    for r in rows:
+        series[(r["method"], r["dtype"])].append((int(r["d"]), float(r["median_ms"])))
+    dtypes = [t for t in ("float64", "float32") if any(k[1] == t for k in series)]
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = [
+            "set terminal pngcairo size 1400,600 noenhanced" if has_cairo() else "set terminal png size 1400,600",
+            f"set output '{png}'",
+            f"set multiplot layout 1,{len(dtypes)} title "
+            "'gradient of ||y - Ax||^2 with respect to x, A is 10d x d: median time per call'",
+            "set xlabel 'd'", "set ylabel 'milliseconds'", "set logscale xy", "set grid", "set key left top",
+        ]
+        for dtype in dtypes:
+            plots = []
+            for method in [m for m in ORDER if (m, dtype) in series]:
+                path = os.path.join(tmp, f"{method}_{dtype}.dat")
+                with open(path, "w") as f:
+                    for d, ms in sorted(series[(method, dtype)]):
+                        f.write(f"{d} {ms}\n")
+                style = "dt 2" if method in ("bandwidth",) else "dt 1"
+                plots.append(f"'{path}' using 1:2 with linespoints {style} lw 2 pt 7 title '{method}'")
+            lines.append(f"set title '{dtype}'")
+            lines.append("plot " + ", ".join(plots))
+        lines.append("unset multiplot")
+        subprocess.run(["gnuplot"], input="\n".join(lines), text=True, check=True)
+
+
+def has_cairo():
+    out = subprocess.run(["gnuplot", "-e", "set terminal"], capture_output=True, text=True)
+    return "pngcairo" in (out.stdout + out.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("inputs", nargs="+", help="files of JSON lines")
+    ap.add_argument("--png", help="write the plot here")
+    args = ap.parse_args()
+    rows = load(args.inputs)
+    if not rows:
+        sys.exit("bench_report.py: no JSON rows in " + ", ".join(args.inputs))
+    print(table(rows))
+    if args.png:
+        os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
+        plot(rows, args.png)
+        print(f"\nplot written to {args.png}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

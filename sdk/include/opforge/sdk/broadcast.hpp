@@ -1,0 +1,61 @@
+// Broadcasting element-wise kernels for op authors.
+//
+//   Tensor out = sdk::broadcast_map2<T>(ctx, a, b, [](T x, T y) { return x + y; });
+//   // backward: the gradient of each operand is sum_to(g, operand.shape())
+#pragma once
+
+#include <cstdint>
+
+#include "opforge/broadcast.hpp"
+#include "opforge/function.hpp"
+#include "opforge/sdk/parallel.hpp"
+
+namespace opforge::sdk {
+
+/// out[i] = f(a[i'], b[i'']) over the NumPy broadcast of a and b (any strides).
+/// Same-shape contiguous operands take a flat parallel loop.
+template <class T, class F>
+Tensor broadcast_map2(const Context& ctx, const Tensor& a, const Tensor& b, F f, const char* name_a = "a",
+                      const char* name_b = "b") {
+  const Dims shape = broadcast_shapes(a.shape(), b.shape(), ctx.op_name(), name_a, name_b);
+  Tensor out = Tensor::empty(shape, a.dtype());
+  T* po = out.data<T>();
+  const T* pa = static_cast<const T*>(a.data_ptr());
+  const T* pb = static_cast<const T*>(b.data_ptr());
+  const std::int64_t n = out.numel();
+  if (a.shape() == shape && b.shape() == shape && a.is_contiguous() && b.is_contiguous()) {
+    parallel_for(0, n, kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pa[i], pb[i]);
+    });
+    return out;
+  }
+  if (n == 0) return out;
+  const Tensor ea = a.expand(shape), eb = b.expand(shape);  // stride-0 views, no copy
+  const Dims& sa = ea.strides();
+  const Dims& sb = eb.strides();
+  const std::size_t r = shape.size();
+  if (r == 0) {
+    po[0] = f(pa[0], pb[0]);
+    return out;
+  }
+  const std::int64_t inner = shape[r - 1], rows = n / inner;
+  const std::int64_t ia = sa[r - 1], ib = sb[r - 1];
+  parallel_for(0, rows, std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(inner, 1)),
+               [&](std::int64_t lo, std::int64_t hi) {
+                 for (std::int64_t row = lo; row < hi; ++row) {
+                   // Offsets of this row's first element in a and b.
+                   std::int64_t rem = row, oa = 0, ob = 0;
+                   for (std::size_t k = r - 1; k-- > 0;) {
+                     const std::int64_t idx = rem % shape[k];
+                     rem /= shape[k];
+                     oa += idx * sa[k];
+                     ob += idx * sb[k];
+                   }
+                   T* o = po + row * inner;
+                   for (std::int64_t j = 0; j < inner; ++j) o[j] = f(pa[oa + j * ia], pb[ob + j * ib]);
+                 }
+               });
+  return out;
+}
+
+}  // namespace opforge::sdk

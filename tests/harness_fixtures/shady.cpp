@@ -1,0 +1,146 @@
+// "shady": ops that each break exactly one check of the op test harness, the
+// way real op code goes wrong. Every other check must pass (or be skipped, with
+// a reason) for each of them.
+//
+//   shady.wrong_grad(x)            = x^2, backward says 3 x g          -> gradcheck
+//   shady.float64_grad(x)          = 2 x, backward always in float64   -> backward_contract (float32)
+//   shady.clobbers_input(x, work)  = 2 x, and uses `work` as scratch   -> inputs_unchanged
+//   shady.noisy(x)                 = x + calls * 1e-13                 -> deterministic
+//   shady.shared_buffer(x)         = 2 x, through one static buffer    -> thread_safe
+//
+// wrong_grad has no sample provider on purpose: the harness falls back to randn [3, 4].
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <opforge/sdk.hpp>
+
+namespace {
+
+using opforge::Context;
+using opforge::DType;
+using opforge::Tensor;
+using opforge::TensorList;
+using opforge::TensorSpan;
+namespace sdk = opforge::sdk;
+
+// out[i] = f(a[i]) computed in double, stored in a's dtype.
+template <class F>
+Tensor map1(const Tensor& a, F f) {
+  std::vector<double> v = a.to_vector();
+  for (double& e : v) e = f(e);
+  return Tensor::from_values(v, a.shape(), a.dtype());
+}
+
+// out[i] = f(a[i], b[i]) computed in double, stored in a's dtype.
+template <class F>
+Tensor map2(const Tensor& a, const Tensor& b, F f) {
+  std::vector<double> va = a.to_vector();
+  const std::vector<double> vb = b.to_vector();
+  for (std::size_t i = 0; i < va.size(); ++i) va[i] = f(va[i], vb[i]);
+  return Tensor::from_values(va, a.shape(), a.dtype());
+}
+
+Tensor twice(const Tensor& t) {
+  return map1(t, [](double v) { return 2 * v; });
+}
+
+// x^2, whose backward has the wrong factor: 3 x g instead of 2 x g.
+class WrongGrad final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    ctx.save_for_backward(in[0]);
+    return {map1(in[0], [](double v) { return v * v; })};
+  }
+  TensorList backward(Context& ctx, TensorSpan g) const override {
+    return {map2(g[0], ctx.saved_tensors()[0], [](double gv, double xv) { return 3 * xv * gv; })};  // bug: 2 x g
+  }
+};
+
+// 2 x, whose backward always returns float64, whatever the input's dtype.
+class Float64Grad final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override { return {twice(in[0])}; }
+  TensorList backward(Context&, TensorSpan g) const override {
+    return {twice(g[0]).to(DType::Float64)};  // bug: should keep g's dtype
+  }
+};
+
+// 2 x, written through `work` first: the op uses its second input as scratch.
+class ClobbersInput final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    sdk::expect_shape(ctx, in[1], "work", in[0].shape(), "the shape of 'x'");
+    sdk::expect_contiguous(ctx, in[1], "work");
+    const Tensor y = twice(in[0]);
+    std::memcpy(in[1].data_ptr(), y.data_ptr(), y.nbytes());  // bug: writes into an input
+    return {in[1].clone()};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {twice(g[0]), Tensor()}; }
+};
+
+// x + calls * 1e-13: a per-call counter leaks into the result (far below
+// gradcheck's tolerance, but not bit-identical from one call to the next).
+std::atomic<std::uint64_t> g_calls{0};
+class Noisy final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    const double noise = static_cast<double>(g_calls.fetch_add(1)) * 1e-13;  // bug: state across calls
+    return {map1(in[0], [&](double v) { return v + noise; })};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
+};
+
+// 2 x, accumulated in one static buffer that every call shares without a lock:
+// right on one thread, wrong when calls overlap (one call's zeroing or sum lands
+// in another's). The sleeps only widen the window so the test sees it every time.
+constexpr std::int64_t kScratch = 4096;
+std::atomic<double> g_scratch[kScratch];
+class SharedBuffer final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const std::vector<double> x = in[0].to_vector();
+    OPFORGE_CHECK(in[0].numel() <= kScratch, ValueError, ctx.op_name(), ": argument 'x': at most ", kScratch,
+                  " elements, got ", in[0].numel());
+    const auto n = x.size();
+    for (std::size_t i = 0; i < n; ++i) g_scratch[i].store(0.0, std::memory_order_relaxed);
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    for (std::size_t i = 0; i < n; ++i)  // bug: unsynchronised read-modify-write of shared state
+      g_scratch[i].store(g_scratch[i].load(std::memory_order_relaxed) + x[i], std::memory_order_relaxed);
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    std::vector<double> y(n);
+    for (std::size_t i = 0; i < n; ++i) y[i] = 2 * g_scratch[i].load(std::memory_order_relaxed);
+    return {Tensor::from_values(y, in[0].shape(), in[0].dtype())};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {twice(g[0])}; }
+};
+
+}  // namespace
+
+// Sample inputs: x [3, 5] (and work [3, 5]).
+static TensorList x_samples(DType dtype, std::uint64_t seed) { return {Tensor::randn({3, 5}, dtype, seed)}; }
+static TensorList x_work_samples(DType dtype, std::uint64_t seed) {
+  return {Tensor::randn({3, 5}, dtype, seed), Tensor::randn({3, 5}, dtype, seed + 1)};
+}
+
+OPFORGE_PLUGIN("shady", "1.0.0") {
+  using opforge::OpSchema;
+  registrar.add<WrongGrad>(
+      OpSchema("shady.wrong_grad").input_names({"x"}).describe("x^2, with a wrong backward (3 x g)"));
+  registrar.add<Float64Grad>(OpSchema("shady.float64_grad")
+                                 .input_names({"x"})
+                                 .describe("2 x, with a backward that always returns float64")
+                                 .samples(x_samples));
+  registrar.add<ClobbersInput>(OpSchema("shady.clobbers_input")
+                                   .input_names({"x", "work"})
+                                   .describe("2 x, using its input 'work' as scratch space")
+                                   .samples(x_work_samples));
+  registrar.add<Noisy>(
+      OpSchema("shady.noisy").input_names({"x"}).describe("x + calls * 1e-13 (not deterministic)").samples(x_samples));
+  registrar.add<SharedBuffer>(OpSchema("shady.shared_buffer")
+                                  .input_names({"x"})
+                                  .describe("2 x through a static buffer shared by all calls (not thread-safe)")
+                                  .samples(x_samples));
+}

@@ -1,0 +1,499 @@
+// The op test harness (opforge::sdk::check_op and `opforge check`):
+//   - every op of the standard plugins passes every check, on its own sample inputs;
+//   - each op of tests/harness_fixtures' "shady" plugin fails exactly the check it
+//     breaks, with a detail that says where and by how much;
+//   - an exception inside a check fails that check only, a broken sample provider
+//     is reported, an op without one falls back to randn [3, 4] and says so;
+//   - `opforge check` exits 1 on the shady plugin and 0 on the standard loss.so.
+//
+// Every test case works alone (ctest runs each in its own process) and with all
+// the others in one process (the shady plugin is loaded once, on first use).
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <opforge/opforge.hpp>
+#include <opforge/sdk/harness.hpp>
+
+#ifndef OPFORGE_SHADY_PLUGIN
+#error "OPFORGE_SHADY_PLUGIN (the path of tests/harness_fixtures' shady.so) must be defined"
+#endif
+#ifndef OPFORGE_LOSS_PLUGIN
+#error "OPFORGE_LOSS_PLUGIN (the path of the standard loss.so) must be defined"
+#endif
+#ifndef OPFORGE_CLI
+#error "OPFORGE_CLI (the path of the opforge program) must be defined"
+#endif
+
+namespace {
+
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+using opforge::Dims;
+using opforge::DType;
+using opforge::OpHandle;
+using opforge::OpSchema;
+using opforge::Tensor;
+using opforge::TensorList;
+using opforge::TensorSpan;
+namespace sdk = opforge::sdk;
+
+// ---- helpers ----------------------------------------------------------------------
+
+const opforge::PluginInfo* find_plugin(const std::vector<opforge::PluginInfo>& plugins, const std::string& name) {
+  const auto it = std::find_if(plugins.begin(), plugins.end(), [&](const auto& p) { return p.name == name; });
+  return it == plugins.end() ? nullptr : &*it;
+}
+
+// The shady plugin's ops, loading it on first use.
+std::vector<std::string> shady_ops() {
+  const auto plugins = opforge::loaded_plugins();
+  if (const auto* p = find_plugin(plugins, "shady")) return p->ops;
+  return opforge::load_plugin(OPFORGE_SHADY_PLUGIN).ops;
+}
+
+const sdk::CheckResult& result_of(const sdk::CheckReport& report, const std::string& check) {
+  const auto it = std::find_if(report.begin(), report.end(), [&](const auto& r) { return r.check == check; });
+  if (it == report.end()) throw std::logic_error("the report has no check named '" + check + "'");
+  return *it;
+}
+
+std::set<std::string> failed_checks(const sdk::CheckReport& report) {
+  std::set<std::string> out;
+  for (const auto& r : report)
+    if (!r.passed) out.insert(r.check);
+  return out;
+}
+
+std::string report_text(const sdk::CheckReport& report) {
+  std::string s;
+  for (const auto& r : report) s += sdk::format_result(r) + "\n";
+  return s;
+}
+
+// The report has one result per check, in check_names() order, all for `op`.
+void require_complete(const sdk::CheckReport& report, const std::string& op) {
+  const auto& names = sdk::check_names();
+  REQUIRE(report.size() == names.size());
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    CHECK(report[i].check == names[i]);
+    CHECK(report[i].op == op);
+  }
+}
+
+// Runs a shell command; its exit status (-1 if it did not exit) and its output.
+struct RunResult {
+  int status = -1;
+  std::string output;
+  std::vector<std::string> lines() const {
+    std::vector<std::string> v;
+    std::istringstream in(output);
+    for (std::string line; std::getline(in, line);) v.push_back(line);
+    return v;
+  }
+};
+RunResult run_command(const std::string& command, bool with_stderr = true) {
+  RunResult r;
+  FILE* pipe = ::popen((command + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int wstatus = ::pclose(pipe);
+  if (wstatus != -1 && WIFEXITED(wstatus)) r.status = WEXITSTATUS(wstatus);
+  return r;
+}
+std::string opforge_check(const std::string& args) { return "'" OPFORGE_CLI "' check " + args; }
+
+// ---- ops made in this file (make_op) --------------------------------------------------
+
+// y = 3 x: a correct op.
+class Scale final : public opforge::Function {
+ public:
+  TensorList forward(opforge::Context&, TensorSpan in) const override {
+    Tensor y = in[0].clone();
+    std::vector<double> v = y.to_vector();
+    for (double& e : v) e *= 3;
+    return {Tensor::from_values(v, y.shape(), y.dtype())};
+  }
+  TensorList backward(opforge::Context&, TensorSpan g) const override {
+    std::vector<double> v = g[0].to_vector();
+    for (double& e : v) e *= 3;
+    return {Tensor::from_values(v, g[0].shape(), g[0].dtype())};
+  }
+};
+
+// y = a + b, whose backward throws.
+class BackwardThrows final : public opforge::Function {
+ public:
+  TensorList forward(opforge::Context&, TensorSpan in) const override {
+    std::vector<double> a = in[0].to_vector();
+    const std::vector<double> b = in[1].to_vector();
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+    return {Tensor::from_values(a, in[0].shape(), in[0].dtype())};
+  }
+  TensorList backward(opforge::Context&, TensorSpan) const override {
+    throw std::runtime_error("backward exploded");
+  }
+};
+
+// Forward throws.
+class ForwardThrows final : public opforge::Function {
+ public:
+  TensorList forward(opforge::Context&, TensorSpan) const override { throw std::runtime_error("forward exploded"); }
+  TensorList backward(opforge::Context&, TensorSpan g) const override { return {g[0]}; }
+};
+
+// A sample provider that returns one tensor for a two-input op.
+TensorList one_tensor_samples(DType dtype, std::uint64_t seed) { return {Tensor::randn({2, 2}, dtype, seed)}; }
+// A sample provider that throws.
+TensorList throwing_samples(DType, std::uint64_t) { throw std::runtime_error("no samples today"); }
+// x [6] in the dtype asked for.
+TensorList vector_samples(DType dtype, std::uint64_t seed) { return {Tensor::randn({6}, dtype, seed)}; }
+
+}  // namespace
+
+// ---- the standard plugins -------------------------------------------------------------
+
+TEST_CASE("harness: every op of the standard plugins passes every check") {
+  const auto plugins = opforge::loaded_plugins();
+  std::size_t checked = 0;
+  for (const std::string plugin : {"elementwise", "reduce", "linalg", "loss"}) {
+    const opforge::PluginInfo* info = find_plugin(plugins, plugin);
+    INFO("plugin " << plugin);
+    REQUIRE(info != nullptr);
+    REQUIRE_FALSE(info->ops.empty());
+    for (const std::string& name : info->ops) {
+      const OpHandle op = opforge::op(name);
+      INFO("op " << name);
+      CHECK(op.schema().sample_inputs != nullptr);  // every standard op provides its inputs
+      const sdk::CheckReport report = sdk::check_op(op);
+      require_complete(report, name);
+      for (const auto& r : report) {
+        INFO(sdk::format_result(r));
+        CHECK(r.passed);
+        CHECK_FALSE(r.skipped);
+        CHECK_FALSE(r.detail.empty());
+      }
+      CHECK(sdk::all_passed(report));
+      CHECK_THAT(result_of(report, "gradcheck").detail, !Contains("randn"));
+      CHECK_THAT(result_of(report, "backward_contract").detail, StartsWith("float64, float32: "));
+      CHECK_THAT(result_of(report, "thread_safe").detail, StartsWith("4 threads x 50 float64"));
+      ++checked;
+    }
+  }
+  CHECK(checked == 8);  // add, sub, mul, square, sum, mv, matmul, lstsq
+}
+
+TEST_CASE("harness: the standard ops' sample inputs have their documented shapes, in the dtype asked for") {
+  const std::map<std::string, std::vector<Dims>> shapes = {
+      {"elementwise.add", {{4, 5}, {5}}}, {"elementwise.sub", {{4, 5}, {5}}},
+      {"elementwise.mul", {{4, 5}, {5}}}, {"elementwise.square", {{4, 5}}},
+      {"reduce.sum", {{4, 5}}},              {"linalg.mv", {{5, 3}, {3}}},
+      {"linalg.matmul", {{4, 3}, {3, 5}}},   {"loss.lstsq", {{9, 4}, {4}, {9}}},
+  };
+  for (const auto& [name, want] : shapes) {
+    INFO("op " << name);
+    const OpHandle op = opforge::op(name);
+    for (DType dtype : {DType::Float64, DType::Float32}) {
+      std::string note = "unset";
+      const TensorList xs = sdk::harness_inputs(op, dtype, 7, &note);
+      CHECK(note.empty());
+      REQUIRE(xs.size() == want.size());
+      for (std::size_t i = 0; i < xs.size(); ++i) {
+        CHECK(xs[i].shape() == want[i]);
+        CHECK(xs[i].dtype() == dtype);
+      }
+      // Same seed: same values. Another seed: other values.
+      const TensorList again = sdk::harness_inputs(op, dtype, 7);
+      const TensorList other = sdk::harness_inputs(op, dtype, 8);
+      CHECK(again[0].to_vector() == xs[0].to_vector());
+      CHECK(other[0].to_vector() != xs[0].to_vector());
+    }
+  }
+}
+
+// ---- the shady plugin: one broken check per op -------------------------------------------
+
+TEST_CASE("harness: each shady op fails exactly the check it breaks, with a useful detail") {
+  struct Expected {
+    std::string check;
+    std::vector<std::string> detail_has;
+  };
+  const std::map<std::string, Expected> expected = {
+      {"shady.wrong_grad",
+       {"gradcheck",
+        {"gradcheck failed for 'shady.wrong_grad': input 0 'x' of shape [3, 4], element ", ": analytic ", ", numeric ",
+         "(|diff| ", "the schema has no sample inputs (OpSchema::samples), so every input was randn of shape [3, 4]"}}},
+      {"shady.float64_grad",
+       {"backward_contract",
+        {"float32: in backward of 'shady.float64_grad': the gradient for input 0 'x' has dtype float64, expected "
+         "float32 (the input's dtype)"}}},
+      {"shady.clobbers_input",
+       {"inputs_unchanged", {"input 1 'work' element 0 changed during forward (no graph recorded): ", " -> "}}},
+      {"shady.noisy", {"deterministic", {"output 0 element 0 differs: ", " vs "}}},
+      {"shady.shared_buffer",
+       {"thread_safe", {"thread ", ", call ", " differs: ", " vs ", "(single-thread result vs this call)",
+                        "threads saw a difference]"}}},
+  };
+  std::vector<std::string> ops = shady_ops();
+  std::sort(ops.begin(), ops.end());
+  std::vector<std::string> want_ops;
+  for (const auto& kv : expected) want_ops.push_back(kv.first);
+  REQUIRE(ops == want_ops);
+
+  for (const auto& [name, want] : expected) {
+    const sdk::CheckReport report = sdk::check_op(opforge::op(name));
+    INFO(report_text(report));
+    require_complete(report, name);
+    CHECK(failed_checks(report) == std::set<std::string>{want.check});
+    CHECK_FALSE(sdk::all_passed(report));
+    const sdk::CheckResult& r = result_of(report, want.check);
+    CHECK_FALSE(r.skipped);
+    for (const std::string& part : want.detail_has) CHECK_THAT(r.detail, Contains(part));
+    // Everything else passed, or (only for the nondeterministic op) was skipped with a reason.
+    for (const auto& other : report) {
+      if (other.check == want.check) continue;
+      const bool may_skip = name == "shady.noisy" && other.check == "thread_safe";
+      CHECK(other.skipped == may_skip);
+    }
+  }
+}
+
+TEST_CASE("harness: the failures quote values at full precision, and the skip says why") {
+  shady_ops();
+  const sdk::CheckReport noisy = sdk::check_op(opforge::op("shady.noisy"));
+  // "output 0 element 0 differs: A vs B": A and B are different texts, each the
+  // shortest that reads back as its own double.
+  const std::string d = result_of(noisy, "deterministic").detail;
+  const auto colon = d.find(": ");
+  const auto vs = d.find(" vs ");
+  REQUIRE(colon != std::string::npos);
+  REQUIRE(vs != std::string::npos);
+  const std::string a = d.substr(colon + 2, vs - colon - 2), b = d.substr(vs + 4);
+  INFO(d);
+  CHECK(a != b);
+  CHECK(std::stod(a) != std::stod(b));
+  CHECK(std::abs(std::stod(a) - std::stod(b)) < 1e-9);  // the noise is tiny, but it is there
+
+  const sdk::CheckResult& skipped = result_of(noisy, "thread_safe");
+  CHECK(skipped.passed);
+  CHECK(skipped.skipped);
+  CHECK_THAT(skipped.detail, StartsWith("two runs on one thread already differ (output 0 element 0 differs: "));
+  CHECK_THAT(skipped.detail, Contains("see deterministic"));
+  CHECK_THAT(sdk::format_result(skipped), StartsWith("SKIP shady.noisy thread_safe: two runs on one thread"));
+}
+
+// ---- exceptions, sample providers, dtypes ------------------------------------------------
+
+TEST_CASE("harness: an exception inside a check fails that check only; the others still run") {
+  SECTION("backward throws") {
+    const OpHandle op = opforge::make_op(
+        OpSchema("test.backward_throws").input_names({"a", "b"}), std::make_unique<BackwardThrows>());
+    const sdk::CheckReport report = sdk::check_op(op);
+    INFO(report_text(report));
+    require_complete(report, "test.backward_throws");
+    CHECK(failed_checks(report) ==
+          std::set<std::string>{"gradcheck", "backward_contract", "inputs_unchanged", "deterministic", "thread_safe"});
+    for (const std::string check : {"gradcheck", "backward_contract", "inputs_unchanged", "deterministic", "thread_safe"})
+      CHECK_THAT(result_of(report, check).detail, Contains("backward exploded"));
+    CHECK_THAT(result_of(report, "backward_contract").detail,
+               StartsWith("float64: in backward of 'test.backward_throws': "));
+    CHECK(result_of(report, "no_grad_records_nothing").passed);  // forward alone is fine
+  }
+  SECTION("forward throws") {
+    const OpHandle op =
+        opforge::make_op(OpSchema("test.forward_throws").input_names({"x"}), std::make_unique<ForwardThrows>());
+    sdk::CheckReport report;
+    REQUIRE_NOTHROW(report = sdk::check_op(op));
+    INFO(report_text(report));
+    require_complete(report, "test.forward_throws");
+    for (const auto& r : report) {
+      CHECK_FALSE(r.passed);
+      CHECK_THAT(r.detail, Contains("test.forward_throws: std::runtime_error: forward exploded"));
+    }
+  }
+}
+
+TEST_CASE("harness: a sample provider that breaks its contract fails every check, naming it") {
+  SECTION("wrong number of tensors") {
+    const OpHandle op = opforge::make_op(OpSchema("test.short_samples").input_names({"a", "b"}).samples(one_tensor_samples),
+                                         std::make_unique<BackwardThrows>());
+    const sdk::CheckReport report = sdk::check_op(op);
+    require_complete(report, "test.short_samples");
+    for (const auto& r : report) {
+      INFO(sdk::format_result(r));
+      CHECK_FALSE(r.passed);
+      CHECK_THAT(r.detail, Contains("test.short_samples: sample_inputs(float") &&
+                               Contains(") returned 1 tensor(s), expected 2 (one per input: a, b)"));
+    }
+    CHECK_THROWS_WITH(sdk::harness_inputs(op, DType::Float64, 0),
+                      "test.short_samples: sample_inputs(float64) returned 1 tensor(s), expected 2 (one per input: a, b)");
+  }
+  SECTION("the provider throws") {
+    const OpHandle op = opforge::make_op(OpSchema("test.throwing_samples").input_names({"x"}).samples(throwing_samples),
+                                         std::make_unique<Scale>());
+    const sdk::CheckReport report = sdk::check_op(op);
+    for (const auto& r : report) {
+      INFO(sdk::format_result(r));
+      CHECK_FALSE(r.passed);
+      CHECK_THAT(r.detail, Contains("test.throwing_samples: its sample_inputs(float") && Contains("no samples today"));
+    }
+  }
+}
+
+TEST_CASE("harness: without sample inputs, every input is randn [3, 4], and gradcheck says so") {
+  const OpHandle op = opforge::make_op(OpSchema("test.scale").input_names({"x"}), std::make_unique<Scale>());
+  std::string note;
+  const TensorList xs = sdk::harness_inputs(op, DType::Float32, 3, &note);
+  REQUIRE(xs.size() == 1);
+  CHECK(xs[0].shape() == Dims{3, 4});
+  CHECK(xs[0].dtype() == DType::Float32);
+  CHECK(note == "the schema has no sample inputs (OpSchema::samples), so every input was randn of shape [3, 4]");
+
+  const sdk::CheckReport report = sdk::check_op(op);
+  INFO(report_text(report));
+  CHECK(sdk::all_passed(report));
+  CHECK(result_of(report, "gradcheck").detail ==
+        "12 elements, max |diff| " + result_of(report, "gradcheck").detail.substr(24, std::string::npos));
+  CHECK_THAT(result_of(report, "gradcheck").detail, StartsWith("12 elements, max |diff| ") &&
+                                                        Contains("; the schema has no sample inputs"));
+}
+
+TEST_CASE("harness: a float32-only op skips gradcheck and says why; the other checks run in float32") {
+  const OpHandle op = opforge::make_op(
+      OpSchema("test.scale32").input_names({"x"}).accepts(opforge::DTypeSet{DType::Float32}).samples(vector_samples),
+      std::make_unique<Scale>());
+  const sdk::CheckReport report = sdk::check_op(op);
+  INFO(report_text(report));
+  CHECK(sdk::all_passed(report));
+  const sdk::CheckResult& g = result_of(report, "gradcheck");
+  CHECK(g.skipped);
+  CHECK_THAT(g.detail, Contains("does not accept float64"));
+  CHECK_FALSE(result_of(report, "backward_contract").skipped);
+  CHECK_THAT(result_of(report, "backward_contract").detail, StartsWith("float32: "));
+  CHECK_THAT(result_of(report, "deterministic").detail, Contains("float32"));
+}
+
+TEST_CASE("harness: check_op runs in grad mode whatever the caller's, and restores it") {
+  opforge::NoGradGuard no_grad;
+  const sdk::CheckReport report = sdk::check_op(opforge::op("elementwise.mul"));
+  INFO(report_text(report));
+  CHECK(sdk::all_passed(report));
+  CHECK_FALSE(opforge::grad_enabled());
+}
+
+TEST_CASE("harness: options set the thread count and calls; an empty handle is refused") {
+  sdk::CheckOptions options;
+  options.threads = 2;
+  options.calls_per_thread = 3;
+  const sdk::CheckReport report = sdk::check_op(opforge::op("linalg.mv"), options);
+  CHECK_THAT(result_of(report, "thread_safe").detail, StartsWith("2 threads x 3 float64 forward+backward calls"));
+  CHECK_THROWS_AS(sdk::check_op(OpHandle()), opforge::ValueError);
+}
+
+TEST_CASE("harness: format_result writes PASS, FAIL and SKIP lines") {
+  sdk::CheckResult r;
+  r.op = "loss.lstsq";
+  r.check = "gradcheck";
+  r.passed = true;
+  r.detail = "49 elements, max |diff| 3.1e-10";
+  CHECK(sdk::format_result(r) == "PASS loss.lstsq gradcheck (49 elements, max |diff| 3.1e-10)");
+  r.passed = false;
+  r.detail = "output 0 element 3 differs: 1.0000001 vs 1.0000002";
+  CHECK(sdk::format_result(r) == "FAIL loss.lstsq gradcheck: output 0 element 3 differs: 1.0000001 vs 1.0000002");
+  r.passed = true;
+  r.skipped = true;
+  r.detail = "why";
+  CHECK(sdk::format_result(r) == "SKIP loss.lstsq gradcheck: why");
+  CHECK(sdk::all_passed({r}));
+}
+
+// ---- the opforge program ------------------------------------------------------------------
+
+TEST_CASE("harness: `opforge check` on the shady plugin fails (exit 1), one line per op and check") {
+  const RunResult r = run_command(opforge_check("'" OPFORGE_SHADY_PLUGIN "'"));
+  INFO(r.output);
+  CHECK(r.status == 1);
+  const auto lines = r.lines();
+  REQUIRE(lines.size() == 5 * 6 + 1);
+  const std::string output = "\n" + r.output;  // every line, the first included, follows a newline
+  CHECK_THAT(output, Contains("\nFAIL shady.wrong_grad gradcheck: gradcheck failed for 'shady.wrong_grad': input 0"));
+  CHECK_THAT(output, Contains("\nPASS shady.wrong_grad backward_contract (float64, float32: "));
+  CHECK_THAT(output, Contains("\nFAIL shady.float64_grad backward_contract: float32: in backward of"));
+  CHECK_THAT(output, Contains("\nFAIL shady.clobbers_input inputs_unchanged: input 1 'work' element 0 changed"));
+  CHECK_THAT(output, Contains("\nFAIL shady.noisy deterministic: output 0 element 0 differs: "));
+  CHECK_THAT(output, Contains("\nSKIP shady.noisy thread_safe: two runs on one thread already differ"));
+  CHECK_THAT(output, Contains("\nFAIL shady.shared_buffer thread_safe: thread "));
+  CHECK_THAT(lines.back(), StartsWith("FAILED: plugin 'shady' (") &&
+                               Contains("): 5 ops, 24 passed, 5 failed, 1 skipped; failing ops: "));
+}
+
+TEST_CASE("harness: `opforge check` on the standard loss.so passes (exit 0)") {
+  const RunResult r = run_command(opforge_check("'" OPFORGE_LOSS_PLUGIN "'"));
+  INFO(r.output);
+  CHECK(r.status == 0);
+  const auto lines = r.lines();
+  REQUIRE(lines.size() == 6 + 1);
+  CHECK_THAT(lines[0], StartsWith("PASS loss.lstsq gradcheck (49 elements, max |diff| "));
+  for (std::size_t i = 0; i < 6; ++i) CHECK_THAT(lines[i], StartsWith("PASS loss.lstsq " + sdk::check_names()[i]));
+  CHECK_THAT(lines.back(), StartsWith("OK: plugin 'loss' (") && Contains("): 1 op, 6 passed, 0 failed, 0 skipped"));
+}
+
+TEST_CASE("harness: `opforge check --json` writes one JSON object per op and check") {
+  const RunResult r = run_command(opforge_check("'" OPFORGE_SHADY_PLUGIN "' --json"), /*with_stderr=*/false);
+  INFO(r.output);
+  CHECK(r.status == 1);
+  const auto lines = r.lines();
+  REQUIRE(lines.size() == 5 * 6);  // the summary goes to stderr
+  for (const std::string& line : lines) {
+    CHECK_THAT(line, StartsWith("{\"op\": \"shady.") && Contains("\", \"check\": \"") &&
+                         Contains(", \"detail\": \""));
+    CHECK(line.back() == '}');
+  }
+  CHECK_THAT(r.output, Contains("{\"op\": \"shady.noisy\", \"check\": \"deterministic\", \"passed\": false, "
+                                "\"skipped\": false, \"detail\": \"output 0 element 0 differs: "));
+  CHECK_THAT(r.output, Contains("{\"op\": \"shady.wrong_grad\", \"check\": \"backward_contract\", \"passed\": true, "
+                                "\"skipped\": false, \"detail\": \"float64, float32: "));
+}
+
+TEST_CASE("harness: `opforge check --op` checks one op; bad arguments and load errors exit 2") {
+  SECTION("--op with a qualified or a short name") {
+    for (const std::string name : {"shady.noisy", "noisy"}) {
+      const RunResult r = run_command(opforge_check("'" OPFORGE_SHADY_PLUGIN "' --op " + name));
+      INFO(r.output);
+      CHECK(r.status == 1);
+      const auto lines = r.lines();
+      REQUIRE(lines.size() == 6 + 1);
+      for (std::size_t i = 0; i < 6; ++i) CHECK_THAT(lines[i], Contains(" shady.noisy " + sdk::check_names()[i]));
+    }
+    const RunResult ok = run_command(opforge_check("'" OPFORGE_SHADY_PLUGIN "' --op shady.wrong_grad --json"));
+    CHECK(ok.status == 1);
+  }
+  SECTION("--op naming no op of the plugin") {
+    const RunResult r = run_command(opforge_check("'" OPFORGE_LOSS_PLUGIN "' --op mv"));
+    CHECK(r.status == 2);
+    CHECK_THAT(r.output, Contains("opforge check: plugin 'loss' (") &&
+                             Contains(") has no op named 'mv'; its ops: loss.lstsq"));
+  }
+  SECTION("a file that is not there") {
+    const RunResult r = run_command(opforge_check("/nonexistent/dir/myops.so"));
+    CHECK(r.status == 2);
+    CHECK_THAT(r.output, StartsWith("opforge check: cannot load plugin '/nonexistent/dir/myops.so': file not found"));
+  }
+  SECTION("no plugin given") {
+    const RunResult r = run_command(opforge_check(""));
+    CHECK(r.status == 2);
+    CHECK_THAT(r.output, StartsWith("opforge check: expected a plugin file"));
+  }
+}

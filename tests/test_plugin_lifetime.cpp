@@ -1,0 +1,505 @@
+// Plugin lifetime: unload_plugin, reloading (the same file, or a rebuilt copy),
+// LoadOptions::replace_existing, and the rule behind them all: nothing a plugin
+// made (an OpHandle, a graph node) outlives its code, and once the last of
+// those is gone the library really leaves the process (checked in
+// /proc/self/maps and with dlopen(RTLD_NOLOAD)).
+//
+// The fixtures (tests/lifetime_fixtures) are all built from scaler.cpp:
+// <family>.scale(x) = k x and <family>.square(x) = k x^2, with k set per build.
+// Every test case works alone (ctest runs each in its own process) and with the
+// others in one process: each uses plugins no other test loads.
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <opforge/opforge.hpp>
+
+#ifndef OPFORGE_LIFETIME_FIXTURES
+#error "OPFORGE_LIFETIME_FIXTURES (the folder of tests/lifetime_fixtures' plugins) must be defined"
+#endif
+
+namespace fs = std::filesystem;
+using opforge::OpHandle;
+using opforge::Tensor;
+
+namespace {
+
+std::string fixture(const std::string& file) {
+  return fs::canonical(std::string(OPFORGE_LIFETIME_FIXTURES) + "/" + file).string();
+}
+
+// True when /proc/self/maps has a mapping of `file` (also once the file was
+// replaced or removed on disk: the kernel then shows "FILE (deleted)").
+bool is_mapped(const std::string& file) {
+  std::ifstream maps("/proc/self/maps");
+  REQUIRE(maps.is_open());
+  std::string line;
+  while (std::getline(maps, line)) {
+    std::istringstream fields(line);
+    std::string address, perms, offset, device, inode, path;
+    fields >> address >> perms >> offset >> device >> inode;
+    std::getline(fields, path);
+    path.erase(0, path.find_first_not_of(' '));
+    if (path == file || path == file + " (deleted)") return true;
+  }
+  return false;
+}
+
+// True when the dynamic loader still has `file` open (it opens nothing new).
+bool dl_has(const std::string& file) {
+  void* h = ::dlopen(file.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  if (!h) return false;
+  ::dlclose(h);
+  return true;
+}
+
+bool plugin_is_loaded(const std::string& name) {
+  const auto plugins = opforge::loaded_plugins();
+  return std::any_of(plugins.begin(), plugins.end(), [&](const opforge::PluginInfo& p) { return p.name == name; });
+}
+
+opforge::PluginInfo loaded_plugin(const std::string& name) {
+  for (const auto& p : opforge::loaded_plugins())
+    if (p.name == name) return p;
+  FAIL("plugin '" << name << "' is not loaded");
+  return {};
+}
+
+// The pending unloads from `file` (0 or 1 of them).
+std::vector<opforge::PendingUnload> pending_from(const std::string& file) {
+  std::vector<opforge::PendingUnload> out;
+  for (const auto& p : opforge::pending_unloads())
+    if (p.plugin.file == file) out.push_back(p);
+  return out;
+}
+
+std::string load_failure(const std::string& path, const opforge::LoadOptions& options = {}) {
+  try {
+    opforge::load_plugin(path, options);
+  } catch (const opforge::PluginError& e) {
+    return e.what();
+  }
+  FAIL("load_plugin('" << path << "') did not throw a PluginError");
+  return {};
+}
+
+std::string unload_failure(const std::string& name) {
+  try {
+    opforge::unload_plugin(name);
+  } catch (const opforge::PluginError& e) {
+    return e.what();
+  }
+  FAIL("unload_plugin('" << name << "') did not throw a PluginError");
+  return {};
+}
+
+// op(name) must fail as for a name no plugin provides.
+void check_not_registered(const std::string& name) {
+  try {
+    opforge::op(name);
+    FAIL("op('" << name << "') still resolves");
+  } catch (const opforge::PluginError& e) {
+    CHECK_THAT(e.what(), Catch::StartsWith("no op named '" + name + "' is registered") &&
+                             Catch::EndsWith("(`opforge ops` lists the loaded plugins and the files that failed to load)"));
+  }
+}
+
+std::string loaded_names() {
+  std::vector<std::string> names;
+  for (const auto& p : opforge::loaded_plugins()) names.push_back(p.name);
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+opforge::LoadOptions replacing() {
+  opforge::LoadOptions o;
+  o.replace_existing = true;
+  return o;
+}
+
+Tensor ones(std::int64_t n) { return Tensor::ones({n}); }
+
+// A fresh empty folder, removed at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    path_ = fs::temp_directory_path() /
+            ("opforge_lifetime_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+    path_ = fs::canonical(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+// Puts a copy of `from` at `to` the way a linker writes its output: a new file
+// renamed into place (a new inode), never the old one overwritten in place.
+void install(const std::string& from, const std::string& to) {
+  const std::string tmp = to + ".new";
+  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing);
+  fs::rename(tmp, to);
+}
+
+}  // namespace
+
+// ---- the required scenario ---------------------------------------------------------
+
+TEST_CASE("lifetime: a graph outlives its unloaded plugin, and the library leaves with the graph") {
+  const std::string file = fixture("lt_unload.so");
+  REQUIRE_FALSE(is_mapped(file));
+
+  const opforge::PluginInfo info = opforge::load_plugin(file);
+  CHECK(info.name == "lt_unload");
+  CHECK(info.file == file);
+  CHECK(info.ops == std::vector<std::string>{"lt_unload.scale", "lt_unload.square"});
+  CHECK(is_mapped(file));
+  CHECK(dl_has(file));
+
+  {
+    Tensor x = Tensor::from_values({1, 2, -3}).requires_grad_();
+    Tensor y = opforge::op("lt_unload.square")({x});  // 3 x^2; the handle is gone after this line
+    CHECK(y.to_vector() == std::vector<double>{3, 12, 27});
+
+    const opforge::UnloadResult r = opforge::unload_plugin("lt_unload");
+    CHECK(r.plugin.name == "lt_unload");
+    CHECK(r.plugin.file == file);
+    CHECK(r.plugin.ops == info.ops);
+    CHECK_FALSE(r.unloaded_now);
+    CHECK(r.users_left == 1);  // y's graph node
+
+    // Gone for new lookups, not listed, but still open.
+    check_not_registered("lt_unload.square");
+    check_not_registered("lt_unload.scale");
+    CHECK_FALSE(plugin_is_loaded("lt_unload"));
+    const auto pending = pending_from(file);
+    REQUIRE(pending.size() == 1);
+    CHECK(pending[0].plugin.name == "lt_unload");
+    CHECK(pending[0].ops_in_use == 1);  // square (scale had no user and is destroyed)
+    CHECK(is_mapped(file));
+
+    // The old graph still runs the old code: d(3 x^2)/dx = 6 x.
+    y.backward(ones(3));
+    CHECK(x.grad().to_vector() == std::vector<double>{6, 12, -18});
+    CHECK(is_mapped(file));
+  }  // the graph is dropped here: the last user of the library
+
+  CHECK_FALSE(is_mapped(file));
+  CHECK_FALSE(dl_has(file));
+  CHECK(pending_from(file).empty());
+}
+
+// ---- what keeps a plugin loaded --------------------------------------------------------
+
+TEST_CASE("lifetime: an OpHandle alone keeps an unloaded plugin loaded") {
+  const std::string file = fixture("lt_handle.so");
+  opforge::load_plugin(file);
+  OpHandle h = opforge::op("lt_handle.scale");
+  {
+    const OpHandle copy = h;
+    const opforge::UnloadResult r = opforge::unload_plugin("lt_handle");
+    CHECK_FALSE(r.unloaded_now);
+    CHECK(r.users_left == 2);  // h and copy
+  }
+  check_not_registered("lt_handle.scale");
+  CHECK(is_mapped(file));
+  REQUIRE(pending_from(file).size() == 1);
+  CHECK(pending_from(file)[0].ops_in_use == 1);
+
+  // The handle still calls the plugin's code.
+  CHECK(h({Tensor::from_values({1, -2})}).to_vector() == std::vector<double>{3, -6});
+  CHECK(h.plugin_name() == "lt_handle");
+  CHECK(h.plugin_file() == file);
+
+  h = OpHandle();
+  CHECK_FALSE(is_mapped(file));
+  CHECK_FALSE(dl_has(file));
+  CHECK(pending_from(file).empty());
+}
+
+TEST_CASE("lifetime: a plugin nothing uses is closed by unload_plugin, and the same file loads again") {
+  const std::string file = fixture("lt_reload.so");
+  opforge::load_plugin(file);
+  CHECK(opforge::op("lt_reload.scale")({Tensor::from_values({2})}).item() == 6.0);
+
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_reload");
+  CHECK(r.unloaded_now);
+  CHECK(r.users_left == 0);
+  CHECK_FALSE(is_mapped(file));
+  CHECK(pending_from(file).empty());
+  check_not_registered("lt_reload.scale");
+
+  // Reload: the ops come back, from a fresh dlopen of the file.
+  const opforge::PluginInfo again = opforge::load_plugin(file);
+  CHECK(again.name == "lt_reload");
+  CHECK(again.ops == std::vector<std::string>{"lt_reload.scale", "lt_reload.square"});
+  CHECK(is_mapped(file));
+  const auto plugins = opforge::loaded_plugins();
+  CHECK(std::count_if(plugins.begin(), plugins.end(), [](const auto& p) { return p.name == "lt_reload"; }) == 1);
+  Tensor x = Tensor::from_values({1, 2}).requires_grad_();
+  Tensor y = opforge::op("lt_reload.square")({x});
+  CHECK(y.to_vector() == std::vector<double>{3, 12});
+  y.backward(ones(2));
+  CHECK(x.grad().to_vector() == std::vector<double>{6, 12});
+  y = Tensor();
+
+  // A hard link is the same file to the dynamic loader: refused as already loaded.
+  TempDir dir;
+  const std::string link = dir.file("lt_reload_link.so");
+  std::error_code ec;
+  fs::create_hard_link(file, link, ec);
+  if (ec) {
+    WARN("no hard link from " << link << " to " << file << " (" << ec.message() << "): that check is skipped");
+  } else {
+    CHECK(load_failure(link) == "cannot load plugin '" + link + "': this file is already loaded, as " + file +
+                                    " (plugin 'lt_reload')");
+  }
+
+  CHECK(opforge::unload_plugin("lt_reload").unloaded_now);
+  CHECK_FALSE(is_mapped(file));
+}
+
+TEST_CASE("lifetime: the same unchanged file loads again while its old ops are still in use") {
+  const std::string file = fixture("lt_shared.so");
+  opforge::load_plugin(file);
+  OpHandle old = opforge::op("lt_shared.scale");
+  CHECK_FALSE(opforge::unload_plugin("lt_shared").unloaded_now);
+
+  // dlopen hands back the library that is still open: the same code, so allowed.
+  const opforge::PluginInfo info = opforge::load_plugin(file);
+  CHECK(info.name == "lt_shared");
+  const OpHandle fresh = opforge::op("lt_shared.scale");
+  CHECK(fresh.entry() != old.entry());
+  CHECK(fresh({Tensor::from_values({1})}).item() == 3.0);
+  CHECK(old({Tensor::from_values({1})}).item() == 3.0);
+
+  old = OpHandle();
+  CHECK(pending_from(file).empty());
+  CHECK(is_mapped(file));  // the new load holds it
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_shared");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.users_left == 1);  // fresh
+}
+
+// ---- a rebuilt plugin ------------------------------------------------------------------
+
+TEST_CASE("lifetime: a rebuilt plugin loads from another file while old graphs keep the old code") {
+  TempDir dir;
+  const std::string path = dir.file("lt_rebuilt.so");
+  const std::string copy = dir.file("lt_rebuilt_copy.so");
+  install(fixture("lt_rebuilt_v3.so"), path);
+  opforge::load_plugin(path);
+
+  Tensor x = Tensor::from_values({1, -2}).requires_grad_();
+  Tensor y = opforge::op("lt_rebuilt.scale")({x});
+  CHECK(y.to_vector() == std::vector<double>{3, -6});
+
+  // "Rebuild" at the same path. dlopen would hand back the open library, so the
+  // loader refuses the path as long as the old build is open.
+  install(fixture("lt_rebuilt_v2.so"), path);
+  CHECK(load_failure(path) == "cannot load plugin '" + path + "': this file is already loaded (plugin 'lt_rebuilt')");
+  // A copy is a different file, but the plugin name is taken.
+  install(fixture("lt_rebuilt_v2.so"), copy);
+  CHECK(load_failure(copy) == "cannot load plugin '" + copy + "': a plugin named 'lt_rebuilt' is already loaded from " +
+                                  path +
+                                  "; give one of them another name, or remove one file from the plugin path (to "
+                                  "replace the loaded one, call unload_plugin(\"lt_rebuilt\") first, or load with "
+                                  "LoadOptions::replace_existing)");
+
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_rebuilt");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.users_left == 1);  // y's node
+  // Unloaded, but y still holds the old build open: the changed file at the same
+  // path is still refused, saying why.
+  CHECK(load_failure(path) ==
+        "cannot load plugin '" + path + "': an earlier build of this file is still open: plugin 'lt_rebuilt' (" + path +
+            ") was unloaded, but its ops are still in use (ops in use: 1), and the dynamic loader would hand back "
+            "that old code, not the file now on disk; load the new build from another path (a copy of the file, not "
+            "a link), or release the old plugin's op handles and graphs first");
+
+  // The copy loads: new calls get the new code (2 x)...
+  const opforge::PluginInfo info = opforge::load_plugin(copy);
+  CHECK(info.name == "lt_rebuilt");
+  CHECK(info.file == copy);
+  OpHandle fresh = opforge::op("lt_rebuilt.scale");
+  CHECK(fresh.plugin_file() == copy);
+  CHECK(fresh({Tensor::from_values({1, -2})}).to_vector() == std::vector<double>{2, -4});
+  // ...while the old graph still backpropagates through the old code (3).
+  y.backward(ones(2));
+  CHECK(x.grad().to_vector() == std::vector<double>{3, 3});
+  CHECK(is_mapped(path));
+  CHECK(is_mapped(copy));
+
+  y = Tensor();  // the old build's last user
+  CHECK_FALSE(is_mapped(path));
+  CHECK(is_mapped(copy));
+  CHECK(pending_from(path).empty());
+
+  // Once the old build is closed, the path itself loads its new content.
+  fresh = OpHandle();
+  CHECK(opforge::unload_plugin("lt_rebuilt").unloaded_now);
+  CHECK(opforge::load_plugin(path).name == "lt_rebuilt");
+  CHECK(opforge::op("lt_rebuilt.scale")({Tensor::from_values({5})}).item() == 10.0);
+  CHECK(opforge::unload_plugin("lt_rebuilt").unloaded_now);
+  CHECK_FALSE(is_mapped(path));
+  CHECK_FALSE(is_mapped(copy));
+}
+
+// ---- replace_existing --------------------------------------------------------------------
+
+TEST_CASE("lifetime: replace_existing takes ops over from another plugin; their old users keep the old code") {
+  const std::string file_a = fixture("lt_repl_a.so");
+  const std::string file_b = fixture("lt_repl_b.so");
+  opforge::load_plugin(file_a);
+  OpHandle old = opforge::op("lt_repl.scale");
+
+  // By default: refused, with the usual message, and nothing changes.
+  CHECK(load_failure(file_b) ==
+        "plugin 'lt_repl_b' (" + file_b + ") registers op 'lt_repl.scale', which plugin 'lt_repl_a' (" + file_a +
+            ") already provides; rename one of them, or remove one file from the plugin path");
+  CHECK_FALSE(plugin_is_loaded("lt_repl_b"));
+  CHECK(opforge::op("lt_repl.scale").plugin_name() == "lt_repl_a");
+  CHECK_FALSE(is_mapped(file_b));
+
+  const opforge::PluginInfo info = opforge::load_plugin(file_b, replacing());
+  CHECK(info.name == "lt_repl_b");
+  CHECK(info.ops == std::vector<std::string>{"lt_repl.scale", "lt_repl.square"});
+  CHECK(opforge::op("lt_repl.scale").plugin_name() == "lt_repl_b");
+  CHECK(opforge::op("lt_repl.square").plugin_name() == "lt_repl_b");
+  CHECK(opforge::op("lt_repl.extra").plugin_name() == "lt_repl_a");  // B does not provide it
+  CHECK(opforge::op("lt_repl.scale")({Tensor::from_values({1})}).item() == 2.0);
+  CHECK(old({Tensor::from_values({1})}).item() == 3.0);
+  CHECK(old.plugin_name() == "lt_repl_a");
+  // A stays loaded with what it still provides.
+  CHECK(loaded_plugin("lt_repl_a").ops == std::vector<std::string>{"lt_repl.extra"});
+  CHECK(loaded_plugin("lt_repl_b").ops == info.ops);
+
+  // Unloading A takes only its own op out of the registry.
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_repl_a");
+  CHECK(r.plugin.ops == std::vector<std::string>{"lt_repl.extra"});
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.users_left == 1);  // old
+  check_not_registered("lt_repl.extra");
+  CHECK(opforge::op("lt_repl.scale").plugin_name() == "lt_repl_b");
+  CHECK(old({Tensor::from_values({1})}).item() == 3.0);
+  CHECK(is_mapped(file_a));
+  old = OpHandle();
+  CHECK_FALSE(is_mapped(file_a));
+
+  CHECK(opforge::unload_plugin("lt_repl_b").unloaded_now);
+  CHECK_FALSE(is_mapped(file_b));
+  check_not_registered("lt_repl.scale");
+}
+
+TEST_CASE("lifetime: replace_existing replaces a loaded plugin of the same name whole") {
+  const std::string v3 = fixture("lt_swap_v3.so");
+  const std::string v2 = fixture("lt_swap_v2.so");
+  opforge::load_plugin(v3);
+  Tensor x = Tensor::from_values({1, 2}).requires_grad_();
+  Tensor y = opforge::op("lt_swap.square")({x});
+  CHECK(y.to_vector() == std::vector<double>{3, 12});
+
+  const opforge::PluginInfo info = opforge::load_plugin(v2, replacing());
+  CHECK(info.name == "lt_swap");
+  CHECK(info.file == v2);
+  CHECK(info.ops == std::vector<std::string>{"lt_swap.scale", "lt_swap.square"});
+  const auto plugins = opforge::loaded_plugins();
+  CHECK(std::count_if(plugins.begin(), plugins.end(), [](const auto& p) { return p.name == "lt_swap"; }) == 1);
+  CHECK(loaded_plugin("lt_swap").file == v2);
+  check_not_registered("lt_swap.extra");  // the old build's op that the new one lacks
+  {
+    opforge::NoGradGuard no_grad;
+    CHECK(opforge::op("lt_swap.square")({Tensor::from_values({1, 2})}).to_vector() == std::vector<double>{2, 8});
+  }
+  const auto pending = pending_from(v3);
+  REQUIRE(pending.size() == 1);
+  CHECK(pending[0].plugin.name == "lt_swap");
+  CHECK(pending[0].ops_in_use == 1);
+
+  y.backward(ones(2));
+  CHECK(x.grad().to_vector() == std::vector<double>{6, 12});  // 6 x: the old build
+  y = Tensor();
+  CHECK_FALSE(is_mapped(v3));
+  CHECK(pending_from(v3).empty());
+
+  CHECK(opforge::unload_plugin("lt_swap").unloaded_now);
+  CHECK_FALSE(is_mapped(v2));
+}
+
+// ---- errors ------------------------------------------------------------------------------
+
+TEST_CASE("lifetime: unloading an unknown plugin names it and the loaded plugins") {
+  CHECK(unload_failure("lt_nowhere") ==
+        "cannot unload plugin 'lt_nowhere': no plugin of that name is loaded; loaded plugins: " + loaded_names());
+  CHECK_THAT(loaded_names(), Catch::Contains("elementwise"));
+
+  // A plugin unloaded already, still in use: said so.
+  opforge::load_plugin(fixture("lt_unknown.so"));
+  OpHandle h = opforge::op("lt_unknown.scale");
+  opforge::unload_plugin("lt_unknown");
+  CHECK(unload_failure("lt_unknown") ==
+        "cannot unload plugin 'lt_unknown': it was already unloaded; its library stays open while its ops are in "
+        "use (ops in use: 1); loaded plugins: " +
+            loaded_names());
+  h = OpHandle();
+  CHECK(unload_failure("lt_unknown") ==
+        "cannot unload plugin 'lt_unknown': no plugin of that name is loaded; loaded plugins: " + loaded_names());
+}
+
+// ---- threads -----------------------------------------------------------------------------
+
+TEST_CASE("lifetime: unloads and reloads race safely with calls on other threads") {
+  const std::string file = fixture("lt_threads.so");
+  opforge::load_plugin(file);
+  std::atomic<bool> stop{false};
+  std::atomic<int> calls{0}, misses{0}, wrong{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 3; ++t) {
+    workers.emplace_back([&] {
+      while (!stop.load()) {
+        try {
+          const OpHandle h = opforge::op("lt_threads.square");
+          Tensor x = Tensor::from_values({1, 2}).requires_grad_();
+          Tensor y = h({x});
+          y.backward(ones(2));
+          if (y.to_vector() != std::vector<double>{3, 12} || x.grad().to_vector() != std::vector<double>{6, 12})
+            ++wrong;
+          ++calls;
+        } catch (const opforge::PluginError&) {
+          ++misses;  // between an unload and the next load
+        }
+      }
+    });
+  }
+  while (calls.load() < 20) std::this_thread::yield();
+  for (int i = 0; i < 100; ++i) {
+    opforge::unload_plugin("lt_threads");
+    opforge::load_plugin(file);
+  }
+  stop = true;
+  for (auto& w : workers) w.join();
+  CHECK(wrong == 0);
+  CHECK(calls > 0);
+  CHECK(pending_from(file).empty());  // the workers' handles and graphs are gone
+  CHECK(opforge::unload_plugin("lt_threads").unloaded_now);
+  CHECK_FALSE(is_mapped(file));
+}

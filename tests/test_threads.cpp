@@ -1,0 +1,141 @@
+// Threads (docs/autograd.md, "Threads"): independent graphs are built and
+// backpropagated in parallel, and give the same bits as on one thread; a leaf
+// shared by graphs on several threads accumulates every pass under its lock.
+// The graphs are the least-squares loss built from the standard plugins:
+//   L = reduce.sum(elementwise.square(elementwise.sub(y, linalg.mv(A, x))))
+// Run under ThreadSanitizer as docs/autograd.md describes.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <opforge/opforge.hpp>
+
+using opforge::DType;
+using opforge::OpHandle;
+using opforge::Tensor;
+using V = std::vector<double>;
+
+namespace {
+
+struct Ops {
+  OpHandle mv = opforge::op("linalg.mv");
+  OpHandle sub = opforge::op("elementwise.sub");
+  OpHandle square = opforge::op("elementwise.square");
+  OpHandle sum = opforge::op("reduce.sum");
+  Tensor loss(const Tensor& A, const Tensor& x, const Tensor& y) const {
+    return sum({square({sub({y, mv({A, x})})})});
+  }
+};
+
+bool same_bits(const V& a, const V& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+}
+
+// One thread's problem: A [m, n], x [n] (requires grad), y [m], from seeds.
+struct Problem {
+  Tensor A, x, y;
+  explicit Problem(int t) {
+    const auto s = static_cast<std::uint64_t>(t);
+    A = Tensor::randn({24, 7}, DType::Float64, 1000 + s);
+    x = Tensor::randn({7}, DType::Float64, 2000 + s).requires_grad_();
+    y = Tensor::randn({24}, DType::Float64, 3000 + s);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("threads: 8 threads x 1,000 lstsq forward+backward passes match one thread bit for bit", "[threads]") {
+  const int threads = 8, passes = 1000;
+  const Ops ops;
+  // The single-threaded reference for each thread's problem.
+  std::vector<V> ref_grad(threads);
+  std::vector<double> ref_loss(threads);
+  for (int t = 0; t < threads; ++t) {
+    Problem p(t);
+    Tensor L = ops.loss(p.A, p.x, p.y);
+    ref_loss[static_cast<std::size_t>(t)] = L.item();
+    L.backward();
+    ref_grad[static_cast<std::size_t>(t)] = p.x.grad().to_vector();
+  }
+  // Different problems give different gradients (the comparison below means something).
+  REQUIRE_FALSE(same_bits(ref_grad[0], ref_grad[1]));
+
+  std::atomic<int> mismatches{0}, errors{0}, done{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        const Problem p(t);  // each thread its own A, x, y
+        const auto k = static_cast<std::size_t>(t);
+        while (!go.load()) std::this_thread::yield();
+        for (int i = 0; i < passes; ++i) {
+          p.x.zero_grad();
+          Tensor L = ops.loss(p.A, p.x, p.y);
+          const double l = L.item();
+          if (std::memcmp(&l, &ref_loss[k], sizeof l) != 0) ++mismatches;
+          L.backward();
+          if (!same_bits(p.x.grad().to_vector(), ref_grad[k])) ++mismatches;
+          ++done;
+        }
+      } catch (...) {
+        ++errors;
+      }
+    });
+  }
+  go = true;
+  for (auto& th : pool) th.join();
+  CHECK(errors == 0);
+  CHECK(mismatches == 0);
+  CHECK(done == threads * passes);
+}
+
+TEST_CASE("threads: 4 threads x 500 backward passes into one shared leaf W give 2,000 x the single-pass gradient",
+          "[threads]") {
+  const int threads = 4, passes = 500;
+  const Ops ops;
+  // Small integers: every gradient entry is an integer, so 2,000 of them add up
+  // exactly whatever the order the threads' passes land in.
+  Tensor W = Tensor::from_values({1, 2, 0, -1, 3, 1, 2, -2, 1, 0, 1, 1}, {4, 3}).requires_grad_();
+  const V xv{1, -1, 2};
+  const V yv{3, 0, -2, 2};
+  ops.loss(W, Tensor::from_values(xv), Tensor::from_values(yv)).backward();
+  const V single = W.grad().to_vector();
+  // dL/dW = -2 (y - W x) xᵀ; W x = [-1, -2, 6, 1], r = [4, 2, -8, 1]
+  REQUIRE(single == V{-8, 8, -16, -4, 4, -8, 16, -16, 32, -2, 2, -4});
+
+  for (int round = 0; round < 3; ++round) {  // a lost update is a race: give it a few chances
+    CAPTURE(round);
+    W.zero_grad();
+    std::atomic<int> errors{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&] {
+        try {
+          const Tensor x = Tensor::from_values(xv), y = Tensor::from_values(yv);  // this thread's graph
+          while (!go.load()) std::this_thread::yield();
+          for (int i = 0; i < passes; ++i) ops.loss(W, x, y).backward();
+        } catch (...) {
+          ++errors;
+        }
+      });
+    }
+    go = true;
+    for (auto& th : pool) th.join();
+    CHECK(errors == 0);
+    REQUIRE(W.grad().defined());
+    const V g = W.grad().to_vector();
+    REQUIRE(g.size() == single.size());
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      CAPTURE(i);
+      CHECK(g[i] == threads * passes * single[i]);
+    }
+  }
+  CHECK(W.is_leaf());
+  CHECK(W.to_vector() == V{1, 2, 0, -1, 3, 1, 2, -2, 1, 0, 1, 1});  // W itself is only read
+}

@@ -1,0 +1,516 @@
+// Core views (framework/src/views.cpp): transpose, permute, slice, select,
+// reshape, view, expand, contiguous. Each view shares its base's storage (no
+// copy), with the layout checked against hand-worked shapes, strides and values;
+// copies happen only where documented (reshape that the strides forbid,
+// contiguous of a strided tensor, clone, to). Views are refused on tensors that
+// take part in autograd; writes through a view reach the base and bump the
+// shared version counter.
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include <opforge/opforge.hpp>
+
+using opforge::AutogradError;
+using opforge::Dims;
+using opforge::DType;
+using opforge::IndexError;
+using opforge::ShapeError;
+using opforge::Tensor;
+using opforge::ValueError;
+using Catch::Matchers::Message;
+using V = std::vector<double>;
+
+namespace {
+
+// 0, 1, ..., n-1 in `shape` (row-major).
+Tensor iota(const Dims& shape, DType dt = DType::Float64) {
+  V v(static_cast<std::size_t>(shape.product()));
+  std::iota(v.begin(), v.end(), 0.0);
+  return Tensor::from_values(v, shape, dt);
+}
+
+// Byte address of element `elements` past t's first element (t's dtype).
+const char* at(const Tensor& t, std::int64_t elements) {
+  return static_cast<const char*>(t.data_ptr()) + elements * static_cast<std::int64_t>(opforge::itemsize(t.dtype()));
+}
+
+// Same storage, and the view starts `offset` elements into the base's data.
+void check_shares(const Tensor& view, const Tensor& base, std::int64_t offset = 0) {
+  CHECK(view.storage() == base.storage());
+  CHECK(static_cast<const char*>(view.data_ptr()) == at(base, offset));
+  CHECK_FALSE(view.is_same(base));
+}
+
+}  // namespace
+
+// ---- transpose and permute --------------------------------------------------------
+
+TEST_CASE("views: transpose swaps shape and strides over the same memory", "[views]") {
+  const Tensor a = iota({3, 4});  // [[0,1,2,3],[4,5,6,7],[8,9,10,11]]
+  const std::int64_t live = opforge::live_bytes();
+  const Tensor t = a.transpose(0, 1);
+  CHECK(opforge::live_bytes() == live);  // no data allocated
+  check_shares(t, a);
+  CHECK(t.shape() == Dims{4, 3});
+  CHECK(t.strides() == Dims{1, 4});
+  CHECK_FALSE(t.is_contiguous());
+  CHECK(t.to_vector() == V{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11});
+  // Negative axes; transposing back gives the original layout (contiguous again).
+  const Tensor back = t.transpose(-1, -2);
+  CHECK(back.shape() == Dims{3, 4});
+  CHECK(back.strides() == Dims{4, 1});
+  CHECK(back.is_contiguous());
+  CHECK(back.to_vector() == a.to_vector());
+  // Same axis twice: an identical view.
+  CHECK(a.transpose(1, 1).strides() == Dims{4, 1});
+  REQUIRE_THROWS_MATCHES(a.transpose(0, 2), IndexError,
+                         Message("Tensor::transpose: argument 'axis': expected an axis in [-2, 2) for a tensor of "
+                                 "shape [3, 4], got 2"));
+}
+
+TEST_CASE("views: permute reorders every axis (result axis i is input axis order[i])", "[views]") {
+  const Tensor a = iota({2, 3, 4});  // strides [12, 4, 1]
+  const Tensor p = a.permute({2, 0, 1});
+  check_shares(p, a);
+  CHECK(p.shape() == Dims{4, 2, 3});
+  CHECK(p.strides() == Dims{1, 12, 4});
+  CHECK_FALSE(p.is_contiguous());
+  // p[i, j, k] = a[j, k, i] = 12 j + 4 k + i
+  CHECK(p.to_vector() == V{0, 4, 8, 12, 16, 20,    //
+                           1, 5, 9, 13, 17, 21,    //
+                           2, 6, 10, 14, 18, 22,   //
+                           3, 7, 11, 15, 19, 23});
+  // Negative axes count from the end.
+  CHECK(a.permute({-1, 0, -2}).strides() == Dims{1, 12, 4});
+  // The identity permutation is the same layout.
+  CHECK(a.permute({0, 1, 2}).strides() == Dims{12, 4, 1});
+  CHECK(a.permute({0, 1, 2}).is_contiguous());
+}
+
+TEST_CASE("views: permute refuses a wrong number of axes, a repeated axis, an axis out of range", "[views]") {
+  const Tensor a = iota({2, 3, 4});
+  REQUIRE_THROWS_MATCHES(a.permute({0, 1}), ShapeError,
+                         Message("Tensor::permute: argument 'order': expected 3 axes (one per axis of [2, 3, 4]), "
+                                 "got [0, 1]"));
+  REQUIRE_THROWS_MATCHES(a.permute({0, 1, 2, 0}), ShapeError,
+                         Message("Tensor::permute: argument 'order': expected 3 axes (one per axis of [2, 3, 4]), "
+                                 "got [0, 1, 2, 0]"));
+  REQUIRE_THROWS_MATCHES(a.permute({0, 0, 1}), ShapeError,
+                         Message("Tensor::permute: argument 'order': axis 0 appears twice in [0, 0, 1]"));
+  // -3 is axis 0 too.
+  REQUIRE_THROWS_MATCHES(a.permute({2, 1, -1}), ShapeError,
+                         Message("Tensor::permute: argument 'order': axis 2 appears twice in [2, 1, -1]"));
+  REQUIRE_THROWS_MATCHES(a.permute({0, 1, 3}), IndexError,
+                         Message("Tensor::permute: argument 'axis': expected an axis in [-3, 3) for a tensor of "
+                                 "shape [2, 3, 4], got 3"));
+}
+
+// ---- slice and select ------------------------------------------------------------------
+
+TEST_CASE("views: slice with positive, negative and clamped bounds", "[views]") {
+  const Tensor a = iota({10});
+  SECTION("plain") {
+    const Tensor s = a.slice(0, 2, 7);
+    check_shares(s, a, 2);
+    CHECK(s.shape() == Dims{5});
+    CHECK(s.strides() == Dims{1});
+    CHECK(s.is_contiguous());
+    CHECK(s.to_vector() == V{2, 3, 4, 5, 6});
+  }
+  SECTION("negative start and stop count from the end") {
+    const Tensor s = a.slice(0, -3, 10);
+    check_shares(s, a, 7);
+    CHECK(s.to_vector() == V{7, 8, 9});
+    CHECK(a.slice(-1, -4, -1).to_vector() == V{6, 7, 8});  // negative axis too
+  }
+  SECTION("bounds are clamped as in Python") {
+    const Tensor lo = a.slice(0, -100, 3);
+    check_shares(lo, a, 0);
+    CHECK(lo.to_vector() == V{0, 1, 2});
+    const Tensor hi = a.slice(0, 8, 100);
+    check_shares(hi, a, 8);
+    CHECK(hi.to_vector() == V{8, 9});
+    CHECK(a.slice(0, -100, 100).to_vector() == a.to_vector());
+  }
+  SECTION("step 2 and step 3") {
+    const Tensor s2 = a.slice(0, 1, 8, 2);
+    check_shares(s2, a, 1);
+    CHECK(s2.shape() == Dims{4});
+    CHECK(s2.strides() == Dims{2});
+    CHECK_FALSE(s2.is_contiguous());
+    CHECK(s2.to_vector() == V{1, 3, 5, 7});
+    const Tensor s3 = a.slice(0, 0, 10, 3);
+    CHECK(s3.shape() == Dims{4});
+    CHECK(s3.strides() == Dims{3});
+    CHECK(s3.to_vector() == V{0, 3, 6, 9});
+    // A slice of a slice composes strides and offsets: elements 1, 5 of 0..9.
+    const Tensor s22 = s2.slice(0, 0, 4, 2);
+    check_shares(s22, a, 1);
+    CHECK(s22.strides() == Dims{4});
+    CHECK(s22.to_vector() == V{1, 5});
+  }
+  SECTION("empty results") {
+    const Tensor e = a.slice(0, 5, 2);  // stop before start
+    CHECK(e.shape() == Dims{0});
+    CHECK(e.numel() == 0);
+    CHECK(e.to_vector().empty());
+    CHECK(e.storage() == a.storage());
+    CHECK(a.slice(0, 10, 20).shape() == Dims{0});
+    CHECK(a.slice(0, -1, -5).shape() == Dims{0});
+  }
+  SECTION("step must be >= 1") {
+    REQUIRE_THROWS_MATCHES(a.slice(0, 0, 5, 0), ValueError,
+                           Message("Tensor::slice: argument 'step': expected >= 1, got 0"));
+    REQUIRE_THROWS_MATCHES(a.slice(0, 5, 0, -1), ValueError,
+                           Message("Tensor::slice: argument 'step': expected >= 1, got -1"));
+    REQUIRE_THROWS_MATCHES(a.slice(1, 0, 5), IndexError,
+                           Message("Tensor::slice: argument 'axis': expected an axis in [-1, 1) for a tensor of "
+                                   "shape [10], got 1"));
+  }
+}
+
+TEST_CASE("views: slice along the inner axis of a matrix is a strided view", "[views]") {
+  const Tensor a = iota({3, 4});
+  const Tensor s = a.slice(1, 1, 3);  // columns 1 and 2
+  check_shares(s, a, 1);
+  CHECK(s.shape() == Dims{3, 2});
+  CHECK(s.strides() == Dims{4, 1});
+  CHECK_FALSE(s.is_contiguous());
+  CHECK(s.to_vector() == V{1, 2, 5, 6, 9, 10});
+  // Rows 0 and 2 (step 2): strides [8, 1].
+  const Tensor r = a.slice(0, 0, 3, 2);
+  CHECK(r.strides() == Dims{8, 1});
+  CHECK(r.to_vector() == V{0, 1, 2, 3, 8, 9, 10, 11});
+}
+
+TEST_CASE("views: select removes the axis; negative indices count from the end", "[views]") {
+  const Tensor a = iota({3, 4});
+  const Tensor row = a.select(0, 1);
+  check_shares(row, a, 4);
+  CHECK(row.shape() == Dims{4});
+  CHECK(row.strides() == Dims{1});
+  CHECK(row.to_vector() == V{4, 5, 6, 7});
+  const Tensor col = a.select(1, -1);
+  check_shares(col, a, 3);
+  CHECK(col.shape() == Dims{3});
+  CHECK(col.strides() == Dims{4});
+  CHECK_FALSE(col.is_contiguous());
+  CHECK(col.to_vector() == V{3, 7, 11});
+  // Down to a 0-d tensor.
+  const Tensor one = col.select(0, -2);
+  check_shares(one, a, 7);
+  CHECK(one.dim() == 0);
+  CHECK(one.item() == 7.0);
+
+  REQUIRE_THROWS_MATCHES(a.select(0, 3), IndexError,
+                         Message("Tensor::select: argument 'index': expected an index in [-3, 3) along axis 0 of "
+                                 "[3, 4], got 3"));
+  REQUIRE_THROWS_MATCHES(a.select(-1, -5), IndexError,
+                         Message("Tensor::select: argument 'index': expected an index in [-4, 4) along axis 1 of "
+                                 "[3, 4], got -5"));
+  REQUIRE_THROWS_MATCHES(a.select(2, 0), IndexError,
+                         Message("Tensor::select: argument 'axis': expected an axis in [-2, 2) for a tensor of "
+                                 "shape [3, 4], got 2"));
+}
+
+// ---- reshape and view -----------------------------------------------------------------
+
+TEST_CASE("views: reshape of a contiguous tensor is a view, with -1 inferred", "[views]") {
+  const Tensor a = iota({3, 4});
+  const Tensor r = a.reshape({2, 6});
+  check_shares(r, a);
+  CHECK(r.shape() == Dims{2, 6});
+  CHECK(r.strides() == Dims{6, 1});
+  CHECK(r.to_vector() == a.to_vector());
+  CHECK(a.reshape({-1}).shape() == Dims{12});
+  CHECK(a.reshape({-1}).storage() == a.storage());
+  CHECK(a.reshape({4, -1}).shape() == Dims{4, 3});
+  CHECK(a.reshape({2, -1, 3}).shape() == Dims{2, 2, 3});
+  CHECK(a.reshape({2, -1, 3}).strides() == Dims{6, 3, 1});
+  CHECK(a.reshape({1, 12, 1}).strides() == Dims{12, 1, 1});
+  // A slice of rows is still contiguous in memory: reshaping it is a view too.
+  const Tensor rows = a.slice(0, 1, 3);
+  const Tensor flat = rows.reshape({8});
+  check_shares(flat, a, 4);
+  CHECK(flat.to_vector() == V{4, 5, 6, 7, 8, 9, 10, 11});
+}
+
+TEST_CASE("views: reshape copies when the strides forbid a view (a transposed matrix)", "[views]") {
+  const Tensor a = iota({3, 4});
+  const Tensor t = a.transpose(0, 1);  // [4, 3], strides [1, 4]
+  const std::int64_t live = opforge::live_bytes();
+  const Tensor flat = t.reshape({12});
+  CHECK(opforge::live_bytes() == live + 12 * 8);  // one copy of the data
+  CHECK(flat.storage() != a.storage());
+  CHECK(flat.data_ptr() != a.data_ptr());
+  CHECK(flat.is_contiguous());
+  CHECK(flat.strides() == Dims{1});
+  CHECK(flat.to_vector() == V{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11});
+  CHECK(t.reshape({2, 6}).to_vector() == V{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11});
+  // Splitting the (strided) first axis keeps each contiguous run whole: a view.
+  // r[i, j, k] = t[2 i + j, k] = a[k, 2 i + j] = 4 k + 2 i + j
+  const Tensor r = t.reshape({2, 2, 3});
+  check_shares(r, a);
+  CHECK(r.strides() == Dims{2, 1, 4});
+  CHECK(r.to_vector() == V{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11});
+}
+
+TEST_CASE("views: reshape and view refuse shapes of another size, with their messages", "[views]") {
+  const Tensor a = iota({3, 4});
+  REQUIRE_THROWS_MATCHES(a.reshape({5, 3}), ShapeError,
+                         Message("Tensor::reshape: cannot reshape [3, 4] (12 elements) into [5, 3] (15 elements)"));
+  REQUIRE_THROWS_MATCHES(a.reshape({5, -1}), ShapeError,
+                         Message("Tensor::reshape: cannot reshape [3, 4] (12 elements) into [5, -1]"));
+  REQUIRE_THROWS_MATCHES(a.reshape({-1, -1}), ShapeError,
+                         Message("Tensor::reshape: argument 'shape': only one entry may be -1, got [-1, -1]"));
+  REQUIRE_THROWS_MATCHES(a.reshape({-2, -6}), ShapeError,
+                         Message("Tensor::reshape: argument 'shape': sizes must be >= 0 or -1, got [-2, -6]"));
+  REQUIRE_THROWS_MATCHES(a.view({7}), ShapeError,
+                         Message("Tensor::view: cannot reshape [3, 4] (12 elements) into [7] (7 elements)"));
+}
+
+TEST_CASE("views: view never copies: refused when the strides need a copy", "[views]") {
+  const Tensor a = iota({3, 4});
+  const Tensor v = a.view({6, 2});
+  check_shares(v, a);
+  CHECK(v.strides() == Dims{2, 1});
+  CHECK(a.view({-1}).strides() == Dims{1});
+  const Tensor t = a.transpose(0, 1);
+  REQUIRE_THROWS_MATCHES(t.view({12}), ShapeError,
+                         Message("Tensor::view: a tensor of shape [4, 3] and strides [1, 4] cannot be viewed as [12] "
+                                 "without a copy; use reshape() (which copies when it must) or contiguous() first"));
+  REQUIRE_THROWS_MATCHES(a.slice(1, 1, 3).view({6}), ShapeError,
+                         Message("Tensor::view: a tensor of shape [3, 2] and strides [4, 1] cannot be viewed as [6] "
+                                 "without a copy; use reshape() (which copies when it must) or contiguous() first"));
+  // Every other column: one uniform stride of 2, so a view without a copy.
+  const Tensor even = a.slice(1, 0, 4, 2).view({6});
+  check_shares(even, a);
+  CHECK(even.strides() == Dims{2});
+  CHECK(even.to_vector() == V{0, 2, 4, 6, 8, 10});
+  // Where reshape could be a view, view agrees with it.
+  CHECK(t.view({2, 2, 3}).strides() == Dims{2, 1, 4});
+}
+
+// ---- expand -------------------------------------------------------------------------------
+
+TEST_CASE("views: expand gives size-1 and new leading axes stride 0", "[views]") {
+  const Tensor c = Tensor::from_values({1, 2, 3}, {3, 1});
+  const Tensor e = c.expand({3, 4});
+  check_shares(e, c);
+  CHECK(e.shape() == Dims{3, 4});
+  CHECK(e.strides() == Dims{1, 0});
+  CHECK_FALSE(e.is_contiguous());
+  CHECK(e.to_vector() == V{1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3});
+  const Tensor r = Tensor::from_values({5, 6});
+  const Tensor e2 = r.expand({2, 3, 2});
+  check_shares(e2, r);
+  CHECK(e2.strides() == Dims{0, 0, 1});
+  CHECK(e2.to_vector() == V{5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6});
+  // Expanding to the same shape keeps the strides.
+  CHECK(c.expand({3, 1}).strides() == Dims{1, 1});
+  CHECK(c.expand({0, 3, 1}).numel() == 0);
+}
+
+TEST_CASE("views: expand refuses a non-1 axis of another size and too few axes", "[views]") {
+  const Tensor c = Tensor::from_values({1, 2, 3}, {3, 1});
+  REQUIRE_THROWS_MATCHES(c.expand({2, 4}), ShapeError,
+                         Message("Tensor::expand: cannot expand [3, 1] to [2, 4]: axis 0 has size 3 (only size-1 "
+                                 "axes can be expanded)"));
+  REQUIRE_THROWS_MATCHES(c.expand({4}), ShapeError,
+                         Message("Tensor::expand: argument 'shape': expected at least 2 axes to expand [3, 1], got "
+                                 "[4]"));
+  REQUIRE_THROWS_MATCHES(c.expand({-1, 3, 1}), ShapeError,
+                         Message("Tensor::expand: argument 'shape': sizes must be >= 0, got [-1, 3, 1]"));
+}
+
+TEST_CASE("views: expand refuses a negative size on an existing size-1 axis", "[views][!mayfail]") {
+  // Core bug: only the new leading axes are checked for negative sizes; on an
+  // existing size-1 axis `have == 1` accepts any target, so expand({3, -1})
+  // returns a tensor of shape [3, -1] (numel -3) instead of throwing.
+  const Tensor c = Tensor::from_values({1, 2, 3}, {3, 1});
+  REQUIRE_THROWS_MATCHES(c.expand({3, -1}), ShapeError,
+                         Message("Tensor::expand: argument 'shape': sizes must be >= 0, got [3, -1]"));
+}
+
+// ---- contiguous, clone, to, to_vector on strided views -----------------------------------
+
+TEST_CASE("views: contiguous returns the tensor itself when contiguous, a copy otherwise", "[views]") {
+  const Tensor a = iota({3, 4});
+  CHECK(a.contiguous().is_same(a));
+  const Tensor rows = a.slice(0, 1, 2);  // contiguous slice: itself too
+  CHECK(rows.contiguous().is_same(rows));
+  const Tensor t = a.transpose(0, 1);
+  const Tensor c = t.contiguous();
+  CHECK_FALSE(c.is_same(t));
+  CHECK(c.storage() != a.storage());
+  CHECK(c.is_contiguous());
+  CHECK(c.shape() == Dims{4, 3});
+  CHECK(c.strides() == Dims{3, 1});
+  CHECK(c.to_vector() == V{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11});
+  const Tensor e = Tensor::from_values({7, 8}, {2, 1}).expand({2, 3});
+  const Tensor ec = e.contiguous();
+  CHECK(ec.strides() == Dims{3, 1});
+  CHECK(ec.to_vector() == V{7, 7, 7, 8, 8, 8});
+}
+
+TEST_CASE("views: clone, to and to_vector read strided views in row-major order", "[views]") {
+  Tensor a = iota({3, 4});
+  const Tensor s = a.slice(1, 0, 4, 2).transpose(0, 1);  // [2, 3]: columns 0 and 2, transposed
+  CHECK(s.shape() == Dims{2, 3});
+  CHECK(s.strides() == Dims{2, 4});
+  CHECK(s.to_vector() == V{0, 4, 8, 2, 6, 10});
+  const Tensor c = s.clone();
+  CHECK(c.is_contiguous());
+  CHECK(c.storage() != a.storage());
+  CHECK(c.strides() == Dims{3, 1});
+  CHECK(c.to_vector() == V{0, 4, 8, 2, 6, 10});
+  const Tensor f = s.to(DType::Float32);
+  CHECK(f.dtype() == DType::Float32);
+  CHECK(f.is_contiguous());
+  CHECK(f.data<float>()[3] == 2.0f);
+  CHECK(f.to_vector() == V{0, 4, 8, 2, 6, 10});
+  CHECK(s.to(DType::Float64).is_same(s));  // same dtype: the tensor itself
+  // Changing the base is seen by the view, not by the copies.
+  a.fill_(-1.0);
+  CHECK(s.to_vector() == V(6, -1.0));
+  CHECK(c.to_vector() == V{0, 4, 8, 2, 6, 10});
+  CHECK(f.to_vector() == V{0, 4, 8, 2, 6, 10});
+}
+
+// ---- views and autograd -----------------------------------------------------------------------
+
+TEST_CASE("views: refused on a tensor that requires grad while grad mode is on", "[views]") {
+  Tensor w = iota({2, 3}).requires_grad_();
+  const auto msg = [](const char* what) {
+    return std::string("Tensor::") + what +
+           ": the tensor requires grad, and core views do not record the graph; use the shape ops (e.g. "
+           "op(\"shape." + what + "\")) to differentiate through it, or detach() it first";
+  };
+  REQUIRE_THROWS_MATCHES(w.transpose(0, 1), AutogradError, Message(msg("transpose")));
+  REQUIRE_THROWS_MATCHES(w.permute({1, 0}), AutogradError, Message(msg("permute")));
+  REQUIRE_THROWS_MATCHES(w.slice(0, 0, 1), AutogradError, Message(msg("slice")));
+  REQUIRE_THROWS_MATCHES(w.select(0, 0), AutogradError, Message(msg("select")));
+  REQUIRE_THROWS_MATCHES(w.reshape({6}), AutogradError, Message(msg("reshape")));
+  REQUIRE_THROWS_MATCHES(w.view({6}), AutogradError, Message(msg("view")));
+  REQUIRE_THROWS_MATCHES(w.expand({2, 2, 3}), AutogradError, Message(msg("expand")));
+  // Also on a non-leaf (an op's output).
+  const Tensor h = opforge::op("elementwise.square")({w});
+  REQUIRE(h.grad_fn() != nullptr);
+  REQUIRE_THROWS_MATCHES(h.transpose(0, 1), AutogradError, Message(msg("transpose")));
+
+  SECTION("allowed under NoGradGuard") {
+    opforge::NoGradGuard g;
+    const Tensor t = w.transpose(0, 1);
+    check_shares(t, w);
+    CHECK(t.to_vector() == V{0, 3, 1, 4, 2, 5});
+    CHECK(h.reshape({6}).to_vector() == V{0, 1, 4, 9, 16, 25});
+    // The view is plain data: no autograd state of its own.
+    CHECK_FALSE(t.requires_grad());
+    CHECK(t.grad_fn() == nullptr);
+  }
+  SECTION("allowed after detach()") {
+    const Tensor d = w.detach();
+    const Tensor t = d.transpose(0, 1);
+    check_shares(t, w);
+    CHECK(t.to_vector() == V{0, 3, 1, 4, 2, 5});
+    CHECK_FALSE(t.requires_grad());
+    CHECK(h.detach().select(1, 2).to_vector() == V{4, 25});
+  }
+}
+
+// ---- writes through views ----------------------------------------------------------------------
+
+TEST_CASE("views: fill_ on a slice is visible in the base and bumps the shared version", "[views]") {
+  Tensor a = iota({3, 4});
+  const std::uint32_t v0 = a.version();
+  Tensor s = a.slice(1, 1, 3);
+  CHECK(s.version() == v0);
+  s.fill_(-1.0);
+  CHECK(a.to_vector() == V{0, -1, -1, 3, 4, -1, -1, 7, 8, -1, -1, 11});
+  CHECK(a.version() == v0 + 1);
+  CHECK(s.version() == v0 + 1);
+  // Another view of the same storage sees the same counter.
+  const Tensor t = a.transpose(0, 1);
+  CHECK(t.version() == v0 + 1);
+  // Writes through other in-place ops and other views.
+  t.select(0, 0).copy_(Tensor::from_values({10, 20, 30}));  // column 0 of a
+  CHECK(a.to_vector() == V{10, -1, -1, 3, 20, -1, -1, 7, 30, -1, -1, 11});
+  a.select(0, 1).add_(Tensor::from_values({1, 1, 1, 1}), 2.0);  // row 1 += 2
+  CHECK(a.to_vector() == V{10, -1, -1, 3, 22, 1, 1, 9, 30, -1, -1, 11});
+  a.slice(0, 0, 3, 2).mul_(10.0);  // rows 0 and 2
+  CHECK(a.to_vector() == V{100, -10, -10, 30, 22, 1, 1, 9, 300, -10, -10, 110});
+  CHECK(a.version() == v0 + 4);
+  CHECK(s.version() == v0 + 4);
+  // A copy has a counter of its own.
+  const Tensor c = a.clone();
+  s.fill_(0.0);
+  CHECK(c.version() == 0);
+  CHECK(a.version() == v0 + 5);
+}
+
+// ---- int64 and bool ---------------------------------------------------------------------------
+
+TEST_CASE("views: int64 tensors in views, to(dtype) and fill_", "[views]") {
+  Tensor i = iota({2, 3}, DType::Int64);
+  const Tensor t = i.transpose(0, 1);
+  check_shares(t, i);
+  CHECK(t.dtype() == DType::Int64);
+  CHECK(t.to_vector() == V{0, 3, 1, 4, 2, 5});
+  Tensor s = i.reshape({-1}).slice(0, 0, 6, 2);
+  CHECK(s.to_vector() == V{0, 2, 4});
+  CHECK(i.select(1, -1).to_vector() == V{2, 5});
+  CHECK(i.select(0, 1).expand({2, 3}).to_vector() == V{3, 4, 5, 3, 4, 5});
+  const Tensor f = t.to(DType::Float64);
+  CHECK(f.dtype() == DType::Float64);
+  CHECK(f.data<double>()[1] == 3.0);
+  const Tensor b = t.to(DType::Bool);
+  CHECK(b.dtype() == DType::Bool);
+  CHECK(b.to_vector() == V{0, 1, 1, 1, 1, 1});
+  s.fill_(-7);
+  CHECK(i.data<std::int64_t>()[0] == -7);
+  CHECK(i.to_vector() == V{-7, 1, -7, 3, -7, 5});
+  CHECK(t.contiguous().data<std::int64_t>()[1] == 3);
+}
+
+TEST_CASE("views: bool tensors in views, to(dtype) and fill_", "[views]") {
+  Tensor m = Tensor::from_values({1, 0, 1, 1, 0, 0}, {2, 3}, DType::Bool);
+  const Tensor t = m.transpose(0, 1);
+  check_shares(t, m);
+  CHECK(t.dtype() == DType::Bool);
+  CHECK(t.to_vector() == V{1, 1, 0, 0, 1, 0});
+  CHECK(m.select(1, 0).to_vector() == V{1, 1});
+  CHECK(m.slice(1, 1, 3).to_vector() == V{0, 1, 0, 0});
+  const Tensor i = t.to(DType::Int64);
+  CHECK(i.dtype() == DType::Int64);
+  CHECK(i.data<std::int64_t>()[0] == 1);
+  CHECK(i.to_vector() == V{1, 1, 0, 0, 1, 0});
+  CHECK(t.to(DType::Float32).to_vector() == V{1, 1, 0, 0, 1, 0});
+  m.select(0, 1).fill_(1.0);
+  CHECK(m.data<bool>()[4]);
+  CHECK(t.to_vector() == V{1, 1, 0, 1, 1, 1});
+  CHECK(m.reshape({3, 2}).to_vector() == V{1, 0, 1, 1, 1, 1});
+}
+
+// ---- writes from an overlapping view of the same storage ----------------------------------------
+
+TEST_CASE("views: copy_ from an overlapping view of the same storage copies the old values",
+          "[views][!mayfail]") {
+  // Core bug: copy_ reads src while writing dst element by element; when src is
+  // a view of dst's own memory (here its transpose), later reads see values
+  // already overwritten. Expected [[1, 3], [2, 4]]; the core gives [[1, 3], [3, 4]].
+  Tensor a = Tensor::from_values({1, 2, 3, 4}, {2, 2});
+  a.copy_(a.transpose(0, 1));
+  CHECK(a.to_vector() == V{1, 3, 2, 4});
+}
+
+TEST_CASE("views: add_ of an overlapping contiguous view adds the old values", "[views][!mayfail]") {
+  // Core bug: add_ uses other.contiguous(), which is `other` itself when it is
+  // contiguous, so a shifted view of the same storage is read after being
+  // written: a[1:4] += a[0:3] gives a running sum [1, 3, 6, 10], not [1, 3, 5, 7].
+  Tensor a = Tensor::from_values({1, 2, 3, 4});
+  a.slice(0, 1, 4).add_(a.slice(0, 0, 3));
+  CHECK(a.to_vector() == V{1, 3, 5, 7});
+}
