@@ -436,8 +436,9 @@ TEST_CASE("contract: save_value and save_int round-trip to backward, and are fre
   CHECK(log.i1 == (std::int64_t{1} << 40));
   CHECK(x.grad().to_vector() == V{2.5, 2.5});
   REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({2})), AutogradError,
-                         Message("in backward of 'test.saves': the saved values were already freed by an earlier "
-                                 "backward"));
+                         Message("in backward of 'test.saves': this part of the graph was already backpropagated "
+                                 "and what forward saved was freed; pass retain_graph=true to the first backward to "
+                                 "backpropagate twice"));
   log.read_past_end = true;
   REQUIRE_THROWS_MATCHES(op({x}).backward(Tensor::ones({2})), opforge::IndexError,
                          Message("in backward of 'test.saves': saved_int(2): only 2 ints were saved"));

@@ -139,3 +139,44 @@ TEST_CASE("threads: 4 threads x 500 backward passes into one shared leaf W give 
   CHECK(W.is_leaf());
   CHECK(W.to_vector() == V{1, 2, 0, -1, 3, 1, 2, -2, 1, 0, 1, 1});  // W itself is only read
 }
+
+TEST_CASE("threads: 2 threads x 20 passes of a large lstsq (kernels parallel inside each op) match one thread",
+          "[threads]") {
+  // m = 100,000 rows: the elementwise and reduce kernels split their loops over
+  // oneTBB workers, and OpenBLAS may use its own threads for mv, while two user
+  // threads run graphs at the same time. The kernels' chunking does not depend
+  // on who runs a chunk, so the bits must not change.
+  const int threads = 2, passes = 20;
+  const std::int64_t m = 100000, n = 8;
+  const Ops ops;
+  const Tensor A = Tensor::randn({m, n}, DType::Float64, 7);
+  const Tensor y = Tensor::randn({m}, DType::Float64, 8);
+  Tensor x0 = Tensor::randn({n}, DType::Float64, 9).requires_grad_();
+  Tensor L0 = ops.loss(A, x0, y);
+  const double ref_loss = L0.item();
+  L0.backward();
+  const V ref_grad = x0.grad().to_vector();
+
+  std::atomic<int> mismatches{0}, errors{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      try {
+        Tensor x = Tensor::randn({n}, DType::Float64, 9).requires_grad_();  // A and y are shared, read only
+        for (int i = 0; i < passes; ++i) {
+          x.zero_grad();
+          Tensor L = ops.loss(A, x, y);
+          const double l = L.item();
+          if (std::memcmp(&l, &ref_loss, sizeof l) != 0) ++mismatches;
+          L.backward();
+          if (!same_bits(x.grad().to_vector(), ref_grad)) ++mismatches;
+        }
+      } catch (...) {
+        ++errors;
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  CHECK(errors == 0);
+  CHECK(mismatches == 0);
+}

@@ -61,11 +61,8 @@ class Node {
 /// Gives the engine access to Context internals.
 struct ContextAccess {
   static TensorList& saved(Context& c) { return c.saved_; }
-  static void init(Context& c, std::uint64_t mask, std::uint32_t n_inputs, const char* op_name) {
-    c.needs_grad_mask_ = mask;
-    c.num_inputs_ = n_inputs;
-    c.op_name_ = op_name;
-  }
+  static void init(Context& c, std::uint64_t mask, std::uint32_t n_inputs, const OpSchema& schema);
+  static auto& attrs(Context& c) { return c.attrs_; }
   static void release(Context& c) {
     c.saved_.clear();
     c.saved_versions_.clear();

@@ -2,6 +2,7 @@
 #include "opforge/op.hpp"
 
 #include <algorithm>
+#include <sstream>
 
 #include "boundary.hpp"
 #include "node.hpp"
@@ -61,6 +62,82 @@ double Context::saved_value(std::size_t i) const {
   return values_[i];
 }
 
+void ContextAccess::init(Context& c, std::uint64_t mask, std::uint32_t n_inputs, const OpSchema& schema) {
+  c.needs_grad_mask_ = mask;
+  c.num_inputs_ = n_inputs;
+  c.op_name_ = schema.name.c_str();
+  c.schema_ = &schema;
+}
+
+const Attr& Context::attr(std::size_t i) const {
+  OPFORGE_CHECK(i < attrs_.size(), IndexError, op_name_, ": attr(", i, "): the op has ", attrs_.size(),
+                " attributes");
+  return attrs_[i];
+}
+
+const Attr& Context::attr(std::string_view name) const {
+  if (schema_) {
+    for (std::size_t i = 0; i < schema_->attrs.size() && i < attrs_.size(); ++i)
+      if (schema_->attrs[i].name == name) return attrs_[i];
+  }
+  throw ValueError(std::string(op_name_) + ": attr(\"" + std::string(name) + "\"): the op declares no such attribute");
+}
+
+const char* Context::attr_label(std::size_t i) const noexcept {
+  return schema_ && i < schema_->attrs.size() ? schema_->attrs[i].name.c_str() : "attribute";
+}
+
+// ---- attributes -------------------------------------------------------------------
+
+const char* attr_kind_name(AttrKind k) noexcept {
+  switch (k) {
+    case AttrKind::Int: return "int";
+    case AttrKind::Float: return "float";
+    case AttrKind::Bool: return "bool";
+    case AttrKind::Ints: return "int list";
+  }
+  return "?";
+}
+
+namespace {
+[[noreturn]] void throw_attr_kind(const char* what, AttrKind want, const Attr& got) {
+  throw ValueError(std::string("attribute '") + what + "': expected " + attr_kind_name(want) + ", got " +
+                   (got.is_set() ? std::string(attr_kind_name(got.kind())) + " " + got.to_string() : "no value"));
+}
+}  // namespace
+
+std::int64_t Attr::as_int(const char* what) const {
+  if (!set_ || kind_ != AttrKind::Int) throw_attr_kind(what, AttrKind::Int, *this);
+  return i_;
+}
+double Attr::as_float(const char* what) const {
+  if (set_ && kind_ == AttrKind::Int) return static_cast<double>(i_);
+  if (!set_ || kind_ != AttrKind::Float) throw_attr_kind(what, AttrKind::Float, *this);
+  return d_;
+}
+bool Attr::as_bool(const char* what) const {
+  if (!set_ || kind_ != AttrKind::Bool) throw_attr_kind(what, AttrKind::Bool, *this);
+  return i_ != 0;
+}
+const Dims& Attr::as_ints(const char* what) const {
+  if (!set_ || kind_ != AttrKind::Ints) throw_attr_kind(what, AttrKind::Ints, *this);
+  return ints_;
+}
+std::string Attr::to_string() const {
+  if (!set_) return "unset";
+  switch (kind_) {
+    case AttrKind::Int: return std::to_string(i_);
+    case AttrKind::Float: {
+      std::ostringstream os;
+      os << d_;
+      return os.str();
+    }
+    case AttrKind::Bool: return i_ ? "true" : "false";
+    case AttrKind::Ints: return ints_.to_string();
+  }
+  return "?";
+}
+
 // ---- schema -------------------------------------------------------------------
 
 std::string OpSchema::validate() const {
@@ -75,6 +152,18 @@ std::string OpSchema::validate() const {
   if (inputs.size() > 64) return "op '" + name + "' has " + std::to_string(inputs.size()) + " inputs; at most 64";
   if (num_outputs < 1) return "op '" + name + "' declares " + std::to_string(num_outputs) + " outputs; at least 1";
   if (dtypes.empty()) return "op '" + name + "' accepts no dtype";
+  if (variadic && inputs.empty()) return "op '" + name + "' is variadic but declares no input to repeat";
+  for (std::size_t i = 0; i < attrs.size(); ++i) {
+    const AttrSpec& a = attrs[i];
+    if (a.name.empty()) return "op '" + name + "': attribute " + std::to_string(i) + " has no name";
+    for (std::size_t j = 0; j < i; ++j)
+      if (attrs[j].name == a.name) return "op '" + name + "': attribute '" + a.name + "' is declared twice";
+    const bool kind_ok = !a.default_value.is_set() || a.default_value.kind() == a.kind ||
+                         (a.kind == AttrKind::Float && a.default_value.kind() == AttrKind::Int);
+    if (!kind_ok)
+      return "op '" + name + "': attribute '" + a.name + "' is declared " + attr_kind_name(a.kind) +
+             " but its default is " + attr_kind_name(a.default_value.kind());
+  }
   return {};
 }
 
@@ -281,17 +370,25 @@ namespace {
 [[noreturn]] void throw_arity(const OpSchema& s, std::size_t got) {
   std::string names;
   for (std::size_t i = 0; i < s.inputs.size(); ++i) names += (i ? ", " : "") + s.inputs[i];
+  if (s.variadic)
+    throw ValueError(s.name + ": expected at least " + std::to_string(s.inputs.size()) + " inputs (" + names +
+                     ", ...; at most 64), got " + std::to_string(got));
   throw ValueError(s.name + ": expected " + std::to_string(s.inputs.size()) +
                    (s.inputs.size() == 1 ? " input (" : " inputs (") + names + "), got " + std::to_string(got));
 }
 
+std::string input_name(const OpSchema& s, std::size_t i) {
+  if (i < s.inputs.size()) return s.inputs[i];
+  return s.inputs.back() + "[" + std::to_string(i - s.inputs.size() + 1) + "]";
+}
+
 [[noreturn]] void throw_bad_input(const OpSchema& s, std::size_t i, const TensorImpl* t, DType first) {
-  const std::string arg = "argument '" + s.inputs[i] + "' (input " + std::to_string(i) + ")";
+  const std::string arg = "argument '" + input_name(s, i) + "' (input " + std::to_string(i) + ")";
   if (!t) throw ValueError(s.name + ": " + arg + ": expected a tensor, got an undefined one");
   if (!s.dtypes.contains(t->dtype))
     throw DTypeError(s.name + ": " + arg + ": expected dtype " + s.dtypes.to_string() + ", got " +
                      dtype_name(t->dtype));
-  throw DTypeError(s.name + ": " + arg + ": expected dtype " + dtype_name(first) + " (the dtype of '" + s.inputs[0] +
+  throw DTypeError(s.name + ": " + arg + ": expected dtype " + dtype_name(first) + " (the dtype of '" + input_name(s, 0) +
                    "'; all inputs must share one dtype), got " + dtype_name(t->dtype));
 }
 
@@ -303,14 +400,60 @@ void check_outputs(const OpSchema& s, const TensorList& out) {
     OPFORGE_CHECK(out[k].defined(), AutogradError, s.name, ": forward returned an undefined tensor as output ", k);
 }
 
+// Fills `out` with the call's attributes in schema order, defaults for the rest.
+template <class List>
+void resolve_attrs(const OpSchema& s, AttrSpan given, List& out) {
+  if (given.size() > s.attrs.size()) {
+    throw ValueError(s.name + ": expected at most " + std::to_string(s.attrs.size()) + " attributes, got " +
+                     std::to_string(given.size()));
+  }
+  out.clear();
+  for (std::size_t i = 0; i < s.attrs.size(); ++i) {
+    const AttrSpec& spec = s.attrs[i];
+    const Attr& a = i < given.size() && given[i].is_set() ? given[i] : spec.default_value;
+    if (!a.is_set())
+      throw ValueError(s.name + ": attribute '" + spec.name + "' is required (" + attr_kind_name(spec.kind) +
+                       (spec.doc.empty() ? "" : ": " + spec.doc) + ")");
+    const bool ok = a.kind() == spec.kind || (spec.kind == AttrKind::Float && a.kind() == AttrKind::Int);
+    if (!ok)
+      throw ValueError(s.name + ": attribute '" + spec.name + "': expected " + attr_kind_name(spec.kind) + ", got " +
+                       attr_kind_name(a.kind()) + " " + a.to_string());
+    out.push_back(a);
+  }
+}
+
 }  // namespace
 
-TensorList OpHandle::call(TensorSpan inputs) const {
+TensorList OpHandle::call(TensorSpan inputs, std::initializer_list<NamedAttr> named) const {
+  if (!entry_) throw_empty_handle("call");
+  const OpSchema& s = entry_->schema;
+  boost::container::small_vector<Attr, 4> positional(s.attrs.size());
+  for (const NamedAttr& na : named) {
+    std::size_t i = 0;
+    while (i < s.attrs.size() && s.attrs[i].name != na.name) ++i;
+    if (i == s.attrs.size()) {
+      std::string names;
+      for (const auto& a : s.attrs) names += (names.empty() ? "" : ", ") + a.name;
+      throw ValueError(s.name + ": no attribute named '" + std::string(na.name) + "' (it has: " +
+                       (names.empty() ? "none" : names) + ")");
+    }
+    positional[i] = na.value;
+  }
+  return call(inputs, AttrSpan(positional.data(), positional.size()));
+}
+
+Tensor OpHandle::operator()(TensorSpan inputs, std::initializer_list<NamedAttr> named) const {
+  TensorList out = call(inputs, named);
+  OPFORGE_CHECK(out.size() == 1, ValueError, name(), ": has ", out.size(), " outputs; use call() to get all of them");
+  return std::move(out[0]);
+}
+
+TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
   if (!entry_) throw_empty_handle("call");
   OpEntry& e = *entry_;
   const OpSchema& s = e.schema;
   const std::size_t n = inputs.size();
-  if (n != s.inputs.size()) throw_arity(s, n);
+  if (s.variadic ? (n < s.inputs.size() || n > 64) : n != s.inputs.size()) throw_arity(s, n);
 
   // Validate inputs and find which ones need a gradient.
   const bool recording = grad_enabled();
@@ -336,7 +479,8 @@ TensorList OpHandle::call(TensorSpan inputs) const {
 
   if (needs == 0) {
     Context ctx;
-    ContextAccess::init(ctx, 0, static_cast<std::uint32_t>(n), s.name.c_str());
+    ContextAccess::init(ctx, 0, static_cast<std::uint32_t>(n), s);
+    if (!s.attrs.empty() || attrs.size()) resolve_attrs(s, attrs, ContextAccess::attrs(ctx));
     TensorList out;
     {
       NoGradGuard no_grad;
@@ -359,7 +503,8 @@ TensorList OpHandle::call(TensorSpan inputs) const {
   // Recording: the node is made first so that forward saves straight into its Context.
   NodePtr node(new Node());
   node->op = entry_;
-  ContextAccess::init(node->ctx, needs, static_cast<std::uint32_t>(n), s.name.c_str());
+  ContextAccess::init(node->ctx, needs, static_cast<std::uint32_t>(n), s);
+  if (!s.attrs.empty() || attrs.size()) resolve_attrs(s, attrs, ContextAccess::attrs(node->ctx));
   TensorList out;
   {
     NoGradGuard no_grad;
@@ -415,8 +560,8 @@ TensorList OpHandle::call(TensorSpan inputs) const {
   return out;
 }
 
-Tensor OpHandle::operator()(TensorSpan inputs) const {
-  TensorList out = call(inputs);
+Tensor OpHandle::operator()(TensorSpan inputs, AttrSpan attrs) const {
+  TensorList out = call(inputs, attrs);
   OPFORGE_CHECK(out.size() == 1, ValueError, name(), ": has ", out.size(),
                 " outputs; use call() to get all of them");
   return std::move(out[0]);

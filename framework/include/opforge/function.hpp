@@ -15,12 +15,15 @@
 
 #include <boost/container/small_vector.hpp>
 
+#include "opforge/attr.hpp"
 #include "opforge/dtype.hpp"
 #include "opforge/export.hpp"
 #include "opforge/tensor.hpp"
 #include "opforge/tensor_list.hpp"
 
 namespace opforge {
+
+struct OpSchema;
 
 class OPFORGE_API Context {
  public:
@@ -59,8 +62,19 @@ class OPFORGE_API Context {
   /// The qualified name of the op being run, for error messages ("loss.lstsq").
   const char* op_name() const noexcept { return op_name_; }
 
+  /// The call's attributes, in the order the schema declares them, defaults
+  /// filled in. By index (no lookup) or by name.
+  const Attr& attr(std::size_t i) const;
+  const Attr& attr(std::string_view name) const;
+  std::int64_t attr_int(std::size_t i) const { return attr(i).as_int(attr_label(i)); }
+  double attr_float(std::size_t i) const { return attr(i).as_float(attr_label(i)); }
+  bool attr_bool(std::size_t i) const { return attr(i).as_bool(attr_label(i)); }
+  const Dims& attr_ints(std::size_t i) const { return attr(i).as_ints(attr_label(i)); }
+  std::size_t num_attrs() const noexcept { return attrs_.size(); }
+
  private:
   void check_not_released() const;
+  const char* attr_label(std::size_t i) const noexcept;
   friend class Engine;
   friend struct ContextAccess;
   TensorList saved_;
@@ -69,6 +83,8 @@ class OPFORGE_API Context {
   boost::container::small_vector<std::int64_t, 2> ints_;
   std::uint64_t needs_grad_mask_ = 0;
   std::uint64_t non_differentiable_mask_ = 0;
+  boost::container::small_vector<Attr, 2> attrs_;
+  const struct OpSchema* schema_ = nullptr;
   const char* op_name_ = "";
   std::uint32_t num_inputs_ = 0;
   bool released_ = false;

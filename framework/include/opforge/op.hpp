@@ -30,6 +30,8 @@ struct OPFORGE_API OpSchema {
   bool same_dtype = true;           ///< all inputs must share one dtype
   bool strided_inputs = false;      ///< the kernels take strided views (else the core passes contiguous copies)
   std::string doc;                  ///< one line
+  std::vector<AttrSpec> attrs;      ///< non-tensor arguments, in order
+  bool variadic = false;            ///< the last input may repeat (any count >= 1)
 
   /// Makes inputs the test harness (`opforge check`, sdk::check_op) runs the op
   /// on: one tensor per input, of `dtype` where the input is floating, the same
@@ -48,6 +50,13 @@ struct OPFORGE_API OpSchema {
   OpSchema& takes_strided_inputs() { strided_inputs = true; return *this; }
   OpSchema& describe(std::string line) { doc = std::move(line); return *this; }
   OpSchema& samples(SampleInputs f) { sample_inputs = f; return *this; }
+  /// Declares an attribute; an unset default makes it required.
+  OpSchema& attr(std::string attr_name, AttrKind kind, Attr default_value = Attr(), std::string attr_doc = "") {
+    attrs.push_back({std::move(attr_name), kind, std::move(default_value), std::move(attr_doc)});
+    return *this;
+  }
+  /// The last input may be given any number of times (concat's tensors).
+  OpSchema& variadic_last_input() { variadic = true; return *this; }
 
   /// Empty when the schema is valid, else what is wrong with it.
   std::string validate() const;
@@ -64,10 +73,14 @@ class OPFORGE_API OpHandle {
   OpHandle() = default;
   explicit OpHandle(boost::intrusive_ptr<OpEntry> e) : entry_(std::move(e)) {}
 
-  /// Runs the op. Records a graph node when grad mode is on and an input requires grad.
-  TensorList call(TensorSpan inputs) const;
+  /// Runs the op. Records a graph node when grad mode is on and an input requires
+  /// grad. Attributes by position (schema order; fewer means defaults for the rest).
+  TensorList call(TensorSpan inputs, AttrSpan attrs = {}) const;
+  /// The same, attributes by name.
+  TensorList call(TensorSpan inputs, std::initializer_list<NamedAttr> attrs) const;
   /// Runs a single-output op and returns its output.
-  Tensor operator()(TensorSpan inputs) const;
+  Tensor operator()(TensorSpan inputs, AttrSpan attrs = {}) const;
+  Tensor operator()(TensorSpan inputs, std::initializer_list<NamedAttr> attrs) const;
 
   bool valid() const noexcept { return static_cast<bool>(entry_); }
   const OpSchema& schema() const;
