@@ -135,6 +135,28 @@ class OPFORGE_API Tensor {
   /// This tensor when contiguous, else a contiguous copy.
   Tensor contiguous() const;
 
+  // ---- math front end ---------------------------------------------------------
+  // Each runs a standard plugin op through a handle resolved once per process
+  // (no name lookup per call), so user code reads like the maths:
+  //   auto loss = (y - A.mv(x)).square().sum();  loss.backward();
+  // The core knows only the op names; every op stays in its plugin.
+  Tensor mv(const Tensor& x) const;       ///< linalg.mv
+  Tensor matmul(const Tensor& b) const;   ///< linalg.matmul
+  Tensor dot(const Tensor& b) const;      ///< linalg.dot
+  Tensor square() const;                  ///< elementwise.square
+  Tensor sqrt() const;                    ///< elementwise.sqrt
+  Tensor exp() const;                     ///< elementwise.exp
+  Tensor log() const;                     ///< elementwise.log
+  Tensor abs() const;                     ///< elementwise.abs
+  Tensor tanh() const;                    ///< elementwise.tanh
+  Tensor sigmoid() const;                 ///< elementwise.sigmoid
+  Tensor relu() const;                    ///< elementwise.relu
+  Tensor pow(double exponent) const;      ///< elementwise.pow_scalar
+  Tensor sum() const;                     ///< reduce.sum over all elements
+  Tensor sum(const Dims& axes, bool keepdims = false) const;
+  Tensor mean() const;                    ///< reduce.mean over all elements
+  Tensor mean(const Dims& axes, bool keepdims = false) const;
+
   // ---- in place ---------------------------------------------------------------
   // Each bumps the version counter. Refused on a tensor that requires grad while
   // grad mode is on (do parameter updates under a NoGradGuard).
@@ -188,6 +210,22 @@ class OPFORGE_API Tensor {
 };
 
 OPFORGE_API std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+// Arithmetic through the elementwise plugin, with NumPy broadcasting. A double
+// operand becomes a 0-d tensor of the other operand's dtype.
+OPFORGE_API Tensor operator+(const Tensor& a, const Tensor& b);
+OPFORGE_API Tensor operator-(const Tensor& a, const Tensor& b);
+OPFORGE_API Tensor operator*(const Tensor& a, const Tensor& b);
+OPFORGE_API Tensor operator/(const Tensor& a, const Tensor& b);
+OPFORGE_API Tensor operator-(const Tensor& a);
+OPFORGE_API Tensor operator+(const Tensor& a, double b);
+OPFORGE_API Tensor operator-(const Tensor& a, double b);
+OPFORGE_API Tensor operator*(const Tensor& a, double b);
+OPFORGE_API Tensor operator/(const Tensor& a, double b);
+OPFORGE_API Tensor operator+(double a, const Tensor& b);
+OPFORGE_API Tensor operator-(double a, const Tensor& b);
+OPFORGE_API Tensor operator*(double a, const Tensor& b);
+OPFORGE_API Tensor operator/(double a, const Tensor& b);
 
 /// RAII guard: no graph is recorded while it is alive (thread-local).
 class OPFORGE_API NoGradGuard {

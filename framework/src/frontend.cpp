@@ -1,0 +1,60 @@
+// The math front end: Tensor methods and operators that run standard plugin ops.
+//
+// Each op's handle is resolved on first use and cached in a function-local
+// static (thread-safe initialisation), so a call costs what calling through a
+// handle costs: no name lookup, no lock. The cached handles keep the standard
+// plugins loaded for the life of the process.
+#include "opforge/op.hpp"
+#include "opforge/tensor.hpp"
+
+namespace opforge {
+namespace {
+
+#define OPFORGE_CACHED_OP(name)                 \
+  [] () -> const OpHandle& {                    \
+    static const OpHandle handle = op(name);    \
+    return handle;                              \
+  }()
+
+Tensor scalar_like(double v, const Tensor& like) { return Tensor::scalar(v, like.dtype()); }
+
+}  // namespace
+
+Tensor Tensor::mv(const Tensor& x) const { return OPFORGE_CACHED_OP("linalg.mv")({*this, x}); }
+Tensor Tensor::matmul(const Tensor& b) const { return OPFORGE_CACHED_OP("linalg.matmul")({*this, b}); }
+Tensor Tensor::dot(const Tensor& b) const { return OPFORGE_CACHED_OP("linalg.dot")({*this, b}); }
+Tensor Tensor::square() const { return OPFORGE_CACHED_OP("elementwise.square")({*this}); }
+Tensor Tensor::sqrt() const { return OPFORGE_CACHED_OP("elementwise.sqrt")({*this}); }
+Tensor Tensor::exp() const { return OPFORGE_CACHED_OP("elementwise.exp")({*this}); }
+Tensor Tensor::log() const { return OPFORGE_CACHED_OP("elementwise.log")({*this}); }
+Tensor Tensor::abs() const { return OPFORGE_CACHED_OP("elementwise.abs")({*this}); }
+Tensor Tensor::tanh() const { return OPFORGE_CACHED_OP("elementwise.tanh")({*this}); }
+Tensor Tensor::sigmoid() const { return OPFORGE_CACHED_OP("elementwise.sigmoid")({*this}); }
+Tensor Tensor::relu() const { return OPFORGE_CACHED_OP("elementwise.relu")({*this}); }
+Tensor Tensor::pow(double exponent) const {
+  return OPFORGE_CACHED_OP("elementwise.pow_scalar").call({*this}, {{"exponent", Attr(exponent)}})[0];
+}
+Tensor Tensor::sum() const { return OPFORGE_CACHED_OP("reduce.sum")({*this}); }
+Tensor Tensor::sum(const Dims& axes, bool keepdims) const {
+  return OPFORGE_CACHED_OP("reduce.sum").call({*this}, {{"axes", Attr(axes)}, {"keepdims", Attr(keepdims)}})[0];
+}
+Tensor Tensor::mean() const { return OPFORGE_CACHED_OP("reduce.mean")({*this}); }
+Tensor Tensor::mean(const Dims& axes, bool keepdims) const {
+  return OPFORGE_CACHED_OP("reduce.mean").call({*this}, {{"axes", Attr(axes)}, {"keepdims", Attr(keepdims)}})[0];
+}
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("elementwise.add")({a, b}); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("elementwise.sub")({a, b}); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("elementwise.mul")({a, b}); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("elementwise.div")({a, b}); }
+Tensor operator-(const Tensor& a) { return OPFORGE_CACHED_OP("elementwise.neg")({a}); }
+Tensor operator+(const Tensor& a, double b) { return a + scalar_like(b, a); }
+Tensor operator-(const Tensor& a, double b) { return a - scalar_like(b, a); }
+Tensor operator*(const Tensor& a, double b) { return a * scalar_like(b, a); }
+Tensor operator/(const Tensor& a, double b) { return a / scalar_like(b, a); }
+Tensor operator+(double a, const Tensor& b) { return scalar_like(a, b) + b; }
+Tensor operator-(double a, const Tensor& b) { return scalar_like(a, b) - b; }
+Tensor operator*(double a, const Tensor& b) { return scalar_like(a, b) * b; }
+Tensor operator/(double a, const Tensor& b) { return scalar_like(a, b) / b; }
+
+}  // namespace opforge

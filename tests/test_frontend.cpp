@@ -1,0 +1,41 @@
+// The math front end: Tensor methods and operators run the plugins' ops.
+#include <catch2/catch.hpp>
+
+#include <opforge/opforge.hpp>
+
+using opforge::DType;
+using opforge::Tensor;
+
+TEST_CASE("front end: the least-squares loss reads like the maths and matches the fused op", "[frontend]") {
+  Tensor A = Tensor::randn({40, 7}, DType::Float64, 1), y = Tensor::randn({40}, DType::Float64, 2);
+  Tensor x = Tensor::randn({7}, DType::Float64, 3);
+  x.requires_grad_(true);
+  Tensor loss = (y - A.mv(x)).square().sum();
+  loss.backward();
+  const auto g_front = x.grad().to_vector();
+  x.zero_grad();
+  Tensor fused = opforge::op("loss.lstsq")({A, x, y});
+  fused.backward();
+  CHECK(loss.item() == Approx(fused.item()).epsilon(1e-12));
+  const auto g_fused = x.grad().to_vector();
+  for (std::size_t i = 0; i < g_front.size(); ++i) CHECK(g_front[i] == Approx(g_fused[i]).epsilon(1e-12));
+}
+
+TEST_CASE("front end: operators broadcast and take scalars", "[frontend]") {
+  Tensor a = Tensor::from_values({1, 2, 3}, {3, 1});
+  Tensor b = Tensor::from_values({10, 20}, {1, 2});
+  CHECK((a + b).to_vector() == std::vector<double>{11, 21, 12, 22, 13, 23});
+  CHECK((a * 2.0).to_vector() == std::vector<double>{2, 4, 6});
+  CHECK((1.0 - a).to_vector() == std::vector<double>{0, -1, -2});
+  CHECK((b - 5.0).to_vector() == std::vector<double>{5, 15});
+  Tensor f = Tensor::from_values({1, 2}, DType::Float32);
+  CHECK((f * 3.0).dtype() == DType::Float32);  // the scalar takes the tensor's dtype
+}
+
+TEST_CASE("front end: a gradient through operators and methods", "[frontend]") {
+  // L = sum((2 x + 1)^2), dL/dx = 4 (2 x + 1)
+  Tensor x = Tensor::from_values({0.5, -1.0, 2.0});
+  x.requires_grad_(true);
+  ((2.0 * x + 1.0).square()).sum().backward();
+  CHECK(x.grad().to_vector() == std::vector<double>{8.0, -4.0, 20.0});
+}
