@@ -503,3 +503,34 @@ TEST_CASE("lifetime: unloads and reloads race safely with calls on other threads
   CHECK(opforge::unload_plugin("lt_threads").unloaded_now);
   CHECK_FALSE(is_mapped(file));
 }
+
+// ---- plugin code that escapes its op entries ----------------------------------------------
+
+TEST_CASE("lifetime: memory freed by a plugin's deleter, and a plugin's gradient hook, keep the plugin loaded") {
+  const std::string file = fixture("lt_escape.so");
+  opforge::load_plugin(file);
+  REQUIRE(is_mapped(file));
+  {
+    Tensor blob;
+    Tensor x = Tensor::from_values({1, 2, 3}).requires_grad_();
+    {
+      blob = opforge::op("lt_escape.blob")({Tensor::from_values({4, 5, 6})});
+      opforge::op("lt_escape.hooked")({x});  // registers the plugin's hook on x; the output is dropped
+    }
+    const opforge::UnloadResult r = opforge::unload_plugin("lt_escape");
+    // No op of it is in use any more, but the blob's deleter and x's hook are
+    // plugin code: the unload is deferred.
+    CHECK_FALSE(r.unloaded_now);
+    CHECK(is_mapped(file));
+    CHECK(blob.to_vector() == std::vector<double>{4, 5, 6});
+
+    // The hook (plugin code) still runs: it triples x's gradient.
+    Tensor y = opforge::op("elementwise.square")({x});
+    y.backward(ones(3));
+    CHECK(x.grad().to_vector() == std::vector<double>{6, 12, 18});
+
+    blob = Tensor();  // the plugin's deleter runs now, while it is mapped
+    CHECK(is_mapped(file));  // x still holds the hook
+  }  // x (and its hook) go: the last holder of the plugin's code
+  CHECK_FALSE(is_mapped(file));
+}

@@ -79,7 +79,8 @@ Tensor from_dlpack(DLManagedTensor* dl) {
   Dims strides = d.strides ? Dims(d.strides, static_cast<std::size_t>(d.ndim)) : contiguous_strides(shape);
   void* data = static_cast<char*>(d.data) + d.byte_offset;
   // From here on the tensor owns dl: its storage calls dl->deleter exactly once.
-  return Tensor::from_blob(data, shape, strides, dtype, &call_dl_deleter, dl);
+  // The producer's deleter may be plugin code: the storage keeps that plugin loaded.
+  return adopt_memory(data, shape, strides, dtype, &call_dl_deleter, dl, reinterpret_cast<const void*>(dl->deleter));
 }
 
 }  // namespace opforge

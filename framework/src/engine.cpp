@@ -10,6 +10,7 @@
 #include "boundary.hpp"
 #include "node.hpp"
 #include "opforge/autograd.hpp"
+#include "plugin_keepalive.hpp"
 
 namespace opforge {
 
@@ -345,9 +346,25 @@ void Tensor::backward(const Tensor& grad, bool retain_graph) const {
   Engine::run(TensorSpan(*this), grad.defined() ? TensorSpan(grad) : TensorSpan(), retain_graph, Capture{});
 }
 
+namespace {
+// A hook registered from plugin code may be plugin code itself (its
+// std::function manager surely is): it keeps that plugin loaded, and is
+// destroyed before the plugin may go.
+struct KeptHook {
+  std::shared_ptr<void> keep;
+  Tensor::GradHook hook;
+  KeptHook(std::shared_ptr<void> k, Tensor::GradHook h) : keep(std::move(k)), hook(std::move(h)) {}
+  KeptHook(const KeptHook&) = default;
+  KeptHook(KeptHook&&) = default;
+  ~KeptHook() { hook = nullptr; }
+  Tensor operator()(const Tensor& g) const { return hook(g); }
+};
+}  // namespace
+
 void Tensor::register_hook(GradHook hook) const {
   check_defined("register_hook");
   OPFORGE_CHECK(static_cast<bool>(hook), ValueError, "Tensor::register_hook: argument 'hook' is empty");
+  if (auto keep = keep_plugin_loaded(__builtin_return_address(0))) hook = KeptHook(std::move(keep), std::move(hook));
   if (impl_->grad_fn) {
     impl_->grad_fn->output_hooks.emplace_back(impl_->output_nr, std::move(hook));
     return;

@@ -7,6 +7,7 @@
 #include "boundary.hpp"
 #include "node.hpp"
 #include "opforge/plugins.hpp"
+#include "plugin_keepalive.hpp"
 #include "registry.hpp"
 
 namespace opforge {
@@ -330,6 +331,8 @@ OpHandle make_op(OpSchema schema, std::unique_ptr<Function> fn) {
   OPFORGE_CHECK(problem.empty(), ValueError, "make_op: invalid schema: ", problem);
   OPFORGE_CHECK(fn != nullptr, ValueError, "make_op: op '", schema.name, "': the Function is null");
   boost::intrusive_ptr<OpEntry> e(new OpEntry());
+  // A Function made by plugin code (its vtable lives there) keeps that plugin loaded.
+  e->library = keep_plugin_loaded(*reinterpret_cast<const void* const*>(fn.get()));
   e->fn = std::move(fn);
   e->schema = std::move(schema);
   return OpHandle(std::move(e));

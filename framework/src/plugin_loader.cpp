@@ -37,6 +37,7 @@
 #include "opforge/plugins.hpp"
 #include "opforge/threads.hpp"
 #include "opforge/version.hpp"
+#include "plugin_keepalive.hpp"
 #include "registry.hpp"
 
 namespace opforge {
@@ -380,6 +381,24 @@ std::vector<PendingUnload> pending_unloads() {
   std::vector<PendingUnload> out;
   for (const UnloadedPlugin& u : st.unloaded) out.push_back({u.info, static_cast<std::size_t>(u.library.use_count())});
   return out;
+}
+
+std::shared_ptr<void> keep_plugin_loaded(const void* address) {
+  if (!address) return nullptr;
+  Dl_info info{};
+  if (::dladdr(address, &info) == 0 || !info.dli_fname) return nullptr;
+  boost::system::error_code ec;
+  const std::string file = fs::canonical(info.dli_fname, ec).string();
+  if (ec) return nullptr;
+  LoaderState& st = state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  for (const LoadedPlugin& p : st.loaded)
+    if (p.info.file == file) return p.library;
+  for (const UnloadedPlugin& u : st.unloaded)
+    if (u.info.file == file) {
+      if (auto lib = u.library.lock()) return lib;
+    }
+  return nullptr;
 }
 
 std::vector<std::string> plugin_search_path() {

@@ -3,6 +3,7 @@
 #include <new>
 
 #include "opforge/tensor.hpp"
+#include "plugin_keepalive.hpp"
 
 namespace opforge {
 namespace {
@@ -36,13 +37,14 @@ Storage* Storage::allocate(std::size_t nbytes) {
   return s;
 }
 
-Storage* Storage::adopt(void* data, std::size_t nbytes, Deleter deleter, void* context) {
+Storage* Storage::adopt(void* data, std::size_t nbytes, Deleter deleter, void* context, const void* deleter_code) {
   void* block = ::operator new(kHeader, std::align_val_t(kAlign));
   auto* s = new (block) Storage();
   s->data_ = data;
   s->nbytes_ = nbytes;
   s->deleter_ = deleter;
   s->deleter_context_ = context;
+  if (deleter) s->keep_alive_ = keep_plugin_loaded(deleter_code ? deleter_code : reinterpret_cast<const void*>(deleter));
   return s;
 }
 
@@ -52,6 +54,7 @@ void Storage::destroy() noexcept {
   } else if (deleter_) {
     deleter_(data_, deleter_context_);
   }
+  keep_alive_.reset();  // only now may the deleter's plugin go
   this->~Storage();
   ::operator delete(static_cast<void*>(this), std::align_val_t(kAlign));
 }

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 namespace opforge {
 
@@ -15,7 +16,9 @@ class Storage {
   static Storage* allocate(std::size_t nbytes);
   /// Wraps memory owned elsewhere; `deleter(data, context)` runs once, when the
   /// last view is gone.
-  static Storage* adopt(void* data, std::size_t nbytes, Deleter deleter, void* context);
+  /// While the storage lives, the plugin holding the deleter's code stays loaded.
+  static Storage* adopt(void* data, std::size_t nbytes, Deleter deleter, void* context,
+                        const void* deleter_code = nullptr);
 
   void* data() const noexcept { return data_; }
   std::size_t nbytes() const noexcept { return nbytes_; }
@@ -35,6 +38,7 @@ class Storage {
   Deleter deleter_ = nullptr;  // for adopted memory; null when borrowed or owned
   void* deleter_context_ = nullptr;
   bool owned_ = false;         // data lives in this block (counted in live_bytes)
+  std::shared_ptr<void> keep_alive_;  // the plugin whose code the deleter is, if any
 };
 
 }  // namespace opforge

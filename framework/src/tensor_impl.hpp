@@ -39,6 +39,10 @@ using TensorImplPtr = boost::intrusive_ptr<TensorImpl>;
 
 /// A new contiguous tensor on fresh storage (uninitialised).
 TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype);
+/// Tensor::from_blob, with the address of the code that frees the memory (the
+/// plugin holding it stays loaded while the memory is in use).
+Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dtype, Tensor::Deleter deleter,
+                    void* context, const void* deleter_code);
 /// A second TensorImpl over the same storage and layout, with no autograd state.
 TensorImplPtr alias_impl(const TensorImpl& src);
 

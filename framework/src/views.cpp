@@ -226,6 +226,11 @@ Tensor Tensor::from_blob(void* data, const Dims& shape, DType dtype, Deleter del
 
 Tensor Tensor::from_blob(void* data, const Dims& shape, const Dims& strides, DType dtype, Deleter deleter,
                          void* context) {
+  return adopt_memory(data, shape, strides, dtype, deleter, context, reinterpret_cast<const void*>(deleter));
+}
+
+Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dtype, Tensor::Deleter deleter,
+                    void* context, const void* deleter_code) {
   OPFORGE_CHECK(strides.size() == shape.size(), ShapeError, "Tensor::from_blob: argument 'strides': expected ",
                 shape.size(), " strides for shape ", shape, ", got ", strides);
   OPFORGE_CHECK(data != nullptr || shape.product() == 0, ValueError,
@@ -244,7 +249,8 @@ Tensor Tensor::from_blob(void* data, const Dims& shape, const Dims& strides, DTy
   t->strides = strides;
   t->numel = shape.product();
   t->contiguous = compute_contiguous(shape, strides);
-  t->storage = StoragePtr(Storage::adopt(data, static_cast<std::size_t>(span) * itemsize(dtype), deleter, context));
+  t->storage = StoragePtr(
+      Storage::adopt(data, static_cast<std::size_t>(span) * itemsize(dtype), deleter, context, deleter_code));
   return Tensor(std::move(t));
 }
 
