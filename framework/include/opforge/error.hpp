@@ -74,9 +74,11 @@ std::string concat(const Args&... args) {
 }  // namespace opforge
 
 /// OPFORGE_CHECK(cond, ShapeError, "linalg.mv: argument 'x': expected ", a, ", got ", b);
+/// ErrType may be written bare (ShapeError) or qualified (opforge::ShapeError).
 #define OPFORGE_CHECK(cond, ErrType, ...)                                  \
   do {                                                                     \
     if (__builtin_expect(!(cond), 0)) {                                    \
-      throw ::opforge::ErrType(::opforge::detail::concat(__VA_ARGS__));    \
+      using namespace ::opforge;                                           \
+      throw ErrType(::opforge::detail::concat(__VA_ARGS__));               \
     }                                                                      \
   } while (0)
