@@ -21,7 +21,7 @@ readonly PACKAGES=(
   libboost-dev libboost-program-options-dev libboost-filesystem-dev
   libxtensor-dev libxtensor-blas-dev libxsimd-dev xtl-dev
   libopenblas-pthread-dev liblapack-dev libtbb-dev
-  catch2 libdlpack-dev
+  catch2 libdlpack-dev libfftw3-dev
 )
 
 say() { printf 'build.sh: %s\n' "$*" >&2; }
@@ -36,6 +36,9 @@ Modes (each first installs missing Debian packages and builds the project):
                     to the program's own; see `./build.sh bench --help`)
   test              run the whole test suite: ctest --output-on-failure
   build             only install dependencies and build
+  sanitize          build the engine, plugin-loading, lifetime and harness tests with
+                    AddressSanitizer + UndefinedBehaviorSanitizer (in <build dir>-asan)
+                    and run them; any report fails the run
   --help, -h        show this help
 
 Environment:
@@ -136,7 +139,7 @@ case "$mode" in
     usage
     exit 0
     ;;
-  bench | test | build)
+  bench | test | build | sanitize)
     shift
     ;;
   "")
@@ -157,6 +160,24 @@ fi
 
 cd "$REPO_ROOT"
 ensure_dependencies
+
+if [[ "$mode" == sanitize ]]; then
+  san_dir="${BUILD_DIR}-asan"
+  if [[ ! -f "$san_dir/Makefile" ]]; then
+    say "configuring (RelWithDebInfo, ASan + UBSan) in $san_dir"
+    cmake -S "$REPO_ROOT" -B "$san_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOPFORGE_SANITIZE=ON \
+      || die "cmake configure failed (see above)"
+  fi
+  san_tests=(test_engine test_plugin_loading test_plugin_lifetime test_harness)
+  say "building ${san_tests[*]} with sanitizers in $san_dir"
+  cmake --build "$san_dir" -j"$(ncpu)" --target "${san_tests[@]}" || die "sanitizer build failed (see above)"
+  say "running them under ASan + UBSan"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "$san_dir" --output-on-failure --timeout 900 -j"$(ncpu)" \
+    -R '^(engine|lifetime|harness|plugin)|plugin' -E 'NOT_BUILT'
+  exit $?
+fi
+
 ensure_built
 
 case "$mode" in
