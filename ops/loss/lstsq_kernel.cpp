@@ -3,9 +3,10 @@
 // Layout of the work:
 //   - rows are split into at most kMaxChunks chunks (a function of m only, never of
 //     the thread count), each handled by one task with its own partial A^T r;
-//   - inside a chunk, rows go four at a time: the four dot products share each
-//     load of x, then the four rows (still in L1/L2) update the partial gradient,
-//     so x and the partial are touched once per four rows of A;
+//   - inside a chunk, rows go eight at a time: the eight dot products share each
+//     load of x; the eight rows, still in L1/L2, update the partial gradient in
+//     the same loop that streams the next eight rows from memory, so x and the
+//     partial are touched once per eight rows of A and memory never idles;
 //   - the hot loops are compiled for AVX-512, AVX2+FMA and baseline x86-64, and
 //     the best one for the running CPU is picked at load time (target_clones).
 #include "lstsq_kernel.hpp"
@@ -29,60 +30,64 @@ namespace opforge_ops::loss {
 namespace {
 
 constexpr std::int64_t kMaxChunks = 64;
-constexpr std::int64_t kRowsPerStep = 4;
+constexpr std::int64_t kRowsPerStep = 8;
 
-// Dot products of four rows with x: s[k] = A[k] . x
+// Dot products of eight rows with x: s[k] = A[k] . x
 template <class T>
-OPFORGE_INLINE void dot4(const T* __restrict a0, std::int64_t n, const T* __restrict x, T* s) {
-  const T* __restrict a1 = a0 + n;
-  const T* __restrict a2 = a1 + n;
-  const T* __restrict a3 = a2 + n;
-  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
+OPFORGE_INLINE void dot8(const T* __restrict a, std::int64_t n, const T* __restrict x, T* s) {
+  const T *__restrict a0 = a, *__restrict a1 = a + n, *__restrict a2 = a + 2 * n, *__restrict a3 = a + 3 * n;
+  const T *__restrict a4 = a + 4 * n, *__restrict a5 = a + 5 * n, *__restrict a6 = a + 6 * n,
+          *__restrict a7 = a + 7 * n;
+  T s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7)
   for (std::int64_t j = 0; j < n; ++j) {
     const T xj = x[j];
     s0 += a0[j] * xj;
     s1 += a1[j] * xj;
     s2 += a2[j] * xj;
     s3 += a3[j] * xj;
+    s4 += a4[j] * xj;
+    s5 += a5[j] * xj;
+    s6 += a6[j] * xj;
+    s7 += a7[j] * xj;
   }
-  s[0] = s0;
-  s[1] = s1;
-  s[2] = s2;
-  s[3] = s3;
+  s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3, s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;
 }
 
-// g += A[0..3]^T r[0..3] for the previous four rows (p, in cache) while forming
-// the dot products of the next four rows (c, streamed from memory) with x. One
-// loop does both so that memory is kept busy the whole time: a separate update
-// loop would run from cache with the memory bus idle.
+// g += A_p^T r_p for the previous eight rows (p, in cache) while forming the dot
+// products of the next eight rows (c, streamed from memory) with x. One loop does
+// both so that memory is kept busy the whole time: a separate update loop would
+// run from cache with the memory bus idle. Eight rows per step means x and g are
+// loaded (and g stored) once per eight rows of A.
 template <class T>
-OPFORGE_INLINE void update4_dot4(const T* __restrict p0, const T* rp, const T* __restrict c0, std::int64_t n,
+OPFORGE_INLINE void update8_dot8(const T* __restrict p, const T* rp, const T* __restrict c, std::int64_t n,
                                  const T* __restrict x, T* __restrict g, T* s) {
-  const T* __restrict p1 = p0 + n;
-  const T* __restrict p2 = p1 + n;
-  const T* __restrict p3 = p2 + n;
-  const T* __restrict c1 = c0 + n;
-  const T* __restrict c2 = c1 + n;
-  const T* __restrict c3 = c2 + n;
-  const T r0 = rp[0], r1 = rp[1], r2 = rp[2], r3 = rp[3];
-  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  const T *__restrict p0 = p, *__restrict p1 = p + n, *__restrict p2 = p + 2 * n, *__restrict p3 = p + 3 * n;
+  const T *__restrict p4 = p + 4 * n, *__restrict p5 = p + 5 * n, *__restrict p6 = p + 6 * n,
+          *__restrict p7 = p + 7 * n;
+  const T *__restrict c0 = c, *__restrict c1 = c + n, *__restrict c2 = c + 2 * n, *__restrict c3 = c + 3 * n;
+  const T *__restrict c4 = c + 4 * n, *__restrict c5 = c + 5 * n, *__restrict c6 = c + 6 * n,
+          *__restrict c7 = c + 7 * n;
+  const T r0 = rp[0], r1 = rp[1], r2 = rp[2], r3 = rp[3], r4 = rp[4], r5 = rp[5], r6 = rp[6], r7 = rp[7];
+  T s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7)
   for (std::int64_t j = 0; j < n; ++j) {
     const T xj = x[j];
-    g[j] += r0 * p0[j] + r1 * p1[j] + r2 * p2[j] + r3 * p3[j];
+    g[j] += ((r0 * p0[j] + r1 * p1[j]) + (r2 * p2[j] + r3 * p3[j])) +
+            ((r4 * p4[j] + r5 * p5[j]) + (r6 * p6[j] + r7 * p7[j]));
     s0 += c0[j] * xj;
     s1 += c1[j] * xj;
     s2 += c2[j] * xj;
     s3 += c3[j] * xj;
+    s4 += c4[j] * xj;
+    s5 += c5[j] * xj;
+    s6 += c6[j] * xj;
+    s7 += c7[j] * xj;
   }
-  s[0] = s0;
-  s[1] = s1;
-  s[2] = s2;
-  s[3] = s3;
+  s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3, s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;
 }
 
-// g += A[0..k)^T r[0..k) for k <= 4 rows.
+// g += A[0..k)^T r[0..k) for the last k rows of a chunk.
 template <class T>
 OPFORGE_INLINE void update_rows(const T* __restrict a, std::int64_t k, std::int64_t n, const T* r, T* __restrict g) {
   for (std::int64_t i = 0; i < k; ++i) {
@@ -102,7 +107,7 @@ OPFORGE_INLINE T dot1(const T* __restrict a, std::int64_t n, const T* __restrict
 }
 
 // Rows [lo, hi) of A; g (may be null) is this chunk's partial A^T r, zeroed here.
-// Rows go in blocks of four; with g, block b's update is fused with block b+1's
+// Rows go in blocks of eight; with g, block b's update is fused with block b+1's
 // dot products (software pipelining).
 template <class T>
 OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
@@ -112,8 +117,8 @@ OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo,
   T s[kRowsPerStep];
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::int64_t i = lo + b * kRowsPerStep;
-    if (g && b > 0) update4_dot4(A + (i - kRowsPerStep) * n, r + i - kRowsPerStep, A + i * n, n, x, g, s);
-    else dot4(A + i * n, n, x, s);
+    if (g && b > 0) update8_dot8(A + (i - kRowsPerStep) * n, r + i - kRowsPerStep, A + i * n, n, x, g, s);
+    else dot8(A + i * n, n, x, s);
     for (int k = 0; k < kRowsPerStep; ++k) r[i + k] = y[i + k] - s[k];
   }
   if (g && blocks > 0) update_rows(A + (lo + (blocks - 1) * kRowsPerStep) * n, kRowsPerStep, n,
