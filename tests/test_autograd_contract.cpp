@@ -563,7 +563,7 @@ TEST_CASE("contract: a hook on a non-leaf runs before its node's backward; its r
 }
 
 TEST_CASE("contract: a leaf used twice in one graph: its hook runs once, on the summed gradient",
-          "[contract][!mayfail]") {
+          "[contract]") {
   // Core bug: the engine runs a leaf's hooks in accumulate_into_leaf, once per
   // edge that reaches the leaf, each time on that edge's part of the gradient.
   // A hook on a non-leaf runs once, on the summed gradient (the node's buffer),

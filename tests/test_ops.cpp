@@ -503,9 +503,12 @@ TEST_CASE("wrong_rank_is_refused_naming_op_and_argument", "[ops][errors]") {
   const std::vector<BadCall> calls = {
       {"linalg.mv", {f64({3}), f64({3})}, "linalg.mv: argument 'A': expected a 2-D tensor, got float64[3]"},
       {"linalg.mv", {f64({2, 3}), f64({3, 1})}, "linalg.mv: argument 'x': expected a 1-D tensor, got float64[3, 1]"},
+      // matmul takes NumPy's ranks (batched, 1-D operands): a rank mismatch shows as a size mismatch.
       {"linalg.matmul", {f64({2, 3, 1}), f64({3, 2})},
-       "linalg.matmul: argument 'A': expected a 2-D tensor, got float64[2, 3, 1]"},
-      {"linalg.matmul", {f64({2, 3}), f64({3})}, "linalg.matmul: argument 'B': expected a 2-D tensor, got float64[3]"},
+       "linalg.matmul: argument 'B': expected size 1 on axis -2 (the size of the last axis of 'A', of shape "
+       "[2, 3, 1]), got shape [3, 2]"},
+      {"linalg.matmul", {f64({2, 3}), f64({4})},
+       "linalg.matmul: argument 'B': expected shape [3] (the size of the last axis of 'A'), got [4]"},
       {"elementwise.add", {f64({6}), f64({2, 3})},
        "elementwise.add: argument 'a' of shape [6] and argument 'b' of shape [2, 3] do not broadcast: axis -1 has "
        "sizes 6 and 3 (sizes must be equal, or one of them 1)"},

@@ -110,10 +110,8 @@ struct Capture {
   bool active() const { return results != nullptr; }
 };
 
-void accumulate_into_leaf(TensorImpl& leaf, Tensor g, const Capture& cap) {
-  if (leaf.hooks) {
-    for (const auto& h : *leaf.hooks) g = run_hook(h, g, "a leaf");
-  }
+// Hands a leaf's gradient (its hooks already run) to its destination.
+void deliver_to_leaf(TensorImpl& leaf, Tensor g, const Capture& cap) {
   if (cap.active()) {
     for (std::size_t i = 0; i < cap.inputs.size(); ++i)
       if (cap.inputs[i].unsafe_impl() == &leaf) accumulate((*cap.results)[i], g);
@@ -130,10 +128,19 @@ void accumulate_into_leaf(TensorImpl& leaf, Tensor g, const Capture& cap) {
 
 // Scratch lists reused across backward calls on a thread (no heap traffic once
 // warm); a stack of them so that a backward may run inside another.
+// A leaf with hooks: its gradient is summed over the pass, and the hooks run
+// once on the sum, when the last edge into the leaf has delivered.
+struct HookedLeaf {
+  TensorImpl* leaf;
+  std::uint32_t pending;
+  Tensor sum;
+};
+
 struct Scratch {
   std::vector<Node*> visited;
   std::vector<Node*> stack;
   std::vector<Node*> ready;
+  std::vector<HookedLeaf> hooked;
 };
 thread_local std::vector<std::unique_ptr<Scratch>> t_scratch;
 thread_local std::size_t t_depth = 0;
@@ -148,6 +155,7 @@ class ScratchLease {
     s_->visited.clear();
     s_->stack.clear();
     s_->ready.clear();
+    s_->hooked.clear();
     --t_depth;
   }
   Scratch& operator*() const { return *s_; }
@@ -227,26 +235,55 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
     s.visited.push_back(n);
     return true;
   };
+  auto count_hooked_leaf = [&](TensorImpl* leaf) {
+    if (!leaf->hooks) return;
+    for (HookedLeaf& h : s.hooked)
+      if (h.leaf == leaf) {
+        ++h.pending;
+        return;
+      }
+    s.hooked.push_back({leaf, 1, Tensor()});
+  };
   for (const Tensor& out : outputs) {
     Node* n = out.unsafe_impl()->grad_fn.get();
+    if (!n) count_hooked_leaf(out.unsafe_impl());
     if (n && visit(n)) s.stack.push_back(n);
   }
   while (!s.stack.empty()) {
     Node* n = s.stack.back();
     s.stack.pop_back();
     for (Edge& e : n->edges) {
+      if (e.leaf) count_hooked_leaf(e.leaf.get());
       if (!e.fn) continue;
       if (visit(e.fn.get())) s.stack.push_back(e.fn.get());
       ++e.fn->dependencies;
     }
   }
 
+  // A gradient (possibly undefined: nothing came) arriving at a leaf along one edge.
+  auto arrive_at_leaf = [&](TensorImpl& leaf, Tensor g) {
+    if (!leaf.hooks) {
+      if (g.defined()) deliver_to_leaf(leaf, std::move(g), cap);
+      return;
+    }
+    for (HookedLeaf& h : s.hooked) {
+      if (h.leaf != &leaf) continue;
+      if (g.defined()) accumulate(h.sum, g);
+      if (--h.pending == 0 && h.sum.defined()) {
+        Tensor total = std::move(h.sum);
+        for (const auto& hook : *leaf.hooks) total = run_hook(hook, total, "a leaf");
+        deliver_to_leaf(leaf, std::move(total), cap);
+      }
+      return;
+    }
+  };
+
   try {
     // 2. Seed the roots.
     for (std::size_t r = 0; r < outputs.size(); ++r) {
       TensorImpl* impl = outputs[r].unsafe_impl();
       if (!impl->grad_fn) {
-        accumulate_into_leaf(*impl, std::move(root_grads[r]), cap);
+        arrive_at_leaf(*impl, std::move(root_grads[r]));
         continue;
       }
       Node* n = impl->grad_fn.get();
@@ -305,7 +342,7 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
         Tensor& g = grads_in[i];
         if (e.leaf) {
           // Moved: when nothing else holds it, the leaf adopts it without a copy.
-          if (g.defined()) accumulate_into_leaf(*e.leaf, std::move(g), cap);
+          arrive_at_leaf(*e.leaf, std::move(g));
           continue;
         }
         Node* m = e.fn.get();

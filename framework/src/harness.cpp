@@ -486,9 +486,10 @@ TensorList harness_inputs(const OpHandle& op, DType dtype, std::uint64_t seed, s
     throw Error(s.name + ": its sample_inputs(" + dtype_name(dtype) +
                 ") threw an exception not derived from std::exception");
   }
-  OPFORGE_CHECK(xs.size() == s.inputs.size(), ValueError, s.name, ": sample_inputs(", dtype_name(dtype),
-                ") returned ", xs.size(), " tensor(s), expected ", s.inputs.size(), " (one per input: ",
-                input_list(s), ")");
+  const bool count_ok = s.variadic ? xs.size() >= s.inputs.size() && xs.size() <= 64 : xs.size() == s.inputs.size();
+  OPFORGE_CHECK(count_ok, ValueError, s.name, ": sample_inputs(", dtype_name(dtype), ") returned ", xs.size(),
+                " tensor(s), expected ", s.variadic ? "at least " : "", s.inputs.size(), " (one per input: ",
+                input_list(s), s.variadic ? ", ..." : "", ")");
   for (std::size_t i = 0; i < xs.size(); ++i) {
     OPFORGE_CHECK(xs[i].defined(), ValueError, s.name, ": sample_inputs(", dtype_name(dtype), ") returned an undefined tensor for ",
                   input_label(s, i));
@@ -504,8 +505,11 @@ CheckReport check_op(const OpHandle& op, const CheckOptions& options) {
   static const CheckFn fns[] = {check_gradcheck,     check_backward_contract, check_inputs_unchanged,
                                 check_no_grad_records_nothing, check_deterministic,     check_thread_safe};
   const auto& names = check_names();
+  // The schema's sample attributes travel with every call the checks make.
+  const auto& sample_attrs = op.schema().sample_attributes;
+  const OpHandle bound = sample_attrs.empty() || !op.bound_attrs().empty() ? op : op.bind(sample_attrs);
   CheckReport report;
-  for (std::size_t i = 0; i < names.size(); ++i) report.push_back(run_check(op, options, names[i], fns[i]));
+  for (std::size_t i = 0; i < names.size(); ++i) report.push_back(run_check(bound, options, names[i], fns[i]));
   return report;
 }
 

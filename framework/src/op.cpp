@@ -374,7 +374,8 @@ namespace {
   std::string names;
   for (std::size_t i = 0; i < s.inputs.size(); ++i) names += (i ? ", " : "") + s.inputs[i];
   if (s.variadic)
-    throw ValueError(s.name + ": expected at least " + std::to_string(s.inputs.size()) + " inputs (" + names +
+    throw ValueError(s.name + ": expected at least " + std::to_string(s.inputs.size()) +
+                     (s.inputs.size() == 1 ? " input (" : " inputs (") + names +
                      ", ...; at most 64), got " + std::to_string(got));
   throw ValueError(s.name + ": expected " + std::to_string(s.inputs.size()) +
                    (s.inputs.size() == 1 ? " input (" : " inputs (") + names + "), got " + std::to_string(got));
@@ -427,22 +428,49 @@ void resolve_attrs(const OpSchema& s, AttrSpan given, List& out) {
 
 }  // namespace
 
-TensorList OpHandle::call(TensorSpan inputs, std::initializer_list<NamedAttr> named) const {
-  if (!entry_) throw_empty_handle("call");
-  const OpSchema& s = entry_->schema;
-  boost::container::small_vector<Attr, 4> positional(s.attrs.size());
-  for (const NamedAttr& na : named) {
+namespace {
+// Named attributes -> positional, in schema order (unset where not given).
+template <class Named, class NameOf, class ValueOf>
+std::vector<Attr> positional_attrs(const OpSchema& s, const Named& named, NameOf name_of, ValueOf value_of) {
+  std::vector<Attr> positional(s.attrs.size());
+  for (const auto& na : named) {
+    const std::string_view name = name_of(na);
     std::size_t i = 0;
-    while (i < s.attrs.size() && s.attrs[i].name != na.name) ++i;
+    while (i < s.attrs.size() && s.attrs[i].name != name) ++i;
     if (i == s.attrs.size()) {
       std::string names;
       for (const auto& a : s.attrs) names += (names.empty() ? "" : ", ") + a.name;
-      throw ValueError(s.name + ": no attribute named '" + std::string(na.name) + "' (it has: " +
+      throw ValueError(s.name + ": no attribute named '" + std::string(name) + "' (it has: " +
                        (names.empty() ? "none" : names) + ")");
     }
-    positional[i] = na.value;
+    positional[i] = value_of(na);
   }
+  return positional;
+}
+}  // namespace
+
+TensorList OpHandle::call(TensorSpan inputs, std::initializer_list<NamedAttr> named) const {
+  if (!entry_) throw_empty_handle("call");
+  const std::vector<Attr> positional = positional_attrs(
+      entry_->schema, named, [](const NamedAttr& a) { return a.name; }, [](const NamedAttr& a) { return a.value; });
   return call(inputs, AttrSpan(positional.data(), positional.size()));
+}
+
+OpHandle OpHandle::bind(std::initializer_list<NamedAttr> named) const {
+  if (!entry_) throw_empty_handle("bind");
+  OpHandle h(entry_);
+  h.bound_ = std::make_shared<const std::vector<Attr>>(positional_attrs(
+      entry_->schema, named, [](const NamedAttr& a) { return a.name; }, [](const NamedAttr& a) { return a.value; }));
+  return h;
+}
+
+OpHandle OpHandle::bind(const std::vector<std::pair<std::string, Attr>>& named) const {
+  if (!entry_) throw_empty_handle("bind");
+  OpHandle h(entry_);
+  h.bound_ = std::make_shared<const std::vector<Attr>>(positional_attrs(
+      entry_->schema, named, [](const auto& a) { return std::string_view(a.first); },
+      [](const auto& a) { return a.second; }));
+  return h;
 }
 
 Tensor OpHandle::operator()(TensorSpan inputs, std::initializer_list<NamedAttr> named) const {
@@ -453,6 +481,7 @@ Tensor OpHandle::operator()(TensorSpan inputs, std::initializer_list<NamedAttr> 
 
 TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
   if (!entry_) throw_empty_handle("call");
+  if (bound_ && attrs.size() == 0) attrs = AttrSpan(bound_->data(), bound_->size());
   OpEntry& e = *entry_;
   const OpSchema& s = e.schema;
   const std::size_t n = inputs.size();

@@ -208,6 +208,7 @@ Tensor Tensor::expand(const Dims& shape) const {
       continue;
     }
     const std::int64_t have = impl_->shape[i - lead];
+    OPFORGE_CHECK(shape[i] >= 0, ShapeError, "Tensor::expand: argument 'shape': sizes must be >= 0, got ", shape);
     OPFORGE_CHECK(have == shape[i] || have == 1, ShapeError, "Tensor::expand: cannot expand ", impl_->shape, " to ",
                   shape, ": axis ", i, " has size ", have, " (only size-1 axes can be expanded)");
     strides[i] = have == shape[i] ? impl_->strides[i - lead] : 0;
@@ -284,7 +285,9 @@ Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace_allowed("copy_");
   OPFORGE_CHECK(src.defined() && src.shape() == impl_->shape, ShapeError,
                 "Tensor::copy_: argument 'src': expected shape ", impl_->shape, ", got ", src.describe());
-  copy_elements(*impl_, *src.impl_);
+  // A source overlapping this tensor's memory is read from a copy first.
+  if (src.impl_->storage == impl_->storage) copy_elements(*impl_, *src.clone().impl_);
+  else copy_elements(*impl_, *src.impl_);
   bump_version();
   return *this;
 }
@@ -295,7 +298,8 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
                 "Tensor::add_: argument 'other': expected ", describe(), ", got ", other.describe());
   OPFORGE_CHECK(is_floating(impl_->dtype), DTypeError, "Tensor::add_: expected dtype float32 or float64, got ",
                 dtype_name(impl_->dtype));
-  const Tensor o = other.contiguous();
+  // A contiguous copy; a fresh one when other shares this tensor's memory.
+  const Tensor o = other.impl_->storage == impl_->storage ? other.clone() : other.contiguous();
   std::int64_t i = 0;
   auto run = [&](auto* dst, const auto* src) {
     using T = std::remove_pointer_t<decltype(dst)>;

@@ -159,14 +159,34 @@ static TensorList unary_samples(opforge::DType dtype, std::uint64_t seed) {
   return {Tensor::randn({4, 5}, dtype, seed)};
 }
 
+// The rest of the family (unary.cpp, binary.cpp, compare.cpp) registers through these.
+#include "elementwise_ops.hpp"
+
 OPFORGE_PLUGIN("elementwise", "0.1.0") {
   using opforge::OpSchema;
-  registrar.add<Add>(
-      OpSchema("elementwise.add").input_names({"a", "b"}).describe("a + b, element by element, with NumPy broadcasting").samples(binary_samples));
-  registrar.add<Sub>(
-      OpSchema("elementwise.sub").input_names({"a", "b"}).describe("a - b, element by element, with NumPy broadcasting").samples(binary_samples));
-  registrar.add<Mul>(
-      OpSchema("elementwise.mul").input_names({"a", "b"}).describe("a * b, element by element, with NumPy broadcasting").samples(binary_samples));
+  namespace ew = opforge_elementwise;
+  // add, sub and mul run the kernels above for float32/float64 and ew::with_int64's for int64.
+  registrar.add(OpSchema("elementwise.add")
+                    .input_names({"a", "b"})
+                    .accepts(ew::kNumeric)
+                    .describe("a + b, element by element, with NumPy broadcasting (float32, float64, int64)")
+                    .samples(binary_samples),
+                ew::with_int64(std::make_unique<Add>(), ew::IntBinary::Add));
+  registrar.add(OpSchema("elementwise.sub")
+                    .input_names({"a", "b"})
+                    .accepts(ew::kNumeric)
+                    .describe("a - b, element by element, with NumPy broadcasting (float32, float64, int64)")
+                    .samples(binary_samples),
+                ew::with_int64(std::make_unique<Sub>(), ew::IntBinary::Sub));
+  registrar.add(OpSchema("elementwise.mul")
+                    .input_names({"a", "b"})
+                    .accepts(ew::kNumeric)
+                    .describe("a * b, element by element, with NumPy broadcasting (float32, float64, int64)")
+                    .samples(binary_samples),
+                ew::with_int64(std::make_unique<Mul>(), ew::IntBinary::Mul));
   registrar.add<Square>(
       OpSchema("elementwise.square").input_names({"x"}).describe("x * x, element by element").samples(unary_samples));
+  ew::register_unary(registrar);    // unary.cpp
+  ew::register_binary(registrar);   // binary.cpp
+  ew::register_compare(registrar);  // compare.cpp
 }

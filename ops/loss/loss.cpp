@@ -12,6 +12,7 @@
 // twice for the same loss composed of mv, sub, square and sum.
 #include <opforge/sdk.hpp>
 
+#include "loss_ops.hpp"
 #include "lstsq_kernel.hpp"
 
 namespace {
@@ -108,4 +109,5 @@ OPFORGE_PLUGIN("loss", "0.1.0") {
                            .input_names({"A", "x", "y"})
                            .describe("||y - A x||^2, fused: one pass over A gives the loss and A^T r")
                            .samples(lstsq_samples));
+  opforge_ops::loss::register_losses(registrar);  // mse, huber, cross_entropy (losses.cpp)
 }

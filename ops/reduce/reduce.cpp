@@ -1,112 +1,799 @@
-// reduce: sum of all elements, to a 0-d tensor.
+// reduce: reductions over all or some axes (sum, mean, max, min, norm, logsumexp);
+// softmax and log_softmax along one axis live in softmax.cpp, in the same plugin.
 //
-//   sum(x) = Σ_i x[i]            x of any shape -> shape []
-//   d sum / d x[i] = 1,  so  dx = g · ones(shape(x))   (g: the 0-d gradient of the output)
+// Every reduction takes two attributes, in this order:
+//   axes: Ints = []        axes to reduce, negative ones counting from the end;
+//                          [] reduces every axis (a 0-d result)
+//   keepdims: Bool = false keep each reduced axis as an axis of size 1
+// R is the set of elements that make one output (|R| of them); g is the incoming
+// gradient, of the output's shape, and "g" in a gradient below means g broadcast
+// back over R (g[o] for every element of output o's set).
 //
-// Deterministic: the input is cut into fixed chunks of kChunk elements (the same
-// cut whatever the thread count); the chunks' partial sums are computed in
-// parallel, in double for float32 too, and added in chunk order. The same input
-// gives the same bits with 1 thread or 64.
+//   sum(x)       = Σ_R x                          dx = g
+//   mean(x)      = Σ_R x / |R|                    dx = g / |R|
+//   max(x)       -> (values = max_R x, indices)   dx = g at the arg-max element, 0 elsewhere
+//   min(x)       -> (values = min_R x, indices)   dx = g at the arg-min element, 0 elsewhere
+//   norm(x)      = (Σ_R |x|^p)^(1/p)              dx = g sign(x) |x|^(p-1) / norm^(p-1)
+//                  (third attribute p: Float = 2;    p = 2: dx = g x / norm;  p = 1: dx = g sign(x);
+//                   any finite p >= 1)               dx = 0 where norm = 0)
+//   logsumexp(x) = m + log Σ_R exp(x - m),        dx = g exp(x - logsumexp(x))
+//                  m = max_R x (so no exp overflows; the value does not depend on m)
+//
+// max and min take at most one axis. Their second output, indices (int64, not
+// differentiable), is the position of the extreme element along that axis, or with
+// axes = [] its flat row-major index in x. Ties go to the first position; a NaN
+// beats every number (the first NaN is the max and the min). max and min accept
+// float32, float64, int64 and bool; the other reductions float32 and float64.
+// float32 sums (sum, mean, norm, logsumexp) are accumulated in double.
+//
+// Determinism. After dropping size-1 axes and merging neighbouring axes of the
+// same kind (reduced or kept), x is a short list of alternating blocks. Each output's
+// elements are visited in row-major order, cut into chunks whose boundaries depend
+// on the shape only (kChunk elements when the last block is reduced, kRowChunk
+// reduced positions when it is kept); chunks run in parallel and their partial
+// results are combined in chunk order. The same input gives the same bits with
+// 1 thread or 64. With no attributes, sum is what it always was: chunks of kChunk
+// elements, each summed with eight interleaved double accumulators, added in order.
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
 
 #include <boost/container/small_vector.hpp>
 #include <opforge/sdk.hpp>
+
+namespace opforge_ops::reduce {
+// softmax.cpp: adds reduce.softmax and reduce.log_softmax.
+void register_softmax(opforge::PluginRegistrar& registrar);
+}  // namespace opforge_ops::reduce
 
 namespace {
 
 using opforge::Context;
 using opforge::Dims;
+using opforge::DType;
 using opforge::Tensor;
 using opforge::TensorList;
 using opforge::TensorSpan;
 namespace sdk = opforge::sdk;
 
-// Elements per partial sum. Fixed, never derived from the thread count: it sets
-// the order of the additions, hence the rounding.
+// Elements per partial result when the innermost block is reduced. Fixed, never
+// derived from the thread count: it sets the order of the additions, hence the rounding.
 constexpr std::int64_t kChunk = 4096;
-// Chunks per parallel task: about sdk::kElementwiseGrain elements, so a tensor
-// below that size is summed inline on the calling thread.
-constexpr std::int64_t kChunkGrain = sdk::kElementwiseGrain / kChunk;
+// Reduced positions per partial result when the innermost block is kept.
+constexpr std::int64_t kRowChunk = 1024;
+// Outputs per task along a kept innermost block (the accumulators of one task).
+constexpr std::int64_t kColumnBlock = 2048;
+// Blocks after merging: at most one per axis, plus one placeholder.
+constexpr int kMaxBlocks = opforge::kMaxDims + 1;
 
-// Sum of p[0, n) in double. Eight accumulators in a fixed pattern let the
-// compiler keep them in vector registers without reordering anything the
-// source does not already order, so the result stays deterministic.
-template <class T>
-double chunk_sum(const T* p, std::int64_t n) {
-  double acc[8] = {};
-  std::int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; ++l) acc[l] += static_cast<double>(p[i + l]);
-  double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += static_cast<double>(p[i]);
-  return s;
+// ---- axes -------------------------------------------------------------------------------
+
+// Bit mask of the axes a reduction runs over, from the 'axes' attribute ([] = all).
+std::uint32_t axes_mask(const Context& ctx, std::int64_t rank, const Dims& axes) {
+  if (axes.empty()) return rank == 0 ? 0u : (1u << rank) - 1u;
+  std::uint32_t mask = 0;
+  for (std::int64_t a : axes) {
+    if (rank == 0)
+      throw opforge::IndexError(opforge::detail::concat(ctx.op_name(), ": attribute 'axes': axis ", a,
+                                                        " is out of range for a 0-D tensor (it has no axes; [] "
+                                                        "reduces its one element)"));
+    OPFORGE_CHECK(a >= -rank && a < rank, IndexError, ctx.op_name(), ": attribute 'axes': axis ", a,
+                  " is out of range for a ", rank, "-D tensor (expected -", rank, " to ", rank - 1, ")");
+    const std::int64_t k = a < 0 ? a + rank : a;
+    OPFORGE_CHECK(!((mask >> k) & 1u), ValueError, ctx.op_name(), ": attribute 'axes': ", axes, " names axis ", k,
+                  " twice (each axis may be given once)");
+    mask |= 1u << k;
+  }
+  return mask;
 }
 
-template <class T>
-Tensor sum_all(const Tensor& x) {
-  const T* p = x.data<T>();
-  const std::int64_t n = x.numel();
-  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
-  // One slot per chunk (inline up to 256 K elements: no heap for most tensors).
-  boost::container::small_vector<double, 64> partial(static_cast<std::size_t>(chunks), 0.0);
-  sdk::parallel_for(0, chunks, kChunkGrain, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t c = lo; c < hi; ++c) {
-      const std::int64_t b = c * kChunk;
-      partial[static_cast<std::size_t>(c)] = chunk_sum(p + b, std::min(n, b + kChunk) - b);
-    }
-  });
-  double total = 0;  // in chunk order: independent of which thread ran which chunk
-  for (double v : partial) total += v;
-  return Tensor::scalar(total, x.dtype());
-}
-
-// A tensor of `shape` with every element equal to v.
-template <class T>
-Tensor filled(const Dims& shape, T v) {
-  Tensor out = Tensor::empty(shape, opforge::dtype_v<T>);
-  T* po = out.data<T>();
-  sdk::parallel_for(0, out.numel(), sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
-    std::fill(po + lo, po + hi, v);
-  });
+// The output shape: reduced axes dropped, or kept with size 1.
+Dims reduced_shape(const Dims& shape, std::uint32_t mask, bool keepdims) {
+  Dims out;
+  for (std::size_t a = 0; a < shape.size(); ++a) {
+    if (!((mask >> a) & 1u))
+      out.push_back(shape[a]);
+    else if (keepdims)
+      out.push_back(1);
+  }
   return out;
 }
 
-class Sum final : public opforge::Function {
+// What forward reads from the attributes (axes, keepdims), checked.
+struct Plan {
+  std::uint32_t mask = 0;
+  Dims out_shape;
+};
+
+Plan plan_of(const Context& ctx, const Tensor& x) {
+  Plan p;
+  p.mask = axes_mask(ctx, x.dim(), ctx.attr_ints(0));
+  p.out_shape = reduced_shape(x.shape(), p.mask, ctx.attr_bool(1));
+  return p;
+}
+
+// Backward reads x's shape and the reduced axes: saved as ints (rank, sizes, mask),
+// never the tensor itself when only its shape is needed.
+void save_shape_and_mask(Context& ctx, const Dims& shape, std::uint32_t mask) {
+  ctx.save_int(static_cast<std::int64_t>(shape.size()));
+  for (std::int64_t s : shape) ctx.save_int(s);
+  ctx.save_int(mask);
+}
+Dims saved_shape(const Context& ctx) {
+  Dims shape;
+  shape.resize(static_cast<std::size_t>(ctx.saved_int(0)));
+  for (std::size_t i = 0; i < shape.size(); ++i) shape[i] = ctx.saved_int(i + 1);
+  return shape;
+}
+std::uint32_t saved_mask(const Context& ctx) {
+  return static_cast<std::uint32_t>(ctx.saved_int(static_cast<std::size_t>(ctx.saved_int(0)) + 1));
+}
+
+// ---- geometry -----------------------------------------------------------------------------
+
+// x (contiguous) seen as alternating blocks of kept and reduced axes: size-1 axes
+// dropped, neighbours of one kind merged. Outputs are numbered row-major over the
+// kept blocks, which is the order of the output's memory with or without keepdims.
+struct Geometry {
+  int nd = 0;
+  std::int64_t size[kMaxBlocks] = {};
+  std::int64_t stride[kMaxBlocks] = {};   // in x, elements
+  std::int64_t ostride[kMaxBlocks] = {};  // in the output, elements (0 for reduced blocks)
+  bool reduced[kMaxBlocks] = {};
+  std::int64_t out_numel = 1;  // outputs
+  std::int64_t red_numel = 1;  // elements per output, |R|
+  std::int64_t numel = 1;
+};
+
+Geometry make_geometry(const Dims& shape, std::uint32_t mask) {
+  Geometry g;
+  const Dims st = opforge::contiguous_strides(shape);
+  bool any_reduced = false;
+  for (std::size_t a = 0; a < shape.size(); ++a) {
+    const bool r = (mask >> a) & 1u;
+    g.numel *= shape[a];
+    (r ? g.red_numel : g.out_numel) *= shape[a];
+    if (shape[a] == 1) continue;
+    any_reduced = any_reduced || r;
+    if (g.nd > 0 && g.reduced[g.nd - 1] == r) {
+      g.size[g.nd - 1] *= shape[a];
+      g.stride[g.nd - 1] = st[a];
+    } else {
+      g.size[g.nd] = shape[a];
+      g.stride[g.nd] = st[a];
+      g.reduced[g.nd] = r;
+      ++g.nd;
+    }
+  }
+  if (!any_reduced) {  // every reduced axis has size 1 (or there is none): a reduced block of one
+    g.size[g.nd] = 1;
+    g.stride[g.nd] = 1;
+    g.reduced[g.nd] = true;
+    ++g.nd;
+  }
+  std::int64_t acc = 1;
+  for (int d = g.nd; d-- > 0;) {
+    g.ostride[d] = g.reduced[d] ? 0 : acc;
+    if (!g.reduced[d]) acc *= g.size[d];
+  }
+  return g;
+}
+
+// Offset in x of output o's first element.
+std::int64_t kept_offset(const Geometry& g, std::int64_t o) {
+  std::int64_t off = 0;
+  for (int d = g.nd; d-- > 0;) {
+    if (g.reduced[d]) continue;
+    off += (o % g.size[d]) * g.stride[d];
+    o /= g.size[d];
+  }
+  return off;
+}
+
+// Offset in x of reduced position r, numbered row-major over the reduced blocks before `end`.
+std::int64_t reduced_offset(const Geometry& g, std::int64_t r, int end) {
+  std::int64_t off = 0;
+  for (int d = end; d-- > 0;) {
+    if (!g.reduced[d]) continue;
+    off += (r % g.size[d]) * g.stride[d];
+    r /= g.size[d];
+  }
+  return off;
+}
+
+// ---- accumulators ---------------------------------------------------------------------------
+// An accumulator folds the elements of one output, visited in order:
+//   State init()                                  the empty fold
+//   run(State&, const T* p, n, r0, o)             n contiguous elements, the first at reduced position r0
+//   elem(State&, T v, r, o)                       one element at reduced position r
+//   merge(State& a, const State& b)               b's elements come after a's
+
+// Σ f(x, o) in double.
+template <class T, class F>
+struct SumAcc {
+  using State = double;
+  F f;
+  State init() const { return 0.0; }
+  // Eight accumulators in a fixed pattern: the compiler keeps them in vector
+  // registers without reordering anything the source does not already order.
+  void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t o) const {
+    double acc[8] = {};
+    std::int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += f(p[i + l], o);
+    double t = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; ++i) t += f(p[i], o);
+    s += t;
+  }
+  void elem(State& s, T v, std::int64_t, std::int64_t o) const { s += f(v, o); }
+  void merge(State& a, const State& b) const { a += b; }
+};
+template <class T, class F>
+SumAcc<T, F> sum_of(F f) {
+  return SumAcc<T, F>{f};
+}
+
+// The largest element, NaN ignored (logsumexp's shift; a NaN still reaches its sum).
+template <class T>
+struct MaxAcc {
+  using State = T;
+  State init() const { return -std::numeric_limits<T>::infinity(); }
+  void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t) const {
+    T acc[8];
+    for (T& a : acc) a = s;
+    std::int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int l = 0; l < 8; ++l) acc[l] = p[i + l] > acc[l] ? p[i + l] : acc[l];
+    for (; i < n; ++i) s = p[i] > s ? p[i] : s;
+    for (T a : acc) s = a > s ? a : s;
+  }
+  void elem(State& s, T v, std::int64_t, std::int64_t) const { s = v > s ? v : s; }
+  void merge(State& a, const State& b) const { a = b > a ? b : a; }
+};
+
+// The extreme element and its reduced position: first of equals, NaN first of all.
+template <class T, bool kMax>
+struct ArgAcc {
+  struct State {
+    T v;
+    std::int64_t i;  // -1: no element yet
+  };
+  static bool better(T a, T b) {
+    if constexpr (std::is_floating_point_v<T>) {
+      if (a != a) return b == b;  // NaN beats every number, not another NaN
+    }
+    if constexpr (kMax)
+      return a > b;
+    else
+      return a < b;
+  }
+  // The more extreme of a and b, NaN aside (b when they are equal or a is NaN).
+  static T pick(T a, T b) {
+    if constexpr (kMax)
+      return a > b ? a : b;
+    else
+      return a < b ? a : b;
+  }
+  State init() const { return {T(), -1}; }
+  // Loops without branches on the data, in vector code (`omp simd` reductions are
+  // exact here: a max or min does not depend on the order it is taken in): the
+  // run's extreme value (NaN aside) and whether it holds a NaN; then the first
+  // position of the NaN or of that value, found 16 elements at a time.
+  void run(State& s, const T* p, std::int64_t n, std::int64_t r0, std::int64_t) const {
+    if (n <= 0) return;
+    T m = p[0];
+    int any = 0;  // a NaN seen (floating types only)
+    if constexpr (kMax) {
+#pragma omp simd reduction(max : m) reduction(| : any)
+      for (std::int64_t i = 0; i < n; ++i) {
+        m = p[i] > m ? p[i] : m;
+        if constexpr (std::is_floating_point_v<T>) any |= p[i] != p[i];
+      }
+    } else {
+#pragma omp simd reduction(min : m) reduction(| : any)
+      for (std::int64_t i = 0; i < n; ++i) {
+        m = p[i] < m ? p[i] : m;
+        if constexpr (std::is_floating_point_v<T>) any |= p[i] != p[i];
+      }
+    }
+    const bool nan = any != 0;
+    std::int64_t k = 0;
+    if (nan) {  // the first NaN (the max above may have kept p[0] even when it is one)
+      while (p[k] == p[k]) ++k;
+    } else {
+      for (; k + 16 <= n; k += 16) {
+        int any = 0;
+#pragma omp simd reduction(| : any)
+        for (int l = 0; l < 16; ++l) any |= p[k + l] == m;
+        if (any) break;
+      }
+      while (p[k] != m) ++k;
+    }
+    elem(s, p[k], r0 + k, 0);
+  }
+  void elem(State& s, T v, std::int64_t r, std::int64_t) const {
+    if (s.i < 0 || better(v, s.v)) s = {v, r};
+  }
+  void merge(State& a, const State& b) const {
+    if (b.i >= 0 && (a.i < 0 || better(b.v, a.v))) a = b;
+  }
+};
+
+// ---- the reduction loop -----------------------------------------------------------------------
+
+// Folds every output's elements with `acc` and calls finish(o, state) once per output
+// (from several threads at once, each o once). See "Determinism" above.
+template <class T, class Acc, class Finish>
+void reduce_kernel(const Geometry& g, const T* x, const Acc& acc, Finish&& finish) {
+  using State = typename Acc::State;
+  const std::int64_t O = g.out_numel, R = g.red_numel;
+  if (O == 0) return;
+  if (R == 0) {  // nothing to fold: every output is the empty fold
+    for (std::int64_t o = 0; o < O; ++o) finish(o, acc.init());
+    return;
+  }
+  const int last = g.nd - 1;
+
+  if (g.reduced[last]) {
+    // The innermost block is reduced: each output's elements come in contiguous runs
+    // of L. Chunks of kChunk of its elements (in row-major order) are folded apart.
+    const std::int64_t L = g.size[last];
+    const std::int64_t nchunks = (R + kChunk - 1) / kChunk;
+    auto fold = [&](State& s, std::int64_t o, std::int64_t base, std::int64_t b, std::int64_t e) {
+      while (b < e) {
+        const std::int64_t l = b % L;
+        const std::int64_t n = std::min(L - l, e - b);
+        acc.run(s, x + base + reduced_offset(g, b / L, last) + l, n, b, o);
+        b += n;
+      }
+    };
+    const std::int64_t grain = std::max<std::int64_t>(1, sdk::kElementwiseGrain / std::min(R, kChunk));
+    if (nchunks == 1) {
+      sdk::parallel_for(0, O, grain, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t o = lo; o < hi; ++o) {
+          State s = acc.init();
+          fold(s, o, kept_offset(g, o), 0, R);
+          finish(o, s);
+        }
+      });
+      return;
+    }
+    // One slot per (output, chunk), inline up to 64: no heap for a full reduction of 256 K elements.
+    boost::container::small_vector<State, 64> partial(static_cast<std::size_t>(O * nchunks), acc.init());
+    sdk::parallel_for(0, O * nchunks, grain, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t t = lo; t < hi; ++t) {
+        const std::int64_t o = t / nchunks, c = t % nchunks;
+        State s = acc.init();
+        fold(s, o, kept_offset(g, o), c * kChunk, std::min(R, (c + 1) * kChunk));
+        partial[static_cast<std::size_t>(t)] = s;
+      }
+    });
+    sdk::parallel_for(0, O, std::max<std::int64_t>(1, sdk::kElementwiseGrain / nchunks),
+                      [&](std::int64_t lo, std::int64_t hi) {
+                        for (std::int64_t o = lo; o < hi; ++o) {
+                          State s = acc.init();  // in chunk order: independent of which thread ran which chunk
+                          for (std::int64_t c = 0; c < nchunks; ++c) acc.merge(s, partial[static_cast<std::size_t>(o * nchunks + c)]);
+                          finish(o, s);
+                        }
+                      });
+    return;
+  }
+
+  // The innermost block (K outputs) is kept and contiguous: a task folds a block of
+  // up to kColumnBlock neighbouring outputs together, one reduced position at a
+  // time, so the inner loop runs over contiguous x and contiguous accumulators.
+  const std::int64_t K = g.size[last];
+  const std::int64_t rows = O / K;
+  const std::int64_t jb = std::min(K, kColumnBlock);
+  const std::int64_t nj = (K + jb - 1) / jb;
+  const std::int64_t nchunks = (R + kRowChunk - 1) / kRowChunk;
+  // Folds reduced positions [r0, r1) into st[0, jn) for outputs o0 .. o0 + jn - 1.
+  auto fold = [&](State* st, std::int64_t o0, std::int64_t jn, std::int64_t r0, std::int64_t r1) {
+    const T* base = x + kept_offset(g, o0);
+    std::int64_t idx[kMaxBlocks] = {};
+    std::int64_t roff = 0;
+    for (std::int64_t r = r0, d = last; d-- > 0;) {
+      if (!g.reduced[d]) continue;
+      idx[d] = r % g.size[d];
+      roff += idx[d] * g.stride[d];
+      r /= g.size[d];
+    }
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const T* p = base + roff;
+      for (std::int64_t j = 0; j < jn; ++j) acc.elem(st[j], p[j], r, o0 + j);
+      for (int d = last; d-- > 0;) {  // next reduced position
+        if (!g.reduced[d]) continue;
+        roff += g.stride[d];
+        if (++idx[d] < g.size[d]) break;
+        roff -= g.stride[d] * g.size[d];
+        idx[d] = 0;
+      }
+    }
+  };
+  const std::int64_t grain =
+      std::max<std::int64_t>(1, sdk::kElementwiseGrain / (std::min(R, kRowChunk) * jb));
+  if (nchunks == 1) {
+    sdk::parallel_for(0, rows * nj, grain, [&](std::int64_t lo, std::int64_t hi) {
+      State st[kColumnBlock];
+      for (std::int64_t t = lo; t < hi; ++t) {
+        const std::int64_t o0 = (t / nj) * K + (t % nj) * jb;
+        const std::int64_t jn = std::min(jb, K - (t % nj) * jb);
+        for (std::int64_t j = 0; j < jn; ++j) st[j] = acc.init();
+        fold(st, o0, jn, 0, R);
+        for (std::int64_t j = 0; j < jn; ++j) finish(o0 + j, st[j]);
+      }
+    });
+    return;
+  }
+  // Partial folds laid out [chunk][output]: a task's accumulators are contiguous.
+  std::vector<State> partial(static_cast<std::size_t>(nchunks * O), acc.init());
+  sdk::parallel_for(0, rows * nj * nchunks, grain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = lo; t < hi; ++t) {
+      const std::int64_t c = t % nchunks, block = t / nchunks;
+      const std::int64_t o0 = (block / nj) * K + (block % nj) * jb;
+      const std::int64_t jn = std::min(jb, K - (block % nj) * jb);
+      fold(partial.data() + c * O + o0, o0, jn, c * kRowChunk, std::min(R, (c + 1) * kRowChunk));
+    }
+  });
+  sdk::parallel_for(0, O, std::max<std::int64_t>(1, sdk::kElementwiseGrain / nchunks),
+                    [&](std::int64_t lo, std::int64_t hi) {
+                      for (std::int64_t o = lo; o < hi; ++o) {
+                        State s = acc.init();
+                        for (std::int64_t c = 0; c < nchunks; ++c) acc.merge(s, partial[static_cast<std::size_t>(c * O + o)]);
+                        finish(o, s);
+                      }
+                    });
+}
+
+// ---- the broadcast-back loop (backward) -----------------------------------------------------
+
+// Calls body(i, n, o, step) for runs that cover x in order: elements [i, i + n) of x
+// belong to outputs o, o + step, ... where step is std::integral_constant 0 (the
+// innermost block is reduced: one output) or 1 (kept: consecutive outputs), so the
+// body's loop compiles to plain vector code. Runs are at most kElementwiseGrain long,
+// spread over the thread pool.
+template <class Body>
+void for_each_run(const Geometry& g, Body&& body) {
+  if (g.numel == 0) return;
+  const int last = g.nd - 1;
+  const std::int64_t len = g.size[last];
+  const std::int64_t rows = g.numel / len;
+  const std::int64_t seg = std::min(len, sdk::kElementwiseGrain);
+  const std::int64_t nseg = (len + seg - 1) / seg;
+  const bool kept_inner = !g.reduced[last];
+  sdk::parallel_for(0, rows * nseg, std::max<std::int64_t>(1, sdk::kElementwiseGrain / seg),
+                    [&](std::int64_t lo, std::int64_t hi) {
+                      std::int64_t row = lo / nseg;
+                      std::int64_t idx[kMaxBlocks] = {};
+                      std::int64_t orow = 0;
+                      for (std::int64_t r = row, d = last; d-- > 0;) {
+                        idx[d] = r % g.size[d];
+                        orow += idx[d] * g.ostride[d];
+                        r /= g.size[d];
+                      }
+                      for (std::int64_t t = lo; t < hi; ++t) {
+                        if (t / nseg != row) {  // the next row: advance the index of the leading blocks
+                          ++row;
+                          for (int d = last; d-- > 0;) {
+                            orow += g.ostride[d];
+                            if (++idx[d] < g.size[d]) break;
+                            orow -= g.ostride[d] * g.size[d];
+                            idx[d] = 0;
+                          }
+                        }
+                        const std::int64_t b = (t % nseg) * seg;
+                        const std::int64_t n = std::min(seg, len - b);
+                        if (kept_inner)
+                          body(row * len + b, n, orow + b, std::integral_constant<int, 1>{});
+                        else
+                          body(row * len + b, n, orow, std::integral_constant<int, 0>{});
+                      }
+                    });
+}
+
+// ---- dtype dispatch for max / min ------------------------------------------------------------
+
+template <class F>
+decltype(auto) dispatch_all(DType t, F&& f) {
+  switch (t) {
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+    case DType::Int64: return f(std::int64_t{});
+    case DType::Bool: break;
+  }
+  return f(bool{});
+}
+
+// ---- sum, mean -------------------------------------------------------------------------------
+
+// sum and mean: the same fold; mean divides by |R|. dx = g (· 1/|R|), broadcast back over R.
+template <bool kMean>
+class SumMean final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
     const Tensor& x = in[0];
     sdk::expect_contiguous(ctx, x, "x");
-    // Backward needs only the input's shape: save it as values, not the tensor,
-    // so the input's memory is not kept alive by the graph.
-    if (ctx.any_input_needs_grad()) {
-      ctx.save_value(static_cast<double>(x.dim()));
-      for (std::int64_t s : x.shape()) ctx.save_value(static_cast<double>(s));
-    }
+    const Plan p = plan_of(ctx, x);
+    // Backward needs only the input's shape: saved as ints, so the graph does not keep x alive.
+    if (ctx.any_input_needs_grad()) save_shape_and_mask(ctx, x.shape(), p.mask);
+    const Geometry g = make_geometry(x.shape(), p.mask);
     return {sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
-      return sum_all<T>(x);
+      Tensor out = Tensor::empty(p.out_shape, x.dtype());
+      T* po = out.data<T>();
+      const double count = static_cast<double>(g.red_numel);  // mean of nothing: 0 / 0 = NaN
+      auto value = [](T v, std::int64_t) { return static_cast<double>(v); };
+      reduce_kernel<T>(g, x.data<T>(), sum_of<T>(value), [&](std::int64_t o, double s) {
+        po[o] = static_cast<T>(kMean ? s / count : s);
+      });
+      return out;
     })};
   }
-  TensorList backward(Context& ctx, TensorSpan g) const override {
-    Dims shape;
-    shape.resize(static_cast<std::size_t>(ctx.saved_value(0)));
-    for (std::size_t i = 0; i < shape.size(); ++i) shape[i] = static_cast<std::int64_t>(ctx.saved_value(i + 1));
-    return {sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const Dims shape = saved_shape(ctx);
+    const Geometry g = make_geometry(shape, saved_mask(ctx));
+    const Tensor gout = grads[0].contiguous();
+    return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
-      return filled<T>(shape, static_cast<T>(g[0].item()));  // [] -> shape(x), every element g
+      Tensor dx = Tensor::empty(shape, gout.dtype());
+      T* pd = dx.data<T>();
+      const T* pg = gout.data<T>();
+      const T scale = static_cast<T>(kMean ? 1.0 / static_cast<double>(g.red_numel) : 1.0);
+      for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
+        for (std::int64_t j = 0; j < n; ++j) pd[i + j] = kMean ? pg[o + j * step] * scale : pg[o + j * step];
+      });
+      return dx;
+    })};
+  }
+};
+
+// ---- max, min ----------------------------------------------------------------------------------
+
+template <bool kMax>
+class Extreme final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& x = in[0];
+    sdk::expect_contiguous(ctx, x, "x");
+    const Dims& axes = ctx.attr_ints(0);
+    OPFORGE_CHECK(axes.size() <= 1, ValueError, ctx.op_name(), ": attribute 'axes': expected at most one axis ",
+                  "(the indices run along one axis, or over the flattened tensor for []), got ", axes);
+    const Plan p = plan_of(ctx, x);
+    const Geometry g = make_geometry(x.shape(), p.mask);
+    OPFORGE_CHECK(g.red_numel > 0 || g.out_numel == 0, ValueError, ctx.op_name(), ": argument 'x': cannot take the ",
+                  kMax ? "max" : "min", " of no elements (x is ", x.describe(), ", axes ", axes,
+                  "): the reduced axis is empty");
+    Tensor values = Tensor::empty(p.out_shape, x.dtype());
+    Tensor indices = Tensor::empty(p.out_shape, DType::Int64);
+    std::int64_t* pi = indices.data<std::int64_t>();
+    dispatch_all(x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      T* pv = values.data<T>();
+      using Acc = ArgAcc<T, kMax>;
+      reduce_kernel<T>(g, x.data<T>(), Acc{}, [&](std::int64_t o, const typename Acc::State& s) {
+        pv[o] = s.v;
+        pi[o] = s.i;
+      });
+      return 0;
+    });
+    ctx.mark_non_differentiable(1);
+    if (ctx.any_input_needs_grad()) {
+      save_shape_and_mask(ctx, x.shape(), p.mask);
+      ctx.save_for_backward({indices});
+    }
+    return {values, indices};
+  }
+  // dx is zero but at each output's arg-extreme element, which gets g.
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const Dims shape = saved_shape(ctx);
+    const Geometry g = make_geometry(shape, saved_mask(ctx));
+    const Tensor& indices = ctx.saved_tensors()[0];
+    const Tensor gout = grads[0].contiguous();
+    // One reduced block: the axis (or the placeholder of a size-1 axis), or the flattened tensor.
+    std::int64_t step = 0;
+    for (int d = 0; d < g.nd; ++d)
+      if (g.reduced[d]) step = g.stride[d];
+    return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      Tensor dx = Tensor::zeros(shape, gout.dtype());
+      T* pd = dx.data<T>();
+      const T* pg = gout.data<T>();
+      const std::int64_t* pi = indices.data<std::int64_t>();
+      sdk::parallel_for(0, g.out_numel, sdk::kElementwiseGrain / 8, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t o = lo; o < hi; ++o) pd[kept_offset(g, o) + pi[o] * step] = pg[o];
+      });
+      return dx;
+    })};
+  }
+};
+
+// ---- norm --------------------------------------------------------------------------------------
+
+enum class NormKind { L1, L2, Lp };
+
+NormKind norm_kind(double p) { return p == 1.0 ? NormKind::L1 : p == 2.0 ? NormKind::L2 : NormKind::Lp; }
+
+double read_p(const Context& ctx) {
+  const double p = ctx.attr_float(2);
+  OPFORGE_CHECK(std::isfinite(p) && p >= 1.0, ValueError, ctx.op_name(),
+                ": attribute 'p': expected a finite number >= 1, got ", p);
+  return p;
+}
+
+class Norm final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& x = in[0];
+    sdk::expect_contiguous(ctx, x, "x");
+    const double p = read_p(ctx);
+    const Plan plan = plan_of(ctx, x);
+    const Geometry g = make_geometry(x.shape(), plan.mask);
+    Tensor out = sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
+      using T = decltype(tag);
+      Tensor o = Tensor::empty(plan.out_shape, x.dtype());
+      T* po = o.data<T>();
+      const T* px = x.data<T>();
+      switch (norm_kind(p)) {
+        case NormKind::L1:
+          reduce_kernel<T>(g, px, sum_of<T>([](T v, std::int64_t) { return static_cast<double>(std::abs(v)); }),
+                           [&](std::int64_t k, double s) { po[k] = static_cast<T>(s); });
+          break;
+        case NormKind::L2:
+          reduce_kernel<T>(g, px, sum_of<T>([](T v, std::int64_t) { return static_cast<double>(v) * v; }),
+                           [&](std::int64_t k, double s) { po[k] = static_cast<T>(std::sqrt(s)); });
+          break;
+        case NormKind::Lp:
+          reduce_kernel<T>(g, px,
+                           sum_of<T>([p](T v, std::int64_t) { return std::pow(std::abs(static_cast<double>(v)), p); }),
+                           [&](std::int64_t k, double s) { po[k] = static_cast<T>(std::pow(s, 1.0 / p)); });
+          break;
+      }
+      return o;
+    });
+    if (ctx.any_input_needs_grad()) {
+      save_shape_and_mask(ctx, x.shape(), plan.mask);
+      // The 1-norm's gradient reads x only; the others the norm too.
+      ctx.save_for_backward({x, norm_kind(p) == NormKind::L1 ? Tensor() : out});
+    }
+    return {out};
+  }
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const double p = read_p(ctx);
+    const Geometry g = make_geometry(saved_shape(ctx), saved_mask(ctx));
+    const TensorList& s = ctx.saved_tensors();  // x, norm (undefined for p = 1)
+    const Tensor gout = grads[0].contiguous();
+    return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      const Tensor& x = s[0];
+      Tensor dx = Tensor::empty(x.shape(), x.dtype());
+      const T* px = x.data<T>();
+      const T* pg = gout.data<T>();
+      T* pd = dx.data<T>();
+      const NormKind kind = norm_kind(p);
+      if (kind == NormKind::L1) {  // g sign(x)
+        for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
+          for (std::int64_t j = 0; j < n; ++j) {
+            const T v = px[i + j];
+            pd[i + j] = pg[o + j * step] * static_cast<T>((v > T(0)) - (v < T(0)));
+          }
+        });
+        return dx;
+      }
+      // c[o] = g / norm^(p-1), 0 where the norm is 0; then dx = c x (p = 2) or c sign(x) |x|^(p-1).
+      const T* pn = s[1].data<T>();
+      std::vector<T> c(static_cast<std::size_t>(g.out_numel));
+      sdk::parallel_for(0, g.out_numel, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t o = lo; o < hi; ++o) {
+          const double nrm = pn[o];
+          c[static_cast<std::size_t>(o)] =
+              nrm > 0 ? static_cast<T>(pg[o] / (kind == NormKind::L2 ? nrm : std::pow(nrm, p - 1.0))) : T(0);
+        }
+      });
+      const T* pc = c.data();
+      if (kind == NormKind::L2) {
+        for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
+          for (std::int64_t j = 0; j < n; ++j) pd[i + j] = pc[o + j * step] * px[i + j];
+        });
+      } else {
+        for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
+          for (std::int64_t j = 0; j < n; ++j) {
+            const T v = px[i + j];
+            const T mag = static_cast<T>(std::pow(std::abs(static_cast<double>(v)), p - 1.0));
+            pd[i + j] = pc[o + j * step] * static_cast<T>((v > T(0)) - (v < T(0))) * mag;
+          }
+        });
+      }
+      return dx;
+    })};
+  }
+};
+
+// ---- logsumexp -----------------------------------------------------------------------------------
+
+class LogSumExp final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& x = in[0];
+    sdk::expect_contiguous(ctx, x, "x");
+    const Plan plan = plan_of(ctx, x);
+    const Geometry g = make_geometry(x.shape(), plan.mask);
+    Tensor out = sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
+      using T = decltype(tag);
+      Tensor o = Tensor::empty(plan.out_shape, x.dtype());
+      T* po = o.data<T>();
+      const T* px = x.data<T>();
+      // Pass 1: the shift m = max x per output (0 where m is infinite: all -inf, or some +inf).
+      std::vector<T> shift(static_cast<std::size_t>(g.out_numel));
+      reduce_kernel<T>(g, px, MaxAcc<T>{}, [&](std::int64_t k, T m) {
+        shift[static_cast<std::size_t>(k)] = std::isfinite(m) ? m : T(0);
+      });
+      // Pass 2: m + log Σ exp(x - m); every exp is <= 1.
+      const T* sh = shift.data();
+      auto shifted_exp = [sh](T v, std::int64_t k) { return static_cast<double>(std::exp(v - sh[k])); };
+      reduce_kernel<T>(g, px, sum_of<T>(shifted_exp), [&](std::int64_t k, double s) {
+        po[k] = static_cast<T>(static_cast<double>(sh[k]) + std::log(s));
+      });
+      return o;
+    });
+    if (ctx.any_input_needs_grad()) {
+      save_shape_and_mask(ctx, x.shape(), plan.mask);
+      ctx.save_for_backward({x, out});
+    }
+    return {out};
+  }
+  // dx = g exp(x - logsumexp): the softmax of x over R, scaled by g.
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const Geometry g = make_geometry(saved_shape(ctx), saved_mask(ctx));
+    const TensorList& s = ctx.saved_tensors();  // x, logsumexp(x)
+    const Tensor gout = grads[0].contiguous();
+    return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      Tensor dx = Tensor::empty(s[0].shape(), s[0].dtype());
+      const T* px = s[0].data<T>();
+      const T* pl = s[1].data<T>();
+      const T* pg = gout.data<T>();
+      T* pd = dx.data<T>();
+      for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
+        for (std::int64_t j = 0; j < n; ++j) pd[i + j] = pg[o + j * step] * std::exp(px[i + j] - pl[o + j * step]);
+      });
+      return dx;
     })};
   }
 };
 
 }  // namespace
 
-// Sample inputs for the test harness (`opforge check`): x [4, 5].
+// Sample inputs for the test harness (`opforge check`): x [4, 5], standard normal:
+// no ties (max, min) and no zeros (norm) within the finite-difference step.
 static TensorList sum_samples(opforge::DType dtype, std::uint64_t seed) { return {Tensor::randn({4, 5}, dtype, seed)}; }
 
-OPFORGE_PLUGIN("reduce", "0.1.0") {
+OPFORGE_PLUGIN("reduce", "0.2.0") {
+  using opforge::AttrKind;
   using opforge::OpSchema;
-  registrar.add<Sum>(OpSchema("reduce.sum")
-                         .input_names({"x"})
-                         .describe("sum of all elements, as a 0-d tensor")
-                         .samples(sum_samples));
+  // The two attributes every reduction starts with.
+  auto reduction = [](const char* name, const char* doc) {
+    return OpSchema(name)
+        .input_names({"x"})
+        .attr("axes", AttrKind::Ints, Dims{}, "axes to reduce, negative from the end; [] = every axis")
+        .attr("keepdims", AttrKind::Bool, false, "keep each reduced axis, with size 1")
+        .describe(doc)
+        .samples(sum_samples);
+  };
+  registrar.add<SumMean<false>>(reduction("reduce.sum", "sum over the given axes (default: all, to a 0-d tensor)"));
+  registrar.add<SumMean<true>>(reduction("reduce.mean", "mean over the given axes (default: all)"));
+  registrar.add<Extreme<true>>(
+      reduction("reduce.max", "max over one axis or all, and its int64 index (first of equals)")
+          .outputs(2)
+          .accepts(opforge::DTypeSet::all()));
+  registrar.add<Extreme<false>>(
+      reduction("reduce.min", "min over one axis or all, and its int64 index (first of equals)")
+          .outputs(2)
+          .accepts(opforge::DTypeSet::all()));
+  registrar.add<Norm>(reduction("reduce.norm", "p-norm (Σ |x|^p)^(1/p) over the given axes (default: all)")
+                          .attr("p", AttrKind::Float, 2.0, "the order of the norm: a finite number >= 1"));
+  registrar.add<LogSumExp>(
+      reduction("reduce.logsumexp", "log Σ exp(x) over the given axes (default: all), without overflow"));
+  opforge_ops::reduce::register_softmax(registrar);
 }

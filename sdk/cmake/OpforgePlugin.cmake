@@ -5,16 +5,27 @@
 # hidden visibility, whose only exported symbols are the two entry points that
 # OPFORGE_PLUGIN generates (a linker version script hides everything else), and
 # linked with --no-undefined so a missing symbol fails the build, not the load.
+#
+# The same file serves opforge's own tree (the standard plugins) and an outside
+# project, where find_package(opforge CONFIG REQUIRED) includes it from
+# <prefix>/lib/cmake/opforge: in both, the plugin links the target opforge::opforge.
+include_guard(GLOBAL)
+
 function(opforge_add_plugin target)
   cmake_parse_arguments(ARG "" "OUTPUT_NAME;OUTPUT_DIRECTORY" "SOURCES;LINK_LIBRARIES" ${ARGN})
   if(NOT ARG_SOURCES)
     message(FATAL_ERROR "opforge_add_plugin(${target}): SOURCES is required")
+  endif()
+  if(NOT TARGET opforge::opforge)
+    message(FATAL_ERROR "opforge_add_plugin(${target}): there is no target opforge::opforge; "
+                        "call find_package(opforge CONFIG REQUIRED) first")
   endif()
   add_library(${target} MODULE ${ARG_SOURCES})
   target_link_libraries(${target} PRIVATE opforge::opforge ${ARG_LINK_LIBRARIES})
   target_compile_features(${target} PRIVATE cxx_std_17)
   set_target_properties(${target} PROPERTIES
     PREFIX ""
+    C_VISIBILITY_PRESET hidden
     CXX_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON)
   if(ARG_OUTPUT_NAME)

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,6 +41,8 @@ struct OPFORGE_API OpSchema {
   using SampleInputs = TensorList (*)(DType dtype, std::uint64_t seed);
   /// Null: the harness falls back to randn of shape [3, 4] for every input.
   SampleInputs sample_inputs = nullptr;
+  /// Attributes the harness passes with the sample inputs (by name).
+  std::vector<std::pair<std::string, Attr>> sample_attributes;
 
   OpSchema() = default;
   explicit OpSchema(std::string qualified_name) : name(std::move(qualified_name)) {}
@@ -50,6 +53,10 @@ struct OPFORGE_API OpSchema {
   OpSchema& takes_strided_inputs() { strided_inputs = true; return *this; }
   OpSchema& describe(std::string line) { doc = std::move(line); return *this; }
   OpSchema& samples(SampleInputs f) { sample_inputs = f; return *this; }
+  OpSchema& sample_attrs(std::initializer_list<NamedAttr> attrs) {
+    for (const NamedAttr& a : attrs) sample_attributes.emplace_back(std::string(a.name), a.value);
+    return *this;
+  }
   /// Declares an attribute; an unset default makes it required.
   OpSchema& attr(std::string attr_name, AttrKind kind, Attr default_value = Attr(), std::string attr_doc = "") {
     attrs.push_back({std::move(attr_name), kind, std::move(default_value), std::move(attr_doc)});
@@ -82,6 +89,14 @@ class OPFORGE_API OpHandle {
   Tensor operator()(TensorSpan inputs, AttrSpan attrs = {}) const;
   Tensor operator()(TensorSpan inputs, std::initializer_list<NamedAttr> attrs) const;
 
+  /// A handle whose calls without attributes use these (by name): the op with
+  /// its attributes fixed, for code that calls ops generically (gradcheck, the
+  /// harness). Throws ValueError on a name the schema does not declare.
+  OpHandle bind(std::initializer_list<NamedAttr> attrs) const;
+  OpHandle bind(const std::vector<std::pair<std::string, Attr>>& attrs) const;
+  /// The attributes bound to this handle (empty for a plain handle).
+  std::vector<Attr> bound_attrs() const { return bound_ ? *bound_ : std::vector<Attr>(); }
+
   bool valid() const noexcept { return static_cast<bool>(entry_); }
   const OpSchema& schema() const;
   const std::string& name() const;
@@ -93,6 +108,7 @@ class OPFORGE_API OpHandle {
 
  private:
   boost::intrusive_ptr<OpEntry> entry_;
+  std::shared_ptr<const std::vector<Attr>> bound_;  // positional, schema order
 };
 
 /// Resolves a qualified op name. Loads the standard plugins (and those on

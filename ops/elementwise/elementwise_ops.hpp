@@ -1,0 +1,289 @@
+// Shared by the elementwise family's sources: the registration functions that
+// the plugin's one OPFORGE_PLUGIN body (elementwise.cpp) calls, and the kernels
+// the ops are built from.
+//
+// Kernels:
+//   map1<Out, In>(x, dtype, f)                   out[i] = f(x[i])            (same shape)
+//   broadcast_map<Out, In...>(shape, dtype, f, operands...)
+//                                                out[m] = f(op_0[m'], ...)   (NumPy broadcasting, any strides)
+// Both write a new contiguous tensor, cut the elements into chunks of
+// sdk::kElementwiseGrain (so big tensors use every core whatever their shape,
+// and small ones run inline), and keep the innermost loop free of index
+// arithmetic so the compiler vectorises it.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include <opforge/sdk.hpp>
+
+namespace opforge_elementwise {
+
+using opforge::Context;
+using opforge::Dims;
+using opforge::DType;
+using opforge::Tensor;
+using opforge::TensorList;
+using opforge::TensorSpan;
+namespace sdk = opforge::sdk;
+
+// ---- registration (one function per source file) ------------------------------------
+
+/// unary.cpp: neg, sqrt, exp, log, abs, sin, cos, tanh, sigmoid, relu, clamp, pow_scalar.
+void register_unary(opforge::PluginRegistrar& registrar);
+/// binary.cpp: div, pow, maximum, minimum, where.
+void register_binary(opforge::PluginRegistrar& registrar);
+/// compare.cpp: eq, ne, lt, le, gt, ge.
+void register_compare(opforge::PluginRegistrar& registrar);
+
+/// The int64 kernels given to add, sub and mul (binary.cpp).
+enum class IntBinary { Add, Sub, Mul };
+/// A Function that runs `floating` for float32/float64 calls and its own
+/// broadcasting int64 kernel (wrapping on overflow, as NumPy) for int64 calls.
+/// An int64 call never records a node (int64 tensors cannot require grad), so
+/// backward is always `floating`'s.
+std::unique_ptr<opforge::Function> with_int64(std::unique_ptr<opforge::Function> floating, IntBinary op);
+
+/// The dtypes add, sub, mul, neg, abs, maximum, minimum and the comparisons take.
+inline constexpr opforge::DTypeSet kNumeric{DType::Float32, DType::Float64, DType::Int64};
+
+// ---- dtype dispatch ------------------------------------------------------------------------
+
+/// f(float{}), f(double{}) or f(std::int64_t{}); other dtypes raise a DTypeError
+/// naming the op and argument.
+template <class F>
+decltype(auto) dispatch_numeric(DType t, const Context& ctx, const char* arg, F&& f) {
+  switch (t) {
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+    case DType::Int64: return f(std::int64_t{});
+    default: break;
+  }
+  throw opforge::DTypeError(opforge::detail::concat(ctx.op_name(), ": argument '", arg,
+                                                    "': expected dtype float32, float64 or int64, got ",
+                                                    opforge::dtype_name(t)));
+}
+
+// ---- shapes saved for backward ---------------------------------------------------------------
+
+/// Saves the rank and sizes of every input as ints, in input order.
+inline void save_input_shapes(Context& ctx, TensorSpan in) {
+  for (const Tensor& t : in) {
+    ctx.save_int(t.dim());
+    for (std::int64_t s : t.shape()) ctx.save_int(s);
+  }
+}
+/// The shape of input `input`, as save_input_shapes saved it.
+inline Dims saved_input_shape(const Context& ctx, std::size_t input) {
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < input; ++i) k += 1 + static_cast<std::size_t>(ctx.saved_int(k));
+  Dims d;
+  const auto rank = static_cast<std::size_t>(ctx.saved_int(k));
+  for (std::size_t j = 0; j < rank; ++j) d.push_back(ctx.saved_int(k + 1 + j));
+  return d;
+}
+
+// ---- kernels -----------------------------------------------------------------------------
+
+/// out[i] = f(x[i]) for every element; out has x's shape and dtype `out_dtype`.
+template <class Out, class In, class F>
+Tensor map1(const Tensor& x, DType out_dtype, F f) {
+  const Tensor c = x.contiguous();
+  Tensor out = Tensor::empty(c.shape(), out_dtype);
+  const In* pi = c.data<In>();
+  Out* po = out.data<Out>();
+  sdk::parallel_for(0, c.numel(), sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pi[i]);
+  });
+  return out;
+}
+
+namespace detail {
+
+/// How N operands are walked over a broadcast shape: the shape with its size-1
+/// axes dropped and adjacent axes merged wherever every operand allows (a [4, 5,
+/// 6] + [6] add runs as [20, 6]), and each operand's element strides over it
+/// (0 along the axes it is broadcast on).
+template <std::size_t N>
+struct Walk {
+  Dims shape;  ///< rank >= 1
+  std::array<Dims, N> strides;
+};
+
+template <std::size_t N>
+Walk<N> plan_walk(const Dims& out, const std::array<const Tensor*, N>& ins) {
+  Walk<N> w;
+  const std::size_t r = out.size();
+  for (std::size_t ax = 0; ax < r; ++ax) {
+    if (out[ax] == 1) continue;  // one index: no stride contributes
+    std::array<std::int64_t, N> st{};
+    for (std::size_t k = 0; k < N; ++k) {
+      const Tensor& t = *ins[k];
+      const std::size_t tr = t.shape().size();
+      if (ax + tr < r) continue;  // an axis broadcasting added in front of t's
+      const std::size_t ta = ax + tr - r;
+      st[k] = t.shape()[ta] == 1 ? 0 : t.strides()[ta];
+    }
+    bool merge = !w.shape.empty();
+    for (std::size_t k = 0; k < N && merge; ++k) merge = w.strides[k].back() == st[k] * out[ax];
+    if (merge) {
+      // index i of the previous axis and j of this one -> i * out[ax] + j, stride st[k]
+      w.shape[w.shape.size() - 1] *= out[ax];
+      for (std::size_t k = 0; k < N; ++k) w.strides[k][w.strides[k].size() - 1] = st[k];
+    } else {
+      w.shape.push_back(out[ax]);
+      for (std::size_t k = 0; k < N; ++k) w.strides[k].push_back(st[k]);
+    }
+  }
+  if (w.shape.empty()) {  // one element (a 0-d result, or all sizes 1)
+    w.shape.push_back(1);
+    for (std::size_t k = 0; k < N; ++k) w.strides[k].push_back(0);
+  }
+  return w;
+}
+
+/// Calls seg(out_index, offsets, len) for the runs of consecutive output
+/// elements [out_index, out_index + len) that cover [lo, hi), each lying in one
+/// row of the walk's innermost axis; offsets[k] is operand k's element offset at
+/// out_index.
+template <std::size_t N, class Seg>
+void for_each_run(const Walk<N>& w, std::int64_t lo, std::int64_t hi, const Seg& seg) {
+  const std::size_t r = w.shape.size();
+  const std::int64_t inner = w.shape[r - 1];
+  std::int64_t idx[opforge::kMaxDims] = {};  // index along each outer axis
+  std::array<std::int64_t, N> row{};         // each operand's offset at (idx, column 0)
+  std::int64_t rest = lo / inner;
+  for (std::size_t ax = r - 1; ax-- > 0;) {
+    idx[ax] = rest % w.shape[ax];
+    rest /= w.shape[ax];
+    for (std::size_t k = 0; k < N; ++k) row[k] += idx[ax] * w.strides[k][ax];
+  }
+  std::int64_t col = lo % inner, pos = lo;
+  for (;;) {
+    const std::int64_t len = std::min(inner - col, hi - pos);
+    std::array<std::int64_t, N> at;
+    for (std::size_t k = 0; k < N; ++k) at[k] = row[k] + col * w.strides[k][r - 1];
+    seg(pos, at, len);
+    pos += len;
+    if (pos >= hi) return;
+    col = 0;
+    for (std::size_t ax = r - 1; ax-- > 0;) {  // next row: carry through the outer axes
+      for (std::size_t k = 0; k < N; ++k) row[k] += w.strides[k][ax];
+      if (++idx[ax] < w.shape[ax]) break;
+      for (std::size_t k = 0; k < N; ++k) row[k] -= idx[ax] * w.strides[k][ax];
+      idx[ax] = 0;
+    }
+  }
+}
+
+template <std::int64_t S>
+using Stride = std::integral_constant<std::int64_t, S>;
+
+/// fn(s_0, ..., s_{N-1}) with each inner stride as a compile-time 0 or 1 when all
+/// of them are 0 or 1 (the usual case: contiguous operands, some broadcast), so
+/// the innermost loop is a plain vector loop; with run-time strides otherwise.
+template <std::size_t K, std::size_t N, class Fn, class... S>
+void with_inner_strides(const std::array<std::int64_t, N>& s, const Fn& fn, S... chosen) {
+  if constexpr (K == N) {
+    fn(chosen...);
+  } else {
+    if (s[K] == 0)
+      with_inner_strides<K + 1>(s, fn, chosen..., Stride<0>{});
+    else
+      with_inner_strides<K + 1>(s, fn, chosen..., Stride<1>{});
+  }
+}
+template <std::size_t N, class Fn, std::size_t... I>
+void with_runtime_strides(const std::array<std::int64_t, N>& s, const Fn& fn, std::index_sequence<I...>) {
+  fn(s[I]...);
+}
+
+/// The operands' pointers advanced to a run's offsets.
+template <class Ptrs, std::size_t N, std::size_t... I>
+Ptrs advance(const Ptrs& base, const std::array<std::int64_t, N>& at, std::index_sequence<I...>) {
+  return Ptrs{(std::get<I>(base) + at[I])...};
+}
+
+/// The innermost loop: q[j] = f(p_0[j * s_0], p_1[j * s_1], ...).
+template <class Out, class F, class Ptrs, class Strides, std::size_t... I>
+void run_loop(Out* q, std::int64_t len, const F& f, const Ptrs& p, const Strides& s, std::index_sequence<I...>) {
+  for (std::int64_t j = 0; j < len; ++j) q[j] = f(std::get<I>(p)[j * std::get<I>(s)]...);
+}
+
+template <class In>
+using TensorArg = const Tensor&;
+
+}  // namespace detail
+
+/// How the kernels hold an element: bool as std::uint8_t (0 or 1), which the
+/// vectoriser handles (it has no vector type for bool); the others as themselves.
+template <class T>
+using Stored = std::conditional_t<std::is_same_v<T, bool>, std::uint8_t, T>;
+
+/// c ? x : y as a bitwise select (c is 0 or 1): vectorises on plain SSE2, where
+/// a branchy select between a byte mask and wider values does not.
+template <class T>
+T select(std::uint8_t c, T x, T y) {
+  using Bits = std::conditional_t<sizeof(T) == 8, std::uint64_t,
+                                  std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint8_t>>;
+  static_assert(sizeof(Bits) == sizeof(T), "select: unsupported element size");
+  Bits bx, by;
+  std::memcpy(&bx, &x, sizeof(T));
+  std::memcpy(&by, &y, sizeof(T));
+  const Bits mask = static_cast<Bits>(Bits{0} - static_cast<Bits>(c));
+  const Bits r = static_cast<Bits>((bx & mask) | (by & static_cast<Bits>(~mask)));
+  T out;
+  std::memcpy(&out, &r, sizeof(T));
+  return out;
+}
+
+/// out[m] = f(ins_0[m], ins_1[m], ...) over `shape`, the NumPy broadcast of the
+/// operands' shapes (checked by the caller, whose message names the op's
+/// arguments). Operands may have any strides (a user's gradient may be a view);
+/// operand k must have the dtype of In_k. Returns a new contiguous tensor of
+/// dtype `out_dtype` (that of Out). f takes Stored<In_k> (a bool operand as
+/// std::uint8_t 0 or 1); its result is stored as Stored<Out>.
+///
+///   broadcast_map<bool, float, float>(shape, DType::Bool, [](float x, float y) { return x < y; }, a, b)
+template <class Out, class... In, class F>
+Tensor broadcast_map(const Dims& shape, DType out_dtype, const F& f, detail::TensorArg<In>... ins) {
+  constexpr std::size_t N = sizeof...(In);
+  using Seq = std::index_sequence_for<In...>;
+  Tensor out = Tensor::empty(shape, out_dtype);
+  const std::int64_t n = out.numel();
+  if (n == 0) return out;
+  auto* po = reinterpret_cast<Stored<Out>*>(out.data<Out>());
+  // data<T>() checks each operand's dtype.
+  const std::tuple<const Stored<In>*...> base{reinterpret_cast<const Stored<In>*>(ins.template data<In>())...};
+  const detail::Walk<N> w = detail::plan_walk<N>(shape, {&ins...});
+  std::array<std::int64_t, N> inner;
+  bool unit = true;
+  for (std::size_t k = 0; k < N; ++k) {
+    inner[k] = w.strides[k].back();
+    unit = unit && (inner[k] == 0 || inner[k] == 1);
+  }
+  // Chunks of the flat output, independent of the shape: a [2, 10^6] result
+  // uses every core, not two. The stride variant is chosen inside the chunk, so
+  // each kernel instantiates one parallel loop.
+  sdk::parallel_for(0, n, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+    auto run = [&](auto... s) {
+      const std::tuple<decltype(s)...> st{s...};
+      detail::for_each_run<N>(w, lo, hi, [&](std::int64_t o, const std::array<std::int64_t, N>& at, std::int64_t len) {
+        detail::run_loop(po + o, len, f, detail::advance(base, at, Seq{}), st, Seq{});
+      });
+    };
+    if (unit)
+      detail::with_inner_strides<0>(inner, run);
+    else
+      detail::with_runtime_strides<N>(inner, run, Seq{});
+  });
+  return out;
+}
+
+}  // namespace opforge_elementwise

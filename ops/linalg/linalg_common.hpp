@@ -1,0 +1,260 @@
+// Shared by the sources of the linalg plugin (linalg.cpp, solvers.cpp,
+// factorizations.cpp): argument checks, typed BLAS/LAPACK calls on raw row-major
+// buffers, and small kernels (transpose, scaled copies).
+//
+// Which BLAS/LAPACK layer:
+//   - The plain products (mv, 2-D matmul, dot) call xt::blas::gemv/gemm/dot over
+//     sdk views (xtensor-blas' top layer).
+//   - Batched products, triangular solves and every LAPACK routine call the layer
+//     underneath it, also shipped with xtensor-blas: cxxblas::gemm/gemv/trsm (which
+//     call OpenBLAS' cblas_*) and cxxlapack::getrf/getrs/getri/potrf/gelqf/orglq/
+//     gesdd/gels (OpenBLAS' LAPACK). xt::lapack's wrappers are awkward here: they
+//     need column-major xtensor containers, take leading dimensions from strides
+//     (which xtensor sets to 0 on size-1 axes), lack getrs and gels, and return
+//     freshly allocated outputs; the pointer-level calls take our buffers and
+//     explicit leading dimensions.
+//
+// Layout trick used throughout: LAPACK is column-major, tensors are row-major, and
+// a row-major [r, c] buffer read column-major is the [c, r] transpose. So LU of the
+// buffer of A factors Aᵀ (solved with trans = 'T' for A itself), potrf('U') of a
+// symmetric buffer leaves L of S = L Lᵀ in row-major order, gelqf of Aᵀ gives A's
+// QR, and gesdd of Aᵀ hands back U and Vᵀ already in row-major order.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include <opforge/sdk.hpp>
+#include <xtensor-blas/xblas.hpp>
+#include <xtensor-blas/xlapack.hpp>
+
+namespace opforge_ops::linalg {
+
+using opforge::Context;
+using opforge::Dims;
+using opforge::Tensor;
+using opforge::TensorList;
+using opforge::TensorSpan;
+namespace sdk = opforge::sdk;
+using blas_int = xt::blas_index_t;
+
+// Registration of the ops defined in the other sources (called from linalg.cpp's
+// OPFORGE_PLUGIN body).
+void register_solvers(opforge::PluginRegistrar& registrar);
+void register_factorizations(opforge::PluginRegistrar& registrar);
+
+// ---- argument checks ----------------------------------------------------------------
+
+// BLAS and LAPACK take sizes and leading dimensions as xt::blas_index_t (int):
+// refuse what would not fit rather than let it wrap.
+inline void expect_blas_sizes(const Context& ctx, const Tensor& t, const char* arg) {
+  constexpr auto kMax = std::numeric_limits<blas_int>::max();
+  for (std::int64_t s : t.shape())
+    OPFORGE_CHECK(s <= kMax, ValueError, ctx.op_name(), ": argument '", arg, "': expected every dimension <= ",
+                  kMax, " (the BLAS index limit), got shape ", t.shape());
+}
+
+// A 2-D [n, n] matrix.
+inline void expect_square(const Context& ctx, const Tensor& t, const char* arg) {
+  sdk::expect_rank(ctx, t, arg, 2);
+  OPFORGE_CHECK(t.size(0) == t.size(1), ShapeError, ctx.op_name(), ": argument '", arg,
+                "': expected a square matrix [n, n], got ", t.describe());
+  expect_blas_sizes(ctx, t, arg);
+}
+
+// Gradients arriving from the engine are normally contiguous; the kernels need them to be.
+inline Tensor contiguous(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
+
+inline blas_int bi(std::int64_t v) { return static_cast<blas_int>(v); }
+// A leading dimension: LAPACK and BLAS want at least 1, even for an empty matrix.
+inline blas_int ld(std::int64_t v) { return static_cast<blas_int>(std::max<std::int64_t>(1, v)); }
+
+// ---- BLAS (row-major, through cxxblas -> cblas) ---------------------------------------------
+// Each wrapper takes exactly typed arguments, so that overload resolution picks
+// cxxblas' BLAS-backed overload, never its generic reference loop.
+
+inline cxxblas::Transpose tr(bool t) { return t ? cxxblas::Trans : cxxblas::NoTrans; }
+
+/// C = alpha op(A) op(B) + beta C; C is [m, n], op(A) [m, k], op(B) [k, n].
+template <class T>
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* A,
+          std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C, std::int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // an empty sum: C = beta C (BLAS refuses leading dimensions of 0)
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+    return;
+  }
+  cxxblas::gemm<blas_int>(cxxblas::RowMajor, tr(trans_a), tr(trans_b), bi(m), bi(n), bi(k), alpha, A, ld(lda), B,
+                          ld(ldb), beta, C, ld(ldc));
+}
+
+/// y = alpha op(A) x + beta y; A stored [rows, cols].
+template <class T>
+void gemv(bool trans, std::int64_t rows, std::int64_t cols, T alpha, const T* A, const T* x, T beta, T* y) {
+  const std::int64_t out = trans ? cols : rows, in = trans ? rows : cols;
+  if (out == 0) return;
+  if (in == 0) {
+    for (std::int64_t i = 0; i < out; ++i) y[i] = beta == T(0) ? T(0) : beta * y[i];
+    return;
+  }
+  cxxblas::gemv<blas_int>(cxxblas::RowMajor, tr(trans), bi(rows), bi(cols), alpha, A, ld(cols), x, 1, beta, y, 1);
+}
+
+/// Triangular solve in place: B = alpha op(T)⁻¹ B (left) or alpha B op(T)⁻¹ (right);
+/// B is [m, n], T is [m, m] (left) or [n, n] (right), row-major.
+template <class T>
+void trsm(bool left, bool upper, bool trans, std::int64_t m, std::int64_t n, T alpha, const T* Tri,
+          std::int64_t ldt, T* B, std::int64_t ldb) {
+  if (m == 0 || n == 0) return;
+  cxxblas::trsm<blas_int>(cxxblas::RowMajor, left ? cxxblas::Left : cxxblas::Right,
+                          upper ? cxxblas::Upper : cxxblas::Lower, tr(trans), cxxblas::NonUnit, bi(m), bi(n), alpha,
+                          Tri, ld(ldt), B, ld(ldb));
+}
+
+// ---- small kernels ----------------------------------------------------------------------
+
+/// dst [cols, rows] = srcᵀ, src [rows, cols] (both row-major), in cache-sized tiles.
+template <class T>
+void transpose_into(const T* src, std::int64_t rows, std::int64_t cols, T* dst) {
+  constexpr std::int64_t kTile = 32;
+  const std::int64_t row_tiles = (rows + kTile - 1) / kTile;
+  const std::int64_t grain = std::max<std::int64_t>(1, sdk::kElementwiseGrain / (kTile * std::max<std::int64_t>(cols, 1)));
+  sdk::parallel_for(0, row_tiles, grain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = lo; t < hi; ++t) {
+      const std::int64_t r0 = t * kTile, r1 = std::min(rows, r0 + kTile);
+      for (std::int64_t c0 = 0; c0 < cols; c0 += kTile) {
+        const std::int64_t c1 = std::min(cols, c0 + kTile);
+        for (std::int64_t r = r0; r < r1; ++r)
+          for (std::int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
+      }
+    }
+  });
+}
+
+/// Calls row(i) for every i < rows, rows of `cols` elements, in parallel for big
+/// matrices (about sdk::kElementwiseGrain elements a task).
+template <class F>
+void for_rows(std::int64_t rows, std::int64_t cols, F&& row) {
+  const std::int64_t grain = std::max<std::int64_t>(1, sdk::kElementwiseGrain / std::max<std::int64_t>(cols, 1));
+  sdk::parallel_for(0, rows, grain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i = lo; i < hi; ++i) row(i);
+  });
+}
+
+/// dst[i] = alpha * src[i], i < n.
+template <class T>
+void scaled_copy(const T* src, T alpha, std::int64_t n, T* dst) {
+  sdk::parallel_for(0, n, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i = lo; i < hi; ++i) dst[i] = alpha * src[i];
+  });
+}
+
+/// True when every element is 0 (an output the engine fed no gradient).
+template <class T>
+bool all_zero(const Tensor& t) {
+  const T* p = t.data<T>();
+  const std::int64_t n = t.numel();
+  for (std::int64_t i = 0; i < n; ++i)
+    if (p[i] != T(0)) return false;
+  return true;
+}
+
+// ---- LU (getrf of the buffer of A, i.e. of Aᵀ in LAPACK's column-major view) ----------
+
+/// Pivots of an LU factorization kept for backward as int64 (LAPACK's 1-based indices).
+inline Tensor pivots_tensor(const std::vector<blas_int>& piv) {
+  Tensor t = Tensor::empty(Dims{static_cast<std::int64_t>(piv.size())}, opforge::DType::Int64);
+  std::int64_t* p = t.data<std::int64_t>();
+  for (std::size_t i = 0; i < piv.size(); ++i) p[i] = piv[i];
+  return t;
+}
+inline std::vector<blas_int> pivots_vector(const Tensor& t) {
+  const std::int64_t* p = t.data<std::int64_t>();
+  return std::vector<blas_int>(p, p + t.numel());
+}
+
+/// Factors lu (a copy of A [n, n], overwritten) in place; returns LAPACK's info
+/// (> 0: U[info-1, info-1] is exactly 0, the matrix is singular).
+template <class T>
+blas_int lu_factor(Tensor& lu, std::vector<blas_int>& piv) {
+  const std::int64_t n = lu.size(0);
+  piv.assign(static_cast<std::size_t>(n), 0);
+  if (n == 0) return 0;
+  return cxxlapack::getrf<blas_int>(bi(n), bi(n), lu.data<T>(), ld(n), piv.data());
+}
+
+/// Solves in place with the factors of lu_factor: trans_a = true solves A X = B,
+/// false solves Aᵀ X = B (the buffer holds the factors of Aᵀ). B is column-major
+/// [n, nrhs] (a vector when nrhs = 1).
+template <class T>
+void lu_solve(const Tensor& lu, const std::vector<blas_int>& piv, bool for_a, T* B, std::int64_t nrhs) {
+  const std::int64_t n = lu.size(0);
+  if (n == 0 || nrhs == 0) return;
+  cxxlapack::getrs<blas_int>(for_a ? 'T' : 'N', bi(n), bi(nrhs), lu.data<T>(), ld(n), piv.data(), B, ld(n));
+}
+
+/// Overwrites the factors in lu with the inverse. The buffer then holds A⁻¹ in
+/// row-major order ((Aᵀ)⁻¹ column-major is the same memory).
+template <class T>
+void lu_inverse(Tensor& lu, const std::vector<blas_int>& piv) {
+  const std::int64_t n = lu.size(0);
+  if (n == 0) return;
+  T query = 0;
+  cxxlapack::getri<blas_int>(bi(n), lu.data<T>(), ld(n), piv.data(), &query, -1);
+  std::vector<T> work(static_cast<std::size_t>(std::max<T>(query, T(n))));
+  cxxlapack::getri<blas_int>(bi(n), lu.data<T>(), ld(n), piv.data(), work.data(), bi(static_cast<std::int64_t>(work.size())));
+}
+
+// ---- QR through the LQ factorization of the buffer (gelqf of Aᵀ) ------------------------
+
+/// A [m, n] (m >= n) in `buf` row-major is Aᵀ [n, m] to LAPACK; gelqf gives
+/// Aᵀ = L Q' with L [n, n] lower and Q' [n, m] of orthonormal rows, so
+/// A = Q R with Q = Q'ᵀ [m, n] and R = Lᵀ [n, n] upper. After the call, the top n
+/// rows of `buf` hold R in their upper triangle (row-major, leading dimension n),
+/// and the reflectors that define Q' elsewhere; tau gets n entries.
+template <class T>
+void lq_factor(T* buf, std::int64_t m, std::int64_t n, std::vector<T>& tau) {
+  tau.assign(static_cast<std::size_t>(n), T(0));
+  if (n == 0 || m == 0) return;
+  T query = 0;
+  cxxlapack::gelqf<blas_int>(bi(n), bi(m), buf, ld(n), tau.data(), &query, -1);
+  std::vector<T> work(static_cast<std::size_t>(std::max<T>(query, T(std::max<std::int64_t>(n, 1)))));
+  cxxlapack::gelqf<blas_int>(bi(n), bi(m), buf, ld(n), tau.data(), work.data(), bi(static_cast<std::int64_t>(work.size())));
+}
+
+/// After lq_factor: overwrites `buf` with Q [m, n] (row-major), from the reflectors.
+template <class T>
+void lq_form_q(T* buf, std::int64_t m, std::int64_t n, const std::vector<T>& tau) {
+  if (n == 0 || m == 0) return;
+  T query = 0;
+  cxxlapack::orglq<blas_int>(bi(n), bi(m), bi(n), buf, ld(n), tau.data(), &query, -1);
+  std::vector<T> work(static_cast<std::size_t>(std::max<T>(query, T(std::max<std::int64_t>(n, 1)))));
+  cxxlapack::orglq<blas_int>(bi(n), bi(m), bi(n), buf, ld(n), tau.data(), work.data(),
+                             bi(static_cast<std::int64_t>(work.size())));
+}
+
+/// After lq_factor: y [m] := Q_full y, whose first n entries are Q' y = Qᵀ y (the
+/// reflectors applied without forming Q; what gels does).
+template <class T>
+void lq_apply_qt(T* buf, std::int64_t m, std::int64_t n, const std::vector<T>& tau, T* y) {
+  if (n == 0 || m == 0) return;
+  T query = 0;
+  cxxlapack::ormlq<blas_int>('L', 'N', bi(m), 1, bi(n), buf, ld(n), tau.data(), y, ld(m), &query, -1);
+  std::vector<T> work(static_cast<std::size_t>(std::max<T>(query, T(1))));
+  cxxlapack::ormlq<blas_int>('L', 'N', bi(m), 1, bi(n), buf, ld(n), tau.data(), y, ld(m), work.data(),
+                             bi(static_cast<std::int64_t>(work.size())));
+}
+
+/// The error for an exactly singular matrix (getrf's info > 0).
+[[noreturn]] inline void throw_singular(const Context& ctx, const char* arg, blas_int info, const char* why) {
+  throw opforge::ValueError(opforge::detail::concat(
+      ctx.op_name(), ": argument '", arg, "': expected a non-singular matrix, got a singular one (pivot ", info - 1,
+      " of its LU factorization is exactly 0)", why));
+}
+
+}  // namespace opforge_ops::linalg

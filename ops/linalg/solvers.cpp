@@ -1,0 +1,322 @@
+// linalg solvers: linear systems, inverse, determinants, least squares, through
+// LAPACK (OpenBLAS) called via xtensor-blas' cxxlapack bindings (see
+// linalg_common.hpp for why this layer, and for the row-major/column-major trick).
+//
+//   solve(A, B) = X = A⁻¹ B     A [n, n], B [n] or [n, k] -> X of B's shape
+//                 (LU with partial pivoting, getrf + getrs)
+//                 gB = A⁻ᵀ G          [n, n] x [n, k] -> [n, k]   (getrs on the same LU)
+//                 gA = −gB Xᵀ         [n, k] x [k, n] -> [n, n]
+//   inverse(A)  = A⁻¹           A [n, n] -> [n, n]  (getrf + getri)
+//                 gA = −A⁻ᵀ G A⁻ᵀ      [n, n] x [n, n] x [n, n] -> [n, n]
+//   det(A)      = Π_i U[i, i] · (−1)^(row swaps)   A [n, n] -> 0-d  (getrf)
+//                 gA = g · det(A) · A⁻ᵀ            [] x [] x [n, n] -> [n, n]
+//   logdet(A)   = log det(A) = Σ_i log|U[i, i]|, for det(A) > 0    A [n, n] -> 0-d
+//                 gA = g · A⁻ᵀ                     [] x [n, n] -> [n, n]
+//   lstsq_solve(A, y) = x* = argmin_x ||y − A x||²   A [m, n] (m >= n, full column rank), y [m] -> [n]
+//                 through the QR of A (gelqf of Aᵀ, ormlq, a triangular solve: what gels does):
+//                 x* = R⁻¹ Qᵀ y. Backward through the normal equations AᵀA x* = Aᵀ y, with
+//                 AᵀA = RᵀR:
+//                 z  = (AᵀA)⁻¹ g = R⁻¹ R⁻ᵀ g      [n]
+//                 gy = A z                        [m, n] x [n] -> [m]
+//                 gA = r zᵀ − gy x*ᵀ,  r = y − A x*     [m] x [n] − [m] x [n] -> [m, n]
+//
+// Singular matrices: solve, inverse and logdet refuse an exactly singular A (a zero
+// pivot in its LU factorization) with an error naming the op, as NumPy does. det
+// returns 0 for it when no gradient is needed; when one is, it refuses it too (the
+// formula det(A)·A⁻ᵀ needs A⁻¹). logdet also refuses a negative determinant.
+// lstsq_solve refuses a rank-deficient A: some |R[i, i]| <= max(m, n)·ε·max_j |R[j, j]|.
+#include "linalg_common.hpp"
+
+namespace {
+
+using namespace opforge_ops::linalg;  // NOLINT: this plugin's own helpers
+
+// out = A⁻¹ rhs (for_a) or A⁻ᵀ rhs (!for_a), rhs and out [n] or [n, k] row-major,
+// with the LU factors of lu_factor. getrs wants the right-hand sides column-major:
+// a vector (or k = 1) is that already; [n, k] goes through a transposed copy.
+template <class T>
+void lu_solve_into(const Tensor& lu, const std::vector<blas_int>& piv, bool for_a, const Tensor& rhs, Tensor& out) {
+  const std::int64_t n = rhs.size(0), k = rhs.dim() == 2 ? rhs.size(1) : 1;
+  if (k == 1) {
+    std::copy(rhs.data<T>(), rhs.data<T>() + n, out.data<T>());
+    lu_solve<T>(lu, piv, for_a, out.data<T>(), 1);
+    return;
+  }
+  std::vector<T> cm(static_cast<std::size_t>(n * k));
+  transpose_into<T>(rhs.data<T>(), n, k, cm.data());  // [n, k] -> column-major [n, k]
+  lu_solve<T>(lu, piv, for_a, cm.data(), k);
+  transpose_into<T>(cm.data(), k, n, out.data<T>());  // column-major [n, k] -> [n, k]
+}
+
+class Solve final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& A = in[0];
+    const Tensor& B = in[1];
+    expect_square(ctx, A, "A");
+    OPFORGE_CHECK(B.dim() == 1 || B.dim() == 2, ShapeError, ctx.op_name(),
+                  ": argument 'B': expected a 1-D [n] or 2-D [n, k] tensor, got ", B.describe());
+    OPFORGE_CHECK(B.size(0) == A.size(0), ShapeError, ctx.op_name(), ": argument 'B': expected ", A.size(0),
+                  " rows (the size of 'A', of shape ", A.shape(), "), got shape ", B.shape());
+    expect_blas_sizes(ctx, B, "B");
+    return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
+      using T = decltype(tag);
+      Tensor lu = A.clone();  // getrf overwrites it with the factors
+      std::vector<blas_int> piv;
+      const blas_int info = lu_factor<T>(lu, piv);
+      if (info > 0) throw_singular(ctx, "A", info, "");
+      Tensor X = Tensor::empty(B.shape(), B.dtype());
+      lu_solve_into<T>(lu, piv, true, B, X);  // A⁻¹ B: [n, n] x [n, k] -> [n, k]
+      // Both gradients need the LU (gB = A⁻ᵀ G); gA also reads X.
+      if (ctx.any_input_needs_grad())
+        ctx.save_for_backward({lu, pivots_tensor(piv), ctx.needs_input_grad(0) ? X : Tensor()});
+      return X;
+    })};
+  }
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const TensorList& s = ctx.saved_tensors();  // LU factors [n, n], pivots [n], X (if A needs grad)
+    const Tensor G = contiguous(grads[0]);     // [n] or [n, k]
+    const std::vector<blas_int> piv = pivots_vector(s[1]);
+    Tensor gA, gB;
+    sdk::dispatch_floating(G.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      const std::int64_t n = G.size(0), k = G.dim() == 2 ? G.size(1) : 1;
+      gB = Tensor::empty(G.shape(), G.dtype());
+      lu_solve_into<T>(s[0], piv, false, G, gB);  // gB = A⁻ᵀ G: [n, n] x [n, k] -> [n, k]
+      if (ctx.needs_input_grad(0)) {
+        gA = Tensor::empty(Dims{n, n}, G.dtype());
+        // gA = −gB Xᵀ: [n, k] x [k, n] -> [n, n]
+        gemm<T>(false, true, n, n, k, T(-1), gB.data<T>(), k, s[2].data<T>(), k, T(0), gA.data<T>(), n);
+      }
+    });
+    return {gA, ctx.needs_input_grad(1) ? gB : Tensor()};
+  }
+};
+
+class Inverse final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& A = in[0];
+    expect_square(ctx, A, "A");
+    return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
+      using T = decltype(tag);
+      Tensor inv = A.clone();
+      std::vector<blas_int> piv;
+      const blas_int info = lu_factor<T>(inv, piv);
+      if (info > 0) throw_singular(ctx, "A", info, "");
+      lu_inverse<T>(inv, piv);  // the buffer now holds A⁻¹ [n, n]
+      if (ctx.any_input_needs_grad()) ctx.save_for_backward({inv});
+      return inv;
+    })};
+  }
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const Tensor& Y = ctx.saved_tensors()[0];  // A⁻¹ [n, n]
+    const Tensor G = contiguous(grads[0]);     // [n, n]
+    const std::int64_t n = G.size(0);
+    Tensor gA = Tensor::empty(Dims{n, n}, G.dtype());
+    sdk::dispatch_floating(G.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      std::vector<T> t(static_cast<std::size_t>(n * n));
+      // t = G A⁻ᵀ: [n, n] x [n, n] -> [n, n]
+      gemm<T>(false, true, n, n, n, T(1), G.data<T>(), n, Y.data<T>(), n, T(0), t.data(), n);
+      // gA = −A⁻ᵀ t = −A⁻ᵀ G A⁻ᵀ: [n, n] x [n, n] -> [n, n]
+      gemm<T>(true, false, n, n, n, T(-1), Y.data<T>(), n, t.data(), n, T(0), gA.data<T>(), n);
+    });
+    return {gA};
+  }
+};
+
+// det and logdet share the LU, and a backward of the form gA = c · A⁻ᵀ.
+template <bool kLog>
+class Determinant final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& A = in[0];
+    expect_square(ctx, A, "A");
+    return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
+      using T = decltype(tag);
+      Tensor lu = A.clone();
+      std::vector<blas_int> piv;
+      const blas_int info = lu_factor<T>(lu, piv);
+      if (info > 0) {
+        if (kLog)
+          throw opforge::ValueError(opforge::detail::concat(
+              ctx.op_name(), ": argument 'A': expected a matrix with a positive determinant, got a singular one (pivot ",
+              info - 1, " of its LU factorization is exactly 0)"));
+        if (ctx.any_input_needs_grad())
+          throw_singular(ctx, "A", info,
+                         ": its determinant is 0, but the gradient det(A)·A⁻ᵀ needs A⁻¹ (call det without "
+                         "gradients for the value alone)");
+        return Tensor::scalar(0.0, A.dtype());
+      }
+      // det = (−1)^(row swaps) Π_i U[i, i], accumulated in double; logdet = Σ_i log|U[i, i]|.
+      // Pivot i (1-based) other than i + 1 is one row swap.
+      const std::int64_t n = A.size(0);
+      const T* f = lu.data<T>();
+      double product = 1, log_abs = 0;
+      bool negative = false;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const double u = f[i * n + i];
+        if (piv[static_cast<std::size_t>(i)] != i + 1) negative = !negative;
+        if (u < 0) negative = !negative;
+        product *= std::abs(u);
+        log_abs += std::log(std::abs(u));
+      }
+      if (kLog)
+        OPFORGE_CHECK(!negative, ValueError, ctx.op_name(),
+                      ": argument 'A': expected a matrix with a positive determinant, got a negative determinant "
+                      "(log|det(A)| = ", log_abs, ")");
+      Tensor out = Tensor::scalar(kLog ? log_abs : (negative ? -product : product), A.dtype());
+      if (ctx.any_input_needs_grad()) {
+        // gA = c · A⁻ᵀ with c = g · det (det) or g (logdet): keep A⁻¹ and det.
+        lu_inverse<T>(lu, piv);  // the buffer now holds A⁻¹ [n, n]
+        ctx.save_for_backward({lu});
+        ctx.save_value(kLog ? 1.0 : out.item());
+      }
+      return out;
+    })};
+  }
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const Tensor& inv = ctx.saved_tensors()[0];  // A⁻¹ [n, n]
+    const std::int64_t n = inv.size(0);
+    Tensor gA = Tensor::empty(Dims{n, n}, inv.dtype());
+    sdk::dispatch_floating(inv.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      const T c = static_cast<T>(grads[0].item() * ctx.saved_value(0));  // g · det, or g: []
+      transpose_into<T>(inv.data<T>(), n, n, gA.data<T>());              // A⁻ᵀ: [n, n]
+      scaled_copy<T>(gA.data<T>(), c, n * n, gA.data<T>());             // c · A⁻ᵀ: [] x [n, n] -> [n, n]
+    });
+    return {gA};
+  }
+
+};
+
+class LstsqSolve final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& A = in[0];
+    const Tensor& y = in[1];
+    sdk::expect_rank(ctx, A, "A", 2);
+    sdk::expect_rank(ctx, y, "y", 1);
+    const std::int64_t m = A.size(0), n = A.size(1);
+    OPFORGE_CHECK(m >= n, ShapeError, ctx.op_name(),
+                  ": argument 'A': expected at least as many rows as columns (m >= n, for full column rank), got ",
+                  A.describe());
+    sdk::expect_shape(ctx, y, "y", Dims{m}, "the number of rows of 'A'");
+    expect_blas_sizes(ctx, A, "A");
+    return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
+      using T = decltype(tag);
+      Tensor qr = A.clone();  // becomes R (top n rows, upper triangle) and the reflectors of Q
+      std::vector<T> tau;
+      lq_factor<T>(qr.data<T>(), m, n, tau);  // A = Q R
+      const T* R = qr.data<T>();              // [n, n] upper, leading dimension n
+      double rmax = 0;
+      for (std::int64_t i = 0; i < n; ++i) rmax = std::max(rmax, std::abs(static_cast<double>(R[i * n + i])));
+      const double tol = static_cast<double>(std::max(m, n)) * std::numeric_limits<T>::epsilon() * rmax;
+      for (std::int64_t i = 0; i < n; ++i)
+        OPFORGE_CHECK(std::abs(static_cast<double>(R[i * n + i])) > tol, ValueError, ctx.op_name(),
+                      ": argument 'A': expected full column rank, got a rank-deficient matrix (column ", i,
+                      " is a combination of the columns before it, to rounding: |R[", i, ", ", i,
+                      "]| <= max(m, n)·ε·max_j |R[j, j]| in its QR factorization A = Q R)");
+      std::vector<T> qty(y.data<T>(), y.data<T>() + m);
+      lq_apply_qt<T>(qr.data<T>(), m, n, tau, qty.data());  // Qᵀ y: [n, m] x [m] -> [n] (first n entries)
+      trsm<T>(true, true, false, n, 1, T(1), R, n, qty.data(), 1);  // x = R⁻¹ Qᵀ y: [n, n]⁻¹ x [n] -> [n]
+      Tensor x = Tensor::empty(Dims{n}, A.dtype());
+      std::copy(qty.begin(), qty.begin() + n, x.data<T>());
+      if (ctx.any_input_needs_grad()) {
+        Tensor Rt = Tensor::zeros(Dims{n, n}, A.dtype());  // R alone [n, n]
+        T* pr = Rt.data<T>();
+        for (std::int64_t i = 0; i < n; ++i)
+          for (std::int64_t j = i; j < n; ++j) pr[i * n + j] = R[i * n + j];
+        // Slot 0: A, 1: R, 2: x (if A needs grad), 3: y (if A needs grad).
+        const bool a_grad = ctx.needs_input_grad(0);
+        ctx.save_for_backward({A, Rt, a_grad ? x : Tensor(), a_grad ? y : Tensor()});
+      }
+      return x;
+    })};
+  }
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const TensorList& s = ctx.saved_tensors();  // A [m, n], R [n, n], x [n], y [m]
+    const Tensor g = contiguous(grads[0]);     // [n]
+    const Tensor& A = s[0];
+    const std::int64_t m = A.size(0), n = A.size(1);
+    Tensor gA, gy = Tensor::empty(Dims{m}, g.dtype());
+    sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      const T* pA = A.data<T>();
+      const T* R = s[1].data<T>();
+      std::vector<T> z(g.data<T>(), g.data<T>() + n);                // g [n]
+      trsm<T>(true, true, true, n, 1, T(1), R, n, z.data(), 1);      // R⁻ᵀ g: [n, n]⁻ᵀ x [n] -> [n]
+      trsm<T>(true, true, false, n, 1, T(1), R, n, z.data(), 1);     // z = R⁻¹ R⁻ᵀ g = (AᵀA)⁻¹ g: [n]
+      gemv<T>(false, m, n, T(1), pA, z.data(), T(0), gy.data<T>());  // gy = A z: [m, n] x [n] -> [m]
+      if (!ctx.needs_input_grad(0)) return;
+      const T* x = s[2].data<T>();
+      std::vector<T> r(s[3].data<T>(), s[3].data<T>() + m);        // y [m]
+      gemv<T>(false, m, n, T(-1), pA, x, T(1), r.data());           // r = y − A x: [m] − [m, n] x [n] -> [m]
+      gA = Tensor::empty(Dims{m, n}, g.dtype());
+      T* pg = gA.data<T>();
+      const T* pgy = gy.data<T>();
+      const std::int64_t grain = std::max<std::int64_t>(1, sdk::kElementwiseGrain / std::max<std::int64_t>(n, 1));
+      sdk::parallel_for(0, m, grain, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) {
+          const T ri = r[static_cast<std::size_t>(i)], gi = pgy[i];
+          T* row = pg + i * n;
+          // gA = r zᵀ − gy xᵀ: [m] x [n] − [m] x [n] -> [m, n]
+          for (std::int64_t j = 0; j < n; ++j) row[j] = ri * z[static_cast<std::size_t>(j)] - gi * x[j];
+        }
+      });
+    });
+    return {gA, ctx.needs_input_grad(1) ? gy : Tensor()};
+  }
+};
+
+// ---- sample inputs for the harness ------------------------------------------------------
+
+// randn [n, n] + n·I: eigenvalues within about √n of n, so well away from singular
+// and (for these sizes) with a positive determinant.
+Tensor shifted_randn(std::int64_t n, opforge::DType dtype, std::uint64_t seed) {
+  std::vector<double> v = Tensor::randn({n, n}, opforge::DType::Float64, seed).to_vector();
+  for (std::int64_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i * n + i)] += static_cast<double>(n);
+  return Tensor::from_values(v, {n, n}, dtype);
+}
+
+// solve: A [4, 4] = randn + 4·I, B [4, 2].
+TensorList solve_samples(opforge::DType dtype, std::uint64_t seed) {
+  return {shifted_randn(4, dtype, seed), Tensor::randn({4, 2}, dtype, seed + 1)};
+}
+// inverse, det, logdet: A [4, 4] = randn + 4·I.
+TensorList square_samples(opforge::DType dtype, std::uint64_t seed) { return {shifted_randn(4, dtype, seed)}; }
+// lstsq_solve: A [6, 3], y [6].
+TensorList lstsq_samples(opforge::DType dtype, std::uint64_t seed) {
+  return {Tensor::randn({6, 3}, dtype, seed), Tensor::randn({6}, dtype, seed + 1)};
+}
+
+}  // namespace
+
+namespace opforge_ops::linalg {
+
+void register_solvers(opforge::PluginRegistrar& registrar) {
+  using opforge::OpSchema;
+  registrar.add<Solve>(OpSchema("linalg.solve")
+                           .input_names({"A", "B"})
+                           .describe("X = A⁻¹ B: A [n, n], B [n] or [n, k] (LU with partial pivoting)")
+                           .samples(solve_samples));
+  registrar.add<Inverse>(OpSchema("linalg.inverse")
+                             .input_names({"A"})
+                             .describe("A⁻¹ of a square non-singular matrix [n, n]")
+                             .samples(square_samples));
+  registrar.add<Determinant<false>>(OpSchema("linalg.det")
+                                        .input_names({"A"})
+                                        .describe("det(A) of a square matrix [n, n] -> 0-d")
+                                        .samples(square_samples));
+  registrar.add<Determinant<true>>(OpSchema("linalg.logdet")
+                                       .input_names({"A"})
+                                       .describe("log det(A) of a square matrix [n, n] with det(A) > 0 -> 0-d")
+                                       .samples(square_samples));
+  registrar.add<LstsqSolve>(OpSchema("linalg.lstsq_solve")
+                                .input_names({"A", "y"})
+                                .describe("argmin_x ||y − A x||²: A [m, n] of full column rank (m >= n), y [m] -> [n]")
+                                .samples(lstsq_samples));
+}
+
+}  // namespace opforge_ops::linalg

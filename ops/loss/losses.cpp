@@ -1,0 +1,339 @@
+// loss: mean squared error, Huber and cross-entropy.
+//
+// Each loss has one Int attribute "reduction" (opforge attributes have no string
+// kind), always the first attribute:
+//   0 = mean (default)   the mean of the per-element (per-row) losses, a 0-d tensor
+//   1 = sum              their sum, a 0-d tensor
+//   2 = none             the losses themselves, of the shape of 'pred' (of [N])
+// One op per loss with a reduction attribute, as PyTorch's reduction='mean'|'sum'|
+// 'none', rather than three ops per loss: the default is the common case, and code
+// that switches reduction changes an argument, not the op it resolves.
+//
+// Below l_i is the loss of element (row) i, and g_i what its gradient is scaled by:
+// g / count for mean (count: elements of 'pred', or the N rows), g for sum, g[i]
+// for none (g: the incoming gradient).
+//
+//   mse(pred, target)              l_i = (pred_i - target_i)^2
+//                                  dpred_i = 2 (pred_i - target_i) g_i,   dtarget = -dpred
+//   huber(pred, target; delta = 1) d = pred - target
+//                                  l_i = d_i^2 / 2                 where |d_i| <= delta
+//                                      = delta (|d_i| - delta / 2) elsewhere
+//                                  dpred_i = clamp(d_i, -delta, delta) g_i,   dtarget = -dpred
+//   cross_entropy(logits [N, C], target [N] int64 class indices)
+//                                  l_n = logsumexp(logits_n) - logits_n[target_n]   (= -log_softmax[target])
+//                                  dlogits_n = (softmax(logits_n) - onehot(target_n)) g_n;  target: none
+//
+// pred and target have one shape (no broadcasting) and one dtype. The sums of mean
+// and sum are accumulated in double over fixed chunks of kChunk terms added in chunk
+// order, so the result is the same bits with any thread count; logsumexp subtracts
+// the row's max first, so no exp overflows.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include <boost/container/small_vector.hpp>
+#include <opforge/sdk.hpp>
+
+#include "loss_ops.hpp"
+
+namespace {
+
+using opforge::Context;
+using opforge::Dims;
+using opforge::DType;
+using opforge::Tensor;
+using opforge::TensorList;
+using opforge::TensorSpan;
+namespace sdk = opforge::sdk;
+
+// Terms per partial sum: fixed, so the order of the additions (hence the rounding)
+// does not depend on the thread count.
+constexpr std::int64_t kChunk = 4096;
+constexpr std::int64_t kChunkGrain = sdk::kElementwiseGrain / kChunk;
+
+// Σ_{i < n} term(i) in double, deterministic: chunks summed in parallel with eight
+// interleaved accumulators each (vector registers), then added in chunk order.
+template <class Term>
+double deterministic_sum(std::int64_t n, Term term) {
+  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+  boost::container::small_vector<double, 64> partial(static_cast<std::size_t>(chunks), 0.0);
+  sdk::parallel_for(0, chunks, kChunkGrain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t c = lo; c < hi; ++c) {
+      const std::int64_t b = c * kChunk, e = std::min(n, b + kChunk);
+      double acc[8] = {};
+      std::int64_t i = b;
+      for (; i + 8 <= e; i += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += term(i + l);
+      double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      for (; i < e; ++i) s += term(i);
+      partial[static_cast<std::size_t>(c)] = s;
+    }
+  });
+  double total = 0;
+  for (double v : partial) total += v;
+  return total;
+}
+
+enum class Reduction : std::int64_t { Mean = 0, Sum = 1, None = 2 };
+
+Reduction read_reduction(const Context& ctx) {
+  const std::int64_t r = ctx.attr_int(0);
+  OPFORGE_CHECK(r >= 0 && r <= 2, ValueError, ctx.op_name(),
+                ": attribute 'reduction': expected 0 (mean), 1 (sum) or 2 (none), got ", r);
+  return static_cast<Reduction>(r);
+}
+
+// The loss tensor from the per-term losses: term(i) for i < n, as double.
+template <class T, class Term>
+Tensor reduce_losses(Reduction red, const Dims& none_shape, std::int64_t n, Term term) {
+  if (red == Reduction::None) {
+    Tensor out = Tensor::empty(none_shape, opforge::dtype_v<T>);
+    T* po = out.data<T>();
+    sdk::parallel_for(0, n, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t i = lo; i < hi; ++i) po[i] = static_cast<T>(term(i));
+    });
+    return out;
+  }
+  const double s = deterministic_sum(n, term);
+  return Tensor::scalar(red == Reduction::Mean ? s / static_cast<double>(n) : s, opforge::dtype_v<T>);  // mean of none: NaN
+}
+
+// Calls f(scale) where scale(i) is what term i's gradient is scaled by: g / count
+// (mean), g (sum), g[i] (none). Two loop bodies, so each compiles to plain vector code.
+template <class T, class F>
+void with_scale(Reduction red, const Tensor& g, std::int64_t count, F&& f) {
+  if (red == Reduction::None) {
+    const T* pg = g.data<T>();
+    f([pg](std::int64_t i) { return pg[i]; });
+    return;
+  }
+  const T k = static_cast<T>(red == Reduction::Mean ? g.item() / static_cast<double>(count) : g.item());
+  f([k](std::int64_t) { return k; });
+}
+
+// ---- mse, huber ---------------------------------------------------------------------------------
+
+struct Mse {
+  static constexpr const char* kDoc = "squared error (pred - target)^2; reduction 0 mean, 1 sum, 2 none";
+  double loss(double d) const { return d * d; }
+  template <class T>
+  T slope(T d) const {  // d loss / d pred
+    return T(2) * d;
+  }
+};
+
+struct Huber {
+  static constexpr const char* kDoc =
+      "Huber loss: (pred - target)^2 / 2 within delta, linear beyond; reduction 0 mean, 1 sum, 2 none";
+  double delta = 1;
+  double loss(double d) const {
+    const double a = std::abs(d);
+    return a <= delta ? 0.5 * d * d : delta * (a - 0.5 * delta);
+  }
+  template <class T>
+  T slope(T d) const {
+    const T k = static_cast<T>(delta);
+    return std::min(std::max(d, -k), k);
+  }
+};
+
+template <class Kind>
+Kind read_kind(const Context& ctx) {
+  Kind kind;
+  if constexpr (std::is_same_v<Kind, Huber>) {
+    kind.delta = ctx.attr_float(1);
+    OPFORGE_CHECK(std::isfinite(kind.delta) && kind.delta > 0, ValueError, ctx.op_name(),
+                  ": attribute 'delta': expected a positive finite number, got ", kind.delta);
+  }
+  return kind;
+}
+
+template <class Kind>
+class Pointwise final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& pred = in[0];
+    const Tensor& target = in[1];
+    sdk::expect_shape(ctx, target, "target", pred.shape(), "the shape of 'pred'");
+    const Reduction red = read_reduction(ctx);
+    const Kind kind = read_kind<Kind>(ctx);
+    Tensor out = sdk::dispatch_floating(pred.dtype(), ctx, "pred", [&](auto tag) {
+      using T = decltype(tag);
+      const T* pp = pred.data<T>();
+      const T* pt = target.data<T>();
+      return reduce_losses<T>(red, pred.shape(), pred.numel(), [&](std::int64_t i) {
+        return kind.loss(static_cast<double>(pp[i]) - static_cast<double>(pt[i]));
+      });
+    });
+    // Backward recomputes pred - target from the inputs: no tensor is made for it.
+    if (ctx.any_input_needs_grad()) ctx.save_for_backward({pred, target});
+    return {out};
+  }
+
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const TensorList& s = ctx.saved_tensors();  // pred, target
+    const Reduction red = read_reduction(ctx);
+    const Kind kind = read_kind<Kind>(ctx);
+    const Tensor g = grads[0].contiguous();
+    return sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) -> TensorList {
+      using T = decltype(tag);
+      const Tensor& pred = s[0];
+      const std::int64_t n = pred.numel();
+      const T* pp = pred.data<T>();
+      const T* pt = s[1].data<T>();
+      Tensor dpred = ctx.needs_input_grad(0) ? Tensor::empty(pred.shape(), pred.dtype()) : Tensor();
+      Tensor dtarget = ctx.needs_input_grad(1) ? Tensor::empty(pred.shape(), pred.dtype()) : Tensor();
+      T* dp = dpred.defined() ? dpred.data<T>() : nullptr;
+      T* dt = dtarget.defined() ? dtarget.data<T>() : nullptr;
+      with_scale<T>(red, g, n, [&](auto k) {
+        sdk::parallel_for(0, n, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+          if (dp && dt) {
+            for (std::int64_t i = lo; i < hi; ++i) {
+              const T v = kind.slope(pp[i] - pt[i]) * k(i);
+              dp[i] = v;
+              dt[i] = -v;
+            }
+          } else if (dp) {
+            for (std::int64_t i = lo; i < hi; ++i) dp[i] = kind.slope(pp[i] - pt[i]) * k(i);
+          } else {
+            for (std::int64_t i = lo; i < hi; ++i) dt[i] = -(kind.slope(pp[i] - pt[i]) * k(i));
+          }
+        });
+      });
+      return {dpred, dtarget};
+    });
+  }
+};
+
+// ---- cross_entropy ------------------------------------------------------------------------------
+
+class CrossEntropy final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& logits = in[0];
+    const Tensor& target = in[1];
+    // The schema takes mixed dtypes: which input has which is checked here.
+    OPFORGE_CHECK(opforge::is_floating(logits.dtype()), DTypeError, ctx.op_name(),
+                  ": argument 'logits': expected dtype float32 or float64, got ", opforge::dtype_name(logits.dtype()));
+    OPFORGE_CHECK(target.dtype() == DType::Int64, DTypeError, ctx.op_name(),
+                  ": argument 'target': expected dtype int64 (class indices), got ",
+                  opforge::dtype_name(target.dtype()));
+    sdk::expect_rank(ctx, logits, "logits", 2);
+    const std::int64_t N = logits.size(0), C = logits.size(1);
+    sdk::expect_shape(ctx, target, "target", Dims{N}, "one class index per row of 'logits'");
+    const std::int64_t* pt = target.data<std::int64_t>();
+    for (std::int64_t n = 0; n < N; ++n)
+      OPFORGE_CHECK(pt[n] >= 0 && pt[n] < C, IndexError, ctx.op_name(), ": argument 'target': class index ", pt[n],
+                    " at position ", n, " is out of range for C = ", C, " classes (expected 0 <= index < ", C, ")");
+    const Reduction red = read_reduction(ctx);
+
+    // logsumexp of each row, in double: the loss reads it, and so does backward.
+    Tensor lse = Tensor::empty(Dims{N}, DType::Float64);
+    Tensor out = sdk::dispatch_floating(logits.dtype(), ctx, "logits", [&](auto tag) {
+      using T = decltype(tag);
+      const T* px = logits.data<T>();
+      double* pl = lse.data<double>();
+      sdk::parallel_for(0, N, std::max<std::int64_t>(1, sdk::kElementwiseGrain / std::max<std::int64_t>(C, 1)),
+                        [&](std::int64_t lo, std::int64_t hi) {
+                          for (std::int64_t n = lo; n < hi; ++n) {
+                            const T* row = px + n * C;
+                            T m = -std::numeric_limits<T>::infinity();
+                            for (std::int64_t c = 0; c < C; ++c) m = row[c] > m ? row[c] : m;
+                            if (!std::isfinite(m)) m = T(0);  // all -inf, or a +inf: no shift
+                            double s = 0;
+                            for (std::int64_t c = 0; c < C; ++c) s += static_cast<double>(std::exp(row[c] - m));
+                            pl[n] = static_cast<double>(m) + std::log(s);
+                          }
+                        });
+      return reduce_losses<T>(red, Dims{N}, N,
+                              [&](std::int64_t n) { return pl[n] - static_cast<double>(px[n * C + pt[n]]); });
+    });
+    if (ctx.any_input_needs_grad()) ctx.save_for_backward({logits, target, lse});
+    return {out};
+  }
+
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const TensorList& s = ctx.saved_tensors();  // logits, target, logsumexp per row
+    const Reduction red = read_reduction(ctx);
+    const Tensor g = grads[0].contiguous();
+    const Tensor& logits = s[0];
+    const std::int64_t N = logits.size(0), C = logits.size(1);
+    Tensor dlogits = sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      const T* px = logits.data<T>();
+      const std::int64_t* pt = s[1].data<std::int64_t>();
+      const double* pl = s[2].data<double>();
+      Tensor d = Tensor::empty(logits.shape(), logits.dtype());
+      T* pd = d.data<T>();
+      with_scale<T>(red, g, N, [&](auto k) {
+        sdk::parallel_for(0, N, std::max<std::int64_t>(1, sdk::kElementwiseGrain / std::max<std::int64_t>(C, 1)),
+                          [&](std::int64_t lo, std::int64_t hi) {
+                            for (std::int64_t n = lo; n < hi; ++n) {
+                              const T kn = k(n);
+                              const T l = static_cast<T>(pl[n]);
+                              const T* row = px + n * C;
+                              T* drow = pd + n * C;
+                              for (std::int64_t c = 0; c < C; ++c) drow[c] = kn * std::exp(row[c] - l);  // softmax g_n
+                              drow[pt[n]] -= kn;                                                       // - onehot g_n
+                            }
+                          });
+      });
+      return d;
+    });
+    return {dlogits, Tensor()};  // target: class indices, no gradient
+  }
+};
+
+// ---- samples for the test harness ---------------------------------------------------------------
+
+// pred, target [4, 5], standard normal.
+TensorList pair_samples(DType dtype, std::uint64_t seed) {
+  return {Tensor::randn({4, 5}, dtype, seed), Tensor::randn({4, 5}, dtype, seed + 1)};
+}
+
+// pred = 2 randn, target = randn [4, 5]: differences on both sides of delta = 1.
+TensorList huber_samples(DType dtype, std::uint64_t seed) {
+  std::vector<double> p = Tensor::randn({4, 5}, DType::Float64, seed).to_vector();
+  for (double& v : p) v *= 2;
+  return {Tensor::from_values(p, Dims{4, 5}, dtype), Tensor::randn({4, 5}, dtype, seed + 1)};
+}
+
+// logits [5, 4] standard normal, target [5] int64 classes.
+TensorList cross_entropy_samples(DType dtype, std::uint64_t seed) {
+  std::vector<double> t(5);
+  for (std::size_t n = 0; n < t.size(); ++n) t[n] = static_cast<double>((seed + 3 * n) % 4);
+  return {Tensor::randn({5, 4}, dtype, seed), Tensor::from_values(t, Dims{5}, DType::Int64)};
+}
+
+}  // namespace
+
+namespace opforge_ops::loss {
+
+void register_losses(opforge::PluginRegistrar& registrar) {
+  using opforge::AttrKind;
+  using opforge::OpSchema;
+  const char* reduction_doc = "0 = mean (default), 1 = sum, 2 = none (the per-element losses)";
+  registrar.add<Pointwise<Mse>>(OpSchema("loss.mse")
+                                    .input_names({"pred", "target"})
+                                    .attr("reduction", AttrKind::Int, 0, reduction_doc)
+                                    .describe(Mse::kDoc)
+                                    .samples(pair_samples));
+  registrar.add<Pointwise<Huber>>(OpSchema("loss.huber")
+                                      .input_names({"pred", "target"})
+                                      .attr("reduction", AttrKind::Int, 0, reduction_doc)
+                                      .attr("delta", AttrKind::Float, 1.0, "where the loss turns linear: > 0")
+                                      .describe(Huber::kDoc)
+                                      .samples(huber_samples));
+  registrar.add<CrossEntropy>(
+      OpSchema("loss.cross_entropy")
+          .input_names({"logits", "target"})
+          .accepts(opforge::DTypeSet{DType::Float32, DType::Float64, DType::Int64})
+          .mixed_dtypes()
+          .attr("reduction", AttrKind::Int, 0, "0 = mean over rows (default), 1 = sum, 2 = none (one loss per row)")
+          .describe("cross-entropy of logits [N, C] (float) against class indices [N] (int64), via log-softmax")
+          .samples(cross_entropy_samples));
+}
+
+}  // namespace opforge_ops::loss

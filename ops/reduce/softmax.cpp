@@ -1,0 +1,240 @@
+// reduce: softmax and log_softmax along one axis (attribute axis: Int = -1).
+//
+//   softmax(x)_i     = exp(x_i - m) / Σ_j exp(x_j - m)        m = max_j x_j
+//   log_softmax(x)_i = (x_i - m) - log Σ_j exp(x_j - m)
+// (i, j along the axis; subtracting m keeps every exp <= 1 and does not change the
+// result). Backward, in closed form from the output y and its gradient g:
+//   softmax:      dx_i = y_i (g_i - Σ_j g_j y_j)
+//   log_softmax:  dx_i = g_i - exp(y_i) Σ_j g_j
+// The sums are accumulated in double (float32 too). x is seen as [outer, n, inner]
+// (n: the axis). Each line along the axis is computed by one thread, so the result
+// does not depend on the thread count. With inner = 1 a task takes whole rows; else
+// it takes up to kColumns neighbouring lines at once, so the inner loops run over
+// contiguous memory.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <opforge/sdk.hpp>
+
+namespace {
+
+using opforge::Context;
+using opforge::Dims;
+using opforge::Tensor;
+using opforge::TensorList;
+using opforge::TensorSpan;
+namespace sdk = opforge::sdk;
+
+constexpr std::int64_t kColumns = 256;
+
+// x as [outer, n, inner] around the axis. A 0-d tensor is one line of one element
+// (axis 0 or -1), as in NumPy and PyTorch.
+struct Lines {
+  std::int64_t outer = 1, n = 1, inner = 1;
+};
+
+Lines lines_of(const Context& ctx, const Dims& shape) {
+  const std::int64_t axis = ctx.attr_int(0);
+  const auto rank = static_cast<std::int64_t>(shape.size());
+  const std::int64_t r = std::max<std::int64_t>(rank, 1);
+  OPFORGE_CHECK(axis >= -r && axis < r, IndexError, ctx.op_name(), ": attribute 'axis': axis ", axis,
+                " is out of range for a ", rank, "-D tensor (expected -", r, " to ", r - 1, ")");
+  Lines l;
+  if (rank == 0) return l;
+  const std::int64_t a = axis < 0 ? axis + rank : axis;
+  for (std::int64_t k = 0; k < a; ++k) l.outer *= shape[static_cast<std::size_t>(k)];
+  l.n = shape[static_cast<std::size_t>(a)];
+  for (std::int64_t k = a + 1; k < rank; ++k) l.inner *= shape[static_cast<std::size_t>(k)];
+  return l;
+}
+
+// Runs body(line0, j0, jn) over blocks of jn <= kColumns neighbouring lines (inner > 1)
+// or body(row, 0, 1) over rows (inner = 1), in parallel.
+template <class Body>
+void for_each_block(const Lines& l, Body&& body) {
+  if (l.n == 0) return;
+  if (l.inner == 1) {
+    sdk::parallel_for(0, l.outer, std::max<std::int64_t>(1, sdk::kElementwiseGrain / l.n),
+                      [&](std::int64_t lo, std::int64_t hi) {
+                        for (std::int64_t row = lo; row < hi; ++row) body(row, 0, 1);
+                      });
+    return;
+  }
+  const std::int64_t jb = std::min(l.inner, kColumns);
+  const std::int64_t nj = (l.inner + jb - 1) / jb;
+  sdk::parallel_for(0, l.outer * nj, std::max<std::int64_t>(1, sdk::kElementwiseGrain / (l.n * jb)),
+                    [&](std::int64_t lo, std::int64_t hi) {
+                      for (std::int64_t t = lo; t < hi; ++t) {
+                        const std::int64_t j0 = (t % nj) * jb;
+                        body(t / nj, j0, std::min(jb, l.inner - j0));
+                      }
+                    });
+}
+
+// The largest of x[0, n), NaN aside (a NaN still reaches the sum of exps). A max
+// does not depend on the order it is taken in, so the vector reduction is exact.
+template <class T>
+T row_max(const T* x, std::int64_t n) {
+  T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
+  for (std::int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+// Σ f(i) for i < n, in double, with eight interleaved accumulators: a fixed order of
+// additions that the compiler keeps in vector registers.
+template <class F>
+double row_sum(std::int64_t n, F f) {
+  double acc[8] = {};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += f(i + l);
+  double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += f(i);
+  return s;
+}
+
+template <class T, bool kLog>
+void softmax_forward(const Lines& l, const T* x, T* y) {
+  if (l.inner == 1) {
+    for_each_block(l, [&](std::int64_t row, std::int64_t, std::int64_t) {
+      const T* xr = x + row * l.n;
+      T* yr = y + row * l.n;
+      const T m = row_max(xr, l.n);
+      // softmax keeps each exp(x - m) in y, to be scaled below.
+      const double s = row_sum(l.n, [&](std::int64_t i) {
+        const T e = std::exp(xr[i] - m);
+        if constexpr (!kLog) yr[i] = e;
+        return static_cast<double>(e);
+      });
+      if constexpr (kLog) {
+        const T ls = static_cast<T>(std::log(s));
+        for (std::int64_t i = 0; i < l.n; ++i) yr[i] = (xr[i] - m) - ls;
+      } else {
+        const T inv = static_cast<T>(1.0 / s);
+        for (std::int64_t i = 0; i < l.n; ++i) yr[i] *= inv;
+      }
+    });
+    return;
+  }
+  for_each_block(l, [&](std::int64_t o, std::int64_t j0, std::int64_t jn) {
+    const T* xb = x + o * l.n * l.inner + j0;
+    T* yb = y + o * l.n * l.inner + j0;
+    T m[kColumns];
+    double s[kColumns];
+    std::fill(m, m + jn, -std::numeric_limits<T>::infinity());
+    std::fill(s, s + jn, 0.0);
+    for (std::int64_t i = 0; i < l.n; ++i)
+      for (std::int64_t j = 0; j < jn; ++j) m[j] = xb[i * l.inner + j] > m[j] ? xb[i * l.inner + j] : m[j];
+    for (std::int64_t i = 0; i < l.n; ++i)
+      for (std::int64_t j = 0; j < jn; ++j) {
+        const T e = std::exp(xb[i * l.inner + j] - m[j]);
+        if constexpr (!kLog) yb[i * l.inner + j] = e;
+        s[j] += e;
+      }
+    T k[kColumns];  // log Σ (log_softmax) or 1 / Σ (softmax)
+    for (std::int64_t j = 0; j < jn; ++j) k[j] = static_cast<T>(kLog ? std::log(s[j]) : 1.0 / s[j]);
+    for (std::int64_t i = 0; i < l.n; ++i)
+      for (std::int64_t j = 0; j < jn; ++j) {
+        if constexpr (kLog)
+          yb[i * l.inner + j] = (xb[i * l.inner + j] - m[j]) - k[j];
+        else
+          yb[i * l.inner + j] *= k[j];
+      }
+  });
+}
+
+// softmax: dx = y (g - Σ g y);  log_softmax: dx = g - exp(y) Σ g.
+template <class T, bool kLog>
+void softmax_backward(const Lines& l, const T* y, const T* g, T* dx) {
+  if (l.inner == 1) {
+    for_each_block(l, [&](std::int64_t row, std::int64_t, std::int64_t) {
+      const std::int64_t b = row * l.n;
+      const double s = row_sum(l.n, [&](std::int64_t i) {
+        return kLog ? static_cast<double>(g[b + i]) : static_cast<double>(g[b + i]) * y[b + i];
+      });
+      const T st = static_cast<T>(s);
+      for (std::int64_t i = 0; i < l.n; ++i) {
+        if constexpr (kLog)
+          dx[b + i] = g[b + i] - std::exp(y[b + i]) * st;
+        else
+          dx[b + i] = y[b + i] * (g[b + i] - st);
+      }
+    });
+    return;
+  }
+  for_each_block(l, [&](std::int64_t o, std::int64_t j0, std::int64_t jn) {
+    const std::int64_t b = o * l.n * l.inner + j0;
+    double s[kColumns];
+    std::fill(s, s + jn, 0.0);
+    for (std::int64_t i = 0; i < l.n; ++i)
+      for (std::int64_t j = 0; j < jn; ++j) {
+        const std::int64_t k = b + i * l.inner + j;
+        s[j] += kLog ? static_cast<double>(g[k]) : static_cast<double>(g[k]) * y[k];
+      }
+    T st[kColumns];
+    for (std::int64_t j = 0; j < jn; ++j) st[j] = static_cast<T>(s[j]);
+    for (std::int64_t i = 0; i < l.n; ++i)
+      for (std::int64_t j = 0; j < jn; ++j) {
+        const std::int64_t k = b + i * l.inner + j;
+        if constexpr (kLog)
+          dx[k] = g[k] - std::exp(y[k]) * st[j];
+        else
+          dx[k] = y[k] * (g[k] - st[j]);
+      }
+  });
+}
+
+template <bool kLog>
+class Softmax final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& x = in[0];
+    sdk::expect_contiguous(ctx, x, "x");
+    const Lines l = lines_of(ctx, x.shape());
+    Tensor y = sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
+      using T = decltype(tag);
+      Tensor out = Tensor::empty(x.shape(), x.dtype());
+      softmax_forward<T, kLog>(l, x.data<T>(), out.data<T>());
+      return out;
+    });
+    if (ctx.any_input_needs_grad()) ctx.save_for_backward({y});  // the gradient reads the output only
+    return {y};
+  }
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const Tensor& y = ctx.saved_tensors()[0];
+    const Lines l = lines_of(ctx, y.shape());
+    const Tensor g = grads[0].contiguous();
+    return {sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      Tensor dx = Tensor::empty(y.shape(), y.dtype());
+      softmax_backward<T, kLog>(l, y.data<T>(), g.data<T>(), dx.data<T>());
+      return dx;
+    })};
+  }
+};
+
+// Sample inputs for the test harness: x [4, 5], standard normal.
+TensorList softmax_samples(opforge::DType dtype, std::uint64_t seed) { return {Tensor::randn({4, 5}, dtype, seed)}; }
+
+}  // namespace
+
+namespace opforge_ops::reduce {
+
+void register_softmax(opforge::PluginRegistrar& registrar) {
+  using opforge::AttrKind;
+  using opforge::OpSchema;
+  registrar.add<Softmax<false>>(OpSchema("reduce.softmax")
+                                    .input_names({"x"})
+                                    .attr("axis", AttrKind::Int, -1, "the axis to normalise along, negative from the end")
+                                    .describe("exp(x) / Σ exp(x) along one axis, computed without overflow")
+                                    .samples(softmax_samples));
+  registrar.add<Softmax<true>>(OpSchema("reduce.log_softmax")
+                                   .input_names({"x"})
+                                   .attr("axis", AttrKind::Int, -1, "the axis to normalise along, negative from the end")
+                                   .describe("x - log Σ exp(x) along one axis, computed without overflow")
+                                   .samples(softmax_samples));
+}
+
+}  // namespace opforge_ops::reduce

@@ -1,0 +1,515 @@
+// The loss plugin's mse, huber and cross_entropy (loss.lstsq has tests/test_lstsq.cpp),
+// tested through the loaded-plugin path only: every op is resolved by name with
+// opforge::op(), as a user program does.
+//
+// For every op and every reduction (attribute "reduction": 0 mean, 1 sum, 2 none):
+// values against hand-worked cases and a naive loop, float32 against float64,
+// gradients against closed forms and finite differences (sdk::gradcheck in float64,
+// with attributes bound by a wrapper op), the harness (sdk::check_op), sums that do
+// not depend on the thread count, and the exact message of each bad call.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <opforge/opforge.hpp>
+#include <opforge/sdk/gradcheck.hpp>
+#include <opforge/sdk/harness.hpp>
+
+namespace {
+
+using Catch::Matchers::Message;
+using opforge::Attr;
+using opforge::AttrSpan;
+using opforge::Context;
+using opforge::Dims;
+using opforge::DType;
+using opforge::OpHandle;
+using opforge::Tensor;
+using opforge::TensorList;
+using opforge::TensorSpan;
+
+constexpr std::int64_t kMean = 0, kSum = 1, kNone = 2;
+
+// ---- helpers --------------------------------------------------------------------------
+
+Tensor values(const std::vector<double>& v, const Dims& shape, DType dtype = DType::Float64) {
+  return Tensor::from_values(v, shape, dtype);
+}
+
+Tensor classes(const std::vector<double>& v) { return Tensor::from_values(v, Dims{static_cast<std::int64_t>(v.size())}, DType::Int64); }
+
+// Every element within abs + rel * |want| (NaN matches NaN); on failure, reports the
+// first element that is not.
+void require_values(const Tensor& got, const std::vector<double>& want, double rel, double abs = 0) {
+  const std::vector<double> g = got.to_vector();
+  REQUIRE(g.size() == want.size());
+  auto same = [&](std::size_t i) {
+    if (std::isnan(want[i])) return std::isnan(g[i]);
+    return g[i] == Approx(want[i]).epsilon(rel).margin(abs);
+  };
+  std::size_t i = 0;
+  while (i < g.size() && same(i)) ++i;
+  if (i == g.size()) return;
+  INFO("element " << i << " of " << g.size() << ": got " << g[i] << ", want " << want[i]);
+  REQUIRE(same(i));
+}
+
+double tolerance(DType dtype) { return dtype == DType::Float32 ? 2e-6 : 1e-12; }
+
+// The reduced value of per-term losses, as the op defines it.
+std::vector<double> reduced(const std::vector<double>& terms, std::int64_t reduction) {
+  if (reduction == kNone) return terms;
+  double s = 0;
+  for (double t : terms) s += t;
+  return {reduction == kMean ? s / static_cast<double>(terms.size()) : s};
+}
+
+double huber_term(double d, double delta) {
+  return std::abs(d) <= delta ? 0.5 * d * d : delta * (std::abs(d) - 0.5 * delta);
+}
+
+// ---- binding attributes, for the harness and gradcheck -----------------------------------------
+
+// An op that calls `inner` with fixed attributes: sdk::gradcheck and sdk::check_op call
+// ops without attributes, so this is how they check the other attributes. Forward
+// records the inner op's graph on private leaves (grad mode is off in forward: it is
+// turned on for that call); backward asks the engine for the gradients through that
+// graph (opforge::grad). The gradient checked is therefore the inner op's own backward.
+class BoundAttrs final : public opforge::Function {
+ public:
+  BoundAttrs(OpHandle inner, std::vector<Attr> attrs) : inner_(std::move(inner)), attrs_(std::move(attrs)) {}
+
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const AttrSpan attrs(attrs_.data(), attrs_.size());
+    if (!ctx.any_input_needs_grad()) return inner_.call(in, attrs);
+    TensorList leaves;
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      Tensor t = in[i].detach();
+      if (ctx.needs_input_grad(i)) t.requires_grad_(true);
+      leaves.push_back(t);
+    }
+    TensorList outs;
+    const bool was = opforge::grad_enabled();
+    opforge::set_grad_enabled(true);
+    try {
+      outs = inner_.call(leaves, attrs);
+    } catch (...) {
+      opforge::set_grad_enabled(was);
+      throw;
+    }
+    opforge::set_grad_enabled(was);
+    TensorList saved = leaves, result;
+    for (const Tensor& o : outs) {
+      saved.push_back(o);
+      result.push_back(o.detach());
+    }
+    ctx.save_for_backward(saved);
+    return result;
+  }
+
+  TensorList backward(Context& ctx, TensorSpan g) const override {
+    const TensorList& s = ctx.saved_tensors();  // leaves, then the inner outputs
+    const std::size_t n = ctx.num_inputs();
+    TensorList roots, grads, wrt, result(n);
+    std::vector<std::size_t> which;
+    for (std::size_t k = n; k < s.size(); ++k) {
+      if (!s[k].requires_grad()) continue;
+      roots.push_back(s[k]);
+      grads.push_back(g[k - n]);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!ctx.needs_input_grad(i)) continue;
+      wrt.push_back(s[i]);
+      which.push_back(i);
+    }
+    if (roots.empty() || wrt.empty()) return result;
+    const TensorList got = opforge::grad(roots, wrt, grads, false, true);
+    for (std::size_t k = 0; k < which.size(); ++k) result[which[k]] = got[k];
+    return result;
+  }
+
+ private:
+  OpHandle inner_;
+  std::vector<Attr> attrs_;
+};
+
+// `name` with attributes bound (positional, schema order). The schema is the inner
+// op's, sample inputs included, without attributes.
+OpHandle bind(const std::string& name, std::vector<Attr> attrs) {
+  const OpHandle inner = opforge::op(name);
+  opforge::OpSchema s = inner.schema();
+  std::string suffix = name;  // "loss.mse" -> "bound.loss_mse"
+  for (char& ch : suffix)
+    if (ch == '.') ch = '_';
+  s.name = "bound." + suffix;
+  s.attrs.clear();
+  return opforge::make_op(s, std::make_unique<BoundAttrs>(inner, std::move(attrs)));
+}
+
+void require_gradcheck(const OpHandle& op, const std::vector<Tensor>& inputs) {
+  const opforge::sdk::GradcheckResult res = opforge::sdk::gradcheck(op, inputs);
+  INFO(res.message);
+  REQUIRE(res.ok);
+  std::int64_t total = 0;
+  for (const Tensor& t : inputs) total += opforge::is_floating(t.dtype()) ? t.numel() : 0;
+  REQUIRE(res.elements_checked == total);
+}
+
+void require_all_checks_pass(const OpHandle& op) {
+  const opforge::sdk::CheckReport report = opforge::sdk::check_op(op);
+  REQUIRE(report.size() == opforge::sdk::check_names().size());
+  for (const auto& r : report) {
+    INFO(opforge::sdk::format_result(r));
+    CHECK(r.passed);
+    CHECK_FALSE(r.skipped);
+  }
+  REQUIRE(opforge::sdk::all_passed(report));
+}
+
+// Inputs of each loss for a case of n terms.
+std::vector<Tensor> inputs_for(const std::string& name, std::int64_t n, DType dtype, std::uint64_t seed) {
+  if (name == "loss.cross_entropy") {
+    const std::int64_t C = 5;
+    std::vector<double> t(static_cast<std::size_t>(n));
+    for (std::size_t i = 0; i < t.size(); ++i) t[i] = static_cast<double>((i * 7 + seed) % C);
+    return {Tensor::randn({n, C}, dtype, seed), classes(t)};
+  }
+  std::vector<double> p = Tensor::randn({n}, DType::Float64, seed).to_vector();
+  for (double& v : p) v *= 2;  // huber: differences on both sides of delta
+  return {Tensor::from_values(p, Dims{n}, dtype), Tensor::randn({n}, dtype, seed + 1)};
+}
+
+// The per-term losses by a naive loop, in double.
+std::vector<double> naive_terms(const std::string& name, const std::vector<Tensor>& in, double delta = 1.0) {
+  const std::vector<double> a = in[0].to_vector(), b = in[1].to_vector();
+  std::vector<double> terms;
+  if (name == "loss.cross_entropy") {
+    const std::int64_t C = in[0].size(1);
+    for (std::size_t n = 0; n < b.size(); ++n) {
+      double m = -std::numeric_limits<double>::infinity(), s = 0;
+      for (std::int64_t c = 0; c < C; ++c) m = std::max(m, a[n * C + c]);
+      for (std::int64_t c = 0; c < C; ++c) s += std::exp(a[n * C + c] - m);
+      terms.push_back(m + std::log(s) - a[n * C + static_cast<std::size_t>(b[n])]);
+    }
+    return terms;
+  }
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double d = a[i] - b[i];
+    terms.push_back(name == "loss.mse" ? d * d : huber_term(d, delta));
+  }
+  return terms;
+}
+
+const std::vector<std::string>& loss_ops() {
+  static const std::vector<std::string> names = {"loss.mse", "loss.huber", "loss.cross_entropy"};
+  return names;
+}
+
+// ---- mse, huber: hand-worked values ---------------------------------------------------------------
+
+TEST_CASE("loss_mse_matches_hand_computed_values_for_each_reduction", "[ops][loss]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle mse = opforge::op("loss.mse");
+  // d = [1, 0, -2, 0.5]: squares [1, 0, 4, 0.25].
+  const Tensor pred = values({1, 2, 3, 4}, {2, 2}, dtype);
+  const Tensor target = values({0, 2, 5, 3.5}, {2, 2}, dtype);
+  Tensor l = mse({pred, target});
+  REQUIRE(l.shape() == Dims{});
+  REQUIRE(l.dtype() == dtype);
+  require_values(l, {1.3125}, 0);
+  l = mse({pred, target}, {{"reduction", kSum}});
+  REQUIRE(l.shape() == Dims{});
+  require_values(l, {5.25}, 0);
+  l = mse({pred, target}, {{"reduction", kNone}});
+  REQUIRE(l.shape() == Dims{2, 2});
+  require_values(l, {1, 0, 4, 0.25}, 0);
+  require_values(mse.call({pred, target}, {Attr(kMean)})[0], {1.3125}, 0);  // positional
+}
+
+TEST_CASE("loss_huber_matches_hand_computed_values_for_each_reduction_and_delta", "[ops][loss]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle huber = opforge::op("loss.huber");
+  // d = [0.5, -2, 1, 3]
+  const Tensor pred = values({0.5, -2, 1, 3}, {4}, dtype);
+  const Tensor target = Tensor::zeros({4}, dtype);
+  // delta 1: [0.125, 1.5, 0.5, 2.5]
+  require_values(huber({pred, target}), {4.625 / 4}, 0);
+  require_values(huber({pred, target}, {{"reduction", kSum}}), {4.625}, 0);
+  require_values(huber({pred, target}, {{"reduction", kNone}}), {0.125, 1.5, 0.5, 2.5}, 0);
+  // delta 2: [0.125, 2, 0.5, 4]
+  require_values(huber({pred, target}, {{"reduction", kNone}, {"delta", 2.0}}), {0.125, 2, 0.5, 4}, 0);
+  require_values(huber({pred, target}, {{"delta", 2}}), {6.625 / 4}, 0);  // an int is a valid Float attribute
+}
+
+// dpred = 2 d g (mse), clamp(d, -delta, delta) g (huber); dtarget = -dpred; g / N for mean.
+TEST_CASE("loss_mse_and_huber_gradients_match_closed_form", "[ops][loss][grad]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const std::vector<double> d = {0.5, -2, 1, 3};
+  auto run = [&](const std::string& name, std::initializer_list<opforge::NamedAttr> attrs, const Tensor& g,
+                 const std::vector<double>& want) {
+    Tensor pred = values(d, {4}, dtype);
+    Tensor target = Tensor::zeros({4}, dtype);
+    pred.requires_grad_(true);
+    target.requires_grad_(true);
+    opforge::op(name)({pred, target}, attrs).backward(g);
+    require_values(pred.grad(), want, tolerance(dtype));
+    std::vector<double> neg;
+    for (double w : want) neg.push_back(-w);
+    require_values(target.grad(), neg, tolerance(dtype));
+  };
+  const Tensor one = Tensor::scalar(1.0, dtype);
+  run("loss.mse", {}, one, {0.25, -1, 0.5, 1.5});
+  run("loss.mse", {{"reduction", kSum}}, Tensor::scalar(2.0, dtype), {2, -8, 4, 12});
+  run("loss.mse", {{"reduction", kNone}}, values({1, 2, 3, 4}, {4}, dtype), {1, -8, 6, 24});
+  run("loss.huber", {}, one, {0.125, -0.25, 0.25, 0.25});
+  run("loss.huber", {{"reduction", kSum}, {"delta", 2.0}}, one, {0.5, -2, 1, 2});
+  run("loss.huber", {{"reduction", kNone}}, values({1, 2, 3, 4}, {4}, dtype), {0.5, -2, 3, 4});
+}
+
+// ---- cross_entropy: hand-worked values ----------------------------------------------------------
+
+TEST_CASE("loss_cross_entropy_matches_hand_computed_values_for_each_reduction", "[ops][loss]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle ce = opforge::op("loss.cross_entropy");
+  const double e = std::exp(1.0);
+  // Rows [0, 0, 0] (class 1) and [1, 2, 3] (class 2).
+  const Tensor logits = values({0, 0, 0, 1, 2, 3}, {2, 3}, dtype);
+  const Tensor target = classes({1, 2});
+  const double l0 = std::log(3.0), l1 = std::log(e + e * e + e * e * e) - 3;
+  Tensor l = ce({logits, target});
+  REQUIRE(l.shape() == Dims{});
+  REQUIRE(l.dtype() == dtype);
+  require_values(l, {(l0 + l1) / 2}, tolerance(dtype));
+  require_values(ce({logits, target}, {{"reduction", kSum}}), {l0 + l1}, tolerance(dtype));
+  l = ce({logits, target}, {{"reduction", kNone}});
+  REQUIRE(l.shape() == Dims{2});
+  require_values(l, {l0, l1}, tolerance(dtype));
+}
+
+// exp(1000) overflows both dtypes and exp(100) float32: the loss subtracts the row's max first.
+TEST_CASE("loss_cross_entropy_is_stable_for_large_logits", "[ops][loss]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle ce = opforge::op("loss.cross_entropy");
+  const Tensor logits = values({1000, 0, 100, 100, -1000, -1000}, {3, 2}, dtype);
+  require_values(ce({logits, classes({1, 0, 0})}, {{"reduction", kNone}}), {1000, std::log(2.0), std::log(2.0)},
+                 tolerance(dtype), 1e-5);
+}
+
+// dlogits = (softmax - onehot) g, scaled by 1/N for mean; the target gets no gradient.
+TEST_CASE("loss_cross_entropy_gradient_is_softmax_minus_onehot", "[ops][loss][grad]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle ce = opforge::op("loss.cross_entropy");
+  const double e = std::exp(1.0), s = e + e * e + e * e * e;
+  const std::vector<double> p = {1.0 / 3, 1.0 / 3, 1.0 / 3, e / s, e * e / s, e * e * e / s};
+  const Tensor target = classes({1, 2});
+  REQUIRE_FALSE(target.requires_grad());
+
+  Tensor logits = values({0, 0, 0, 1, 2, 3}, {2, 3}, dtype);
+  logits.requires_grad_(true);
+  ce({logits, target}).backward();
+  require_values(logits.grad(), {p[0] / 2, (p[1] - 1) / 2, p[2] / 2, p[3] / 2, p[4] / 2, (p[5] - 1) / 2},
+                 tolerance(dtype));
+
+  Tensor logits2 = values({0, 0, 0, 1, 2, 3}, {2, 3}, dtype);
+  logits2.requires_grad_(true);
+  ce({logits2, target}, {{"reduction", kNone}}).backward(values({2, -1}, {2}, dtype));
+  require_values(logits2.grad(), {2 * p[0], 2 * (p[1] - 1), 2 * p[2], -p[3], -p[4], -(p[5] - 1)}, tolerance(dtype));
+}
+
+// ---- every loss against the naive loop ---------------------------------------------------------
+
+// Above the parallel grain and the 4096-term chunks of the sums.
+TEST_CASE("losses_match_naive_loop_on_large_inputs", "[ops][loss]") {
+  const std::string name = GENERATE(Catch::Generators::from_range(loss_ops()));
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  const std::int64_t reduction = GENERATE(kMean, kSum, kNone);
+  INFO(name << ", " << opforge::dtype_name(dtype) << ", reduction " << reduction);
+  const std::int64_t n = name == "loss.cross_entropy" ? 20000 : 120001;
+  const std::vector<Tensor> in = inputs_for(name, n, dtype, 5);
+  const std::vector<double> want = reduced(naive_terms(name, in), reduction);
+  const Tensor got = opforge::op(name)(in, {{"reduction", reduction}});
+  REQUIRE(got.dtype() == dtype);
+  REQUIRE(got.shape() == (reduction == kNone ? Dims{n} : Dims{}));
+  // float32 inputs are exact in double; the op rounds each term (none) or the sum once.
+  const double tol = dtype == DType::Float32 ? 1e-6 : 1e-12;
+  require_values(got, want, tol, reduction == kNone ? tol : 0);
+}
+
+TEST_CASE("loss_sums_are_bitwise_identical_for_any_thread_count", "[ops][loss]") {
+  const std::string name = GENERATE(Catch::Generators::from_range(loss_ops()));
+  const std::int64_t reduction = GENERATE(kMean, kSum);
+  INFO(name << ", reduction " << reduction);
+  const std::vector<Tensor> in = inputs_for(name, 300000, DType::Float32, 7);
+  const int saved_threads = opforge::num_threads();
+  std::vector<double> results;
+  for (int threads : {1, 2, 4}) {
+    opforge::set_num_threads(threads);
+    results.push_back(opforge::op(name)(in, {{"reduction", reduction}}).item());
+  }
+  opforge::set_num_threads(saved_threads);
+  REQUIRE(results[0] == results[1]);
+  REQUIRE(results[0] == results[2]);
+}
+
+TEST_CASE("losses_of_no_elements_are_nan_for_mean_and_zero_for_sum", "[ops][loss]") {
+  for (const std::string& name : {std::string("loss.mse"), std::string("loss.huber")}) {
+    INFO(name);
+    const Tensor z = Tensor::zeros({0, 3});
+    REQUIRE(std::isnan(opforge::op(name)({z, z}).item()));
+    REQUIRE(opforge::op(name)({z, z}, {{"reduction", kSum}}).item() == 0.0);
+    REQUIRE(opforge::op(name)({z, z}, {{"reduction", kNone}}).shape() == Dims{0, 3});
+  }
+  const Tensor logits = Tensor::zeros({0, 3});
+  const Tensor target = Tensor::zeros({0}, DType::Int64);
+  REQUIRE(std::isnan(opforge::op("loss.cross_entropy")({logits, target}).item()));
+  REQUIRE(opforge::op("loss.cross_entropy")({logits, target}, {{"reduction", kSum}}).item() == 0.0);
+}
+
+// ---- gradients, float32, the harness -----------------------------------------------------------
+
+TEST_CASE("every_loss_passes_gradcheck_for_each_reduction", "[ops][loss][grad]") {
+  const std::string name = GENERATE(Catch::Generators::from_range(loss_ops()));
+  const std::int64_t reduction = GENERATE(kMean, kSum, kNone);
+  INFO(name << ", reduction " << reduction);
+  for (std::uint64_t seed : {10u, 20u}) {
+    const std::vector<Tensor> in = inputs_for(name, 6, DType::Float64, seed);
+    require_gradcheck(bind(name, {Attr(reduction)}), in);
+    if (name == "loss.huber") {
+      require_gradcheck(bind(name, {Attr(reduction), Attr(0.5)}), in);
+      require_gradcheck(bind(name, {Attr(reduction), Attr(2.5)}), in);
+    }
+  }
+  require_gradcheck(opforge::op(name), inputs_for(name, 6, DType::Float64, 30));  // the op itself, defaults
+}
+
+// With one input requiring grad, it gets the same gradient as when both do, and the other none.
+TEST_CASE("loss_only_the_input_that_requires_grad_gets_a_gradient", "[ops][loss][grad]") {
+  const std::string name = GENERATE(std::string("loss.mse"), std::string("loss.huber"));
+  const std::int64_t reduction = GENERATE(kMean, kNone);
+  const std::size_t which = GENERATE(0u, 1u);
+  INFO(name << ", reduction " << reduction << ", only input " << which);
+  const OpHandle op = opforge::op(name);
+  const std::vector<Tensor> in = inputs_for(name, 9, DType::Float64, 3);
+  auto run = [&](bool a, bool b) {
+    std::vector<Tensor> x = {in[0].clone(), in[1].clone()};
+    x[0].requires_grad_(a);
+    x[1].requires_grad_(b);
+    Tensor l = op(x, {{"reduction", reduction}});
+    l.backward(Tensor::randn(l.shape(), DType::Float64, 4));
+    return x;
+  };
+  const std::vector<Tensor> both = run(true, true);
+  const std::vector<Tensor> one = run(which == 0, which == 1);
+  REQUIRE(one[which].grad().defined());
+  REQUIRE_FALSE(one[1 - which].grad().defined());
+  require_values(one[which].grad(), both[which].grad().to_vector(), 1e-15);
+}
+
+TEST_CASE("every_loss_passes_the_harness", "[ops][loss][harness]") {
+  const std::string name = GENERATE(Catch::Generators::from_range(loss_ops()));
+  INFO(name);
+  require_all_checks_pass(opforge::op(name));
+  require_all_checks_pass(bind(name, {Attr(kSum)}));
+  require_all_checks_pass(bind(name, {Attr(kNone)}));
+}
+
+// Inputs drawn in float32 and widened exactly to float64: forward and gradients differ
+// by float32 rounding in the op only.
+TEST_CASE("loss_float32_agrees_with_float64", "[ops][loss][grad]") {
+  const std::string name = GENERATE(Catch::Generators::from_range(loss_ops()));
+  const std::int64_t reduction = GENERATE(kMean, kSum, kNone);
+  INFO(name << ", reduction " << reduction);
+  const std::vector<Tensor> in32 = inputs_for(name, 50, DType::Float32, 41);
+  std::vector<Tensor> x32, x64;
+  for (const Tensor& t : in32) {
+    x32.push_back(t.clone());
+    x64.push_back(opforge::is_floating(t.dtype()) ? t.to(DType::Float64) : t.clone());
+  }
+  x32[0].requires_grad_(true);
+  x64[0].requires_grad_(true);
+  const OpHandle op = opforge::op(name);
+  Tensor l32 = op(x32, {{"reduction", reduction}}), l64 = op(x64, {{"reduction", reduction}});
+  REQUIRE(l32.dtype() == DType::Float32);
+  require_values(l32, l64.to_vector(), 1e-5, 1e-6);
+  const Tensor w = Tensor::randn(l64.shape(), DType::Float32, 42);
+  l32.backward(w);
+  l64.backward(w.to(DType::Float64));
+  REQUIRE(x32[0].grad().dtype() == DType::Float32);
+  require_values(x32[0].grad(), x64[0].grad().to_vector(), 1e-4, 1e-6);
+}
+
+// ---- bad input ---------------------------------------------------------------------------------
+
+TEST_CASE("losses_refuse_mismatched_shapes_and_dtypes", "[ops][loss][errors]") {
+  using opforge::DTypeError;
+  using opforge::ShapeError;
+  const Tensor a = Tensor::ones({3, 4});
+  CHECK_THROWS_MATCHES(opforge::op("loss.mse")({a, Tensor::ones({4})}), ShapeError,
+                       Message("loss.mse: argument 'target': expected shape [3, 4] (the shape of 'pred'), got [4]"));
+  CHECK_THROWS_MATCHES(opforge::op("loss.huber")({a, Tensor::ones({4, 3})}), ShapeError,
+                       Message("loss.huber: argument 'target': expected shape [3, 4] (the shape of 'pred'), got [4, 3]"));
+  CHECK_THROWS_MATCHES(opforge::op("loss.mse")({a, Tensor::ones({3, 4}, DType::Float32)}), DTypeError,
+                       Message("loss.mse: argument 'target' (input 1): expected dtype float64 (the dtype of 'pred'; "
+                               "all inputs must share one dtype), got float32"));
+  CHECK_THROWS_MATCHES(opforge::op("loss.huber")({Tensor::zeros({3}, DType::Int64), Tensor::zeros({3}, DType::Int64)}),
+                       DTypeError,
+                       Message("loss.huber: argument 'pred' (input 0): expected dtype float32, float64, got int64"));
+  CHECK_THROWS_MATCHES(opforge::op("loss.mse").call({a}), opforge::ValueError,
+                       Message("loss.mse: expected 2 inputs (pred, target), got 1"));
+}
+
+TEST_CASE("losses_refuse_bad_reduction_and_delta", "[ops][loss][errors]") {
+  using opforge::ValueError;
+  const Tensor a = Tensor::ones({3});
+  CHECK_THROWS_MATCHES(opforge::op("loss.mse")({a, a}, {{"reduction", 3}}), ValueError,
+                       Message("loss.mse: attribute 'reduction': expected 0 (mean), 1 (sum) or 2 (none), got 3"));
+  CHECK_THROWS_MATCHES(opforge::op("loss.huber")({a, a}, {{"reduction", -1}}), ValueError,
+                       Message("loss.huber: attribute 'reduction': expected 0 (mean), 1 (sum) or 2 (none), got -1"));
+  CHECK_THROWS_MATCHES(
+      opforge::op("loss.cross_entropy")({Tensor::ones({2, 3}), classes({0, 1})}, {{"reduction", 7}}), ValueError,
+      Message("loss.cross_entropy: attribute 'reduction': expected 0 (mean), 1 (sum) or 2 (none), got 7"));
+  CHECK_THROWS_MATCHES(opforge::op("loss.huber")({a, a}, {{"delta", 0.0}}), ValueError,
+                       Message("loss.huber: attribute 'delta': expected a positive finite number, got 0"));
+  CHECK_THROWS_MATCHES(opforge::op("loss.huber")({a, a}, {{"delta", -1.5}}), ValueError,
+                       Message("loss.huber: attribute 'delta': expected a positive finite number, got -1.5"));
+  CHECK_THROWS_MATCHES(opforge::op("loss.mse")({a, a}, {{"reduction", true}}), ValueError,
+                       Message("loss.mse: attribute 'reduction': expected int, got bool true"));
+  CHECK_THROWS_MATCHES(opforge::op("loss.mse")({a, a}, {{"delta", 1.0}}), ValueError,
+                       Message("loss.mse: no attribute named 'delta' (it has: reduction)"));
+}
+
+TEST_CASE("loss_cross_entropy_refuses_bad_logits_and_targets", "[ops][loss][errors]") {
+  const OpHandle ce = opforge::op("loss.cross_entropy");
+  const Tensor logits = Tensor::ones({3, 4});
+  CHECK_THROWS_MATCHES(ce({logits, classes({0, 4, 1})}), opforge::IndexError,
+                       Message("loss.cross_entropy: argument 'target': class index 4 at position 1 is out of range for "
+                               "C = 4 classes (expected 0 <= index < 4)"));
+  CHECK_THROWS_MATCHES(ce({logits, classes({0, 1, -1})}), opforge::IndexError,
+                       Message("loss.cross_entropy: argument 'target': class index -1 at position 2 is out of range for "
+                               "C = 4 classes (expected 0 <= index < 4)"));
+  CHECK_THROWS_MATCHES(ce({Tensor::ones({4}), classes({0})}), opforge::ShapeError,
+                       Message("loss.cross_entropy: argument 'logits': expected a 2-D tensor, got float64[4]"));
+  CHECK_THROWS_MATCHES(ce({logits, classes({0, 1})}), opforge::ShapeError,
+                       Message("loss.cross_entropy: argument 'target': expected shape [3] (one class index per row of "
+                               "'logits'), got [2]"));
+  CHECK_THROWS_MATCHES(ce({logits, Tensor::zeros({3})}), opforge::DTypeError,
+                       Message("loss.cross_entropy: argument 'target': expected dtype int64 (class indices), got float64"));
+  CHECK_THROWS_MATCHES(ce({Tensor::zeros({3, 4}, DType::Int64), classes({0, 1, 2})}), opforge::DTypeError,
+                       Message("loss.cross_entropy: argument 'logits': expected dtype float32 or float64, got int64"));
+  CHECK_THROWS_MATCHES(ce({logits, Tensor::zeros({3}, DType::Bool)}), opforge::DTypeError,
+                       Message("loss.cross_entropy: argument 'target' (input 1): expected dtype float32, float64, "
+                               "int64, got bool"));
+}
+
+}  // namespace

@@ -1,0 +1,911 @@
+// The reduce plugin (sum, mean, max, min, norm, logsumexp, softmax, log_softmax),
+// tested through the loaded-plugin path only: every op is resolved by name with
+// opforge::op(), as a user program does.
+//
+// For every op: values against hand-worked cases and against a naive loop over
+// every element (all subsets of axes, negative axes, keepdims), float32 against
+// float64, gradients against finite differences (sdk::gradcheck in float64, also
+// with attributes, through an op that binds them), the harness (sdk::check_op),
+// results independent of the thread count, and the exact message of each bad call.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <opforge/opforge.hpp>
+#include <opforge/sdk/gradcheck.hpp>
+#include <opforge/sdk/harness.hpp>
+
+namespace {
+
+using Catch::Matchers::Message;
+using opforge::Attr;
+using opforge::AttrSpan;
+using opforge::Context;
+using opforge::Dims;
+using opforge::DType;
+using opforge::OpHandle;
+using opforge::Tensor;
+using opforge::TensorList;
+using opforge::TensorSpan;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// ---- helpers --------------------------------------------------------------------------
+
+Tensor values(const std::vector<double>& v, const Dims& shape, DType dtype = DType::Float64) {
+  return Tensor::from_values(v, shape, dtype);
+}
+
+// Every element within abs + rel * |want| (NaN matches NaN, inf matches the same inf);
+// on failure, reports the first element that is not.
+void require_values(const Tensor& got, const std::vector<double>& want, double rel, double abs = 0) {
+  const std::vector<double> g = got.to_vector();
+  REQUIRE(g.size() == want.size());
+  auto same = [&](std::size_t i) {
+    if (std::isnan(want[i])) return std::isnan(g[i]);
+    if (std::isinf(want[i])) return g[i] == want[i];
+    return g[i] == Approx(want[i]).epsilon(rel).margin(abs);
+  };
+  std::size_t i = 0;
+  while (i < g.size() && same(i)) ++i;
+  if (i == g.size()) return;
+  INFO("element " << i << " of " << g.size() << ": got " << g[i] << ", want " << want[i]);
+  REQUIRE(same(i));
+}
+
+double tolerance(DType dtype) { return dtype == DType::Float32 ? 2e-6 : 1e-12; }
+
+// Calls an op with attributes given by name; all outputs.
+TensorList call(const std::string& name, const Tensor& x, std::initializer_list<opforge::NamedAttr> attrs = {}) {
+  return opforge::op(name).call({x}, attrs);
+}
+
+// ---- the naive reference -----------------------------------------------------------------
+
+// The elements of each output of a reduction over `axes` ([] = all), in row-major
+// order, with each element's position: along the one reduced axis, or flat.
+struct Groups {
+  std::vector<std::vector<double>> values;
+  std::vector<std::vector<std::int64_t>> positions;
+};
+
+Groups group(const Tensor& x, const std::vector<std::int64_t>& axes) {
+  const Dims& shape = x.shape();
+  const auto rank = static_cast<std::int64_t>(shape.size());
+  std::vector<bool> red(static_cast<std::size_t>(rank), axes.empty());
+  for (std::int64_t a : axes) red[static_cast<std::size_t>(a < 0 ? a + rank : a)] = true;
+  std::int64_t outputs = 1;
+  for (std::int64_t a = 0; a < rank; ++a)
+    if (!red[static_cast<std::size_t>(a)]) outputs *= shape[static_cast<std::size_t>(a)];
+  Groups g;
+  g.values.resize(static_cast<std::size_t>(outputs));
+  g.positions.resize(static_cast<std::size_t>(outputs));
+  const std::vector<double> v = x.to_vector();
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    std::int64_t rem = static_cast<std::int64_t>(i), o = 0, scale = 1, pos = static_cast<std::int64_t>(i);
+    for (std::int64_t a = rank - 1; a >= 0; --a) {
+      const std::int64_t n = shape[static_cast<std::size_t>(a)], idx = rem % n;
+      rem /= n;
+      if (!red[static_cast<std::size_t>(a)]) {
+        o += idx * scale;
+        scale *= n;
+      } else if (axes.size() == 1) {
+        pos = idx;
+      }
+    }
+    g.values[static_cast<std::size_t>(o)].push_back(v[i]);
+    g.positions[static_cast<std::size_t>(o)].push_back(pos);
+  }
+  return g;
+}
+
+Dims expected_shape(const Dims& shape, const std::vector<std::int64_t>& axes, bool keepdims) {
+  const auto rank = static_cast<std::int64_t>(shape.size());
+  Dims out;
+  for (std::int64_t a = 0; a < rank; ++a) {
+    bool r = axes.empty();
+    for (std::int64_t b : axes) r = r || (b < 0 ? b + rank : b) == a;
+    if (!r)
+      out.push_back(shape[static_cast<std::size_t>(a)]);
+    else if (keepdims)
+      out.push_back(1);
+  }
+  return out;
+}
+
+enum class Ref { Sum, Mean, Max, Min, Norm1, Norm2, Norm3, LogSumExp };
+
+// The reference value of one output; `index` gets the arg-extreme position (Max, Min).
+double reference(Ref op, const std::vector<double>& v, const std::vector<std::int64_t>& pos, std::int64_t* index) {
+  double s = 0;
+  switch (op) {
+    case Ref::Sum:
+      for (double e : v) s += e;
+      return s;
+    case Ref::Mean:
+      for (double e : v) s += e;
+      return s / static_cast<double>(v.size());
+    case Ref::Max:
+    case Ref::Min: {
+      std::size_t best = 0;
+      for (std::size_t k = 1; k < v.size(); ++k)
+        if (op == Ref::Max ? v[k] > v[best] : v[k] < v[best]) best = k;
+      *index = pos[best];
+      return v[best];
+    }
+    case Ref::Norm1:
+      for (double e : v) s += std::abs(e);
+      return s;
+    case Ref::Norm2:
+      for (double e : v) s += e * e;
+      return std::sqrt(s);
+    case Ref::Norm3:
+      for (double e : v) s += std::pow(std::abs(e), 3.0);
+      return std::cbrt(s);
+    case Ref::LogSumExp: {
+      double m = -kInf;
+      for (double e : v) m = std::max(m, e);
+      for (double e : v) s += std::exp(e - m);
+      return m + std::log(s);
+    }
+  }
+  return 0;
+}
+
+struct RefCase {
+  const char* op;
+  Ref ref;
+  double p;  // norm only
+};
+
+const std::vector<RefCase>& reductions() {
+  static const std::vector<RefCase> cases = {
+      {"reduce.sum", Ref::Sum, 0},       {"reduce.mean", Ref::Mean, 0},      {"reduce.max", Ref::Max, 0},
+      {"reduce.min", Ref::Min, 0},       {"reduce.norm", Ref::Norm1, 1},     {"reduce.norm", Ref::Norm2, 2},
+      {"reduce.norm", Ref::Norm3, 3},    {"reduce.logsumexp", Ref::LogSumExp, 0},
+  };
+  return cases;
+}
+
+bool is_extreme(const RefCase& c) { return c.ref == Ref::Max || c.ref == Ref::Min; }
+
+// Runs op(x) with axes / keepdims (and p for norm) and compares with the naive loop.
+void check_against_reference(const RefCase& c, const Tensor& x, const std::vector<std::int64_t>& axes,
+                             bool keepdims) {
+  const Dims ax(axes);
+  const bool is_norm = c.ref == Ref::Norm1 || c.ref == Ref::Norm2 || c.ref == Ref::Norm3;
+  const TensorList out = is_norm ? call(c.op, x, {{"axes", ax}, {"keepdims", keepdims}, {"p", c.p}})
+                                 : call(c.op, x, {{"axes", ax}, {"keepdims", keepdims}});
+  const Dims want_shape = expected_shape(x.shape(), axes, keepdims);
+  REQUIRE(out[0].shape() == want_shape);
+  REQUIRE(out[0].dtype() == x.dtype());
+  const Groups g = group(x, axes);
+  std::vector<double> want;
+  std::vector<double> want_index;
+  double magnitude = 0;  // sums of many terms: the error scales with Σ |x|
+  for (std::size_t o = 0; o < g.values.size(); ++o) {
+    std::int64_t index = -1;
+    want.push_back(reference(c.ref, g.values[o], g.positions[o], &index));
+    want_index.push_back(static_cast<double>(index));
+    for (double e : g.values[o]) magnitude = std::max(magnitude, std::abs(e));
+  }
+  const double tol = tolerance(x.dtype());
+  require_values(out[0], want, tol, tol * magnitude);
+  if (c.ref == Ref::Max || c.ref == Ref::Min) {
+    REQUIRE(out.size() == 2);
+    REQUIRE(out[1].dtype() == DType::Int64);
+    REQUIRE(out[1].shape() == want_shape);
+    require_values(out[1], want_index, 0);
+  }
+}
+
+// Every subset of the axes of `rank`, each also with its axes counted from the end.
+std::vector<std::vector<std::int64_t>> axis_subsets(std::int64_t rank) {
+  std::vector<std::vector<std::int64_t>> subsets;
+  for (std::uint32_t mask = 0; mask < (1u << rank); ++mask) {
+    std::vector<std::int64_t> pos, neg;
+    for (std::int64_t a = 0; a < rank; ++a) {
+      if (!((mask >> a) & 1u)) continue;
+      pos.push_back(a);
+      neg.push_back(a - rank);
+    }
+    subsets.push_back(pos);
+    if (!pos.empty()) subsets.push_back(neg);
+  }
+  return subsets;
+}
+
+// ---- binding attributes, for the harness and gradcheck ---------------------------------------------
+
+// An op that calls `inner` with fixed attributes, keeping its first `outputs` outputs:
+// sdk::gradcheck and sdk::check_op call ops without attributes, so this is how they
+// check the other attributes. Forward records the inner op's graph on private leaves
+// (grad mode is off in forward: it is turned on for that call); backward asks the
+// engine for the gradients through that graph (opforge::grad). The gradient checked
+// is therefore the inner op's own backward.
+class BoundAttrs final : public opforge::Function {
+ public:
+  BoundAttrs(OpHandle inner, std::vector<Attr> attrs, std::size_t outputs)
+      : inner_(std::move(inner)), attrs_(std::move(attrs)), outputs_(outputs) {}
+
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const AttrSpan attrs(attrs_.data(), attrs_.size());
+    if (!ctx.any_input_needs_grad()) {
+      TensorList out = inner_.call(in, attrs);
+      out.resize(outputs_);
+      return out;
+    }
+    TensorList leaves;
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      Tensor t = in[i].detach();
+      if (ctx.needs_input_grad(i)) t.requires_grad_(true);
+      leaves.push_back(t);
+    }
+    TensorList outs;
+    {
+      const bool was = opforge::grad_enabled();
+      opforge::set_grad_enabled(true);
+      try {
+        outs = inner_.call(leaves, attrs);
+      } catch (...) {
+        opforge::set_grad_enabled(was);
+        throw;
+      }
+      opforge::set_grad_enabled(was);
+    }
+    TensorList saved = leaves;
+    TensorList result;
+    for (std::size_t k = 0; k < outputs_; ++k) {
+      saved.push_back(outs[k]);
+      result.push_back(outs[k].detach());
+    }
+    ctx.save_for_backward(saved);
+    return result;
+  }
+
+  TensorList backward(Context& ctx, TensorSpan g) const override {
+    const TensorList& s = ctx.saved_tensors();  // leaves, then the inner outputs
+    const std::size_t n = ctx.num_inputs();
+    TensorList roots, grads, wrt, result(n);
+    std::vector<std::size_t> which;
+    for (std::size_t k = 0; k < outputs_; ++k) {
+      if (!s[n + k].requires_grad()) continue;
+      roots.push_back(s[n + k]);
+      grads.push_back(g[k]);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!ctx.needs_input_grad(i)) continue;
+      wrt.push_back(s[i]);
+      which.push_back(i);
+    }
+    if (roots.empty() || wrt.empty()) return result;
+    const TensorList got = opforge::grad(roots, wrt, grads, false, true);
+    for (std::size_t k = 0; k < which.size(); ++k) result[which[k]] = got[k];
+    return result;
+  }
+
+ private:
+  OpHandle inner_;
+  std::vector<Attr> attrs_;
+  std::size_t outputs_;
+};
+
+// `name` with attributes bound (positional, schema order); keeps the first `outputs` outputs
+// (all when 0). The schema is the inner op's, sample inputs included, without attributes.
+OpHandle bind(const std::string& name, std::vector<Attr> attrs, std::size_t outputs = 0) {
+  const OpHandle inner = opforge::op(name);
+  opforge::OpSchema s = inner.schema();
+  std::string suffix = name;  // "reduce.sum" -> "bound.reduce_sum"
+  for (char& ch : suffix)
+    if (ch == '.') ch = '_';
+  s.name = "bound." + suffix;
+  s.attrs.clear();
+  if (outputs == 0) outputs = static_cast<std::size_t>(s.num_outputs);
+  s.num_outputs = static_cast<int>(outputs);
+  return opforge::make_op(s, std::make_unique<BoundAttrs>(inner, std::move(attrs), outputs));
+}
+
+void require_gradcheck(const OpHandle& op, const std::vector<Tensor>& inputs) {
+  const opforge::sdk::GradcheckResult res = opforge::sdk::gradcheck(op, inputs);
+  INFO(res.message);
+  REQUIRE(res.ok);
+  std::int64_t total = 0;
+  for (const Tensor& t : inputs) total += opforge::is_floating(t.dtype()) ? t.numel() : 0;
+  REQUIRE(res.elements_checked == total);
+}
+
+void require_all_checks_pass(const OpHandle& op) {
+  const opforge::sdk::CheckReport report = opforge::sdk::check_op(op);
+  REQUIRE(report.size() == opforge::sdk::check_names().size());
+  for (const auto& r : report) {
+    INFO(opforge::sdk::format_result(r));
+    CHECK(r.passed);
+  }
+  REQUIRE(opforge::sdk::all_passed(report));
+}
+
+const std::vector<std::string>& all_ops() {
+  static const std::vector<std::string> names = {"reduce.sum",  "reduce.mean",      "reduce.max",
+                                                 "reduce.min",  "reduce.norm",      "reduce.logsumexp",
+                                                 "reduce.softmax", "reduce.log_softmax"};
+  return names;
+}
+
+// ---- sum and mean: hand-worked values --------------------------------------------------------------
+
+TEST_CASE("reduce_sum_and_mean_over_axes_match_hand_computed_values", "[ops][reduce]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  // [[1, 2, 3], [4, 5, 6.5]]
+  const Tensor x = values({1, 2, 3, 4, 5, 6.5}, {2, 3}, dtype);
+  const OpHandle sum = opforge::op("reduce.sum");
+  const OpHandle mean = opforge::op("reduce.mean");
+
+  Tensor s = sum({x}, {{"axes", Dims{0}}});
+  REQUIRE(s.shape() == Dims{3});
+  REQUIRE(s.dtype() == dtype);
+  require_values(s, {5, 7, 9.5}, 0);
+  s = sum({x}, {{"axes", Dims{-1}}, {"keepdims", true}});
+  REQUIRE(s.shape() == Dims{2, 1});
+  require_values(s, {6, 15.5}, 0);
+  s = sum({x}, {{"axes", Dims{1, 0}}});
+  REQUIRE(s.shape() == Dims{});
+  require_values(s, {21.5}, 0);
+  s = sum({x}, {{"keepdims", true}});
+  REQUIRE(s.shape() == Dims{1, 1});
+  require_values(s, {21.5}, 0);
+  // Positional attributes, in schema order.
+  s = sum.call({x}, {Attr(Dims{1}), Attr(false)})[0];
+  require_values(s, {6, 15.5}, 0);
+
+  Tensor m = mean({x}, {{"axes", Dims{0}}});
+  REQUIRE(m.shape() == Dims{3});
+  require_values(m, {2.5, 3.5, 4.75}, 0);
+  m = mean({x});
+  REQUIRE(m.shape() == Dims{});
+  require_values(m, {21.5 / 6}, tolerance(dtype));
+}
+
+// With no attributes, sum is what it always was (the least-squares benchmark relies on
+// it): chunks of 4096 elements, each summed with eight interleaved double accumulators,
+// the chunks' sums added in order, rounded once to the dtype. Bit for bit.
+TEST_CASE("reduce_sum_without_attributes_keeps_its_chunked_summation_bit_for_bit", "[ops][reduce]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  const std::int64_t n = GENERATE(as<std::int64_t>{}, 1, 7, 4096, 4097, 262144 + 9);
+  INFO(opforge::dtype_name(dtype) << ", " << n << " elements");
+  const Tensor x = Tensor::randn({n}, dtype, 3);
+  const std::vector<double> v = x.to_vector();  // exact: float32 widens without rounding
+  double total = 0;
+  for (std::int64_t b = 0; b < n; b += 4096) {
+    const std::int64_t e = std::min(n, b + 4096);
+    double acc[8] = {};
+    std::int64_t i = b;
+    for (; i + 8 <= e; i += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += v[static_cast<std::size_t>(i + l)];
+    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < e; ++i) s += v[static_cast<std::size_t>(i)];
+    total += s;
+  }
+  const double want = dtype == DType::Float32 ? static_cast<double>(static_cast<float>(total)) : total;
+  const Tensor s = opforge::op("reduce.sum")({x});
+  REQUIRE(s.shape() == Dims{});
+  REQUIRE(s.item() == want);
+  // The same cut when the tensor has several axes.
+  REQUIRE(opforge::op("reduce.sum")({x.reshape({1, n, 1})}).item() == want);
+}
+
+TEST_CASE("reduce_mean_of_no_elements_is_nan_and_sum_is_zero", "[ops][reduce]") {
+  const Tensor x = Tensor::zeros({3, 0});
+  require_values(opforge::op("reduce.mean")({x}, {{"axes", Dims{1}}}), {kNaN, kNaN, kNaN}, 0);
+  require_values(opforge::op("reduce.sum")({x}, {{"axes", Dims{1}}}), {0, 0, 0}, 0);
+  REQUIRE(opforge::op("reduce.sum")({x}, {{"axes", Dims{0}}}).shape() == Dims{0});
+  REQUIRE(std::isnan(opforge::op("reduce.mean")({x}).item()));
+}
+
+// ---- every reduction against the naive loop -------------------------------------------------------
+
+TEST_CASE("reductions_match_naive_loop_for_every_subset_of_axes", "[ops][reduce]") {
+  const RefCase c = GENERATE(Catch::Generators::from_range(reductions()));
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  const Dims shape = GENERATE(Dims{2, 3, 4}, Dims{3, 1, 4, 2}, Dims{5}, Dims{1, 1}, Dims{});
+  INFO(c.op << " (p " << c.p << "), " << opforge::dtype_name(dtype) << shape);
+  const Tensor x = Tensor::randn(shape, dtype, 17);
+  for (const auto& axes : axis_subsets(x.dim())) {
+    if (is_extreme(c) && axes.size() > 1) continue;  // max and min take one axis or all
+    for (bool keepdims : {false, true}) {
+      INFO("axes " << Dims(axes) << ", keepdims " << keepdims);
+      check_against_reference(c, x, axes, keepdims);
+    }
+  }
+}
+
+// Sizes that cut each output's elements into several chunks, in both layouts: the
+// innermost block reduced (runs of 200 across chunk edges of 4096) and kept (a block
+// of outputs folded 1024 reduced positions at a time), over the thread pool.
+TEST_CASE("reductions_match_naive_loop_on_large_tensors", "[ops][reduce]") {
+  const RefCase c = GENERATE(Catch::Generators::from_range(reductions()));
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(c.op << " (p " << c.p << "), " << opforge::dtype_name(dtype));
+  struct Layout {
+    Dims shape;
+    std::vector<std::int64_t> axes;
+  };
+  const std::vector<Layout> layouts = {
+      {{3, 10000}, {1}},        // innermost reduced, 3 chunks per output
+      {{300, 5, 200}, {0, 2}},  // reduced, kept, reduced: runs of 200, 15 chunks per output
+      {{5000, 3}, {0}},         // innermost kept (3 outputs), 5 chunks of positions
+      {{1500, 4, 300}, {0}},    // innermost kept (1200 outputs in blocks of 256), 2 chunks
+      {{40, 60, 30}, {}},       // everything
+      {{40, 60, 30}, {1}},      // the middle axis, many outputs
+  };
+  for (const Layout& l : layouts) {
+    if (is_extreme(c) && l.axes.size() > 1) continue;
+    INFO("shape " << l.shape << ", axes " << Dims(l.axes));
+    check_against_reference(c, Tensor::randn(l.shape, dtype, 23), l.axes, false);
+  }
+}
+
+// The cut into chunks depends on the shape only, so every result is bit-identical
+// with 1 thread and with several.
+TEST_CASE("reductions_are_bitwise_identical_for_any_thread_count", "[ops][reduce]") {
+  const std::string name = GENERATE(Catch::Generators::from_range(all_ops()));
+  INFO(name);
+  const Tensor x = Tensor::randn({64, 300, 20}, DType::Float32, 29);
+  const int saved_threads = opforge::num_threads();
+  for (const Dims& axes : {Dims{0}, Dims{1}, Dims{2}, Dims{0, 2}, Dims{}}) {
+    INFO("axes " << axes);
+    std::vector<std::vector<double>> results;
+    for (int threads : {1, 2, 4}) {
+      opforge::set_num_threads(threads);
+      TensorList out;
+      if (name == "reduce.softmax" || name == "reduce.log_softmax")
+        out = opforge::op(name).call({x}, {{"axis", axes.empty() ? std::int64_t{-1} : axes[0]}});
+      else if (name == "reduce.max" || name == "reduce.min")
+        out = opforge::op(name).call({x}, {{"axes", axes.size() > 1 ? Dims{axes[0]} : axes}});
+      else
+        out = opforge::op(name).call({x}, {{"axes", axes}});
+      results.push_back(out[0].to_vector());
+    }
+    opforge::set_num_threads(saved_threads);
+    REQUIRE(results[0] == results[1]);
+    REQUIRE(results[0] == results[2]);
+  }
+}
+
+// ---- max and min ------------------------------------------------------------------------------------
+
+TEST_CASE("reduce_max_and_min_give_values_and_first_indices", "[ops][reduce]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64, DType::Int64);
+  INFO(opforge::dtype_name(dtype));
+  // [[1, 5, 5], [7, -2, 7]]
+  const Tensor x = values({1, 5, 5, 7, -2, 7}, {2, 3}, dtype);
+  TensorList out = call("reduce.max", x, {{"axes", Dims{1}}});
+  REQUIRE(out[0].dtype() == dtype);
+  REQUIRE(out[0].shape() == Dims{2});
+  require_values(out[0], {5, 7}, 0);
+  require_values(out[1], {1, 0}, 0);  // ties: the first position
+  out = call("reduce.max", x, {{"axes", Dims{0}}, {"keepdims", true}});
+  REQUIRE(out[0].shape() == Dims{1, 3});
+  REQUIRE(out[1].shape() == Dims{1, 3});
+  require_values(out[0], {7, 5, 7}, 0);
+  require_values(out[1], {1, 0, 1}, 0);
+  out = call("reduce.max", x);  // no axes: the flat index
+  REQUIRE(out[0].shape() == Dims{});
+  require_values(out[0], {7}, 0);
+  require_values(out[1], {3}, 0);
+  out = call("reduce.min", x, {{"axes", Dims{-2}}});
+  require_values(out[0], {1, -2, 5}, 0);
+  require_values(out[1], {0, 1, 0}, 0);
+  out = call("reduce.min", x);
+  require_values(out[0], {-2}, 0);
+  require_values(out[1], {4}, 0);
+}
+
+TEST_CASE("reduce_max_and_min_of_bool_are_any_and_all", "[ops][reduce]") {
+  // [[false, true], [false, false]]
+  const Tensor x = values({0, 1, 0, 0}, {2, 2}, DType::Bool);
+  TensorList out = call("reduce.max", x, {{"axes", Dims{1}}});
+  REQUIRE(out[0].dtype() == DType::Bool);
+  require_values(out[0], {1, 0}, 0);
+  require_values(out[1], {1, 0}, 0);
+  out = call("reduce.min", values({1, 1, 0, 1}, {2, 2}, DType::Bool), {{"axes", Dims{1}}});
+  require_values(out[0], {1, 0}, 0);
+  require_values(out[1], {0, 0}, 0);
+}
+
+// NaN propagates as in NumPy: the first NaN is both the max and the min. Infinities
+// are ordinary values, -inf included (a row of -inf has its max at position 0).
+TEST_CASE("reduce_max_and_min_propagate_nan_and_handle_infinities", "[ops][reduce]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  const Tensor x = values({1, kNaN, 3, kNaN, -kInf, -kInf, -kInf, 2}, {2, 4}, dtype);
+  TensorList out = call("reduce.max", x, {{"axes", Dims{1}}});
+  require_values(out[0], {kNaN, 2}, 0);
+  require_values(out[1], {1, 3}, 0);
+  out = call("reduce.min", x, {{"axes", Dims{1}}});
+  require_values(out[0], {kNaN, -kInf}, 0);
+  require_values(out[1], {1, 0}, 0);
+  out = call("reduce.max", values({-kInf, -kInf}, {2}, dtype));
+  require_values(out[0], {-kInf}, 0);
+  require_values(out[1], {0}, 0);
+}
+
+// Rows of 10000: several chunks of 4096 each, NaNs in later chunks, ties across chunks.
+TEST_CASE("reduce_max_and_min_find_the_first_nan_and_first_tie_across_chunks", "[ops][reduce]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  std::vector<double> v = Tensor::randn({4, 10000}, DType::Float64, 43).to_vector();
+  v[1 * 10000 + 7000] = kNaN;
+  v[2 * 10000 + 5000] = kNaN;
+  v[2 * 10000 + 9000] = kNaN;
+  v[3 * 10000 + 4500] = 100;  // ties in the second and third chunks
+  v[3 * 10000 + 9999] = 100;
+  v[3 * 10000 + 100] = -100;
+  v[3 * 10000 + 8200] = -100;
+  const Tensor x = values(v, {4, 10000}, dtype);
+  std::size_t m0 = 0;
+  for (std::size_t k = 1; k < 10000; ++k)
+    if (static_cast<float>(v[k]) > static_cast<float>(v[m0])) m0 = k;
+  TensorList out = call("reduce.max", x, {{"axes", Dims{1}}});
+  require_values(out[1], {static_cast<double>(m0), 7000, 5000, 4500}, 0);
+  require_values(out[0], {v[m0], kNaN, kNaN, 100}, tolerance(dtype));
+  out = call("reduce.min", x, {{"axes", Dims{-1}}});
+  require_values(out[1].select(0, 3), {100}, 0);
+  require_values(out[1].slice(0, 1, 3), {7000, 5000}, 0);
+  out = call("reduce.max", x);
+  require_values(out[1], {17000}, 0);
+}
+
+TEST_CASE("reduce_max_gradient_goes_to_the_arg_max_and_indices_carry_none", "[ops][reduce][grad]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  Tensor x = values({1, 5, 5, 7, -2, 7}, {2, 3}, dtype);
+  x.requires_grad_(true);
+  TensorList out = call("reduce.max", x, {{"axes", Dims{1}}});
+  REQUIRE(out[0].requires_grad());
+  REQUIRE(out[0].grad_fn() != nullptr);
+  REQUIRE_FALSE(out[1].requires_grad());  // indices: not differentiable
+  REQUIRE(out[1].grad_fn() == nullptr);
+  out[0].backward(values({10, 20}, {2}, dtype));
+  require_values(x.grad(), {0, 10, 0, 20, 0, 0}, 0);
+
+  Tensor y = values({1, 5, 5, 7, -2, 7}, {2, 3}, dtype);
+  y.requires_grad_(true);
+  call("reduce.min", y)[0].backward();  // flat: the single -2
+  require_values(y.grad(), {0, 0, 0, 0, 1, 0}, 0);
+
+  Tensor z = values({1, 5, 5, 7, -2, 7}, {2, 3}, dtype);
+  z.requires_grad_(true);
+  call("reduce.min", z, {{"axes", Dims{0}}, {"keepdims", true}})[0].backward(values({1, 2, 3}, {1, 3}, dtype));
+  require_values(z.grad(), {1, 0, 3, 0, 2, 0}, 0);
+}
+
+// ---- norm -----------------------------------------------------------------------------------------
+
+TEST_CASE("reduce_norm_matches_hand_computed_values", "[ops][reduce]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle norm = opforge::op("reduce.norm");
+  const Tensor v = values({3, -4}, {2}, dtype);
+  require_values(norm({v}), {5}, 0);
+  require_values(norm({v}, {{"p", 1.0}}), {7}, 0);
+  require_values(norm({v}, {{"p", 1}}), {7}, 0);  // an int is a valid Float attribute
+  require_values(norm({v}, {{"p", 3.0}}), {std::cbrt(91.0)}, tolerance(dtype));
+  // [[3, 4], [0, 0]]: rows 5 and 0; columns 3 and 4.
+  const Tensor m = values({3, 4, 0, 0}, {2, 2}, dtype);
+  Tensor n = norm({m}, {{"axes", Dims{1}}, {"keepdims", true}});
+  REQUIRE(n.shape() == Dims{2, 1});
+  require_values(n, {5, 0}, 0);
+  require_values(norm({m}, {{"axes", Dims{0}}, {"p", 1.0}}), {3, 4}, 0);
+}
+
+// The gradient is x / ||x|| (p = 2) and sign(x) (p = 1); where the norm is 0 it is 0, not NaN.
+TEST_CASE("reduce_norm_gradient_matches_closed_form_and_is_zero_at_zero", "[ops][reduce][grad]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  Tensor x = values({3, 4, 0, 0}, {2, 2}, dtype);
+  x.requires_grad_(true);
+  opforge::op("reduce.norm")({x}, {{"axes", Dims{1}}}).backward(values({10, 10}, {2}, dtype));
+  require_values(x.grad(), {6, 8, 0, 0}, tolerance(dtype));
+
+  Tensor y = values({3, -4, 0, 2}, {2, 2}, dtype);
+  y.requires_grad_(true);
+  opforge::op("reduce.norm")({y}, {{"p", 1.0}}).backward();
+  require_values(y.grad(), {1, -1, 0, 1}, 0);
+
+  Tensor z = values({0, 0, 0}, {3}, dtype);
+  z.requires_grad_(true);
+  opforge::op("reduce.norm")({z}, {{"p", 3.0}}).backward();
+  require_values(z.grad(), {0, 0, 0}, 0);
+}
+
+// ---- logsumexp ------------------------------------------------------------------------------------
+
+TEST_CASE("reduce_logsumexp_is_stable_for_large_and_infinite_values", "[ops][reduce]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle lse = opforge::op("reduce.logsumexp");
+  // exp(1000) overflows both dtypes; exp(100) overflows float32.
+  require_values(lse({values({1000, 1000}, {2}, dtype)}), {1000 + std::log(2.0)}, tolerance(dtype));
+  require_values(lse({values({100, 100, 100}, {3}, dtype)}), {100 + std::log(3.0)}, tolerance(dtype));
+  require_values(lse({values({-1000, -1000}, {2}, dtype)}), {-1000 + std::log(2.0)}, tolerance(dtype));
+  require_values(lse({values({1, 2, 3}, {3}, dtype)}), {std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0))},
+                 tolerance(dtype));
+  // [[-inf, -inf], [inf, 1], [-inf, 0], [nan, 0]] along axis 1.
+  require_values(lse({values({-kInf, -kInf, kInf, 1, -kInf, 0, kNaN, 0}, {4, 2}, dtype)}, {{"axes", Dims{1}}}),
+                 {-kInf, kInf, 0, kNaN}, 0);
+  // No elements: log 0.
+  require_values(lse({Tensor::zeros({2, 0}, dtype)}, {{"axes", Dims{1}}}), {-kInf, -kInf}, 0);
+}
+
+TEST_CASE("reduce_logsumexp_gradient_is_the_softmax", "[ops][reduce][grad]") {
+  Tensor x = values({1000, 1000, 0, std::log(3.0)}, {2, 2});
+  x.requires_grad_(true);
+  opforge::op("reduce.logsumexp")({x}, {{"axes", Dims{1}}}).backward(values({2, 1}, {2}));
+  require_values(x.grad(), {1, 1, 0.25, 0.75}, 1e-12);
+}
+
+// ---- softmax and log_softmax ---------------------------------------------------------------------
+
+// Naive softmax of x along `axis`, in double.
+std::vector<double> naive_softmax(const Tensor& x, std::int64_t axis, bool log) {
+  const Dims& shape = x.shape();
+  const std::int64_t rank = x.dim();
+  const std::int64_t a = axis < 0 ? axis + rank : axis;
+  std::int64_t outer = 1, n = shape[static_cast<std::size_t>(a)], inner = 1;
+  for (std::int64_t k = 0; k < a; ++k) outer *= shape[static_cast<std::size_t>(k)];
+  for (std::int64_t k = a + 1; k < rank; ++k) inner *= shape[static_cast<std::size_t>(k)];
+  const std::vector<double> v = x.to_vector();
+  std::vector<double> y(v.size());
+  for (std::int64_t o = 0; o < outer; ++o)
+    for (std::int64_t j = 0; j < inner; ++j) {
+      auto at = [&](std::int64_t i) { return static_cast<std::size_t>((o * n + i) * inner + j); };
+      double m = -kInf, s = 0;
+      for (std::int64_t i = 0; i < n; ++i) m = std::max(m, v[at(i)]);
+      for (std::int64_t i = 0; i < n; ++i) s += std::exp(v[at(i)] - m);
+      for (std::int64_t i = 0; i < n; ++i) y[at(i)] = log ? v[at(i)] - m - std::log(s) : std::exp(v[at(i)] - m) / s;
+    }
+  return y;
+}
+
+TEST_CASE("reduce_softmax_and_log_softmax_match_hand_computed_values", "[ops][reduce]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle softmax = opforge::op("reduce.softmax");
+  const OpHandle log_softmax = opforge::op("reduce.log_softmax");
+  const double e = std::exp(1.0);
+  const double s = 1 + e + e * e;
+  // [[0, 1, 2], [0, 0, 0]]: along the last axis by default.
+  const Tensor x = values({0, 1, 2, 0, 0, 0}, {2, 3}, dtype);
+  Tensor y = softmax({x});
+  REQUIRE(y.shape() == Dims{2, 3});
+  REQUIRE(y.dtype() == dtype);
+  require_values(y, {1 / s, e / s, e * e / s, 1.0 / 3, 1.0 / 3, 1.0 / 3}, tolerance(dtype));
+  require_values(log_softmax({x}), {-std::log(s), 1 - std::log(s), 2 - std::log(s), -std::log(3.0), -std::log(3.0),
+                                    -std::log(3.0)},
+                 tolerance(dtype));
+  // Along axis 0: each column is [a, 0].
+  y = softmax({x}, {{"axis", 0}});
+  require_values(y, {0.5, e / (e + 1), e * e / (e * e + 1), 0.5, 1 / (e + 1), 1 / (e * e + 1)}, tolerance(dtype));
+  // Stable: exp(1000) overflows; -inf is a zero probability.
+  require_values(softmax({values({1000, 1000, 999, -kInf}, {4}, dtype)}),
+                 {1 / (2 + 1 / e), 1 / (2 + 1 / e), (1 / e) / (2 + 1 / e), 0}, tolerance(dtype));
+  require_values(log_softmax({values({1000, 0}, {2}, dtype)}), {0, -1000}, tolerance(dtype));
+  // A 0-d tensor is one line of one element.
+  require_values(softmax({Tensor::scalar(3.5, dtype)}), {1}, 0);
+}
+
+TEST_CASE("reduce_softmax_matches_naive_loop_along_every_axis", "[ops][reduce]") {
+  const bool log = GENERATE(false, true);
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  // [3, 5, 300]: lines 300 apart, in two column blocks; [2000, 40]: many rows in parallel.
+  const Dims shape = GENERATE(Dims{2, 3, 4}, Dims{3, 5, 300}, Dims{2000, 40}, Dims{7});
+  INFO((log ? "log_softmax " : "softmax ") << opforge::dtype_name(dtype) << shape);
+  const Tensor x = Tensor::randn(shape, dtype, 31);
+  const OpHandle op = opforge::op(log ? "reduce.log_softmax" : "reduce.softmax");
+  for (std::int64_t axis = -x.dim(); axis < x.dim(); ++axis) {
+    INFO("axis " << axis);
+    const Tensor y = op({x}, {{"axis", axis}});
+    REQUIRE(y.shape() == shape);
+    require_values(y, naive_softmax(x, axis, log), dtype == DType::Float32 ? 1e-5 : 1e-12, 1e-6);
+  }
+}
+
+// Closed forms: softmax dx = y (g - Σ g y); log_softmax dx = g - softmax Σ g.
+TEST_CASE("reduce_softmax_gradients_match_closed_form", "[ops][reduce][grad]") {
+  Tensor x = values({0, 1, 2}, {3});
+  x.requires_grad_(true);
+  const Tensor g = values({1, -2, 0.5}, {3});
+  const std::vector<double> y = naive_softmax(x.detach(), 0, false);
+  const double gy = 1 * y[0] - 2 * y[1] + 0.5 * y[2];
+  opforge::op("reduce.softmax")({x}).backward(g);
+  require_values(x.grad(), {y[0] * (1 - gy), y[1] * (-2 - gy), y[2] * (0.5 - gy)}, 1e-12);
+
+  Tensor x2 = values({0, 1, 2}, {3});
+  x2.requires_grad_(true);
+  opforge::op("reduce.log_softmax")({x2}).backward(g);
+  const double sg = 1 - 2 + 0.5;
+  require_values(x2.grad(), {1 - y[0] * sg, -2 - y[1] * sg, 0.5 - y[2] * sg}, 1e-12);
+}
+
+// ---- gradients, float32, the harness ------------------------------------------------------------
+
+TEST_CASE("every_reduce_op_passes_gradcheck_with_its_attributes", "[ops][reduce][grad]") {
+  struct GradCase {
+    std::string op;
+    std::vector<Attr> attrs;
+    Dims shape;
+  };
+  const std::vector<GradCase> cases = {
+      {"reduce.sum", {}, {3, 4}},
+      {"reduce.sum", {Attr(Dims{1}), Attr(true)}, {3, 4, 2}},
+      {"reduce.sum", {Attr(Dims{0, 2})}, {3, 4, 2}},
+      {"reduce.sum", {Attr(Dims{-2})}, {3, 4, 2}},
+      {"reduce.mean", {}, {3, 4}},
+      {"reduce.mean", {Attr(Dims{0, -1}), Attr(true)}, {3, 4, 2}},
+      {"reduce.max", {}, {3, 4}},
+      {"reduce.max", {Attr(Dims{1})}, {3, 4, 2}},
+      {"reduce.min", {Attr(Dims{0}), Attr(true)}, {3, 4, 2}},
+      {"reduce.min", {Attr(Dims{-1})}, {3, 4, 2}},
+      {"reduce.norm", {}, {3, 4}},
+      {"reduce.norm", {Attr(Dims{1}), Attr(false), Attr(1.0)}, {3, 4, 2}},
+      {"reduce.norm", {Attr(Dims{0, 2}), Attr(true), Attr(2.0)}, {3, 4, 2}},
+      {"reduce.norm", {Attr(Dims{}), Attr(false), Attr(3.0)}, {3, 4}},
+      {"reduce.logsumexp", {}, {3, 4}},
+      {"reduce.logsumexp", {Attr(Dims{1})}, {3, 4, 2}},
+      {"reduce.logsumexp", {Attr(Dims{0, 2}), Attr(true)}, {3, 4, 2}},
+      {"reduce.softmax", {}, {3, 4}},
+      {"reduce.softmax", {Attr(0)}, {3, 4, 2}},
+      {"reduce.softmax", {Attr(1)}, {3, 4, 2}},
+      {"reduce.log_softmax", {}, {3, 4}},
+      {"reduce.log_softmax", {Attr(0)}, {3, 4, 2}},
+      {"reduce.log_softmax", {Attr(-2)}, {3, 4, 2}},
+  };
+  for (const GradCase& c : cases) {
+    std::string attrs;
+    for (const Attr& a : c.attrs) attrs += a.to_string() + " ";
+    INFO(c.op << " with attributes [ " << attrs << "] on " << c.shape);
+    // max and min: the values output (gradcheck weighs every output, and indices are int64).
+    const std::size_t outputs = c.op == "reduce.max" || c.op == "reduce.min" ? 1 : 0;
+    for (std::uint64_t seed : {10u, 20u}) require_gradcheck(bind(c.op, c.attrs, outputs), {Tensor::randn(c.shape, DType::Float64, seed)});
+  }
+}
+
+TEST_CASE("every_reduce_op_passes_the_harness", "[ops][reduce][harness]") {
+  const std::string name = GENERATE(Catch::Generators::from_range(all_ops()));
+  INFO(name);
+  require_all_checks_pass(opforge::op(name));
+}
+
+// The harness again with attributes bound: the other code paths are deterministic
+// and thread-safe too.
+TEST_CASE("reduce_ops_pass_the_harness_with_attributes", "[ops][reduce][harness]") {
+  require_all_checks_pass(bind("reduce.sum", {Attr(Dims{0}), Attr(true)}));
+  require_all_checks_pass(bind("reduce.mean", {Attr(Dims{-1})}));
+  require_all_checks_pass(bind("reduce.max", {Attr(Dims{1})}, 1));
+  require_all_checks_pass(bind("reduce.min", {Attr(Dims{0}), Attr(true)}, 1));
+  require_all_checks_pass(bind("reduce.norm", {Attr(Dims{1}), Attr(false), Attr(1.0)}));
+  require_all_checks_pass(bind("reduce.logsumexp", {Attr(Dims{0})}));
+  require_all_checks_pass(bind("reduce.softmax", {Attr(0)}));
+  require_all_checks_pass(bind("reduce.log_softmax", {Attr(0)}));
+}
+
+// float32 inputs widened exactly to float64: the two forwards differ by float32 rounding only.
+TEST_CASE("reduce_float32_forward_agrees_with_float64", "[ops][reduce]") {
+  const std::string name = GENERATE(Catch::Generators::from_range(all_ops()));
+  const Dims axes = GENERATE(Dims{}, Dims{1});
+  INFO(name << ", axes " << axes);
+  const Tensor x32 = Tensor::randn({6, 7, 5}, DType::Float32, 37);
+  const Tensor x64 = x32.to(DType::Float64);
+  const OpHandle op = opforge::op(name);
+  const bool softmax = name == "reduce.softmax" || name == "reduce.log_softmax";
+  const std::int64_t axis = axes.empty() ? -1 : axes[0];
+  const TensorList o32 = softmax ? op.call({x32}, {{"axis", axis}}) : op.call({x32}, {{"axes", axes}});
+  const TensorList o64 = softmax ? op.call({x64}, {{"axis", axis}}) : op.call({x64}, {{"axes", axes}});
+  REQUIRE(o32[0].dtype() == DType::Float32);
+  REQUIRE(o32[0].shape() == o64[0].shape());
+  require_values(o32[0], o64[0].to_vector(), 1e-5, 1e-6);
+  if (o32.size() == 2) REQUIRE(o32[1].to_vector() == o64[1].to_vector());  // the same indices
+}
+
+// Backward keeps only what it reads: sum and mean the input's shape (as ints), not x.
+// The tensor they must not keep is made inside a scope by another op that keeps
+// nothing either (a sum over a size-1 axis), so only the graph could keep it alive:
+// after the scope the live bytes must have grown by the output alone.
+TEST_CASE("reduce_sum_and_mean_over_axes_keep_no_tensor_for_backward", "[ops][reduce][memory]") {
+  const std::string name = GENERATE(std::string("reduce.sum"), std::string("reduce.mean"));
+  INFO(name);
+  const OpHandle sum = opforge::op("reduce.sum");
+  const OpHandle op = opforge::op(name);
+  Tensor x0 = Tensor::randn({64, 32, 1}, DType::Float64, 1);
+  x0.requires_grad_(true);
+  const std::int64_t before = opforge::live_bytes();
+  Tensor s;
+  { s = op({sum({x0}, {{"axes", Dims{2}}})}, {{"axes", Dims{1}}}); }
+  REQUIRE(opforge::live_bytes() - before == static_cast<std::int64_t>(s.nbytes()));
+  s.backward(Tensor::ones({64}));
+  REQUIRE(x0.grad().shape() == Dims{64, 32, 1});
+  require_values(x0.grad(), std::vector<double>(64 * 32, name == "reduce.sum" ? 1.0 : 1.0 / 32), 1e-15);
+}
+
+// ---- bad input ----------------------------------------------------------------------------------
+
+TEST_CASE("reduce_refuses_bad_axes_naming_op_attribute_and_axis", "[ops][reduce][errors]") {
+  const Tensor x = Tensor::ones({2, 3});
+  using opforge::IndexError;
+  using opforge::ValueError;
+  CHECK_THROWS_MATCHES(opforge::op("reduce.sum")({x}, {{"axes", Dims{2}}}), IndexError,
+                       Message("reduce.sum: attribute 'axes': axis 2 is out of range for a 2-D tensor (expected -2 to 1)"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.mean")({x}, {{"axes", Dims{0, -3}}}), IndexError,
+                       Message("reduce.mean: attribute 'axes': axis -3 is out of range for a 2-D tensor (expected -2 to 1)"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.norm")({x}, {{"axes", Dims{1, -1}}}), ValueError,
+                       Message("reduce.norm: attribute 'axes': [1, -1] names axis 1 twice (each axis may be given once)"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.logsumexp")({x}, {{"axes", Dims{0, 0}}}), ValueError,
+                       Message("reduce.logsumexp: attribute 'axes': [0, 0] names axis 0 twice (each axis may be given once)"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.sum")({Tensor::scalar(1.0)}, {{"axes", Dims{0}}}), IndexError,
+                       Message("reduce.sum: attribute 'axes': axis 0 is out of range for a 0-D tensor (it has no axes; "
+                               "[] reduces its one element)"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.max").call({x}, {{"axes", Dims{3}}}), IndexError,
+                       Message("reduce.max: attribute 'axes': axis 3 is out of range for a 2-D tensor (expected -2 to 1)"));
+}
+
+TEST_CASE("reduce_max_and_min_refuse_several_axes_and_empty_axes", "[ops][reduce][errors]") {
+  using opforge::ValueError;
+  CHECK_THROWS_MATCHES(opforge::op("reduce.max").call({Tensor::ones({2, 3})}, {{"axes", Dims{0, 1}}}), ValueError,
+                       Message("reduce.max: attribute 'axes': expected at most one axis (the indices run along one "
+                               "axis, or over the flattened tensor for []), got [0, 1]"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.min").call({Tensor::ones({3, 0})}, {{"axes", Dims{1}}}), ValueError,
+                       Message("reduce.min: argument 'x': cannot take the min of no elements (x is float64[3, 0], "
+                               "axes [1]): the reduced axis is empty"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.max").call({Tensor::ones({0})}), ValueError,
+                       Message("reduce.max: argument 'x': cannot take the max of no elements (x is float64[0], axes "
+                               "[]): the reduced axis is empty"));
+  // Nothing to reduce into: empty outputs, no error.
+  const TensorList out = opforge::op("reduce.max").call({Tensor::ones({0, 3})}, {{"axes", Dims{1}}});
+  REQUIRE(out[0].shape() == Dims{0});
+  REQUIRE(out[1].shape() == Dims{0});
+}
+
+TEST_CASE("reduce_refuses_bad_norm_order_and_softmax_axis", "[ops][reduce][errors]") {
+  using opforge::IndexError;
+  using opforge::ValueError;
+  const Tensor x = Tensor::ones({2, 3});
+  CHECK_THROWS_MATCHES(opforge::op("reduce.norm")({x}, {{"p", 0.5}}), ValueError,
+                       Message("reduce.norm: attribute 'p': expected a finite number >= 1, got 0.5"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.norm")({x}, {{"p", kInf}}), ValueError,
+                       Message("reduce.norm: attribute 'p': expected a finite number >= 1, got inf"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.softmax")({x}, {{"axis", 2}}), IndexError,
+                       Message("reduce.softmax: attribute 'axis': axis 2 is out of range for a 2-D tensor (expected -2 to 1)"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.log_softmax")({Tensor::scalar(1.0)}, {{"axis", 1}}), IndexError,
+                       Message("reduce.log_softmax: attribute 'axis': axis 1 is out of range for a 0-D tensor (expected -1 to 0)"));
+}
+
+// Refused by the core from the schema, before the op's code runs.
+TEST_CASE("reduce_refuses_wrong_attribute_kinds_names_and_dtypes", "[ops][reduce][errors]") {
+  using opforge::DTypeError;
+  using opforge::ValueError;
+  const Tensor x = Tensor::ones({2, 3});
+  CHECK_THROWS_MATCHES(opforge::op("reduce.sum")({x}, {{"axes", 1}}), ValueError,
+                       Message("reduce.sum: attribute 'axes': expected int list, got int 1"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.mean")({x}, {{"keepdims", 1}}), ValueError,
+                       Message("reduce.mean: attribute 'keepdims': expected bool, got int 1"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.sum")({x}, {{"axis", Dims{1}}}), ValueError,
+                       Message("reduce.sum: no attribute named 'axis' (it has: axes, keepdims)"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.softmax")({x}, {{"axis", Dims{1}}}), ValueError,
+                       Message("reduce.softmax: attribute 'axis': expected int, got int list [1]"));
+  const Tensor i = Tensor::zeros({3}, DType::Int64);
+  for (const std::string name : {"reduce.sum", "reduce.mean", "reduce.norm", "reduce.logsumexp", "reduce.softmax",
+                                 "reduce.log_softmax"}) {
+    INFO(name);
+    CHECK_THROWS_MATCHES(opforge::op(name)({i}), DTypeError,
+                         Message(name + ": argument 'x' (input 0): expected dtype float32, float64, got int64"));
+  }
+  CHECK_THROWS_MATCHES(opforge::op("reduce.max").call({x, x}), ValueError,
+                       Message("reduce.max: expected 1 input (x), got 2"));
+}
+
+}  // namespace
