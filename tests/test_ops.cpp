@@ -562,12 +562,10 @@ TEST_CASE("mixed_dtypes_are_refused_naming_both_dtypes", "[ops][errors]") {
   }
 }
 
+// add, sub and mul take int64 too (tested in test_ops_elementwise); these do not.
 TEST_CASE("int64_input_is_refused_by_every_op", "[ops][errors]") {
   const std::string expected = ": expected dtype float32, float64, got int64";
   const std::vector<BadCall> calls = {
-      {"elementwise.add", {i64({3}), i64({3})}, "elementwise.add: argument 'a' (input 0)" + expected},
-      {"elementwise.sub", {i64({3}), i64({3})}, "elementwise.sub: argument 'a' (input 0)" + expected},
-      {"elementwise.mul", {f64({3}), i64({3})}, "elementwise.mul: argument 'b' (input 1)" + expected},
       {"elementwise.square", {i64({3})}, "elementwise.square: argument 'x' (input 0)" + expected},
       {"reduce.sum", {i64({3})}, "reduce.sum: argument 'x' (input 0)" + expected},
       {"linalg.mv", {f64({2, 3}), i64({3})}, "linalg.mv: argument 'x' (input 1)" + expected},

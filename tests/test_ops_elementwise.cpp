@@ -122,7 +122,9 @@ void require_gradcheck(const OpHandle& op, const TensorList& inputs) {
   REQUIRE(res.ok);
   REQUIRE(res.elements_checked > 0);
 }
-void require_gradcheck(const std::string& name, const TensorList& inputs) { require_gradcheck(opforge::op(name), inputs); }
+void require_gradcheck(const std::string& name, const TensorList& inputs) {
+  require_gradcheck(opforge::op(name), inputs);
+}
 
 // ---- unary: values ------------------------------------------------------------------------------
 
@@ -145,7 +147,7 @@ const std::vector<UnaryCase>& unary_cases() {
       {"elementwise.tanh", [](double v) { return std::tanh(v); }, any},
       {"elementwise.sigmoid", [](double v) { return 1 / (1 + std::exp(-v)); }, any},
       {"elementwise.relu", [](double v) { return v > 0 ? v : 0; }, away_from_zero},
-      {"elementwise.clamp", [](double v) { return v; }, any},  // default bounds: none
+      {"elementwise.clamp", [](double v) { return v; }, any},                // default bounds: none
       {"elementwise.pow_scalar", [](double v) { return v * v; }, positive},  // default exponent 2
   };
   return cases;
@@ -267,8 +269,9 @@ TEST_CASE("clamp and pow_scalar pass gradcheck with their attributes set", "[ele
 // ---- binary: values ---------------------------------------------------------------------------------
 
 const std::vector<std::pair<Dims, Dims>>& broadcast_pairs() {
-  static const std::vector<std::pair<Dims, Dims>> pairs = {
-      {{3, 4}, {3, 4}}, {{4, 1}, {1, 3}}, {{2, 3, 4}, {4}}, {{3}, {2, 3}}, {{}, {2, 2}}, {{2, 1, 3}, {1, 4, 1}}, {{}, {}}};
+  static const std::vector<std::pair<Dims, Dims>> pairs = {{{3, 4}, {3, 4}}, {{4, 1}, {1, 3}}, {{2, 3, 4}, {4}},
+                                                           {{3}, {2, 3}},    {{}, {2, 2}},     {{2, 1, 3}, {1, 4, 1}},
+                                                           {{}, {}}};
   return pairs;
 }
 
@@ -309,10 +312,12 @@ TEST_CASE("binary ops on hand-worked values", "[elementwise][binary]") {
   INFO(opforge::dtype_name(dtype));
   const Tensor a = values({1, 2, 3, 4, 5, 6}, {2, 3}, dtype);
   require_values(run("elementwise.div", {a, values({2}, {1}, dtype)}), {0.5, 1, 1.5, 2, 2.5, 3}, 0);
-  require_values(run("elementwise.div", {values({1, -1, 0}, {3}, dtype), values({0}, {}, dtype)}), {kInf, -kInf, kNaN}, 0);
-  require_values(run("elementwise.pow", {a, values({2, 0.5}, {2, 1}, dtype)}), {1, 4, 9, 2, std::sqrt(5.0), std::sqrt(6.0)},
-                 dtype == DType::Float32 ? 1e-7 : 1e-15);
-  require_values(run("elementwise.pow", {values({0, 0, -8}, {3}, dtype), values({0, 2, 3}, {3}, dtype)}), {1, 0, -512}, 0);
+  require_values(run("elementwise.div", {values({1, -1, 0}, {3}, dtype), values({0}, {}, dtype)}), {kInf, -kInf, kNaN},
+                 0);
+  require_values(run("elementwise.pow", {a, values({2, 0.5}, {2, 1}, dtype)}),
+                 {1, 4, 9, 2, std::sqrt(5.0), std::sqrt(6.0)}, dtype == DType::Float32 ? 1e-7 : 1e-15);
+  require_values(run("elementwise.pow", {values({0, 0, -8}, {3}, dtype), values({0, 2, 3}, {3}, dtype)}), {1, 0, -512},
+                 0);
   require_values(run("elementwise.maximum", {a, values({3.5, 0, 10}, {3}, dtype)}), {3.5, 2, 10, 4, 5, 10}, 0);
   require_values(run("elementwise.minimum", {a, values({3.5, 0, 10}, {3}, dtype)}), {1, 0, 3, 3.5, 0, 6}, 0);
   // NaN propagates from either side.
@@ -331,7 +336,8 @@ TEST_CASE("an empty broadcast gives an empty result", "[elementwise][binary]") {
 
 // ---- binary: gradients -------------------------------------------------------------------------------
 
-TEST_CASE("div, pow, maximum, minimum pass gradcheck in float64 for every broadcast", "[elementwise][binary][gradcheck]") {
+TEST_CASE("div, pow, maximum, minimum pass gradcheck in float64 for every broadcast",
+          "[elementwise][binary][gradcheck]") {
   for (const BinaryCase& c : binary_cases()) {
     for (const auto& [sa, sb] : broadcast_pairs()) {
       INFO(c.name << " " << sa << " with " << sb);
@@ -438,7 +444,8 @@ TEST_CASE("where picks a or b by a broadcast cond, in every dtype", "[elementwis
     require_values(y, {1, 0, three, seven, seven, seven}, 0);
   }
   // Against the naive rule on a 3-way broadcast: cond [4, 1, 3], a [5, 1], b [3].
-  const Tensor c = mapped_randn({4, 1, 3}, 71, [](double v) { return v > 0 ? 1.0 : 0.0; }, DType::Bool);
+  const Tensor c = mapped_randn(
+      {4, 1, 3}, 71, [](double v) { return v > 0 ? 1.0 : 0.0; }, DType::Bool);
   const Tensor a = Tensor::randn({5, 1}, DType::Float64, 72), b = Tensor::randn({3}, DType::Float64, 73);
   const Tensor y = run("elementwise.where", {c, a, b});
   const Dims out{4, 5, 3};
@@ -459,12 +466,14 @@ TEST_CASE("where sends the gradient to a where cond holds, to b elsewhere", "[el
   const Tensor y = run("elementwise.where", {cond, a, b});
   REQUIRE(y.requires_grad());
   y.backward(values({1, 2, 3, 4, 5, 6}, {2, 3}));
-  require_values(a.grad(), {1, 2, 3}, 0);  // row 0 (cond true)
+  require_values(a.grad(), {1, 2, 3}, 0);    // row 0 (cond true)
   require_values(b.grad(), {4 + 5 + 6}, 0);  // row 1, summed onto the 0-d b
   for (const auto& [sa, sb] : broadcast_pairs()) {
     INFO(sa << " with " << sb);
-    const Tensor c = mapped_randn({2, 1, 1}, 74, [](double v) { return v > 0 ? 1.0 : 0.0; }, DType::Bool);
-    require_gradcheck("elementwise.where", {c, Tensor::randn(sa, DType::Float64, 75), Tensor::randn(sb, DType::Float64, 76)});
+    const Tensor c = mapped_randn(
+        {2, 1, 1}, 74, [](double v) { return v > 0 ? 1.0 : 0.0; }, DType::Bool);
+    require_gradcheck("elementwise.where",
+                      {c, Tensor::randn(sa, DType::Float64, 75), Tensor::randn(sb, DType::Float64, 76)});
   }
 }
 
@@ -531,7 +540,8 @@ TEST_CASE("comparisons broadcast, give bool, and match a naive loop in float32, 
     INFO(c.name);
     // NaN: unequal to everything, itself included.
     const Tensor n = values({kNaN, kNaN, 1}, {3}), m = values({kNaN, 1, kNaN}, {3});
-    require_values(run(c.name, {n, m}), naive_binary(n, m, [&](double x, double z) { return c.ref(x, z) ? 1.0 : 0.0; }), 0);
+    require_values(run(c.name, {n, m}), naive_binary(n, m, [&](double x, double z) { return c.ref(x, z) ? 1.0 : 0.0; }),
+                   0);
     // Large int64 values compare exactly (as doubles 2^62 and 2^62 + 1 would be equal).
     const std::int64_t big = std::int64_t{1} << 62;
     const Tensor y = run(c.name, {ints({big, big + 1}, {2}), ints({big + 1, big + 1}, {2})});
@@ -553,12 +563,13 @@ TEST_CASE("a comparison records no graph: bool output, no grad_fn", "[elementwis
 }
 
 TEST_CASE("comparisons refuse mixed dtypes and bool, naming the argument", "[elementwise][compare][errors]") {
-  CHECK_THROWS_MATCHES(run("elementwise.lt", {Tensor::zeros({3}), Tensor::zeros({3}, DType::Int64)}), opforge::DTypeError,
+  CHECK_THROWS_MATCHES(run("elementwise.lt", {Tensor::zeros({3}), Tensor::zeros({3}, DType::Int64)}),
+                       opforge::DTypeError,
                        Message("elementwise.lt: argument 'b' (input 1): expected dtype float64 (the dtype of 'a'; all "
                                "inputs must share one dtype), got int64"));
-  CHECK_THROWS_MATCHES(run("elementwise.eq", {Tensor::zeros({3}, DType::Bool), Tensor::zeros({3}, DType::Bool)}),
-                       opforge::DTypeError,
-                       Message("elementwise.eq: argument 'a' (input 0): expected dtype float32, float64, int64, got bool"));
+  CHECK_THROWS_MATCHES(
+      run("elementwise.eq", {Tensor::zeros({3}, DType::Bool), Tensor::zeros({3}, DType::Bool)}), opforge::DTypeError,
+      Message("elementwise.eq: argument 'a' (input 0): expected dtype float32, float64, int64, got bool"));
   CHECK_THROWS_MATCHES(run("elementwise.ge", {Tensor::zeros({2, 3}), Tensor::zeros({2})}), opforge::ShapeError,
                        Message("elementwise.ge: argument 'a' of shape [2, 3] and argument 'b' of shape [2] do not "
                                "broadcast: axis -1 has sizes 3 and 2 (sizes must be equal, or one of them 1)"));
@@ -569,7 +580,7 @@ TEST_CASE("comparisons refuse mixed dtypes and bool, naming the argument", "[ele
 TEST_CASE("add, sub, mul, maximum, minimum take int64, broadcast, and wrap on overflow", "[elementwise][int64]") {
   const Tensor a = ints({1, -2, 3, 40, 5, -6}, {2, 3}), b = ints({10, 20, -30}, {3});
   const std::vector<std::pair<const char*, std::vector<std::int64_t>>> cases = {
-      {"elementwise.add", {11, 18, -27, 50, 25, -36}},  {"elementwise.sub", {-9, -22, 33, 30, -15, 24}},
+      {"elementwise.add", {11, 18, -27, 50, 25, -36}},    {"elementwise.sub", {-9, -22, 33, 30, -15, 24}},
       {"elementwise.mul", {10, -40, -90, 400, 100, 180}}, {"elementwise.maximum", {10, 20, 3, 40, 20, -6}},
       {"elementwise.minimum", {1, -2, -30, 10, 5, -30}},
   };
@@ -588,24 +599,25 @@ TEST_CASE("add, sub, mul, maximum, minimum take int64, broadcast, and wrap on ov
   CHECK(int_values(run("elementwise.mul", {ints({hi}, {1}), ints({2}, {1})})) == std::vector<std::int64_t>{-2});
   // Values beyond 2^53 stay exact.
   const std::int64_t big = (std::int64_t{1} << 60) + 1;
-  CHECK(int_values(run("elementwise.add", {ints({big}, {1}), ints({2}, {}) })) == std::vector<std::int64_t>{big + 2});
+  CHECK(int_values(run("elementwise.add", {ints({big}, {1}), ints({2}, {})})) == std::vector<std::int64_t>{big + 2});
   CHECK(int_values(run("elementwise.maximum", {ints({big}, {1}), ints({big - 1}, {1})})) ==
         std::vector<std::int64_t>{big});
 }
 
 TEST_CASE("int64 does not mix with floating dtypes, and float-only ops refuse it", "[elementwise][int64][errors]") {
   const std::string rule = "; all inputs must share one dtype), got ";
-  CHECK_THROWS_MATCHES(run("elementwise.add", {Tensor::zeros({3}, DType::Int64), Tensor::zeros({3})}), opforge::DTypeError,
-                       Message("elementwise.add: argument 'b' (input 1): expected dtype int64 (the dtype of 'a'" + rule +
-                               "float64"));
-  CHECK_THROWS_MATCHES(run("elementwise.maximum", {Tensor::zeros({3}, DType::Float32), Tensor::zeros({3}, DType::Int64)}),
-                       opforge::DTypeError,
-                       Message("elementwise.maximum: argument 'b' (input 1): expected dtype float32 (the dtype of 'a'" +
-                               rule + "int64"));
+  CHECK_THROWS_MATCHES(
+      run("elementwise.add", {Tensor::zeros({3}, DType::Int64), Tensor::zeros({3})}), opforge::DTypeError,
+      Message("elementwise.add: argument 'b' (input 1): expected dtype int64 (the dtype of 'a'" + rule + "float64"));
+  CHECK_THROWS_MATCHES(
+      run("elementwise.maximum", {Tensor::zeros({3}, DType::Float32), Tensor::zeros({3}, DType::Int64)}),
+      opforge::DTypeError,
+      Message("elementwise.maximum: argument 'b' (input 1): expected dtype float32 (the dtype of 'a'" + rule +
+              "int64"));
   const std::string floating_only = ": expected dtype float32, float64, got int64";
-  for (const char* name : {"elementwise.sqrt", "elementwise.exp", "elementwise.log", "elementwise.sin", "elementwise.cos",
-                           "elementwise.tanh", "elementwise.sigmoid", "elementwise.relu", "elementwise.clamp",
-                           "elementwise.pow_scalar"}) {
+  for (const char* name :
+       {"elementwise.sqrt", "elementwise.exp", "elementwise.log", "elementwise.sin", "elementwise.cos",
+        "elementwise.tanh", "elementwise.sigmoid", "elementwise.relu", "elementwise.clamp", "elementwise.pow_scalar"}) {
     INFO(name);
     CHECK_THROWS_MATCHES(run(name, {Tensor::zeros({3}, DType::Int64)}), opforge::DTypeError,
                          Message(std::string(name) + ": argument 'x' (input 0)" + floating_only));
@@ -615,8 +627,9 @@ TEST_CASE("int64 does not mix with floating dtypes, and float-only ops refuse it
     CHECK_THROWS_MATCHES(run(name, {Tensor::zeros({3}, DType::Int64), Tensor::zeros({3}, DType::Int64)}),
                          opforge::DTypeError, Message(std::string(name) + ": argument 'a' (input 0)" + floating_only));
   }
-  CHECK_THROWS_MATCHES(run("elementwise.neg", {Tensor::zeros({3}, DType::Bool)}), opforge::DTypeError,
-                       Message("elementwise.neg: argument 'x' (input 0): expected dtype float32, float64, int64, got bool"));
+  CHECK_THROWS_MATCHES(
+      run("elementwise.neg", {Tensor::zeros({3}, DType::Bool)}), opforge::DTypeError,
+      Message("elementwise.neg: argument 'x' (input 0): expected dtype float32, float64, int64, got bool"));
 }
 
 // ---- attributes and shapes: bad calls -----------------------------------------------------------------
@@ -626,15 +639,18 @@ TEST_CASE("clamp and pow_scalar refuse bad attributes with the op and attribute 
   const Tensor x = Tensor::zeros({3});
   CHECK_THROWS_MATCHES(clamp({x}, {{"min", 2.0}, {"max", 1.0}}), opforge::ValueError,
                        Message("elementwise.clamp: attribute 'min' (2) must not exceed attribute 'max' (1)"));
-  CHECK_THROWS_MATCHES(clamp({x}, {{"min", kNaN}}), opforge::ValueError,
-                       Message("elementwise.clamp: attribute 'min': expected a number (-inf for no lower bound), got nan"));
-  CHECK_THROWS_MATCHES(clamp({x}, {{"max", kNaN}}), opforge::ValueError,
-                       Message("elementwise.clamp: attribute 'max': expected a number (inf for no upper bound), got nan"));
+  CHECK_THROWS_MATCHES(
+      clamp({x}, {{"min", kNaN}}), opforge::ValueError,
+      Message("elementwise.clamp: attribute 'min': expected a number (-inf for no lower bound), got nan"));
+  CHECK_THROWS_MATCHES(
+      clamp({x}, {{"max", kNaN}}), opforge::ValueError,
+      Message("elementwise.clamp: attribute 'max': expected a number (inf for no upper bound), got nan"));
   CHECK_THROWS_MATCHES(clamp({x}, {{"min", true}}), opforge::ValueError,
                        Message("elementwise.clamp: attribute 'min': expected float, got bool true"));
   CHECK_THROWS_MATCHES(clamp({x}, {{"low", 0.0}}), opforge::ValueError,
                        Message("elementwise.clamp: no attribute named 'low' (it has: min, max)"));
-  CHECK_THROWS_MATCHES(opforge::op("elementwise.pow_scalar")({x}, {{"exponent", opforge::Dims{2}}}), opforge::ValueError,
+  CHECK_THROWS_MATCHES(opforge::op("elementwise.pow_scalar")({x}, {{"exponent", opforge::Dims{2}}}),
+                       opforge::ValueError,
                        Message("elementwise.pow_scalar: attribute 'exponent': expected float, got int list [2]"));
   CHECK_NOTHROW(clamp({x}, {{"min", 1.0}, {"max", 1.0}}));  // min == max is allowed
 }
@@ -642,10 +658,11 @@ TEST_CASE("clamp and pow_scalar refuse bad attributes with the op and attribute 
 TEST_CASE("binary ops refuse shapes that do not broadcast, naming both arguments", "[elementwise][errors]") {
   for (const char* name : {"elementwise.div", "elementwise.pow", "elementwise.maximum", "elementwise.minimum"}) {
     INFO(name);
-    CHECK_THROWS_MATCHES(run(name, {Tensor::ones({2, 3}), Tensor::ones({3, 2})}), opforge::ShapeError,
-                         Message(std::string(name) +
-                                 ": argument 'a' of shape [2, 3] and argument 'b' of shape [3, 2] do not broadcast: axis "
-                                 "-1 has sizes 3 and 2 (sizes must be equal, or one of them 1)"));
+    CHECK_THROWS_MATCHES(
+        run(name, {Tensor::ones({2, 3}), Tensor::ones({3, 2})}), opforge::ShapeError,
+        Message(std::string(name) +
+                ": argument 'a' of shape [2, 3] and argument 'b' of shape [3, 2] do not broadcast: axis "
+                "-1 has sizes 3 and 2 (sizes must be equal, or one of them 1)"));
     CHECK_THROWS_MATCHES(run(name, {Tensor::ones({2, 3})}), opforge::ValueError,
                          Message(std::string(name) + ": expected 2 inputs (a, b), got 1"));
   }
@@ -709,13 +726,12 @@ TEST_CASE("a strided output gradient (a transposed view) reaches backward and gi
 
 const std::vector<std::string>& all_ops() {
   static const std::vector<std::string> names = {
-      "elementwise.add",     "elementwise.sub",        "elementwise.mul",     "elementwise.square",
-      "elementwise.div",     "elementwise.pow",        "elementwise.maximum", "elementwise.minimum",
-      "elementwise.where",   "elementwise.neg",        "elementwise.sqrt",    "elementwise.exp",
-      "elementwise.log",     "elementwise.abs",        "elementwise.sin",     "elementwise.cos",
-      "elementwise.tanh",    "elementwise.sigmoid",    "elementwise.relu",    "elementwise.clamp",
-      "elementwise.pow_scalar", "elementwise.eq",      "elementwise.ne",      "elementwise.lt",
-      "elementwise.le",      "elementwise.gt",         "elementwise.ge"};
+      "elementwise.add",        "elementwise.sub",     "elementwise.mul",     "elementwise.square", "elementwise.div",
+      "elementwise.pow",        "elementwise.maximum", "elementwise.minimum", "elementwise.where",  "elementwise.neg",
+      "elementwise.sqrt",       "elementwise.exp",     "elementwise.log",     "elementwise.abs",    "elementwise.sin",
+      "elementwise.cos",        "elementwise.tanh",    "elementwise.sigmoid", "elementwise.relu",   "elementwise.clamp",
+      "elementwise.pow_scalar", "elementwise.eq",      "elementwise.ne",      "elementwise.lt",     "elementwise.le",
+      "elementwise.gt",         "elementwise.ge"};
   return names;
 }
 

@@ -5,14 +5,13 @@
 // For every op and every reduction (attribute "reduction": 0 mean, 1 sum, 2 none):
 // values against hand-worked cases and a naive loop, float32 against float64,
 // gradients against closed forms and finite differences (sdk::gradcheck in float64,
-// with attributes bound by a wrapper op), the harness (sdk::check_op), sums that do
+// with attributes bound by OpHandle::bind), the harness (sdk::check_op), sums that do
 // not depend on the thread count, and the exact message of each bad call.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,14 +23,10 @@ namespace {
 
 using Catch::Matchers::Message;
 using opforge::Attr;
-using opforge::AttrSpan;
-using opforge::Context;
 using opforge::Dims;
 using opforge::DType;
 using opforge::OpHandle;
 using opforge::Tensor;
-using opforge::TensorList;
-using opforge::TensorSpan;
 
 constexpr std::int64_t kMean = 0, kSum = 1, kNone = 2;
 
@@ -41,7 +36,10 @@ Tensor values(const std::vector<double>& v, const Dims& shape, DType dtype = DTy
   return Tensor::from_values(v, shape, dtype);
 }
 
-Tensor classes(const std::vector<double>& v) { return Tensor::from_values(v, Dims{static_cast<std::int64_t>(v.size())}, DType::Int64); }
+// Class indices, int64.
+Tensor classes(const std::vector<double>& v) {
+  return Tensor::from_values(v, Dims{static_cast<std::int64_t>(v.size())}, DType::Int64);
+}
 
 // Every element within abs + rel * |want| (NaN matches NaN); on failure, reports the
 // first element that is not.
@@ -73,83 +71,7 @@ double huber_term(double d, double delta) {
   return std::abs(d) <= delta ? 0.5 * d * d : delta * (std::abs(d) - 0.5 * delta);
 }
 
-// ---- binding attributes, for the harness and gradcheck -----------------------------------------
-
-// An op that calls `inner` with fixed attributes: sdk::gradcheck and sdk::check_op call
-// ops without attributes, so this is how they check the other attributes. Forward
-// records the inner op's graph on private leaves (grad mode is off in forward: it is
-// turned on for that call); backward asks the engine for the gradients through that
-// graph (opforge::grad). The gradient checked is therefore the inner op's own backward.
-class BoundAttrs final : public opforge::Function {
- public:
-  BoundAttrs(OpHandle inner, std::vector<Attr> attrs) : inner_(std::move(inner)), attrs_(std::move(attrs)) {}
-
-  TensorList forward(Context& ctx, TensorSpan in) const override {
-    const AttrSpan attrs(attrs_.data(), attrs_.size());
-    if (!ctx.any_input_needs_grad()) return inner_.call(in, attrs);
-    TensorList leaves;
-    for (std::size_t i = 0; i < in.size(); ++i) {
-      Tensor t = in[i].detach();
-      if (ctx.needs_input_grad(i)) t.requires_grad_(true);
-      leaves.push_back(t);
-    }
-    TensorList outs;
-    const bool was = opforge::grad_enabled();
-    opforge::set_grad_enabled(true);
-    try {
-      outs = inner_.call(leaves, attrs);
-    } catch (...) {
-      opforge::set_grad_enabled(was);
-      throw;
-    }
-    opforge::set_grad_enabled(was);
-    TensorList saved = leaves, result;
-    for (const Tensor& o : outs) {
-      saved.push_back(o);
-      result.push_back(o.detach());
-    }
-    ctx.save_for_backward(saved);
-    return result;
-  }
-
-  TensorList backward(Context& ctx, TensorSpan g) const override {
-    const TensorList& s = ctx.saved_tensors();  // leaves, then the inner outputs
-    const std::size_t n = ctx.num_inputs();
-    TensorList roots, grads, wrt, result(n);
-    std::vector<std::size_t> which;
-    for (std::size_t k = n; k < s.size(); ++k) {
-      if (!s[k].requires_grad()) continue;
-      roots.push_back(s[k]);
-      grads.push_back(g[k - n]);
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-      if (!ctx.needs_input_grad(i)) continue;
-      wrt.push_back(s[i]);
-      which.push_back(i);
-    }
-    if (roots.empty() || wrt.empty()) return result;
-    const TensorList got = opforge::grad(roots, wrt, grads, false, true);
-    for (std::size_t k = 0; k < which.size(); ++k) result[which[k]] = got[k];
-    return result;
-  }
-
- private:
-  OpHandle inner_;
-  std::vector<Attr> attrs_;
-};
-
-// `name` with attributes bound (positional, schema order). The schema is the inner
-// op's, sample inputs included, without attributes.
-OpHandle bind(const std::string& name, std::vector<Attr> attrs) {
-  const OpHandle inner = opforge::op(name);
-  opforge::OpSchema s = inner.schema();
-  std::string suffix = name;  // "loss.mse" -> "bound.loss_mse"
-  for (char& ch : suffix)
-    if (ch == '.') ch = '_';
-  s.name = "bound." + suffix;
-  s.attrs.clear();
-  return opforge::make_op(s, std::make_unique<BoundAttrs>(inner, std::move(attrs)));
-}
+// ---- gradcheck and the harness ------------------------------------------------------------------
 
 void require_gradcheck(const OpHandle& op, const std::vector<Tensor>& inputs) {
   const opforge::sdk::GradcheckResult res = opforge::sdk::gradcheck(op, inputs);
@@ -384,10 +306,11 @@ TEST_CASE("every_loss_passes_gradcheck_for_each_reduction", "[ops][loss][grad]")
   INFO(name << ", reduction " << reduction);
   for (std::uint64_t seed : {10u, 20u}) {
     const std::vector<Tensor> in = inputs_for(name, 6, DType::Float64, seed);
-    require_gradcheck(bind(name, {Attr(reduction)}), in);
+    const OpHandle op = opforge::op(name);
+    require_gradcheck(op.bind({{"reduction", reduction}}), in);
     if (name == "loss.huber") {
-      require_gradcheck(bind(name, {Attr(reduction), Attr(0.5)}), in);
-      require_gradcheck(bind(name, {Attr(reduction), Attr(2.5)}), in);
+      require_gradcheck(op.bind({{"reduction", reduction}, {"delta", 0.5}}), in);
+      require_gradcheck(op.bind({{"reduction", reduction}, {"delta", 2.5}}), in);
     }
   }
   require_gradcheck(opforge::op(name), inputs_for(name, 6, DType::Float64, 30));  // the op itself, defaults
@@ -420,8 +343,8 @@ TEST_CASE("every_loss_passes_the_harness", "[ops][loss][harness]") {
   const std::string name = GENERATE(Catch::Generators::from_range(loss_ops()));
   INFO(name);
   require_all_checks_pass(opforge::op(name));
-  require_all_checks_pass(bind(name, {Attr(kSum)}));
-  require_all_checks_pass(bind(name, {Attr(kNone)}));
+  require_all_checks_pass(opforge::op(name).bind({{"reduction", kSum}}));
+  require_all_checks_pass(opforge::op(name).bind({{"reduction", kNone}}));
 }
 
 // Inputs drawn in float32 and widened exactly to float64: forward and gradients differ
@@ -458,7 +381,8 @@ TEST_CASE("losses_refuse_mismatched_shapes_and_dtypes", "[ops][loss][errors]") {
   CHECK_THROWS_MATCHES(opforge::op("loss.mse")({a, Tensor::ones({4})}), ShapeError,
                        Message("loss.mse: argument 'target': expected shape [3, 4] (the shape of 'pred'), got [4]"));
   CHECK_THROWS_MATCHES(opforge::op("loss.huber")({a, Tensor::ones({4, 3})}), ShapeError,
-                       Message("loss.huber: argument 'target': expected shape [3, 4] (the shape of 'pred'), got [4, 3]"));
+                       Message("loss.huber: argument 'target': expected shape [3, 4] (the shape of 'pred'), got "
+                               "[4, 3]"));
   CHECK_THROWS_MATCHES(opforge::op("loss.mse")({a, Tensor::ones({3, 4}, DType::Float32)}), DTypeError,
                        Message("loss.mse: argument 'target' (input 1): expected dtype float64 (the dtype of 'pred'; "
                                "all inputs must share one dtype), got float32"));
@@ -496,15 +420,16 @@ TEST_CASE("loss_cross_entropy_refuses_bad_logits_and_targets", "[ops][loss][erro
                        Message("loss.cross_entropy: argument 'target': class index 4 at position 1 is out of range for "
                                "C = 4 classes (expected 0 <= index < 4)"));
   CHECK_THROWS_MATCHES(ce({logits, classes({0, 1, -1})}), opforge::IndexError,
-                       Message("loss.cross_entropy: argument 'target': class index -1 at position 2 is out of range for "
-                               "C = 4 classes (expected 0 <= index < 4)"));
+                       Message("loss.cross_entropy: argument 'target': class index -1 at position 2 is out of range "
+                               "for C = 4 classes (expected 0 <= index < 4)"));
   CHECK_THROWS_MATCHES(ce({Tensor::ones({4}), classes({0})}), opforge::ShapeError,
                        Message("loss.cross_entropy: argument 'logits': expected a 2-D tensor, got float64[4]"));
   CHECK_THROWS_MATCHES(ce({logits, classes({0, 1})}), opforge::ShapeError,
                        Message("loss.cross_entropy: argument 'target': expected shape [3] (one class index per row of "
                                "'logits'), got [2]"));
   CHECK_THROWS_MATCHES(ce({logits, Tensor::zeros({3})}), opforge::DTypeError,
-                       Message("loss.cross_entropy: argument 'target': expected dtype int64 (class indices), got float64"));
+                       Message("loss.cross_entropy: argument 'target': expected dtype int64 (class indices), got "
+                               "float64"));
   CHECK_THROWS_MATCHES(ce({Tensor::zeros({3, 4}, DType::Int64), classes({0, 1, 2})}), opforge::DTypeError,
                        Message("loss.cross_entropy: argument 'logits': expected dtype float32 or float64, got int64"));
   CHECK_THROWS_MATCHES(ce({logits, Tensor::zeros({3}, DType::Bool)}), opforge::DTypeError,

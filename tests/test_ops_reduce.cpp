@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,14 +23,11 @@ namespace {
 
 using Catch::Matchers::Message;
 using opforge::Attr;
-using opforge::AttrSpan;
-using opforge::Context;
 using opforge::Dims;
 using opforge::DType;
 using opforge::OpHandle;
 using opforge::Tensor;
 using opforge::TensorList;
-using opforge::TensorSpan;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -221,95 +217,7 @@ std::vector<std::vector<std::int64_t>> axis_subsets(std::int64_t rank) {
   return subsets;
 }
 
-// ---- binding attributes, for the harness and gradcheck ---------------------------------------------
-
-// An op that calls `inner` with fixed attributes, keeping its first `outputs` outputs:
-// sdk::gradcheck and sdk::check_op call ops without attributes, so this is how they
-// check the other attributes. Forward records the inner op's graph on private leaves
-// (grad mode is off in forward: it is turned on for that call); backward asks the
-// engine for the gradients through that graph (opforge::grad). The gradient checked
-// is therefore the inner op's own backward.
-class BoundAttrs final : public opforge::Function {
- public:
-  BoundAttrs(OpHandle inner, std::vector<Attr> attrs, std::size_t outputs)
-      : inner_(std::move(inner)), attrs_(std::move(attrs)), outputs_(outputs) {}
-
-  TensorList forward(Context& ctx, TensorSpan in) const override {
-    const AttrSpan attrs(attrs_.data(), attrs_.size());
-    if (!ctx.any_input_needs_grad()) {
-      TensorList out = inner_.call(in, attrs);
-      out.resize(outputs_);
-      return out;
-    }
-    TensorList leaves;
-    for (std::size_t i = 0; i < in.size(); ++i) {
-      Tensor t = in[i].detach();
-      if (ctx.needs_input_grad(i)) t.requires_grad_(true);
-      leaves.push_back(t);
-    }
-    TensorList outs;
-    {
-      const bool was = opforge::grad_enabled();
-      opforge::set_grad_enabled(true);
-      try {
-        outs = inner_.call(leaves, attrs);
-      } catch (...) {
-        opforge::set_grad_enabled(was);
-        throw;
-      }
-      opforge::set_grad_enabled(was);
-    }
-    TensorList saved = leaves;
-    TensorList result;
-    for (std::size_t k = 0; k < outputs_; ++k) {
-      saved.push_back(outs[k]);
-      result.push_back(outs[k].detach());
-    }
-    ctx.save_for_backward(saved);
-    return result;
-  }
-
-  TensorList backward(Context& ctx, TensorSpan g) const override {
-    const TensorList& s = ctx.saved_tensors();  // leaves, then the inner outputs
-    const std::size_t n = ctx.num_inputs();
-    TensorList roots, grads, wrt, result(n);
-    std::vector<std::size_t> which;
-    for (std::size_t k = 0; k < outputs_; ++k) {
-      if (!s[n + k].requires_grad()) continue;
-      roots.push_back(s[n + k]);
-      grads.push_back(g[k]);
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-      if (!ctx.needs_input_grad(i)) continue;
-      wrt.push_back(s[i]);
-      which.push_back(i);
-    }
-    if (roots.empty() || wrt.empty()) return result;
-    const TensorList got = opforge::grad(roots, wrt, grads, false, true);
-    for (std::size_t k = 0; k < which.size(); ++k) result[which[k]] = got[k];
-    return result;
-  }
-
- private:
-  OpHandle inner_;
-  std::vector<Attr> attrs_;
-  std::size_t outputs_;
-};
-
-// `name` with attributes bound (positional, schema order); keeps the first `outputs` outputs
-// (all when 0). The schema is the inner op's, sample inputs included, without attributes.
-OpHandle bind(const std::string& name, std::vector<Attr> attrs, std::size_t outputs = 0) {
-  const OpHandle inner = opforge::op(name);
-  opforge::OpSchema s = inner.schema();
-  std::string suffix = name;  // "reduce.sum" -> "bound.reduce_sum"
-  for (char& ch : suffix)
-    if (ch == '.') ch = '_';
-  s.name = "bound." + suffix;
-  s.attrs.clear();
-  if (outputs == 0) outputs = static_cast<std::size_t>(s.num_outputs);
-  s.num_outputs = static_cast<int>(outputs);
-  return opforge::make_op(s, std::make_unique<BoundAttrs>(inner, std::move(attrs), outputs));
-}
+// ---- gradcheck and the harness ------------------------------------------------------------------
 
 void require_gradcheck(const OpHandle& op, const std::vector<Tensor>& inputs) {
   const opforge::sdk::GradcheckResult res = opforge::sdk::gradcheck(op, inputs);
@@ -734,45 +642,66 @@ TEST_CASE("reduce_softmax_gradients_match_closed_form", "[ops][reduce][grad]") {
 
 // ---- gradients, float32, the harness ------------------------------------------------------------
 
-TEST_CASE("every_reduce_op_passes_gradcheck_with_its_attributes", "[ops][reduce][grad]") {
-  struct GradCase {
-    std::string op;
-    std::vector<Attr> attrs;
-    Dims shape;
-  };
-  const std::vector<GradCase> cases = {
-      {"reduce.sum", {}, {3, 4}},
-      {"reduce.sum", {Attr(Dims{1}), Attr(true)}, {3, 4, 2}},
-      {"reduce.sum", {Attr(Dims{0, 2})}, {3, 4, 2}},
-      {"reduce.sum", {Attr(Dims{-2})}, {3, 4, 2}},
-      {"reduce.mean", {}, {3, 4}},
-      {"reduce.mean", {Attr(Dims{0, -1}), Attr(true)}, {3, 4, 2}},
-      {"reduce.max", {}, {3, 4}},
-      {"reduce.max", {Attr(Dims{1})}, {3, 4, 2}},
-      {"reduce.min", {Attr(Dims{0}), Attr(true)}, {3, 4, 2}},
-      {"reduce.min", {Attr(Dims{-1})}, {3, 4, 2}},
-      {"reduce.norm", {}, {3, 4}},
-      {"reduce.norm", {Attr(Dims{1}), Attr(false), Attr(1.0)}, {3, 4, 2}},
-      {"reduce.norm", {Attr(Dims{0, 2}), Attr(true), Attr(2.0)}, {3, 4, 2}},
-      {"reduce.norm", {Attr(Dims{}), Attr(false), Attr(3.0)}, {3, 4}},
-      {"reduce.logsumexp", {}, {3, 4}},
-      {"reduce.logsumexp", {Attr(Dims{1})}, {3, 4, 2}},
-      {"reduce.logsumexp", {Attr(Dims{0, 2}), Attr(true)}, {3, 4, 2}},
-      {"reduce.softmax", {}, {3, 4}},
-      {"reduce.softmax", {Attr(0)}, {3, 4, 2}},
-      {"reduce.softmax", {Attr(1)}, {3, 4, 2}},
-      {"reduce.log_softmax", {}, {3, 4}},
-      {"reduce.log_softmax", {Attr(0)}, {3, 4, 2}},
-      {"reduce.log_softmax", {Attr(-2)}, {3, 4, 2}},
-  };
+using NamedAttrs = std::vector<std::pair<std::string, Attr>>;
+
+struct GradCase {
+  std::string op;
+  NamedAttrs attrs;
+  Dims shape;
+};
+
+std::string describe(const NamedAttrs& attrs) {
+  std::string s;
+  for (const auto& a : attrs) s += a.first + "=" + a.second.to_string() + " ";
+  return s;
+}
+
+// sdk::gradcheck calls an op without attributes: OpHandle::bind fixes them.
+void require_gradcheck_cases(const std::vector<GradCase>& cases) {
   for (const GradCase& c : cases) {
-    std::string attrs;
-    for (const Attr& a : c.attrs) attrs += a.to_string() + " ";
-    INFO(c.op << " with attributes [ " << attrs << "] on " << c.shape);
-    // max and min: the values output (gradcheck weighs every output, and indices are int64).
-    const std::size_t outputs = c.op == "reduce.max" || c.op == "reduce.min" ? 1 : 0;
-    for (std::uint64_t seed : {10u, 20u}) require_gradcheck(bind(c.op, c.attrs, outputs), {Tensor::randn(c.shape, DType::Float64, seed)});
+    INFO(c.op << " with attributes [ " << describe(c.attrs) << "] on " << c.shape);
+    const OpHandle op = opforge::op(c.op).bind(c.attrs);
+    for (std::uint64_t seed : {10u, 20u}) require_gradcheck(op, {Tensor::randn(c.shape, DType::Float64, seed)});
   }
+}
+
+TEST_CASE("every_reduce_op_passes_gradcheck_with_its_attributes", "[ops][reduce][grad]") {
+  require_gradcheck_cases({
+      {"reduce.sum", {}, {3, 4}},
+      {"reduce.sum", {{"axes", Dims{1}}, {"keepdims", true}}, {3, 4, 2}},
+      {"reduce.sum", {{"axes", Dims{0, 2}}}, {3, 4, 2}},
+      {"reduce.sum", {{"axes", Dims{-2}}}, {3, 4, 2}},
+      {"reduce.mean", {}, {3, 4}},
+      {"reduce.mean", {{"axes", Dims{0, -1}}, {"keepdims", true}}, {3, 4, 2}},
+      {"reduce.norm", {}, {3, 4}},
+      {"reduce.norm", {{"axes", Dims{1}}, {"p", 1.0}}, {3, 4, 2}},
+      {"reduce.norm", {{"axes", Dims{0, 2}}, {"keepdims", true}, {"p", 2.0}}, {3, 4, 2}},
+      {"reduce.norm", {{"p", 3.0}}, {3, 4}},
+      {"reduce.logsumexp", {}, {3, 4}},
+      {"reduce.logsumexp", {{"axes", Dims{1}}}, {3, 4, 2}},
+      {"reduce.logsumexp", {{"axes", Dims{0, 2}}, {"keepdims", true}}, {3, 4, 2}},
+      {"reduce.softmax", {}, {3, 4}},
+      {"reduce.softmax", {{"axis", 0}}, {3, 4, 2}},
+      {"reduce.softmax", {{"axis", 1}}, {3, 4, 2}},
+      {"reduce.log_softmax", {}, {3, 4}},
+      {"reduce.log_softmax", {{"axis", 0}}, {3, 4, 2}},
+      {"reduce.log_softmax", {{"axis", -2}}, {3, 4, 2}},
+  });
+}
+
+// max and min return int64 indices next to the values. sdk::gradcheck (as of this
+// writing) refuses any output that is not float64 ("output 1 is int64 for float64
+// inputs") instead of leaving integer outputs out of the check, so these two cases,
+// and max and min in the harness tests below, fail until the core's gradcheck does.
+// The gradients themselves are checked against closed forms above
+// (reduce_max_gradient_goes_to_the_arg_max_and_indices_carry_none).
+TEST_CASE("reduce_max_and_min_pass_gradcheck_with_their_attributes", "[ops][reduce][grad]") {
+  require_gradcheck_cases({
+      {"reduce.max", {}, {3, 4}},
+      {"reduce.max", {{"axes", Dims{1}}}, {3, 4, 2}},
+      {"reduce.min", {{"axes", Dims{0}}, {"keepdims", true}}, {3, 4, 2}},
+      {"reduce.min", {{"axes", Dims{-1}}}, {3, 4, 2}},
+  });
 }
 
 TEST_CASE("every_reduce_op_passes_the_harness", "[ops][reduce][harness]") {
@@ -784,14 +713,14 @@ TEST_CASE("every_reduce_op_passes_the_harness", "[ops][reduce][harness]") {
 // The harness again with attributes bound: the other code paths are deterministic
 // and thread-safe too.
 TEST_CASE("reduce_ops_pass_the_harness_with_attributes", "[ops][reduce][harness]") {
-  require_all_checks_pass(bind("reduce.sum", {Attr(Dims{0}), Attr(true)}));
-  require_all_checks_pass(bind("reduce.mean", {Attr(Dims{-1})}));
-  require_all_checks_pass(bind("reduce.max", {Attr(Dims{1})}, 1));
-  require_all_checks_pass(bind("reduce.min", {Attr(Dims{0}), Attr(true)}, 1));
-  require_all_checks_pass(bind("reduce.norm", {Attr(Dims{1}), Attr(false), Attr(1.0)}));
-  require_all_checks_pass(bind("reduce.logsumexp", {Attr(Dims{0})}));
-  require_all_checks_pass(bind("reduce.softmax", {Attr(0)}));
-  require_all_checks_pass(bind("reduce.log_softmax", {Attr(0)}));
+  require_all_checks_pass(opforge::op("reduce.sum").bind({{"axes", Dims{0}}, {"keepdims", true}}));
+  require_all_checks_pass(opforge::op("reduce.mean").bind({{"axes", Dims{-1}}}));
+  require_all_checks_pass(opforge::op("reduce.norm").bind({{"axes", Dims{1}}, {"p", 1.0}}));
+  require_all_checks_pass(opforge::op("reduce.logsumexp").bind({{"axes", Dims{0}}}));
+  require_all_checks_pass(opforge::op("reduce.softmax").bind({{"axis", 0}}));
+  require_all_checks_pass(opforge::op("reduce.log_softmax").bind({{"axis", 0}}));
+  require_all_checks_pass(opforge::op("reduce.max").bind({{"axes", Dims{1}}}));
+  require_all_checks_pass(opforge::op("reduce.min").bind({{"axes", Dims{0}}, {"keepdims", true}}));
 }
 
 // float32 inputs widened exactly to float64: the two forwards differ by float32 rounding only.
@@ -839,18 +768,23 @@ TEST_CASE("reduce_refuses_bad_axes_naming_op_attribute_and_axis", "[ops][reduce]
   using opforge::IndexError;
   using opforge::ValueError;
   CHECK_THROWS_MATCHES(opforge::op("reduce.sum")({x}, {{"axes", Dims{2}}}), IndexError,
-                       Message("reduce.sum: attribute 'axes': axis 2 is out of range for a 2-D tensor (expected -2 to 1)"));
+                       Message("reduce.sum: attribute 'axes': axis 2 is out of range for a 2-D tensor "
+                               "(expected -2 to 1)"));
   CHECK_THROWS_MATCHES(opforge::op("reduce.mean")({x}, {{"axes", Dims{0, -3}}}), IndexError,
-                       Message("reduce.mean: attribute 'axes': axis -3 is out of range for a 2-D tensor (expected -2 to 1)"));
+                       Message("reduce.mean: attribute 'axes': axis -3 is out of range for a 2-D tensor "
+                               "(expected -2 to 1)"));
   CHECK_THROWS_MATCHES(opforge::op("reduce.norm")({x}, {{"axes", Dims{1, -1}}}), ValueError,
-                       Message("reduce.norm: attribute 'axes': [1, -1] names axis 1 twice (each axis may be given once)"));
+                       Message("reduce.norm: attribute 'axes': [1, -1] names axis 1 twice (each axis may be "
+                               "given once)"));
   CHECK_THROWS_MATCHES(opforge::op("reduce.logsumexp")({x}, {{"axes", Dims{0, 0}}}), ValueError,
-                       Message("reduce.logsumexp: attribute 'axes': [0, 0] names axis 0 twice (each axis may be given once)"));
+                       Message("reduce.logsumexp: attribute 'axes': [0, 0] names axis 0 twice (each axis may be "
+                               "given once)"));
   CHECK_THROWS_MATCHES(opforge::op("reduce.sum")({Tensor::scalar(1.0)}, {{"axes", Dims{0}}}), IndexError,
                        Message("reduce.sum: attribute 'axes': axis 0 is out of range for a 0-D tensor (it has no axes; "
                                "[] reduces its one element)"));
   CHECK_THROWS_MATCHES(opforge::op("reduce.max").call({x}, {{"axes", Dims{3}}}), IndexError,
-                       Message("reduce.max: attribute 'axes': axis 3 is out of range for a 2-D tensor (expected -2 to 1)"));
+                       Message("reduce.max: attribute 'axes': axis 3 is out of range for a 2-D tensor "
+                               "(expected -2 to 1)"));
 }
 
 TEST_CASE("reduce_max_and_min_refuse_several_axes_and_empty_axes", "[ops][reduce][errors]") {
@@ -879,9 +813,11 @@ TEST_CASE("reduce_refuses_bad_norm_order_and_softmax_axis", "[ops][reduce][error
   CHECK_THROWS_MATCHES(opforge::op("reduce.norm")({x}, {{"p", kInf}}), ValueError,
                        Message("reduce.norm: attribute 'p': expected a finite number >= 1, got inf"));
   CHECK_THROWS_MATCHES(opforge::op("reduce.softmax")({x}, {{"axis", 2}}), IndexError,
-                       Message("reduce.softmax: attribute 'axis': axis 2 is out of range for a 2-D tensor (expected -2 to 1)"));
+                       Message("reduce.softmax: attribute 'axis': axis 2 is out of range for a 2-D tensor "
+                               "(expected -2 to 1)"));
   CHECK_THROWS_MATCHES(opforge::op("reduce.log_softmax")({Tensor::scalar(1.0)}, {{"axis", 1}}), IndexError,
-                       Message("reduce.log_softmax: attribute 'axis': axis 1 is out of range for a 0-D tensor (expected -1 to 0)"));
+                       Message("reduce.log_softmax: attribute 'axis': axis 1 is out of range for a 0-D tensor "
+                               "(expected -1 to 0)"));
 }
 
 // Refused by the core from the schema, before the op's code runs.

@@ -783,7 +783,7 @@ TEST_CASE("bad calls to shape ops name the op, the argument, what was expected a
                        Message("shape.stack: attribute 'axis': expected an axis in [-3, 3) for a tensor of shape "
                                "[3, 4], got -4"));
   CHECK_THROWS_MATCHES(call("shape.stack", {}), opforge::ValueError,
-                       Message("shape.stack: expected at least 1 inputs (x, ...; at most 64), got 0"));
+                       Message("shape.stack: expected at least 1 input (x, ...; at most 64), got 0"));
   // index_select and gather: the index's dtype, rank and values; broadcasting.
   CHECK_THROWS_MATCHES(call("shape.index_select", {x, Tensor::zeros({2})}), opforge::DTypeError,
                        Message("shape.index_select: argument 'index' (input 1): expected dtype int64, got float64"));

@@ -4,17 +4,12 @@
 // static (thread-safe initialisation), so a call costs what calling through a
 // handle costs: no name lookup, no lock. The cached handles keep the standard
 // plugins loaded for the life of the process.
+#include "cached_op.hpp"
 #include "opforge/op.hpp"
 #include "opforge/tensor.hpp"
 
 namespace opforge {
 namespace {
-
-#define OPFORGE_CACHED_OP(name)                 \
-  [] () -> const OpHandle& {                    \
-    static const OpHandle handle = op(name);    \
-    return handle;                              \
-  }()
 
 Tensor scalar_like(double v, const Tensor& like) { return Tensor::scalar(v, like.dtype()); }
 

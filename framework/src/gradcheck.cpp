@@ -11,6 +11,7 @@ namespace {
 double weighted_sum(const TensorList& outs, const TensorList& weights) {
   double s = 0;
   for (std::size_t k = 0; k < outs.size(); ++k) {
+    if (!weights[k].defined()) continue;  // an integer output (indices): not differentiable
     const std::vector<double> o = outs[k].to_vector();
     const double* w = weights[k].data<double>();
     for (std::size_t j = 0; j < o.size(); ++j) s += o[j] * w[j];
@@ -43,13 +44,17 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
   TensorList outs = op.call(xs);
   TensorList weights;
   for (std::size_t k = 0; k < outs.size(); ++k) {
+    if (!is_floating(outs[k].dtype())) {
+      weights.push_back(Tensor());  // indices, masks: no gradient flows through them
+      continue;
+    }
     OPFORGE_CHECK(outs[k].dtype() == DType::Float64, DTypeError, "gradcheck: ", op.name(), ": output ", k,
                   " is ", dtype_name(outs[k].dtype()), " for float64 inputs; expected float64");
     weights.push_back(Tensor::randn(outs[k].shape(), DType::Float64, opt.seed + k));
   }
   TensorList diff_outs, diff_weights;
   for (std::size_t k = 0; k < outs.size(); ++k) {
-    if (!outs[k].requires_grad()) continue;
+    if (!weights[k].defined() || !outs[k].requires_grad()) continue;
     diff_outs.push_back(outs[k]);
     diff_weights.push_back(weights[k]);
   }

@@ -2,6 +2,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "cached_op.hpp"
 #include "node.hpp"
 #include "opforge/tensor.hpp"
 #include "strided.hpp"
@@ -105,16 +106,16 @@ void fill_strided(const TensorImpl& t, T v) {
 
 }  // namespace
 
-void Tensor::check_view_allowed(const char* what) const {
+// Whether a view of this tensor must be recorded in the graph: then the view
+// methods run the shape plugin's differentiable ops (which make the same views).
+bool Tensor::check_view_allowed(const char* what) const {
   check_defined(what);
-  OPFORGE_CHECK(!(grad_enabled() && (impl_->requires_grad || impl_->grad_fn)), AutogradError, "Tensor::", what,
-                ": the tensor requires grad, and core views do not record the graph; use the shape ops (e.g. "
-                "op(\"shape.",
-                what, "\")) to differentiate through it, or detach() it first");
+  return grad_enabled() && (impl_->requires_grad || impl_->grad_fn);
 }
 
 Tensor Tensor::transpose(std::int64_t axis0, std::int64_t axis1) const {
-  check_view_allowed("transpose");
+  if (check_view_allowed("transpose"))
+    return OPFORGE_CACHED_OP("shape.transpose")({*this}, {{"axis0", Attr(axis0)}, {"axis1", Attr(axis1)}});
   const std::int64_t r = dim();
   const auto a = static_cast<std::size_t>(normalize_axis("transpose", axis0, r, impl_->shape));
   const auto b = static_cast<std::size_t>(normalize_axis("transpose", axis1, r, impl_->shape));
@@ -125,7 +126,7 @@ Tensor Tensor::transpose(std::int64_t axis0, std::int64_t axis1) const {
 }
 
 Tensor Tensor::permute(const Dims& order) const {
-  check_view_allowed("permute");
+  if (check_view_allowed("permute")) return OPFORGE_CACHED_OP("shape.permute")({*this}, {{"order", Attr(order)}});
   const std::int64_t r = dim();
   OPFORGE_CHECK(static_cast<std::int64_t>(order.size()) == r, ShapeError,
                 "Tensor::permute: argument 'order': expected ", r, " axes (one per axis of ", impl_->shape, "), got ",
@@ -146,7 +147,9 @@ Tensor Tensor::permute(const Dims& order) const {
 }
 
 Tensor Tensor::slice(std::int64_t axis, std::int64_t start, std::int64_t stop, std::int64_t step) const {
-  check_view_allowed("slice");
+  if (check_view_allowed("slice"))
+    return OPFORGE_CACHED_OP("shape.slice")(
+        {*this}, {{"axis", Attr(axis)}, {"start", Attr(start)}, {"stop", Attr(stop)}, {"step", Attr(step)}});
   const auto a = static_cast<std::size_t>(normalize_axis("slice", axis, dim(), impl_->shape));
   OPFORGE_CHECK(step >= 1, ValueError, "Tensor::slice: argument 'step': expected >= 1, got ", step);
   const std::int64_t n = impl_->shape[a];
@@ -159,7 +162,15 @@ Tensor Tensor::slice(std::int64_t axis, std::int64_t start, std::int64_t stop, s
 }
 
 Tensor Tensor::select(std::int64_t axis, std::int64_t index) const {
-  check_view_allowed("select");
+  if (check_view_allowed("select")) {
+    const std::int64_t r = dim();
+    const std::int64_t a = normalize_axis("select", axis, r, impl_->shape);
+    const std::int64_t n = impl_->shape[static_cast<std::size_t>(a)];
+    OPFORGE_CHECK(index >= -n && index < n, IndexError, "Tensor::select: argument 'index': expected an index in [",
+                  -n, ", ", n, ") along axis ", a, " of ", impl_->shape, ", got ", index);
+    const std::int64_t i = index < 0 ? index + n : index;
+    return OPFORGE_CACHED_OP("shape.squeeze")({slice(a, i, i + 1)}, {{"axes", Attr(Dims{a})}});
+  }
   const auto a = static_cast<std::size_t>(normalize_axis("select", axis, dim(), impl_->shape));
   const std::int64_t n = impl_->shape[a];
   OPFORGE_CHECK(index >= -n && index < n, IndexError, "Tensor::select: argument 'index': expected an index in [", -n,
@@ -175,17 +186,18 @@ Tensor Tensor::select(std::int64_t axis, std::int64_t index) const {
 }
 
 Tensor Tensor::view(const Dims& shape) const {
-  check_view_allowed("view");
+  const bool record = check_view_allowed("view");
   const Dims target = infer_shape("view", shape, impl_->numel, impl_->shape);
   Dims strides;
   OPFORGE_CHECK(view_strides(impl_->shape, impl_->strides, target, strides), ShapeError, "Tensor::view: a tensor of ",
                 "shape ", impl_->shape, " and strides ", impl_->strides, " cannot be viewed as ", target,
                 " without a copy; use reshape() (which copies when it must) or contiguous() first");
+  if (record) return OPFORGE_CACHED_OP("shape.reshape")({*this}, {{"shape", Attr(target)}});
   return make_view(*impl_, target, strides, impl_->offset);
 }
 
 Tensor Tensor::reshape(const Dims& shape) const {
-  check_view_allowed("reshape");
+  if (check_view_allowed("reshape")) return OPFORGE_CACHED_OP("shape.reshape")({*this}, {{"shape", Attr(shape)}});
   const Dims target = infer_shape("reshape", shape, impl_->numel, impl_->shape);
   Dims strides;
   if (view_strides(impl_->shape, impl_->strides, target, strides)) return make_view(*impl_, target, strides, impl_->offset);
@@ -194,7 +206,7 @@ Tensor Tensor::reshape(const Dims& shape) const {
 }
 
 Tensor Tensor::expand(const Dims& shape) const {
-  check_view_allowed("expand");
+  if (check_view_allowed("expand")) return OPFORGE_CACHED_OP("shape.expand")({*this}, {{"shape", Attr(shape)}});
   const std::size_t r = impl_->shape.size();
   OPFORGE_CHECK(shape.size() >= r, ShapeError, "Tensor::expand: argument 'shape': expected at least ", r,
                 " axes to expand ", impl_->shape, ", got ", shape);
@@ -218,7 +230,11 @@ Tensor Tensor::expand(const Dims& shape) const {
 
 Tensor Tensor::contiguous() const {
   check_defined("contiguous");
-  return impl_->contiguous ? *this : clone();
+  if (impl_->contiguous) return *this;
+  // Recorded: a differentiable copy (x + 0 makes a new contiguous tensor whose
+  // gradient is the identity).
+  if (check_view_allowed("contiguous")) return OPFORGE_CACHED_OP("elementwise.add")({*this, Tensor::scalar(0.0, impl_->dtype)});
+  return clone();
 }
 
 Tensor Tensor::from_blob(void* data, const Dims& shape, DType dtype, Deleter deleter, void* context) {

@@ -16,6 +16,8 @@
 // div and pow take float32 and float64; maximum and minimum also int64; where
 // takes a bool cond and a, b of one dtype (any). The int64 kernels of add, sub
 // and mul (with_int64) live here too: they wrap on overflow, as NumPy.
+// Every kernel, forward and backward, is a broadcast_map (elementwise_ops.hpp):
+// chunks of the flat output, so big tensors use every core whatever their shape.
 #include <cmath>
 
 #include "elementwise_ops.hpp"
@@ -34,15 +36,20 @@ std::int64_t int_op(std::int64_t x, std::int64_t y) {
   if constexpr (Op == IntBinary::Mul) return static_cast<std::int64_t>(ux * uy);
 }
 
+template <IntBinary Op>
+Tensor int_kernel(const Context& ctx, const Tensor& a, const Tensor& b) {
+  return binary_map<std::int64_t>(ctx, a, b, [](std::int64_t x, std::int64_t y) { return int_op<Op>(x, y); });
+}
+
 class WithInt64 final : public opforge::Function {
  public:
   WithInt64(std::unique_ptr<opforge::Function> floating, IntBinary op) : floating_(std::move(floating)), op_(op) {}
   TensorList forward(Context& ctx, TensorSpan in) const override {
     if (in[0].dtype() != DType::Int64) return floating_->forward(ctx, in);
     switch (op_) {
-      case IntBinary::Add: return {sdk::broadcast_map2<std::int64_t>(ctx, in[0], in[1], int_op<IntBinary::Add>)};
-      case IntBinary::Sub: return {sdk::broadcast_map2<std::int64_t>(ctx, in[0], in[1], int_op<IntBinary::Sub>)};
-      case IntBinary::Mul: return {sdk::broadcast_map2<std::int64_t>(ctx, in[0], in[1], int_op<IntBinary::Mul>)};
+      case IntBinary::Add: return {int_kernel<IntBinary::Add>(ctx, in[0], in[1])};
+      case IntBinary::Sub: return {int_kernel<IntBinary::Sub>(ctx, in[0], in[1])};
+      case IntBinary::Mul: return {int_kernel<IntBinary::Mul>(ctx, in[0], in[1])};
     }
     return {};
   }
@@ -63,7 +70,7 @@ class Div final : public opforge::Function {
     }
     return {sdk::dispatch_floating(in[0].dtype(), ctx, "a", [&](auto tag) {
       using T = decltype(tag);
-      return sdk::broadcast_map2<T>(ctx, in[0], in[1], [](T x, T y) { return x / y; });
+      return binary_map<T>(ctx, in[0], in[1], [](T x, T y) { return x / y; });
     })};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
@@ -74,7 +81,8 @@ class Div final : public opforge::Function {
       using T = decltype(tag);
       // [out] / [b] -> [out] -> [a]
       if (ctx.needs_input_grad(0))
-        ga = sum_to(broadcast_map<T, T, T>(out, g[0].dtype(), [](T gv, T bv) { return gv / bv; }, g[0], s[1]),
+        ga = sum_to(broadcast_map<T, T, T>(
+                        out, g[0].dtype(), [](T gv, T bv) { return gv / bv; }, g[0], s[1]),
                     saved_input_shape(ctx, 0));
       // -([out] / [b]) ([a] / [b]) -> [out] -> [b]; a / b^2 as two quotients, so it overflows only with the result
       if (ctx.needs_input_grad(1))
@@ -91,12 +99,13 @@ class Pow final : public opforge::Function {
   TensorList forward(Context& ctx, TensorSpan in) const override {
     Tensor y = sdk::dispatch_floating(in[0].dtype(), ctx, "a", [&](auto tag) {
       using T = decltype(tag);
-      return sdk::broadcast_map2<T>(ctx, in[0], in[1], [](T x, T e) { return std::pow(x, e); });
+      return binary_map<T>(ctx, in[0], in[1], [](T x, T e) { return std::pow(x, e); });
     });
     if (ctx.any_input_needs_grad()) {
       save_input_shapes(ctx, in);
       // a for both gradients; b for da; a^b for db.
-      ctx.save_for_backward({in[0], ctx.needs_input_grad(0) ? in[1] : Tensor(), ctx.needs_input_grad(1) ? y : Tensor()});
+      ctx.save_for_backward(
+          {in[0], ctx.needs_input_grad(0) ? in[1] : Tensor(), ctx.needs_input_grad(1) ? y : Tensor()});
     }
     return {y};
   }
@@ -151,7 +160,7 @@ class MaxMin final : public opforge::Function {
     }
     return {dispatch_numeric(in[0].dtype(), ctx, "a", [&](auto tag) {
       using T = decltype(tag);
-      return sdk::broadcast_map2<T>(ctx, in[0], in[1], [](T x, T y) { return E::wins(x, y) ? x : y; });
+      return binary_map<T>(ctx, in[0], in[1], [](T x, T y) { return E::wins(x, y) ? x : y; });
     })};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
@@ -203,8 +212,8 @@ Dims where_shape(const Context& ctx, TensorSpan in) {
 template <class T>
 Tensor where_kernel(const Dims& shape, const Tensor& cond, const Tensor& a, const Tensor& b) {
   using S = Stored<T>;
-  return broadcast_map<T, bool, T, T>(shape, opforge::dtype_v<T>, [](std::uint8_t c, S x, S y) { return select(c, x, y); },
-                                      cond, a, b);
+  return broadcast_map<T, bool, T, T>(
+      shape, opforge::dtype_v<T>, [](std::uint8_t c, S x, S y) { return select(c, x, y); }, cond, a, b);
 }
 
 class Where final : public opforge::Function {
@@ -232,12 +241,12 @@ class Where final : public opforge::Function {
       using T = decltype(tag);
       // [out] where [cond] -> [out] -> [a];  [out] where not [cond] -> [out] -> [b]
       if (ctx.needs_input_grad(1))
-        ga = sum_to(broadcast_map<T, T, bool>(out, g[0].dtype(), [](T gv, std::uint8_t c) { return select(c, gv, T(0)); },
-                                              g[0], cond),
+        ga = sum_to(broadcast_map<T, T, bool>(
+                        out, g[0].dtype(), [](T gv, std::uint8_t c) { return select(c, gv, T(0)); }, g[0], cond),
                     saved_input_shape(ctx, 1));
       if (ctx.needs_input_grad(2))
-        gb = sum_to(broadcast_map<T, T, bool>(out, g[0].dtype(), [](T gv, std::uint8_t c) { return select(c, T(0), gv); },
-                                              g[0], cond),
+        gb = sum_to(broadcast_map<T, T, bool>(
+                        out, g[0].dtype(), [](T gv, std::uint8_t c) { return select(c, T(0), gv); }, g[0], cond),
                     saved_input_shape(ctx, 2));
     });
     return {Tensor(), ga, gb};
@@ -309,12 +318,13 @@ void register_binary(opforge::PluginRegistrar& registrar) {
                                    .accepts(kNumeric)
                                    .describe("the smaller of a and b, element by element, with NumPy broadcasting")
                                    .samples(extremum_samples));
-  registrar.add<Where>(OpSchema("elementwise.where")
-                           .input_names({"cond", "a", "b"})
-                           .accepts(opforge::DTypeSet::all())
-                           .mixed_dtypes()
-                           .describe("a where cond is true, else b (cond bool; a, b of one dtype), with NumPy broadcasting")
-                           .samples(where_samples));
+  registrar.add<Where>(
+      OpSchema("elementwise.where")
+          .input_names({"cond", "a", "b"})
+          .accepts(opforge::DTypeSet::all())
+          .mixed_dtypes()
+          .describe("a where cond is true, else b (cond bool; a, b of one dtype), with NumPy broadcasting")
+          .samples(where_samples));
 }
 
 }  // namespace opforge_elementwise

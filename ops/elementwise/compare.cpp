@@ -27,7 +27,8 @@ class Compare final : public opforge::Function {
     const Dims shape = opforge::broadcast_shapes(in[0].shape(), in[1].shape(), ctx.op_name(), "a", "b");
     return {dispatch_numeric(in[0].dtype(), ctx, "a", [&](auto tag) {
       using T = decltype(tag);
-      return broadcast_map<bool, T, T>(shape, DType::Bool, [](T x, T y) { return Cmp{}(x, y); }, in[0], in[1]);
+      return broadcast_map<bool, T, T>(
+          shape, DType::Bool, [](T x, T y) { return Cmp{}(x, y); }, in[0], in[1]);
     })};
   }
   // Never reached (no differentiable output); a node would pass no gradient on.

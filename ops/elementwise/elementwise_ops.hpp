@@ -6,10 +6,11 @@
 //   map1<Out, In>(x, dtype, f)                   out[i] = f(x[i])            (same shape)
 //   broadcast_map<Out, In...>(shape, dtype, f, operands...)
 //                                                out[m] = f(op_0[m'], ...)   (NumPy broadcasting, any strides)
-// Both write a new contiguous tensor, cut the elements into chunks of
-// sdk::kElementwiseGrain (so big tensors use every core whatever their shape,
-// and small ones run inline), and keep the innermost loop free of index
-// arithmetic so the compiler vectorises it.
+//   binary_map<T>(ctx, a, b, f)                  broadcast_map over the broadcast of a and b
+// Each writes a new contiguous tensor, cuts the output's elements into chunks
+// of sdk::kElementwiseGrain (so big tensors use every core whatever their
+// shape, and small ones run inline), and keeps the innermost loop free of index
+// arithmetic so the compiler vectorises it (libm calls such as exp aside).
 #pragma once
 
 #include <algorithm>
@@ -65,9 +66,8 @@ decltype(auto) dispatch_numeric(DType t, const Context& ctx, const char* arg, F&
     case DType::Int64: return f(std::int64_t{});
     default: break;
   }
-  throw opforge::DTypeError(opforge::detail::concat(ctx.op_name(), ": argument '", arg,
-                                                    "': expected dtype float32, float64 or int64, got ",
-                                                    opforge::dtype_name(t)));
+  throw opforge::DTypeError(opforge::detail::concat(
+      ctx.op_name(), ": argument '", arg, "': expected dtype float32, float64 or int64, got ", opforge::dtype_name(t)));
 }
 
 // ---- shapes saved for backward ---------------------------------------------------------------
@@ -284,6 +284,17 @@ Tensor broadcast_map(const Dims& shape, DType out_dtype, const F& f, detail::Ten
       detail::with_runtime_strides<N>(inner, run, Seq{});
   });
   return out;
+}
+
+/// The same-dtype binary case: out = f(a, b) over the broadcast of a and b, whose
+/// ShapeError names the op and both arguments. Unlike sdk::broadcast_map2 (which
+/// splits the work by rows, so a [2, 10^6] result runs on two threads), it cuts
+/// the flat output into chunks and uses every core whatever the shape.
+template <class T, class F>
+Tensor binary_map(const Context& ctx, const Tensor& a, const Tensor& b, const F& f, const char* name_a = "a",
+                  const char* name_b = "b") {
+  const Dims shape = opforge::broadcast_shapes(a.shape(), b.shape(), ctx.op_name(), name_a, name_b);
+  return broadcast_map<T, T, T>(shape, a.dtype(), f, a, b);
 }
 
 }  // namespace opforge_elementwise

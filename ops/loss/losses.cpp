@@ -97,7 +97,8 @@ Tensor reduce_losses(Reduction red, const Dims& none_shape, std::int64_t n, Term
     return out;
   }
   const double s = deterministic_sum(n, term);
-  return Tensor::scalar(red == Reduction::Mean ? s / static_cast<double>(n) : s, opforge::dtype_v<T>);  // mean of none: NaN
+  // The mean of no terms is 0 / 0: NaN.
+  return Tensor::scalar(red == Reduction::Mean ? s / static_cast<double>(n) : s, opforge::dtype_v<T>);
 }
 
 // Calls f(scale) where scale(i) is what term i's gradient is scaled by: g / count

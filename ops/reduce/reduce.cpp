@@ -17,7 +17,8 @@
 //                  (third attribute p: Float = 2;    p = 2: dx = g x / norm;  p = 1: dx = g sign(x);
 //                   any finite p >= 1)               dx = 0 where norm = 0)
 //   logsumexp(x) = m + log Σ_R exp(x - m),        dx = g exp(x - logsumexp(x))
-//                  m = max_R x (so no exp overflows; the value does not depend on m)
+//                  m = max_R x (so no exp overflows; the value does not depend on m;
+//                  all -inf gives -inf, with a NaN gradient; no elements give -inf)
 //
 // max and min take at most one axis. Their second output, indices (int64, not
 // differentiable), is the position of the extreme element along that axis, or with
@@ -240,14 +241,12 @@ template <class T>
 struct MaxAcc {
   using State = T;
   State init() const { return -std::numeric_limits<T>::infinity(); }
+  // A max does not depend on the order it is taken in: the vector reduction is exact.
   void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t) const {
-    T acc[8];
-    for (T& a : acc) a = s;
-    std::int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int l = 0; l < 8; ++l) acc[l] = p[i + l] > acc[l] ? p[i + l] : acc[l];
-    for (; i < n; ++i) s = p[i] > s ? p[i] : s;
-    for (T a : acc) s = a > s ? a : s;
+    T m = s;
+#pragma omp simd reduction(max : m)
+    for (std::int64_t i = 0; i < n; ++i) m = p[i] > m ? p[i] : m;
+    s = m;
   }
   void elem(State& s, T v, std::int64_t, std::int64_t) const { s = v > s ? v : s; }
   void merge(State& a, const State& b) const { a = b > a ? b : a; }
@@ -268,13 +267,6 @@ struct ArgAcc {
       return a > b;
     else
       return a < b;
-  }
-  // The more extreme of a and b, NaN aside (b when they are equal or a is NaN).
-  static T pick(T a, T b) {
-    if constexpr (kMax)
-      return a > b ? a : b;
-    else
-      return a < b ? a : b;
   }
   State init() const { return {T(), -1}; }
   // Loops without branches on the data, in vector code (`omp simd` reductions are
@@ -374,7 +366,8 @@ void reduce_kernel(const Geometry& g, const T* x, const Acc& acc, Finish&& finis
                       [&](std::int64_t lo, std::int64_t hi) {
                         for (std::int64_t o = lo; o < hi; ++o) {
                           State s = acc.init();  // in chunk order: independent of which thread ran which chunk
-                          for (std::int64_t c = 0; c < nchunks; ++c) acc.merge(s, partial[static_cast<std::size_t>(o * nchunks + c)]);
+                          for (std::int64_t c = 0; c < nchunks; ++c)
+                            acc.merge(s, partial[static_cast<std::size_t>(o * nchunks + c)]);
                           finish(o, s);
                         }
                       });
@@ -441,7 +434,8 @@ void reduce_kernel(const Geometry& g, const T* x, const Acc& acc, Finish&& finis
                     [&](std::int64_t lo, std::int64_t hi) {
                       for (std::int64_t o = lo; o < hi; ++o) {
                         State s = acc.init();
-                        for (std::int64_t c = 0; c < nchunks; ++c) acc.merge(s, partial[static_cast<std::size_t>(c * O + o)]);
+                        for (std::int64_t c = 0; c < nchunks; ++c)
+                          acc.merge(s, partial[static_cast<std::size_t>(c * O + o)]);
                         finish(o, s);
                       }
                     });

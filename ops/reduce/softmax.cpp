@@ -225,14 +225,15 @@ namespace opforge_ops::reduce {
 void register_softmax(opforge::PluginRegistrar& registrar) {
   using opforge::AttrKind;
   using opforge::OpSchema;
+  const char* axis_doc = "the axis to normalise along, negative from the end";
   registrar.add<Softmax<false>>(OpSchema("reduce.softmax")
                                     .input_names({"x"})
-                                    .attr("axis", AttrKind::Int, -1, "the axis to normalise along, negative from the end")
+                                    .attr("axis", AttrKind::Int, -1, axis_doc)
                                     .describe("exp(x) / Σ exp(x) along one axis, computed without overflow")
                                     .samples(softmax_samples));
   registrar.add<Softmax<true>>(OpSchema("reduce.log_softmax")
                                    .input_names({"x"})
-                                   .attr("axis", AttrKind::Int, -1, "the axis to normalise along, negative from the end")
+                                   .attr("axis", AttrKind::Int, -1, axis_doc)
                                    .describe("x - log Σ exp(x) along one axis, computed without overflow")
                                    .samples(softmax_samples));
 }

@@ -34,6 +34,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <string>
 
 namespace {
 

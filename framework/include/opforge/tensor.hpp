@@ -113,9 +113,9 @@ class OPFORGE_API Tensor {
   void bump_version() const;
 
   // ---- views: new tensors over the same memory, no copy ------------------------
-  // Views share storage (and its version counter) with their base. They do not
-  // record the graph: on a tensor that requires grad, with grad mode on, they
-  // raise AutogradError (use the shape.* ops, or detach() first).
+  // Views share storage (and its version counter) with their base. On a tensor
+  // that requires grad, with grad mode on, they are recorded in the graph: they
+  // run the shape plugin's ops (shape.transpose, ...), which make the same views.
   /// Swaps two axes.
   Tensor transpose(std::int64_t axis0, std::int64_t axis1) const;
   /// Reorders all axes: result axis i is input axis order[i].
@@ -132,7 +132,7 @@ class OPFORGE_API Tensor {
   Tensor view(const Dims& shape) const;
   /// Broadcasts size-1 axes (and new leading axes) to `shape`, with stride 0.
   Tensor expand(const Dims& shape) const;
-  /// This tensor when contiguous, else a contiguous copy.
+  /// This tensor when contiguous, else a contiguous copy (recorded when it requires grad).
   Tensor contiguous() const;
 
   // ---- math front end ---------------------------------------------------------
@@ -204,7 +204,7 @@ class OPFORGE_API Tensor {
 
  private:
   void check_defined(const char* what) const;
-  void check_view_allowed(const char* what) const;
+  bool check_view_allowed(const char* what) const;
   void check_inplace_allowed(const char* what) const;
   boost::intrusive_ptr<TensorImpl> impl_;
 };
