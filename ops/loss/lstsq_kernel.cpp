@@ -30,6 +30,7 @@ namespace opforge_ops::loss {
 namespace {
 
 constexpr std::int64_t kMaxChunks = 64;
+constexpr std::int64_t kMinChunkBytes = 512 * 1024;
 constexpr std::int64_t kRowsPerStep = 8;
 
 // Dot products of eight rows with x: s[k] = A[k] . x
@@ -184,8 +185,13 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
     if (g) std::fill(g, g + n, T(0));
     return 0.0;
   }
-  // Chunking depends on m only: same partial sums, same order, whatever the threads.
-  const std::int64_t chunks = std::clamp<std::int64_t>((m + 31) / 32, 1, kMaxChunks);
+  // Chunking depends on the problem's size only (never on the thread count): same
+  // partial sums, same order, whatever the threads. A chunk holds at least
+  // kMinChunkBytes of A, so small problems are not split into tasks that cost
+  // more to schedule and reduce than to compute.
+  const std::int64_t bytes = m * n * static_cast<std::int64_t>(sizeof(T));
+  const std::int64_t chunks = std::clamp<std::int64_t>(
+      std::min((m + 31) / 32, bytes / kMinChunkBytes), 1, kMaxChunks);
   std::int64_t rows = (m + chunks - 1) / chunks;
   rows = (rows + kRowsPerStep - 1) / kRowsPerStep * kRowsPerStep;
   const std::int64_t used = (m + rows - 1) / rows;
