@@ -23,8 +23,14 @@ void print_one(const opforge::OpHandle& op) {
   const opforge::OpSchema& s = op.schema();
   std::cout << s.name << "(" << input_list(s) << ") -> " << s.num_outputs << " output" << (s.num_outputs == 1 ? "" : "s")
             << "\n  " << (s.doc.empty() ? "(no documentation)" : s.doc) << "\n  dtypes: " << s.dtypes.to_string()
-            << (s.same_dtype ? " (all inputs of one dtype)" : "") << "\n  plugin: " << op.plugin_name() << " ("
-            << op.plugin_file() << ")\n";
+            << (s.same_dtype ? " (all inputs of one dtype)" : "") << "\n";
+  if (s.variadic) std::cout << "  the last input may repeat (any count >= 1)\n";
+  for (const opforge::AttrSpec& a : s.attrs) {
+    std::cout << "  attribute " << a.name << ": " << opforge::attr_kind_name(a.kind)
+              << (a.default_value.is_set() ? " = " + a.default_value.to_string() : std::string(" (required)"))
+              << (a.doc.empty() ? "" : "  " + a.doc) << "\n";
+  }
+  std::cout << "  plugin: " << op.plugin_name() << " (" << op.plugin_file() << ")\n";
 }
 
 }  // namespace
@@ -71,6 +77,15 @@ int run_ops(const std::vector<std::string>& args) {
       for (int t = 0; t < opforge::kNumDTypes; ++t)
         if (s.dtypes.contains(static_cast<opforge::DType>(t))) dtypes.push(opforge::dtype_name(static_cast<opforge::DType>(t)));
       o.set("name", s.name).set("inputs", inputs).set("num_outputs", s.num_outputs).set("dtypes", dtypes);
+      Json attrs = Json::array();
+      for (const opforge::AttrSpec& a : s.attrs) {
+        Json ja = Json::object();
+        ja.set("name", a.name).set("kind", opforge::attr_kind_name(a.kind));
+        ja.set("default", a.default_value.is_set() ? a.default_value.to_string() : std::string());
+        ja.set("required", !a.default_value.is_set()).set("doc", a.doc);
+        attrs.push(ja);
+      }
+      o.set("attributes", attrs).set("variadic", s.variadic);
       o.set("doc", s.doc).set("plugin", op.plugin_name());
       jo.push(o);
     }

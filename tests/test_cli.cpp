@@ -1,0 +1,110 @@
+// The opforge program: `ops` (listing, one op, JSON) and `bench lstsq --json`
+// (the main job's rows and their accuracy), run as a child process.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#ifndef OPFORGE_CLI
+#error "OPFORGE_CLI (the path of the opforge program) must be defined"
+#endif
+
+namespace {
+
+struct Run {
+  int status = -1;
+  std::string out;
+};
+
+Run run(const std::string& args) {
+  Run r;
+  FILE* p = ::popen(("'" OPFORGE_CLI "' " + args + " 2>/dev/null").c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> v;
+  std::istringstream is(s);
+  for (std::string l; std::getline(is, l);)
+    if (!l.empty()) v.push_back(l);
+  return v;
+}
+
+double number_after(const std::string& line, const std::string& key) {
+  const std::regex re("\"" + key + "\": ([-+0-9.eE]+)");
+  std::smatch m;
+  REQUIRE(std::regex_search(line, m, re));
+  return std::stod(m[1]);
+}
+
+}  // namespace
+
+TEST_CASE("cli: `opforge ops` lists the standard plugins and their ops", "[cli]") {
+  const Run r = run("ops");
+  INFO(r.out);
+  CHECK(r.status == 0);
+  for (const char* p : {"plugin elementwise ", "plugin reduce ", "plugin linalg ", "plugin loss ", "plugin shape "})
+    CHECK_THAT(r.out, Catch::Contains(p));
+  CHECK_THAT(r.out, Catch::Contains("loss.lstsq") && Catch::Contains("inputs 3 (A, x, y)"));
+}
+
+TEST_CASE("cli: `opforge ops NAME` documents one op with its attributes", "[cli]") {
+  const Run r = run("ops reduce.sum");
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.out, Catch::StartsWith("reduce.sum(x) -> 1 output"));
+  CHECK_THAT(r.out, Catch::Contains("attribute axes: int list = []"));
+  CHECK_THAT(r.out, Catch::Contains("attribute keepdims: bool = false"));
+  CHECK(run("ops no.such_op").status == 1);
+}
+
+TEST_CASE("cli: `opforge ops --json` is one JSON document with every op's schema", "[cli]") {
+  const Run r = run("ops --json");
+  CHECK(r.status == 0);
+  REQUIRE(lines(r.out).size() == 1);
+  CHECK_THAT(r.out, Catch::StartsWith("{\"plugins\": ["));
+  CHECK_THAT(r.out, Catch::Contains("{\"name\": \"loss.lstsq\", \"inputs\": [\"A\", \"x\", \"y\"], \"num_outputs\": 1"));
+  CHECK_THAT(r.out, Catch::Contains("\"attributes\": [{\"name\": \"axes\", \"kind\": \"int list\""));
+  CHECK_THAT(r.out, Catch::Contains("\"failed\": []"));
+}
+
+TEST_CASE("cli: `opforge bench lstsq --json` prints every method in both dtypes, accurate", "[cli][bench]") {
+  const Run r = run("bench lstsq --sizes 40,64 --repeat 3 --json");
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  const auto rows = lines(r.out);
+  REQUIRE(rows.size() == 2 * 2 * 4);  // sizes x dtypes x (fused, graph, explicit, bandwidth)
+  int seen[2][3] = {};
+  for (const std::string& row : rows) {
+    INFO(row);
+    for (const char* key : {"\"d\": ", "\"dtype\": ", "\"method\": ", "\"median_ms\": ", "\"min_ms\": ", "\"rel_err\": "})
+      CHECK_THAT(row, Catch::Contains(key));
+    const bool f64 = row.find("\"dtype\": \"float64\"") != std::string::npos;
+    const double err = number_after(row, "rel_err");
+    CHECK(err < (f64 ? 1e-10 : 1e-4));
+    CHECK(number_after(row, "median_ms") >= number_after(row, "min_ms"));
+    int k = -1;
+    if (row.find("\"method\": \"fused\"") != std::string::npos) k = 0;
+    if (row.find("\"method\": \"graph\"") != std::string::npos) k = 1;
+    if (row.find("\"method\": \"explicit\"") != std::string::npos) k = 2;
+    if (k >= 0) ++seen[f64 ? 0 : 1][k];
+  }
+  for (auto& dt : seen)
+    for (int count : dt) CHECK(count == 2);
+}
+
+TEST_CASE("cli: bad options get a message and a non-zero status", "[cli]") {
+  CHECK(run("bench lstsq --sizes 10,x").status != 0);
+  CHECK(run("bench lstsq --dtype float16").status != 0);
+  CHECK(run("frobnicate").status == 2);
+  CHECK(run("--version").status == 0);
+}
