@@ -39,3 +39,22 @@ TEST_CASE("front end: a gradient through operators and methods", "[frontend]") {
   ((2.0 * x + 1.0).square()).sum().backward();
   CHECK(x.grad().to_vector() == std::vector<double>{8.0, -4.0, 20.0});
 }
+
+TEST_CASE("front end: division, negation and the unary methods run their plugins", "[frontend]") {
+  Tensor x = Tensor::from_values({1.0, 4.0, 9.0});
+  CHECK((x / 2.0).to_vector() == std::vector<double>{0.5, 2.0, 4.5});
+  CHECK((-x).to_vector() == std::vector<double>{-1.0, -4.0, -9.0});
+  CHECK(x.sqrt().to_vector() == std::vector<double>{1.0, 2.0, 3.0});
+  CHECK(x.pow(0.5).to_vector() == std::vector<double>{1.0, 2.0, 3.0});
+  CHECK(x.mean().item() == Approx(14.0 / 3.0));
+  Tensor m = Tensor::from_values({1, 2, 3, 4, 5, 6}, {2, 3});
+  CHECK(m.sum({1}).to_vector() == std::vector<double>{6, 15});
+  CHECK(m.sum({0}, true).shape() == opforge::Dims{1, 3});
+  // d/dx sum(sqrt(x) / x) = d/dx sum(x^-1/2) = -1/2 x^-3/2
+  x.requires_grad_(true);
+  (x.sqrt() / x).sum().backward();
+  const auto g = x.grad().to_vector();
+  CHECK(g[0] == Approx(-0.5));
+  CHECK(g[1] == Approx(-0.5 / 8.0));
+  CHECK(g[2] == Approx(-0.5 / 27.0));
+}
