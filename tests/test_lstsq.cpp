@@ -165,3 +165,44 @@ TEST_CASE("lstsq rejects bad shapes and dtypes with messages that name the argum
   CHECK_THROWS_AS(lstsq({A, x}), opforge::ValueError);
   CHECK_THROWS_WITH(lstsq({A, x}), "loss.lstsq: expected 3 inputs (A, x, y), got 2");
 }
+
+TEST_CASE("lstsq: both row-step widths (4 and 8 rows) match the reference, with remainder rows", "[lstsq]") {
+  // The kernel takes 4 rows a step while 8 rows of A fit in 40 KiB, else 8:
+  // float64 n <= 640 and float32 n <= 1280 take 4. Sizes on both sides of each
+  // boundary, m with remainders of every row count.
+  struct Case {
+    DType dt;
+    std::int64_t m, n;
+  };
+  for (const Case c : {Case{DType::Float64, 1203, 640}, Case{DType::Float64, 1205, 641}, Case{DType::Float64, 6007, 700},
+                       Case{DType::Float32, 1203, 1280}, Case{DType::Float32, 1207, 1281},
+                       Case{DType::Float32, 3001, 1500}}) {
+    Problem p = make_problem(c.m, c.n, c.dt, 40 + static_cast<std::uint64_t>(c.n));
+    p.x.requires_grad_(true);
+    Tensor L = opforge::op("loss.lstsq")({p.A, p.x, p.y});
+    L.backward();
+    const Reference ref = reference(p);
+    const double tol = c.dt == DType::Float64 ? 1e-11 : 2e-5;
+    INFO(opforge::dtype_name(c.dt) << " m = " << c.m << " n = " << c.n);
+    CHECK(L.item() == Approx(ref.loss).epsilon(tol));
+    CHECK(max_rel_diff(p.x.grad().to_vector(), ref.gx) < tol);
+  }
+}
+
+TEST_CASE("lstsq: the gradient is bit-identical for 1 and 2 threads, for both row-step widths", "[lstsq]") {
+  const opforge::OpHandle lstsq = opforge::op("loss.lstsq");
+  for (const std::int64_t n : {100, 900}) {
+    Problem p = make_problem(4001, n, DType::Float64, 60 + static_cast<std::uint64_t>(n));
+    p.x.requires_grad_(true);
+    std::vector<std::vector<double>> grads;
+    for (int threads : {1, 2}) {
+      opforge::set_num_threads(threads);
+      p.x.zero_grad();
+      lstsq({p.A, p.x, p.y}).backward();
+      grads.push_back(p.x.grad().to_vector());
+    }
+    opforge::set_num_threads(0);
+    INFO("n = " << n);
+    CHECK(grads[0] == grads[1]);
+  }
+}

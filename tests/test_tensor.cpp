@@ -5,6 +5,9 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include <opforge/opforge.hpp>
@@ -528,4 +531,74 @@ TEST_CASE("tensor: copies of a Tensor share storage and never copy data", "[tens
   CHECK(c.to_vector() == std::vector<double>{1, 20, 3});
   c = Tensor();
   CHECK(opforge::live_bytes() == base);
+}
+
+namespace {
+// The /proc/self/smaps entry of the mapping that holds address p: its lines, or
+// empty when no mapping holds it.
+std::vector<std::string> smaps_entry(const void* p) {
+  std::ifstream in("/proc/self/smaps");
+  std::vector<std::string> entry;
+  std::string line;
+  bool inside = false;
+  const auto addr = reinterpret_cast<std::uintptr_t>(p);
+  while (std::getline(in, line)) {
+    std::uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {  // a mapping's first line
+      if (inside) break;
+      inside = addr >= lo && addr < hi;
+    }
+    if (inside) entry.push_back(line);
+  }
+  return entry;
+}
+}  // namespace
+
+TEST_CASE("tensor: a large tensor gets its own huge-page mapping, returned to the system when it dies",
+          "[tensor][memory]") {
+  const std::int64_t base = opforge::live_bytes();
+  const void* data = nullptr;
+  {
+    // 6 MiB: above the 4 MiB threshold of a mapping of its own.
+    opforge::Tensor t = opforge::Tensor::full({768, 1024}, 1.5, opforge::DType::Float64);
+    data = t.data<double>();
+    CHECK(reinterpret_cast<std::uintptr_t>(data) % 64 == 0);
+    CHECK(opforge::live_bytes() - base == 768 * 1024 * 8);
+    const std::vector<double> v = t.to_vector();
+    CHECK(v.front() == 1.5);
+    CHECK(v.back() == 1.5);
+
+    const std::vector<std::string> entry = smaps_entry(data);
+    REQUIRE(!entry.empty());
+    // The mapping starts on a 2 MiB boundary and is a whole number of 2 MiB pages.
+    std::uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream(entry.front()) >> std::hex >> lo >> dash >> hi;
+    CHECK(lo % (2u << 20) == 0);
+    CHECK((hi - lo) % (2u << 20) == 0);
+    CHECK(hi - lo >= 768u * 1024u * 8u);
+    // Where the kernel offers transparent huge pages, the mapping asked for them.
+    std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+    std::string mode;
+    std::getline(thp, mode);
+    if (mode.find("[never]") == std::string::npos && !mode.empty()) {
+      bool advised = false;
+      for (const std::string& l : entry)
+        if (l.rfind("VmFlags:", 0) == 0) advised = l.find(" hg") != std::string::npos;
+      CHECK(advised);
+    }
+  }
+  CHECK(opforge::live_bytes() == base);
+  CHECK(smaps_entry(data).empty());  // unmapped, not kept in a free list
+}
+
+TEST_CASE("tensor: large and small tensors interoperate (copy, views, arithmetic)", "[tensor][memory]") {
+  opforge::Tensor big = opforge::Tensor::randn({1100, 1000}, opforge::DType::Float32, 5);  // 4.4 MB
+  opforge::Tensor small = big.slice(0, 3, 5).clone();                                     // 8 KB
+  const std::vector<double> vb = big.to_vector(), vs = small.to_vector();
+  for (std::size_t j = 0; j < vs.size(); ++j) CHECK(vs[j] == vb[3 * 1000 + j]);
+  opforge::Tensor copy = big.clone();
+  CHECK(copy.to_vector() == vb);
 }

@@ -65,15 +65,20 @@ Timing summarize(std::vector<double> ms) {
   return {k % 2 ? ms[k / 2] : 0.5 * (ms[k / 2 - 1] + ms[k / 2]), ms.front()};
 }
 
-// Times several methods round-robin: each round runs every method once, so a
-// drift in the machine's speed (these machines are shared) touches all methods
-// alike and the ratios between them hold. Two untimed warm-up rounds first.
+// Times several methods round-robin: each round runs every method, so a drift in
+// the machine's speed (these machines are shared) touches all methods alike and
+// the ratios between them hold. In a round each method runs twice back to back
+// and only the second run is timed: the time is that of a call following a call
+// of the same method, as in a loop that calls it again and again (an optimiser;
+// the peers' timing loops), whatever the other methods left in the caches.
+// Two untimed warm-up rounds first.
 std::vector<Timing> time_round_robin(int repeat, const std::vector<std::function<void()>>& methods) {
   for (int w = 0; w < 2; ++w)
     for (const auto& f : methods) f();
   std::vector<std::vector<double>> ms(methods.size());
   for (int i = 0; i < repeat; ++i) {
     for (std::size_t k = 0; k < methods.size(); ++k) {
+      methods[k]();
       auto t0 = std::chrono::steady_clock::now();
       methods[k]();
       auto t1 = std::chrono::steady_clock::now();

@@ -12,8 +12,11 @@ class Storage {
  public:
   using Deleter = void (*)(void* data, void* context);
 
-  /// One 64-byte-aligned block holding this header and `nbytes` of data.
+  /// One 64-byte-aligned block holding this header and `nbytes` of data. Blocks
+  /// of kHugeBlockBytes or more are mapped on their own, 2 MiB-aligned, and
+  /// offered to the kernel for transparent huge pages (see storage.cpp).
   static Storage* allocate(std::size_t nbytes);
+  static constexpr std::size_t kHugeBlockBytes = std::size_t{4} << 20;
   /// Wraps memory owned elsewhere; `deleter(data, context)` runs once, when the
   /// last view is gone.
   /// While the storage lives, the plugin holding the deleter's code stays loaded.
@@ -38,6 +41,7 @@ class Storage {
   Deleter deleter_ = nullptr;  // for adopted memory; null when borrowed or owned
   void* deleter_context_ = nullptr;
   bool owned_ = false;         // data lives in this block (counted in live_bytes)
+  std::size_t mapped_ = 0;     // length of this block's own mapping; 0: from operator new
   std::shared_ptr<void> keep_alive_;  // the plugin whose code the deleter is, if any
 };
 
