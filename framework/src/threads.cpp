@@ -1,9 +1,11 @@
 // One thread setting for oneTBB and OpenBLAS.
 //
 // OpenBLAS (pthread build) runs its own pool; oneTBB runs another. Both are
-// sized by the one setting here. The standard kernels call BLAS only from the
-// op's calling thread, never from inside a oneTBB parallel region, so the two
-// pools never run at once and never multiply.
+// sized by the one setting here. The standard kernels call BLAS from inside a
+// oneTBB parallel region only for products below sdk::kBlasSerialWork, which
+// OpenBLAS runs on the calling thread; bigger ones are called from the op's
+// thread, one at a time. So the two pools never multiply
+// (tests/test_blas_threads.cpp watches OpenBLAS's workers to show it).
 #include "opforge/threads.hpp"
 
 #include <cstdlib>

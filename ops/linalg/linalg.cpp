@@ -124,10 +124,11 @@ class Mv final : public opforge::Function {
 
 // ---- batched matmul -------------------------------------------------------------------
 
-// Products this small (m·n·k multiply-adds) run on one OpenBLAS thread anyway:
-// batches of them are spread over oneTBB, about kBatchTaskWork multiply-adds a
-// task. Larger ones run one after another and OpenBLAS threads each.
-constexpr std::int64_t kBlasThreadedWork = std::int64_t{1} << 18;
+// Products below sdk::kBlasSerialWork (m·n·k multiply-adds) run on one OpenBLAS
+// thread anyway: batches of them are spread over oneTBB, about kBatchTaskWork
+// multiply-adds a task. Larger ones run one after another from the op's thread
+// and OpenBLAS threads each, so the two pools never run at once.
+constexpr std::int64_t kBlasThreadedWork = sdk::kBlasSerialWork;
 constexpr std::int64_t kBatchTaskWork = std::int64_t{1} << 18;
 
 // Which A and B matrix each output matrix of a batched product reads.

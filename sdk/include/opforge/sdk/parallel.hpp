@@ -25,6 +25,15 @@ void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t grain, Body
                             [&](const oneapi::tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); });
 }
 
+/// OpenBLAS runs a matrix product of at most this many multiply-adds (m·n·k) on
+/// the calling thread alone (its SMP threshold, 65536 x GEMM_MULTITHREAD_THRESHOLD
+/// = 4). A kernel may call BLAS gemm from inside parallel_for only for products
+/// below it; bigger products must be called from the op's own thread, one at a
+/// time, and OpenBLAS threads each with the one thread setting. Otherwise the
+/// two pools multiply: N oneTBB threads each starting N OpenBLAS threads.
+/// tests/test_blas_threads.cpp checks the linked OpenBLAS keeps to it.
+inline constexpr std::int64_t kBlasSerialWork = std::int64_t{1} << 18;
+
 /// Grain for element-wise loops: about 32 K elements a task.
 inline constexpr std::int64_t kElementwiseGrain = 32768;
 
