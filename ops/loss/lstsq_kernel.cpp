@@ -3,15 +3,30 @@
 // Layout of the work:
 //   - rows are split into at most kMaxChunks chunks (a function of m only, never of
 //     the thread count), each handled by one task with its own partial A^T r;
-//   - inside a chunk, rows go R = 4 or 8 at a time: the R dot products share each
-//     load of x; the R rows, still in L1/L2, update the partial gradient in the
-//     same loop that streams the next R rows from memory, so x and the partial
-//     are touched once per R rows of A and memory never idles;
-//   - the hot loops are compiled for AVX-512, AVX2+FMA and baseline x86-64, and
-//     the best one for the running CPU is picked at load time (target_clones).
+//   - inside a chunk, rows go in blocks of R = 8 (fewer for rows so long that 8
+//     would not fit L2): the block's dot products with x come first, streaming
+//     the rows from memory (the R dot products share each load of x; at least
+//     eight independent accumulators, so the additions never wait on each
+//     other), then the block's update of the partial gradient reads the same
+//     rows again from L1/L2;
+//   - while the update runs from cache, it asks for the next block's rows
+//     (prefetch into L2), so memory keeps streaming while the core works on
+//     cached data: each byte of A crosses the memory bus once, and the bus
+//     does not idle between blocks;
+//   - the loops are written with GCC vector types (64, 32 or 16 bytes) and
+//     compiled for AVX-512, AVX2+FMA and baseline x86-64; the variant for the
+//     running CPU is picked once.
+//
+// Tried and measured on the project's 2-core Zen machines, not kept: software
+// pipelining of one block's update with the next block's dot products in one
+// loop (the previous block then comes from L2 and the L2->L1 path, shared with
+// the streamed rows, becomes the bottleneck: 1.3-1.4x the read at d=2000 against
+// 1.0-1.1x now); prefetching inside the dot loop (slower); alternating the sweep
+// direction to reuse what the last pass left in L3 (no gain).
 #include "lstsq_kernel.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -26,152 +41,192 @@
 #endif
 #define OPFORGE_INLINE __attribute__((always_inline)) inline
 
+// GCC notes that 64-byte vector arguments would change the ABI of functions
+// compiled without AVX-512; every such function here is always_inline.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace opforge_ops::loss {
 namespace {
 
 constexpr std::int64_t kMaxChunks = 64;
 constexpr std::int64_t kMinChunkBytes = 512 * 1024;
-constexpr std::int64_t kRowsPerStep = 8;  // chunks hold a multiple of this many rows (of R too)
+constexpr std::int64_t kRowsPerStep = 8;  // chunks hold a multiple of this many rows
 
-// The kernels below are written once for R = 4 or 8 rows a step: every row k
-// gets its own named pointer and accumulator (X(k) expands to lines for k < R
-// only), which GCC turns into one vector register per row; an array of
-// accumulators would not vectorise as well.
-#define OPFORGE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+// Vectors of B bytes of T (GCC vector extension: on a CPU narrower than B, GCC
+// splits each operation into several native ones).
+template <class T, int B>
+struct VecOf;
+template <>
+struct VecOf<double, 64> { typedef double type __attribute__((vector_size(64))); };
+template <>
+struct VecOf<float, 64> { typedef float type __attribute__((vector_size(64))); };
+template <>
+struct VecOf<double, 32> { typedef double type __attribute__((vector_size(32))); };
+template <>
+struct VecOf<float, 32> { typedef float type __attribute__((vector_size(32))); };
+template <>
+struct VecOf<double, 16> { typedef double type __attribute__((vector_size(16))); };
+template <>
+struct VecOf<float, 16> { typedef float type __attribute__((vector_size(16))); };
+template <class T, int B>
+using Vec = typename VecOf<T, B>::type;
 
-// Dot products of R rows with x: s[k] = A[k] . x
-template <int R, class T>
-OPFORGE_INLINE void dot_rows(const T* __restrict a, std::int64_t n, const T* __restrict x, T* s) {
-#define OPFORGE_DECL(k)                                           \
-  const T* __restrict a##k = a + (k < R ? k : 0) * n;             \
-  T s##k = 0;
-  OPFORGE_ROWS(OPFORGE_DECL)
-#undef OPFORGE_DECL
-#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7)
-  for (std::int64_t j = 0; j < n; ++j) {
-    const T xj = x[j];
-#define OPFORGE_DOT(k) \
-  if constexpr (k < R) s##k += a##k[j] * xj;
-    OPFORGE_ROWS(OPFORGE_DOT)
-#undef OPFORGE_DOT
-  }
-#define OPFORGE_OUT(k) \
-  if constexpr (k < R) s[k] = s##k;
-  OPFORGE_ROWS(OPFORGE_OUT)
-#undef OPFORGE_OUT
+template <int B, class T>
+OPFORGE_INLINE Vec<T, B> vload(const T* p) {
+  Vec<T, B> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
 }
-
-// g += A_p^T r_p for the previous R rows (p, in cache) while forming the dot
-// products of the next R rows (c, streamed from memory) with x. One loop does
-// both so that memory is kept busy the whole time: a separate update loop would
-// run from cache with the memory bus idle. R rows per step means x and g are
-// loaded (and g stored) once per R rows of A.
-template <int R, class T>
-OPFORGE_INLINE void update_dot_rows(const T* __restrict p, const T* rp, const T* __restrict c, std::int64_t n,
-                                    const T* __restrict x, T* __restrict g, T* s) {
-#define OPFORGE_DECL(k)                                           \
-  const T* __restrict p##k = p + (k < R ? k : 0) * n;             \
-  const T* __restrict c##k = c + (k < R ? k : 0) * n;             \
-  const T r##k = k < R ? rp[k] : T(0);                            \
-  T s##k = 0;
-  OPFORGE_ROWS(OPFORGE_DECL)
-#undef OPFORGE_DECL
-#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7)
-  for (std::int64_t j = 0; j < n; ++j) {
-    const T xj = x[j];
-    if constexpr (R == 8) {
-      g[j] += ((r0 * p0[j] + r1 * p1[j]) + (r2 * p2[j] + r3 * p3[j])) +
-              ((r4 * p4[j] + r5 * p5[j]) + (r6 * p6[j] + r7 * p7[j]));
-    } else {
-      static_assert(R == 4, "4 or 8 rows a step");
-      g[j] += (r0 * p0[j] + r1 * p1[j]) + (r2 * p2[j] + r3 * p3[j]);
-    }
-#define OPFORGE_DOT(k) \
-  if constexpr (k < R) s##k += c##k[j] * xj;
-    OPFORGE_ROWS(OPFORGE_DOT)
-#undef OPFORGE_DOT
-  }
-#define OPFORGE_OUT(k) \
-  if constexpr (k < R) s[k] = s##k;
-  OPFORGE_ROWS(OPFORGE_OUT)
-#undef OPFORGE_OUT
+template <int B, class T>
+OPFORGE_INLINE void vstore(T* p, Vec<T, B> v) {
+  std::memcpy(p, &v, sizeof v);
 }
-#undef OPFORGE_ROWS
-
-// g += A[0..k)^T r[0..k) for the last k rows of a chunk.
-template <class T>
-OPFORGE_INLINE void update_rows(const T* __restrict a, std::int64_t k, std::int64_t n, const T* r, T* __restrict g) {
-  for (std::int64_t i = 0; i < k; ++i) {
-    const T ri = r[i];
-    const T* __restrict ai = a + i * n;
-#pragma omp simd
-    for (std::int64_t j = 0; j < n; ++j) g[j] += ri * ai[j];
-  }
-}
-
-template <class T>
-OPFORGE_INLINE T dot1(const T* __restrict a, std::int64_t n, const T* __restrict x) {
+template <int B, class T>
+OPFORGE_INLINE T hsum(Vec<T, B> v) {
   T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (std::int64_t j = 0; j < n; ++j) s += a[j] * x[j];
+  for (unsigned i = 0; i < sizeof v / sizeof(T); ++i) s += v[i];
   return s;
 }
 
+constexpr int kChains = 8;  // independent accumulators in the dot loop
+
+// One block of R rows at a (row length n, R consecutive rows):
+//   r_k = y_k - a_k . x                     (dot phase, rows streamed from memory)
+//   g  += sum_k r_k a_k  when g is non-null (update phase, rows from L1/L2),
+// the update phase prefetching the next R rows into L2.
+template <int R, int B, class T>
+OPFORGE_INLINE void block(const T* __restrict a, std::int64_t n, const T* __restrict x, const T* y, T* r,
+                          T* __restrict g) {
+  constexpr std::int64_t W = B / sizeof(T);             // lanes of a vector
+  constexpr int U = R >= kChains ? 1 : kChains / R;     // vectors of a row per step
+  Vec<T, B> acc[R][U];
+#pragma GCC unroll 8
+  for (int k = 0; k < R; ++k)
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u) acc[k][u] = Vec<T, B>{};
+  std::int64_t j = 0;
+  for (; j + U * W <= n; j += U * W) {
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u) {
+      const Vec<T, B> xv = vload<B>(x + j + u * W);
+#pragma GCC unroll 8
+      for (int k = 0; k < R; ++k) acc[k][u] += vload<B>(a + k * n + j + u * W) * xv;
+    }
+  }
+  for (; j + W <= n; j += W) {
+    const Vec<T, B> xv = vload<B>(x + j);
+#pragma GCC unroll 8
+    for (int k = 0; k < R; ++k) acc[k][0] += vload<B>(a + k * n + j) * xv;
+  }
+  T rk[R];
+#pragma GCC unroll 8
+  for (int k = 0; k < R; ++k) {
+    Vec<T, B> v = acc[k][0];
+#pragma GCC unroll 8
+    for (int u = 1; u < U; ++u) v += acc[k][u];
+    T s = hsum<B, T>(v);
+    for (std::int64_t t = j; t < n; ++t) s += a[k * n + t] * x[t];
+    rk[k] = r[k] = y[k] - s;
+  }
+  if (!g) return;
+  const T* next = a + R * n;  // the next block (past the chunk's end: a harmless prefetch)
+  j = 0;
+  for (; j + W <= n; j += W) {
+#pragma GCC unroll 8
+    for (int k = 0; k < R; ++k) __builtin_prefetch(next + k * n + j, 0, 2);
+    Vec<T, B> u0 = rk[0] * vload<B>(a + j);
+    if constexpr (R >= 2) u0 += rk[1] * vload<B>(a + n + j);
+    if constexpr (R >= 4) {
+      Vec<T, B> u1 = rk[2] * vload<B>(a + 2 * n + j) + rk[3] * vload<B>(a + 3 * n + j);
+      if constexpr (R == 8) {
+        Vec<T, B> u2 = rk[4] * vload<B>(a + 4 * n + j) + rk[5] * vload<B>(a + 5 * n + j);
+        Vec<T, B> u3 = rk[6] * vload<B>(a + 6 * n + j) + rk[7] * vload<B>(a + 7 * n + j);
+        u0 = (u0 + u1) + (u2 + u3);
+      } else {
+        u0 += u1;
+      }
+    }
+    vstore<B>(g + j, vload<B>(g + j) + u0);
+  }
+  for (; j < n; ++j) {
+    T u = 0;
+    for (int k = 0; k < R; ++k) u += rk[k] * a[k * n + j];
+    g[j] += u;
+  }
+}
+
 // Rows [lo, hi) of A; g (may be null) is this chunk's partial A^T r, zeroed here.
-// Rows go in blocks of R; with g, block b's update is fused with block b+1's
-// dot products (software pipelining).
-template <int R, class T>
+template <int R, int B, class T>
 OPFORGE_INLINE double chunk_rows(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
                                  std::int64_t n, T* r, T* g) {
   if (g) std::memset(g, 0, sizeof(T) * static_cast<std::size_t>(n));
-  const std::int64_t blocks = (hi - lo) / R;
-  T s[R];
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const std::int64_t i = lo + b * R;
-    if (g && b > 0) update_dot_rows<R>(A + (i - R) * n, r + i - R, A + i * n, n, x, g, s);
-    else dot_rows<R>(A + i * n, n, x, s);
-    for (int k = 0; k < R; ++k) r[i + k] = y[i + k] - s[k];
-  }
-  if (g && blocks > 0) update_rows(A + (lo + (blocks - 1) * R) * n, R, n, r + lo + (blocks - 1) * R, g);
-  for (std::int64_t i = lo + blocks * R; i < hi; ++i) {
-    r[i] = y[i] - dot1(A + i * n, n, x);
-    if (g) update_rows(A + i * n, 1, n, r + i, g);
-  }
+  std::int64_t i = lo;
+  for (; i + R <= hi; i += R) block<R, B>(A + i * n, n, x, y + i, r + i, g);
+  for (; i < hi; ++i) block<1, B>(A + i * n, n, x, y + i, r + i, g);
   double loss = 0;
-  for (std::int64_t i = lo; i < hi; ++i) loss += double(r[i]) * double(r[i]);
+  for (std::int64_t k = lo; k < hi; ++k) loss += double(r[k]) * double(r[k]);
   return loss;
 }
 
-// Rows a step: the previous block's rows are read a second time (for the update)
-// one block after they were streamed in. When 2 R rows fit in L1 with room to
-// spare, that second read hits L1 with R = 4; longer rows come from L2 either
-// way, and R = 8 then halves the traffic of x and g. (Measured on Zen 4/5: four
-// rows are ~20% faster from cache for float32 d = 1000, eight win from d = 2000.)
-// A function of n and the element size only: same rounding on every machine and
-// thread count.
-constexpr std::int64_t kL1Budget = 40 * 1024;
-template <class T>
+// Rows a block: 8, unless 8 rows would not fit in L2 with room to spare (rows
+// over 32 KiB), so that the update phase always reads from cache. A function
+// of n and the element size only: same rounding for every thread count.
+constexpr std::int64_t kBlockBudget = 256 * 1024;
+template <int B, class T>
 OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
                             T* r, T* g) {
-  if (2 * 4 * n * static_cast<std::int64_t>(sizeof(T)) <= kL1Budget) return chunk_rows<4>(A, x, y, lo, hi, n, r, g);
-  return chunk_rows<8>(A, x, y, lo, hi, n, r, g);
+  const std::int64_t row = n * static_cast<std::int64_t>(sizeof(T));
+  if (8 * row <= kBlockBudget) return chunk_rows<8, B>(A, x, y, lo, hi, n, r, g);
+  if (4 * row <= kBlockBudget) return chunk_rows<4, B>(A, x, y, lo, hi, n, r, g);
+  if (2 * row <= kBlockBudget) return chunk_rows<2, B>(A, x, y, lo, hi, n, r, g);
+  return chunk_rows<1, B>(A, x, y, lo, hi, n, r, g);
 }
 
-OPFORGE_KERNEL_CLONES double chunk_f64(const double* A, const double* x, const double* y, std::int64_t lo,
-                                       std::int64_t hi, std::int64_t n, double* r, double* g) {
-  return chunk(A, x, y, lo, hi, n, r, g);
+// One instance per instruction set, with the vector width it has; picked once.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define OPFORGE_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#define OPFORGE_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+#else
+#define OPFORGE_TARGET_V4
+#define OPFORGE_TARGET_V3
+#endif
+template <class T>
+OPFORGE_TARGET_V4 double chunk_v4(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
+                                  std::int64_t n, T* r, T* g) {
+  return chunk<64>(A, x, y, lo, hi, n, r, g);
 }
-OPFORGE_KERNEL_CLONES double chunk_f32(const float* A, const float* x, const float* y, std::int64_t lo,
-                                       std::int64_t hi, std::int64_t n, float* r, float* g) {
-  return chunk(A, x, y, lo, hi, n, r, g);
+template <class T>
+OPFORGE_TARGET_V3 double chunk_v3(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
+                                  std::int64_t n, T* r, T* g) {
+  return chunk<32>(A, x, y, lo, hi, n, r, g);
 }
-inline double run_chunk(const double* A, const double* x, const double* y, std::int64_t lo, std::int64_t hi,
-                        std::int64_t n, double* r, double* g) {
-  return chunk_f64(A, x, y, lo, hi, n, r, g);
+template <class T>
+double chunk_base(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n, T* r,
+                  T* g) {
+  return chunk<16>(A, x, y, lo, hi, n, r, g);
 }
-inline double run_chunk(const float* A, const float* x, const float* y, std::int64_t lo, std::int64_t hi,
-                        std::int64_t n, float* r, float* g) {
-  return chunk_f32(A, x, y, lo, hi, n, r, g);
+
+enum class Isa { v4, v3, base };
+Isa detect_isa() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    return Isa::v4;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
+    return Isa::v3;
+#endif
+  return Isa::base;
+}
+
+template <class T>
+double run_chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n, T* r, T* g) {
+  static const Isa isa = detect_isa();
+  switch (isa) {
+    case Isa::v4: return chunk_v4(A, x, y, lo, hi, n, r, g);
+    case Isa::v3: return chunk_v3(A, x, y, lo, hi, n, r, g);
+    default: return chunk_base(A, x, y, lo, hi, n, r, g);
+  }
 }
 
 // Sums the partials column-wise in chunk order: g[j] = sum_c partial[c][j].
