@@ -19,9 +19,10 @@ struct Run {
   std::string out;
 };
 
-Run run(const std::string& args) {
+// Runs the program; its stderr is dropped, or with with_stderr read with stdout.
+Run run(const std::string& args, bool with_stderr = false) {
   Run r;
-  FILE* p = ::popen(("'" OPFORGE_CLI "' " + args + " 2>/dev/null").c_str(), "r");
+  FILE* p = ::popen(("'" OPFORGE_CLI "' " + args + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
   REQUIRE(p != nullptr);
   char buf[4096];
   std::size_t n;
@@ -86,11 +87,13 @@ TEST_CASE("cli: `opforge bench lstsq --json` prints every method in both dtypes,
   int seen[2][3] = {};
   for (const std::string& row : rows) {
     INFO(row);
-    for (const char* key : {"\"d\": ", "\"dtype\": ", "\"method\": ", "\"median_ms\": ", "\"min_ms\": ", "\"rel_err\": "})
+    for (const char* key : {"\"d\": ", "\"dtype\": ", "\"method\": ", "\"median_ms\": ", "\"min_ms\": ",
+                            "\"ratio_explicit\": ", "\"ratio_bandwidth\": "})
       CHECK_THAT(row, Catch::Contains(key));
     const bool f64 = row.find("\"dtype\": \"float64\"") != std::string::npos;
-    const double err = number_after(row, "rel_err");
-    CHECK(err < (f64 ? 1e-10 : 1e-4));
+    const bool gradient = row.find("\"method\": \"bandwidth\"") == std::string::npos;
+    CHECK((row.find("\"rel_err\": ") != std::string::npos) == gradient);  // the read-once row is no gradient
+    if (gradient) CHECK(number_after(row, "rel_err") < (f64 ? 1e-10 : 1e-4));
     CHECK(number_after(row, "median_ms") >= number_after(row, "min_ms"));
     int k = -1;
     if (row.find("\"method\": \"fused\"") != std::string::npos) k = 0;
@@ -100,6 +103,24 @@ TEST_CASE("cli: `opforge bench lstsq --json` prints every method in both dtypes,
   }
   for (auto& dt : seen)
     for (int count : dt) CHECK(count == 2);
+}
+
+TEST_CASE("cli: `bench lstsq --methods` times only the methods asked for", "[cli][bench]") {
+  const Run r = run("bench lstsq --sizes 40 --dtype float64 --repeat 3 --methods fused,bandwidth --json");
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  const auto rows = lines(r.out);
+  REQUIRE(rows.size() == 2);
+  CHECK_THAT(rows[0], Catch::Contains("\"method\": \"fused\""));
+  CHECK_THAT(rows[1], Catch::Contains("\"method\": \"bandwidth\""));
+  CHECK_THAT(rows[0], Catch::Contains("\"ratio_bandwidth\": "));
+  CHECK_THAT(rows[0], !Catch::Contains("ratio_explicit"));  // explicit did not run: no ratio to it
+  CHECK(number_after(rows[0], "rel_err") < 1e-10);         // still checked against the explicit formula
+
+  const Run bad = run("bench lstsq --methods fused,fastest", true);
+  CHECK(bad.status != 0);
+  CHECK_THAT(bad.out, Catch::Contains("--methods: expected a comma-separated list of fused, graph, explicit, "
+                                      "bandwidth; got 'fastest'"));
 }
 
 TEST_CASE("cli: bad options get a message and a non-zero status", "[cli]") {

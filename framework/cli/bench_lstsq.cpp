@@ -120,8 +120,8 @@ struct Row {
   int threads;
   std::string method;
   Timing t;
-  double rel_err;
-  double bytes;  // bytes of A
+  double rel_err;  // < 0: not a gradient (bandwidth)
+  double bytes;    // bytes of A
 };
 
 long peak_rss_bytes() {
@@ -137,13 +137,15 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
       "opforge bench lstsq: time d/dx ||y - A x||^2, A in R^{10d x d}\n"
       "methods: fused (loss.lstsq plugin), graph (mv/sub/square/sum plugins + engine),\n"
       "explicit (-2 A^T (y - A x) with xtensor-blas), bandwidth (one parallel read of A)\n\noptions");
-  std::string sizes_s, dtype_s, threads_s;
+  std::string sizes_s, dtype_s, threads_s, methods_s;
   int repeat = 20;
   desc.add_options()("help,h", "this help")(
       "sizes", po::value(&sizes_s)->default_value("300,1000,2000"), "comma-separated values of d")(
       "dtype", po::value(&dtype_s)->default_value("both"), "float64, float32 or both")(
       "repeat", po::value(&repeat)->default_value(20), "timed runs per method (after 2 warm-up runs)")(
       "threads", po::value(&threads_s), "comma-separated thread counts (default: all cores)")(
+      "methods", po::value(&methods_s)->default_value("fused,graph,explicit,bandwidth"),
+      "comma-separated methods to time (ratios need explicit and bandwidth)")(
       "json", "one JSON object per line instead of a table");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(desc).run(), vm);
@@ -159,6 +161,19 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
   if (dtype_s == "both") dtypes = {DType::Float64, DType::Float32};
   else if (dtype_s == "float64" || dtype_s == "float32") dtypes = {opforge::parse_dtype(dtype_s)};
   else throw std::invalid_argument("--dtype: expected float64, float32 or both, got '" + dtype_s + "'");
+  const std::vector<std::string> all_methods = {"explicit", "fused", "graph", "bandwidth"};
+  std::vector<bool> wanted(all_methods.size(), false);
+  {
+    std::stringstream ss(methods_s);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      const auto it = std::find(all_methods.begin(), all_methods.end(), item);
+      if (it == all_methods.end())
+        throw std::invalid_argument("--methods: expected a comma-separated list of fused, graph, explicit, "
+                                    "bandwidth; got '" + item + "' in '" + methods_s + "'");
+      wanted[static_cast<std::size_t>(it - all_methods.begin())] = true;
+    }
+  }
   std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s)
                                                   : std::vector<long>{opforge::hardware_threads()};
 
@@ -174,22 +189,37 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
               << std::setw(11) << "x explicit" << std::setw(8) << "x read" << std::setw(9) << "GB/s" << std::setw(11)
               << "rel_err" << "\n";
   }
+  // explicit_ms / bandwidth_ms are 0 when that method was not timed: no ratio.
   auto emit = [&](const Row& r, double explicit_ms, double bandwidth_ms) {
     const double gbs = r.bytes / (r.t.median_ms * 1e-3) / 1e9;
     if (json) {
       Json o = Json::object();
       o.set("d", r.d).set("dtype", opforge::dtype_name(r.dtype)).set("method", r.method);
-      o.set("median_ms", r.t.median_ms).set("min_ms", r.t.min_ms).set("rel_err", r.rel_err);
-      o.set("threads", r.threads).set("ratio_explicit", r.t.median_ms / explicit_ms);
-      o.set("ratio_bandwidth", r.t.median_ms / bandwidth_ms).set("a_gbps", gbs).set("repeat", repeat);
+      o.set("median_ms", r.t.median_ms).set("min_ms", r.t.min_ms);
+      if (r.rel_err >= 0) o.set("rel_err", r.rel_err);
+      o.set("threads", r.threads);
+      if (explicit_ms > 0) o.set("ratio_explicit", r.t.median_ms / explicit_ms);
+      if (bandwidth_ms > 0) o.set("ratio_bandwidth", r.t.median_ms / bandwidth_ms);
+      o.set("a_gbps", gbs).set("repeat", repeat);
       std::cout << o.dump() << std::endl;
     } else {
+      auto ratio = [](double num, double den, int width) {
+        std::ostringstream t;
+        if (den > 0) t << std::fixed << std::setprecision(2) << num / den;
+        else t << "-";
+        std::ostringstream o;
+        o << std::right << std::setw(width) << t.str();
+        return o.str();
+      };
+      std::ostringstream err;
+      if (r.rel_err >= 0) err << std::scientific << std::setprecision(2) << r.rel_err;
+      else err << "-";
       std::cout << std::left << std::setw(6) << r.d << std::setw(9) << opforge::dtype_name(r.dtype) << std::setw(8)
                 << r.threads << std::setw(11) << r.method << std::right << std::fixed << std::setprecision(3)
-                << std::setw(11) << r.t.median_ms << std::setw(11) << r.t.min_ms << std::setprecision(2)
-                << std::setw(11) << r.t.median_ms / explicit_ms << std::setw(8) << r.t.median_ms / bandwidth_ms
-                << std::setprecision(1) << std::setw(9) << gbs << std::scientific << std::setprecision(2)
-                << std::setw(11) << r.rel_err << std::defaultfloat << std::endl;
+                << std::setw(11) << r.t.median_ms << std::setw(11) << r.t.min_ms
+                << ratio(r.t.median_ms, explicit_ms, 11) << ratio(r.t.median_ms, bandwidth_ms, 8)
+                << std::setprecision(1) << std::setw(9) << gbs << std::setw(11) << err.str() << std::defaultfloat
+                << std::endl;
     }
   };
 
@@ -209,30 +239,38 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
 
         Tensor g_explicit, g_fused, g_graph;
         volatile double sink = 0;
-        const std::vector<Timing> t = time_round_robin(
-            repeat,
-            {[&] { g_explicit = dt == DType::Float64 ? explicit_grad<double>(A, x, y) : explicit_grad<float>(A, x, y); },
-             [&] {
-               x.zero_grad();
-               lstsq({A, x, y}).backward();
-               g_fused = x.grad();
-             },
-             [&] {
-               x.zero_grad();
-               sum({square({sub({y, mv({A, x})})})}).backward();
-               g_graph = x.grad();
-             },
-             [&] {
-               sink = dt == DType::Float64 ? read_once_sum(A.data<double>(), A.numel())
-                                           : read_once_sum(A.data<float>(), A.numel());
-             }});
+        const std::vector<std::function<void()>> all = {
+            [&] { g_explicit = dt == DType::Float64 ? explicit_grad<double>(A, x, y) : explicit_grad<float>(A, x, y); },
+            [&] {
+              x.zero_grad();
+              lstsq({A, x, y}).backward();
+              g_fused = x.grad();
+            },
+            [&] {
+              x.zero_grad();
+              sum({square({sub({y, mv({A, x})})})}).backward();
+              g_graph = x.grad();
+            },
+            [&] {
+              sink = dt == DType::Float64 ? read_once_sum(A.data<double>(), A.numel())
+                                          : read_once_sum(A.data<float>(), A.numel());
+            }};
+        std::vector<std::function<void()>> timed;
+        for (std::size_t k = 0; k < all.size(); ++k)
+          if (wanted[k]) timed.push_back(all[k]);
+        const std::vector<Timing> measured = time_round_robin(repeat, timed);
         (void)sink;
-        const Timing &t_explicit = t[0], &t_fused = t[1], &t_graph = t[2], &t_read = t[3];
-        const double ex = t_explicit.median_ms, bw = t_read.median_ms;
-        emit({d, dt, int(nt), "fused", t_fused, rel_err(g_fused, g_explicit), bytes}, ex, bw);
-        emit({d, dt, int(nt), "graph", t_graph, rel_err(g_graph, g_explicit), bytes}, ex, bw);
-        emit({d, dt, int(nt), "explicit", t_explicit, 0.0, bytes}, ex, bw);
-        emit({d, dt, int(nt), "bandwidth", t_read, 0.0, bytes}, ex, bw);
+        std::vector<Timing> t(all.size());
+        for (std::size_t k = 0, i = 0; k < all.size(); ++k)
+          if (wanted[k]) t[k] = measured[i++];
+        // The reference gradient: explicit's when it ran, else computed once here.
+        if (!g_explicit.defined())
+          g_explicit = dt == DType::Float64 ? explicit_grad<double>(A, x, y) : explicit_grad<float>(A, x, y);
+        const double ex = wanted[0] ? t[0].median_ms : 0.0, bw = wanted[3] ? t[3].median_ms : 0.0;
+        if (wanted[1]) emit({d, dt, int(nt), "fused", t[1], rel_err(g_fused, g_explicit), bytes}, ex, bw);
+        if (wanted[2]) emit({d, dt, int(nt), "graph", t[2], rel_err(g_graph, g_explicit), bytes}, ex, bw);
+        if (wanted[0]) emit({d, dt, int(nt), "explicit", t[0], 0.0, bytes}, ex, bw);
+        if (wanted[3]) emit({d, dt, int(nt), "bandwidth", t[3], -1.0, bytes}, ex, bw);
       }
     }
   }
