@@ -1,28 +1,38 @@
 // Fused least-squares kernel. See lstsq_kernel.hpp for what it computes.
 //
-// Layout of the work:
+// Layout of the work, common to both variants:
 //   - rows are split into at most kMaxChunks chunks (a function of m only, never of
-//     the thread count), each handled by one task with its own partial A^T r;
-//   - inside a chunk, rows go in blocks of R = 8 (fewer for rows so long that 8
-//     would not fit L2): the block's dot products with x come first, streaming
-//     the rows from memory (the R dot products share each load of x; at least
-//     eight independent accumulators, so the additions never wait on each
-//     other), then the block's update of the partial gradient reads the same
-//     rows again from L1/L2;
-//   - while the update runs from cache, it asks for the next block's rows
-//     (prefetch into L2), so memory keeps streaming while the core works on
-//     cached data: each byte of A crosses the memory bus once, and the bus
-//     does not idle between blocks;
-//   - the loops are written with GCC vector types (64, 32 or 16 bytes) and
-//     compiled for AVX-512, AVX2+FMA and baseline x86-64; the variant for the
-//     running CPU is picked once.
+//     the thread count), each handled by one task with its own partial A^T r,
+//     and the partials are summed in chunk order: bit-identical results for any
+//     thread count;
+//   - inside a chunk, rows go in blocks of R rows (the R dot products share each
+//     load of x, and the partial gradient is loaded and stored once per block).
 //
-// Tried and measured on the project's 2-core Zen machines, not kept: software
-// pipelining of one block's update with the next block's dot products in one
-// loop (the previous block then comes from L2 and the L2->L1 path, shared with
-// the streamed rows, becomes the bottleneck: 1.3-1.4x the read at d=2000 against
-// 1.0-1.1x now); prefetching inside the dot loop (slower); alternating the sweep
-// direction to reuse what the last pass left in L3 (no gain).
+// Variant "pipelined" (R = 4 or 8): block b's update of the partial gradient is
+// fused into the loop that forms block b+1's dot products, so memory streams
+// block b+1 while the core re-reads block b from cache, in one loop. Written
+// with `#pragma omp simd` over named accumulators, compiled for AVX-512,
+// AVX2+FMA and baseline x86-64 (target_clones).
+//
+// Variant "two_phase" (R = 8, fewer for rows over 32 KiB): block b's dot
+// products first (rows streamed from memory, at least eight independent
+// accumulators), then block b's update from L1/L2; the update prefetches block
+// b+1 into L2 so memory keeps streaming. Written with GCC vector types, one
+// instance per instruction set at its own width (64/32/16 bytes).
+//
+// Which is faster depends on the core (medians against a four-accumulator read
+// of A, round-robin in one process):
+//   - AMD Zen (2-core VM, 2 threads, d = 2000): pipelined 1.1-1.4x the read,
+//     two_phase 1.0-1.3x. Zen's L2->L1 path is the limit: in "pipelined" block b
+//     comes back from L2 while block b+1 streams in through the same path;
+//   - Intel Xeon (1-16 threads, d = 2000/4000): pipelined 0.96-1.3x, two_phase
+//     1.1-1.5x (its prefetches compete with the hardware prefetcher for line fill
+//     buffers).
+// So `automatic` is two_phase on AMD, pipelined elsewhere.
+//
+// Tried on Zen and dropped: alternating the sweep direction to reuse what the last
+// pass left in L3 (no gain); prefetching inside the dot loop (slower); a
+// pipelined loop with blocks small enough for L1 (slower: 1.3x).
 #include "lstsq_kernel.hpp"
 
 #include <algorithm>
@@ -51,6 +61,151 @@ namespace {
 constexpr std::int64_t kMaxChunks = 64;
 constexpr std::int64_t kMinChunkBytes = 512 * 1024;
 constexpr std::int64_t kRowsPerStep = 8;  // chunks hold a multiple of this many rows
+
+// ---- kernel "pipelined" ------------------------------------------------------------
+
+// The kernels below are written once for R = 4 or 8 rows a step: every row k
+// gets its own named pointer and accumulator (X(k) expands to lines for k < R
+// only), which GCC turns into one vector register per row; an array of
+// accumulators would not vectorise as well.
+#define OPFORGE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+// Dot products of R rows with x: s[k] = A[k] . x
+template <int R, class T>
+OPFORGE_INLINE void dot_rows(const T* __restrict a, std::int64_t n, const T* __restrict x, T* s) {
+#define OPFORGE_DECL(k)                                           \
+  const T* __restrict a##k = a + (k < R ? k : 0) * n;             \
+  T s##k = 0;
+  OPFORGE_ROWS(OPFORGE_DECL)
+#undef OPFORGE_DECL
+#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7)
+  for (std::int64_t j = 0; j < n; ++j) {
+    const T xj = x[j];
+#define OPFORGE_DOT(k) \
+  if constexpr (k < R) s##k += a##k[j] * xj;
+    OPFORGE_ROWS(OPFORGE_DOT)
+#undef OPFORGE_DOT
+  }
+#define OPFORGE_OUT(k) \
+  if constexpr (k < R) s[k] = s##k;
+  OPFORGE_ROWS(OPFORGE_OUT)
+#undef OPFORGE_OUT
+}
+
+// g += A_p^T r_p for the previous R rows (p, in cache) while forming the dot
+// products of the next R rows (c, streamed from memory) with x. One loop does
+// both so that memory is kept busy the whole time: a separate update loop would
+// run from cache with the memory bus idle. R rows per step means x and g are
+// loaded (and g stored) once per R rows of A.
+template <int R, class T>
+OPFORGE_INLINE void update_dot_rows(const T* __restrict p, const T* rp, const T* __restrict c, std::int64_t n,
+                                    const T* __restrict x, T* __restrict g, T* s) {
+#define OPFORGE_DECL(k)                                           \
+  const T* __restrict p##k = p + (k < R ? k : 0) * n;             \
+  const T* __restrict c##k = c + (k < R ? k : 0) * n;             \
+  const T r##k = k < R ? rp[k] : T(0);                            \
+  T s##k = 0;
+  OPFORGE_ROWS(OPFORGE_DECL)
+#undef OPFORGE_DECL
+#pragma omp simd reduction(+ : s0, s1, s2, s3, s4, s5, s6, s7)
+  for (std::int64_t j = 0; j < n; ++j) {
+    const T xj = x[j];
+    if constexpr (R == 8) {
+      g[j] += ((r0 * p0[j] + r1 * p1[j]) + (r2 * p2[j] + r3 * p3[j])) +
+              ((r4 * p4[j] + r5 * p5[j]) + (r6 * p6[j] + r7 * p7[j]));
+    } else {
+      static_assert(R == 4, "4 or 8 rows a step");
+      g[j] += (r0 * p0[j] + r1 * p1[j]) + (r2 * p2[j] + r3 * p3[j]);
+    }
+#define OPFORGE_DOT(k) \
+  if constexpr (k < R) s##k += c##k[j] * xj;
+    OPFORGE_ROWS(OPFORGE_DOT)
+#undef OPFORGE_DOT
+  }
+#define OPFORGE_OUT(k) \
+  if constexpr (k < R) s[k] = s##k;
+  OPFORGE_ROWS(OPFORGE_OUT)
+#undef OPFORGE_OUT
+}
+#undef OPFORGE_ROWS
+
+// g += A[0..k)^T r[0..k) for the last k rows of a chunk.
+template <class T>
+OPFORGE_INLINE void update_rows(const T* __restrict a, std::int64_t k, std::int64_t n, const T* r, T* __restrict g) {
+  for (std::int64_t i = 0; i < k; ++i) {
+    const T ri = r[i];
+    const T* __restrict ai = a + i * n;
+#pragma omp simd
+    for (std::int64_t j = 0; j < n; ++j) g[j] += ri * ai[j];
+  }
+}
+
+template <class T>
+OPFORGE_INLINE T dot1(const T* __restrict a, std::int64_t n, const T* __restrict x) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (std::int64_t j = 0; j < n; ++j) s += a[j] * x[j];
+  return s;
+}
+
+// Rows [lo, hi) of A; g (may be null) is this chunk's partial A^T r, zeroed here.
+// Rows go in blocks of R; with g, block b's update is fused with block b+1's
+// dot products (software pipelining).
+template <int R, class T>
+OPFORGE_INLINE double pipelined_rows(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
+                                 std::int64_t n, T* r, T* g) {
+  if (g) std::memset(g, 0, sizeof(T) * static_cast<std::size_t>(n));
+  const std::int64_t blocks = (hi - lo) / R;
+  T s[R];
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t i = lo + b * R;
+    if (g && b > 0) update_dot_rows<R>(A + (i - R) * n, r + i - R, A + i * n, n, x, g, s);
+    else dot_rows<R>(A + i * n, n, x, s);
+    for (int k = 0; k < R; ++k) r[i + k] = y[i + k] - s[k];
+  }
+  if (g && blocks > 0) update_rows(A + (lo + (blocks - 1) * R) * n, R, n, r + lo + (blocks - 1) * R, g);
+  for (std::int64_t i = lo + blocks * R; i < hi; ++i) {
+    r[i] = y[i] - dot1(A + i * n, n, x);
+    if (g) update_rows(A + i * n, 1, n, r + i, g);
+  }
+  double loss = 0;
+  for (std::int64_t i = lo; i < hi; ++i) loss += double(r[i]) * double(r[i]);
+  return loss;
+}
+
+// Rows a step: the previous block's rows are read a second time (for the update)
+// one block after they were streamed in. When 2 R rows fit in L1 with room to
+// spare, that second read hits L1 with R = 4; longer rows come from L2 either
+// way, and R = 8 then halves the traffic of x and g. (Measured on Zen 4/5: four
+// rows are ~20% faster from cache for float32 d = 1000, eight win from d = 2000.)
+// A function of n and the element size only: same rounding on every machine and
+// thread count.
+constexpr std::int64_t kPipelinedL1Budget = 40 * 1024;
+template <class T>
+OPFORGE_INLINE double pipelined_chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
+                            T* r, T* g) {
+  if (2 * 4 * n * static_cast<std::int64_t>(sizeof(T)) <= kPipelinedL1Budget) return pipelined_rows<4>(A, x, y, lo, hi, n, r, g);
+  return pipelined_rows<8>(A, x, y, lo, hi, n, r, g);
+}
+
+OPFORGE_KERNEL_CLONES double pipelined_f64(const double* A, const double* x, const double* y, std::int64_t lo,
+                                       std::int64_t hi, std::int64_t n, double* r, double* g) {
+  return pipelined_chunk(A, x, y, lo, hi, n, r, g);
+}
+OPFORGE_KERNEL_CLONES double pipelined_f32(const float* A, const float* x, const float* y, std::int64_t lo,
+                                       std::int64_t hi, std::int64_t n, float* r, float* g) {
+  return pipelined_chunk(A, x, y, lo, hi, n, r, g);
+}
+inline double run_pipelined(const double* A, const double* x, const double* y, std::int64_t lo, std::int64_t hi,
+                        std::int64_t n, double* r, double* g) {
+  return pipelined_f64(A, x, y, lo, hi, n, r, g);
+}
+inline double run_pipelined(const float* A, const float* x, const float* y, std::int64_t lo, std::int64_t hi,
+                        std::int64_t n, float* r, float* g) {
+  return pipelined_f32(A, x, y, lo, hi, n, r, g);
+}
+
+// ---- kernel "two_phase" ------------------------------------------------------------
 
 // Vectors of B bytes of T (GCC vector extension: on a CPU narrower than B, GCC
 // splits each operation into several native ones).
@@ -220,13 +375,31 @@ Isa detect_isa() {
 }
 
 template <class T>
-double run_chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n, T* r, T* g) {
+double run_two_phase(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n, T* r,
+                     T* g) {
   static const Isa isa = detect_isa();
   switch (isa) {
     case Isa::v4: return chunk_v4(A, x, y, lo, hi, n, r, g);
     case Isa::v3: return chunk_v3(A, x, y, lo, hi, n, r, g);
     default: return chunk_base(A, x, y, lo, hi, n, r, g);
   }
+}
+
+// ---- which kernel -----------------------------------------------------------------
+
+LstsqKernel automatic_kernel() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_is("amd")) return LstsqKernel::two_phase;
+#endif
+  return LstsqKernel::pipelined;
+}
+
+template <class T>
+double run_chunk(LstsqKernel kernel, const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
+                 std::int64_t n, T* r, T* g) {
+  return kernel == LstsqKernel::two_phase ? run_two_phase(A, x, y, lo, hi, n, r, g)
+                                          : run_pipelined(A, x, y, lo, hi, n, r, g);
 }
 
 // Sums the partials column-wise in chunk order: g[j] = sum_c partial[c][j].
@@ -259,7 +432,9 @@ inline void reduce_partials(const float* p, std::int64_t chunks, std::int64_t st
 }
 
 template <class T>
-double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n, T* r, T* g) {
+double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n, T* r, T* g, LstsqKernel kernel) {
+  static const LstsqKernel automatic = automatic_kernel();
+  if (kernel == LstsqKernel::automatic) kernel = automatic;
   if (m == 0) {
     if (g) std::fill(g, g + n, T(0));
     return 0.0;
@@ -289,7 +464,7 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
     for (std::int64_t c = c0; c < c1; ++c) {
       const std::int64_t lo = c * rows, hi = std::min(m, lo + rows);
       T* pg = !g ? nullptr : (used == 1 ? g : partials.get() + c * stride);
-      losses[static_cast<std::size_t>(c)] = run_chunk(A, x, y, lo, hi, n, r, pg);
+      losses[static_cast<std::size_t>(c)] = run_chunk(kernel, A, x, y, lo, hi, n, r, pg);
     }
   });
   if (g && used > 1) {
@@ -305,12 +480,12 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
 }  // namespace
 
 double lstsq_fused(const double* A, const double* x, const double* y, std::int64_t m, std::int64_t n, double* r,
-                   double* g) {
-  return fused(A, x, y, m, n, r, g);
+                   double* g, LstsqKernel kernel) {
+  return fused(A, x, y, m, n, r, g, kernel);
 }
 double lstsq_fused(const float* A, const float* x, const float* y, std::int64_t m, std::int64_t n, float* r,
-                   float* g) {
-  return fused(A, x, y, m, n, r, g);
+                   float* g, LstsqKernel kernel) {
+  return fused(A, x, y, m, n, r, g, kernel);
 }
 
 }  // namespace opforge_ops::loss

@@ -13,9 +13,22 @@ namespace opforge_ops::loss {
 /// are still in cache. Row blocks run in parallel; per-block partial sums of
 /// A^T r are reduced in a fixed order, so the result is bit-identical from run
 /// to run and independent of the thread count.
+///
+/// Two kernels compute it, with the same chunks and the same reduction order;
+/// which is faster depends on the CPU (lstsq_kernel.cpp says how each works):
+///   pipelined  - each block's update is fused into the next block's dot loop;
+///                the better one on Intel (Xeon, 1-16 threads: 0.96-1.2x the read)
+///   two_phase  - each block's dots, then its update from L1/L2, with the next
+///                block prefetched; the better one on AMD Zen (2 threads: 1.0-1.1x
+///                the read where pipelined takes 1.1-1.3x)
+/// `automatic` picks two_phase on AMD CPUs and pipelined elsewhere. Results of the
+/// two differ in rounding (not in determinism: each is bit-identical from run to
+/// run and for any thread count).
+enum class LstsqKernel { automatic, pipelined, two_phase };
+
 double lstsq_fused(const double* A, const double* x, const double* y, std::int64_t m, std::int64_t n, double* r,
-                   double* g);
+                   double* g, LstsqKernel kernel = LstsqKernel::automatic);
 double lstsq_fused(const float* A, const float* x, const float* y, std::int64_t m, std::int64_t n, float* r,
-                   float* g);
+                   float* g, LstsqKernel kernel = LstsqKernel::automatic);
 
 }  // namespace opforge_ops::loss

@@ -1,0 +1,124 @@
+// The fused least-squares kernel itself (ops/loss/lstsq_kernel.cpp, compiled into
+// this test): both of its variants, whatever CPU the test runs on. The plugin
+// path (tests/test_lstsq.cpp) runs only the variant picked for this CPU.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include <opforge/opforge.hpp>
+
+#include "lstsq_kernel.hpp"
+
+using opforge_ops::loss::lstsq_fused;
+using opforge_ops::loss::LstsqKernel;
+
+namespace {
+
+template <class T>
+struct Problem {
+  std::int64_t m, n;
+  std::vector<T> A, x, y;
+};
+
+template <class T>
+Problem<T> make(std::int64_t m, std::int64_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> N(0.0, 1.0);
+  Problem<T> p{m, n, {}, {}, {}};
+  p.A.resize(static_cast<std::size_t>(m * n));
+  p.x.resize(static_cast<std::size_t>(n));
+  p.y.resize(static_cast<std::size_t>(m));
+  for (auto& v : p.A) v = static_cast<T>(N(rng));
+  for (auto& v : p.x) v = static_cast<T>(N(rng));
+  for (auto& v : p.y) v = static_cast<T>(N(rng));
+  return p;
+}
+
+struct Out {
+  double loss;
+  std::vector<double> r, g;
+};
+
+template <class T>
+Out run(const Problem<T>& p, LstsqKernel k, bool with_g = true) {
+  std::vector<T> r(static_cast<std::size_t>(p.m)), g(static_cast<std::size_t>(p.n), T(-7));
+  const double loss = lstsq_fused(p.A.data(), p.x.data(), p.y.data(), p.m, p.n, r.data(), with_g ? g.data() : nullptr, k);
+  return {loss, std::vector<double>(r.begin(), r.end()), std::vector<double>(g.begin(), g.end())};
+}
+
+// r = y - A x, g = A^T r, loss = r.r in double
+template <class T>
+Out reference(const Problem<T>& p) {
+  Out o{0, std::vector<double>(static_cast<std::size_t>(p.m)), std::vector<double>(static_cast<std::size_t>(p.n), 0.0)};
+  for (std::int64_t i = 0; i < p.m; ++i) {
+    double s = 0;
+    for (std::int64_t j = 0; j < p.n; ++j) s += double(p.A[i * p.n + j]) * double(p.x[j]);
+    o.r[i] = double(p.y[i]) - s;
+    o.loss += o.r[i] * o.r[i];
+  }
+  for (std::int64_t i = 0; i < p.m; ++i)
+    for (std::int64_t j = 0; j < p.n; ++j) o.g[j] += double(p.A[i * p.n + j]) * o.r[i];
+  return o;
+}
+
+double rel(const std::vector<double>& a, const std::vector<double>& b) {
+  double d = 0, s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    d = std::max(d, std::abs(a[i] - b[i]));
+    s = std::max(s, std::abs(b[i]));
+  }
+  return s > 0 ? d / s : d;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("lstsq kernel: both variants match a double reference on awkward shapes", "[lstsq][kernel]",
+                   double, float) {
+  const double tol = sizeof(TestType) == 8 ? 1e-12 : 3e-5;
+  // n: below one vector, odd, each block-width boundary (rows of 4/8 in 40 KiB;
+  // 8 rows in 256 KiB); m: a single row, remainders of every block size, many chunks.
+  const std::int64_t ns[] = {1, 3, 17, 100, 641, 1281, 4097, 9000};
+  const std::int64_t ms[] = {1, 7, 9, 203, 2005};
+  for (std::int64_t n : ns)
+    for (std::int64_t m : ms) {
+      if (m * n > 3'000'000) continue;
+      const auto p = make<TestType>(m, n, static_cast<unsigned>(m * 131 + n));
+      const Out ref = reference(p);
+      for (LstsqKernel k : {LstsqKernel::pipelined, LstsqKernel::two_phase}) {
+        INFO("m = " << m << ", n = " << n << ", kernel " << (k == LstsqKernel::pipelined ? "pipelined" : "two_phase"));
+        const Out o = run(p, k);
+        CHECK(o.loss == Approx(ref.loss).epsilon(tol));
+        CHECK(rel(o.r, ref.r) < tol);
+        CHECK(rel(o.g, ref.g) < tol);
+        const Out no_g = run(p, k, false);  // forward only: same loss and residuals
+        CHECK(no_g.loss == o.loss);
+        CHECK(no_g.r == o.r);
+      }
+    }
+}
+
+TEST_CASE("lstsq kernel: each variant is bit-identical for 1, 2 and 3 threads", "[lstsq][kernel][threads]") {
+  const auto p = make<double>(6001, 700, 11);
+  for (LstsqKernel k : {LstsqKernel::pipelined, LstsqKernel::two_phase}) {
+    std::vector<Out> outs;
+    for (int t : {1, 2, 3}) {
+      opforge::set_num_threads(t);
+      outs.push_back(run(p, k));
+    }
+    opforge::set_num_threads(0);
+    CHECK(outs[0].g == outs[1].g);
+    CHECK(outs[0].g == outs[2].g);
+    CHECK(outs[0].loss == outs[1].loss);
+  }
+}
+
+TEST_CASE("lstsq kernel: automatic is one of the two variants, bit for bit", "[lstsq][kernel]") {
+  const auto p = make<float>(3001, 333, 12);
+  const Out a = run(p, LstsqKernel::automatic);
+  const bool is_pipelined = a.g == run(p, LstsqKernel::pipelined).g;
+  const bool is_two_phase = a.g == run(p, LstsqKernel::two_phase).g;
+  CHECK((is_pipelined || is_two_phase));
+}
