@@ -1,0 +1,76 @@
+#!/usr/bin/python3
+"""opforge's fused gradient against PyTorch's autograd, interleaved in time.
+
+`opforge bench lstsq` and `scripts/peers.py` are separate processes, so one run
+of each compares two moments of a shared machine whose memory bandwidth can
+move 2x between minutes. This script alternates them: round after round it runs
+`opforge bench lstsq` (fused, graph and bandwidth) and `peers.py`
+(torch_autograd only) on the same sizes, takes each round's ratios torch / fused
+and torch / graph, and reports the median ratio over the rounds with its range,
+and the fused / read-once ratio the same way.
+
+    /usr/bin/python3 scripts/vs_peers.py --opforge build/bin/opforge --sizes 1000 --rounds 7
+
+Needs NumPy and PyTorch (Debian: python3-numpy, python3-torch). Optional: never
+needed to build or test opforge.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+
+def rows(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--opforge", default="build/bin/opforge", help="the opforge program; default %(default)s")
+    p.add_argument("--sizes", default="1000", help="comma-separated d; default %(default)s")
+    p.add_argument("--dtype", default="both", choices=("float64", "float32", "both"))
+    p.add_argument("--rounds", type=int, default=7, help="alternations; default %(default)s")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs per method per round; default %(default)s")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="default: all cores")
+    p.add_argument("--json", action="store_true", help="one JSON object per (d, dtype) on stdout")
+    a = p.parse_args(argv)
+    peers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers.py")
+
+    torch_ratio, graph_ratio, read_ratio = {}, {}, {}
+    for k in range(a.rounds):
+        print(f"vs_peers: round {k + 1}/{a.rounds}", file=sys.stderr)
+        ours = rows([a.opforge, "bench", "lstsq", "--sizes", a.sizes, "--dtype", a.dtype, "--repeat", str(a.repeat),
+                     "--threads", str(a.threads), "--methods", "fused,graph,bandwidth", "--json"])
+        theirs = rows([sys.executable, peers, "--sizes", a.sizes, "--dtype", a.dtype, "--repeat", str(a.repeat),
+                       "--threads", str(a.threads), "--methods", "torch_autograd", "--json"])
+        fused = {(r["d"], r["dtype"]): r for r in ours if r["method"] == "fused"}
+        graph = {(r["d"], r["dtype"]): r for r in ours if r["method"] == "graph"}
+        for r in theirs:
+            key = (r["d"], r["dtype"])
+            if key in fused:
+                torch_ratio.setdefault(key, []).append(r["median_ms"] / fused[key]["median_ms"])
+                graph_ratio.setdefault(key, []).append(r["median_ms"] / graph[key]["median_ms"])
+                read_ratio.setdefault(key, []).append(fused[key]["ratio_bandwidth"])
+
+    for key in sorted(torch_ratio, key=lambda k: (k[1] != "float64", k[0])):
+        t, b, gr = torch_ratio[key], read_ratio[key], graph_ratio[key]
+        if a.json:
+            print(json.dumps({"d": key[0], "dtype": key[1], "rounds": len(t),
+                              "torch_over_fused_median": statistics.median(t), "torch_over_fused_min": min(t),
+                              "torch_over_fused_max": max(t), "torch_over_graph_median": statistics.median(gr),
+                              "torch_over_graph_min": min(gr), "torch_over_graph_max": max(gr),
+                              "fused_over_read_median": statistics.median(b),
+                              "fused_over_read_min": min(b), "fused_over_read_max": max(b)}))
+        else:
+            print(f"d={key[0]} {key[1]}: fused is {statistics.median(t):.2f}x faster than torch_autograd "
+                  f"(rounds {min(t):.2f}-{max(t):.2f}); fused / read-once {statistics.median(b):.2f} "
+                  f"({min(b):.2f}-{max(b):.2f}); graph is {statistics.median(gr):.2f}x torch's speed "
+                  f"({min(gr):.2f}-{max(gr):.2f}); {len(t)} rounds")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
