@@ -24,8 +24,8 @@
 //                                  dlogits_n = (softmax(logits_n) - onehot(target_n)) g_n;  target: none
 //
 // pred and target have one shape (no broadcasting) and one dtype. The sums of mean
-// and sum are accumulated in double over fixed chunks of kChunk terms added in chunk
-// order, so the result is the same bits with any thread count; logsumexp subtracts
+// and sum are accumulated in double by sdk::deterministic_sum (fixed chunks added in
+// chunk order), so the result is the same bits with any thread count; logsumexp subtracts
 // the row's max first, so no exp overflows.
 #include <algorithm>
 #include <cmath>
@@ -33,7 +33,6 @@
 #include <type_traits>
 #include <vector>
 
-#include <boost/container/small_vector.hpp>
 #include <opforge/sdk.hpp>
 
 #include "loss_ops.hpp"
@@ -48,33 +47,8 @@ using opforge::TensorList;
 using opforge::TensorSpan;
 namespace sdk = opforge::sdk;
 
-// Terms per partial sum: fixed, so the order of the additions (hence the rounding)
-// does not depend on the thread count.
-constexpr std::int64_t kChunk = 4096;
-constexpr std::int64_t kChunkGrain = sdk::kElementwiseGrain / kChunk;
-
-// Σ_{i < n} term(i) in double, deterministic: chunks summed in parallel with eight
-// interleaved accumulators each (vector registers), then added in chunk order.
-template <class Term>
-double deterministic_sum(std::int64_t n, Term term) {
-  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
-  boost::container::small_vector<double, 64> partial(static_cast<std::size_t>(chunks), 0.0);
-  sdk::parallel_for(0, chunks, kChunkGrain, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t c = lo; c < hi; ++c) {
-      const std::int64_t b = c * kChunk, e = std::min(n, b + kChunk);
-      double acc[8] = {};
-      std::int64_t i = b;
-      for (; i + 8 <= e; i += 8)
-        for (int l = 0; l < 8; ++l) acc[l] += term(i + l);
-      double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-      for (; i < e; ++i) s += term(i);
-      partial[static_cast<std::size_t>(c)] = s;
-    }
-  });
-  double total = 0;
-  for (double v : partial) total += v;
-  return total;
-}
+// Σ term(i), same bits for any thread count.
+using sdk::deterministic_sum;
 
 enum class Reduction : std::int64_t { Mean = 0, Sum = 1, None = 2 };
 

@@ -4,7 +4,9 @@
 // no threading overhead.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
@@ -36,5 +38,39 @@ inline constexpr std::int64_t kBlasSerialWork = std::int64_t{1} << 18;
 
 /// Grain for element-wise loops: about 32 K elements a task.
 inline constexpr std::int64_t kElementwiseGrain = 32768;
+
+/// Terms per partial sum of deterministic_sum: fixed, never derived from the
+/// thread count, because it sets the order of the additions (the rounding).
+inline constexpr std::int64_t kDeterministicChunk = 4096;
+
+/// Σ_{i < n} term(i) in double, with the same bits for any thread count and
+/// from run to run: chunks of kDeterministicChunk terms are summed in parallel,
+/// each with eight interleaved accumulators (vector registers, no add-latency
+/// chain), and the chunk sums are added in chunk order. `term(i)` is called
+/// once per i, possibly from several threads at once.
+template <class Term>
+double deterministic_sum(std::int64_t n, Term&& term) {
+  constexpr std::int64_t C = kDeterministicChunk;
+  auto chunk_sum = [&](std::int64_t b, std::int64_t e) {
+    double acc[8] = {};
+    std::int64_t i = b;
+    for (; i + 8 <= e; i += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += static_cast<double>(term(i + l));
+    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < e; ++i) s += static_cast<double>(term(i));
+    return s;
+  };
+  if (n <= 0) return 0.0;
+  if (n <= C) return chunk_sum(0, n);
+  const std::int64_t chunks = (n + C - 1) / C;
+  std::vector<double> partial(static_cast<std::size_t>(chunks));
+  parallel_for(0, chunks, std::max<std::int64_t>(1, kElementwiseGrain / C), [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t c = lo; c < hi; ++c)
+      partial[static_cast<std::size_t>(c)] = chunk_sum(c * C, std::min(n, (c + 1) * C));
+  });
+  double total = 0;
+  for (double v : partial) total += v;
+  return total;
+}
 
 }  // namespace opforge::sdk
