@@ -39,6 +39,9 @@ Modes (each first installs missing Debian packages and builds the project):
   sanitize          build the engine, plugin-loading, lifetime, harness and lstsq-kernel tests with
                     AddressSanitizer + UndefinedBehaviorSanitizer (in <build dir>-asan)
                     and run them; any report fails the run
+  tsan              build the thread and engine tests with ThreadSanitizer (in
+                    <build dir>-tsan) and run them with one kernel thread
+                    (docs/autograd.md says why); any race report fails the run
   --help, -h        show this help
 
 Environment:
@@ -139,7 +142,7 @@ case "$mode" in
     usage
     exit 0
     ;;
-  bench | test | build | sanitize)
+  bench | test | build | sanitize | tsan)
     shift
     ;;
   "")
@@ -176,6 +179,26 @@ if [[ "$mode" == sanitize ]]; then
     ctest --test-dir "$san_dir" --output-on-failure --timeout 900 -j"$(ncpu)" \
     -R '^(engine|lifetime|harness|plugin|lstsq kernel)|plugin' -E 'NOT_BUILT'
   exit $?
+fi
+
+if [[ "$mode" == tsan ]]; then
+  tsan_dir="${BUILD_DIR}-tsan"
+  if [[ ! -f "$tsan_dir/Makefile" ]]; then
+    say "configuring (RelWithDebInfo, ThreadSanitizer) in $tsan_dir"
+    cmake -S "$REPO_ROOT" -B "$tsan_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOPFORGE_TSAN=ON \
+      || die "cmake configure failed (see above)"
+  fi
+  tsan_tests=(test_threads test_engine)
+  say "building ${tsan_tests[*]} with ThreadSanitizer in $tsan_dir"
+  cmake --build "$tsan_dir" -j"$(ncpu)" --target "${tsan_tests[@]}" || die "ThreadSanitizer build failed (see above)"
+  say "running them under ThreadSanitizer with OPFORGE_NUM_THREADS=1"
+  rc=0
+  for t in "${tsan_tests[@]}"; do
+    # A race report makes the program exit with 66 even when every test passed.
+    (cd "$tsan_dir/tests" && OPFORGE_NUM_THREADS=1 TSAN_OPTIONS=second_deadlock_stack=1 "$tsan_dir/bin/$t") \
+      || { say "$t: failed or ThreadSanitizer reported (exit status $?)"; rc=1; }
+  done
+  exit $rc
 fi
 
 ensure_built
