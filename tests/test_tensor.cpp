@@ -602,3 +602,34 @@ TEST_CASE("tensor: large and small tensors interoperate (copy, views, arithmetic
   opforge::Tensor copy = big.clone();
   CHECK(copy.to_vector() == vb);
 }
+
+TEST_CASE("tensor: an allocation the system refuses is a MemoryError that says how much and for what",
+          "[tensor][memory][errors]") {
+  // 2^40 x 2^10 float64 = 8 PiB: fits 63-bit addresses, not any machine.
+  const std::int64_t base = opforge::live_bytes();
+  try {
+    opforge::Tensor t = opforge::Tensor::empty({std::int64_t{1} << 40, 1024}, opforge::DType::Float64);
+    FAIL("an 8 PiB tensor was allocated");
+  } catch (const opforge::MemoryError& e) {
+    const std::string msg = e.what();
+    CHECK_THAT(msg, Catch::StartsWith("out of memory: a float64 tensor of shape [1099511627776, 1024] needs "
+                                      "9007199254740992 bytes (8388608.0 GiB), which the system refused"));
+    CHECK_THAT(msg, Catch::Contains("live tensors hold"));
+    CHECK(e.kind() == opforge::ErrorKind::Memory);
+  }
+  CHECK(opforge::live_bytes() == base);  // nothing counted for the failed tensor
+  // The process goes on: the next allocation works.
+  CHECK(opforge::Tensor::ones({4}).to_vector() == std::vector<double>{1, 1, 1, 1});
+}
+
+TEST_CASE("tensor: an op whose output cannot be allocated names the op", "[tensor][memory][errors]") {
+  // linalg.outer of two 2^22 vectors: a 2^44-element (128 TiB) float64 output.
+  const opforge::Tensor a = opforge::Tensor::ones({std::int64_t{1} << 22});
+  try {
+    opforge::op("linalg.outer")({a, a});
+    FAIL("a 128 TiB tensor was allocated");
+  } catch (const opforge::MemoryError& e) {
+    CHECK_THAT(std::string(e.what()),
+               Catch::StartsWith("linalg.outer: out of memory: a float64 tensor of shape [4194304, 4194304] needs "));
+  }
+}

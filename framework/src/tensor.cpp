@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <iomanip>
 #include <limits>
 #include <ostream>
 #include <sstream>
@@ -40,7 +41,17 @@ TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
   t->shape = shape;
   t->strides = contiguous_strides(shape);
   t->numel = n;
-  t->storage = StoragePtr(Storage::allocate(static_cast<std::size_t>(n) * itemsize(dtype)));
+  const std::size_t bytes = static_cast<std::size_t>(n) * itemsize(dtype);
+  try {
+    t->storage = StoragePtr(Storage::allocate(bytes));
+  } catch (const std::bad_alloc&) {
+    std::ostringstream need, held;
+    need << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0);
+    held << std::fixed << std::setprecision(1) << static_cast<double>(live_bytes()) / (1024.0 * 1024.0 * 1024.0);
+    throw MemoryError(detail::concat("out of memory: a ", dtype_name(dtype), " tensor of shape ", shape, " needs ",
+                                     bytes, " bytes (", need.str(), " GiB), which the system refused; live tensors hold ",
+                                     held.str(), " GiB"));
+  }
   return t;
 }
 
@@ -95,6 +106,7 @@ void throw_error(ErrorKind kind, const std::string& msg) {
     case ErrorKind::Autograd: throw AutogradError(msg);
     case ErrorKind::Value: throw ValueError(msg);
     case ErrorKind::Index: throw IndexError(msg);
+    case ErrorKind::Memory: throw MemoryError(msg);
     case ErrorKind::Generic: break;
   }
   throw Error(msg);

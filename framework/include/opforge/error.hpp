@@ -15,7 +15,7 @@
 
 namespace opforge {
 
-enum class ErrorKind { Generic, Shape, DType, Plugin, Autograd, Value, Index };
+enum class ErrorKind { Generic, Shape, DType, Plugin, Autograd, Value, Index, Memory };
 
 class OPFORGE_API Error : public std::runtime_error {
  public:
@@ -56,6 +56,13 @@ class OPFORGE_API ValueError : public Error {
 class OPFORGE_API IndexError : public Error {
  public:
   explicit IndexError(const std::string& msg) : Error(msg, ErrorKind::Index) {}
+};
+
+/// Memory for a tensor could not be had: the message says how much, for what
+/// shape and dtype, and how much live tensors already hold.
+class OPFORGE_API MemoryError : public Error {
+ public:
+  explicit MemoryError(const std::string& msg) : Error(msg, ErrorKind::Memory) {}
 };
 
 /// Throws a core exception of the given kind with the given message (used to
