@@ -110,7 +110,8 @@ TEST_CASE("blas threads: small products batched over oneTBB leave OpenBLAS's own
 
   // Control: 4 products of 400^3 (above the threshold) are issued one after
   // another from this thread, and OpenBLAS's workers share them.
-  const Tensor A2 = Tensor::randn({4, 400, 400}, DType::Float64, 5), B2 = Tensor::randn({4, 400, 400}, DType::Float64, 6);
+  const Tensor A2 = Tensor::randn({4, 400, 400}, DType::Float64, 5);
+  const Tensor B2 = Tensor::randn({4, 400, 400}, DType::Float64, 6);
   let_pools_idle();
   t0 = other_threads_cpu_ns();
   for (int i = 0; i < 3; ++i) matmul({A2, B2});

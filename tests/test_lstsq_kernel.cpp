@@ -45,7 +45,8 @@ struct Out {
 template <class T>
 Out run(const Problem<T>& p, LstsqKernel k, bool with_g = true) {
   std::vector<T> r(static_cast<std::size_t>(p.m)), g(static_cast<std::size_t>(p.n), T(-7));
-  const double loss = lstsq_fused(p.A.data(), p.x.data(), p.y.data(), p.m, p.n, r.data(), with_g ? g.data() : nullptr, k);
+  const double loss =
+      lstsq_fused(p.A.data(), p.x.data(), p.y.data(), p.m, p.n, r.data(), with_g ? g.data() : nullptr, k);
   return {loss, std::vector<double>(r.begin(), r.end()), std::vector<double>(g.begin(), g.end())};
 }
 

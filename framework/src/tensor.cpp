@@ -49,8 +49,8 @@ TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
     need << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0);
     held << std::fixed << std::setprecision(1) << static_cast<double>(live_bytes()) / (1024.0 * 1024.0 * 1024.0);
     throw MemoryError(detail::concat("out of memory: a ", dtype_name(dtype), " tensor of shape ", shape, " needs ",
-                                     bytes, " bytes (", need.str(), " GiB), which the system refused; live tensors hold ",
-                                     held.str(), " GiB"));
+                                     bytes, " bytes (", need.str(),
+                                     " GiB), which the system refused; live tensors hold ", held.str(), " GiB"));
   }
   return t;
 }

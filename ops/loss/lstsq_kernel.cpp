@@ -182,9 +182,10 @@ OPFORGE_INLINE double pipelined_rows(const T* A, const T* x, const T* y, std::in
 // thread count.
 constexpr std::int64_t kPipelinedL1Budget = 40 * 1024;
 template <class T>
-OPFORGE_INLINE double pipelined_chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
-                            T* r, T* g) {
-  if (2 * 4 * n * static_cast<std::int64_t>(sizeof(T)) <= kPipelinedL1Budget) return pipelined_rows<4>(A, x, y, lo, hi, n, r, g);
+OPFORGE_INLINE double pipelined_chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
+                                      std::int64_t n, T* r, T* g) {
+  if (2 * 4 * n * static_cast<std::int64_t>(sizeof(T)) <= kPipelinedL1Budget)
+    return pipelined_rows<4>(A, x, y, lo, hi, n, r, g);
   return pipelined_rows<8>(A, x, y, lo, hi, n, r, g);
 }
 
