@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <opforge/opforge.hpp>
@@ -122,4 +123,12 @@ TEST_CASE("lstsq kernel: automatic is one of the two variants, bit for bit", "[l
   const bool is_pipelined = a.g == run(p, LstsqKernel::pipelined).g;
   const bool is_two_phase = a.g == run(p, LstsqKernel::two_phase).g;
   CHECK((is_pipelined || is_two_phase));
+}
+
+TEST_CASE("lstsq kernel: the op's doc names the variant this CPU runs", "[lstsq][kernel]") {
+  const std::string name = opforge_ops::loss::kernel_name(LstsqKernel::automatic);
+  CHECK((name == "pipelined" || name == "two_phase"));
+  CHECK(std::string(opforge_ops::loss::kernel_name(LstsqKernel::two_phase)) == "two_phase");
+  CHECK(std::string(opforge_ops::loss::kernel_name(LstsqKernel::pipelined)) == "pipelined");
+  CHECK_THAT(opforge::op("loss.lstsq").schema().doc, Catch::EndsWith("(kernel on this CPU: " + name + ")"));
 }

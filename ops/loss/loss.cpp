@@ -10,9 +10,12 @@
 // gradient, A^T r as well (lstsq_kernel.cpp); backward then only scales what
 // forward saved. A is read from memory once per forward + backward, against
 // twice for the same loss composed of mv, sub, square and sum.
+#include <string>
+
 #include <opforge/sdk.hpp>
 
 #include "loss_ops.hpp"
+
 #include "lstsq_kernel.hpp"
 
 namespace {
@@ -107,7 +110,9 @@ static TensorList lstsq_samples(opforge::DType dtype, std::uint64_t seed) {
 OPFORGE_PLUGIN("loss", "0.1.0") {
   registrar.add<Lstsq>(opforge::OpSchema("loss.lstsq")
                            .input_names({"A", "x", "y"})
-                           .describe("||y - A x||^2, fused: one pass over A gives the loss and A^T r")
+                           .describe(std::string("||y - A x||^2, fused: one pass over A gives the loss and A^T r "
+                                                 "(kernel on this CPU: ") +
+                                     opforge_ops::loss::kernel_name(opforge_ops::loss::LstsqKernel::automatic) + ")")
                            .samples(lstsq_samples));
   opforge_ops::loss::register_losses(registrar);  // mse, huber, cross_entropy (losses.cpp)
 }

@@ -480,6 +480,11 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
 
 }  // namespace
 
+const char* kernel_name(LstsqKernel kernel) {
+  if (kernel == LstsqKernel::automatic) kernel = automatic_kernel();
+  return kernel == LstsqKernel::two_phase ? "two_phase" : "pipelined";
+}
+
 double lstsq_fused(const double* A, const double* x, const double* y, std::int64_t m, std::int64_t n, double* r,
                    double* g, LstsqKernel kernel) {
   return fused(A, x, y, m, n, r, g, kernel);

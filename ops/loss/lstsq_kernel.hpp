@@ -26,6 +26,9 @@ namespace opforge_ops::loss {
 /// run and for any thread count).
 enum class LstsqKernel { automatic, pipelined, two_phase };
 
+/// "pipelined" or "two_phase": the variant `kernel` stands for on this CPU.
+const char* kernel_name(LstsqKernel kernel);
+
 double lstsq_fused(const double* A, const double* x, const double* y, std::int64_t m, std::int64_t n, double* r,
                    double* g, LstsqKernel kernel = LstsqKernel::automatic);
 double lstsq_fused(const float* A, const float* x, const float* y, std::int64_t m, std::int64_t n, float* r,
