@@ -22,11 +22,11 @@
 //
 // Which is faster depends on the core (medians against a four-accumulator read
 // of A, round-robin in one process):
-//   - AMD Zen (2-core VM, 2 threads, d = 2000): pipelined 1.1-1.4x the read,
-//     two_phase 1.0-1.3x. Zen's L2->L1 path is the limit: in "pipelined" block b
+//   - AMD Zen (2-core VM, 2 threads, d = 2000 and 4000, fast-memory regime):
+//     pipelined 1.30-1.52x the read, two_phase 1.08-1.31x. Zen's L2->L1 path is the limit: in "pipelined" block b
 //     comes back from L2 while block b+1 streams in through the same path;
-//   - Intel Xeon (1-16 threads, d = 2000/4000): pipelined 0.96-1.3x, two_phase
-//     1.1-1.5x (its prefetches compete with the hardware prefetcher for line fill
+//   - Intel Xeon (1-16 threads, d = 2000/4000): pipelined 0.96-1.39x, two_phase
+//     1.11-1.57x (its prefetches compete with the hardware prefetcher for line fill
 //     buffers).
 // So `automatic` is two_phase on AMD, pipelined elsewhere.
 //

@@ -17,10 +17,11 @@ namespace opforge_ops::loss {
 /// Two kernels compute it, with the same chunks and the same reduction order;
 /// which is faster depends on the CPU (lstsq_kernel.cpp says how each works):
 ///   pipelined  - each block's update is fused into the next block's dot loop;
-///                the better one on Intel (Xeon, 1-16 threads: 0.96-1.2x the read)
+///                the better one on Intel (Xeon, 1-16 threads: 0.96-1.39x the read,
+///                two_phase 1.11-1.57x)
 ///   two_phase  - each block's dots, then its update from L1/L2, with the next
-///                block prefetched; the better one on AMD Zen (2 threads: 1.0-1.1x
-///                the read where pipelined takes 1.1-1.3x)
+///                block prefetched; the better one on AMD Zen (2 threads, d = 2000
+///                and 4000: 1.08-1.31x the read where pipelined takes 1.30-1.52x)
 /// `automatic` picks two_phase on AMD CPUs and pipelined elsewhere. Results of the
 /// two differ in rounding (not in determinism: each is bit-identical from run to
 /// run and for any thread count).
