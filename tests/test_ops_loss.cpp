@@ -19,6 +19,8 @@
 #include <opforge/sdk/gradcheck.hpp>
 #include <opforge/sdk/harness.hpp>
 
+#include "op_checks.hpp"
+
 namespace {
 
 using Catch::Matchers::Message;
@@ -73,24 +75,10 @@ double huber_term(double d, double delta) {
 
 // ---- gradcheck and the harness ------------------------------------------------------------------
 
-void require_gradcheck(const OpHandle& op, const std::vector<Tensor>& inputs) {
-  const opforge::sdk::GradcheckResult res = opforge::sdk::gradcheck(op, inputs);
-  INFO(res.message);
-  REQUIRE(res.ok);
-  std::int64_t total = 0;
-  for (const Tensor& t : inputs) total += opforge::is_floating(t.dtype()) ? t.numel() : 0;
-  REQUIRE(res.elements_checked == total);
-}
-
+using opforge_tests::require_gradcheck;
+// Every loss op runs every harness check (none skipped).
 void require_all_checks_pass(const OpHandle& op) {
-  const opforge::sdk::CheckReport report = opforge::sdk::check_op(op);
-  REQUIRE(report.size() == opforge::sdk::check_names().size());
-  for (const auto& r : report) {
-    INFO(opforge::sdk::format_result(r));
-    CHECK(r.passed);
-    CHECK_FALSE(r.skipped);
-  }
-  REQUIRE(opforge::sdk::all_passed(report));
+  opforge_tests::require_all_checks_pass(op, opforge_tests::Skipped::refused);
 }
 
 // Inputs of each loss for a case of n terms.

@@ -19,6 +19,8 @@
 #include <opforge/sdk/gradcheck.hpp>
 #include <opforge/sdk/harness.hpp>
 
+#include "op_checks.hpp"
+
 namespace {
 
 using Catch::Matchers::Message;
@@ -219,24 +221,8 @@ std::vector<std::vector<std::int64_t>> axis_subsets(std::int64_t rank) {
 
 // ---- gradcheck and the harness ------------------------------------------------------------------
 
-void require_gradcheck(const OpHandle& op, const std::vector<Tensor>& inputs) {
-  const opforge::sdk::GradcheckResult res = opforge::sdk::gradcheck(op, inputs);
-  INFO(res.message);
-  REQUIRE(res.ok);
-  std::int64_t total = 0;
-  for (const Tensor& t : inputs) total += opforge::is_floating(t.dtype()) ? t.numel() : 0;
-  REQUIRE(res.elements_checked == total);
-}
-
-void require_all_checks_pass(const OpHandle& op) {
-  const opforge::sdk::CheckReport report = opforge::sdk::check_op(op);
-  REQUIRE(report.size() == opforge::sdk::check_names().size());
-  for (const auto& r : report) {
-    INFO(opforge::sdk::format_result(r));
-    CHECK(r.passed);
-  }
-  REQUIRE(opforge::sdk::all_passed(report));
-}
+using opforge_tests::require_gradcheck;
+using opforge_tests::require_all_checks_pass;
 
 const std::vector<std::string>& all_ops() {
   static const std::vector<std::string> names = {"reduce.sum",  "reduce.mean",      "reduce.max",
