@@ -7,7 +7,9 @@ move 2x between minutes. This script alternates them: round after round it runs
 `opforge bench lstsq` (fused, graph and bandwidth) and `peers.py`
 (torch_autograd only) on the same sizes, takes each round's ratios torch / fused
 and torch / graph, and reports the median ratio over the rounds with its range,
-and the fused / read-once ratio the same way.
+and the fused / read-once ratio the same way. It also reports torch / read-once:
+the time PyTorch takes over the time to read A once, which bounds what any
+kernel that reads A once can gain on PyTorch in that round.
 
     /usr/bin/python3 scripts/vs_peers.py --opforge build/bin/opforge --sizes 1000 --rounds 7
 
@@ -39,7 +41,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     peers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers.py")
 
-    torch_ratio, graph_ratio, read_ratio = {}, {}, {}
+    torch_ratio, graph_ratio, read_ratio, torch_read_ratio = {}, {}, {}, {}
     for k in range(a.rounds):
         print(f"vs_peers: round {k + 1}/{a.rounds}", file=sys.stderr)
         ours = rows([a.opforge, "bench", "lstsq", "--sizes", a.sizes, "--dtype", a.dtype, "--repeat", str(a.repeat),
@@ -48,27 +50,32 @@ def main(argv=None):
                        "--threads", str(a.threads), "--methods", "torch_autograd", "--json"])
         fused = {(r["d"], r["dtype"]): r for r in ours if r["method"] == "fused"}
         graph = {(r["d"], r["dtype"]): r for r in ours if r["method"] == "graph"}
+        read = {(r["d"], r["dtype"]): r for r in ours if r["method"] == "bandwidth"}
         for r in theirs:
             key = (r["d"], r["dtype"])
             if key in fused:
                 torch_ratio.setdefault(key, []).append(r["median_ms"] / fused[key]["median_ms"])
                 graph_ratio.setdefault(key, []).append(r["median_ms"] / graph[key]["median_ms"])
                 read_ratio.setdefault(key, []).append(fused[key]["ratio_bandwidth"])
+                torch_read_ratio.setdefault(key, []).append(r["median_ms"] / read[key]["median_ms"])
 
     for key in sorted(torch_ratio, key=lambda k: (k[1] != "float64", k[0])):
-        t, b, gr = torch_ratio[key], read_ratio[key], graph_ratio[key]
+        t, b, gr, tr = torch_ratio[key], read_ratio[key], graph_ratio[key], torch_read_ratio[key]
         if a.json:
             print(json.dumps({"d": key[0], "dtype": key[1], "rounds": len(t),
                               "torch_over_fused_median": statistics.median(t), "torch_over_fused_min": min(t),
                               "torch_over_fused_max": max(t), "torch_over_graph_median": statistics.median(gr),
                               "torch_over_graph_min": min(gr), "torch_over_graph_max": max(gr),
                               "fused_over_read_median": statistics.median(b),
-                              "fused_over_read_min": min(b), "fused_over_read_max": max(b)}))
+                              "fused_over_read_min": min(b), "fused_over_read_max": max(b),
+                              "torch_over_read_median": statistics.median(tr), "torch_over_read_min": min(tr),
+                              "torch_over_read_max": max(tr)}))
         else:
             print(f"d={key[0]} {key[1]}: fused is {statistics.median(t):.2f}x faster than torch_autograd "
                   f"(rounds {min(t):.2f}-{max(t):.2f}); fused / read-once {statistics.median(b):.2f} "
                   f"({min(b):.2f}-{max(b):.2f}); graph is {statistics.median(gr):.2f}x torch's speed "
-                  f"({min(gr):.2f}-{max(gr):.2f}); {len(t)} rounds")
+                  f"({min(gr):.2f}-{max(gr):.2f}); torch_autograd / read-once {statistics.median(tr):.2f} "
+                  f"({min(tr):.2f}-{max(tr):.2f}), the most any one-read kernel could gain; {len(t)} rounds")
     return 0
 
 
