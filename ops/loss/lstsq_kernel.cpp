@@ -16,8 +16,9 @@
 //
 // Variant "two_phase" (R = 8, fewer for rows over 32 KiB): block b's dot
 // products first (rows streamed from memory, at least eight independent
-// accumulators), then block b's update from L1/L2; the update prefetches block
-// b+1 into L2 so memory keeps streaming. Written with GCC vector types, one
+// accumulators), then block b's update from L1/L2 (from the last columns back
+// when the block exceeds L1); the update prefetches block b+1 into L2 so memory
+// keeps streaming. Written with GCC vector types, one
 // instance per instruction set at its own width (64/32/16 bytes).
 //
 // Which is faster depends on the core (medians against a four-accumulator read
@@ -41,7 +42,9 @@
 // consecutive rows, so that each lane streams on from block to block (same
 // time with the prefetch, 1.31x without it: the hardware prefetcher does not
 // carry a stream across the update phase); finer chunks (256 or 1024 a pass:
-// 2-10% slower here, and slower on a 16-core Xeon at 4-16 threads too). A
+// 2-10% slower here, and slower on a 16-core Xeon at 4-16 threads too); forming
+// the first 1/4 to all of the next block's dot products inside the update
+// instead of prefetching it (5-30% slower at every size). A
 // software prefetch costs more than the hardware's: a streaming dot loop that
 // also prefetches the next block runs at 72 GB/s where the plain loop runs at
 // 86-96 GB/s (2 threads), so prefetches are issued only where nothing else
