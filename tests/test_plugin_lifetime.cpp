@@ -24,11 +24,14 @@
 
 #include <opforge/opforge.hpp>
 
+#include "temp_dir.hpp"
+
 #ifndef OPFORGE_LIFETIME_FIXTURES
 #error "OPFORGE_LIFETIME_FIXTURES (the folder of tests/lifetime_fixtures' plugins) must be defined"
 #endif
 
 namespace fs = std::filesystem;
+using opforge_tests::TempDir;
 using opforge::OpHandle;
 using opforge::Tensor;
 
@@ -130,27 +133,6 @@ opforge::LoadOptions replacing() {
 }
 
 Tensor ones(std::int64_t n) { return Tensor::ones({n}); }
-
-// A fresh empty folder, removed at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("opforge_lifetime_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-    path_ = fs::canonical(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // Puts a copy of `from` at `to` the way a linker writes its output: a new file
 // renamed into place (a new inode), never the old one overwritten in place.
@@ -263,7 +245,7 @@ TEST_CASE("lifetime: a plugin nothing uses is closed by unload_plugin, and the s
   y = Tensor();
 
   // A hard link is the same file to the dynamic loader: refused as already loaded.
-  TempDir dir;
+  TempDir dir("opforge_lifetime_test");
   const std::string link = dir.file("lt_reload_link.so");
   std::error_code ec;
   fs::create_hard_link(file, link, ec);
@@ -303,7 +285,7 @@ TEST_CASE("lifetime: the same unchanged file loads again while its old ops are s
 // ---- a rebuilt plugin ------------------------------------------------------------------
 
 TEST_CASE("lifetime: a rebuilt plugin loads from another file while old graphs keep the old code") {
-  TempDir dir;
+  TempDir dir("opforge_lifetime_test");
   const std::string path = dir.file("lt_rebuilt.so");
   const std::string copy = dir.file("lt_rebuilt_copy.so");
   install(fixture("lt_rebuilt_v3.so"), path);

@@ -26,6 +26,8 @@
 #include <opforge/plugin_abi.h>
 #include <opforge/version.hpp>
 
+#include "temp_dir.hpp"
+
 #ifndef OPFORGE_TEST_FIXTURES
 #error "OPFORGE_TEST_FIXTURES (the folder of tests/fixtures' plugins) must be defined"
 #endif
@@ -34,6 +36,7 @@
 #endif
 
 namespace fs = std::filesystem;
+using opforge_tests::TempDir;
 using opforge::Tensor;
 
 namespace {
@@ -120,27 +123,6 @@ RunResult run_command(const std::string& command) {
   if (wstatus != -1 && WIFEXITED(wstatus)) r.status = WEXITSTATUS(wstatus);
   return r;
 }
-
-// A fresh empty folder under the system's temporary folder, removed at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("opforge_plugin_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-    path_ = fs::canonical(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::string opforge_ops_with_plugin_path(const std::string& plugin_path) {
   return "OPFORGE_PLUGIN_PATH='" + plugin_path + "' '" OPFORGE_CLI "' ops";
@@ -362,7 +344,7 @@ TEST_CASE("plugin: a backward returning a gradient of the wrong shape gives an A
 // ---- OPFORGE_PLUGIN_PATH, in a child process -----------------------------------
 
 TEST_CASE("plugin: a bad file on OPFORGE_PLUGIN_PATH is reported and the program goes on") {
-  TempDir dir;
+  TempDir dir("opforge_plugin_test");
   fs::copy_file(fixture("not_a_library.so"), dir.path() / "not_a_library.so");
   const std::string file = (dir.path() / "not_a_library.so").string();
   const RunResult r = run_command(opforge_ops_with_plugin_path(dir.path().string()));
@@ -373,7 +355,7 @@ TEST_CASE("plugin: a bad file on OPFORGE_PLUGIN_PATH is reported and the program
 }
 
 TEST_CASE("plugin: OPFORGE_PLUGIN_PATH loads a named file and reports a missing entry") {
-  TempDir dir;
+  TempDir dir("opforge_plugin_test");
   const std::string missing = (dir.path() / "no_such_folder").string();
   const std::string healthy = canonical_fixture("healthy_envpath.so");
   const RunResult r = run_command(opforge_ops_with_plugin_path(missing + ":" + healthy));
