@@ -1,10 +1,12 @@
 // Assertions shared by the op-family tests: an op passes gradcheck on every
-// floating element of its inputs, and passes every check of the harness.
+// floating element of its inputs, passes every check of the harness, and
+// refuses bad calls with the exact message expected.
 #pragma once
 
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <opforge/opforge.hpp>
@@ -36,5 +38,26 @@ inline void require_all_checks_pass(const opforge::OpHandle& op, Skipped skipped
   }
   REQUIRE(opforge::sdk::all_passed(report));
 }
+
+/// A call that must be refused: the op, its inputs, and the exact message.
+struct BadCall {
+  std::string op;
+  std::vector<opforge::Tensor> inputs;
+  std::string message;
+};
+
+/// Every call throws an E whose message is exactly the one expected.
+template <class E>
+void require_refused(const std::vector<BadCall>& calls) {
+  for (const BadCall& c : calls) {
+    INFO(c.op);
+    CHECK_THROWS_MATCHES(opforge::op(c.op).call(c.inputs), E, Catch::Matchers::Message(c.message));
+  }
+}
+
+/// Inputs for tables of bad calls: ones in float64 or float32, zeros in int64.
+inline opforge::Tensor f64(const opforge::Dims& shape) { return opforge::Tensor::ones(shape, opforge::DType::Float64); }
+inline opforge::Tensor f32(const opforge::Dims& shape) { return opforge::Tensor::ones(shape, opforge::DType::Float32); }
+inline opforge::Tensor i64(const opforge::Dims& shape) { return opforge::Tensor::zeros(shape, opforge::DType::Int64); }
 
 }  // namespace opforge_tests

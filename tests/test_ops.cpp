@@ -18,6 +18,8 @@
 #include <opforge/opforge.hpp>
 #include <opforge/sdk/gradcheck.hpp>
 
+#include "op_checks.hpp"
+
 namespace {
 
 using Catch::Matchers::Contains;
@@ -487,15 +489,11 @@ TEST_CASE("reduce_sum_keeps_no_tensor_for_backward", "[ops][reduce][memory]") {
 // ---- bad input ----------------------------------------------------------------------------
 // Each message names the op, the argument, what was expected and what came.
 
-struct BadCall {
-  std::string op;
-  std::vector<Tensor> inputs;
-  std::string message;
-};
-
-Tensor f64(const Dims& shape) { return Tensor::ones(shape, DType::Float64); }
-Tensor f32(const Dims& shape) { return Tensor::ones(shape, DType::Float32); }
-Tensor i64(const Dims& shape) { return Tensor::zeros(shape, DType::Int64); }
+using opforge_tests::BadCall;
+using opforge_tests::f32;
+using opforge_tests::f64;
+using opforge_tests::i64;
+using opforge_tests::require_refused;
 
 // elementwise ops and reduce.sum take any rank; elementwise operands broadcast,
 // so a rank mismatch is refused only when the shapes do not broadcast.
@@ -513,10 +511,7 @@ TEST_CASE("wrong_rank_is_refused_naming_op_and_argument", "[ops][errors]") {
        "elementwise.add: argument 'a' of shape [6] and argument 'b' of shape [2, 3] do not broadcast: axis -1 has "
        "sizes 6 and 3 (sizes must be equal, or one of them 1)"},
   };
-  for (const BadCall& c : calls) {
-    INFO(c.op);
-    CHECK_THROWS_MATCHES(opforge::op(c.op)(c.inputs), opforge::ShapeError, Message(c.message));
-  }
+  require_refused<opforge::ShapeError>(calls);
 }
 
 TEST_CASE("wrong_shape_is_refused_naming_expected_and_actual", "[ops][errors]") {
@@ -535,10 +530,7 @@ TEST_CASE("wrong_shape_is_refused_naming_expected_and_actual", "[ops][errors]") 
        "elementwise.mul: argument 'a' of shape [5] and argument 'b' of shape [4] do not broadcast: axis -1 has "
        "sizes 5 and 4 (sizes must be equal, or one of them 1)"},
   };
-  for (const BadCall& c : calls) {
-    INFO(c.op);
-    CHECK_THROWS_MATCHES(opforge::op(c.op)(c.inputs), opforge::ShapeError, Message(c.message));
-  }
+  require_refused<opforge::ShapeError>(calls);
 }
 
 // Refused by the core from the schema, before the op's code runs.
@@ -556,10 +548,7 @@ TEST_CASE("mixed_dtypes_are_refused_naming_both_dtypes", "[ops][errors]") {
       {"linalg.matmul", {f32({2, 3}), f64({3, 2})},
        "linalg.matmul: argument 'B' (input 1): expected dtype float32 (the dtype of 'A'" + rule + "float64"},
   };
-  for (const BadCall& c : calls) {
-    INFO(c.op);
-    CHECK_THROWS_MATCHES(opforge::op(c.op)(c.inputs), opforge::DTypeError, Message(c.message));
-  }
+  require_refused<opforge::DTypeError>(calls);
 }
 
 // add, sub and mul take int64 too (tested in test_ops_elementwise); these do not.
@@ -571,10 +560,7 @@ TEST_CASE("int64_input_is_refused_by_every_op", "[ops][errors]") {
       {"linalg.mv", {f64({2, 3}), i64({3})}, "linalg.mv: argument 'x' (input 1)" + expected},
       {"linalg.matmul", {i64({2, 3}), f64({3, 2})}, "linalg.matmul: argument 'A' (input 0)" + expected},
   };
-  for (const BadCall& c : calls) {
-    INFO(c.op);
-    CHECK_THROWS_MATCHES(opforge::op(c.op)(c.inputs), opforge::DTypeError, Message(c.message));
-  }
+  require_refused<opforge::DTypeError>(calls);
 }
 
 TEST_CASE("wrong_number_of_inputs_is_refused_listing_the_inputs", "[ops][errors]") {
@@ -587,10 +573,7 @@ TEST_CASE("wrong_number_of_inputs_is_refused_listing_the_inputs", "[ops][errors]
       {"linalg.mv", {f64({2, 3})}, "linalg.mv: expected 2 inputs (A, x), got 1"},
       {"linalg.matmul", {f64({2, 3}), f64({3, 2}), f64({2})}, "linalg.matmul: expected 2 inputs (A, B), got 3"},
   };
-  for (const BadCall& c : calls) {
-    INFO(c.op);
-    CHECK_THROWS_MATCHES(opforge::op(c.op)(c.inputs), opforge::ValueError, Message(c.message));
-  }
+  require_refused<opforge::ValueError>(calls);
 }
 
 }  // namespace

@@ -756,15 +756,11 @@ TEST_CASE("linalg_float32_forward_agrees_with_float64", "[linalg][float32]") {
 
 // ---- bad input ----------------------------------------------------------------------------------
 
-struct BadCall {
-  std::string op;
-  std::vector<Tensor> inputs;
-  std::string message;
-};
-
-Tensor f64(const Dims& shape) { return Tensor::ones(shape, DType::Float64); }
-Tensor f32(const Dims& shape) { return Tensor::ones(shape, DType::Float32); }
-Tensor i64(const Dims& shape) { return Tensor::zeros(shape, DType::Int64); }
+using opforge_tests::BadCall;
+using opforge_tests::f32;
+using opforge_tests::f64;
+using opforge_tests::i64;
+using opforge_tests::require_refused;
 
 TEST_CASE("linalg_wrong_rank_or_shape_is_refused_naming_op_argument_expected_and_actual", "[linalg][errors]") {
   const std::vector<BadCall> calls = {
@@ -812,10 +808,7 @@ TEST_CASE("linalg_wrong_rank_or_shape_is_refused_naming_op_argument_expected_and
       {"linalg.lstsq_solve", {f64({3, 2}), f64({3, 1})},
        "linalg.lstsq_solve: argument 'y': expected a 1-D tensor, got float64[3, 1]"},
   };
-  for (const BadCall& c : calls) {
-    INFO(c.op);
-    CHECK_THROWS_MATCHES(opforge::op(c.op)(c.inputs), opforge::ShapeError, Message(c.message));
-  }
+  require_refused<opforge::ShapeError>(calls);
 }
 
 TEST_CASE("linalg_singular_and_indefinite_matrices_are_refused_naming_the_op", "[linalg][errors]") {
@@ -839,10 +832,7 @@ TEST_CASE("linalg_singular_and_indefinite_matrices_are_refused_naming_the_op", "
        "combination of the columns before it, to rounding: |R[1, 1]| <= max(m, n)·ε·max_j |R[j, j]| in its QR "
        "factorization A = Q R)"},
   };
-  for (const BadCall& c : calls) {
-    INFO(c.op);
-    CHECK_THROWS_MATCHES(opforge::op(c.op)(c.inputs), opforge::ValueError, Message(c.message));
-  }
+  require_refused<opforge::ValueError>(calls);
   // qr itself takes a rank-deficient matrix; its gradient needs R invertible.
   Tensor A = values({1, 0, 0, 0, 0, 0}, {3, 2});
   A.requires_grad_(true);
@@ -873,10 +863,7 @@ TEST_CASE("linalg_bad_dtypes_and_attributes_are_refused", "[linalg][errors]") {
        "linalg.lstsq_solve: argument 'y' (input 1): expected dtype float32 (the dtype of 'A'; all inputs must share "
        "one dtype), got float64"},
   };
-  for (const BadCall& c : dtype_calls) {
-    INFO(c.op);
-    CHECK_THROWS_MATCHES(opforge::op(c.op).call(c.inputs), opforge::DTypeError, Message(c.message));
-  }
+  require_refused<opforge::DTypeError>(dtype_calls);
   const OpHandle svd = opforge::op("linalg.svd");
   CHECK_THROWS_MATCHES(svd.call({f64({2, 2})}, {{"tol", true}}), opforge::ValueError,
                        Message("linalg.svd: attribute 'tol': expected float, got bool true"));
