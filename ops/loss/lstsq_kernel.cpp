@@ -44,7 +44,15 @@
 // carry a stream across the update phase); finer chunks (256 or 1024 a pass:
 // 2-10% slower here, and slower on a 16-core Xeon at 4-16 threads too); forming
 // the first 1/4 to all of the next block's dot products inside the update
-// instead of prefetching it (5-30% slower at every size). A
+// instead of prefetching it (5-30% slower at every size); 4- or 2-row blocks
+// where 8 rows make 64 KiB, so that the update reads from L1 (same time, once
+// the variants' order in the round is alternated); prefetcht0 or prefetchnta
+// instead of prefetcht1 (3-5% faster while memory is slow, 2-4% slower while
+// it is fast); dot products row after row with L1-sized blocks and no software
+// prefetch, one sequential stream for the hardware prefetcher (1.2-2.5x). What
+// the second touch of A costs: a plain sum that reads each 16 or 64 KiB block
+// twice takes 1.07x the read while memory is slow and 1.5-2.1x while it is
+// fast, where this kernel takes 1.05-1.12x and 1.26-1.52x. A
 // software prefetch costs more than the hardware's: a streaming dot loop that
 // also prefetches the next block runs at 72 GB/s where the plain loop runs at
 // 86-96 GB/s (2 threads), so prefetches are issued only where nothing else
