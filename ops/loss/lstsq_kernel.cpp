@@ -45,8 +45,9 @@
 // 2-10% slower here, and slower on a 16-core Xeon at 4-16 threads too); forming
 // the first 1/4 to all of the next block's dot products inside the update
 // instead of prefetching it (5-30% slower at every size); 4- or 2-row blocks
-// where 8 rows make 64 KiB, so that the update reads from L1 (same time, once
-// the variants' order in the round is alternated); prefetcht0 or prefetchnta
+// where 8 rows make 64 KB, so that the update reads from L1 (4 rows 1-2%
+// slower, 2 rows 3-8%, and 20% at float64 d = 1000 while memory is fast, with
+// either prefetch hint); prefetcht0 or prefetchnta
 // instead of prefetcht1 (3-5% faster while memory is slow, 2-4% slower while
 // it is fast); dot products row after row with L1-sized blocks and no software
 // prefetch, one sequential stream for the hardware prefetcher (1.2-2.5x). What
