@@ -571,6 +571,9 @@ TEST_CASE("tensor: a large tensor gets its own huge-page mapping, returned to th
     CHECK(v.back() == 1.5);
 
     const std::vector<std::string> entry = smaps_entry(data);
+    std::string shown;
+    for (const std::string& l : entry) shown += l + "\n";
+    INFO("the mapping that holds the tensor's data (/proc/self/smaps):\n" << shown);
     REQUIRE(!entry.empty());
     // The mapping starts on a 2 MiB boundary and is a whole number of 2 MiB pages.
     std::uintptr_t lo = 0, hi = 0;
@@ -591,7 +594,11 @@ TEST_CASE("tensor: a large tensor gets its own huge-page mapping, returned to th
     }
   }
   CHECK(opforge::live_bytes() == base);
-  CHECK(smaps_entry(data).empty());  // unmapped, not kept in a free list
+  const std::vector<std::string> after = smaps_entry(data);
+  std::string shown;
+  for (const std::string& l : after) shown += l + "\n";
+  INFO("what holds the address once the tensor died:\n" << shown);
+  CHECK(after.empty());  // unmapped, not kept in a free list
 }
 
 TEST_CASE("tensor: large and small tensors interoperate (copy, views, arithmetic)", "[tensor][memory]") {

@@ -50,10 +50,15 @@
 // either prefetch hint); prefetcht0 or prefetchnta
 // instead of prefetcht1 (3-5% faster while memory is slow, 2-4% slower while
 // it is fast); dot products row after row with L1-sized blocks and no software
-// prefetch, one sequential stream for the hardware prefetcher (1.2-2.5x). What
-// the second touch of A costs: a plain sum that reads each 16 or 64 KiB block
-// twice takes 1.07x the read while memory is slow and 1.5-2.1x while it is
-// fast, where this kernel takes 1.05-1.12x and 1.26-1.52x. A
+// prefetch, one sequential stream for the hardware prefetcher (1.2-2.5x);
+// prefetching the next block in memory order from one pointer (same at d =
+// 1000, 10-20% slower at float64 d = 2000); prefetch addresses indexed off the
+// current rows to end the update loop's register spills, or the update as one
+// chain of FMAs into g (both within 1%). Touching A twice is not the cost: a
+// plain sum over 8 rows at once, or one that reads each 16 or 64 KiB block
+// twice, runs at the read's speed (0.95-1.04x) in both memory regimes; the
+// update phase's work is (+3% of the read while memory is slow, +15-35% while
+// it is fast). A
 // software prefetch costs more than the hardware's: a streaming dot loop that
 // also prefetches the next block runs at 72 GB/s where the plain loop runs at
 // 86-96 GB/s (2 threads), so prefetches are issued only where nothing else
@@ -262,11 +267,23 @@ template <int B, class T>
 OPFORGE_INLINE void vstore(T* p, Vec<T, B> v) {
   std::memcpy(p, &v, sizeof v);
 }
+// Sum of a vector's lanes by halving (64 -> 32 -> 16 bytes, then 4 or 2 lanes):
+// a short dependency chain. The update phase waits for the R row sums of the
+// dot phase; summing the 16 lanes one after another kept it waiting ~16 add
+// latencies a block (measured: 3-5% of the whole pass at float32 d = 2000, 7%
+// of the dot phase alone while memory is fast).
 template <int B, class T>
 OPFORGE_INLINE T hsum(Vec<T, B> v) {
-  T s = 0;
-  for (unsigned i = 0; i < sizeof v / sizeof(T); ++i) s += v[i];
-  return s;
+  if constexpr (B > 16) {
+    Vec<T, B / 2> lo, hi;
+    std::memcpy(&lo, &v, B / 2);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + B / 2, B / 2);
+    return hsum<B / 2, T>(lo + hi);
+  } else {
+    T s = 0;
+    for (unsigned i = 0; i < sizeof v / sizeof(T); ++i) s += v[i];
+    return s;
+  }
 }
 
 constexpr int kChains = 8;  // independent accumulators in the dot loop
