@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,72 @@ TEMPLATE_TEST_CASE("lstsq kernel: both variants match a double reference on awkw
         CHECK(no_g.r == o.r);
       }
     }
+}
+
+TEMPLATE_TEST_CASE("lstsq kernel: every vector width of two_phase this CPU runs matches the reference",
+                   "[lstsq][kernel][isa]", double, float) {
+  // lstsq_fused runs only the widest instance; AMD CPUs without AVX-512 run the
+  // 32-byte one, others the 16-byte one: each is checked here where the CPU can.
+  using opforge_ops::loss::lstsq_two_phase_at;
+  const double tol = sizeof(TestType) == 8 ? 1e-12 : 3e-5;
+  const std::int64_t ns[] = {1, 3, 17, 641, 4097, 9000};
+  const std::int64_t ms[] = {1, 9, 203, 2005};
+  const int widest = opforge_ops::loss::widest_two_phase_width();
+  for (int w : {64, 32, 16}) {
+    if (w > widest) continue;
+    for (std::int64_t n : ns)
+      for (std::int64_t m : ms) {
+        if (m * n > 3'000'000) continue;
+        INFO("width " << w << " bytes, m = " << m << ", n = " << n);
+        const auto p = make<TestType>(m, n, static_cast<unsigned>(m * 7 + n));
+        const Out ref = reference(p);
+        std::vector<TestType> r(static_cast<std::size_t>(m)), g(static_cast<std::size_t>(n), TestType(-7));
+        const double loss = lstsq_two_phase_at(w, p.A.data(), p.x.data(), p.y.data(), m, n, r.data(), g.data());
+        CHECK(loss == Approx(ref.loss).epsilon(tol));
+        CHECK(rel(std::vector<double>(r.begin(), r.end()), ref.r) < tol);
+        CHECK(rel(std::vector<double>(g.begin(), g.end()), ref.g) < tol);
+        if (w == widest) {  // what the plugin runs, bit for bit
+          const Out o = run(p, LstsqKernel::two_phase);
+          CHECK(std::vector<double>(g.begin(), g.end()) == o.g);
+        }
+      }
+    // Bit-identical for any thread count at this width too.
+    const auto p = make<TestType>(6001, 700, 13);
+    std::vector<std::vector<TestType>> gs;
+    for (int t : {1, 2, 3}) {
+      opforge::set_num_threads(t);
+      std::vector<TestType> r(6001), g(700);
+      lstsq_two_phase_at(w, p.A.data(), p.x.data(), p.y.data(), 6001, 700, r.data(), g.data());
+      gs.push_back(g);
+    }
+    opforge::set_num_threads(0);
+    INFO("width " << w << " bytes");
+    CHECK(gs[0] == gs[1]);
+    CHECK(gs[0] == gs[2]);
+  }
+}
+
+TEST_CASE("lstsq kernel: a vector width the kernel lacks, or the CPU cannot run, is refused with the reason",
+          "[lstsq][kernel][isa]") {
+  using opforge_ops::loss::lstsq_two_phase_at;
+  std::vector<double> A(4, 1.0), x(2, 1.0), y(2, 1.0), r(2), g(2);
+  try {
+    lstsq_two_phase_at(24, A.data(), x.data(), y.data(), 2, 2, r.data(), g.data());
+    FAIL("a 24-byte width was accepted");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()) == "lstsq two_phase kernel: vector width must be 64, 32 or 16 bytes, got 24");
+  }
+  const int widest = opforge_ops::loss::widest_two_phase_width();
+  CHECK((widest == 64 || widest == 32 || widest == 16));
+  if (widest < 64) {
+    try {
+      lstsq_two_phase_at(64, A.data(), x.data(), y.data(), 2, 2, r.data(), g.data());
+      FAIL("a 64-byte width was accepted on a CPU without AVX-512");
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()) == "lstsq two_phase kernel: this CPU cannot run the 64-byte instance (it runs up to " +
+                                         std::to_string(widest) + " bytes)");
+    }
+  }
 }
 
 TEST_CASE("lstsq kernel: each variant is bit-identical for 1, 2 and 3 threads", "[lstsq][kernel][threads]") {

@@ -70,6 +70,8 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include <opforge/sdk/parallel.hpp>
@@ -435,10 +437,15 @@ Isa detect_isa() {
   return Isa::base;
 }
 
-template <class T>
-double run_two_phase(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n, T* r,
-                     T* g) {
+// The widest instance this CPU runs, found once.
+Isa best_isa() {
   static const Isa isa = detect_isa();
+  return isa;
+}
+
+template <class T>
+double run_two_phase(Isa isa, const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
+                     T* r, T* g) {
   switch (isa) {
     case Isa::v4: return chunk_v4(A, x, y, lo, hi, n, r, g);
     case Isa::v3: return chunk_v3(A, x, y, lo, hi, n, r, g);
@@ -457,9 +464,9 @@ LstsqKernel automatic_kernel() {
 }
 
 template <class T>
-double run_chunk(LstsqKernel kernel, const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
+double run_chunk(LstsqKernel kernel, Isa isa, const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
                  std::int64_t n, T* r, T* g) {
-  return kernel == LstsqKernel::two_phase ? run_two_phase(A, x, y, lo, hi, n, r, g)
+  return kernel == LstsqKernel::two_phase ? run_two_phase(isa, A, x, y, lo, hi, n, r, g)
                                           : run_pipelined(A, x, y, lo, hi, n, r, g);
 }
 
@@ -493,7 +500,8 @@ inline void reduce_partials(const float* p, std::int64_t chunks, std::int64_t st
 }
 
 template <class T>
-double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n, T* r, T* g, LstsqKernel kernel) {
+double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n, T* r, T* g, LstsqKernel kernel,
+             Isa isa) {
   static const LstsqKernel automatic = automatic_kernel();
   if (kernel == LstsqKernel::automatic) kernel = automatic;
   if (m == 0) {
@@ -525,7 +533,7 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
     for (std::int64_t c = c0; c < c1; ++c) {
       const std::int64_t lo = c * rows, hi = std::min(m, lo + rows);
       T* pg = !g ? nullptr : (used == 1 ? g : partials.get() + c * stride);
-      losses[static_cast<std::size_t>(c)] = run_chunk(kernel, A, x, y, lo, hi, n, r, pg);
+      losses[static_cast<std::size_t>(c)] = run_chunk(kernel, isa, A, x, y, lo, hi, n, r, pg);
     }
   });
   if (g && used > 1) {
@@ -547,11 +555,49 @@ const char* kernel_name(LstsqKernel kernel) {
 
 double lstsq_fused(const double* A, const double* x, const double* y, std::int64_t m, std::int64_t n, double* r,
                    double* g, LstsqKernel kernel) {
-  return fused(A, x, y, m, n, r, g, kernel);
+  return fused(A, x, y, m, n, r, g, kernel, best_isa());
 }
 double lstsq_fused(const float* A, const float* x, const float* y, std::int64_t m, std::int64_t n, float* r,
                    float* g, LstsqKernel kernel) {
-  return fused(A, x, y, m, n, r, g, kernel);
+  return fused(A, x, y, m, n, r, g, kernel, best_isa());
+}
+
+namespace {
+Isa isa_of_width(int vector_bytes) {
+  const Isa best = best_isa();
+  switch (vector_bytes) {
+    case 64:
+      if (best == Isa::v4) return Isa::v4;
+      break;
+    case 32:
+      if (best == Isa::v4 || best == Isa::v3) return Isa::v3;
+      break;
+    case 16: return Isa::base;
+    default:
+      throw std::invalid_argument("lstsq two_phase kernel: vector width must be 64, 32 or 16 bytes, got " +
+                                  std::to_string(vector_bytes));
+  }
+  throw std::invalid_argument("lstsq two_phase kernel: this CPU cannot run the " + std::to_string(vector_bytes) +
+                              "-byte instance (it runs up to " + std::to_string(widest_two_phase_width()) +
+                              " bytes)");
+}
+}  // namespace
+
+int widest_two_phase_width() {
+  switch (best_isa()) {
+    case Isa::v4: return 64;
+    case Isa::v3: return 32;
+    default: return 16;
+  }
+}
+
+double lstsq_two_phase_at(int vector_bytes, const double* A, const double* x, const double* y, std::int64_t m,
+                          std::int64_t n, double* r, double* g) {
+  return fused(A, x, y, m, n, r, g, LstsqKernel::two_phase, isa_of_width(vector_bytes));
+}
+double lstsq_two_phase_at(int vector_bytes, const float* A, const float* x, const float* y, std::int64_t m,
+                          std::int64_t n, float* r, float* g) {
+  return fused(A, x, y, m, n, r, g, LstsqKernel::two_phase, isa_of_width(vector_bytes));
 }
 
 }  // namespace opforge_ops::loss

@@ -35,4 +35,17 @@ double lstsq_fused(const double* A, const double* x, const double* y, std::int64
 double lstsq_fused(const float* A, const float* x, const float* y, std::int64_t m, std::int64_t n, float* r,
                    float* g, LstsqKernel kernel = LstsqKernel::automatic);
 
+/// The two_phase kernel is compiled three times, at vector widths of 64 bytes
+/// (AVX-512), 32 (AVX2 + FMA) and 16 (baseline x86-64, and any other CPU);
+/// lstsq_fused runs the widest this CPU has. The widest width, in bytes:
+int widest_two_phase_width();
+
+/// The two_phase kernel at a chosen width, so that tests check every instance a
+/// CPU can run, not only the widest. Throws std::invalid_argument for a width
+/// other than 64, 32 or 16, or wider than widest_two_phase_width().
+double lstsq_two_phase_at(int vector_bytes, const double* A, const double* x, const double* y, std::int64_t m,
+                          std::int64_t n, double* r, double* g);
+double lstsq_two_phase_at(int vector_bytes, const float* A, const float* x, const float* y, std::int64_t m,
+                          std::int64_t n, float* r, float* g);
+
 }  // namespace opforge_ops::loss
