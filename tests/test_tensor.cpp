@@ -560,6 +560,7 @@ TEST_CASE("tensor: a large tensor gets its own huge-page mapping, returned to th
           "[tensor][memory]") {
   const std::int64_t base = opforge::live_bytes();
   const void* data = nullptr;
+  std::uintptr_t lo = 0, hi = 0;
   {
     // 6 MiB: above the 4 MiB threshold of a mapping of its own.
     opforge::Tensor t = opforge::Tensor::full({768, 1024}, 1.5, opforge::DType::Float64);
@@ -576,7 +577,6 @@ TEST_CASE("tensor: a large tensor gets its own huge-page mapping, returned to th
     INFO("the mapping that holds the tensor's data (/proc/self/smaps):\n" << shown);
     REQUIRE(!entry.empty());
     // The mapping starts on a 2 MiB boundary and is a whole number of 2 MiB pages.
-    std::uintptr_t lo = 0, hi = 0;
     char dash = 0;
     std::istringstream(entry.front()) >> std::hex >> lo >> dash >> hi;
     CHECK(lo % (2u << 20) == 0);
@@ -594,11 +594,23 @@ TEST_CASE("tensor: a large tensor gets its own huge-page mapping, returned to th
     }
   }
   CHECK(opforge::live_bytes() == base);
+  // Unmapped, not kept in a free list: the tensor's mapping is gone. The address
+  // itself may be mapped again by then by anything else in the process (the C
+  // library's allocator, a thread's stack), so what is checked is that no
+  // mapping of the tensor's exact range with huge-page advice is left.
   const std::vector<std::string> after = smaps_entry(data);
   std::string shown;
   for (const std::string& l : after) shown += l + "\n";
   INFO("what holds the address once the tensor died:\n" << shown);
-  CHECK(after.empty());  // unmapped, not kept in a free list
+  if (!after.empty()) {
+    std::uintptr_t lo2 = 0, hi2 = 0;
+    char dash = 0;
+    std::istringstream(after.front()) >> std::hex >> lo2 >> dash >> hi2;
+    bool advised = false;
+    for (const std::string& l : after)
+      if (l.rfind("VmFlags:", 0) == 0) advised = l.find(" hg") != std::string::npos;
+    CHECK_FALSE((lo2 == lo && hi2 == hi && advised));
+  }
 }
 
 TEST_CASE("tensor: large and small tensors interoperate (copy, views, arithmetic)", "[tensor][memory]") {
