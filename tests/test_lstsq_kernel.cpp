@@ -52,6 +52,15 @@ Out run(const Problem<T>& p, LstsqKernel k, bool with_g = true) {
   return {loss, std::vector<double>(r.begin(), r.end()), std::vector<double>(g.begin(), g.end())};
 }
 
+// The two_phase kernel at a chosen vector width (bytes).
+template <class T>
+Out run_at(const Problem<T>& p, int width) {
+  std::vector<T> r(static_cast<std::size_t>(p.m)), g(static_cast<std::size_t>(p.n), T(-7));
+  const double loss =
+      opforge_ops::loss::lstsq_two_phase_at(width, p.A.data(), p.x.data(), p.y.data(), p.m, p.n, r.data(), g.data());
+  return {loss, std::vector<double>(r.begin(), r.end()), std::vector<double>(g.begin(), g.end())};
+}
+
 // r = y - A x, g = A^T r, loss = r.r in double
 template <class T>
 Out reference(const Problem<T>& p) {
@@ -107,7 +116,6 @@ TEMPLATE_TEST_CASE("lstsq kernel: every vector width of two_phase this CPU runs 
                    "[lstsq][kernel][isa]", double, float) {
   // lstsq_fused runs only the widest instance; AMD CPUs without AVX-512 run the
   // 32-byte one, others the 16-byte one: each is checked here where the CPU can.
-  using opforge_ops::loss::lstsq_two_phase_at;
   const double tol = sizeof(TestType) == 8 ? 1e-12 : 3e-5;
   const std::int64_t ns[] = {1, 3, 17, 641, 4097, 9000};
   const std::int64_t ms[] = {1, 9, 203, 2005};
@@ -120,29 +128,23 @@ TEMPLATE_TEST_CASE("lstsq kernel: every vector width of two_phase this CPU runs 
         INFO("width " << w << " bytes, m = " << m << ", n = " << n);
         const auto p = make<TestType>(m, n, static_cast<unsigned>(m * 7 + n));
         const Out ref = reference(p);
-        std::vector<TestType> r(static_cast<std::size_t>(m)), g(static_cast<std::size_t>(n), TestType(-7));
-        const double loss = lstsq_two_phase_at(w, p.A.data(), p.x.data(), p.y.data(), m, n, r.data(), g.data());
-        CHECK(loss == Approx(ref.loss).epsilon(tol));
-        CHECK(rel(std::vector<double>(r.begin(), r.end()), ref.r) < tol);
-        CHECK(rel(std::vector<double>(g.begin(), g.end()), ref.g) < tol);
-        if (w == widest) {  // what the plugin runs, bit for bit
-          const Out o = run(p, LstsqKernel::two_phase);
-          CHECK(std::vector<double>(g.begin(), g.end()) == o.g);
-        }
+        const Out o = run_at(p, w);
+        CHECK(o.loss == Approx(ref.loss).epsilon(tol));
+        CHECK(rel(o.r, ref.r) < tol);
+        CHECK(rel(o.g, ref.g) < tol);
+        if (w == widest) CHECK(o.g == run(p, LstsqKernel::two_phase).g);  // what the plugin runs, bit for bit
       }
     // Bit-identical for any thread count at this width too.
     const auto p = make<TestType>(6001, 700, 13);
-    std::vector<std::vector<TestType>> gs;
+    std::vector<Out> outs;
     for (int t : {1, 2, 3}) {
       opforge::set_num_threads(t);
-      std::vector<TestType> r(6001), g(700);
-      lstsq_two_phase_at(w, p.A.data(), p.x.data(), p.y.data(), 6001, 700, r.data(), g.data());
-      gs.push_back(g);
+      outs.push_back(run_at(p, w));
     }
     opforge::set_num_threads(0);
     INFO("width " << w << " bytes");
-    CHECK(gs[0] == gs[1]);
-    CHECK(gs[0] == gs[2]);
+    CHECK(outs[0].g == outs[1].g);
+    CHECK(outs[0].g == outs[2].g);
   }
 }
 

@@ -554,13 +554,31 @@ std::vector<std::string> smaps_entry(const void* p) {
   }
   return entry;
 }
+
+// One smaps entry, read: its range, whether it carries huge-page advice, and its
+// text for failure messages.
+struct Mapping {
+  std::uintptr_t lo = 0, hi = 0;
+  bool advised = false;
+  std::string text;
+};
+Mapping read_mapping(const std::vector<std::string>& entry) {
+  Mapping m;
+  for (const std::string& l : entry) m.text += l + "\n";
+  if (entry.empty()) return m;
+  char dash = 0;
+  std::istringstream(entry.front()) >> std::hex >> m.lo >> dash >> m.hi;
+  for (const std::string& l : entry)
+    if (l.rfind("VmFlags:", 0) == 0) m.advised = l.find(" hg") != std::string::npos;
+  return m;
+}
 }  // namespace
 
 TEST_CASE("tensor: a large tensor gets its own huge-page mapping, returned to the system when it dies",
           "[tensor][memory]") {
   const std::int64_t base = opforge::live_bytes();
   const void* data = nullptr;
-  std::uintptr_t lo = 0, hi = 0;
+  Mapping alive;
   {
     // 6 MiB: above the 4 MiB threshold of a mapping of its own.
     opforge::Tensor t = opforge::Tensor::full({768, 1024}, 1.5, opforge::DType::Float64);
@@ -572,45 +590,27 @@ TEST_CASE("tensor: a large tensor gets its own huge-page mapping, returned to th
     CHECK(v.back() == 1.5);
 
     const std::vector<std::string> entry = smaps_entry(data);
-    std::string shown;
-    for (const std::string& l : entry) shown += l + "\n";
-    INFO("the mapping that holds the tensor's data (/proc/self/smaps):\n" << shown);
+    alive = read_mapping(entry);
+    INFO("the mapping that holds the tensor's data (/proc/self/smaps):\n" << alive.text);
     REQUIRE(!entry.empty());
     // The mapping starts on a 2 MiB boundary and is a whole number of 2 MiB pages.
-    char dash = 0;
-    std::istringstream(entry.front()) >> std::hex >> lo >> dash >> hi;
-    CHECK(lo % (2u << 20) == 0);
-    CHECK((hi - lo) % (2u << 20) == 0);
-    CHECK(hi - lo >= 768u * 1024u * 8u);
+    CHECK(alive.lo % (2u << 20) == 0);
+    CHECK((alive.hi - alive.lo) % (2u << 20) == 0);
+    CHECK(alive.hi - alive.lo >= 768u * 1024u * 8u);
     // Where the kernel offers transparent huge pages, the mapping asked for them.
     std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
     std::string mode;
     std::getline(thp, mode);
-    if (mode.find("[never]") == std::string::npos && !mode.empty()) {
-      bool advised = false;
-      for (const std::string& l : entry)
-        if (l.rfind("VmFlags:", 0) == 0) advised = l.find(" hg") != std::string::npos;
-      CHECK(advised);
-    }
+    if (mode.find("[never]") == std::string::npos && !mode.empty()) CHECK(alive.advised);
   }
   CHECK(opforge::live_bytes() == base);
   // Unmapped, not kept in a free list: the tensor's mapping is gone. The address
   // itself may be mapped again by then by anything else in the process (the C
   // library's allocator, a thread's stack), so what is checked is that no
   // mapping of the tensor's exact range with huge-page advice is left.
-  const std::vector<std::string> after = smaps_entry(data);
-  std::string shown;
-  for (const std::string& l : after) shown += l + "\n";
-  INFO("what holds the address once the tensor died:\n" << shown);
-  if (!after.empty()) {
-    std::uintptr_t lo2 = 0, hi2 = 0;
-    char dash = 0;
-    std::istringstream(after.front()) >> std::hex >> lo2 >> dash >> hi2;
-    bool advised = false;
-    for (const std::string& l : after)
-      if (l.rfind("VmFlags:", 0) == 0) advised = l.find(" hg") != std::string::npos;
-    CHECK_FALSE((lo2 == lo && hi2 == hi && advised));
-  }
+  const Mapping after = read_mapping(smaps_entry(data));
+  INFO("what holds the address once the tensor died:\n" << after.text);
+  CHECK_FALSE((after.lo == alive.lo && after.hi == alive.hi && after.advised));
 }
 
 TEST_CASE("tensor: large and small tensors interoperate (copy, views, arithmetic)", "[tensor][memory]") {

@@ -56,9 +56,9 @@
 // current rows to end the update loop's register spills, or the update as one
 // chain of FMAs into g (both within 1%). Touching A twice is not the cost: a
 // plain sum over 8 rows at once, or one that reads each 16 or 64 KiB block
-// twice, runs at the read's speed (0.95-1.04x) in both memory regimes; the
-// update phase's work is (+3% of the read while memory is slow, +15-35% while
-// it is fast). A
+// twice, runs at the read's speed (0.95-1.04x) in both memory regimes; what
+// costs is the update phase's work (+3% of the read while memory is slow,
+// +15-35% while it is fast). A
 // software prefetch costs more than the hardware's: a streaming dot loop that
 // also prefetches the next block runs at 72 GB/s where the plain loop runs at
 // 86-96 GB/s (2 threads), so prefetches are issued only where nothing else
@@ -563,33 +563,24 @@ double lstsq_fused(const float* A, const float* x, const float* y, std::int64_t 
 }
 
 namespace {
+// Vector width in bytes of each instance of two_phase.
+constexpr int width_of(Isa isa) { return isa == Isa::v4 ? 64 : isa == Isa::v3 ? 32 : 16; }
+
 Isa isa_of_width(int vector_bytes) {
-  const Isa best = best_isa();
-  switch (vector_bytes) {
-    case 64:
-      if (best == Isa::v4) return Isa::v4;
-      break;
-    case 32:
-      if (best == Isa::v4 || best == Isa::v3) return Isa::v3;
-      break;
-    case 16: return Isa::base;
-    default:
-      throw std::invalid_argument("lstsq two_phase kernel: vector width must be 64, 32 or 16 bytes, got " +
-                                  std::to_string(vector_bytes));
+  for (Isa isa : {Isa::v4, Isa::v3, Isa::base}) {
+    if (width_of(isa) != vector_bytes) continue;
+    if (vector_bytes > widest_two_phase_width())
+      throw std::invalid_argument("lstsq two_phase kernel: this CPU cannot run the " + std::to_string(vector_bytes) +
+                                  "-byte instance (it runs up to " + std::to_string(widest_two_phase_width()) +
+                                  " bytes)");
+    return isa;
   }
-  throw std::invalid_argument("lstsq two_phase kernel: this CPU cannot run the " + std::to_string(vector_bytes) +
-                              "-byte instance (it runs up to " + std::to_string(widest_two_phase_width()) +
-                              " bytes)");
+  throw std::invalid_argument("lstsq two_phase kernel: vector width must be 64, 32 or 16 bytes, got " +
+                              std::to_string(vector_bytes));
 }
 }  // namespace
 
-int widest_two_phase_width() {
-  switch (best_isa()) {
-    case Isa::v4: return 64;
-    case Isa::v3: return 32;
-    default: return 16;
-  }
-}
+int widest_two_phase_width() { return width_of(best_isa()); }
 
 double lstsq_two_phase_at(int vector_bytes, const double* A, const double* x, const double* y, std::int64_t m,
                           std::int64_t n, double* r, double* g) {
