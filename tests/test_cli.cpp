@@ -123,6 +123,37 @@ TEST_CASE("cli: `bench lstsq --methods` times only the methods asked for", "[cli
                                       "bandwidth; got 'fastest'"));
 }
 
+TEST_CASE("cli: `bench lstsq --caches cold` reads a buffer larger than the caches before each timed call",
+          "[cli][bench]") {
+  const Run warm = run("bench lstsq --sizes 40 --dtype float32 --repeat 2 --methods fused,bandwidth --json");
+  REQUIRE(warm.status == 0);
+  for (const std::string& row : lines(warm.out)) CHECK_THAT(row, Catch::Contains("\"caches\": \"warm\""));
+
+  // stderr (progress, the flush buffer's size) comes with stdout here: keep the JSON rows.
+  const Run cold = run("bench lstsq --sizes 40 --dtype float32 --repeat 2 --methods fused,bandwidth --json "
+                       "--caches cold", true);
+  INFO(cold.out);
+  REQUIRE(cold.status == 0);
+  const std::regex said("caches cold: a ([0-9]+) MiB buffer is read before each timed call \\(last-level cache: "
+                        "([0-9]+) MiB\\)");
+  std::smatch m;
+  REQUIRE(std::regex_search(cold.out, m, said));
+  CHECK(std::stol(m[1]) >= 64);
+  CHECK(std::stol(m[1]) >= 4 * std::stol(m[2]));
+  int rows = 0;
+  for (const std::string& row : lines(cold.out)) {
+    if (row[0] != '{') continue;
+    ++rows;
+    CHECK_THAT(row, Catch::Contains("\"caches\": \"cold\""));
+    if (row.find("\"method\": \"fused\"") != std::string::npos) CHECK(number_after(row, "rel_err") < 1e-4);
+  }
+  CHECK(rows == 2);
+
+  const Run bad = run("bench lstsq --caches lukewarm", true);
+  CHECK(bad.status != 0);
+  CHECK_THAT(bad.out, Catch::Contains("--caches: expected warm or cold, got 'lukewarm'"));
+}
+
 TEST_CASE("cli: bad options get a message and a non-zero status", "[cli]") {
   CHECK(run("bench lstsq --sizes 10,x").status != 0);
   CHECK(run("bench lstsq --dtype float16").status != 0);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace opforge_cli {
 
@@ -9,5 +10,23 @@ namespace opforge_cli {
 /// `bandwidth` row of `opforge bench lstsq`).
 double read_once_sum(const double* p, std::int64_t n);
 double read_once_sum(const float* p, std::int64_t n);
+
+/// Bytes of the largest data cache this machine reports (the last level: L3 on
+/// most x86 CPUs), or 0 when it reports none.
+std::int64_t last_level_cache_bytes();
+
+/// Evicts what earlier work left in the caches by reading, on every thread, a
+/// buffer of its own several times the last-level cache (`opforge bench lstsq
+/// --caches cold`). What the caches hold after flush() is that buffer, not the
+/// caller's data.
+class CacheFlusher {
+ public:
+  CacheFlusher();  // allocates and touches the buffer
+  void flush() const;
+  std::int64_t bytes() const { return static_cast<std::int64_t>(buffer_.size() * sizeof(double)); }
+
+ private:
+  std::vector<double> buffer_;
+};
 
 }  // namespace opforge_cli

@@ -13,6 +13,7 @@
 #include <functional>
 #include <iomanip>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include <boost/program_options.hpp>
@@ -71,14 +72,18 @@ Timing summarize(std::vector<double> ms) {
 // and only the second run is timed: the time is that of a call following a call
 // of the same method, as in a loop that calls it again and again (an optimiser;
 // the peers' timing loops), whatever the other methods left in the caches.
-// Two untimed warm-up rounds first.
-std::vector<Timing> time_round_robin(int repeat, const std::vector<std::function<void()>>& methods) {
+// Two untimed warm-up rounds first. With a flusher (--caches cold) the untimed
+// call before each timed one is a pass over the flusher's buffer instead: the
+// timed call finds none of its data in any cache.
+std::vector<Timing> time_round_robin(int repeat, const std::vector<std::function<void()>>& methods,
+                                     const CacheFlusher* flusher) {
   for (int w = 0; w < 2; ++w)
     for (const auto& f : methods) f();
   std::vector<std::vector<double>> ms(methods.size());
   for (int i = 0; i < repeat; ++i) {
     for (std::size_t k = 0; k < methods.size(); ++k) {
-      methods[k]();
+      if (flusher) flusher->flush();
+      else methods[k]();
       auto t0 = std::chrono::steady_clock::now();
       methods[k]();
       auto t1 = std::chrono::steady_clock::now();
@@ -137,7 +142,7 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
       "opforge bench lstsq: time d/dx ||y - A x||^2, A in R^{10d x d}\n"
       "methods: fused (loss.lstsq plugin), graph (mv/sub/square/sum plugins + engine),\n"
       "explicit (-2 A^T (y - A x) with xtensor-blas), bandwidth (one parallel read of A)\n\noptions");
-  std::string sizes_s, dtype_s, threads_s, methods_s;
+  std::string sizes_s, dtype_s, threads_s, methods_s, caches_s;
   int repeat = 20;
   desc.add_options()("help,h", "this help")(
       "sizes", po::value(&sizes_s)->default_value("300,1000,2000"), "comma-separated values of d")(
@@ -146,6 +151,9 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
       "threads", po::value(&threads_s), "comma-separated thread counts (default: all cores)")(
       "methods", po::value(&methods_s)->default_value("fused,graph,explicit,bandwidth"),
       "comma-separated methods to time (ratios need explicit and bandwidth)")(
+      "caches", po::value(&caches_s)->default_value("warm"),
+      "warm: each timed call follows a call of the same method (a loop calling it); cold: each timed call "
+      "follows a read of a buffer 4x the last-level cache, so that A comes from memory")(
       "json", "one JSON object per line instead of a table");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(desc).run(), vm);
@@ -176,6 +184,14 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
       wanted[static_cast<std::size_t>(it - all_methods.begin())] = true;
     }
   }
+  if (caches_s != "warm" && caches_s != "cold")
+    throw std::invalid_argument("--caches: expected warm or cold, got '" + caches_s + "'");
+  std::unique_ptr<CacheFlusher> flusher;
+  if (caches_s == "cold") {
+    flusher = std::make_unique<CacheFlusher>();
+    std::cerr << "bench lstsq: caches cold: a " << flusher->bytes() / (1 << 20) << " MiB buffer is read before each "
+              << "timed call (last-level cache: " << last_level_cache_bytes() / (1 << 20) << " MiB)" << std::endl;
+  }
   std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s)
                                                   : std::vector<long>{opforge::hardware_threads()};
 
@@ -202,7 +218,7 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
       o.set("threads", r.threads);
       if (explicit_ms > 0) o.set("ratio_explicit", r.t.median_ms / explicit_ms);
       if (bandwidth_ms > 0) o.set("ratio_bandwidth", r.t.median_ms / bandwidth_ms);
-      o.set("a_gbps", gbs).set("repeat", repeat);
+      o.set("a_gbps", gbs).set("repeat", repeat).set("caches", caches_s);
       std::cout << o.dump() << std::endl;
     } else {
       auto ratio = [](double num, double den, int width) {
@@ -260,7 +276,7 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
         std::vector<std::function<void()>> timed;
         for (std::size_t k = 0; k < all.size(); ++k)
           if (wanted[k]) timed.push_back(all[k]);
-        const std::vector<Timing> measured = time_round_robin(repeat, timed);
+        const std::vector<Timing> measured = time_round_robin(repeat, timed, flusher.get());
         (void)sink;
         std::vector<Timing> t(all.size());
         for (std::size_t k = 0, i = 0; k < all.size(); ++k)
