@@ -48,10 +48,11 @@
 // instead of prefetching it (5-30% slower at every size); 4- or 2-row blocks
 // where 8 rows make 64 KB, so that the update reads from L1 (4 rows 1-2%
 // slower, 2 rows 3-8%, and 20% at float64 d = 1000 while memory is fast, with
-// either prefetch hint); prefetcht0 or prefetchnta
-// instead of prefetcht1 (3-5% faster while memory is slow, 2-4% slower while
-// it is fast); dot products row after row with L1-sized blocks and no software
-// prefetch, one sequential stream for the hardware prefetcher (1.2-2.5x);
+// either prefetch hint); prefetcht0 or prefetchnta instead of prefetcht1
+// (3-5% faster while memory is slow, 2-4% slower while it is fast; prefetcht2
+// runs as prefetcht1 does); dot products row after row with L1-sized blocks
+// and no software prefetch, one sequential stream for the hardware prefetcher
+// (1.2-2.5x);
 // prefetching the next block in memory order from one pointer (same at d =
 // 1000, 10-20% slower at float64 d = 2000); prefetch addresses indexed off the
 // current rows to end the update loop's register spills, or the update as one
