@@ -79,6 +79,8 @@ double parallel_sum(const T* p, std::int64_t n, F block_sum) {
 double read_once_sum(const double* p, std::int64_t n) { return parallel_sum(p, n, sum_f64); }
 double read_once_sum(const float* p, std::int64_t n) { return parallel_sum(p, n, sum_f32); }
 
+namespace {
+
 // Linux's sysfs describes the caches CPU 0 uses ("32768K"); glibc's sysconf, read
 // from CPUID, may give the whole package's L3 (384 MiB on a 2-core VM of a
 // 12-CCD EPYC, where a core's data can only sit in its CCD's 32 MiB), so it is
@@ -104,11 +106,14 @@ std::int64_t last_level_cache_bytes() {
   return best;
 }
 
+}  // namespace
+
 // Four times the last-level cache, at least 64 MiB: a victim L3 (AMD Zen) or one
 // whose replacement protects lines that hit keeps part of the caller's data
 // through one pass over a buffer of its own size.
 CacheFlusher::CacheFlusher()
-    : buffer_(static_cast<std::size_t>(std::max<std::int64_t>(64 << 20, 4 * last_level_cache_bytes()) /
+    : cache_bytes_(last_level_cache_bytes()),
+      buffer_(static_cast<std::size_t>(std::max<std::int64_t>(64 << 20, 4 * cache_bytes_) /
                                        static_cast<std::int64_t>(sizeof(double))),
               1.0) {}
 

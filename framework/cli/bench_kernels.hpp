@@ -11,10 +11,6 @@ namespace opforge_cli {
 double read_once_sum(const double* p, std::int64_t n);
 double read_once_sum(const float* p, std::int64_t n);
 
-/// Bytes of the largest data cache this machine reports (the last level: L3 on
-/// most x86 CPUs), or 0 when it reports none.
-std::int64_t last_level_cache_bytes();
-
 /// Evicts what earlier work left in the caches by reading, on every thread, a
 /// buffer of its own several times the last-level cache (`opforge bench lstsq
 /// --caches cold`). What the caches hold after flush() is that buffer, not the
@@ -24,8 +20,12 @@ class CacheFlusher {
   CacheFlusher();  // allocates and touches the buffer
   void flush() const;
   std::int64_t bytes() const { return static_cast<std::int64_t>(buffer_.size() * sizeof(double)); }
+  /// Bytes of the largest data cache this machine reports (the last level: L3
+  /// on most x86 CPUs), or 0 when it reports none; the buffer is sized from it.
+  std::int64_t cache_bytes() const { return cache_bytes_; }
 
  private:
+  std::int64_t cache_bytes_;
   std::vector<double> buffer_;
 };
 

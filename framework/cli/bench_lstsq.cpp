@@ -190,7 +190,7 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
   if (caches_s == "cold") {
     flusher = std::make_unique<CacheFlusher>();
     std::cerr << "bench lstsq: caches cold: a " << flusher->bytes() / (1 << 20) << " MiB buffer is read before each "
-              << "timed call (last-level cache: " << last_level_cache_bytes() / (1 << 20) << " MiB)" << std::endl;
+              << "timed call (last-level cache: " << flusher->cache_bytes() / (1 << 20) << " MiB)" << std::endl;
   }
   std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s)
                                                   : std::vector<long>{opforge::hardware_threads()};
