@@ -280,7 +280,7 @@ OPFORGE_INLINE Vec<T, B> vload(const T* p) {
   return v;
 }
 template <int B, class T>
-OPFORGE_INLINE void vstore(T* p, Vec<T, B> v) {
+OPFORGE_INLINE void vstore(T* p, const Vec<T, B>& v) {
   std::memcpy(p, &v, sizeof v);
 }
 // Sum of a vector's lanes by halving (64 -> 32 -> 16 bytes, then 4 or 2 lanes):
@@ -289,7 +289,7 @@ OPFORGE_INLINE void vstore(T* p, Vec<T, B> v) {
 // latencies a block (measured: 3-5% of the whole pass at float32 d = 2000, 7%
 // of the dot phase alone while memory is fast).
 template <int B, class T>
-OPFORGE_INLINE T hsum(Vec<T, B> v) {
+OPFORGE_INLINE T hsum(const Vec<T, B>& v) {
   if constexpr (B > 16) {
     Vec<T, B / 2> lo, hi;
     std::memcpy(&lo, &v, B / 2);
