@@ -32,7 +32,8 @@
 // So `automatic` is two_phase on AMD, pipelined elsewhere.
 //
 // Tried on Zen and dropped: alternating the sweep direction to reuse what the last
-// pass left in L3 (no gain); prefetching inside the dot loop (slower); a
+// pass left in L3 (no gain; again as chunks last-to-first on every other call:
+// 0-3%, this L3 keeps little of a stream); prefetching inside the dot loop (slower); a
 // pipelined loop with blocks small enough for L1 (slower: 1.3x); 16-row blocks
 // (1.7x at d = 2000: too many streams for the prefetchers); an update that keeps
 // a 512-byte panel of g in registers and walks the rows one after another (1.6x
@@ -67,7 +68,9 @@
 // and this block's update in column steps of 256 B to 4 KiB a row, no software
 // prefetch, so that the hardware prefetcher streams on through short updates
 // (1.15-1.20x while memory is slow, 1.4-2.3x while it is fast: the pipelined
-// variant's trouble, coarser).
+// variant's trouble, coarser); the register-panel update again, with the current
+// prefetch order (1-4% slower from memory); two blocks' dot phases, then their
+// two updates, so that the phases switch half as often (3-5% slower).
 // Touching A twice is not the cost: a
 // plain sum over 8 rows at once, or one that reads each 16 or 64 KiB block
 // twice, runs at the read's speed (0.95-1.04x) in both memory regimes; what
