@@ -70,7 +70,12 @@
 // (1.15-1.20x while memory is slow, 1.4-2.3x while it is fast: the pipelined
 // variant's trouble, coarser); the register-panel update again, with the current
 // prefetch order (1-4% slower from memory); two blocks' dot phases, then their
-// two updates, so that the phases switch half as often (3-5% slower).
+// two updates, so that the phases switch half as often (3-5% slower);
+// prefetching every second or fourth line of the next block, the gaps left to
+// the hardware (1.13-1.21x against 1.10x, one thread, caches flushed); 5- or
+// 6-row blocks (1-3% slower). Streaming by software prefetch alone (the dot
+// loop removed) runs at 1.25x the read on one core, the dot phase alone at
+// 1.00-1.10x: what the update phase's prefetches feed is the shortfall.
 // Touching A twice is not the cost: a
 // plain sum over 8 rows at once, or one that reads each 16 or 64 KiB block
 // twice, runs at the read's speed (0.95-1.04x) in both memory regimes; what
