@@ -105,8 +105,10 @@
 #endif
 #define OPFORGE_INLINE __attribute__((always_inline)) inline
 
-// GCC notes that 64-byte vector arguments would change the ABI of functions
-// compiled without AVX-512; every such function here is always_inline.
+// GCC warns that returning a 64-byte vector (vload) would change the ABI of
+// functions compiled without AVX-512; every such function here is
+// always_inline. Vectors are passed by const reference: GCC's note about
+// passing them by value is one this pragma does not silence.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace opforge_ops::loss {
