@@ -74,7 +74,7 @@
 // prefetching every second or fourth line of the next block, the gaps left to
 // the hardware (1.13-1.21x against 1.10x, one thread, caches flushed); 5- or
 // 6-row blocks (1-3% slower). Streaming by software prefetch alone (the dot
-// loop removed) runs at 1.25x the read on one core, the dot phase alone at
+// loop removed) runs at 1.20-1.26x the read on one core, the dot phase alone at
 // 1.00-1.10x: what the update phase's prefetches feed is the shortfall.
 // Touching A twice is not the cost: a
 // plain sum over 8 rows at once, or one that reads each 16 or 64 KiB block
