@@ -200,7 +200,13 @@ class Bound final : public opforge::Function {
   Bound(OpHandle op, std::vector<Attr> attrs) : op_(std::move(op)), attrs_(std::move(attrs)) {}
   TensorList forward(opforge::Context& ctx, TensorSpan in) const override {
     const AttrSpan attrs(attrs_.data(), attrs_.size());
+    // Two returns of fresh values, no named one: GCC 12 at -O3 warns falsely
+    // (-Wstringop-overflow) about moving a named TensorList out of a function
+    // that has another return.
     if (!ctx.any_input_needs_grad()) return op_.call(in, attrs);
+    return forward_recorded(ctx, in, attrs);
+  }
+  TensorList forward_recorded(opforge::Context& ctx, TensorSpan in, AttrSpan attrs) const {
     struct GradOn {
       bool prev = opforge::grad_enabled();
       GradOn() { opforge::set_grad_enabled(true); }
