@@ -11,6 +11,7 @@
 #include "node.hpp"
 #include "opforge/autograd.hpp"
 #include "plugin_keepalive.hpp"
+#include "tls.hpp"
 
 namespace opforge {
 
@@ -20,8 +21,8 @@ namespace opforge {
 // destroyed on this thread are queued on an intrusive list instead of recursing.
 
 namespace {
-thread_local Node* t_pending = nullptr;
-thread_local bool t_draining = false;
+OPFORGE_TLS Node* t_pending = nullptr;
+OPFORGE_TLS bool t_draining = false;
 }  // namespace
 
 void intrusive_ptr_add_ref(Node* n) noexcept { n->refcount_.fetch_add(1, std::memory_order_relaxed); }
@@ -142,8 +143,8 @@ struct Scratch {
   std::vector<Node*> ready;
   std::vector<HookedLeaf> hooked;
 };
-thread_local std::vector<std::unique_ptr<Scratch>> t_scratch;
-thread_local std::size_t t_depth = 0;
+OPFORGE_TLS std::vector<std::unique_ptr<Scratch>> t_scratch;
+OPFORGE_TLS std::size_t t_depth = 0;
 
 class ScratchLease {
  public:
@@ -181,7 +182,7 @@ void check_grads(const Node& n, const TensorList& grads) {
   for (std::size_t i = 0; i < grads.size(); ++i) {
     const Tensor& g = grads[i];
     if (!g.defined() || !n.edges[i].needed()) continue;
-    const TensorMeta& m = n.input_meta[i];
+    const TensorMeta& m = n.input_meta(i);
     OPFORGE_CHECK(g.shape() == m.shape, AutogradError, "in backward of '", n.name(), "': the gradient for ",
                   input_label(n, i), " has shape ", g.shape(), ", expected ", m.shape, " (the input's shape)");
     OPFORGE_CHECK(g.dtype() == m.dtype, AutogradError, "in backward of '", n.name(), "': the gradient for ",
@@ -231,7 +232,7 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
     n->epoch = epoch;
     n->dependencies = 0;
     n->grad_buffer.clear();
-    n->grad_buffer.resize(n->output_meta.size());
+    n->grad_buffer.resize(n->num_outputs());
     s.visited.push_back(n);
     return true;
   };
@@ -299,8 +300,10 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
     while (!s.ready.empty()) {
       Node* n = s.ready.back();
       s.ready.pop_back();
-      for (auto& [k, hook] : n->output_hooks) {
-        if (n->grad_buffer[k].defined()) n->grad_buffer[k] = run_hook(hook, n->grad_buffer[k], "an op's output");
+      if (n->output_hooks) {
+        for (auto& [k, hook] : *n->output_hooks) {
+          if (n->grad_buffer[k].defined()) n->grad_buffer[k] = run_hook(hook, n->grad_buffer[k], "an op's output");
+        }
       }
       if (cap.active()) {
         for (std::size_t i = 0; i < cap.inputs.size(); ++i) {
@@ -317,7 +320,7 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
       if (any_grad) {
         for (std::size_t k = 0; k < n->grad_buffer.size(); ++k) {
           if (!n->grad_buffer[k].defined())
-            n->grad_buffer[k] = Tensor::zeros(n->output_meta[k].shape, n->output_meta[k].dtype);
+            n->grad_buffer[k] = Tensor::zeros(n->output_meta(k).shape, n->output_meta(k).dtype);
         }
         {
           NoGradGuard no_grad;
@@ -403,7 +406,9 @@ void Tensor::register_hook(GradHook hook) const {
   OPFORGE_CHECK(static_cast<bool>(hook), ValueError, "Tensor::register_hook: argument 'hook' is empty");
   if (auto keep = keep_plugin_loaded(__builtin_return_address(0))) hook = KeptHook(std::move(keep), std::move(hook));
   if (impl_->grad_fn) {
-    impl_->grad_fn->output_hooks.emplace_back(impl_->output_nr, std::move(hook));
+    auto& hooks = impl_->grad_fn->output_hooks;
+    if (!hooks) hooks = std::make_unique<std::vector<std::pair<std::uint32_t, Tensor::GradHook>>>();
+    hooks->emplace_back(impl_->output_nr, std::move(hook));
     return;
   }
   OPFORGE_CHECK(impl_->requires_grad, AutogradError, "Tensor::register_hook: the tensor (", describe(),

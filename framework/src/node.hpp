@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -38,10 +39,9 @@ class Node {
   // Function's code (and any code the Context's contents need) outlives them.
   boost::intrusive_ptr<OpEntry> op;
   Context ctx;
-  boost::container::small_vector<Edge, 4> edges;             // one per input
-  boost::container::small_vector<TensorMeta, 4> input_meta;  // one per input
-  boost::container::small_vector<TensorMeta, 2> output_meta; // one per output
-  std::vector<std::pair<std::uint32_t, Tensor::GradHook>> output_hooks;  // (output, hook), rare
+  boost::container::small_vector<Edge, 4> edges;       // one per input
+  boost::container::small_vector<TensorMeta, 4> meta;  // one per input, then one per output
+  std::unique_ptr<std::vector<std::pair<std::uint32_t, Tensor::GradHook>>> output_hooks;  // (output, hook), rare
 
   // Engine scratch: valid during one backward pass (a graph is backpropagated
   // by one thread at a time; independent graphs run in parallel freely).
@@ -50,6 +50,10 @@ class Node {
   TensorList grad_buffer;
 
   const std::string& name() const noexcept { return op->schema.name; }
+  // `edges` is sized to the inputs before any output's meta is added.
+  const TensorMeta& input_meta(std::size_t i) const noexcept { return meta[i]; }
+  const TensorMeta& output_meta(std::size_t k) const noexcept { return meta[edges.size() + k]; }
+  std::size_t num_outputs() const noexcept { return meta.size() - edges.size(); }
 
  private:
   friend void intrusive_ptr_add_ref(Node* n) noexcept;
@@ -57,6 +61,11 @@ class Node {
   std::atomic<std::uint32_t> refcount_{0};
   Node* next_pending_ = nullptr;  // intrusive list for iterative destruction
 };
+
+// One node is allocated per recorded call. glibc serves blocks of up to 1032
+// bytes from a per-thread cache without locking or searching its bins; a node
+// that grew past that would cost every recorded call ~250 more instructions.
+static_assert(sizeof(Node) <= 1024, "a Node should stay small enough for the allocator's per-thread cache");
 
 /// Gives the engine access to Context internals.
 struct ContextAccess {

@@ -559,11 +559,11 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
   check_outputs(s, out);
 
   node->edges.resize(n);
-  node->input_meta.resize(n);
+  node->meta.resize(n + out.size());
   for (std::size_t i = 0; i < n; ++i) {
     TensorImpl* t = inputs[i].unsafe_impl();
-    node->input_meta[i].shape = t->shape;
-    node->input_meta[i].dtype = t->dtype;
+    node->meta[i].shape = t->shape;
+    node->meta[i].dtype = t->dtype;
     if (!((needs >> i) & 1u)) continue;
     Edge& edge = node->edges[i];
     if (t->grad_fn) {
@@ -575,7 +575,6 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
   }
 
   TensorList& saved = ContextAccess::saved(node->ctx);
-  node->output_meta.resize(out.size());
   for (std::size_t k = 0; k < out.size(); ++k) {
     TensorImpl* o = out[k].unsafe_impl();
     // An output that is also an input, or a tensor someone else already owns the
@@ -591,8 +590,8 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
     // output): keep a data-only alias in the Context instead.
     for (Tensor& sv : saved)
       if (sv.unsafe_impl() == o) sv = Tensor(alias_impl(*o));
-    node->output_meta[k].shape = o->shape;
-    node->output_meta[k].dtype = o->dtype;
+    node->meta[n + k].shape = o->shape;
+    node->meta[n + k].dtype = o->dtype;
     // Integer and bool outputs (indices, masks) are not differentiable, nor are
     // outputs forward marked so.
     if (!is_floating(o->dtype) || ((ContextAccess::non_differentiable(node->ctx) >> k) & 1u)) continue;

@@ -41,7 +41,8 @@ class Storage {
   Deleter deleter_ = nullptr;  // for adopted memory; null when borrowed or owned
   void* deleter_context_ = nullptr;
   bool owned_ = false;         // data lives in this block (counted in live_bytes)
-  std::size_t mapped_ = 0;     // length of this block's own mapping; 0: from operator new
+  std::size_t mapped_ = 0;     // length of this block's own mapping; 0: from the heap
+  void* heap_ = nullptr;       // what the heap returned for this block, when it came from there
   std::shared_ptr<void> keep_alive_;  // the plugin whose code the deleter is, if any
 };
 

@@ -10,6 +10,7 @@
 #include "node.hpp"
 #include "strided.hpp"
 #include "tensor_impl.hpp"
+#include "tls.hpp"
 
 namespace opforge {
 
@@ -386,7 +387,7 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) {
 // ---- grad mode ----------------------------------------------------------------------
 
 namespace {
-thread_local bool t_grad_enabled = true;
+OPFORGE_TLS bool t_grad_enabled = true;
 }
 bool grad_enabled() noexcept { return t_grad_enabled; }
 void set_grad_enabled(bool enabled) noexcept { t_grad_enabled = enabled; }
