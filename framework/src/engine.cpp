@@ -11,6 +11,7 @@
 #include "node.hpp"
 #include "opforge/autograd.hpp"
 #include "plugin_keepalive.hpp"
+#include "refcount.hpp"
 #include "tls.hpp"
 
 namespace opforge {
@@ -28,7 +29,7 @@ OPFORGE_TLS bool t_draining = false;
 void intrusive_ptr_add_ref(Node* n) noexcept { n->refcount_.fetch_add(1, std::memory_order_relaxed); }
 
 void intrusive_ptr_release(Node* n) noexcept {
-  if (n->refcount_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  if (!release_is_last(n->refcount_)) return;
   n->next_pending_ = t_pending;
   t_pending = n;
   if (t_draining) return;

@@ -50,6 +50,12 @@ class Node {
   TensorList grad_buffer;
 
   const std::string& name() const noexcept { return op->schema.name; }
+  /// A new node held by the pointer returned (count 1 by a plain store).
+  static boost::intrusive_ptr<Node> make() {
+    auto* n = new Node();
+    n->refcount_.store(1, std::memory_order_relaxed);
+    return boost::intrusive_ptr<Node>(n, /*add_ref=*/false);
+  }
   // `edges` is sized to the inputs before any output's meta is added.
   const TensorMeta& input_meta(std::size_t i) const noexcept { return meta[i]; }
   const TensorMeta& output_meta(std::size_t k) const noexcept { return meta[edges.size() + k]; }

@@ -9,12 +9,13 @@
 #include "opforge/plugins.hpp"
 #include "plugin_keepalive.hpp"
 #include "registry.hpp"
+#include "refcount.hpp"
 
 namespace opforge {
 
 void intrusive_ptr_add_ref(OpEntry* e) noexcept { e->refcount.fetch_add(1, std::memory_order_relaxed); }
 void intrusive_ptr_release(OpEntry* e) noexcept {
-  if (e->refcount.fetch_sub(1, std::memory_order_acq_rel) == 1) delete e;
+  if (release_is_last(e->refcount)) delete e;
 }
 
 Function::~Function() = default;
@@ -543,7 +544,7 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
   }
 
   // Recording: the node is made first so that forward saves straight into its Context.
-  NodePtr node(new Node());
+  NodePtr node = Node::make();
   node->op = entry_;
   ContextAccess::init(node->ctx, needs, static_cast<std::uint32_t>(n), s);
   if (!s.attrs.empty() || attrs.size()) resolve_attrs(s, attrs, ContextAccess::attrs(node->ctx));

@@ -8,6 +8,7 @@
 
 #include "opforge/tensor.hpp"
 #include "plugin_keepalive.hpp"
+#include "refcount.hpp"
 
 namespace opforge {
 namespace {
@@ -61,7 +62,7 @@ void reset_peak_bytes() noexcept { g_peak.store(g_live.load(std::memory_order_re
 // thread-cache hit. Up to kAlign - alignof(max_align_t) bytes are spent a block.
 constexpr std::size_t kHeapSlack = kAlign - alignof(std::max_align_t);
 
-Storage* Storage::allocate(std::size_t nbytes) {
+StoragePtr Storage::allocate(std::size_t nbytes) {
   if (nbytes > SIZE_MAX - kHeader - kHugePage) throw std::bad_alloc();
   std::size_t mapped = 0;
   void* block = nullptr;
@@ -81,10 +82,11 @@ Storage* Storage::allocate(std::size_t nbytes) {
   s->nbytes_ = nbytes;
   s->owned_ = true;
   count_alloc(static_cast<std::int64_t>(nbytes));
-  return s;
+  s->refcount_.store(1, std::memory_order_relaxed);  // held by the pointer returned
+  return StoragePtr(s, /*add_ref=*/false);
 }
 
-Storage* Storage::adopt(void* data, std::size_t nbytes, Deleter deleter, void* context, const void* deleter_code) {
+StoragePtr Storage::adopt(void* data, std::size_t nbytes, Deleter deleter, void* context, const void* deleter_code) {
   void* heap = ::operator new(kHeader + kHeapSlack);
   const auto p = reinterpret_cast<std::uintptr_t>(heap);
   auto* s = new (reinterpret_cast<void*>((p + kAlign - 1) & ~std::uintptr_t{kAlign - 1})) Storage();
@@ -94,7 +96,8 @@ Storage* Storage::adopt(void* data, std::size_t nbytes, Deleter deleter, void* c
   s->deleter_ = deleter;
   s->deleter_context_ = context;
   if (deleter) s->keep_alive_ = keep_plugin_loaded(deleter_code ? deleter_code : reinterpret_cast<const void*>(deleter));
-  return s;
+  s->refcount_.store(1, std::memory_order_relaxed);  // held by the pointer returned
+  return StoragePtr(s, /*add_ref=*/false);
 }
 
 void Storage::destroy() noexcept {
@@ -113,7 +116,7 @@ void Storage::destroy() noexcept {
 
 void intrusive_ptr_add_ref(Storage* s) noexcept { s->refcount_.fetch_add(1, std::memory_order_relaxed); }
 void intrusive_ptr_release(Storage* s) noexcept {
-  if (s->refcount_.fetch_sub(1, std::memory_order_acq_rel) == 1) s->destroy();
+  if (release_is_last(s->refcount_)) s->destroy();
 }
 
 }  // namespace opforge

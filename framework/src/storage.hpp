@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "opforge/tensor.hpp"  // StoragePtr
+
 namespace opforge {
 
 class Storage {
@@ -15,12 +17,12 @@ class Storage {
   /// One 64-byte-aligned block holding this header and `nbytes` of data. Blocks
   /// of kHugeBlockBytes or more are mapped on their own, 2 MiB-aligned, and
   /// offered to the kernel for transparent huge pages (see storage.cpp).
-  static Storage* allocate(std::size_t nbytes);
+  static StoragePtr allocate(std::size_t nbytes);
   static constexpr std::size_t kHugeBlockBytes = std::size_t{4} << 20;
   /// Wraps memory owned elsewhere; `deleter(data, context)` runs once, when the
   /// last view is gone.
   /// While the storage lives, the plugin holding the deleter's code stays loaded.
-  static Storage* adopt(void* data, std::size_t nbytes, Deleter deleter, void* context,
+  static StoragePtr adopt(void* data, std::size_t nbytes, Deleter deleter, void* context,
                         const void* deleter_code = nullptr);
 
   void* data() const noexcept { return data_; }

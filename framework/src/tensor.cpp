@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "node.hpp"
+#include "refcount.hpp"
 #include "strided.hpp"
 #include "tensor_impl.hpp"
 #include "tls.hpp"
@@ -18,7 +19,7 @@ namespace opforge {
 
 void intrusive_ptr_add_ref(TensorImpl* t) noexcept { t->refcount.fetch_add(1, std::memory_order_relaxed); }
 void intrusive_ptr_release(TensorImpl* t) noexcept {
-  if (t->refcount.fetch_sub(1, std::memory_order_acq_rel) == 1) delete t;
+  if (release_is_last(t->refcount)) delete t;
 }
 
 // The element count of `shape`, refusing negative sizes and sizes whose bytes
@@ -37,14 +38,14 @@ static std::int64_t checked_numel(const Dims& shape, DType dtype) {
 
 TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
   const std::int64_t n = checked_numel(shape, dtype);
-  TensorImplPtr t(new TensorImpl());
+  TensorImplPtr t = new_tensor_impl();
   t->dtype = dtype;
   t->shape = shape;
   t->strides = contiguous_strides(shape);
   t->numel = n;
   const std::size_t bytes = static_cast<std::size_t>(n) * itemsize(dtype);
   try {
-    t->storage = StoragePtr(Storage::allocate(bytes));
+    t->storage = Storage::allocate(bytes);
   } catch (const std::bad_alloc&) {
     std::ostringstream need, held;
     need << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0);
@@ -57,7 +58,7 @@ TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
 }
 
 TensorImplPtr alias_impl(const TensorImpl& src) {
-  TensorImplPtr t(new TensorImpl());
+  TensorImplPtr t = new_tensor_impl();
   t->dtype = src.dtype;
   t->contiguous = src.contiguous;
   t->offset = src.offset;

@@ -37,6 +37,14 @@ struct TensorImpl {
 
 using TensorImplPtr = boost::intrusive_ptr<TensorImpl>;
 
+/// A new, empty impl, held by the pointer returned. Its count starts at 1 with
+/// a plain store: no locked instruction for an object no other thread can see.
+inline TensorImplPtr new_tensor_impl() {
+  auto* t = new TensorImpl();
+  t->refcount.store(1, std::memory_order_relaxed);
+  return TensorImplPtr(t, /*add_ref=*/false);
+}
+
 /// A new contiguous tensor on fresh storage (uninitialised).
 TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype);
 /// Tensor::from_blob, with the address of the code that frees the memory (the

@@ -31,7 +31,7 @@ std::int64_t normalize_axis(const char* what, std::int64_t axis, std::int64_t ra
 
 // A new impl over the same storage with the given layout.
 Tensor make_view(const TensorImpl& base, const Dims& shape, const Dims& strides, std::int64_t offset) {
-  TensorImplPtr t(new TensorImpl());
+  TensorImplPtr t = new_tensor_impl();
   t->dtype = base.dtype;
   t->storage = base.storage;
   t->shape = shape;
@@ -260,14 +260,13 @@ Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dt
     if (shape[i] > 0) span += (shape[i] - 1) * strides[i];
   }
   if (shape.product() == 0) span = 0;
-  TensorImplPtr t(new TensorImpl());
+  TensorImplPtr t = new_tensor_impl();
   t->dtype = dtype;
   t->shape = shape;
   t->strides = strides;
   t->numel = shape.product();
   t->contiguous = compute_contiguous(shape, strides);
-  t->storage = StoragePtr(
-      Storage::adopt(data, static_cast<std::size_t>(span) * itemsize(dtype), deleter, context, deleter_code));
+  t->storage = Storage::adopt(data, static_cast<std::size_t>(span) * itemsize(dtype), deleter, context, deleter_code);
   return Tensor(std::move(t));
 }
 
