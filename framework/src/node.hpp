@@ -15,6 +15,7 @@
 
 #include <boost/container/small_vector.hpp>
 
+#include "block_cache.hpp"
 #include "op_entry.hpp"
 #include "opforge/function.hpp"
 #include "tensor_impl.hpp"
@@ -50,6 +51,14 @@ class Node {
   TensorList grad_buffer;
 
   const std::string& name() const noexcept { return op->schema.name; }
+  // One node per recorded call: blocks come from a per-thread cache.
+  using Cache = BlockCache<1024, 32>;
+  static void* operator new(std::size_t n) { return n == sizeof(Node) ? Cache::get() : ::operator new(n); }
+  static void operator delete(void* p, std::size_t n) noexcept {
+    if (n == sizeof(Node)) Cache::put(p);
+    else ::operator delete(p);
+  }
+
   /// A new node held by the pointer returned (count 1 by a plain store).
   static boost::intrusive_ptr<Node> make() {
     auto* n = new Node();
@@ -68,10 +77,7 @@ class Node {
   Node* next_pending_ = nullptr;  // intrusive list for iterative destruction
 };
 
-// One node is allocated per recorded call. glibc serves blocks of up to 1032
-// bytes from a per-thread cache without locking or searching its bins; a node
-// that grew past that would cost every recorded call ~250 more instructions.
-static_assert(sizeof(Node) <= 1024, "a Node should stay small enough for the allocator's per-thread cache");
+static_assert(sizeof(Node) <= 1024, "Node outgrew its block cache's size");
 
 /// Gives the engine access to Context internals.
 struct ContextAccess {

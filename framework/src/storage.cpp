@@ -7,6 +7,7 @@
 #include <new>
 
 #include "opforge/tensor.hpp"
+#include "block_cache.hpp"
 #include "plugin_keepalive.hpp"
 #include "refcount.hpp"
 
@@ -62,22 +63,37 @@ void reset_peak_bytes() noexcept { g_peak.store(g_live.load(std::memory_order_re
 // thread-cache hit. Up to kAlign - alignof(max_align_t) bytes are spent a block.
 constexpr std::size_t kHeapSlack = kAlign - alignof(std::max_align_t);
 
+// Storages of tiny tensors (up to 80 bytes of data: scalars, losses, small
+// vectors) take their block from the per-thread cache TensorImpl uses.
+using SmallBlocks = BlockCache<256, 128>;
+
+void* heap_block(std::size_t bytes, bool& cached) {
+  cached = bytes <= 256;
+  return cached ? SmallBlocks::get() : ::operator new(bytes);
+}
+
+void* align_up(void* p) noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  return reinterpret_cast<void*>((a + kAlign - 1) & ~std::uintptr_t{kAlign - 1});
+}
+
 StoragePtr Storage::allocate(std::size_t nbytes) {
   if (nbytes > SIZE_MAX - kHeader - kHugePage) throw std::bad_alloc();
   std::size_t mapped = 0;
   void* block = nullptr;
   void* heap = nullptr;
+  bool cached = false;
   if (kHeader + nbytes >= kHugeBlockBytes) {
     mapped = (kHeader + nbytes + kHugePage - 1) & ~(kHugePage - 1);
     block = map_huge(mapped);
   } else {
-    heap = ::operator new(kHeader + nbytes + kHeapSlack);
-    const auto p = reinterpret_cast<std::uintptr_t>(heap);
-    block = reinterpret_cast<void*>((p + kAlign - 1) & ~std::uintptr_t{kAlign - 1});
+    heap = heap_block(kHeader + nbytes + kHeapSlack, cached);
+    block = align_up(heap);
   }
   auto* s = new (block) Storage();
   s->mapped_ = mapped;
   s->heap_ = heap;
+  s->cached_ = cached;
   s->data_ = static_cast<char*>(block) + kHeader;
   s->nbytes_ = nbytes;
   s->owned_ = true;
@@ -87,10 +103,11 @@ StoragePtr Storage::allocate(std::size_t nbytes) {
 }
 
 StoragePtr Storage::adopt(void* data, std::size_t nbytes, Deleter deleter, void* context, const void* deleter_code) {
-  void* heap = ::operator new(kHeader + kHeapSlack);
-  const auto p = reinterpret_cast<std::uintptr_t>(heap);
-  auto* s = new (reinterpret_cast<void*>((p + kAlign - 1) & ~std::uintptr_t{kAlign - 1})) Storage();
+  bool cached = false;
+  void* heap = heap_block(kHeader + kHeapSlack, cached);
+  auto* s = new (align_up(heap)) Storage();
   s->heap_ = heap;
+  s->cached_ = cached;
   s->data_ = data;
   s->nbytes_ = nbytes;
   s->deleter_ = deleter;
@@ -109,8 +126,10 @@ void Storage::destroy() noexcept {
   keep_alive_.reset();  // only now may the deleter's plugin go
   const std::size_t mapped = mapped_;
   void* const heap = heap_;
+  const bool cached = cached_;
   this->~Storage();
   if (mapped) ::munmap(static_cast<void*>(this), mapped);
+  else if (cached) SmallBlocks::put(heap);
   else ::operator delete(heap);
 }
 

@@ -45,6 +45,7 @@ class Storage {
   bool owned_ = false;         // data lives in this block (counted in live_bytes)
   std::size_t mapped_ = 0;     // length of this block's own mapping; 0: from the heap
   void* heap_ = nullptr;       // what the heap returned for this block, when it came from there
+  bool cached_ = false;        // heap_ is a block of the small-block cache
   std::shared_ptr<void> keep_alive_;  // the plugin whose code the deleter is, if any
 };
 
