@@ -3,7 +3,7 @@
 // of tiny tensors).
 //
 // A recorded call on a one-element tensor makes and frees seven such blocks;
-// through malloc/free each costs ~130 instructions, a third of the call. Here a
+// through malloc/free each costs ~130 instructions, a fifth of the call's. Here a
 // block is pushed on and popped off a thread-local list: a few instructions and
 // no locked ones. A block freed on another thread than the one that made it
 // goes to that thread's list; blocks are plain heap memory either way. Each list
