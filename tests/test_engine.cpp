@@ -552,8 +552,8 @@ TEST_CASE("engine: retain_graph keeps the graph: two backwards double the gradie
 
 TEST_CASE("engine: a second backward over freed saved values also points at retain_graph",
           "[engine]") {
-  // An op that saves values but no tensors (elementwise.add saves its input
-  // shapes as ints) must give a second backward the same hint as saved_tensors().
+  // An op that saves values but no tensors must give a second backward the same
+  // hint as saved_tensors().
   struct ScaleByValue final : opforge::Function {
     TensorList forward(Context& ctx, TensorSpan in) const override {
       ctx.save_value(5.0);
@@ -572,10 +572,55 @@ TEST_CASE("engine: a second backward over freed saved values also points at reta
   CHECK_THROWS_AS(y.backward(Tensor::ones({2})), AutogradError);
   CHECK_THROWS_WITH(y.backward(Tensor::ones({2})), Catch::Contains("retain_graph"));
 
+  // elementwise.add saves nothing (it reads its inputs' shapes from the core's
+  // record): as in PyTorch, it can be backpropagated again, and the gradient adds up.
   Tensor z = ew("add")({x, Tensor::ones({2})});
+  x.zero_grad();
   z.backward(Tensor::ones({2}));
-  CHECK_THROWS_AS(z.backward(Tensor::ones({2})), AutogradError);
-  CHECK_THROWS_WITH(z.backward(Tensor::ones({2})), Catch::Contains("retain_graph"));
+  z.backward(Tensor::ones({2}));
+  CHECK(x.grad().to_vector() == std::vector<double>{2.0, 2.0});
+}
+
+TEST_CASE("engine: backward reads its inputs' shapes and dtypes from the core's record", "[engine]") {
+  // out = a * sum(b) with b broadcast: backward needs both shapes and saves none.
+  struct ShapeReader final : opforge::Function {
+    mutable std::vector<Dims> shapes;
+    mutable std::vector<DType> dtypes;
+    TensorList forward(Context& ctx, TensorSpan in) const override {
+      CHECK_THROWS_MATCHES(ctx.input_shape(0), AutogradError,
+                           Message("test.shape_reader: Context::input_shape(0) is known in backward only; in "
+                                   "forward, read the input tensor itself"));
+      return {map1(in[0], [](double v) { return 2 * v; })};
+    }
+    TensorList backward(Context& ctx, TensorSpan g) const override {
+      for (std::size_t i = 0; i < ctx.num_inputs(); ++i) {
+        shapes.push_back(ctx.input_shape(i));
+        dtypes.push_back(ctx.input_dtype(i));
+      }
+      CHECK_THROWS_MATCHES(ctx.input_dtype(2), opforge::IndexError,
+                           Message("test.shape_reader: Context::input_dtype(2): the op has 2 inputs"));
+      return {map1(g[0], [](double v) { return 2 * v; }), Tensor()};
+    }
+  };
+  auto fn = std::make_unique<ShapeReader>();
+  const ShapeReader& reader = *fn;
+  OpHandle op = opforge::make_op(OpSchema("test.shape_reader").input_names({"a", "b"}).accepts(
+                                     {DType::Float32, DType::Float64}).mixed_dtypes(),
+                                 std::move(fn));
+  Tensor a = Tensor::full({2, 3}, 1.0);
+  a.requires_grad_(true);
+  Tensor b = Tensor::full({4}, 1.0, DType::Float32);
+  Tensor y = op({a, b});
+  y.backward(Tensor::ones({2, 3}), /*retain_graph=*/false);
+  REQUIRE(reader.shapes.size() == 2);
+  CHECK(reader.shapes[0] == Dims{2, 3});
+  CHECK(reader.shapes[1] == Dims{4});
+  CHECK(reader.dtypes[0] == DType::Float64);
+  CHECK(reader.dtypes[1] == DType::Float32);
+  CHECK(a.grad().to_vector() == std::vector<double>(6, 2.0));
+  // Outside any backward, on a Context the test makes itself: the same error.
+  Context loose;
+  CHECK_THROWS_AS(loose.input_shape(0), AutogradError);
 }
 
 TEST_CASE("engine: a saved tensor modified in place before backward is an error", "[engine]") {

@@ -147,6 +147,29 @@ struct Scratch {
 OPFORGE_TLS std::vector<std::unique_ptr<Scratch>> t_scratch;
 OPFORGE_TLS std::size_t t_depth = 0;
 
+// The node whose backward runs on this thread (Context::input_shape reads it).
+OPFORGE_TLS const Node* t_backward_node = nullptr;
+
+class BackwardScope {
+ public:
+  explicit BackwardScope(const Node* n) noexcept : prev_(t_backward_node) { t_backward_node = n; }
+  ~BackwardScope() { t_backward_node = prev_; }
+  BackwardScope(const BackwardScope&) = delete;
+  BackwardScope& operator=(const BackwardScope&) = delete;
+
+ private:
+  const Node* prev_;
+};
+
+const TensorMeta& recorded_input(const Context& c, std::size_t i, const char* what) {
+  const Node* n = t_backward_node;
+  OPFORGE_CHECK(n && &n->ctx == &c, AutogradError, c.op_name(), ": Context::", what, "(", i,
+                ") is known in backward only; in forward, read the input tensor itself");
+  OPFORGE_CHECK(i < n->edges.size(), IndexError, c.op_name(), ": Context::", what, "(", i, "): the op has ",
+                n->edges.size(), " input", n->edges.size() == 1 ? "" : "s");
+  return n->input_meta(i);
+}
+
 class ScratchLease {
  public:
   ScratchLease() {
@@ -325,6 +348,7 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
         }
         {
           NoGradGuard no_grad;
+          BackwardScope scope(n);
           try {
             // A backward that reads saved tensors freed by an earlier pass gets the
             // Context's "already freed ... retain_graph" error from saved_tensors().
@@ -417,5 +441,8 @@ void Tensor::register_hook(GradHook hook) const {
   if (!impl_->hooks) impl_->hooks = std::make_unique<std::vector<GradHook>>();
   impl_->hooks->push_back(std::move(hook));
 }
+
+const Dims& Context::input_shape(std::size_t i) const { return recorded_input(*this, i, "input_shape").shape; }
+DType Context::input_dtype(std::size_t i) const { return recorded_input(*this, i, "input_dtype").dtype; }
 
 }  // namespace opforge

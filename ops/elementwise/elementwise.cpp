@@ -43,28 +43,12 @@ Tensor map1(const Tensor& a, F f) {
   return out;
 }
 
-// Input shapes, saved as ints for backward: rank, then sizes, per input.
-void save_shapes(Context& ctx, TensorSpan in) {
-  for (const Tensor& t : in) {
-    ctx.save_int(t.dim());
-    for (std::int64_t s : t.shape()) ctx.save_int(s);
-  }
-}
-opforge::Dims shape_of(const Context& ctx, std::size_t input) {
-  std::size_t k = 0;
-  for (std::size_t i = 0; i < input; ++i) k += 1 + static_cast<std::size_t>(ctx.saved_int(k));
-  opforge::Dims d;
-  const auto rank = static_cast<std::size_t>(ctx.saved_int(k));
-  for (std::size_t j = 0; j < rank; ++j) d.push_back(ctx.saved_int(k + 1 + j));
-  return d;
-}
-
 // Operands broadcast by NumPy rules; each backward reduces a gradient of the
-// broadcast shape back to its operand's shape with sum_to.
+// broadcast shape back to its operand's shape (recorded by the core, read with
+// ctx.input_shape) with sum_to.
 class Add final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
-    if (ctx.any_input_needs_grad()) save_shapes(ctx, in);
     return {sdk::dispatch_floating(in[0].dtype(), ctx, "a", [&](auto tag) {
       using T = decltype(tag);
       return sdk::broadcast_map2<T>(ctx, in[0], in[1], [](T x, T y) { return x + y; });
@@ -72,8 +56,8 @@ class Add final : public opforge::Function {
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
     Tensor ga, gb;
-    if (ctx.needs_input_grad(0)) ga = opforge::sum_to(g[0], shape_of(ctx, 0));  // [out] -> [a]
-    if (ctx.needs_input_grad(1)) gb = opforge::sum_to(g[0], shape_of(ctx, 1));  // [out] -> [b]
+    if (ctx.needs_input_grad(0)) ga = opforge::sum_to(g[0], ctx.input_shape(0));  // [out] -> [a]
+    if (ctx.needs_input_grad(1)) gb = opforge::sum_to(g[0], ctx.input_shape(1));  // [out] -> [b]
     return {ga, gb};
   }
 };
@@ -81,7 +65,6 @@ class Add final : public opforge::Function {
 class Sub final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
-    if (ctx.any_input_needs_grad()) save_shapes(ctx, in);
     return {sdk::dispatch_floating(in[0].dtype(), ctx, "a", [&](auto tag) {
       using T = decltype(tag);
       return sdk::broadcast_map2<T>(ctx, in[0], in[1], [](T x, T y) { return x - y; });
@@ -89,13 +72,13 @@ class Sub final : public opforge::Function {
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
     Tensor ga, gb;
-    if (ctx.needs_input_grad(0)) ga = opforge::sum_to(g[0], shape_of(ctx, 0));  // [out] -> [a]
+    if (ctx.needs_input_grad(0)) ga = opforge::sum_to(g[0], ctx.input_shape(0));  // [out] -> [a]
     if (ctx.needs_input_grad(1)) {
       const Tensor neg = sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
         using T = decltype(tag);
         return map1<T>(g[0], [](T v) { return -v; });  // d(a - b)/db = -1
       });
-      gb = opforge::sum_to(neg, shape_of(ctx, 1));  // [out] -> [b]
+      gb = opforge::sum_to(neg, ctx.input_shape(1));  // [out] -> [b]
     }
     return {ga, gb};
   }
@@ -106,7 +89,6 @@ class Mul final : public opforge::Function {
   TensorList forward(Context& ctx, TensorSpan in) const override {
     // a and b are saved only for the other operand's gradient.
     if (ctx.any_input_needs_grad()) {
-      save_shapes(ctx, in);
       ctx.save_for_backward({ctx.needs_input_grad(1) ? in[0] : Tensor(), ctx.needs_input_grad(0) ? in[1] : Tensor()});
     }
     return {sdk::dispatch_floating(in[0].dtype(), ctx, "a", [&](auto tag) {
@@ -121,8 +103,10 @@ class Mul final : public opforge::Function {
       using T = decltype(tag);
       auto times = [](T x, T y) { return x * y; };
       // [out] * [b] -> [out] -> [a];  [out] * [a] -> [out] -> [b]
-      if (ctx.needs_input_grad(0)) ga = opforge::sum_to(sdk::broadcast_map2<T>(ctx, g[0], s[1], times), shape_of(ctx, 0));
-      if (ctx.needs_input_grad(1)) gb = opforge::sum_to(sdk::broadcast_map2<T>(ctx, g[0], s[0], times), shape_of(ctx, 1));
+      if (ctx.needs_input_grad(0))
+        ga = opforge::sum_to(sdk::broadcast_map2<T>(ctx, g[0], s[1], times), ctx.input_shape(0));
+      if (ctx.needs_input_grad(1))
+        gb = opforge::sum_to(sdk::broadcast_map2<T>(ctx, g[0], s[0], times), ctx.input_shape(1));
     });
     return {ga, gb};
   }

@@ -115,22 +115,12 @@ Plan plan_of(const Context& ctx, const Tensor& x) {
   return p;
 }
 
-// Backward reads x's shape and the reduced axes: saved as ints (rank, sizes, mask),
-// never the tensor itself when only its shape is needed.
-void save_shape_and_mask(Context& ctx, const Dims& shape, std::uint32_t mask) {
-  ctx.save_int(static_cast<std::int64_t>(shape.size()));
-  for (std::int64_t s : shape) ctx.save_int(s);
-  ctx.save_int(mask);
-}
-Dims saved_shape(const Context& ctx) {
-  Dims shape;
-  shape.resize(static_cast<std::size_t>(ctx.saved_int(0)));
-  for (std::size_t i = 0; i < shape.size(); ++i) shape[i] = ctx.saved_int(i + 1);
-  return shape;
-}
-std::uint32_t saved_mask(const Context& ctx) {
-  return static_cast<std::uint32_t>(ctx.saved_int(static_cast<std::size_t>(ctx.saved_int(0)) + 1));
-}
+// Backward reads x's shape (recorded by the core: ctx.input_shape(0)) and the
+// reduced axes, saved as one int: never the tensor itself when only its shape is
+// needed.
+void save_mask(Context& ctx, std::uint32_t mask) { ctx.save_int(mask); }
+const Dims& saved_shape(const Context& ctx) { return ctx.input_shape(0); }
+std::uint32_t saved_mask(const Context& ctx) { return static_cast<std::uint32_t>(ctx.saved_int(0)); }
 
 // ---- geometry -----------------------------------------------------------------------------
 
@@ -511,7 +501,7 @@ class SumMean final : public opforge::Function {
     sdk::expect_contiguous(ctx, x, "x");
     const Plan p = plan_of(ctx, x);
     // Backward needs only the input's shape: saved as ints, so the graph does not keep x alive.
-    if (ctx.any_input_needs_grad()) save_shape_and_mask(ctx, x.shape(), p.mask);
+    if (ctx.any_input_needs_grad()) save_mask(ctx, p.mask);
     const Geometry g = make_geometry(x.shape(), p.mask);
     return {sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
@@ -526,7 +516,7 @@ class SumMean final : public opforge::Function {
     })};
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
-    const Dims shape = saved_shape(ctx);
+    const Dims& shape = saved_shape(ctx);
     const Geometry g = make_geometry(shape, saved_mask(ctx));
     const Tensor gout = grads[0].contiguous();
     return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
@@ -574,14 +564,14 @@ class Extreme final : public opforge::Function {
     });
     ctx.mark_non_differentiable(1);
     if (ctx.any_input_needs_grad()) {
-      save_shape_and_mask(ctx, x.shape(), p.mask);
+      save_mask(ctx, p.mask);
       ctx.save_for_backward({indices});
     }
     return {values, indices};
   }
   // dx is zero but at each output's arg-extreme element, which gets g.
   TensorList backward(Context& ctx, TensorSpan grads) const override {
-    const Dims shape = saved_shape(ctx);
+    const Dims& shape = saved_shape(ctx);
     const Geometry g = make_geometry(shape, saved_mask(ctx));
     const Tensor& indices = ctx.saved_tensors()[0];
     const Tensor gout = grads[0].contiguous();
@@ -647,7 +637,7 @@ class Norm final : public opforge::Function {
       return o;
     });
     if (ctx.any_input_needs_grad()) {
-      save_shape_and_mask(ctx, x.shape(), plan.mask);
+      save_mask(ctx, plan.mask);
       // The 1-norm's gradient reads x only; the others the norm too.
       ctx.save_for_backward({x, norm_kind(p) == NormKind::L1 ? Tensor() : out});
     }
@@ -732,7 +722,7 @@ class LogSumExp final : public opforge::Function {
       return o;
     });
     if (ctx.any_input_needs_grad()) {
-      save_shape_and_mask(ctx, x.shape(), plan.mask);
+      save_mask(ctx, plan.mask);
       ctx.save_for_backward({x, out});
     }
     return {out};

@@ -58,6 +58,12 @@ class OPFORGE_API Context {
   /// the work that only backward would use).
   bool any_input_needs_grad() const noexcept { return needs_grad_mask_ != 0; }
   std::size_t num_inputs() const noexcept { return num_inputs_; }
+  /// In backward: the shape and dtype input i had when forward ran. The core
+  /// records them for every recorded call, so backward needs no save_int of a
+  /// shape (which would also take the Context past its inline room). Throws
+  /// AutogradError when called outside this Context's backward.
+  const Dims& input_shape(std::size_t i) const;
+  DType input_dtype(std::size_t i) const;
 
   /// The qualified name of the op being run, for error messages ("loss.lstsq").
   const char* op_name() const noexcept { return op_name_; }

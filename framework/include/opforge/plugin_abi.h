@@ -25,7 +25,7 @@
  * detect (a larger struct_size); a host accepts plugins of its major version and
  * any minor version up to its own. */
 #define OPFORGE_PLUGIN_ABI_MAJOR 1
-#define OPFORGE_PLUGIN_ABI_MINOR 0
+#define OPFORGE_PLUGIN_ABI_MINOR 1  /* 1: Context::input_shape/input_dtype */
 
 #define OPFORGE_PLUGIN_DESCRIPTOR_SYMBOL "opforge_plugin_descriptor"
 #define OPFORGE_PLUGIN_REGISTER_SYMBOL "opforge_plugin_register"
