@@ -65,7 +65,6 @@ class Div final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
     if (ctx.any_input_needs_grad()) {
-      save_input_shapes(ctx, in);
       ctx.save_for_backward({ctx.needs_input_grad(1) ? in[0] : Tensor(), in[1]});  // a only for db; b for both
     }
     return {sdk::dispatch_floating(in[0].dtype(), ctx, "a", [&](auto tag) {
@@ -83,12 +82,12 @@ class Div final : public opforge::Function {
       if (ctx.needs_input_grad(0))
         ga = sum_to(broadcast_map<T, T, T>(
                         out, g[0].dtype(), [](T gv, T bv) { return gv / bv; }, g[0], s[1]),
-                    saved_input_shape(ctx, 0));
+                    ctx.input_shape(0));
       // -([out] / [b]) ([a] / [b]) -> [out] -> [b]; a / b^2 as two quotients, so it overflows only with the result
       if (ctx.needs_input_grad(1))
         gb = sum_to(broadcast_map<T, T, T, T>(
                         out, g[0].dtype(), [](T gv, T av, T bv) { return -(gv / bv) * (av / bv); }, g[0], s[0], s[1]),
-                    saved_input_shape(ctx, 1));
+                    ctx.input_shape(1));
     });
     return {ga, gb};
   }
@@ -102,7 +101,6 @@ class Pow final : public opforge::Function {
       return binary_map<T>(ctx, in[0], in[1], [](T x, T e) { return std::pow(x, e); });
     });
     if (ctx.any_input_needs_grad()) {
-      save_input_shapes(ctx, in);
       // a for both gradients; b for da; a^b for db.
       ctx.save_for_backward(
           {in[0], ctx.needs_input_grad(0) ? in[1] : Tensor(), ctx.needs_input_grad(1) ? y : Tensor()});
@@ -121,13 +119,13 @@ class Pow final : public opforge::Function {
                         out, g[0].dtype(),
                         [](T gv, T av, T bv) { return bv == T(0) ? T(0) : gv * bv * std::pow(av, bv - T(1)); }, g[0],
                         s[0], s[1]),
-                    saved_input_shape(ctx, 0));
+                    ctx.input_shape(0));
       // [out] [out: a^b] ln [a] -> [out] -> [b]
       if (ctx.needs_input_grad(1))
         gb = sum_to(broadcast_map<T, T, T, T>(
                         out, g[0].dtype(), [](T gv, T av, T yv) { return av == T(0) ? T(0) : gv * yv * std::log(av); },
                         g[0], s[0], s[2]),
-                    saved_input_shape(ctx, 1));
+                    ctx.input_shape(1));
     });
     return {ga, gb};
   }
@@ -155,7 +153,6 @@ class MaxMin final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
     if (ctx.any_input_needs_grad()) {
-      save_input_shapes(ctx, in);
       ctx.save_for_backward({in[0], in[1]});  // both gradients compare a with b
     }
     return {dispatch_numeric(in[0].dtype(), ctx, "a", [&](auto tag) {
@@ -177,14 +174,14 @@ class MaxMin final : public opforge::Function {
                         out, g[0].dtype(),
                         [](T gv, T av, T bv) { return E::wins(av, bv) ? gv : (av == bv ? gv * T(0.5) : T(0)); }, g[0],
                         s[0], s[1]),
-                    saved_input_shape(ctx, 0));
+                    ctx.input_shape(0));
       // [out] -> [out] -> [b]: b gets what a does not
       if (ctx.needs_input_grad(1))
         gb = sum_to(broadcast_map<T, T, T, T>(
                         out, g[0].dtype(),
                         [](T gv, T av, T bv) { return E::wins(av, bv) ? T(0) : (av == bv ? gv * T(0.5) : gv); }, g[0],
                         s[0], s[1]),
-                    saved_input_shape(ctx, 1));
+                    ctx.input_shape(1));
     });
     return {ga, gb};
   }
@@ -222,7 +219,6 @@ class Where final : public opforge::Function {
     check_where_dtypes(ctx, in);
     const Dims shape = where_shape(ctx, in);
     if (ctx.any_input_needs_grad()) {
-      save_input_shapes(ctx, in);
       ctx.save_for_backward(in[0]);  // cond routes the gradient
     }
     switch (in[1].dtype()) {
@@ -243,11 +239,11 @@ class Where final : public opforge::Function {
       if (ctx.needs_input_grad(1))
         ga = sum_to(broadcast_map<T, T, bool>(
                         out, g[0].dtype(), [](T gv, std::uint8_t c) { return select(c, gv, T(0)); }, g[0], cond),
-                    saved_input_shape(ctx, 1));
+                    ctx.input_shape(1));
       if (ctx.needs_input_grad(2))
         gb = sum_to(broadcast_map<T, T, bool>(
                         out, g[0].dtype(), [](T gv, std::uint8_t c) { return select(c, T(0), gv); }, g[0], cond),
-                    saved_input_shape(ctx, 2));
+                    ctx.input_shape(2));
     });
     return {Tensor(), ga, gb};
   }

@@ -70,25 +70,6 @@ decltype(auto) dispatch_numeric(DType t, const Context& ctx, const char* arg, F&
       ctx.op_name(), ": argument '", arg, "': expected dtype float32, float64 or int64, got ", opforge::dtype_name(t)));
 }
 
-// ---- shapes saved for backward ---------------------------------------------------------------
-
-/// Saves the rank and sizes of every input as ints, in input order.
-inline void save_input_shapes(Context& ctx, TensorSpan in) {
-  for (const Tensor& t : in) {
-    ctx.save_int(t.dim());
-    for (std::int64_t s : t.shape()) ctx.save_int(s);
-  }
-}
-/// The shape of input `input`, as save_input_shapes saved it.
-inline Dims saved_input_shape(const Context& ctx, std::size_t input) {
-  std::size_t k = 0;
-  for (std::size_t i = 0; i < input; ++i) k += 1 + static_cast<std::size_t>(ctx.saved_int(k));
-  Dims d;
-  const auto rank = static_cast<std::size_t>(ctx.saved_int(k));
-  for (std::size_t j = 0; j < rank; ++j) d.push_back(ctx.saved_int(k + 1 + j));
-  return d;
-}
-
 // ---- kernels -----------------------------------------------------------------------------
 
 /// out[i] = f(x[i]) for every element; out has x's shape and dtype `out_dtype`.

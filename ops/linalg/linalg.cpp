@@ -315,14 +315,10 @@ class Matmul final : public opforge::Function {
     if (B.dim() >= 2) out_shape.push_back(z.n);
 
     // dA = G Bᵀ reads B; dB = Aᵀ G reads A. Slot 0: B, slot 1: A, each undefined when not needed;
-    // the shapes go as ints: mode 1, then rank and sizes of A, then of B.
+    // int 0 is the mode (1); backward reads A's and B's shapes with ctx.input_shape.
     if (ctx.any_input_needs_grad()) {
       ctx.save_for_backward({ctx.needs_input_grad(0) ? B : Tensor(), ctx.needs_input_grad(1) ? A : Tensor()});
       ctx.save_int(1);
-      for (const Dims* s : {&sa, &sb}) {
-        ctx.save_int(static_cast<std::int64_t>(s->size()));
-        for (std::int64_t d : *s) ctx.save_int(d);
-      }
     }
     return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
@@ -345,12 +341,8 @@ class Matmul final : public opforge::Function {
 
   static TensorList backward_batched(Context& ctx, TensorSpan grads) {
     const TensorList& s = ctx.saved_tensors();  // B (if A needs grad), A (if B needs grad)
-    Dims sa, sb;
-    std::size_t at = 1;
-    for (Dims* d : {&sa, &sb}) {
-      const std::int64_t rank = ctx.saved_int(at++);
-      for (std::int64_t i = 0; i < rank; ++i) d->push_back(ctx.saved_int(at++));
-    }
+    const Dims& sa = ctx.input_shape(0);
+    const Dims& sb = ctx.input_shape(1);
     const MatSizes z = mat_sizes(sa, sb);
     const BatchPlan p = plan_batches(ctx, sa, sb);
     const Tensor G = contiguous(grads[0]);  // [batch..., m, n] (without m for a 1-D A, n for a 1-D B)

@@ -197,18 +197,6 @@ std::int64_t normalize_axis(const Context& ctx, const char* attr, std::int64_t a
   return axis < 0 ? axis + rank : axis;
 }
 
-void save_shape(Context& ctx, const Dims& shape) {
-  ctx.save_int(static_cast<std::int64_t>(shape.size()));
-  for (std::int64_t s : shape) ctx.save_int(s);
-}
-
-Dims load_shape(const Context& ctx, std::size_t* pos) {
-  Dims d;
-  const auto rank = static_cast<std::size_t>(ctx.saved_int((*pos)++));
-  for (std::size_t k = 0; k < rank; ++k) d.push_back(ctx.saved_int((*pos)++));
-  return d;
-}
-
 void copy_into(const Tensor& dst, const Tensor& src) {
   OPFORGE_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(), opforge::ShapeError,
                 "shape: internal copy from ", src.describe(), " into ", dst.describe());

@@ -32,13 +32,6 @@ std::int64_t normalize_axis(const Context& ctx, const char* attr, std::int64_t a
 /// "float64[3, 4]"-style description of a shape alone: "[3, 4]".
 inline std::string shape_str(const Dims& d) { return d.to_string(); }
 
-// ---- shapes saved for backward ----------------------------------------------------------
-
-/// Saves rank then sizes as ints (after whatever was saved before).
-void save_shape(Context& ctx, const Dims& shape);
-/// Reads a shape saved by save_shape starting at int slot `*pos`; advances `*pos`.
-Dims load_shape(const Context& ctx, std::size_t* pos);
-
 // ---- data movement -------------------------------------------------------------------------
 
 /// Copies src into dst element by element (same shape and dtype; any strides, dst

@@ -38,16 +38,12 @@ class IndexSelect final : public opforge::Function {
     column.resize(out_shape.size(), 1);
     column[a] = out_shape[a];
     const Tensor index_b = index.reshape(column).expand(out_shape);
-    if (ctx.needs_input_grad(0)) {
-      ctx.save_for_backward(index);
-      save_shape(ctx, x.shape());
-    }
+    if (ctx.needs_input_grad(0)) ctx.save_for_backward(index);
     return {gather_strided(x, index_b, axis, out_shape)};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
     const Tensor index = dense(ctx.saved_tensors()[0]);
-    std::size_t pos = 0;
-    const Dims x_shape = load_shape(ctx, &pos);
+    const Dims& x_shape = ctx.input_shape(0);
     const std::int64_t axis = ctx.attr_int(0);
     const std::int64_t a = axis < 0 ? axis + static_cast<std::int64_t>(x_shape.size()) : axis;
     // index(o, j, i) = index[j]: strides 0, 1, 0.   [.., k, ..] -> [.., n, ..]
@@ -84,16 +80,12 @@ class Gather final : public opforge::Function {
     check_indices(ctx, index, axis, x.shape()[a]);
     Dims x_shape_b = out_shape;  // x broadcast on every axis but `axis`
     x_shape_b[a] = x.shape()[a];
-    if (ctx.needs_input_grad(0)) {
-      ctx.save_for_backward(index);
-      save_shape(ctx, x.shape());
-    }
+    if (ctx.needs_input_grad(0)) ctx.save_for_backward(index);
     return {gather_strided(x.expand(x_shape_b), index.expand(out_shape), axis, out_shape)};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
     const Tensor& index = ctx.saved_tensors()[0];
-    std::size_t pos = 0;
-    const Dims x_shape = load_shape(ctx, &pos);
+    const Dims& x_shape = ctx.input_shape(0);
     const Dims& out_shape = g[0].shape();
     const std::int64_t axis = ctx.attr_int(0);
     const auto a = static_cast<std::size_t>(axis < 0 ? axis + static_cast<std::int64_t>(x_shape.size()) : axis);

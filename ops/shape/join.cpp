@@ -59,10 +59,7 @@ class Concat final : public opforge::Function {
                     x.shape());
       out_shape[a] += x.shape()[a];
     }
-    if (ctx.any_input_needs_grad()) {
-      ctx.save_int(axis);
-      for (const Tensor& x : in) ctx.save_int(x.shape()[a]);
-    }
+    if (ctx.any_input_needs_grad()) ctx.save_int(static_cast<std::int64_t>(a));  // sizes: ctx.input_shape
     Tensor out = Tensor::empty(out_shape, x0.dtype());
     std::int64_t offset = 0;
     for (const Tensor& x : in) {
@@ -73,11 +70,12 @@ class Concat final : public opforge::Function {
     return {out};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
-    const std::int64_t axis = ctx.saved_int(0);
+    const std::int64_t axis = ctx.saved_int(0);  // normalized
+    const auto a = static_cast<std::size_t>(axis);
     TensorList grads;
     std::int64_t offset = 0;
     for (std::size_t i = 0; i < ctx.num_inputs(); ++i) {
-      const std::int64_t len = ctx.saved_int(i + 1);
+      const std::int64_t len = ctx.input_shape(i)[a];
       grads.push_back(ctx.needs_input_grad(i) ? dense(g[0].slice(axis, offset, offset + len)) : Tensor());
       offset += len;  // [..., sum, ...] -> [..., len, ...]
     }

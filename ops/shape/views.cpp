@@ -91,12 +91,10 @@ class Reshape final : public opforge::Function {
     }
     OPFORGE_CHECK(target.product() == n, opforge::ShapeError, ctx.op_name(), ": attribute 'shape': cannot reshape ",
                   x.describe(), " (", n, " elements) into ", want, " (", target.product(), " elements)");
-    if (ctx.any_input_needs_grad()) save_shape(ctx, x.shape());
     return {reshaped(x, target)};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
-    std::size_t pos = 0;
-    return {grad_reshaped(g[0], load_shape(ctx, &pos))};  // [y] -> [x]
+    return {grad_reshaped(g[0], ctx.input_shape(0))};  // [y] -> [x]
   }
 };
 
@@ -158,12 +156,10 @@ class Slice final : public opforge::Function {
     const std::int64_t axis = normalize_axis(ctx, "axis", ctx.attr_int(0), x.dim(), x.shape());
     const std::int64_t step = ctx.attr_int(3);
     OPFORGE_CHECK(step >= 1, opforge::ValueError, ctx.op_name(), ": attribute 'step': expected >= 1, got ", step);
-    if (ctx.any_input_needs_grad()) save_shape(ctx, x.shape());
     return {x.slice(axis, ctx.attr_int(1), ctx.attr_int(2), step)};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
-    std::size_t pos = 0;
-    Tensor gx = Tensor::zeros(load_shape(ctx, &pos), g[0].dtype());
+    Tensor gx = Tensor::zeros(ctx.input_shape(0), g[0].dtype());
     // The same slice of a zero tensor of x's shape receives g; the rest stays 0.
     copy_into(gx.slice(ctx.attr_int(0), ctx.attr_int(1), ctx.attr_int(2), ctx.attr_int(3)), g[0]);
     return {gx};
@@ -194,12 +190,10 @@ class Expand final : public opforge::Function {
       OPFORGE_CHECK(target[i] >= 0, opforge::ShapeError, ctx.op_name(),
                     ": attribute 'shape': sizes must be >= 0 or -1, got ", want);
     }
-    if (ctx.any_input_needs_grad()) save_shape(ctx, x.shape());
     return {x.expand(target)};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
-    std::size_t pos = 0;
-    return {dense(opforge::sum_to(g[0], load_shape(ctx, &pos)))};  // [y] -> [x], summing broadcast axes
+    return {dense(opforge::sum_to(g[0], ctx.input_shape(0)))};  // [y] -> [x], summing broadcast axes
   }
 };
 
@@ -223,7 +217,6 @@ class Squeeze final : public opforge::Function {
                     x.shape()[static_cast<std::size_t>(k)], " (only size-1 axes can be squeezed)");
       drop |= 1u << k;
     }
-    if (ctx.any_input_needs_grad()) save_shape(ctx, x.shape());
     if (drop == 0) return {x.view(x.shape())};  // nothing to remove: still a new view
     Tensor y = x;
     for (std::int64_t k = r; k-- > 0;)  // from the last, so earlier axes keep their numbers
@@ -231,8 +224,7 @@ class Squeeze final : public opforge::Function {
     return {y};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
-    std::size_t pos = 0;
-    return {grad_reshaped(g[0], load_shape(ctx, &pos))};  // [y] -> [x]
+    return {grad_reshaped(g[0], ctx.input_shape(0))};  // [y] -> [x]
   }
 };
 
@@ -247,12 +239,10 @@ class Unsqueeze final : public opforge::Function {
       if (k == axis) shape.push_back(1);
       if (k < r) shape.push_back(x.shape()[static_cast<std::size_t>(k)]);
     }
-    if (ctx.any_input_needs_grad()) save_shape(ctx, x.shape());
     return {reshaped(x, shape)};  // inserting a size-1 axis is always a view
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
-    std::size_t pos = 0;
-    return {grad_reshaped(g[0], load_shape(ctx, &pos))};  // [y] -> [x]
+    return {grad_reshaped(g[0], ctx.input_shape(0))};  // [y] -> [x]
   }
 };
 
