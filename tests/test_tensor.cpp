@@ -423,6 +423,12 @@ TEST_CASE("tensor: a shape whose byte size overflows is refused", "[tensor]") {
                          Message("tensor shape [2305843009213693952]: float32 data of that size does not fit in "
                                  "memory addresses (more than 2^63 bytes)"));
   CHECK_THROWS_AS(Tensor::randn({big, big}), opforge::ValueError);
+  // A 0 makes the tensor empty, whatever the other sizes, as long as they do not
+  // overflow on their own.
+  const Tensor empty = Tensor::zeros({std::int64_t{1} << 61, 0});
+  CHECK(empty.numel() == 0);
+  CHECK(empty.nbytes() == 0);
+  CHECK_THROWS_AS(Tensor::zeros({big, big, 0}), opforge::ValueError);
 }
 
 TEST_CASE("tensor: from_values with an overflowing shape is refused without overflowing itself",

@@ -23,16 +23,19 @@ void intrusive_ptr_release(TensorImpl* t) noexcept {
 }
 
 // The element count of `shape`, refusing negative sizes and sizes whose bytes
-// overflow 63 bits.
+// overflow 63 bits (checked multiplies; a shape with a 0 is empty whatever the
+// other sizes, unless their product alone overflows).
 static std::int64_t checked_numel(const Dims& shape, DType dtype) {
   std::int64_t n = 1;
-  const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(itemsize(dtype));
+  bool overflow = false;
   for (std::int64_t s : shape) {
     OPFORGE_CHECK(s >= 0, ValueError, "tensor shape ", shape, ": sizes must be >= 0");
-    OPFORGE_CHECK(s == 0 || n <= limit / s, ValueError, "tensor shape ", shape, ": ", dtype_name(dtype),
-                  " data of that size does not fit in memory addresses (more than 2^63 bytes)");
-    n *= s;
+    overflow = __builtin_mul_overflow(n, s, &n) || overflow;
   }
+  std::int64_t bytes = 0;
+  OPFORGE_CHECK(!overflow && !__builtin_mul_overflow(n, static_cast<std::int64_t>(itemsize(dtype)), &bytes),
+                ValueError, "tensor shape ", shape, ": ", dtype_name(dtype),
+                " data of that size does not fit in memory addresses (more than 2^63 bytes)");
   return n;
 }
 
