@@ -27,6 +27,8 @@ class BlockCache {
   static_assert(Size >= sizeof(void*), "a free block holds the next pointer");
 
  public:
+  static constexpr std::size_t kBlockSize = Size;
+
   static void* get() {
     List& l = t_list;
     if (Block* b = l.head) {
@@ -91,6 +93,22 @@ class BlockCache {
   }
 
   static OPFORGE_TLS inline List t_list{};
+};
+
+/// Blocks of 256 bytes: tensor impls and the storage of tiny tensors share them.
+using SmallBlockCache = BlockCache<256, 128>;
+/// Blocks of 1 KiB: graph nodes.
+using NodeBlockCache = BlockCache<1024, 32>;
+
+/// Base of a class whose objects take their memory from `Cache` (objects
+/// larger than its blocks, if a derived class made any, come from the heap).
+template <class Cache>
+struct CacheAllocated {
+  static void* operator new(std::size_t n) { return n <= Cache::kBlockSize ? Cache::get() : ::operator new(n); }
+  static void operator delete(void* p, std::size_t n) noexcept {
+    if (n <= Cache::kBlockSize) Cache::put(p);
+    else ::operator delete(p);
+  }
 };
 
 }  // namespace opforge

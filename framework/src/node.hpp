@@ -34,7 +34,8 @@ struct TensorMeta {
   DType dtype = DType::Float64;
 };
 
-class Node {
+// One node per recorded call: blocks come from a per-thread cache.
+class Node : public CacheAllocated<NodeBlockCache> {
  public:
   // Declared first so it is destroyed last: the plugin that owns the
   // Function's code (and any code the Context's contents need) outlives them.
@@ -51,14 +52,6 @@ class Node {
   TensorList grad_buffer;
 
   const std::string& name() const noexcept { return op->schema.name; }
-  // One node per recorded call: blocks come from a per-thread cache.
-  using Cache = BlockCache<1024, 32>;
-  static void* operator new(std::size_t n) { return n == sizeof(Node) ? Cache::get() : ::operator new(n); }
-  static void operator delete(void* p, std::size_t n) noexcept {
-    if (n == sizeof(Node)) Cache::put(p);
-    else ::operator delete(p);
-  }
-
   /// A new node held by the pointer returned (count 1 by a plain store).
   static boost::intrusive_ptr<Node> make() {
     auto* n = new Node();
@@ -77,7 +70,7 @@ class Node {
   Node* next_pending_ = nullptr;  // intrusive list for iterative destruction
 };
 
-static_assert(sizeof(Node) <= 1024, "Node outgrew its block cache's size");
+static_assert(sizeof(Node) <= NodeBlockCache::kBlockSize, "Node outgrew its block cache's size");
 
 /// Gives the engine access to Context internals.
 struct ContextAccess {

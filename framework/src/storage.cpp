@@ -68,11 +68,9 @@ constexpr std::size_t kHeapSlack = kAlign - __STDCPP_DEFAULT_NEW_ALIGNMENT__;
 
 // Storages of tiny tensors (up to 80 bytes of data: scalars, losses, small
 // vectors) take their block from the per-thread cache TensorImpl uses.
-using SmallBlocks = BlockCache<256, 128>;
-
 void* heap_block(std::size_t bytes, bool& cached) {
-  cached = bytes <= 256;
-  return cached ? SmallBlocks::get() : ::operator new(bytes);
+  cached = bytes <= SmallBlockCache::kBlockSize;
+  return cached ? SmallBlockCache::get() : ::operator new(bytes);
 }
 
 void* align_up(void* p) noexcept {
@@ -134,7 +132,7 @@ void Storage::destroy() noexcept {
   const bool cached = cached_;
   this->~Storage();
   if (mapped) ::munmap(static_cast<void*>(this), mapped);
-  else if (cached) SmallBlocks::put(heap);
+  else if (cached) SmallBlockCache::put(heap);
   else ::operator delete(heap);
 }
 

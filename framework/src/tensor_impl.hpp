@@ -14,7 +14,8 @@
 
 namespace opforge {
 
-struct TensorImpl {
+// Made and dropped by every op call: blocks come from a per-thread cache.
+struct TensorImpl : CacheAllocated<SmallBlockCache> {
   std::atomic<std::uint32_t> refcount{0};
   DType dtype = DType::Float64;
   bool requires_grad = false;   // meaningful on leaves; a non-leaf requires grad through grad_fn
@@ -30,21 +31,13 @@ struct TensorImpl {
   Tensor grad;
   std::unique_ptr<std::vector<Tensor::GradHook>> hooks;  // leaves only; null until the first hook
 
-  // Made and dropped by every op call: blocks come from a per-thread cache.
-  static void* operator new(std::size_t n) { return n == sizeof(TensorImpl) ? Cache::get() : ::operator new(n); }
-  static void operator delete(void* p, std::size_t n) noexcept {
-    if (n == sizeof(TensorImpl)) Cache::put(p);
-    else ::operator delete(p);
-  }
-  using Cache = BlockCache<256, 128>;  // shared with tiny storages
-
   void* data() const noexcept {
     return static_cast<char*>(storage->data()) + offset * static_cast<std::int64_t>(itemsize(dtype));
   }
   std::uint32_t use_count() const noexcept { return refcount.load(std::memory_order_acquire); }
 };
 
-static_assert(sizeof(TensorImpl) <= 256, "TensorImpl outgrew its block cache's size");
+static_assert(sizeof(TensorImpl) <= SmallBlockCache::kBlockSize, "TensorImpl outgrew its block cache's size");
 using TensorImplPtr = boost::intrusive_ptr<TensorImpl>;
 
 /// A new, empty impl, held by the pointer returned. Its count starts at 1 with

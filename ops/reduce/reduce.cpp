@@ -115,11 +115,10 @@ Plan plan_of(const Context& ctx, const Tensor& x) {
   return p;
 }
 
-// Backward reads x's shape (recorded by the core: ctx.input_shape(0)) and the
-// reduced axes, saved as one int: never the tensor itself when only its shape is
-// needed.
+// Backward reads x's shape from the core's record (ctx.input_shape(0)) and the
+// reduced axes from the one int forward saved: never the tensor itself when only
+// its shape is needed.
 void save_mask(Context& ctx, std::uint32_t mask) { ctx.save_int(mask); }
-const Dims& saved_shape(const Context& ctx) { return ctx.input_shape(0); }
 std::uint32_t saved_mask(const Context& ctx) { return static_cast<std::uint32_t>(ctx.saved_int(0)); }
 
 // ---- geometry -----------------------------------------------------------------------------
@@ -516,7 +515,7 @@ class SumMean final : public opforge::Function {
     })};
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
-    const Dims& shape = saved_shape(ctx);
+    const Dims& shape = ctx.input_shape(0);
     const Geometry g = make_geometry(shape, saved_mask(ctx));
     const Tensor gout = grads[0].contiguous();
     return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
@@ -571,7 +570,7 @@ class Extreme final : public opforge::Function {
   }
   // dx is zero but at each output's arg-extreme element, which gets g.
   TensorList backward(Context& ctx, TensorSpan grads) const override {
-    const Dims& shape = saved_shape(ctx);
+    const Dims& shape = ctx.input_shape(0);
     const Geometry g = make_geometry(shape, saved_mask(ctx));
     const Tensor& indices = ctx.saved_tensors()[0];
     const Tensor gout = grads[0].contiguous();
@@ -645,7 +644,7 @@ class Norm final : public opforge::Function {
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
     const double p = read_p(ctx);
-    const Geometry g = make_geometry(saved_shape(ctx), saved_mask(ctx));
+    const Geometry g = make_geometry(ctx.input_shape(0), saved_mask(ctx));
     const TensorList& s = ctx.saved_tensors();  // x, norm (undefined for p = 1)
     const Tensor gout = grads[0].contiguous();
     return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
@@ -729,7 +728,7 @@ class LogSumExp final : public opforge::Function {
   }
   // dx = g exp(x - logsumexp): the softmax of x over R, scaled by g.
   TensorList backward(Context& ctx, TensorSpan grads) const override {
-    const Geometry g = make_geometry(saved_shape(ctx), saved_mask(ctx));
+    const Geometry g = make_geometry(ctx.input_shape(0), saved_mask(ctx));
     const TensorList& s = ctx.saved_tensors();  // x, logsumexp(x)
     const Tensor gout = grads[0].contiguous();
     return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
