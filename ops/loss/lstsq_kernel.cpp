@@ -35,7 +35,10 @@
 // pass left in L3 (no gain; again as chunks last-to-first on every other call:
 // 0-3%, this L3 keeps little of a stream); prefetching inside the dot loop (slower); a
 // pipelined loop with blocks small enough for L1 (slower: 1.3x); 16-row blocks
-// (1.7x at d = 2000: too many streams for the prefetchers); an update that keeps
+// (1.7x at d = 2000: too many streams for the prefetchers; again, on Zen 4 with
+// the current prefetching and AVX-512's 32 registers holding 16 accumulators:
+// within the 3% noise of two identical builds at 2 threads, 5-9% slower where
+// 8 rows fit in L1); an update that keeps
 // a 512-byte panel of g in registers and walks the rows one after another (1.6x
 // faster from L2, but 1.12x against 1.07x the read from memory); prefetching
 // only part of the next block (1.22-1.34x, less is worse); dot products one row
@@ -76,6 +79,11 @@
 // 6-row blocks (1-3% slower). Streaming by software prefetch alone (the dot
 // loop removed) runs at 1.20-1.26x the read on one core, the dot phase alone at
 // 1.00-1.10x: what the update phase's prefetches feed is the shortfall.
+// What one Zen 4 core does with A already in cache caps all of this: the whole
+// pass runs at ~50 GB/s a core from L2 or L3 (dot phase ~100, bound by the
+// 32-byte L2->L1 path; update ~130 even from L1, bound by its own work), which
+// is within 0-25% of what memory supplies a core while it is fast
+// (docs/benchmarks.md, "What one core does with A already in cache").
 // Touching A twice is not the cost: a
 // plain sum over 8 rows at once, or one that reads each 16 or 64 KiB block
 // twice, runs at the read's speed (0.95-1.04x) in both memory regimes; what
