@@ -159,6 +159,15 @@ TEST_CASE("interop: from_blob errors do not adopt the memory (no deleter call)",
   REQUIRE_THROWS_MATCHES(Tensor::from_blob(buf, {2}, {-1}, DType::Float64, count_deleter, &counter),
                          opforge::ShapeError,
                          Message("Tensor::from_blob: shape [2] and strides [-1] must be >= 0"));
+  const std::int64_t big = std::int64_t{1} << 40;
+  REQUIRE_THROWS_MATCHES(Tensor::from_blob(buf, {big, big}, {0, 0}, DType::Float64, count_deleter, &counter),
+                         opforge::ShapeError,
+                         Message("Tensor::from_blob: argument 'shape': [1099511627776, 1099511627776] has more "
+                                 "elements than int64 can count (the product of its sizes overflows)"));
+  REQUIRE_THROWS_MATCHES(Tensor::from_blob(buf, {4}, {std::int64_t{1} << 61}, DType::Float64, count_deleter, &counter),
+                         opforge::ShapeError,
+                         Message("Tensor::from_blob: shape [4] with strides [2305843009213693952] reaches more than "
+                                 "2^63 bytes past 'data'"));
   CHECK(counter.calls == 0);
 }
 

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -333,6 +334,40 @@ TEST_CASE("views: expand refuses a negative size on an existing size-1 axis", "[
   const Tensor c = Tensor::from_values({1, 2, 3}, {3, 1});
   REQUIRE_THROWS_MATCHES(c.expand({3, -1}), ShapeError,
                          Message("Tensor::expand: argument 'shape': sizes must be >= 0, got [3, -1]"));
+}
+
+TEST_CASE("views: expand, reshape and slice count elements without overflow", "[views]") {
+  // A view may repeat its data (expand's stride 0) but must count its
+  // elements: [2^40, 2^40] once came back as a tensor of numel 0 (the product
+  // wrapped), and reshaping an empty tensor to [2^32, 2^32] was accepted.
+  const std::int64_t big = std::int64_t{1} << 40;
+  const Tensor one = Tensor::scalar(2.0);
+  REQUIRE_THROWS_MATCHES(one.expand({big, big}), ShapeError,
+                         Message("Tensor::expand: argument 'shape': [1099511627776, 1099511627776] has more elements "
+                                 "than int64 can count (the product of its sizes overflows)"));
+  const Tensor e = one.expand({big, 4});  // 2^42 elements over one double: fine
+  CHECK(e.numel() == (std::int64_t{1} << 42));
+  CHECK(e.strides() == Dims{0, 0});
+  const std::int64_t half = std::int64_t{1} << 32;
+  const Tensor empty = Tensor::zeros({0});
+  REQUIRE_THROWS_MATCHES(empty.reshape({half, half}), ShapeError,
+                         Message("Tensor::reshape: cannot reshape [0] (0 elements) into [4294967296, 4294967296] "
+                                 "(the product of its sizes overflows int64)"));
+  CHECK(empty.reshape({half, 0}).shape() == Dims{half, 0});  // a 0 makes it empty: allowed
+  // A step past the axis's length takes one element (its size was computed
+  // as (stop - start + step - 1) / step, which overflowed for huge steps).
+  const Tensor v = Tensor::from_values({1, 2, 3, 4, 5}, {5});
+  const Tensor first = v.slice(0, 1, 5, std::numeric_limits<std::int64_t>::max());
+  CHECK(first.shape() == Dims{1});
+  CHECK(first.to_vector() == std::vector<double>{2});
+  CHECK(v.slice(0, 3, 2, std::numeric_limits<std::int64_t>::max()).shape() == Dims{0});
+  CHECK(v.slice(0, 0, 5, 2).to_vector() == std::vector<double>{1, 3, 5});
+  // Through the shape plugin (the recorded path): the op's name leads.
+  Tensor x = Tensor::scalar(2.0);
+  x.requires_grad_();
+  REQUIRE_THROWS_MATCHES(x.expand({big, big}), ShapeError,
+                         Message("shape.expand: Tensor::expand: argument 'shape': [1099511627776, 1099511627776] has "
+                                 "more elements than int64 can count (the product of its sizes overflows)"));
 }
 
 // ---- contiguous, clone, to, to_vector on strided views -----------------------------------

@@ -48,6 +48,17 @@ inline TensorImplPtr new_tensor_impl() {
   return TensorImplPtr(t, /*add_ref=*/false);
 }
 
+/// The product of a shape's sizes (each >= 0) into `out`; false when a partial
+/// product overflows int64. A 0 makes the product 0 unless the sizes before it
+/// overflowed on their own.
+inline bool checked_product(const Dims& shape, std::int64_t& out) noexcept {
+  std::int64_t n = 1;
+  bool overflow = false;
+  for (std::int64_t s : shape) overflow = __builtin_mul_overflow(n, s, &n) || overflow;
+  out = n;
+  return !overflow;
+}
+
 /// A new contiguous tensor on fresh storage (uninitialised).
 TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype);
 /// Tensor::from_blob, with the address of the code that frees the memory (the

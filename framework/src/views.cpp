@@ -37,7 +37,9 @@ Tensor make_view(const TensorImpl& base, const Dims& shape, const Dims& strides,
   t->shape = shape;
   t->strides = strides;
   t->offset = offset;
-  t->numel = shape.product();
+  // Sizes are >= 0 here; only expand can make the count larger than the base's.
+  OPFORGE_CHECK(checked_product(shape, t->numel), ShapeError, "tensor shape ", shape,
+                ": its element count overflows int64 (a view may repeat its data, but must count its elements)");
   t->contiguous = compute_contiguous(shape, strides);
   return Tensor(std::move(t));
 }
@@ -86,7 +88,9 @@ Dims infer_shape(const char* what, const Dims& shape, std::int64_t numel, const 
     } else {
       OPFORGE_CHECK(shape[i] >= 0, ShapeError, "Tensor::", what, ": argument 'shape': sizes must be >= 0 or -1, got ",
                     shape);
-      known *= shape[i];
+      OPFORGE_CHECK(!__builtin_mul_overflow(known, shape[i], &known), ShapeError, "Tensor::", what,
+                    ": cannot reshape ", from, " (", numel, " elements) into ", shape,
+                    " (the product of its sizes overflows int64)");
     }
   }
   if (infer >= 0) {
@@ -94,8 +98,9 @@ Dims infer_shape(const char* what, const Dims& shape, std::int64_t numel, const 
                   numel, " elements) into ", shape);
     out[static_cast<std::size_t>(infer)] = numel / known;
   }
-  OPFORGE_CHECK(out.product() == numel, ShapeError, "Tensor::", what, ": cannot reshape ", from, " (", numel,
-                " elements) into ", shape, " (", out.product(), " elements)");
+  std::int64_t count = 0;
+  OPFORGE_CHECK(checked_product(out, count) && count == numel, ShapeError, "Tensor::", what, ": cannot reshape ", from,
+                " (", numel, " elements) into ", shape, " (", out.product(), " elements)");
   return out;
 }
 
@@ -156,8 +161,9 @@ Tensor Tensor::slice(std::int64_t axis, std::int64_t start, std::int64_t stop, s
   auto clamp = [n](std::int64_t v) { return std::min(std::max(v < 0 ? v + n : v, std::int64_t{0}), n); };
   const std::int64_t lo = clamp(start), hi = std::max(clamp(stop), lo);
   Dims shape = impl_->shape, strides = impl_->strides;
-  shape[a] = (hi - lo + step - 1) / step;
-  strides[a] = impl_->strides[a] * step;
+  shape[a] = hi == lo ? 0 : (hi - lo - 1) / step + 1;  // no overflow for any step
+  // With two or more elements, step < n and the stride stays inside the base's span.
+  if (shape[a] > 1) strides[a] = impl_->strides[a] * step;
   return make_view(*impl_, shape, strides, impl_->offset + lo * impl_->strides[a]);
 }
 
@@ -225,6 +231,9 @@ Tensor Tensor::expand(const Dims& shape) const {
                   shape, ": axis ", i, " has size ", have, " (only size-1 axes can be expanded)");
     strides[i] = have == shape[i] ? impl_->strides[i - lead] : 0;
   }
+  std::int64_t count = 0;
+  OPFORGE_CHECK(checked_product(shape, count), ShapeError, "Tensor::expand: argument 'shape': ", shape,
+                " has more elements than int64 can count (the product of its sizes overflows)");
   return make_view(*impl_, shape, strides, impl_->offset);
 }
 
@@ -250,23 +259,33 @@ Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dt
                     void* context, const void* deleter_code) {
   OPFORGE_CHECK(strides.size() == shape.size(), ShapeError, "Tensor::from_blob: argument 'strides': expected ",
                 shape.size(), " strides for shape ", shape, ", got ", strides);
-  OPFORGE_CHECK(data != nullptr || shape.product() == 0, ValueError,
-                "Tensor::from_blob: argument 'data': expected a pointer, got null for ", shape.product(),
-                " elements");
-  std::int64_t span = 1;  // elements reachable from data, for the storage size
-  for (std::size_t i = 0; i < shape.size(); ++i) {
+  for (std::size_t i = 0; i < shape.size(); ++i)
     OPFORGE_CHECK(shape[i] >= 0 && strides[i] >= 0, ShapeError, "Tensor::from_blob: shape ", shape, " and strides ",
                   strides, " must be >= 0");
-    if (shape[i] > 0) span += (shape[i] - 1) * strides[i];
+  std::int64_t numel = 0;
+  OPFORGE_CHECK(checked_product(shape, numel), ShapeError, "Tensor::from_blob: argument 'shape': ", shape,
+                " has more elements than int64 can count (the product of its sizes overflows)");
+  OPFORGE_CHECK(data != nullptr || numel == 0, ValueError,
+                "Tensor::from_blob: argument 'data': expected a pointer, got null for ", numel, " elements");
+  // Elements reachable from data, and their bytes: the storage's size.
+  std::int64_t span = 1, step = 0, bytes = 0;
+  bool overflow = false;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == 0) continue;
+    overflow = __builtin_mul_overflow(shape[i] - 1, strides[i], &step) || overflow;
+    overflow = __builtin_add_overflow(span, step, &span) || overflow;
   }
-  if (shape.product() == 0) span = 0;
+  if (numel == 0) span = 0;
+  overflow = __builtin_mul_overflow(span, static_cast<std::int64_t>(itemsize(dtype)), &bytes) || overflow;
+  OPFORGE_CHECK(numel == 0 || !overflow, ShapeError, "Tensor::from_blob: shape ", shape, " with strides ", strides,
+                " reaches more than 2^63 bytes past 'data'");
   TensorImplPtr t = new_tensor_impl();
   t->dtype = dtype;
   t->shape = shape;
   t->strides = strides;
-  t->numel = shape.product();
+  t->numel = numel;
   t->contiguous = compute_contiguous(shape, strides);
-  t->storage = Storage::adopt(data, static_cast<std::size_t>(span) * itemsize(dtype), deleter, context, deleter_code);
+  t->storage = Storage::adopt(data, static_cast<std::size_t>(bytes), deleter, context, deleter_code);
   return Tensor(std::move(t));
 }
 

@@ -81,7 +81,9 @@ class Reshape final : public opforge::Function {
       }
       OPFORGE_CHECK(want[i] >= 0, opforge::ShapeError, ctx.op_name(),
                     ": attribute 'shape': sizes must be >= 0 or -1, got ", want);
-      known *= want[i];
+      OPFORGE_CHECK(!__builtin_mul_overflow(known, want[i], &known), opforge::ShapeError, ctx.op_name(),
+                    ": attribute 'shape': cannot reshape ", x.describe(), " into ", want,
+                    " (the product of its sizes overflows int64)");
     }
     const std::int64_t n = x.numel();
     if (infer >= 0) {
