@@ -2,7 +2,7 @@
 // called with inputs and attributes around and outside what it accepts: tensors
 // of other ranks, sizes, dtypes and layouts, empty and 0-d tensors, undefined
 // tensors, wrong input counts, and attribute values that are negative, zero,
-// huge or of the wrong kind. Each call must either succeed, with well-formed
+// huge or of the wrong kind; one at a time and two at a time. Each call must either succeed, with well-formed
 // outputs and a backward that succeeds too, or throw an opforge::Error whose
 // message names the op. Any other exception (std::out_of_range, std::bad_alloc,
 // a library's own error) or a crash fails the test: that is a bad input reaching
@@ -246,6 +246,18 @@ TEST_CASE("bad inputs: every op succeeds soundly or refuses with an opforge::Err
         in[i] = v;
         probe(op, in, attrs, tally);
       }
+    // Two inputs replaced at once, each by any variant of its own.
+    for (std::size_t i = 0; i < base.size(); ++i)
+      for (std::size_t j = i + 1; j < base.size(); ++j) {
+        const std::vector<Tensor> vi = variants(base[i]), vj = variants(base[j]);
+        for (const Tensor& a : vi)
+          for (const Tensor& b : vj) {
+            std::vector<Tensor> in = base;
+            in[i] = a;
+            in[j] = b;
+            probe(op, in, attrs, tally);
+          }
+      }
     // Every input replaced alike (shapes that agree with each other but not with the op).
     for (const Tensor& v : variants(base.empty() ? Tensor::randn({3, 4}, dtype) : base[0])) {
       if (!v.defined()) continue;
@@ -265,6 +277,16 @@ TEST_CASE("bad inputs: every op succeeds soundly or refuses with an opforge::Err
         at[a] = v;
         probe(op, base, at, tally);
       }
+    // Two attributes replaced at once (an axis and a flag, a start and a stop...).
+    for (std::size_t a = 0; a < attrs.size(); ++a)
+      for (std::size_t b = a + 1; b < attrs.size(); ++b)
+        for (const Attr& va : attr_variants(op.schema().attrs[a].kind))
+          for (const Attr& vb : attr_variants(op.schema().attrs[b].kind)) {
+            std::vector<Attr> at = attrs;
+            at[a] = va;
+            at[b] = vb;
+            probe(op, base, at, tally);
+          }
     // One attribute too many.
     {
       std::vector<Attr> at = attrs;
