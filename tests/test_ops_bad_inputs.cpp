@@ -2,9 +2,9 @@
 // called with inputs and attributes around and outside what it accepts: tensors
 // of other ranks, sizes, dtypes and layouts, empty and 0-d tensors, undefined
 // tensors, wrong input counts, and attribute values that are negative, zero,
-// huge or of the wrong kind; one at a time and two at a time. Each call must either succeed, with well-formed
-// outputs and a backward that succeeds too, or throw an opforge::Error whose
-// message names the op. Any other exception (std::out_of_range, std::bad_alloc,
+// huge or of the wrong kind; one at a time and two at a time. Each call must
+// either succeed, with well-formed outputs and a backward that succeeds too, or
+// throw an opforge::Error whose message names the op. Any other exception (std::out_of_range, std::bad_alloc,
 // a library's own error) or a crash fails the test: that is a bad input reaching
 // code that did not check it.
 #include <catch2/catch.hpp>
