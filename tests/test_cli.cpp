@@ -154,6 +154,40 @@ TEST_CASE("cli: `bench lstsq --caches cold` reads a buffer larger than the cache
   CHECK_THAT(bad.out, Catch::Contains("--caches: expected warm or cold, got 'lukewarm'"));
 }
 
+TEST_CASE("cli: `opforge bench ops --json` times svd and sqrt in each dtype, accurate", "[cli][bench]") {
+  const Run r = run("bench ops --svd-sizes 8,33 --sqrt-sizes 1000,70000 --dtype both --repeat 3 --threads 1,2 --json");
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  const auto rows = lines(r.out);
+  REQUIRE(rows.size() == 2 * 2 * 4);  // threads x dtypes x (two svd, two sqrt)
+  int svd = 0, sqrt = 0;
+  for (const std::string& row : rows) {
+    INFO(row);
+    for (const char* key : {"\"op\": ", "\"n\": ", "\"dtype\": ", "\"threads\": ", "\"median_ms\": ",
+                            "\"min_ms\": ", "\"rel_err\": "})
+      CHECK_THAT(row, Catch::Contains(key));
+    const bool f64 = row.find("\"dtype\": \"float64\"") != std::string::npos;
+    CHECK(number_after(row, "median_ms") >= number_after(row, "min_ms"));
+    CHECK(number_after(row, "min_ms") > 0);
+    if (row.find("\"op\": \"svd\"") != std::string::npos) {
+      ++svd;
+      CHECK(number_after(row, "rel_err") < (f64 ? 1e-12 : 1e-4));  // U diag(S) V^T gives A back
+    } else {
+      ++sqrt;
+      CHECK(number_after(row, "rel_err") == 0);  // the same IEEE square root as std::sqrt
+    }
+  }
+  CHECK(svd == 8);
+  CHECK(sqrt == 8);
+  CHECK_THAT(rows.front(), Catch::Contains("\"n\": 8,"));
+  CHECK_THAT(rows.front(), Catch::Contains("\"threads\": 1,"));
+
+  const Run bad = run("bench ops --svd-sizes 0", true);
+  CHECK(bad.status != 0);
+  CHECK_THAT(bad.out, Catch::Contains("--svd-sizes: expected a comma-separated list of positive integers, got '0'"));
+  CHECK(run("bench ops --dtype int8").status != 0);
+}
+
 TEST_CASE("cli: bad options get a message and a non-zero status", "[cli]") {
   CHECK(run("bench lstsq --sizes 10,x").status != 0);
   CHECK(run("bench lstsq --dtype float16").status != 0);

@@ -603,8 +603,9 @@ TEST_CASE("tensor: every fresh tensor's data is 64-byte aligned and its own, wha
   }
 }
 
-TEST_CASE("tensor: a large tensor gets its own huge-page mapping, returned to the system when it dies",
+TEST_CASE("tensor: a large tensor gets its own huge-page mapping, kept for the next one of its size, then returned",
           "[tensor][memory]") {
+  opforge::release_cached_memory();
   const std::int64_t base = opforge::live_bytes();
   const void* data = nullptr;
   Mapping alive;
@@ -631,15 +632,63 @@ TEST_CASE("tensor: a large tensor gets its own huge-page mapping, returned to th
     std::string mode;
     std::getline(thp, mode);
     if (mode.find("[never]") == std::string::npos && !mode.empty()) CHECK(alive.advised);
+    CHECK(opforge::cached_memory_bytes() == 0);
   }
   CHECK(opforge::live_bytes() == base);
-  // Unmapped, not kept in a free list: the tensor's mapping is gone. The address
-  // itself may be mapped again by then by anything else in the process (the C
+  // Kept for reuse: counted as cached, not live, and the next tensor of that
+  // size gets the same block (with its own values).
+  const auto block = static_cast<std::int64_t>(alive.hi - alive.lo);
+  CHECK(opforge::cached_memory_bytes() == block);
+  {
+    opforge::Tensor again = opforge::Tensor::full({1024, 768}, -2.0, opforge::DType::Float64);
+    CHECK(again.data<double>() == data);
+    CHECK(again.to_vector() == std::vector<double>(768 * 1024, -2.0));
+    CHECK(opforge::cached_memory_bytes() == 0);
+    // A tensor of another size does not take it.
+  }
+  CHECK(opforge::cached_memory_bytes() == block);
+  CHECK(opforge::release_cached_memory() == block);
+  CHECK(opforge::cached_memory_bytes() == 0);
+  // Returned to the system: the tensor's mapping is gone. The address itself
+  // may be mapped again by then by anything else in the process (the C
   // library's allocator, a thread's stack), so what is checked is that no
   // mapping of the tensor's exact range with huge-page advice is left.
   const Mapping after = read_mapping(smaps_entry(data));
-  INFO("what holds the address once the tensor died:\n" << after.text);
+  INFO("what holds the address once the block was released:\n" << after.text);
   CHECK_FALSE((after.lo == alive.lo && after.hi == alive.hi && after.advised));
+}
+
+TEST_CASE("tensor: blocks over 32 MiB go back to the system at once; at most 64 MiB is kept, oldest dropped first",
+          "[tensor][memory]") {
+  opforge::release_cached_memory();
+  const void* data = nullptr;
+  Mapping alive;
+  {
+    opforge::Tensor t = opforge::Tensor::zeros({10 << 20}, opforge::DType::Float32);  // 40 MiB
+    data = t.data_ptr();
+    alive = read_mapping(smaps_entry(data));
+  }
+  CHECK(opforge::cached_memory_bytes() == 0);  // 40 MiB: not kept
+  const Mapping after = read_mapping(smaps_entry(data));
+  CHECK_FALSE((after.lo == alive.lo && after.hi == alive.hi && after.advised));
+  // Five tensors of 15 MiB (blocks of 16 MiB with the header, in 2 MiB pages)
+  // die in turn: four are kept (64 MiB), the first one freed is dropped.
+  const std::int64_t block = std::int64_t{16} << 20;
+  std::vector<const void*> order;
+  {
+    std::vector<opforge::Tensor> ts;
+    for (int i = 0; i < 5; ++i) ts.push_back(opforge::Tensor::empty({15 << 18}, opforge::DType::Float32));
+    for (const auto& t : ts) order.push_back(t.data_ptr());
+    for (auto& t : ts) t = opforge::Tensor();  // freed first to last
+  }
+  CHECK(opforge::cached_memory_bytes() == 4 * block);
+  // Taken most recent first.
+  const opforge::Tensor a = opforge::Tensor::empty({15 << 18}, opforge::DType::Float32);
+  CHECK(a.data_ptr() == order[4]);
+  const opforge::Tensor b = opforge::Tensor::empty({15 << 18}, opforge::DType::Float32);
+  CHECK(b.data_ptr() == order[3]);
+  CHECK(opforge::release_cached_memory() == 2 * block);
+  CHECK(opforge::cached_memory_bytes() == 0);
 }
 
 TEST_CASE("tensor: large and small tensors interoperate (copy, views, arithmetic)", "[tensor][memory]") {

@@ -23,6 +23,7 @@
 #include <xtensor/xtensor.hpp>
 
 #include "bench_kernels.hpp"
+#include "bench_options.hpp"
 #include "commands.hpp"
 #include "json.hpp"
 
@@ -32,39 +33,7 @@ using opforge::Tensor;
 
 namespace opforge_cli {
 
-std::vector<long> parse_int_list(const std::string& option, const std::string& text) {
-  std::vector<long> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    std::size_t used = 0;
-    long v = 0;
-    try {
-      v = std::stol(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || item.empty() || v <= 0)
-      throw std::invalid_argument("--" + option + ": expected a comma-separated list of positive integers, got '" +
-                                  text + "'");
-    out.push_back(v);
-  }
-  if (out.empty()) throw std::invalid_argument("--" + option + ": expected at least one value");
-  return out;
-}
-
 namespace {
-
-struct Timing {
-  double median_ms = 0;
-  double min_ms = 0;
-};
-
-Timing summarize(std::vector<double> ms) {
-  std::sort(ms.begin(), ms.end());
-  const std::size_t k = ms.size();
-  return {k % 2 ? ms[k / 2] : 0.5 * (ms[k / 2 - 1] + ms[k / 2]), ms.front()};
-}
 
 // Times several methods round-robin: each round runs every method, so a drift in
 // the machine's speed (these machines are shared) touches all methods alike and
@@ -156,19 +125,10 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
       "follows a read of a buffer 4x the last-level cache, so that A comes from memory")(
       "json", "one JSON object per line instead of a table");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (!parse_bench_options(desc, args, vm, &repeat)) return 0;
   const bool json = vm.count("json") > 0;
-  if (repeat < 1) throw std::invalid_argument("--repeat: expected a positive integer, got " + std::to_string(repeat));
   const std::vector<long> sizes = parse_int_list("sizes", sizes_s);
-  std::vector<DType> dtypes;
-  if (dtype_s == "both") dtypes = {DType::Float64, DType::Float32};
-  else if (dtype_s == "float64" || dtype_s == "float32") dtypes = {opforge::parse_dtype(dtype_s)};
-  else throw std::invalid_argument("--dtype: expected float64, float32 or both, got '" + dtype_s + "'");
+  const std::vector<DType> dtypes = parse_dtypes(dtype_s);
   // Indices into all_methods, wanted, and the per-method lambdas and timings below.
   enum Method : std::size_t { kExplicit, kFused, kGraph, kBandwidth };
   const std::vector<std::string> all_methods = {"explicit", "fused", "graph", "bandwidth"};

@@ -12,6 +12,7 @@
 #include <boost/program_options.hpp>
 #include <opforge/opforge.hpp>
 
+#include "bench_options.hpp"
 #include "commands.hpp"
 #include "json.hpp"
 
@@ -66,12 +67,7 @@ int run_bench_overhead(const std::vector<std::string>& args) {
   desc.add_options()("help,h", "this help")("rounds", po::value(&rounds)->default_value(21), "timed rounds")(
       "iters", po::value(&iters)->default_value(20000), "calls per round")("json", "one JSON object per line");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (!parse_bench_options(desc, args, vm)) return 0;
   const bool json = vm.count("json") > 0;
 
   const opforge::OpHandle square = opforge::op("elementwise.square");

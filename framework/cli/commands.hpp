@@ -6,13 +6,27 @@
 #include <string>
 #include <vector>
 
+#include <opforge/dtype.hpp>
+
 namespace opforge_cli {
 
 int run_ops(const std::vector<std::string>& args);
 int run_bench_lstsq(const std::vector<std::string>& args);
 int run_bench_overhead(const std::vector<std::string>& args);
 
+int run_bench_ops(const std::vector<std::string>& args);
+
 /// Parses "300,1000,2000" into numbers; throws naming `option` on bad input.
 std::vector<long> parse_int_list(const std::string& option, const std::string& text);
+
+/// "float64", "float32" or "both" (float64 first); throws naming --dtype otherwise.
+std::vector<opforge::DType> parse_dtypes(const std::string& text);
+
+/// Median (the mean of the middle two for an even count) and minimum of timings in ms.
+struct Timing {
+  double median_ms = 0;
+  double min_ms = 0;
+};
+Timing summarize(std::vector<double> ms);
 
 }  // namespace opforge_cli

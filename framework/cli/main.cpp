@@ -22,6 +22,7 @@ void usage(std::ostream& os) {
         "                                    run the op test harness on a plugin's ops (exit 1 if a check fails)\n"
         "  opforge bench lstsq [options]     time the least-squares gradient: fused, graph, explicit\n"
         "  opforge bench overhead [--json]   time what the framework adds to one op call\n"
+        "  opforge bench ops [options]       time svd and sqrt through their plugins (beside NumPy's)\n"
         "  opforge --help | --version\n\n"
         "Run `opforge <command> --help` for a command's options.\n"
         "Environment: OPFORGE_PLUGIN_PATH (more plugin directories or files, ':'-separated),\n"
@@ -49,7 +50,8 @@ int main(int argc, char** argv) {
       if (!rest.empty() && rest[0] == "lstsq") return opforge_cli::run_bench_lstsq({rest.begin() + 1, rest.end()});
       if (!rest.empty() && rest[0] == "overhead")
         return opforge_cli::run_bench_overhead({rest.begin() + 1, rest.end()});
-      std::cerr << "opforge bench: expected a benchmark name: lstsq or overhead\n";
+      if (!rest.empty() && rest[0] == "ops") return opforge_cli::run_bench_ops({rest.begin() + 1, rest.end()});
+      std::cerr << "opforge bench: expected a benchmark name: lstsq, overhead or ops\n";
       return 2;
     }
   } catch (const std::exception& e) {

@@ -17,6 +17,8 @@
 #include <oneapi/tbb/global_control.h>
 
 extern "C" void openblas_set_num_threads(int num_threads);
+extern "C" void openblas_read_env(void);
+extern "C" int blas_thread_shutdown_(void);
 
 namespace opforge {
 namespace {
@@ -41,6 +43,24 @@ void apply(int n) {
   g_threads = n;
 }
 
+// After each call OpenBLAS's workers spin, waiting for the next, for
+// 2^OPENBLAS_THREAD_TIMEOUT cycles before they sleep. As built by Debian that
+// is long enough (~0.2 s or more) for a worker to hold a core while oneTBB's
+// threads run the next ops: on the 2-core VM, elementwise.sqrt of 10^6 doubles
+// took 0.58 ms right after an svd, 0.29 ms otherwise. 2^22 cycles (~1.5 ms)
+// keeps the workers awake between the BLAS calls of one op and lets them sleep
+// between ops (svd 256 / 512: the same 11-12 / 66-69 ms). A value the user
+// set in the environment stands. OpenBLAS reads the variable when it is
+// loaded and starts its workers then, so the core re-reads it and stops the
+// workers once; OpenBLAS starts them again, with the new timeout, on its next
+// threaded call.
+void shorten_blas_spin() {
+  if (std::getenv("OPENBLAS_THREAD_TIMEOUT")) return;
+  ::setenv("OPENBLAS_THREAD_TIMEOUT", "22", 0);
+  openblas_read_env();
+  blas_thread_shutdown_();
+}
+
 }  // namespace
 
 int hardware_threads() {
@@ -55,7 +75,10 @@ void set_num_threads(int n) {
 
 int num_threads() {
   std::lock_guard<std::mutex> lock(g_mu);
-  if (g_threads == 0) apply(default_threads());
+  if (g_threads == 0) {
+    shorten_blas_spin();
+    apply(default_threads());
+  }
   return g_threads;
 }
 

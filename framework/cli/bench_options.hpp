@@ -1,0 +1,19 @@
+// Option parsing shared by the `opforge bench` commands (Boost.Program_options;
+// included by those commands only).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+
+namespace opforge_cli {
+
+/// Parses `args` against `desc` into `vm`. With --help, prints `desc` and
+/// returns false (the command then exits with status 0). With --repeat given
+/// in `desc`, `repeat` must be positive. Bad options throw with po's message.
+bool parse_bench_options(const boost::program_options::options_description& desc,
+                         const std::vector<std::string>& args, boost::program_options::variables_map& vm,
+                         const int* repeat = nullptr);
+
+}  // namespace opforge_cli
