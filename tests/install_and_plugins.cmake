@@ -15,7 +15,10 @@
 #  4. checks that every file of docs/examples/first_plugin appears verbatim in
 #     docs/writing-a-plugin.md (the blocks after `<!-- file: NAME -->`), then runs
 #     the guide's own commands (the block after `<!-- run -->`) in a copy of that
-#     folder, with OPFORGE_PREFIX=<prefix>.
+#     folder, with OPFORGE_PREFIX=<prefix>;
+#  5. with -DBAD_INPUTS_TEST=<tests/test_ops_bad_inputs>, runs it with the three
+#     example plugins on OPFORGE_PLUGIN_PATH: their ops too must succeed soundly
+#     or refuse bad inputs with an opforge::Error naming the op.
 # Everything it writes is under WORK_DIR. Nothing is downloaded.
 cmake_minimum_required(VERSION 3.22)
 
@@ -297,6 +300,16 @@ step("the guide's commands (docs/writing-a-plugin.md), in a copy of docs/example
      OUTPUT_VARIABLE guide_out)
 expect_opforge_from_prefix("${WORK_DIR}/first_plugin/build")
 expect_in("the guide's commands" guide_out "myops.silu(x)" "plugin: myops (" "OK: plugin 'myops'" "100% tests passed")
+
+# ---- 5. the example plugins' ops, probed with bad inputs ---------------------------
+if(BAD_INPUTS_TEST)
+  set(examples "${WORK_DIR}/smooth_losses/smooth.so:${WORK_DIR}/fft_conv/fftconv.so:${WORK_DIR}/first_plugin/build/myops.so")
+  step("bad inputs on the example plugins (test_ops_bad_inputs)"
+       COMMAND "${CMAKE_COMMAND}" -E env "OPFORGE_PLUGIN_PATH=${examples}" "${BAD_INPUTS_TEST}"
+       OUTPUT_VARIABLE probe_out)
+  expect_in("bad inputs on the example plugins" probe_out " smooth.huber " " smooth.softplus" " fftconv.conv1d "
+            " myops.silu")
+endif()
 
 string(TIMESTAMP t_end "%s")
 math(EXPR total "${t_end} - ${t_start}")

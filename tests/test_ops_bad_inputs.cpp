@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <exception>
+#include <iostream>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -294,6 +295,11 @@ TEST_CASE("bad inputs: every op succeeds soundly or refuses with an opforge::Err
       probe(op, base, at, tally);
     }
     }
+  // Which ops were probed (the SDK install test runs this program with the
+  // example plugins on OPFORGE_PLUGIN_PATH and looks for their ops here).
+  std::cout << "probed " << ops.size() << " ops:";
+  for (const OpHandle& op : ops) std::cout << " " << op.name();
+  std::cout << "\n" << tally.calls << " calls, " << tally.refused << " refused" << std::endl;
   INFO(tally.calls << " calls, " << tally.refused << " refused");
   std::string all;
   for (const auto& f : tally.failures) all += "\n  " + f;
