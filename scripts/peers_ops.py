@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""Ordinary operations beside NumPy and PyTorch: svd and sqrt.
+"""Ordinary operations beside NumPy and PyTorch: svd, sqrt and exp.
 
-`opforge bench ops --json` times linalg.svd of an n x n matrix and
-elementwise.sqrt of n values through their plugins. This script alternates it,
-round after round, with the same operations in NumPy (numpy.linalg.svd with
-full_matrices=False, numpy.sqrt) and PyTorch (torch.linalg.svd, torch.sqrt) on
+`opforge bench ops --json` times linalg.svd of an n x n matrix, and
+elementwise.sqrt and elementwise.exp of n values, through their plugins. This
+script alternates it, round after round, with the same operations in NumPy
+(numpy.linalg.svd with full_matrices=False, numpy.sqrt, numpy.exp) and PyTorch
+(torch.linalg.svd, torch.sqrt, torch.exp) on
 data of the same sizes and dtype, and reports for each case the median over the
 rounds of each peer's time divided by opforge's (above 1: opforge is faster),
 with its range, and the medians of the times themselves.
@@ -15,7 +16,7 @@ with its range, and the medians of the times themselves.
 Each timing is the median of --repeat calls after two untimed ones, as in
 `opforge bench ops`. Threads: NumPy's BLAS (OPENBLAS_NUM_THREADS, set before
 NumPy is imported), torch.set_num_threads, and opforge's --threads. NumPy's
-sqrt runs on one thread whatever the setting.
+sqrt and exp run on one thread whatever the setting.
 
 Needs NumPy; PyTorch is optional (its columns are left out without it). Never
 needed to build or test opforge.
@@ -33,14 +34,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--opforge", default="build/bin/opforge", help="the opforge program; default %(default)s")
     p.add_argument("--svd-sizes", default="256,512,1024", help="n of the n x n svd inputs; default %(default)s")
-    p.add_argument("--sqrt-sizes", default="1000000,10000000", help="element counts for sqrt; default %(default)s")
+    p.add_argument("--elementwise-sizes", default="1000000,10000000",
+                   help="element counts for sqrt and exp; default %(default)s")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--rounds", type=int, default=5, help="alternations; default %(default)s")
     p.add_argument("--repeat", type=int, default=11, help="timed calls per case per round; default %(default)s")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="default: all cores")
     p.add_argument("--json", action="store_true", help="one JSON object per case on stdout")
     a = p.parse_args(argv)
-    for name in ("svd_sizes", "sqrt_sizes"):
+    for name in ("svd_sizes", "elementwise_sizes"):
         try:
             vals = [int(v) for v in getattr(a, name).split(",") if v.strip()]
         except ValueError:
@@ -88,14 +90,15 @@ def main(argv=None):
         tm = torch.from_numpy(m) if torch else None
         cases.append(("svd", n, lambda m=m: np.linalg.svd(m, full_matrices=False),
                       (lambda tm=tm: torch.linalg.svd(tm, full_matrices=False)) if torch else None))
-    for n in a.sqrt_sizes:
+    for n in a.elementwise_sizes:
         v = (0.5 + (np.arange(n) % 4000) / 1000.0).astype(dt)
         tv = torch.from_numpy(v) if torch else None
         cases.append(("sqrt", n, lambda v=v: np.sqrt(v), (lambda tv=tv: torch.sqrt(tv)) if torch else None))
+        cases.append(("exp", n, lambda v=v: np.exp(v), (lambda tv=tv: torch.exp(tv)) if torch else None))
 
     cmd = [a.opforge, "bench", "ops", "--json", "--dtype", a.dtype, "--repeat", str(a.repeat),
            "--threads", str(a.threads), "--svd-sizes", ",".join(map(str, a.svd_sizes)),
-           "--sqrt-sizes", ",".join(map(str, a.sqrt_sizes))]
+           "--elementwise-sizes", ",".join(map(str, a.elementwise_sizes))]
     times = {(op, n): {"opforge": [], "numpy": [], "torch": []} for op, n, _, _ in cases}
     for r in range(a.rounds):
         print("peers_ops: round %d/%d" % (r + 1, a.rounds), file=sys.stderr, flush=True)

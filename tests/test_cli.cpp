@@ -154,13 +154,14 @@ TEST_CASE("cli: `bench lstsq --caches cold` reads a buffer larger than the cache
   CHECK_THAT(bad.out, Catch::Contains("--caches: expected warm or cold, got 'lukewarm'"));
 }
 
-TEST_CASE("cli: `opforge bench ops --json` times svd and sqrt in each dtype, accurate", "[cli][bench]") {
-  const Run r = run("bench ops --svd-sizes 8,33 --sqrt-sizes 1000,70000 --dtype both --repeat 3 --threads 1,2 --json");
+TEST_CASE("cli: `opforge bench ops --json` times svd, sqrt and exp in each dtype, accurate", "[cli][bench]") {
+  const Run r =
+      run("bench ops --svd-sizes 8,33 --elementwise-sizes 1000,70000 --dtype both --repeat 3 --threads 1,2 --json");
   INFO(r.out);
   REQUIRE(r.status == 0);
   const auto rows = lines(r.out);
-  REQUIRE(rows.size() == 2 * 2 * 4);  // threads x dtypes x (two svd, two sqrt)
-  int svd = 0, sqrt = 0;
+  REQUIRE(rows.size() == 2 * 2 * 6);  // threads x dtypes x (two svd, two sqrt, two exp)
+  int svd = 0, sqrt = 0, exp = 0;
   for (const std::string& row : rows) {
     INFO(row);
     for (const char* key : {"\"op\": ", "\"n\": ", "\"dtype\": ", "\"threads\": ", "\"median_ms\": ",
@@ -172,13 +173,18 @@ TEST_CASE("cli: `opforge bench ops --json` times svd and sqrt in each dtype, acc
     if (row.find("\"op\": \"svd\"") != std::string::npos) {
       ++svd;
       CHECK(number_after(row, "rel_err") < (f64 ? 1e-12 : 1e-4));  // U diag(S) V^T gives A back
-    } else {
+    } else if (row.find("\"op\": \"sqrt\"") != std::string::npos) {
       ++sqrt;
       CHECK(number_after(row, "rel_err") == 0);  // the same IEEE square root as std::sqrt
+    } else {
+      ++exp;
+      CHECK_THAT(row, Catch::Contains("\"op\": \"exp\""));
+      CHECK(number_after(row, "rel_err") < (f64 ? 1e-15 : 1e-6));  // within a few ulp of std::exp
     }
   }
   CHECK(svd == 8);
   CHECK(sqrt == 8);
+  CHECK(exp == 8);
   CHECK_THAT(rows.front(), Catch::Contains("\"n\": 8,"));
   CHECK_THAT(rows.front(), Catch::Contains("\"threads\": 1,"));
 

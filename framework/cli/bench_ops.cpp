@@ -5,9 +5,10 @@
 //   svd  - linalg.svd of an n x n matrix of standard normal values (reduced
 //          U, S, V^T; LAPACK gesdd, the routine NumPy calls)
 //   sqrt - elementwise.sqrt of n values in [0.5, 4.5)
+//   exp  - elementwise.exp of the same n values
 // Each row gives the median and minimum of --repeat timed calls (after two
 // untimed ones) and the result's error: for svd max |U diag(S) V^T - A| / max |A|,
-// for sqrt the largest relative difference from std::sqrt.
+// for sqrt and exp the largest relative difference from std::sqrt and std::exp.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -67,14 +68,14 @@ void fill_positive(Tensor& x) {
   for (std::int64_t i = 0; i < x.numel(); ++i) p[i] = T(0.5 + double(i % 4000) / 1000.0);
 }
 
-// max |y - sqrt(x)| / sqrt(x), with sqrt taken in the tensor's dtype
-template <class T>
-double sqrt_error(const Tensor& x, const Tensor& y) {
+// max |y - f(x)| / |f(x)|, with f taken in the tensor's dtype
+template <class T, class F>
+double max_rel_error(const Tensor& x, const Tensor& y, F f) {
   const T* px = x.data<T>();
   const T* py = y.data<T>();
   double worst = 0;
   for (std::int64_t i = 0; i < x.numel(); ++i) {
-    const double want = double(std::sqrt(px[i]));
+    const double want = double(f(px[i]));
     worst = std::max(worst, std::abs(double(py[i]) - want) / want);
   }
   return worst;
@@ -86,12 +87,14 @@ int run_bench_ops(const std::vector<std::string>& args) {
   po::options_description desc(
       "opforge bench ops: ordinary operations through their plugins (grad mode off)\n"
       "  svd  - linalg.svd of an n x n matrix (reduced; LAPACK gesdd)\n"
-      "  sqrt - elementwise.sqrt of n values\n\noptions");
-  std::string svd_s, sqrt_s, dtype_s, threads_s;
+      "  sqrt - elementwise.sqrt of n values\n"
+      "  exp  - elementwise.exp of n values\n\noptions");
+  std::string svd_s, elementwise_s, dtype_s, threads_s;
   int repeat = 11;
   desc.add_options()("help,h", "this help")(
       "svd-sizes", po::value(&svd_s)->default_value("256,512,1024"), "comma-separated n of the n x n svd inputs")(
-      "sqrt-sizes", po::value(&sqrt_s)->default_value("1000000,10000000"), "comma-separated element counts for sqrt")(
+      "elementwise-sizes", po::value(&elementwise_s)->default_value("1000000,10000000"),
+      "comma-separated element counts for sqrt and exp")(
       "dtype", po::value(&dtype_s)->default_value("float64"), "float64, float32 or both")(
       "repeat", po::value(&repeat)->default_value(11), "timed calls per row (after 2 untimed ones)")(
       "threads", po::value(&threads_s), "comma-separated thread counts (default: all cores)")(
@@ -100,12 +103,13 @@ int run_bench_ops(const std::vector<std::string>& args) {
   if (!parse_bench_options(desc, args, vm, &repeat)) return 0;
   const bool json = vm.count("json") > 0;
   const std::vector<long> svd_sizes = parse_int_list("svd-sizes", svd_s);
-  const std::vector<long> sqrt_sizes = parse_int_list("sqrt-sizes", sqrt_s);
+  const std::vector<long> elementwise_sizes = parse_int_list("elementwise-sizes", elementwise_s);
   const std::vector<DType> dtypes = parse_dtypes(dtype_s);
   const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s)
                                                         : std::vector<long>{opforge::hardware_threads()};
   const opforge::OpHandle svd = opforge::op("linalg.svd");
   const opforge::OpHandle sqrt = opforge::op("elementwise.sqrt");
+  const opforge::OpHandle exp = opforge::op("elementwise.exp");
   opforge::NoGradGuard no_grad;
 
   if (!json) {
@@ -142,14 +146,20 @@ int run_bench_ops(const std::vector<std::string>& args) {
         const Timing t = time_calls(repeat, [&] { usv = svd.call({A}); });
         emit("svd", n, dt, nt, t, 0, svd_error(A, usv));
       }
-      for (long n : sqrt_sizes) {
+      for (long n : elementwise_sizes) {
         Tensor x = Tensor::empty({n}, dt);
         if (dt == DType::Float64) fill_positive<double>(x);
         else fill_positive<float>(x);
+        const double bytes = 2.0 * static_cast<double>(x.nbytes());  // read x, write y
         Tensor y;
-        const Timing t = time_calls(repeat, [&] { y = sqrt(x); });
-        const double err = dt == DType::Float64 ? sqrt_error<double>(x, y) : sqrt_error<float>(x, y);
-        emit("sqrt", n, dt, nt, t, 2.0 * static_cast<double>(x.nbytes()), err);
+        Timing t = time_calls(repeat, [&] { y = sqrt(x); });
+        auto root = [](auto v) { return std::sqrt(v); };
+        emit("sqrt", n, dt, nt, t, bytes,
+             dt == DType::Float64 ? max_rel_error<double>(x, y, root) : max_rel_error<float>(x, y, root));
+        t = time_calls(repeat, [&] { y = exp(x); });
+        auto e = [](auto v) { return std::exp(v); };
+        emit("exp", n, dt, nt, t, bytes,
+             dt == DType::Float64 ? max_rel_error<double>(x, y, e) : max_rel_error<float>(x, y, e));
       }
     }
   }

@@ -21,6 +21,7 @@
 #include <cmath>
 
 #include "elementwise_ops.hpp"
+#include "vector_math.hpp"
 
 namespace opforge_elementwise {
 namespace {

@@ -10,7 +10,7 @@
 // Each writes a new contiguous tensor, cuts the output's elements into chunks
 // of sdk::kElementwiseGrain (so big tensors use every core whatever their
 // shape, and small ones run inline), and keeps the innermost loop free of index
-// arithmetic so the compiler vectorises it (libm calls such as exp aside).
+// arithmetic so the compiler vectorises it (libm functions too: vector_math.hpp).
 #pragma once
 
 #include <algorithm>
@@ -80,10 +80,13 @@ namespace detail {
 // vectors) and for AVX2 (32-byte vectors), and the AVX2 copy runs where the CPU
 // has it (OPFORGE_ELEMENTWISE_ISA=baseline in the environment forces the
 // baseline copy: the tests run both). Only AVX2, not FMA: GCC would fuse
-// a*b+c in the AVX2 copy and round differently from the baseline one; the two
-// give the same bits. What it gains is where the loop is not memory-bound:
-// sqrt and division (elementwise.sqrt of 10^5 doubles, one thread, 2-core
-// Zen 4 VM: 0.123 ms baseline, 0.058 ms AVX2; NumPy 0.115 ms).
+// a*b+c in the AVX2 copy and round differently from the baseline one; for
+// arithmetic, sqrt and comparisons the two give the same bits (exp, log, sin,
+// cos, tanh and pow come from libmvec's SSE or AVX2 versions, which may differ
+// in the last bits: vector_math.hpp). What it gains is where the loop is not
+// memory-bound: sqrt, division and those functions (elementwise.sqrt of 10^5
+// doubles, one thread, 2-core Zen 4 VM: 0.123 ms baseline, 0.058 ms AVX2;
+// NumPy 0.115 ms).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define OPFORGE_ELEMENTWISE_AVX2 __attribute__((target("avx2")))
 inline bool cpu_has_avx2() {

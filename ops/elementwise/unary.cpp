@@ -24,6 +24,7 @@
 #include <limits>
 
 #include "elementwise_ops.hpp"
+#include "vector_math.hpp"
 
 namespace opforge_elementwise {
 namespace {
