@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -58,9 +59,25 @@ std::int64_t cpu_gained(const std::map<long, std::int64_t>& before, const std::m
   return sum;
 }
 
-// OpenBLAS workers spin for a while after a job (its THREAD_TIMEOUT, about
-// 2^28 cycles) before they sleep; wait that out so spinning is not counted.
+// OpenBLAS workers spin for a while after a job before they sleep (2^22 cycles
+// as opforge sets it, far longer if the environment chose so); wait that out so
+// spinning is not counted.
 void let_pools_idle() { std::this_thread::sleep_for(std::chrono::milliseconds(600)); }
+
+// OpenBLAS's workers: the threads that gain CPU time while big products run on
+// this thread (and nothing else runs). Empty for a single-threaded BLAS.
+std::set<long> find_blas_workers(const opforge::OpHandle& matmul) {
+  const Tensor P = Tensor::randn({700, 700}, DType::Float64, 1), Q = Tensor::randn({700, 700}, DType::Float64, 2);
+  matmul({P, Q});  // warm-up: OpenBLAS's pool starts
+  let_pools_idle();
+  auto t0 = other_threads_cpu_ns();
+  for (int i = 0; i < 3; ++i) matmul({P, Q});
+  auto t1 = other_threads_cpu_ns();
+  std::set<long> workers;
+  for (const auto& [tid, ns] : t1)
+    if (t0.count(tid) && ns - t0[tid] > 2'000'000) workers.insert(tid);
+  return workers;
+}
 
 }  // namespace
 
@@ -72,16 +89,8 @@ TEST_CASE("blas threads: small products batched over oneTBB leave OpenBLAS's own
   opforge::set_num_threads(2);
   const opforge::OpHandle matmul = opforge::op("linalg.matmul");
 
-  // Find OpenBLAS's workers: one 700^3 product (far above the threshold) on this thread.
-  const Tensor P = Tensor::randn({700, 700}, DType::Float64, 1), Q = Tensor::randn({700, 700}, DType::Float64, 2);
-  matmul({P, Q});  // warm-up: OpenBLAS's pool starts
-  let_pools_idle();
-  auto t0 = other_threads_cpu_ns();
-  for (int i = 0; i < 3; ++i) matmul({P, Q});
-  auto t1 = other_threads_cpu_ns();
-  std::set<long> blas_workers;
-  for (const auto& [tid, ns] : t1)
-    if (t0.count(tid) && ns - t0[tid] > 2'000'000) blas_workers.insert(tid);
+  // Find OpenBLAS's workers: 700^3 products (far above the threshold) on this thread.
+  const std::set<long> blas_workers = find_blas_workers(matmul);
   if (blas_workers.empty()) {
     WARN("OpenBLAS ran the big product on one thread (a single-threaded BLAS): nothing to check");
     opforge::set_num_threads(0);
@@ -94,11 +103,11 @@ TEST_CASE("blas threads: small products batched over oneTBB leave OpenBLAS's own
   const Tensor A = Tensor::randn({256, 48, 48}, DType::Float64, 3), B = Tensor::randn({256, 48, 48}, DType::Float64, 4);
   Tensor C;
   let_pools_idle();
-  t0 = other_threads_cpu_ns();
+  auto t0 = other_threads_cpu_ns();
   const auto wall0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 20; ++i) C = matmul({A, B});
   const double wall_ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - wall0).count();
-  t1 = other_threads_cpu_ns();
+  auto t1 = other_threads_cpu_ns();
   const std::int64_t small_ns = cpu_gained(t0, t1, blas_workers);
   INFO("OpenBLAS workers' CPU time during the small batched products: " << small_ns / 1e6 << " ms of "
        << wall_ns / 1e6 << " ms");
@@ -117,5 +126,42 @@ TEST_CASE("blas threads: small products batched over oneTBB leave OpenBLAS's own
   for (int i = 0; i < 3; ++i) matmul({A2, B2});
   t1 = other_threads_cpu_ns();
   CHECK(cpu_gained(t0, t1, blas_workers) > 2'000'000);
+  opforge::set_num_threads(0);
+}
+
+TEST_CASE("blas threads: OpenBLAS's workers stop spinning milliseconds after a product, leaving the cores to oneTBB",
+          "[threads][blas]") {
+  // As Debian builds it, OpenBLAS's workers spin for a fifth of a second or
+  // more after each call; opforge sets OPENBLAS_THREAD_TIMEOUT to 22 (2^22
+  // cycles, ~1.5 ms) when the environment does not (docs/architecture.md).
+  if (!std::filesystem::exists("/proc/self/task")) {
+    WARN("needs Linux /proc: not checked");
+    return;
+  }
+  const char* timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
+  REQUIRE(timeout != nullptr);  // set by opforge if not by the environment
+  if (std::string(timeout) != "22") {
+    WARN("OPENBLAS_THREAD_TIMEOUT=" << timeout << " came from the environment: opforge left it; not checked");
+    return;
+  }
+  opforge::set_num_threads(2);
+  const opforge::OpHandle matmul = opforge::op("linalg.matmul");
+  const std::set<long> blas_workers = find_blas_workers(matmul);
+  if (blas_workers.empty()) {
+    WARN("OpenBLAS ran the big product on one thread (a single-threaded BLAS): nothing to check");
+    opforge::set_num_threads(0);
+    return;
+  }
+  const Tensor P = Tensor::randn({500, 500}, DType::Float64, 7), Q = Tensor::randn({500, 500}, DType::Float64, 8);
+  for (int round = 0; round < 3; ++round) {
+    matmul({P, Q});
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // past 2^22 cycles at any clock above 0.2 GHz
+    const auto t0 = other_threads_cpu_ns();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto t1 = other_threads_cpu_ns();
+    const std::int64_t spun = cpu_gained(t0, t1, blas_workers);
+    INFO("round " << round << ": OpenBLAS workers' CPU time 20-120 ms after a product: " << spun / 1e6 << " ms");
+    CHECK(spun < 5'000'000);  // spinning workers would take ~100 ms of it
+  }
   opforge::set_num_threads(0);
 }
