@@ -79,23 +79,29 @@ std::set<long> find_blas_workers(const opforge::OpHandle& matmul) {
   return workers;
 }
 
+// Sets 2 threads and finds OpenBLAS's workers; empty, with a warning and the
+// thread setting back to its default, where they cannot be watched.
+std::set<long> watch_blas_workers(const opforge::OpHandle& matmul) {
+  if (!std::filesystem::exists("/proc/self/task")) {
+    WARN("needs Linux /proc: not checked");
+    return {};
+  }
+  opforge::set_num_threads(2);
+  std::set<long> workers = find_blas_workers(matmul);
+  if (workers.empty()) {
+    WARN("OpenBLAS ran the big product on one thread (a single-threaded BLAS): nothing to check");
+    opforge::set_num_threads(0);
+  }
+  return workers;
+}
+
 }  // namespace
 
 TEST_CASE("blas threads: small products batched over oneTBB leave OpenBLAS's own threads idle", "[threads][blas]") {
-  if (!std::filesystem::exists("/proc/self/task")) {
-    WARN("needs Linux /proc: not checked");
-    return;
-  }
-  opforge::set_num_threads(2);
   const opforge::OpHandle matmul = opforge::op("linalg.matmul");
-
-  // Find OpenBLAS's workers: 700^3 products (far above the threshold) on this thread.
-  const std::set<long> blas_workers = find_blas_workers(matmul);
-  if (blas_workers.empty()) {
-    WARN("OpenBLAS ran the big product on one thread (a single-threaded BLAS): nothing to check");
-    opforge::set_num_threads(0);
-    return;
-  }
+  // OpenBLAS's workers, found with 700^3 products (far above the threshold) on this thread.
+  const std::set<long> blas_workers = watch_blas_workers(matmul);
+  if (blas_workers.empty()) return;
 
   // 256 products of 48 x 48 x 48 = 110,592 multiply-adds each: below the threshold,
   // spread over oneTBB by the batched matmul.
@@ -134,24 +140,15 @@ TEST_CASE("blas threads: OpenBLAS's workers stop spinning milliseconds after a p
   // As Debian builds it, OpenBLAS's workers spin for a fifth of a second or
   // more after each call; opforge sets OPENBLAS_THREAD_TIMEOUT to 22 (2^22
   // cycles, ~1.5 ms) when the environment does not (docs/architecture.md).
-  if (!std::filesystem::exists("/proc/self/task")) {
-    WARN("needs Linux /proc: not checked");
-    return;
-  }
   const char* timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
   REQUIRE(timeout != nullptr);  // set by opforge if not by the environment
   if (std::string(timeout) != "22") {
     WARN("OPENBLAS_THREAD_TIMEOUT=" << timeout << " came from the environment: opforge left it; not checked");
     return;
   }
-  opforge::set_num_threads(2);
   const opforge::OpHandle matmul = opforge::op("linalg.matmul");
-  const std::set<long> blas_workers = find_blas_workers(matmul);
-  if (blas_workers.empty()) {
-    WARN("OpenBLAS ran the big product on one thread (a single-threaded BLAS): nothing to check");
-    opforge::set_num_threads(0);
-    return;
-  }
+  const std::set<long> blas_workers = watch_blas_workers(matmul);
+  if (blas_workers.empty()) return;
   const Tensor P = Tensor::randn({500, 500}, DType::Float64, 7), Q = Tensor::randn({500, 500}, DType::Float64, 8);
   for (int round = 0; round < 3; ++round) {
     matmul({P, Q});
