@@ -13,7 +13,6 @@ namespace opforge_cli {
 int run_ops(const std::vector<std::string>& args);
 int run_bench_lstsq(const std::vector<std::string>& args);
 int run_bench_overhead(const std::vector<std::string>& args);
-
 int run_bench_ops(const std::vector<std::string>& args);
 
 /// Parses "300,1000,2000" into numbers; throws naming `option` on bad input.
