@@ -21,7 +21,7 @@
 #include <cmath>
 
 #include "elementwise_ops.hpp"
-#include "vector_math.hpp"
+#include "../vector_math.hpp"
 
 namespace opforge_elementwise {
 namespace {

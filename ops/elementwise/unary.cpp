@@ -24,7 +24,7 @@
 #include <limits>
 
 #include "elementwise_ops.hpp"
-#include "vector_math.hpp"
+#include "../vector_math.hpp"
 
 namespace opforge_elementwise {
 namespace {

@@ -35,6 +35,7 @@
 
 #include <opforge/sdk.hpp>
 
+#include "../vector_math.hpp"
 #include "loss_ops.hpp"
 
 namespace {

@@ -42,6 +42,8 @@
 #include <vector>
 
 #include <boost/container/small_vector.hpp>
+
+#include "../vector_math.hpp"
 #include <opforge/sdk.hpp>
 
 namespace opforge_ops::reduce {

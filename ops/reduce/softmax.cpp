@@ -17,6 +17,8 @@
 
 #include <opforge/sdk.hpp>
 
+#include "../vector_math.hpp"
+
 namespace {
 
 using opforge::Context;

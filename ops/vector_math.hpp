@@ -12,7 +12,8 @@
 // results, and their SSE and AVX2 versions can differ in the last bits: an
 // op's results are the same from run to run and for any thread count on one
 // machine, as before, but not bit for bit across CPUs of different vector width.
-// Included after <cmath> by the sources whose loops call these functions.
+// Included after <cmath> by the sources whose loops call these functions (the
+// elementwise, reduce and loss plugins, which link libmvec).
 #pragma once
 
 #include <cmath>
