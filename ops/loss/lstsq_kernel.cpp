@@ -35,10 +35,8 @@
 // pass left in L3 (no gain; again as chunks last-to-first on every other call:
 // 0-3%, this L3 keeps little of a stream); prefetching inside the dot loop (slower); a
 // pipelined loop with blocks small enough for L1 (slower: 1.3x); 16-row blocks
-// (1.7x at d = 2000: too many streams for the prefetchers; again, on Zen 4 with
-// the current prefetching and AVX-512's 32 registers holding 16 accumulators:
-// within the 3% noise of two identical builds at 2 threads, 5-9% slower where
-// 8 rows fit in L1); an update that keeps
+// (1.7x at d = 2000: too many streams for the prefetchers; with today's
+// prefetching they pay a little at rows of 4-8 KiB: see chunk()); an update that keeps
 // a 512-byte panel of g in registers and walks the rows one after another (1.6x
 // faster from L2, but 1.12x against 1.07x the read from memory); prefetching
 // only part of the next block (1.22-1.34x, less is worse); dot products one row
@@ -323,26 +321,26 @@ OPFORGE_INLINE T hsum(const Vec<T, B>& v) {
 constexpr int kChains = 8;  // independent accumulators in the dot loop
 constexpr std::int64_t kL1Block = 32 * 1024;  // a block this size stays in L1 between its two phases
 
+// sum_k r_k a_k[c, c+W) over the R rows at a, as a balanced tree of sums
+// (pairs, then pairs of pairs): a short dependency chain.
+template <int R, int B, class T>
+OPFORGE_INLINE Vec<T, B> weighted_rows(const T* __restrict a, std::int64_t n, const T* rk, std::int64_t c) {
+  if constexpr (R == 1) {
+    return rk[0] * vload<B>(a + c);
+  } else {
+    static_assert(R % 2 == 0, "1, 2, 4, 8 or 16 rows a block");
+    return weighted_rows<R / 2, B, T>(a, n, rk, c) + weighted_rows<R / 2, B, T>(a + (R / 2) * n, n, rk + R / 2, c);
+  }
+}
+
 // g[c, c+W) += sum_k r_k a_k[c, c+W) for the R rows at a, prefetching columns
 // [pc, pc+W) of the R rows at next into L2.
 template <int R, int B, class T>
 OPFORGE_INLINE void update_columns(const T* __restrict a, std::int64_t n, const T* rk, const T* next,
                                    T* __restrict g, std::int64_t c, std::int64_t pc) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int k = 0; k < R; ++k) __builtin_prefetch(next + k * n + pc, 0, 2);
-  Vec<T, B> u0 = rk[0] * vload<B>(a + c);
-  if constexpr (R >= 2) u0 += rk[1] * vload<B>(a + n + c);
-  if constexpr (R >= 4) {
-    Vec<T, B> u1 = rk[2] * vload<B>(a + 2 * n + c) + rk[3] * vload<B>(a + 3 * n + c);
-    if constexpr (R == 8) {
-      Vec<T, B> u2 = rk[4] * vload<B>(a + 4 * n + c) + rk[5] * vload<B>(a + 5 * n + c);
-      Vec<T, B> u3 = rk[6] * vload<B>(a + 6 * n + c) + rk[7] * vload<B>(a + 7 * n + c);
-      u0 = (u0 + u1) + (u2 + u3);
-    } else {
-      u0 += u1;
-    }
-  }
-  vstore<B>(g + c, vload<B>(g + c) + u0);
+  vstore<B>(g + c, vload<B>(g + c) + weighted_rows<R, B, T>(a, n, rk, c));
 }
 
 // One block of R rows at a (row length n, R consecutive rows):
@@ -355,29 +353,29 @@ OPFORGE_INLINE void block(const T* __restrict a, std::int64_t n, const T* __rest
   constexpr std::int64_t W = B / sizeof(T);             // lanes of a vector
   constexpr int U = R >= kChains ? 1 : kChains / R;     // vectors of a row per step
   Vec<T, B> acc[R][U];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int k = 0; k < R; ++k)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int u = 0; u < U; ++u) acc[k][u] = Vec<T, B>{};
   std::int64_t j = 0;
   for (; j + U * W <= n; j += U * W) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int u = 0; u < U; ++u) {
       const Vec<T, B> xv = vload<B>(x + j + u * W);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int k = 0; k < R; ++k) acc[k][u] += vload<B>(a + k * n + j + u * W) * xv;
     }
   }
   for (; j + W <= n; j += W) {
     const Vec<T, B> xv = vload<B>(x + j);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int k = 0; k < R; ++k) acc[k][0] += vload<B>(a + k * n + j) * xv;
   }
   T rk[R];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int k = 0; k < R; ++k) {
     Vec<T, B> v = acc[k][0];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int u = 1; u < U; ++u) v += acc[k][u];
     T s = hsum<B, T>(v);
     for (std::int64_t t = j; t < n; ++t) s += a[k * n + t] * x[t];
@@ -420,20 +418,41 @@ OPFORGE_INLINE double chunk_rows(const T* A, const T* x, const T* y, std::int64_
   if (g) std::memset(g, 0, sizeof(T) * static_cast<std::size_t>(n));
   std::int64_t i = lo;
   for (; i + R <= hi; i += R) block<R, B>(A + i * n, n, x, y + i, r + i, g);
+  if constexpr (R > kRowsPerStep) {  // chunks hold a multiple of 8 rows, not always of R
+    for (; i + kRowsPerStep <= hi; i += kRowsPerStep) block<kRowsPerStep, B>(A + i * n, n, x, y + i, r + i, g);
+  }
   for (; i < hi; ++i) block<1, B>(A + i * n, n, x, y + i, r + i, g);
   double loss = 0;
   for (std::int64_t k = lo; k < hi; ++k) loss += double(r[k]) * double(r[k]);
   return loss;
 }
 
-// Rows a block: 8, unless 8 rows would not fit in L2 with room to spare (rows
-// over 32 KiB), so that the update phase always reads from cache. A function
-// of n and the element size only: same rounding for every thread count.
+// Rows a block: 8, or 16 where that pays (below); fewer where the block would
+// not fit in L2 with room to spare (over 256 KiB), so that the update phase
+// always reads from cache. A function of n, the element size and the instance
+// only: same rounding for every thread count.
+//
+// 16 rows halve the loads of x and the loads and stores of g per row of A.
+// They pay where 8 rows no longer fit in L1 with x (so the update reads mostly
+// from L2 either way) and 16 rows stay at 128 KiB or less: rows of 4-8 KiB
+// (float32 d = 1000 to 2048, float64 d = 512 to 1024), and only with AVX-512,
+// whose 32 vector registers hold the 16 dot-product accumulators (AVX2 has 16).
+// Measured on the 2-core Zen 4 VM, round-robin in one process against the
+// 8-row kernel, 2 threads, medians (float32 d = 4000, where both run 8 rows,
+// gives the noise: 0.985-1.012): float64 d = 1000 0.965-1.000 over four runs
+// while memory was slow and 0.965-0.980 over three while it was faster,
+// float32 d = 1000 0.96-1.0, float32 d = 2000 0.967-1.01; one thread, float32
+// d = 2000 0.955. Where 8 rows fit in L1 (float32 d = 500, float64 d = 250) 16
+// rows were 5-9% slower.
 constexpr std::int64_t kBlockBudget = 256 * 1024;
+constexpr std::int64_t kWideBlockMax = 128 * 1024;  // the most a 16-row block holds
 template <int B, class T>
 OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
                             T* r, T* g) {
   const std::int64_t row = n * static_cast<std::int64_t>(sizeof(T));
+  if constexpr (B == 64) {
+    if (8 * row >= kL1Block && 16 * row <= kWideBlockMax) return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g);
+  }
   if (8 * row <= kBlockBudget) return chunk_rows<8, B>(A, x, y, lo, hi, n, r, g);
   if (4 * row <= kBlockBudget) return chunk_rows<4, B>(A, x, y, lo, hi, n, r, g);
   if (2 * row <= kBlockBudget) return chunk_rows<2, B>(A, x, y, lo, hi, n, r, g);
