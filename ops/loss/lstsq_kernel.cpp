@@ -79,8 +79,8 @@
 // 1.00-1.10x: what the update phase's prefetches feed is the shortfall.
 // What one Zen 4 core does with A already in cache caps all of this: the whole
 // pass runs at ~50 GB/s a core from L2 or L3 (dot phase ~100, bound by the
-// 32-byte L2->L1 path; update ~130 even from L1, bound by its own work), which
-// is within 0-25% of what memory supplies a core while it is fast
+// 32-byte L2->L1 path; update ~130 even from L1, bound by its own work), within
+// 0-25% of what memory supplies a core in its fastest spells
 // (docs/benchmarks.md, "What one core does with A already in cache").
 // Touching A twice is not the cost: a
 // plain sum over 8 rows at once, or one that reads each 16 or 64 KiB block
