@@ -18,7 +18,10 @@
 
 #include <cmath>
 
-#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__)
+// OPFORGE_HAVE_LIBMVEC: set by ops/CMakeLists.txt where it found the library
+// to link (without it the loops keep their scalar calls).
+#if defined(OPFORGE_HAVE_LIBMVEC) && defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && \
+    !defined(__clang__)
 extern "C" {
 double exp(double) noexcept __attribute__((simd("notinbranch")));
 float expf(float) noexcept __attribute__((simd("notinbranch")));
