@@ -84,30 +84,19 @@ class KeptBlocks {
   /// caller unmaps it) for a block too big to keep.
   bool keep(void* p, std::size_t len) noexcept {
     if (len > kKeptBlockMax) return false;
-    std::vector<Block> drop;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      try {
-        blocks_.push_back({p, len});
-      } catch (...) {
-        return false;
-      }
-      bytes_ += len;
-      std::size_t n = 0;
-      while (bytes_ > kKeptBytes) {
-        bytes_ -= blocks_[n].len;
-        ++n;
-      }
-      if (n) {
-        try {
-          drop.assign(blocks_.begin(), blocks_.begin() + static_cast<std::ptrdiff_t>(n));
-        } catch (...) {
-          for (std::size_t i = 0; i < n; ++i) ::munmap(blocks_[i].p, blocks_[i].len);
-        }
-        blocks_.erase(blocks_.begin(), blocks_.begin() + static_cast<std::ptrdiff_t>(n));
-      }
+    std::lock_guard<std::mutex> lock(mutex_);
+    try {
+      blocks_.push_back({p, len});
+    } catch (...) {
+      return false;
     }
-    for (const Block& b : drop) ::munmap(b.p, b.len);
+    bytes_ += len;
+    std::size_t n = 0;
+    for (; bytes_ > kKeptBytes; ++n) {
+      bytes_ -= blocks_[n].len;
+      ::munmap(blocks_[n].p, blocks_[n].len);
+    }
+    blocks_.erase(blocks_.begin(), blocks_.begin() + static_cast<std::ptrdiff_t>(n));
     return true;
   }
   std::int64_t release() noexcept {

@@ -26,15 +26,11 @@ void intrusive_ptr_release(TensorImpl* t) noexcept {
 // overflow 63 bits (checked multiplies; a shape with a 0 is empty whatever the
 // other sizes, unless their product alone overflows).
 static std::int64_t checked_numel(const Dims& shape, DType dtype) {
-  std::int64_t n = 1;
-  bool overflow = false;
-  for (std::int64_t s : shape) {
-    OPFORGE_CHECK(s >= 0, ValueError, "tensor shape ", shape, ": sizes must be >= 0");
-    overflow = __builtin_mul_overflow(n, s, &n) || overflow;
-  }
-  std::int64_t bytes = 0;
-  OPFORGE_CHECK(!overflow && !__builtin_mul_overflow(n, static_cast<std::int64_t>(itemsize(dtype)), &bytes),
-                ValueError, "tensor shape ", shape, ": ", dtype_name(dtype),
+  for (std::int64_t s : shape) OPFORGE_CHECK(s >= 0, ValueError, "tensor shape ", shape, ": sizes must be >= 0");
+  std::int64_t n = 0, bytes = 0;
+  const bool fits =
+      checked_product(shape, n) && !__builtin_mul_overflow(n, static_cast<std::int64_t>(itemsize(dtype)), &bytes);
+  OPFORGE_CHECK(fits, ValueError, "tensor shape ", shape, ": ", dtype_name(dtype),
                 " data of that size does not fit in memory addresses (more than 2^63 bytes)");
   return n;
 }

@@ -37,9 +37,10 @@ Tensor make_view(const TensorImpl& base, const Dims& shape, const Dims& strides,
   t->shape = shape;
   t->strides = strides;
   t->offset = offset;
-  // Sizes are >= 0 here; only expand can make the count larger than the base's.
-  OPFORGE_CHECK(checked_product(shape, t->numel), ShapeError, "tensor shape ", shape,
-                ": its element count overflows int64 (a view may repeat its data, but must count its elements)");
+  // Every caller passes a shape whose count fits int64: a view keeps or shrinks
+  // its base's count, except expand, which checks it (and reshape/view, whose
+  // target infer_shape checks).
+  t->numel = shape.product();
   t->contiguous = compute_contiguous(shape, strides);
   return Tensor(std::move(t));
 }
@@ -98,9 +99,10 @@ Dims infer_shape(const char* what, const Dims& shape, std::int64_t numel, const 
                   numel, " elements) into ", shape);
     out[static_cast<std::size_t>(infer)] = numel / known;
   }
-  std::int64_t count = 0;
-  OPFORGE_CHECK(checked_product(out, count) && count == numel, ShapeError, "Tensor::", what, ": cannot reshape ", from,
-                " (", numel, " elements) into ", shape, " (", out.product(), " elements)");
+  // No overflow here: the given sizes' product was checked above, and an
+  // inferred size makes the product at most numel.
+  OPFORGE_CHECK(out.product() == numel, ShapeError, "Tensor::", what, ": cannot reshape ", from, " (", numel,
+                " elements) into ", shape, " (", out.product(), " elements)");
   return out;
 }
 
