@@ -20,9 +20,10 @@ struct Run {
 };
 
 // Runs the program; its stderr is dropped, or with with_stderr read with stdout.
-Run run(const std::string& args, bool with_stderr = false) {
+// env: assignments put before the command ("NAME=value ...").
+Run run(const std::string& args, bool with_stderr = false, const std::string& env = "") {
   Run r;
-  FILE* p = ::popen(("'" OPFORGE_CLI "' " + args + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
+  FILE* p = ::popen((env + " '" OPFORGE_CLI "' " + args + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
   REQUIRE(p != nullptr);
   char buf[4096];
   std::size_t n;
@@ -199,4 +200,19 @@ TEST_CASE("cli: bad options get a message and a non-zero status", "[cli]") {
   CHECK(run("bench lstsq --dtype float16").status != 0);
   CHECK(run("frobnicate").status == 2);
   CHECK(run("--version").status == 0);
+}
+
+TEST_CASE("cli: an invalid OPFORGE_LSTSQ_KERNEL stops `bench lstsq` with a message naming it", "[cli][bench]") {
+  const Run bad = run("bench lstsq --sizes 20 --dtype float64 --repeat 1 --methods fused", true,
+                      "OPFORGE_LSTSQ_KERNEL=fast");
+  CHECK(bad.status != 0);
+  CHECK_THAT(bad.out, Catch::Contains("loss.lstsq") &&
+                          Catch::Contains("OPFORGE_LSTSQ_KERNEL: expected pipelined, two_phase or automatic "
+                                          "(or unset), got 'fast'"));
+  for (const char* variant : {"pipelined", "two_phase", "automatic"}) {
+    const Run ok = run("bench lstsq --sizes 20 --dtype float64 --repeat 1 --methods fused --json", false,
+                       std::string("OPFORGE_LSTSQ_KERNEL=") + variant);
+    CHECK(ok.status == 0);
+    CHECK_THAT(ok.out, Catch::Contains("\"method\": \"fused\""));
+  }
 }

@@ -4,6 +4,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <opforge/blas.hpp>
+
 #include "bench_options.hpp"
 #include "commands.hpp"
 
@@ -56,6 +58,13 @@ Timing summarize(std::vector<double> ms) {
   std::sort(ms.begin(), ms.end());
   const std::size_t k = ms.size();
   return {k % 2 ? ms[k / 2] : 0.5 * (ms[k / 2 - 1] + ms[k / 2]), ms.front()};
+}
+
+void print_blas_kernels(const std::string& bench) {
+  std::cerr << bench << ": BLAS: OpenBLAS, " << opforge::blas_core() << " kernels";
+  const std::string note = opforge::blas_core_note();
+  if (!note.empty()) std::cerr << " (" << note << ")";
+  std::cerr << std::endl;
 }
 
 }  // namespace opforge_cli

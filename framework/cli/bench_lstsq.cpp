@@ -146,6 +146,7 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
   }
   if (caches_s != "warm" && caches_s != "cold")
     throw std::invalid_argument("--caches: expected warm or cold, got '" + caches_s + "'");
+  print_blas_kernels("bench lstsq");
   std::unique_ptr<CacheFlusher> flusher;
   if (caches_s == "cold") {
     flusher = std::make_unique<CacheFlusher>();

@@ -107,6 +107,7 @@ int run_bench_ops(const std::vector<std::string>& args) {
   const std::vector<DType> dtypes = parse_dtypes(dtype_s);
   const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s)
                                                         : std::vector<long>{opforge::hardware_threads()};
+  print_blas_kernels("bench ops");
   const opforge::OpHandle svd = opforge::op("linalg.svd");
   const opforge::OpHandle sqrt = opforge::op("elementwise.sqrt");
   const opforge::OpHandle exp = opforge::op("elementwise.exp");

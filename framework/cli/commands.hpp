@@ -28,4 +28,8 @@ struct Timing {
 };
 Timing summarize(std::vector<double> ms);
 
+/// Writes to stderr which kernels OpenBLAS runs, and opforge's note where it
+/// selected other ones: "<bench>: BLAS: OpenBLAS, <core> kernels".
+void print_blas_kernels(const std::string& bench);
+
 }  // namespace opforge_cli

@@ -16,6 +16,8 @@
 
 #include <oneapi/tbb/global_control.h>
 
+#include "opforge/blas.hpp"
+
 extern "C" void openblas_set_num_threads(int num_threads);
 extern "C" void openblas_read_env(void);
 extern "C" int blas_thread_shutdown_(void);
@@ -77,6 +79,7 @@ int num_threads() {
   std::lock_guard<std::mutex> lock(g_mu);
   if (g_threads == 0) {
     shorten_blas_spin();
+    detail::select_better_blas_core();
     apply(default_threads());
   }
   return g_threads;

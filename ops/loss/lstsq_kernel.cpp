@@ -95,6 +95,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -514,12 +515,25 @@ double run_two_phase(Isa isa, const T* A, const T* x, const T* y, std::int64_t l
 
 // ---- which kernel -----------------------------------------------------------------
 
-LstsqKernel automatic_kernel() {
+LstsqKernel cpu_kernel() {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   __builtin_cpu_init();
   if (__builtin_cpu_is("amd")) return LstsqKernel::two_phase;
 #endif
   return LstsqKernel::pipelined;
+}
+
+// What `automatic` stands for: OPFORGE_LSTSQ_KERNEL when it names a variant (to
+// compare the two on a CPU without rebuilding), else the CPU's choice. Throws
+// std::invalid_argument for any other value.
+LstsqKernel automatic_kernel() {
+  const char* env = std::getenv("OPFORGE_LSTSQ_KERNEL");
+  const std::string v = env ? env : "";
+  if (v.empty() || v == "automatic") return cpu_kernel();
+  if (v == "pipelined") return LstsqKernel::pipelined;
+  if (v == "two_phase") return LstsqKernel::two_phase;
+  throw std::invalid_argument("environment variable OPFORGE_LSTSQ_KERNEL: expected pipelined, two_phase or "
+                              "automatic (or unset), got '" + v + "'");
 }
 
 template <class T>
@@ -608,7 +622,13 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
 }  // namespace
 
 const char* kernel_name(LstsqKernel kernel) {
-  if (kernel == LstsqKernel::automatic) kernel = automatic_kernel();
+  if (kernel == LstsqKernel::automatic) {
+    try {
+      kernel = automatic_kernel();
+    } catch (const std::invalid_argument&) {
+      return "none: OPFORGE_LSTSQ_KERNEL is invalid";
+    }
+  }
   return kernel == LstsqKernel::two_phase ? "two_phase" : "pipelined";
 }
 

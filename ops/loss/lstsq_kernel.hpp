@@ -22,12 +22,16 @@ namespace opforge_ops::loss {
 ///   two_phase  - each block's dots, then its update from L1/L2, with the next
 ///                block prefetched; the better one on AMD Zen (2 threads, d = 2000
 ///                and 4000: 1.08-1.31x the read where pipelined takes 1.30-1.52x)
-/// `automatic` picks two_phase on AMD CPUs and pipelined elsewhere. Results of the
+/// `automatic` picks two_phase on AMD CPUs and pipelined elsewhere, unless the
+/// environment variable OPFORGE_LSTSQ_KERNEL names one (pipelined, two_phase;
+/// automatic or unset: the CPU's choice; read at the first call; any other value
+/// makes every call throw std::invalid_argument). Results of the
 /// two differ in rounding (not in determinism: each is bit-identical from run to
 /// run and for any thread count).
 enum class LstsqKernel { automatic, pipelined, two_phase };
 
-/// "pipelined" or "two_phase": the variant `kernel` stands for on this CPU.
+/// "pipelined" or "two_phase": the variant `kernel` stands for on this CPU (for
+/// `automatic` with an invalid OPFORGE_LSTSQ_KERNEL, a text saying so; never throws).
 const char* kernel_name(LstsqKernel kernel);
 
 double lstsq_fused(const double* A, const double* x, const double* y, std::int64_t m, std::int64_t n, double* r,

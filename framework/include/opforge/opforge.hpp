@@ -2,6 +2,7 @@
 #pragma once
 
 #include "opforge/autograd.hpp"
+#include "opforge/blas.hpp"
 #include "opforge/broadcast.hpp"
 #include "opforge/dims.hpp"
 #include "opforge/dlpack.hpp"
