@@ -54,7 +54,7 @@ class Node : public CacheAllocated<NodeBlockCache> {
   const std::string& name() const noexcept { return op->schema.name; }
   /// A new node held by the pointer returned (count 1 by a plain store).
   static boost::intrusive_ptr<Node> make() {
-    auto* n = new Node();
+    auto* n = new Node;  // not `new Node()`: every member has its initialiser; see new_tensor_impl()
     n->refcount_.store(1, std::memory_order_relaxed);
     return boost::intrusive_ptr<Node>(n, /*add_ref=*/false);
   }

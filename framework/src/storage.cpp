@@ -191,7 +191,7 @@ StoragePtr Storage::allocate(std::size_t nbytes) {
     heap = heap_block(kHeader + nbytes + kHeapSlack, cached);
     block = align_up(heap);
   }
-  auto* s = new (block) Storage();
+  auto* s = new (block) Storage;  // default-initialised: no zeroing of the header first (new_tensor_impl())
   s->mapped_ = mapped;
   s->heap_ = heap;
   s->cached_ = cached;
@@ -206,7 +206,7 @@ StoragePtr Storage::allocate(std::size_t nbytes) {
 StoragePtr Storage::adopt(void* data, std::size_t nbytes, Deleter deleter, void* context, const void* deleter_code) {
   bool cached = false;
   void* heap = heap_block(kHeader + kHeapSlack, cached);
-  auto* s = new (align_up(heap)) Storage();
+  auto* s = new (align_up(heap)) Storage;
   s->heap_ = heap;
   s->cached_ = cached;
   s->data_ = data;
