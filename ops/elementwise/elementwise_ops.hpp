@@ -76,31 +76,39 @@ decltype(auto) dispatch_numeric(DType t, const Context& ctx, const char* arg, F&
 
 namespace detail {
 
-// The loops below are compiled twice: for baseline x86-64 (SSE2, 16-byte
-// vectors) and for AVX2 (32-byte vectors), and the AVX2 copy runs where the CPU
-// has it (OPFORGE_ELEMENTWISE_ISA=baseline in the environment forces the
-// baseline copy: the tests run both). Only AVX2, not FMA: GCC would fuse
-// a*b+c in the AVX2 copy and round differently from the baseline one; for
-// arithmetic, sqrt and comparisons the two give the same bits (exp, log, sin,
-// cos, tanh and pow come from libmvec's SSE or AVX2 versions, which may differ
-// in the last bits: vector_math.hpp). What it gains is where the loop is not
+// The loops below are compiled three times: for baseline x86-64 (SSE2, 16-byte
+// vectors), AVX2 (32-byte) and AVX-512 (64-byte), and the widest copy the CPU
+// runs is used (OPFORGE_ELEMENTWISE_ISA=baseline or avx2 in the environment
+// caps it: the tests run every copy). No FMA: GCC would fuse a*b+c and round
+// differently from the baseline copy (AVX-512 has FMA instructions of its own,
+// so the plugin is built with -ffp-contract=off); for arithmetic, sqrt and
+// comparisons every copy gives the same bits (exp, log, sin, cos, tanh and pow
+// come from libmvec's SSE, AVX2 or AVX-512 versions, which may differ in the
+// last bits: vector_math.hpp). What it gains is where the loop is not
 // memory-bound: sqrt, division and those functions (elementwise.sqrt of 10^5
 // doubles, one thread, 2-core Zen 4 VM: 0.123 ms baseline, 0.058 ms AVX2;
 // NumPy 0.115 ms).
+enum class Isa { baseline, avx2, avx512 };
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define OPFORGE_ELEMENTWISE_AVX2 __attribute__((target("avx2")))
-inline bool cpu_has_avx2() {
-  static const bool has = [] {
-    const char* isa = std::getenv("OPFORGE_ELEMENTWISE_ISA");
-    if (isa && std::string_view(isa) == "baseline") return false;
+#define OPFORGE_ELEMENTWISE_AVX512 __attribute__((target("avx2,avx512f,avx512dq,avx512bw,avx512vl")))
+inline Isa loop_isa() {
+  static const Isa isa = [] {
+    const char* env = std::getenv("OPFORGE_ELEMENTWISE_ISA");
+    const std::string_view cap = env ? env : "";
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
+    const bool avx2 = __builtin_cpu_supports("avx2") != 0 && cap != "baseline";
+    const bool avx512 = avx2 && cap != "avx2" && __builtin_cpu_supports("avx512f") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl");
+    return avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
   }();
-  return has;
+  return isa;
 }
 #else
 #define OPFORGE_ELEMENTWISE_AVX2
-inline bool cpu_has_avx2() { return false; }
+#define OPFORGE_ELEMENTWISE_AVX512
+inline Isa loop_isa() { return Isa::baseline; }
 #endif
 
 template <class Out, class In, class F>
@@ -109,6 +117,11 @@ void map_range(const In* pi, Out* po, std::int64_t lo, std::int64_t hi, const F&
 }
 template <class Out, class In, class F>
 OPFORGE_ELEMENTWISE_AVX2 void map_range_avx2(const In* pi, Out* po, std::int64_t lo, std::int64_t hi, const F& f) {
+  for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pi[i]);
+}
+template <class Out, class In, class F>
+OPFORGE_ELEMENTWISE_AVX512 void map_range_avx512(const In* pi, Out* po, std::int64_t lo, std::int64_t hi,
+                                                 const F& f) {
   for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pi[i]);
 }
 
@@ -121,10 +134,13 @@ Tensor map1(const Tensor& x, DType out_dtype, F f) {
   Tensor out = Tensor::empty(c.shape(), out_dtype);
   const In* pi = c.data<In>();
   Out* po = out.data<Out>();
-  const bool avx2 = detail::cpu_has_avx2();
+  const detail::Isa isa = detail::loop_isa();
   sdk::parallel_for(0, c.numel(), sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
-    if (avx2) detail::map_range_avx2<Out, In>(pi, po, lo, hi, f);
-    else detail::map_range<Out, In>(pi, po, lo, hi, f);
+    switch (isa) {
+      case detail::Isa::avx512: detail::map_range_avx512<Out, In>(pi, po, lo, hi, f); break;
+      case detail::Isa::avx2: detail::map_range_avx2<Out, In>(pi, po, lo, hi, f); break;
+      default: detail::map_range<Out, In>(pi, po, lo, hi, f);
+    }
   });
   return out;
 }
@@ -246,9 +262,17 @@ OPFORGE_ELEMENTWISE_AVX2 void run_loop_avx2(Out* q, std::int64_t len, const F& f
   for (std::int64_t j = 0; j < len; ++j) q[j] = f(std::get<I>(p)[j * std::get<I>(s)]...);
 }
 template <class Out, class F, class Ptrs, class Strides, std::size_t... I>
+OPFORGE_ELEMENTWISE_AVX512 void run_loop_avx512(Out* q, std::int64_t len, const F& f, const Ptrs& p,
+                                                const Strides& s, std::index_sequence<I...>) {
+  for (std::int64_t j = 0; j < len; ++j) q[j] = f(std::get<I>(p)[j * std::get<I>(s)]...);
+}
+template <class Out, class F, class Ptrs, class Strides, std::size_t... I>
 void run_loop(Out* q, std::int64_t len, const F& f, const Ptrs& p, const Strides& s, std::index_sequence<I...> seq) {
-  if (cpu_has_avx2()) run_loop_avx2(q, len, f, p, s, seq);
-  else run_loop_base(q, len, f, p, s, seq);
+  switch (loop_isa()) {
+    case Isa::avx512: run_loop_avx512(q, len, f, p, s, seq); break;
+    case Isa::avx2: run_loop_avx2(q, len, f, p, s, seq); break;
+    default: run_loop_base(q, len, f, p, s, seq);
+  }
 }
 
 template <class In>
