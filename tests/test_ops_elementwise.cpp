@@ -690,6 +690,23 @@ TEST_CASE("big tensors (parallel chunks that cross rows) give the naive loop's v
   std::vector<double> want;
   for (double v : a.to_vector()) want.push_back(std::tanh(v));
   require_values(run("elementwise.tanh", {a}), want, 4 * std::numeric_limits<double>::epsilon());
+  // Arithmetic rounds alike in every copy of the loops (baseline, AVX2, AVX-512:
+  // no a*b+c fused into one FMA rounding): tanh's backward, g (1 - y²), bit for
+  // bit against this file's loop over the op's own y.
+  {
+    Tensor t = a.clone();
+    t.requires_grad_(true);
+    const Tensor y = run("elementwise.tanh", {t});
+    const Tensor g = Tensor::randn({3, 400001}, DType::Float64, 93);
+    y.backward(g);
+    const std::vector<double> yv = y.to_vector(), gv = g.to_vector();
+    std::vector<double> dt(yv.size());
+    for (std::size_t i = 0; i < yv.size(); ++i) {
+      const volatile double yy = yv[i] * yv[i];  // rounded on its own, whatever this file's flags
+      dt[i] = gv[i] * (1.0 - yy);
+    }
+    require_values(t.grad(), dt, 0);
+  }
   // The gradient of the broadcast operand sums 3 rows of a big gradient.
   Tensor b = row.clone();
   b.requires_grad_(true);
