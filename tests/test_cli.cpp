@@ -202,6 +202,19 @@ TEST_CASE("cli: bad options get a message and a non-zero status", "[cli]") {
   CHECK(run("--version").status == 0);
 }
 
+TEST_CASE("cli: an invalid OPFORGE_ELEMENTWISE_ISA stops `bench ops` with a message naming it", "[cli][bench]") {
+  const std::string args = "bench ops --svd-sizes 8 --elementwise-sizes 10 --repeat 1 --json";
+  const Run bad = run(args, true, "OPFORGE_ELEMENTWISE_ISA=sse");
+  CHECK(bad.status != 0);
+  CHECK_THAT(bad.out, Catch::Contains("elementwise.sqrt") &&
+                          Catch::Contains("OPFORGE_ELEMENTWISE_ISA: expected baseline or avx2 (or unset), got 'sse'"));
+  for (const char* isa : {"baseline", "avx2"}) {
+    const Run ok = run(args, false, std::string("OPFORGE_ELEMENTWISE_ISA=") + isa);
+    CHECK(ok.status == 0);
+    CHECK_THAT(ok.out, Catch::Contains("\"op\": \"exp\""));
+  }
+}
+
 TEST_CASE("cli: an invalid OPFORGE_LSTSQ_KERNEL stops `bench lstsq` with a message naming it", "[cli][bench]") {
   const Run bad = run("bench lstsq --sizes 20 --dtype float64 --repeat 1 --methods fused", true,
                       "OPFORGE_LSTSQ_KERNEL=fast");

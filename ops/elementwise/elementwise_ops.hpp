@@ -19,6 +19,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -79,7 +81,7 @@ namespace detail {
 // The loops below are compiled three times: for baseline x86-64 (SSE2, 16-byte
 // vectors), AVX2 (32-byte) and AVX-512 (64-byte), and the widest copy the CPU
 // runs is used (OPFORGE_ELEMENTWISE_ISA=baseline or avx2 in the environment
-// caps it: the tests run every copy). No FMA: GCC would fuse a*b+c and round
+// caps it: the tests run every copy; other values make the ops throw). No FMA: GCC would fuse a*b+c and round
 // differently from the baseline copy (AVX-512 has FMA instructions of its own,
 // so the plugin is built with -ffp-contract=off); for arithmetic, sqrt and
 // comparisons every copy gives the same bits (exp, log, sin, cos, tanh and pow
@@ -93,9 +95,12 @@ enum class Isa { baseline, avx2, avx512 };
 #define OPFORGE_ELEMENTWISE_AVX2 __attribute__((target("avx2")))
 #define OPFORGE_ELEMENTWISE_AVX512 __attribute__((target("avx2,avx512f,avx512dq,avx512bw,avx512vl")))
 inline Isa loop_isa() {
-  static const Isa isa = [] {
+  static const Isa isa = [] {  // a throw leaves it unset: every call throws again
     const char* env = std::getenv("OPFORGE_ELEMENTWISE_ISA");
     const std::string_view cap = env ? env : "";
+    if (!cap.empty() && cap != "baseline" && cap != "avx2")
+      throw std::invalid_argument("environment variable OPFORGE_ELEMENTWISE_ISA: expected baseline or avx2 (or "
+                                  "unset), got '" + std::string(cap) + "'");
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") != 0 && cap != "baseline";
     const bool avx512 = avx2 && cap != "avx2" && __builtin_cpu_supports("avx512f") &&
