@@ -81,9 +81,11 @@ namespace detail {
 // The loops below are compiled three times: for baseline x86-64 (SSE2, 16-byte
 // vectors), AVX2 (32-byte) and AVX-512 (64-byte), and the widest copy the CPU
 // runs is used (OPFORGE_ELEMENTWISE_ISA=baseline or avx2 in the environment
-// caps it: the tests run every copy; other values make the ops throw). No FMA: GCC would fuse a*b+c and round
-// differently from the baseline copy (AVX-512 has FMA instructions of its own,
-// so the plugin is built with -ffp-contract=off); for arithmetic, sqrt and
+// caps it: the tests run every copy; other values make the ops throw). No
+// FMA: GCC would fuse a*b+c and round differently from the baseline copy
+// (AVX-512 has FMA instructions of its own, so the plugin is built with
+// -ffp-contract=off; tests/test_ops_elementwise.cpp checks tanh's backward bit
+// for bit, which fails without it); for arithmetic, sqrt and
 // comparisons every copy gives the same bits (exp, log, sin, cos, tanh and pow
 // come from libmvec's SSE, AVX2 or AVX-512 versions, which may differ in the
 // last bits: vector_math.hpp). What it gains is where the loop is not
