@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <opforge/opforge.hpp>
+#include <opforge/sdk/cpu.hpp>
 
 using opforge::DType;
 using opforge::Tensor;
@@ -23,11 +24,7 @@ bool cpu_avx2_fma() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
-bool cpu_avx512() {
-  __builtin_cpu_init();
-  return cpu_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-}
+bool cpu_avx512() { return cpu_avx2_fma() && opforge::sdk::cpu_has_avx512(); }
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

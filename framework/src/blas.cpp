@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 
+#include "opforge/sdk/cpu.hpp"
+
 // OpenBLAS's C API, and two functions of its DYNAMIC_ARCH builds (declared
 // weak: a build for one CPU lacks them, and then nothing is changed).
 extern "C" char* openblas_get_corename(void);
@@ -49,8 +51,7 @@ CpuFeatures cpu_features() {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
   f.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  f.avx512 = f.avx2_fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  f.avx512 = f.avx2_fma && sdk::cpu_has_avx512();
 #endif
   return f;
 }
@@ -76,6 +77,15 @@ class EnvRestore {
   std::optional<std::string> old_;
 };
 
+// Re-runs OpenBLAS's choice of kernels with OPENBLAS_CORETYPE=core for that
+// choice alone.
+void reselect(const std::string& core) {
+  EnvRestore restore("OPENBLAS_CORETYPE");  // OpenBLAS reads it in gotoblas_dynamic_init only
+  ::setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+  gotoblas_dynamic_quit();
+  gotoblas_dynamic_init();
+}
+
 }  // namespace
 
 std::string blas_core() {
@@ -99,20 +109,10 @@ bool select_blas_core(const std::string& core) {
   if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit) return false;
   const std::string before = blas_core();
   blas_thread_shutdown_();  // idle workers stop; OpenBLAS starts them again on its next threaded call
-  {
-    EnvRestore restore("OPENBLAS_CORETYPE");  // OpenBLAS reads it in gotoblas_dynamic_init only
-    ::setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
-    gotoblas_dynamic_quit();
-    gotoblas_dynamic_init();
-  }
+  reselect(core);
   if (same_name(blas_core(), core)) return true;
   // An unknown name makes OpenBLAS detect the CPU again; put back what ran before.
-  if (!same_name(blas_core(), before)) {
-    EnvRestore restore("OPENBLAS_CORETYPE");
-    ::setenv("OPENBLAS_CORETYPE", before.c_str(), 1);
-    gotoblas_dynamic_quit();
-    gotoblas_dynamic_init();
-  }
+  if (!same_name(blas_core(), before)) reselect(before);
   return false;
 }
 

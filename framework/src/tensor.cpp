@@ -40,15 +40,11 @@ TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
   TensorImplPtr t = new_tensor_impl();
   t->dtype = dtype;
   t->shape = shape;
-  // Row-major strides written in place: contiguous_strides() would fill a
-  // temporary (zeroed by a `rep stos`) whose 8-byte stores are then reloaded 16
-  // bytes at a time by the copy, which store forwarding cannot serve.
+  // Strides written in place (no overflow: checked_numel checked the product):
+  // through a temporary, the copy reloads its 8-byte stores 16 bytes at a
+  // time, which store forwarding cannot serve.
   t->strides = shape;
-  std::int64_t stride = 1;  // no overflow: checked_numel checked the product
-  for (std::size_t i = shape.size(); i-- > 0;) {
-    t->strides[i] = stride;
-    stride *= shape[i];
-  }
+  to_contiguous_strides(t->strides);
   t->numel = n;
   const std::size_t bytes = static_cast<std::size_t>(n) * itemsize(dtype);
   try {

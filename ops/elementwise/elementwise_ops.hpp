@@ -105,9 +105,7 @@ inline Isa loop_isa() {
                                   "unset), got '" + std::string(cap) + "'");
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") != 0 && cap != "baseline";
-    const bool avx512 = avx2 && cap != "avx2" && __builtin_cpu_supports("avx512f") &&
-                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512vl");
+    const bool avx512 = avx2 && cap != "avx2" && sdk::cpu_has_avx512();
     return avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
   }();
   return isa;

@@ -103,6 +103,7 @@
 #include <string>
 #include <vector>
 
+#include <opforge/sdk/cpu.hpp>
 #include <opforge/sdk/parallel.hpp>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -488,9 +489,7 @@ enum class Isa { v4, v3, base };
 Isa detect_isa() {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-    return Isa::v4;
+  if (opforge::sdk::cpu_has_avx512()) return Isa::v4;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
     return Isa::v3;
 #endif

@@ -72,15 +72,20 @@ class Dims {
 
 OPFORGE_API std::ostream& operator<<(std::ostream& os, const Dims& d);
 
+/// Turns a shape, in place, into its row-major (C order) strides, in elements.
+inline void to_contiguous_strides(Dims& d) noexcept {
+  std::int64_t acc = 1;
+  for (std::size_t i = d.size(); i-- > 0;) {
+    const std::int64_t size = d[i];
+    d[i] = acc;
+    acc *= size;
+  }
+}
+
 /// Row-major (C order) strides, in elements, for a shape.
 inline Dims contiguous_strides(const Dims& shape) {
-  Dims s;
-  s.resize(shape.size());
-  std::int64_t acc = 1;
-  for (std::size_t i = shape.size(); i-- > 0;) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
+  Dims s = shape;
+  to_contiguous_strides(s);
   return s;
 }
 

@@ -5,6 +5,7 @@
 #include "opforge/opforge.hpp"
 #include "opforge/sdk/broadcast.hpp"
 #include "opforge/sdk/checks.hpp"
+#include "opforge/sdk/cpu.hpp"
 #include "opforge/sdk/dispatch.hpp"
 #include "opforge/sdk/parallel.hpp"
 #include "opforge/sdk/plugin.hpp"
