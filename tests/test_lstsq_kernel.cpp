@@ -6,12 +6,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <opforge/opforge.hpp>
+#include <opforge/sdk/cpu.hpp>
 
 #include "lstsq_kernel.hpp"
 
@@ -53,12 +55,13 @@ Out run(const Problem<T>& p, LstsqKernel k, bool with_g = true) {
   return {loss, std::vector<double>(r.begin(), r.end()), std::vector<double>(g.begin(), g.end())};
 }
 
-// The two_phase kernel at a chosen vector width (bytes).
+// The two_phase kernel at a chosen vector width (bytes) and prefetch stride
+// (bytes; 0: automatic).
 template <class T>
-Out run_at(const Problem<T>& p, int width) {
+Out run_at(const Problem<T>& p, int width, int prefetch_bytes = 0) {
   std::vector<T> r(static_cast<std::size_t>(p.m)), g(static_cast<std::size_t>(p.n), T(-7));
-  const double loss =
-      opforge_ops::loss::lstsq_two_phase_at(width, p.A.data(), p.x.data(), p.y.data(), p.m, p.n, r.data(), g.data());
+  const double loss = opforge_ops::loss::lstsq_two_phase_at(width, p.A.data(), p.x.data(), p.y.data(), p.m, p.n,
+                                                            r.data(), g.data(), prefetch_bytes);
   return {loss, std::vector<double>(r.begin(), r.end()), std::vector<double>(g.begin(), g.end())};
 }
 
@@ -153,6 +156,73 @@ TEMPLATE_TEST_CASE("lstsq kernel: every vector width of two_phase this CPU runs 
     CHECK(outs[0].g == outs[1].g);
     CHECK(outs[0].g == outs[2].g);
   }
+}
+
+TEMPLATE_TEST_CASE("lstsq kernel: two_phase's prefetch stride changes no bit, at every vector width",
+                   "[lstsq][kernel][isa]", double, float) {
+  // Prefetches only move data: every line (64 bytes), every other line (128)
+  // and the automatic choice must give the same bits. Shapes: blocks that fit
+  // L1 (forward update) and blocks that do not (backward update), rows that are
+  // not a whole number of lines, and leftover rows.
+  const std::int64_t shapes[][2] = {{203, 641}, {2005, 1281}, {64, 4097}, {9, 9000}, {37, 33}};
+  const int widest = opforge_ops::loss::widest_two_phase_width();
+  for (int w : {64, 32, 16}) {
+    if (w > widest) continue;
+    for (const auto& mn : shapes) {
+      INFO("width " << w << " bytes, m = " << mn[0] << ", n = " << mn[1]);
+      const auto p = make<TestType>(mn[0], mn[1], static_cast<unsigned>(mn[0] + 3 * mn[1]));
+      const Out automatic = run_at(p, w, 0), every_line = run_at(p, w, 64), every_other = run_at(p, w, 128);
+      CHECK(every_line.loss == automatic.loss);
+      CHECK(every_other.loss == automatic.loss);
+      CHECK(every_line.r == automatic.r);
+      CHECK(every_other.r == automatic.r);
+      CHECK(every_line.g == automatic.g);
+      CHECK(every_other.g == automatic.g);
+      CHECK(rel(automatic.g, reference(p).g) < (sizeof(TestType) == 8 ? 1e-12 : 3e-5));
+    }
+  }
+}
+
+TEST_CASE("lstsq kernel: two_phase prefetches every other line only where A is well beyond the cache",
+          "[lstsq][kernel]") {
+  using opforge_ops::loss::two_phase_prefetch_bytes;
+  const std::int64_t MiB = 1 << 20;
+  CHECK(two_phase_prefetch_bytes(40 * MiB, 32 * MiB) == 64);   // float32 d = 1000 on a 32 MiB L3
+  CHECK(two_phase_prefetch_bytes(64 * MiB, 32 * MiB) == 64);   // twice the cache: still every line
+  CHECK(two_phase_prefetch_bytes(64 * MiB + 1, 32 * MiB) == 128);
+  CHECK(two_phase_prefetch_bytes(80'000'000, 32 * MiB) == 128);  // float64 d = 1000
+  CHECK(two_phase_prefetch_bytes(80'000'000, 320 * MiB) == 64);  // a cache that holds it
+  CHECK(two_phase_prefetch_bytes(0, 0) == 64);
+
+  std::vector<double> A(4, 1.0), x(2, 1.0), y(2, 1.0), r(2), g(2);
+  try {
+    opforge_ops::loss::lstsq_two_phase_at(opforge_ops::loss::widest_two_phase_width(), A.data(), x.data(), y.data(),
+                                          2, 2, r.data(), g.data(), 96);
+    FAIL("a 96-byte prefetch stride was accepted");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()) ==
+          "lstsq two_phase kernel: prefetch stride must be 64 or 128 bytes (or 0: automatic), got 96");
+  }
+}
+
+TEST_CASE("sdk: last_level_cache_bytes reports the largest cache Linux describes for CPU 0", "[lstsq][kernel]") {
+  // The kernel sizes its prefetching from it; glibc's sysconf may report a whole
+  // package's L3 (ten times what one core can use on EPYC VMs), sysfs does not.
+  const std::int64_t llc = opforge::sdk::last_level_cache_bytes();
+  std::ifstream l1("/sys/devices/system/cpu/cpu0/cache/index0/size");
+  std::int64_t kib = 0;
+  if (!(l1 >> kib)) {
+    WARN("this system does not describe its caches in sysfs: nothing to compare with");
+    return;
+  }
+  CHECK(llc > 0);
+  CHECK(llc % 1024 == 0);
+  CHECK(llc >= kib * 1024);                       // at least the first level
+  CHECK(llc <= std::int64_t(4) << 30);            // not a whole machine's memory
+  std::ifstream l3("/sys/devices/system/cpu/cpu0/cache/index3/size");
+  std::int64_t l3_kib = 0;
+  std::string unit;
+  if (l3 >> l3_kib >> unit && unit == "K") CHECK(llc >= l3_kib * 1024);
 }
 
 TEST_CASE("lstsq kernel: a vector width the kernel lacks, or the CPU cannot run, is refused with the reason",

@@ -1,15 +1,12 @@
 #include "bench_kernels.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
-#include <fstream>
-#include <string>
 #include <vector>
 
 #pragma GCC diagnostic ignored "-Wpsabi"
 
+#include <opforge/sdk/cpu.hpp>
 #include <opforge/sdk/parallel.hpp>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -79,40 +76,11 @@ double parallel_sum(const T* p, std::int64_t n, F block_sum) {
 double read_once_sum(const double* p, std::int64_t n) { return parallel_sum(p, n, sum_f64); }
 double read_once_sum(const float* p, std::int64_t n) { return parallel_sum(p, n, sum_f32); }
 
-namespace {
-
-// Linux's sysfs describes the caches CPU 0 uses ("32768K"); glibc's sysconf, read
-// from CPUID, may give the whole package's L3 (384 MiB on a 2-core VM of a
-// 12-CCD EPYC, where a core's data can only sit in its CCD's 32 MiB), so it is
-// the fallback.
-std::int64_t last_level_cache_bytes() {
-  std::int64_t best = 0;
-  for (int index = 0; index < 8; ++index) {
-    std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
-    std::int64_t v = 0;
-    std::string unit;
-    if (!(in >> v)) continue;
-    in >> unit;
-    if (unit == "K") v <<= 10;
-    else if (unit == "M") v <<= 20;
-    best = std::max(best, v);
-  }
-#ifdef _SC_LEVEL3_CACHE_SIZE
-  if (best == 0) {
-    best = std::max<std::int64_t>(::sysconf(_SC_LEVEL3_CACHE_SIZE), ::sysconf(_SC_LEVEL2_CACHE_SIZE));
-    best = std::max<std::int64_t>(best, 0);
-  }
-#endif
-  return best;
-}
-
-}  // namespace
-
 // Four times the last-level cache, at least 64 MiB: a victim L3 (AMD Zen) or one
 // whose replacement protects lines that hit keeps part of the caller's data
 // through one pass over a buffer of its own size.
 CacheFlusher::CacheFlusher()
-    : cache_bytes_(last_level_cache_bytes()),
+    : cache_bytes_(opforge::sdk::last_level_cache_bytes()),
       buffer_(static_cast<std::size_t>(std::max<std::int64_t>(64 << 20, 4 * cache_bytes_) /
                                        static_cast<std::int64_t>(sizeof(double))),
               1.0) {}

@@ -18,7 +18,16 @@
 // products first (rows streamed from memory, at least eight independent
 // accumulators), then block b's update from L1/L2 (from the last columns back
 // when the block exceeds L1); the update prefetches block b+1 into L2 so memory
-// keeps streaming. Written with GCC vector types, one
+// keeps streaming: one prefetch every 128 bytes of a row where A is more than
+// twice the last-level cache, every 64 bytes (each line) where it is not
+// (two_phase_prefetch_bytes() in lstsq_kernel.hpp). A Zen 4 core fetches a
+// line's 128-byte neighbour with it, so every other line brings the same data
+// with half the prefetches waiting on the core's miss buffers: with A from
+// memory, 2 threads, in one process against every line, float32 d = 2000
+// 1.24-1.26x -> 1.15-1.18x the read and float64 1.35-1.36x -> 1.21-1.23x while
+// memory is fast, 1.04 -> 1.02 (and d = 4000 1.03-1.04 -> 1.01-1.02) while it is
+// slow; one thread, d = 2000 and 4000, 1.30-1.38x -> 1.18-1.25x. With A mostly
+// in L3 (float32 d = 500 and 1000) every other line was 5-15% slower. Written with GCC vector types, one
 // instance per instruction set at its own width (64/32/16 bytes).
 //
 // Which is faster depends on the core (medians against a four-accumulator read
@@ -335,13 +344,15 @@ OPFORGE_INLINE Vec<T, B> weighted_rows(const T* __restrict a, std::int64_t n, co
   }
 }
 
-// g[c, c+W) += sum_k r_k a_k[c, c+W) for the R rows at a, prefetching columns
-// [pc, pc+W) of the R rows at next into L2.
+// g[c, c+W) += sum_k r_k a_k[c, c+W) for the R rows at a, prefetching column
+// pc of the R rows at next into L2 (no prefetch when next is null).
 template <int R, int B, class T>
 OPFORGE_INLINE void update_columns(const T* __restrict a, std::int64_t n, const T* rk, const T* next,
                                    T* __restrict g, std::int64_t c, std::int64_t pc) {
+  if (next) {
 #pragma GCC unroll 16
-  for (int k = 0; k < R; ++k) __builtin_prefetch(next + k * n + pc, 0, 2);
+    for (int k = 0; k < R; ++k) __builtin_prefetch(next + k * n + pc, 0, 2);
+  }
   vstore<B>(g + c, vload<B>(g + c) + weighted_rows<R, B, T>(a, n, rk, c));
 }
 
@@ -349,9 +360,12 @@ OPFORGE_INLINE void update_columns(const T* __restrict a, std::int64_t n, const 
 //   r_k = y_k - a_k . x                     (dot phase, rows streamed from memory)
 //   g  += sum_k r_k a_k  when g is non-null (update phase, rows from L1/L2),
 // the update phase prefetching the next R rows into L2.
+//
+// The update prefetches one address every `pstride` elements of each next row
+// (a power of two: 64 or 128 bytes' worth, see prefetch_stride()).
 template <int R, int B, class T>
 OPFORGE_INLINE void block(const T* __restrict a, std::int64_t n, const T* __restrict x, const T* y, T* r,
-                          T* __restrict g) {
+                          T* __restrict g, std::int64_t pstride) {
   constexpr std::int64_t W = B / sizeof(T);             // lanes of a vector
   constexpr int U = R >= kChains ? 1 : kChains / R;     // vectors of a row per step
   Vec<T, B> acc[R][U];
@@ -406,24 +420,29 @@ OPFORGE_INLINE void block(const T* __restrict a, std::int64_t n, const T* __rest
   // one process, 2 threads, two batches of 30-40 rounds: float64 d = 1000
   // 1-2% faster in both memory regimes, float32 d = 2000/4000 and float64
   // d = 2000 within 1%).
+  const std::int64_t pmask = pstride - 1;
   if (R * n * static_cast<std::int64_t>(sizeof(T)) > kL1Block) {
-    for (j = nv - W; j >= 0; j -= W) update_columns<R, B>(a, n, rk, next, g, j, nv - W - j);
+    for (j = nv - W; j >= 0; j -= W) {
+      const std::int64_t pc = nv - W - j;
+      update_columns<R, B>(a, n, rk, (pc & pmask) == 0 ? next : nullptr, g, j, pc);
+    }
   } else {
-    for (j = 0; j < nv; j += W) update_columns<R, B>(a, n, rk, next, g, j, j);
+    for (j = 0; j < nv; j += W) update_columns<R, B>(a, n, rk, (j & pmask) == 0 ? next : nullptr, g, j, j);
   }
 }
 
 // Rows [lo, hi) of A; g (may be null) is this chunk's partial A^T r, zeroed here.
 template <int R, int B, class T>
 OPFORGE_INLINE double chunk_rows(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                                 std::int64_t n, T* r, T* g) {
+                                 std::int64_t n, T* r, T* g, std::int64_t ps) {
   if (g) std::memset(g, 0, sizeof(T) * static_cast<std::size_t>(n));
   std::int64_t i = lo;
-  for (; i + R <= hi; i += R) block<R, B>(A + i * n, n, x, y + i, r + i, g);
+  for (; i + R <= hi; i += R) block<R, B>(A + i * n, n, x, y + i, r + i, g, ps);
   if constexpr (R > kRowsPerStep) {  // chunks hold a multiple of 8 rows, not always of R
-    for (; i + kRowsPerStep <= hi; i += kRowsPerStep) block<kRowsPerStep, B>(A + i * n, n, x, y + i, r + i, g);
+    for (; i + kRowsPerStep <= hi; i += kRowsPerStep)
+      block<kRowsPerStep, B>(A + i * n, n, x, y + i, r + i, g, ps);
   }
-  for (; i < hi; ++i) block<1, B>(A + i * n, n, x, y + i, r + i, g);
+  for (; i < hi; ++i) block<1, B>(A + i * n, n, x, y + i, r + i, g, ps);
   double loss = 0;
   for (std::int64_t k = lo; k < hi; ++k) loss += double(r[k]) * double(r[k]);
   return loss;
@@ -450,15 +469,16 @@ constexpr std::int64_t kBlockBudget = 256 * 1024;
 constexpr std::int64_t kWideBlockMax = 128 * 1024;  // the most a 16-row block holds
 template <int B, class T>
 OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
-                            T* r, T* g) {
+                            T* r, T* g, int prefetch_bytes) {
   const std::int64_t row = n * static_cast<std::int64_t>(sizeof(T));
+  const std::int64_t ps = prefetch_bytes / static_cast<std::int64_t>(sizeof(T));  // elements between prefetches
   if constexpr (B == 64) {
-    if (8 * row >= kL1Block && 16 * row <= kWideBlockMax) return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g);
+    if (8 * row >= kL1Block && 16 * row <= kWideBlockMax) return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g, ps);
   }
-  if (8 * row <= kBlockBudget) return chunk_rows<8, B>(A, x, y, lo, hi, n, r, g);
-  if (4 * row <= kBlockBudget) return chunk_rows<4, B>(A, x, y, lo, hi, n, r, g);
-  if (2 * row <= kBlockBudget) return chunk_rows<2, B>(A, x, y, lo, hi, n, r, g);
-  return chunk_rows<1, B>(A, x, y, lo, hi, n, r, g);
+  if (8 * row <= kBlockBudget) return chunk_rows<8, B>(A, x, y, lo, hi, n, r, g, ps);
+  if (4 * row <= kBlockBudget) return chunk_rows<4, B>(A, x, y, lo, hi, n, r, g, ps);
+  if (2 * row <= kBlockBudget) return chunk_rows<2, B>(A, x, y, lo, hi, n, r, g, ps);
+  return chunk_rows<1, B>(A, x, y, lo, hi, n, r, g, ps);
 }
 
 // One instance per instruction set, with the vector width it has; picked once.
@@ -471,18 +491,18 @@ OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo,
 #endif
 template <class T>
 OPFORGE_TARGET_V4 double chunk_v4(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                                  std::int64_t n, T* r, T* g) {
-  return chunk<64>(A, x, y, lo, hi, n, r, g);
+                                  std::int64_t n, T* r, T* g, int pb) {
+  return chunk<64>(A, x, y, lo, hi, n, r, g, pb);
 }
 template <class T>
 OPFORGE_TARGET_V3 double chunk_v3(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                                  std::int64_t n, T* r, T* g) {
-  return chunk<32>(A, x, y, lo, hi, n, r, g);
+                                  std::int64_t n, T* r, T* g, int pb) {
+  return chunk<32>(A, x, y, lo, hi, n, r, g, pb);
 }
 template <class T>
 double chunk_base(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n, T* r,
-                  T* g) {
-  return chunk<16>(A, x, y, lo, hi, n, r, g);
+                  T* g, int pb) {
+  return chunk<16>(A, x, y, lo, hi, n, r, g, pb);
 }
 
 enum class Isa { v4, v3, base };
@@ -504,11 +524,11 @@ Isa best_isa() {
 
 template <class T>
 double run_two_phase(Isa isa, const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
-                     T* r, T* g) {
+                     T* r, T* g, int prefetch_bytes) {
   switch (isa) {
-    case Isa::v4: return chunk_v4(A, x, y, lo, hi, n, r, g);
-    case Isa::v3: return chunk_v3(A, x, y, lo, hi, n, r, g);
-    default: return chunk_base(A, x, y, lo, hi, n, r, g);
+    case Isa::v4: return chunk_v4(A, x, y, lo, hi, n, r, g, prefetch_bytes);
+    case Isa::v3: return chunk_v3(A, x, y, lo, hi, n, r, g, prefetch_bytes);
+    default: return chunk_base(A, x, y, lo, hi, n, r, g, prefetch_bytes);
   }
 }
 
@@ -537,9 +557,19 @@ LstsqKernel automatic_kernel() {
 
 template <class T>
 double run_chunk(LstsqKernel kernel, Isa isa, const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                 std::int64_t n, T* r, T* g) {
-  return kernel == LstsqKernel::two_phase ? run_two_phase(isa, A, x, y, lo, hi, n, r, g)
+                 std::int64_t n, T* r, T* g, int prefetch_bytes) {
+  return kernel == LstsqKernel::two_phase ? run_two_phase(isa, A, x, y, lo, hi, n, r, g, prefetch_bytes)
                                           : run_pipelined(A, x, y, lo, hi, n, r, g);
+}
+
+// The last-level cache's size in bytes (32 MiB where the system does not say),
+// read once.
+std::int64_t l3_bytes() {
+  static const std::int64_t bytes = [] {
+    const std::int64_t v = opforge::sdk::last_level_cache_bytes();
+    return v > 0 ? v : std::int64_t(32) << 20;
+  }();
+  return bytes;
 }
 
 // Sums the partials column-wise in chunk order: g[j] = sum_c partial[c][j].
@@ -573,7 +603,7 @@ inline void reduce_partials(const float* p, std::int64_t chunks, std::int64_t st
 
 template <class T>
 double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n, T* r, T* g, LstsqKernel kernel,
-             Isa isa) {
+             Isa isa, int prefetch_bytes = 0) {
   static const LstsqKernel automatic = automatic_kernel();
   if (kernel == LstsqKernel::automatic) kernel = automatic;
   if (m == 0) {
@@ -591,6 +621,7 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
   rows = (rows + kRowsPerStep - 1) / kRowsPerStep * kRowsPerStep;
   const std::int64_t used = (m + rows - 1) / rows;
   const std::int64_t stride = (n + 15) / 16 * 16;  // 64-byte aligned partial rows
+  if (prefetch_bytes == 0) prefetch_bytes = two_phase_prefetch_bytes(bytes, l3_bytes());
 
   struct AlignedFree {
     void operator()(T* p) const { ::operator delete(p, std::align_val_t(64)); }
@@ -605,7 +636,7 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
     for (std::int64_t c = c0; c < c1; ++c) {
       const std::int64_t lo = c * rows, hi = std::min(m, lo + rows);
       T* pg = !g ? nullptr : (used == 1 ? g : partials.get() + c * stride);
-      losses[static_cast<std::size_t>(c)] = run_chunk(kernel, isa, A, x, y, lo, hi, n, r, pg);
+      losses[static_cast<std::size_t>(c)] = run_chunk(kernel, isa, A, x, y, lo, hi, n, r, pg, prefetch_bytes);
     }
   });
   if (g && used > 1) {
@@ -656,17 +687,29 @@ Isa isa_of_width(int vector_bytes) {
   throw std::invalid_argument("lstsq two_phase kernel: vector width must be 64, 32 or 16 bytes, got " +
                               std::to_string(vector_bytes));
 }
+
+int checked_prefetch_bytes(int prefetch_bytes) {
+  if (prefetch_bytes == 0 || prefetch_bytes == 64 || prefetch_bytes == 128) return prefetch_bytes;
+  throw std::invalid_argument("lstsq two_phase kernel: prefetch stride must be 64 or 128 bytes (or 0: automatic), got " +
+                              std::to_string(prefetch_bytes));
+}
 }  // namespace
 
 int widest_two_phase_width() { return width_of(best_isa()); }
 
+int two_phase_prefetch_bytes(std::int64_t a_bytes, std::int64_t cache_bytes) {
+  return a_bytes > 2 * cache_bytes ? 128 : 64;
+}
+
 double lstsq_two_phase_at(int vector_bytes, const double* A, const double* x, const double* y, std::int64_t m,
-                          std::int64_t n, double* r, double* g) {
-  return fused(A, x, y, m, n, r, g, LstsqKernel::two_phase, isa_of_width(vector_bytes));
+                          std::int64_t n, double* r, double* g, int prefetch_bytes) {
+  return fused(A, x, y, m, n, r, g, LstsqKernel::two_phase, isa_of_width(vector_bytes),
+               checked_prefetch_bytes(prefetch_bytes));
 }
 double lstsq_two_phase_at(int vector_bytes, const float* A, const float* x, const float* y, std::int64_t m,
-                          std::int64_t n, float* r, float* g) {
-  return fused(A, x, y, m, n, r, g, LstsqKernel::two_phase, isa_of_width(vector_bytes));
+                          std::int64_t n, float* r, float* g, int prefetch_bytes) {
+  return fused(A, x, y, m, n, r, g, LstsqKernel::two_phase, isa_of_width(vector_bytes),
+               checked_prefetch_bytes(prefetch_bytes));
 }
 
 }  // namespace opforge_ops::loss

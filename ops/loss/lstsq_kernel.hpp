@@ -44,12 +44,23 @@ double lstsq_fused(const float* A, const float* x, const float* y, std::int64_t 
 /// lstsq_fused runs the widest this CPU has. The widest width, in bytes:
 int widest_two_phase_width();
 
+/// How far apart two_phase's prefetches of the next block are, in bytes of a
+/// row: 64 (every cache line) where A is at most twice `cache_bytes` (the
+/// last-level cache: A partly stays there from call to call, and lines come
+/// back fast), 128 (every other line) where it is larger. Measured on a Zen 4
+/// core, A from memory, one thread: every other line 0.86-0.90x the time of
+/// every line (its neighbour comes in the same 128-byte pair, and half as many
+/// prefetches wait on the core's miss buffers); with A mostly in L3 1.05-1.15x.
+int two_phase_prefetch_bytes(std::int64_t a_bytes, std::int64_t cache_bytes);
+
 /// The two_phase kernel at a chosen width, so that tests check every instance a
-/// CPU can run, not only the widest. Throws std::invalid_argument for a width
-/// other than 64, 32 or 16, or wider than widest_two_phase_width().
+/// CPU can run, not only the widest, and with a chosen prefetch stride (0: the
+/// automatic one, else 64 or 128 bytes; it changes no result bit). Throws
+/// std::invalid_argument for a width other than 64, 32 or 16, or wider than
+/// widest_two_phase_width(), or another prefetch stride.
 double lstsq_two_phase_at(int vector_bytes, const double* A, const double* x, const double* y, std::int64_t m,
-                          std::int64_t n, double* r, double* g);
+                          std::int64_t n, double* r, double* g, int prefetch_bytes = 0);
 double lstsq_two_phase_at(int vector_bytes, const float* A, const float* x, const float* y, std::int64_t m,
-                          std::int64_t n, float* r, float* g);
+                          std::int64_t n, float* r, float* g, int prefetch_bytes = 0);
 
 }  // namespace opforge_ops::loss

@@ -2,6 +2,13 @@
 // attributes) that pick their copy at run time.
 #pragma once
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <fstream>
+#include <string>
+
 namespace opforge::sdk {
 
 /// Whether this CPU and OS run AVX-512 F, DQ, BW and VL (the vector part of
@@ -15,6 +22,34 @@ inline bool cpu_has_avx512() noexcept {
 #else
   return false;
 #endif
+}
+
+/// Bytes of the largest data cache CPU 0 uses (the last level: L3 on most x86
+/// CPUs), or 0 when the system says nothing. Read from Linux's sysfs, which
+/// describes the cache a core's data can sit in ("32768K"); glibc's
+/// sysconf(_SC_LEVEL3_CACHE_SIZE), computed from CPUID, may give the whole
+/// package's L3 instead (320-384 MiB on 2-core VMs of EPYC CPUs whose cores each
+/// see 32 MiB), so it is only the fallback. Reads files: call it once, not per
+/// kernel call.
+inline std::int64_t last_level_cache_bytes() {
+  std::int64_t best = 0;
+  for (int index = 0; index < 8; ++index) {
+    std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+    std::int64_t v = 0;
+    std::string unit;
+    if (!(in >> v)) continue;
+    in >> unit;
+    if (unit == "K") v <<= 10;
+    else if (unit == "M") v <<= 20;
+    best = std::max(best, v);
+  }
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  if (best == 0) {
+    best = std::max<std::int64_t>(::sysconf(_SC_LEVEL3_CACHE_SIZE), ::sysconf(_SC_LEVEL2_CACHE_SIZE));
+    best = std::max<std::int64_t>(best, 0);
+  }
+#endif
+  return best;
 }
 
 }  // namespace opforge::sdk
