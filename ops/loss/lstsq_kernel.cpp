@@ -26,8 +26,10 @@
 // memory, 2 threads, in one process against every line, float32 d = 2000
 // 1.24-1.26x -> 1.15-1.18x the read and float64 1.35-1.36x -> 1.21-1.23x while
 // memory is fast, 1.04 -> 1.02 (and d = 4000 1.03-1.04 -> 1.01-1.02) while it is
-// slow; one thread, d = 2000 and 4000, 1.30-1.38x -> 1.18-1.25x. With A mostly
-// in L3 (float32 d = 500 and 1000) every other line was 5-15% slower. Written with GCC vector types, one
+// slow; one thread, d = 2000 and 4000, 1.29-1.36x -> 1.16-1.23x. With A mostly
+// in L3 (d = 500) every other line was up to 15% slower. (The 32- and 16-byte
+// instances used to prefetch each line two or four times; now once. Not
+// measured on a CPU that runs them.) Written with GCC vector types, one
 // instance per instruction set at its own width (64/32/16 bytes).
 //
 // Which is faster depends on the core (medians against a four-accumulator read
@@ -82,10 +84,13 @@
 // prefetch order (1-4% slower from memory); two blocks' dot phases, then their
 // two updates, so that the phases switch half as often (3-5% slower);
 // prefetching every second or fourth line of the next block, the gaps left to
-// the hardware (1.13-1.21x against 1.10x, one thread, caches flushed); 5- or
-// 6-row blocks (1-3% slower). Streaming by software prefetch alone (the dot
-// loop removed) runs at 1.20-1.26x the read on one core, the dot phase alone at
-// 1.00-1.10x: what the update phase's prefetches feed is the shortfall.
+// the hardware (1.13-1.21x against 1.10x, one thread, caches flushed: measured
+// before the 16-row blocks; measured again in the tenth session, every second
+// line paid and was adopted, every fourth did not); 5- or 6-row blocks (1-3%
+// slower). Streaming by software prefetch alone (the dot loop removed) runs at
+// 1.20-1.26x the read on one core, the dot phase alone at 1.00-1.10x (tenth
+// session, 16-row blocks: 1.24-1.28x; row after row, one stream, 1.04-1.07x,
+// but no update added to a one-row stream came under 1.27x).
 // What one Zen 4 core does with A already in cache caps all of this: the whole
 // pass runs at ~50 GB/s a core from L2 or L3 (dot phase ~100, bound by the
 // 32-byte L2->L1 path; update ~130 even from L1, bound by its own work), within
@@ -362,7 +367,7 @@ OPFORGE_INLINE void update_columns(const T* __restrict a, std::int64_t n, const 
 // the update phase prefetching the next R rows into L2.
 //
 // The update prefetches one address every `pstride` elements of each next row
-// (a power of two: 64 or 128 bytes' worth, see prefetch_stride()).
+// (a power of two: 64 or 128 bytes' worth, from two_phase_prefetch_bytes()).
 template <int R, int B, class T>
 OPFORGE_INLINE void block(const T* __restrict a, std::int64_t n, const T* __restrict x, const T* y, T* r,
                           T* __restrict g, std::int64_t pstride) {
