@@ -90,7 +90,13 @@
 // slower). Streaming by software prefetch alone (the dot loop removed) runs at
 // 1.20-1.26x the read on one core, the dot phase alone at 1.00-1.10x (tenth
 // session, 16-row blocks: 1.24-1.28x; row after row, one stream, 1.04-1.07x,
-// but no update added to a one-row stream came under 1.27x).
+// but no update added to a one-row stream came under 1.27x: after each whole
+// block, or interleaved with the next block's one-row stream in 1-16 steps a
+// row (2.1-2.9x, the stream's loads stalling even with software prefetches 1-16
+// KiB ahead). The 16-row dot phase done as two passes of 8 rows or four of 4
+// (1.25x, 1.44x against 1.18x), or in panels of 4 or 8 lines a row (1.21-1.35x),
+// and prefetches of the next block spread over the dot phase as well as the
+// update: no better).
 // What one Zen 4 core does with A already in cache caps all of this: the whole
 // pass runs at ~50 GB/s a core from L2 or L3 (dot phase ~100, bound by the
 // 32-byte L2->L1 path; update ~130 even from L1, bound by its own work), within
