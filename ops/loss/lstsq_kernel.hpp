@@ -48,9 +48,9 @@ int widest_two_phase_width();
 /// row: 64 (every cache line) where A is at most twice `cache_bytes` (the
 /// last-level cache: A partly stays there from call to call, and lines come
 /// back fast), 128 (every other line) where it is larger. Measured on a Zen 4
-/// core, A from memory, one thread: every other line 0.86-0.90x the time of
+/// core, A from memory, one thread: every other line 0.87-0.96x the time of
 /// every line (its neighbour comes in the same 128-byte pair, and half as many
-/// prefetches wait on the core's miss buffers); with A mostly in L3 1.05-1.15x.
+/// prefetches wait on the core's miss buffers); with A in L3 up to 1.13x.
 int two_phase_prefetch_bytes(std::int64_t a_bytes, std::int64_t cache_bytes);
 
 /// The two_phase kernel at a chosen width, so that tests check every instance a
