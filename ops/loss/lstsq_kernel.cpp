@@ -445,15 +445,15 @@ OPFORGE_INLINE void block(const T* __restrict a, std::int64_t n, const T* __rest
 // Rows [lo, hi) of A; g (may be null) is this chunk's partial A^T r, zeroed here.
 template <int R, int B, class T>
 OPFORGE_INLINE double chunk_rows(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                                 std::int64_t n, T* r, T* g, std::int64_t ps) {
+                                 std::int64_t n, T* r, T* g, std::int64_t pstride) {
   if (g) std::memset(g, 0, sizeof(T) * static_cast<std::size_t>(n));
   std::int64_t i = lo;
-  for (; i + R <= hi; i += R) block<R, B>(A + i * n, n, x, y + i, r + i, g, ps);
+  for (; i + R <= hi; i += R) block<R, B>(A + i * n, n, x, y + i, r + i, g, pstride);
   if constexpr (R > kRowsPerStep) {  // chunks hold a multiple of 8 rows, not always of R
     for (; i + kRowsPerStep <= hi; i += kRowsPerStep)
-      block<kRowsPerStep, B>(A + i * n, n, x, y + i, r + i, g, ps);
+      block<kRowsPerStep, B>(A + i * n, n, x, y + i, r + i, g, pstride);
   }
-  for (; i < hi; ++i) block<1, B>(A + i * n, n, x, y + i, r + i, g, ps);
+  for (; i < hi; ++i) block<1, B>(A + i * n, n, x, y + i, r + i, g, pstride);
   double loss = 0;
   for (std::int64_t k = lo; k < hi; ++k) loss += double(r[k]) * double(r[k]);
   return loss;
@@ -482,14 +482,14 @@ template <int B, class T>
 OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
                             T* r, T* g, int prefetch_bytes) {
   const std::int64_t row = n * static_cast<std::int64_t>(sizeof(T));
-  const std::int64_t ps = prefetch_bytes / static_cast<std::int64_t>(sizeof(T));  // elements between prefetches
+  const std::int64_t pstride = prefetch_bytes / static_cast<std::int64_t>(sizeof(T));  // elements between prefetches
   if constexpr (B == 64) {
-    if (8 * row >= kL1Block && 16 * row <= kWideBlockMax) return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g, ps);
+    if (8 * row >= kL1Block && 16 * row <= kWideBlockMax) return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g, pstride);
   }
-  if (8 * row <= kBlockBudget) return chunk_rows<8, B>(A, x, y, lo, hi, n, r, g, ps);
-  if (4 * row <= kBlockBudget) return chunk_rows<4, B>(A, x, y, lo, hi, n, r, g, ps);
-  if (2 * row <= kBlockBudget) return chunk_rows<2, B>(A, x, y, lo, hi, n, r, g, ps);
-  return chunk_rows<1, B>(A, x, y, lo, hi, n, r, g, ps);
+  if (8 * row <= kBlockBudget) return chunk_rows<8, B>(A, x, y, lo, hi, n, r, g, pstride);
+  if (4 * row <= kBlockBudget) return chunk_rows<4, B>(A, x, y, lo, hi, n, r, g, pstride);
+  if (2 * row <= kBlockBudget) return chunk_rows<2, B>(A, x, y, lo, hi, n, r, g, pstride);
+  return chunk_rows<1, B>(A, x, y, lo, hi, n, r, g, pstride);
 }
 
 // One instance per instruction set, with the vector width it has; picked once.
@@ -502,18 +502,18 @@ OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo,
 #endif
 template <class T>
 OPFORGE_TARGET_V4 double chunk_v4(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                                  std::int64_t n, T* r, T* g, int pb) {
-  return chunk<64>(A, x, y, lo, hi, n, r, g, pb);
+                                  std::int64_t n, T* r, T* g, int prefetch_bytes) {
+  return chunk<64>(A, x, y, lo, hi, n, r, g, prefetch_bytes);
 }
 template <class T>
 OPFORGE_TARGET_V3 double chunk_v3(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                                  std::int64_t n, T* r, T* g, int pb) {
-  return chunk<32>(A, x, y, lo, hi, n, r, g, pb);
+                                  std::int64_t n, T* r, T* g, int prefetch_bytes) {
+  return chunk<32>(A, x, y, lo, hi, n, r, g, prefetch_bytes);
 }
 template <class T>
 double chunk_base(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n, T* r,
-                  T* g, int pb) {
-  return chunk<16>(A, x, y, lo, hi, n, r, g, pb);
+                  T* g, int prefetch_bytes) {
+  return chunk<16>(A, x, y, lo, hi, n, r, g, prefetch_bytes);
 }
 
 enum class Isa { v4, v3, base };
