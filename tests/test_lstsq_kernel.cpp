@@ -102,7 +102,9 @@ TEMPLATE_TEST_CASE("lstsq kernel: both variants match a double reference on awkw
   const double tol = sizeof(TestType) == 8 ? 1e-12 : 3e-5;
   // n: below one vector, odd, each block-width boundary (rows of 4/8 in 40 KiB;
   // 8 rows in 256 KiB); m: a single row, remainders of every block size, many chunks.
-  const std::int64_t ns[] = {1, 3, 17, 100, 641, 1281, 4097, 9000};
+  // 1024 and 2048: rows a multiple of 4 KiB, where two_phase falls back from
+  // 16-row blocks to 8 (rows_sharing_l1_set).
+  const std::int64_t ns[] = {1, 3, 17, 100, 641, 1024, 1281, 2048, 4097, 9000};
   const std::int64_t ms[] = {1, 7, 9, 203, 2005};
   for (std::int64_t n : ns)
     for (std::int64_t m : ms) {
@@ -127,7 +129,7 @@ TEMPLATE_TEST_CASE("lstsq kernel: every vector width of two_phase this CPU runs 
   // lstsq_fused runs only the widest instance; AMD CPUs without AVX-512 run the
   // 32-byte one, others the 16-byte one: each is checked here where the CPU can.
   const double tol = sizeof(TestType) == 8 ? 1e-12 : 3e-5;
-  const std::int64_t ns[] = {1, 3, 17, 641, 4097, 9000};
+  const std::int64_t ns[] = {1, 3, 17, 641, 1024, 2048, 4097, 9000};
   const std::int64_t ms[] = {1, 9, 203, 2005};
   const int widest = opforge_ops::loss::widest_two_phase_width();
   for (int w : {64, 32, 16}) {
@@ -202,6 +204,34 @@ TEST_CASE("lstsq kernel: two_phase prefetches every other line only where A is w
   } catch (const std::invalid_argument& e) {
     CHECK(std::string(e.what()) ==
           "lstsq two_phase kernel: prefetch stride must be 64 or 128 bytes (or 0: automatic), got 96");
+  }
+}
+
+TEST_CASE("lstsq kernel: rows_sharing_l1_set counts the rows whose lines meet in one L1 set",
+          "[lstsq][kernel]") {
+  using opforge_ops::loss::rows_sharing_l1_set;
+  // A multiple of 4 KiB: every row starts at the same place in a way.
+  CHECK(rows_sharing_l1_set(8192, 16) == 16);  // float32 d = 2048, float64 d = 1024
+  CHECK(rows_sharing_l1_set(4096, 16) == 16);  // float32 d = 1024
+  CHECK(rows_sharing_l1_set(16384, 8) == 8);   // float64 d = 2048: 8 rows, all in one set
+  CHECK(rows_sharing_l1_set(0, 16) == 16);
+  // 6 KiB: rows alternate between two halves of a way.
+  CHECK(rows_sharing_l1_set(6144, 16) == 8);  // float32 d = 1536
+  // Rows that move by 192 bytes (float32 d = 2000) or 384 (float64 d = 2000)
+  // never meet; by 32 bytes (float32 d = 2040), two neighbours overlap a line.
+  CHECK(rows_sharing_l1_set(8000, 16) == 1);
+  CHECK(rows_sharing_l1_set(16000, 16) == 1);
+  CHECK(rows_sharing_l1_set(8160, 16) == 2);
+  CHECK(rows_sharing_l1_set(8192 + 4, 16) == 16);  // 60 bytes over 16 rows: still one line's span
+  CHECK(rows_sharing_l1_set(8192 + 8, 16) == 8);   // 120 bytes: a line holds 8 of them
+  CHECK(rows_sharing_l1_set(8192, 1) == 1);
+  CHECK(rows_sharing_l1_set(8192, 0) == 0);
+  try {
+    rows_sharing_l1_set(-8, 16);
+    FAIL("a negative row length was accepted");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()) ==
+          "rows_sharing_l1_set: row_bytes and rows must be non-negative, got -8 and 16");
   }
 }
 

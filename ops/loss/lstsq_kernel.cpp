@@ -476,15 +476,25 @@ OPFORGE_INLINE double chunk_rows(const T* A, const T* x, const T* y, std::int64_
 // float32 d = 1000 0.96-1.0, float32 d = 2000 0.967-1.01; one thread, float32
 // d = 2000 0.955. Where 8 rows fit in L1 (float32 d = 500, float64 d = 250) 16
 // rows were 5-9% slower.
+//
+// Nor where 16 rows put more than kL1Ways of their lines at one column in the
+// same L1 set (rows_sharing_l1_set(), lstsq_kernel.hpp): rows a multiple of
+// 4 KiB long (float32 d = 1024 or 2048, float64 d = 512 or 1024) put all 16
+// there. Zen 4 VM, one thread, round-robin against the read: float32 d = 2048
+// 1.45-1.49x the read with 16 rows, 1.18x with 8 (d = 2000 with 16: 1.17x);
+// float64 d = 1024 1.61x with 16, 1.27-1.28x with 8 (d = 1000: 1.06-1.08x,
+// A partly in L3). Rows 6 KiB long (float32 d = 1536) put 8 in a set and keep
+// 16 rows: 1.20x, with 8 rows 1.33x.
+constexpr int kL1Ways = 8;
 constexpr std::int64_t kBlockBudget = 256 * 1024;
 constexpr std::int64_t kWideBlockMax = 128 * 1024;  // the most a 16-row block holds
 template <int B, class T>
 OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
-                            T* r, T* g, int prefetch_bytes) {
+                            T* r, T* g, int prefetch_bytes, bool wide) {
   const std::int64_t row = n * static_cast<std::int64_t>(sizeof(T));
   const std::int64_t pstride = prefetch_bytes / static_cast<std::int64_t>(sizeof(T));  // elements between prefetches
   if constexpr (B == 64) {
-    if (8 * row >= kL1Block && 16 * row <= kWideBlockMax) return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g, pstride);
+    if (wide && 8 * row >= kL1Block && 16 * row <= kWideBlockMax) return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g, pstride);
   }
   if (8 * row <= kBlockBudget) return chunk_rows<8, B>(A, x, y, lo, hi, n, r, g, pstride);
   if (4 * row <= kBlockBudget) return chunk_rows<4, B>(A, x, y, lo, hi, n, r, g, pstride);
@@ -502,18 +512,18 @@ OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo,
 #endif
 template <class T>
 OPFORGE_TARGET_V4 double chunk_v4(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                                  std::int64_t n, T* r, T* g, int prefetch_bytes) {
-  return chunk<64>(A, x, y, lo, hi, n, r, g, prefetch_bytes);
+                                  std::int64_t n, T* r, T* g, int prefetch_bytes, bool wide) {
+  return chunk<64>(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
 }
 template <class T>
 OPFORGE_TARGET_V3 double chunk_v3(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                                  std::int64_t n, T* r, T* g, int prefetch_bytes) {
-  return chunk<32>(A, x, y, lo, hi, n, r, g, prefetch_bytes);
+                                  std::int64_t n, T* r, T* g, int prefetch_bytes, bool wide) {
+  return chunk<32>(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
 }
 template <class T>
 double chunk_base(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n, T* r,
-                  T* g, int prefetch_bytes) {
-  return chunk<16>(A, x, y, lo, hi, n, r, g, prefetch_bytes);
+                  T* g, int prefetch_bytes, bool wide) {
+  return chunk<16>(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
 }
 
 enum class Isa { v4, v3, base };
@@ -535,11 +545,11 @@ Isa best_isa() {
 
 template <class T>
 double run_two_phase(Isa isa, const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
-                     T* r, T* g, int prefetch_bytes) {
+                     T* r, T* g, int prefetch_bytes, bool wide) {
   switch (isa) {
-    case Isa::v4: return chunk_v4(A, x, y, lo, hi, n, r, g, prefetch_bytes);
-    case Isa::v3: return chunk_v3(A, x, y, lo, hi, n, r, g, prefetch_bytes);
-    default: return chunk_base(A, x, y, lo, hi, n, r, g, prefetch_bytes);
+    case Isa::v4: return chunk_v4(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
+    case Isa::v3: return chunk_v3(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
+    default: return chunk_base(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
   }
 }
 
@@ -568,8 +578,8 @@ LstsqKernel automatic_kernel() {
 
 template <class T>
 double run_chunk(LstsqKernel kernel, Isa isa, const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                 std::int64_t n, T* r, T* g, int prefetch_bytes) {
-  return kernel == LstsqKernel::two_phase ? run_two_phase(isa, A, x, y, lo, hi, n, r, g, prefetch_bytes)
+                 std::int64_t n, T* r, T* g, int prefetch_bytes, bool wide) {
+  return kernel == LstsqKernel::two_phase ? run_two_phase(isa, A, x, y, lo, hi, n, r, g, prefetch_bytes, wide)
                                           : run_pipelined(A, x, y, lo, hi, n, r, g);
 }
 
@@ -633,6 +643,7 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
   const std::int64_t used = (m + rows - 1) / rows;
   const std::int64_t stride = (n + 15) / 16 * 16;  // 64-byte aligned partial rows
   if (prefetch_bytes == 0) prefetch_bytes = two_phase_prefetch_bytes(bytes, l3_bytes());
+  const bool wide = rows_sharing_l1_set(n * static_cast<std::int64_t>(sizeof(T)), 16) <= kL1Ways;
 
   struct AlignedFree {
     void operator()(T* p) const { ::operator delete(p, std::align_val_t(64)); }
@@ -647,7 +658,7 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
     for (std::int64_t c = c0; c < c1; ++c) {
       const std::int64_t lo = c * rows, hi = std::min(m, lo + rows);
       T* pg = !g ? nullptr : (used == 1 ? g : partials.get() + c * stride);
-      losses[static_cast<std::size_t>(c)] = run_chunk(kernel, isa, A, x, y, lo, hi, n, r, pg, prefetch_bytes);
+      losses[static_cast<std::size_t>(c)] = run_chunk(kernel, isa, A, x, y, lo, hi, n, r, pg, prefetch_bytes, wide);
     }
   });
   if (g && used > 1) {
@@ -707,6 +718,24 @@ int checked_prefetch_bytes(int prefetch_bytes) {
 }  // namespace
 
 int widest_two_phase_width() { return width_of(best_isa()); }
+
+int rows_sharing_l1_set(std::int64_t row_bytes, int rows) {
+  if (row_bytes < 0 || rows < 0)
+    throw std::invalid_argument("rows_sharing_l1_set: row_bytes and rows must be non-negative, got " +
+                                std::to_string(row_bytes) + " and " + std::to_string(rows));
+  constexpr std::int64_t kWay = 4096, kLine = 64;  // an L1 way: 64 sets of 64-byte lines
+  const std::int64_t step = row_bytes % kWay;  // how far each row's start moves within a way
+  // Rows whose offsets lie less than a line after row k's share its set at
+  // some alignment of the column; the most found is the answer. No storage:
+  // fused() asks this on every call.
+  int most = 0;
+  for (int k = 0; k < rows; ++k) {
+    int here = 0;
+    for (int l = 0; l < rows; ++l) here += (step * (l - k) % kWay + kWay) % kWay < kLine;
+    most = std::max(most, here);
+  }
+  return most;
+}
 
 int two_phase_prefetch_bytes(std::int64_t a_bytes, std::int64_t cache_bytes) {
   return a_bytes > 2 * cache_bytes ? 128 : 64;
