@@ -494,7 +494,8 @@ OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo,
   const std::int64_t row = n * static_cast<std::int64_t>(sizeof(T));
   const std::int64_t pstride = prefetch_bytes / static_cast<std::int64_t>(sizeof(T));  // elements between prefetches
   if constexpr (B == 64) {
-    if (wide && 8 * row >= kL1Block && 16 * row <= kWideBlockMax) return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g, pstride);
+    if (wide && 8 * row >= kL1Block && 16 * row <= kWideBlockMax)
+      return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g, pstride);
   }
   if (8 * row <= kBlockBudget) return chunk_rows<8, B>(A, x, y, lo, hi, n, r, g, pstride);
   if (4 * row <= kBlockBudget) return chunk_rows<4, B>(A, x, y, lo, hi, n, r, g, pstride);

@@ -57,9 +57,10 @@ int two_phase_prefetch_bytes(std::int64_t a_bytes, std::int64_t cache_bytes);
 /// one column fall in one L1 set at some alignment (an L1 way of 4 KiB: 64
 /// sets of 64-byte lines, as on Zen 4 and Intel cores since Sandy Bridge).
 /// two_phase blocks 16 rows only where this is at most 8, the L1's ways: rows
-/// a multiple of 4 KiB long put all 16 in one set, and the lines the dot phase
-/// brings in evict each other (1.45-1.61x the read against 1.18-1.28x with 8
-/// rows). Throws std::invalid_argument for a negative argument.
+/// a multiple of 4 KiB long put all 16 in one set, where a block's lines and
+/// the next block's prefetches evict each other, mostly in the update phase
+/// (1.45-1.61x the read against 1.18-1.28x with 8 rows). Throws
+/// std::invalid_argument for a negative argument.
 int rows_sharing_l1_set(std::int64_t row_bytes, int rows);
 
 /// The two_phase kernel at a chosen width, so that tests check every instance a
