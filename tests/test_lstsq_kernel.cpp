@@ -235,6 +235,23 @@ TEST_CASE("lstsq kernel: rows_sharing_l1_set counts the rows whose lines meet in
   }
 }
 
+TEST_CASE("lstsq kernel: two_phase_block_rows picks 16 rows only where they fit and do not meet in L1",
+          "[lstsq][kernel]") {
+  using opforge_ops::loss::two_phase_block_rows;
+  CHECK(two_phase_block_rows(64, 8000) == 16);  // float32 d = 2000
+  CHECK(two_phase_block_rows(64, 6144) == 16);  // float32 d = 1536: 8 rows a set
+  CHECK(two_phase_block_rows(64, 8192) == 8);   // float32 d = 2048: all 16 in one set
+  CHECK(two_phase_block_rows(64, 4096) == 8);   // float32 d = 1024, float64 d = 512
+  CHECK(two_phase_block_rows(32, 8000) == 8);   // AVX2: too few registers for 16
+  CHECK(two_phase_block_rows(16, 8000) == 8);
+  CHECK(two_phase_block_rows(64, 4000) == 8);    // 8 rows fit in L1
+  CHECK(two_phase_block_rows(64, 16000) == 8);   // float64 d = 2000: 16 rows would exceed 128 KiB
+  CHECK(two_phase_block_rows(64, 32000) == 8);   // float64 d = 4000: 8 rows = 256000 bytes
+  CHECK(two_phase_block_rows(64, 40000) == 4);   // float64 d = 5000
+  CHECK(two_phase_block_rows(64, 100000) == 2);
+  CHECK(two_phase_block_rows(64, 200000) == 1);
+}
+
 TEST_CASE("sdk: last_level_cache_bytes reports the largest cache Linux describes for CPU 0", "[lstsq][kernel]") {
   // The kernel sizes its prefetching from it; glibc's sysconf may report a whole
   // package's L3 (ten times what one core can use on EPYC VMs), sysfs does not.

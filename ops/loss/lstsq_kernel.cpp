@@ -459,10 +459,11 @@ OPFORGE_INLINE double chunk_rows(const T* A, const T* x, const T* y, std::int64_
   return loss;
 }
 
-// Rows a block: 8, or 16 where that pays (below); fewer where the block would
-// not fit in L2 with room to spare (over 256 KiB), so that the update phase
-// always reads from cache. A function of n, the element size and the instance
-// only: same rounding for every thread count.
+// Rows a block (two_phase_block_rows(), decided once a call): 8, or 16 where
+// that pays (below); fewer where the block would not fit in L2 with room to
+// spare (over 256 KiB), so that the update phase always reads from cache. A
+// function of n, the element size and the instance only: same rounding for
+// every thread count.
 //
 // 16 rows halve the loads of x and the loads and stores of g per row of A.
 // They pay where 8 rows no longer fit in L1 with x (so the update reads mostly
@@ -488,18 +489,17 @@ OPFORGE_INLINE double chunk_rows(const T* A, const T* x, const T* y, std::int64_
 constexpr int kL1Ways = 8;
 constexpr std::int64_t kBlockBudget = 256 * 1024;
 constexpr std::int64_t kWideBlockMax = 128 * 1024;  // the most a 16-row block holds
+// `rows`: two_phase_block_rows() for this instance's width.
 template <int B, class T>
 OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
-                            T* r, T* g, int prefetch_bytes, bool wide) {
-  const std::int64_t row = n * static_cast<std::int64_t>(sizeof(T));
+                            T* r, T* g, int prefetch_bytes, int rows) {
   const std::int64_t pstride = prefetch_bytes / static_cast<std::int64_t>(sizeof(T));  // elements between prefetches
   if constexpr (B == 64) {
-    if (wide && 8 * row >= kL1Block && 16 * row <= kWideBlockMax)
-      return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g, pstride);
+    if (rows == 16) return chunk_rows<16, B>(A, x, y, lo, hi, n, r, g, pstride);
   }
-  if (8 * row <= kBlockBudget) return chunk_rows<8, B>(A, x, y, lo, hi, n, r, g, pstride);
-  if (4 * row <= kBlockBudget) return chunk_rows<4, B>(A, x, y, lo, hi, n, r, g, pstride);
-  if (2 * row <= kBlockBudget) return chunk_rows<2, B>(A, x, y, lo, hi, n, r, g, pstride);
+  if (rows >= 8) return chunk_rows<8, B>(A, x, y, lo, hi, n, r, g, pstride);
+  if (rows == 4) return chunk_rows<4, B>(A, x, y, lo, hi, n, r, g, pstride);
+  if (rows == 2) return chunk_rows<2, B>(A, x, y, lo, hi, n, r, g, pstride);
   return chunk_rows<1, B>(A, x, y, lo, hi, n, r, g, pstride);
 }
 
@@ -513,21 +513,23 @@ OPFORGE_INLINE double chunk(const T* A, const T* x, const T* y, std::int64_t lo,
 #endif
 template <class T>
 OPFORGE_TARGET_V4 double chunk_v4(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                                  std::int64_t n, T* r, T* g, int prefetch_bytes, bool wide) {
-  return chunk<64>(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
+                                  std::int64_t n, T* r, T* g, int prefetch_bytes, int rows) {
+  return chunk<64>(A, x, y, lo, hi, n, r, g, prefetch_bytes, rows);
 }
 template <class T>
 OPFORGE_TARGET_V3 double chunk_v3(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                                  std::int64_t n, T* r, T* g, int prefetch_bytes, bool wide) {
-  return chunk<32>(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
+                                  std::int64_t n, T* r, T* g, int prefetch_bytes, int rows) {
+  return chunk<32>(A, x, y, lo, hi, n, r, g, prefetch_bytes, rows);
 }
 template <class T>
 double chunk_base(const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n, T* r,
-                  T* g, int prefetch_bytes, bool wide) {
-  return chunk<16>(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
+                  T* g, int prefetch_bytes, int rows) {
+  return chunk<16>(A, x, y, lo, hi, n, r, g, prefetch_bytes, rows);
 }
 
 enum class Isa { v4, v3, base };
+// Vector width in bytes of each instance of two_phase.
+constexpr int width_of(Isa isa) { return isa == Isa::v4 ? 64 : isa == Isa::v3 ? 32 : 16; }
 Isa detect_isa() {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   __builtin_cpu_init();
@@ -546,11 +548,11 @@ Isa best_isa() {
 
 template <class T>
 double run_two_phase(Isa isa, const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi, std::int64_t n,
-                     T* r, T* g, int prefetch_bytes, bool wide) {
+                     T* r, T* g, int prefetch_bytes, int rows) {
   switch (isa) {
-    case Isa::v4: return chunk_v4(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
-    case Isa::v3: return chunk_v3(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
-    default: return chunk_base(A, x, y, lo, hi, n, r, g, prefetch_bytes, wide);
+    case Isa::v4: return chunk_v4(A, x, y, lo, hi, n, r, g, prefetch_bytes, rows);
+    case Isa::v3: return chunk_v3(A, x, y, lo, hi, n, r, g, prefetch_bytes, rows);
+    default: return chunk_base(A, x, y, lo, hi, n, r, g, prefetch_bytes, rows);
   }
 }
 
@@ -579,8 +581,8 @@ LstsqKernel automatic_kernel() {
 
 template <class T>
 double run_chunk(LstsqKernel kernel, Isa isa, const T* A, const T* x, const T* y, std::int64_t lo, std::int64_t hi,
-                 std::int64_t n, T* r, T* g, int prefetch_bytes, bool wide) {
-  return kernel == LstsqKernel::two_phase ? run_two_phase(isa, A, x, y, lo, hi, n, r, g, prefetch_bytes, wide)
+                 std::int64_t n, T* r, T* g, int prefetch_bytes, int rows) {
+  return kernel == LstsqKernel::two_phase ? run_two_phase(isa, A, x, y, lo, hi, n, r, g, prefetch_bytes, rows)
                                           : run_pipelined(A, x, y, lo, hi, n, r, g);
 }
 
@@ -644,7 +646,9 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
   const std::int64_t used = (m + rows - 1) / rows;
   const std::int64_t stride = (n + 15) / 16 * 16;  // 64-byte aligned partial rows
   if (prefetch_bytes == 0) prefetch_bytes = two_phase_prefetch_bytes(bytes, l3_bytes());
-  const bool wide = rows_sharing_l1_set(n * static_cast<std::int64_t>(sizeof(T)), 16) <= kL1Ways;
+  const int block_rows = kernel == LstsqKernel::two_phase
+                             ? two_phase_block_rows(width_of(isa), n * static_cast<std::int64_t>(sizeof(T)))
+                             : 0;
 
   struct AlignedFree {
     void operator()(T* p) const { ::operator delete(p, std::align_val_t(64)); }
@@ -659,7 +663,8 @@ double fused(const T* A, const T* x, const T* y, std::int64_t m, std::int64_t n,
     for (std::int64_t c = c0; c < c1; ++c) {
       const std::int64_t lo = c * rows, hi = std::min(m, lo + rows);
       T* pg = !g ? nullptr : (used == 1 ? g : partials.get() + c * stride);
-      losses[static_cast<std::size_t>(c)] = run_chunk(kernel, isa, A, x, y, lo, hi, n, r, pg, prefetch_bytes, wide);
+      losses[static_cast<std::size_t>(c)] =
+          run_chunk(kernel, isa, A, x, y, lo, hi, n, r, pg, prefetch_bytes, block_rows);
     }
   });
   if (g && used > 1) {
@@ -695,8 +700,6 @@ double lstsq_fused(const float* A, const float* x, const float* y, std::int64_t 
 }
 
 namespace {
-// Vector width in bytes of each instance of two_phase.
-constexpr int width_of(Isa isa) { return isa == Isa::v4 ? 64 : isa == Isa::v3 ? 32 : 16; }
 
 Isa isa_of_width(int vector_bytes) {
   for (Isa isa : {Isa::v4, Isa::v3, Isa::base}) {
@@ -736,6 +739,17 @@ int rows_sharing_l1_set(std::int64_t row_bytes, int rows) {
     most = std::max(most, here);
   }
   return most;
+}
+
+int two_phase_block_rows(int vector_bytes, std::int64_t row_bytes) {
+  // The reasons and the figures are above chunk().
+  if (vector_bytes == 64 && 8 * row_bytes >= kL1Block && 16 * row_bytes <= kWideBlockMax &&
+      rows_sharing_l1_set(row_bytes, 16) <= kL1Ways)
+    return 16;
+  if (8 * row_bytes <= kBlockBudget) return 8;
+  if (4 * row_bytes <= kBlockBudget) return 4;
+  if (2 * row_bytes <= kBlockBudget) return 2;
+  return 1;
 }
 
 int two_phase_prefetch_bytes(std::int64_t a_bytes, std::int64_t cache_bytes) {

@@ -63,6 +63,13 @@ int two_phase_prefetch_bytes(std::int64_t a_bytes, std::int64_t cache_bytes);
 /// std::invalid_argument for a negative argument.
 int rows_sharing_l1_set(std::int64_t row_bytes, int rows);
 
+/// Rows in each of two_phase's blocks, for rows of `row_bytes` at an instance's
+/// vector width (64, 32 or 16 bytes): 16 with AVX-512 where rows are 4-8 KiB
+/// long and rows_sharing_l1_set(row_bytes, 16) is at most 8; otherwise 8, or
+/// 4, 2, 1 where 8 rows would exceed 256 KiB. lstsq_kernel.cpp gives the
+/// measurements behind each bound. Decided once a call.
+int two_phase_block_rows(int vector_bytes, std::int64_t row_bytes);
+
 /// The two_phase kernel at a chosen width, so that tests check every instance a
 /// CPU can run, not only the widest, and with a chosen prefetch stride (0: the
 /// automatic one, else 64 or 128 bytes; it changes no result bit). Throws
