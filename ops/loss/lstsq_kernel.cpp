@@ -731,7 +731,7 @@ int rows_sharing_l1_set(std::int64_t row_bytes, int rows) {
   const std::int64_t step = row_bytes % kWay;  // how far each row's start moves within a way
   // Rows whose offsets lie less than a line after row k's share its set at
   // some alignment of the column; the most found is the answer. No storage:
-  // fused() asks this on every call.
+  // two_phase_block_rows() asks this on calls where 16 rows are possible.
   int most = 0;
   for (int k = 0; k < rows; ++k) {
     int here = 0;
