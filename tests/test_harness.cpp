@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -189,7 +190,8 @@ TEST_CASE("harness: every op of the standard plugins passes every check") {
       for (const auto& r : report) {
         INFO(sdk::format_result(r));
         CHECK(r.passed);
-        const bool may_skip = !differentiable && (r.check == "gradcheck" || r.check == "backward_contract");
+        const bool may_skip = !differentiable && (r.check == "gradcheck" || r.check == "backward_contract" ||
+                                                  r.check == "strided_grads");
         if (!may_skip) CHECK_FALSE(r.skipped);
         CHECK_FALSE(r.detail.empty());
       }
@@ -255,6 +257,15 @@ TEST_CASE("harness: each shady op fails exactly the check it breaks, with a usef
       {"shady.shared_buffer",
        {"thread_safe", {"thread ", ", call ", " differs: ", " vs ", "(single-thread result vs this call)",
                         "threads saw a difference]"}}},
+      {"shady.flat_grad",
+       {"strided_grads",
+        {"float64: given output gradients with doubled strides and an offset (same values), the gradient of input 0 'x' "
+         "element ",
+         " (contiguous vs strided): does backward read grads[k] as a flat array?"}}},
+      {"shady.nan_grad",
+       {"gradcheck",
+        {"gradcheck failed for 'shady.nan_grad': input 0 'x' of shape [3, 5], element 0: analytic nan, numeric ",
+         "(the backward returned a non-finite gradient)"}}},
   };
   std::vector<std::string> ops = shady_ops();
   std::sort(ops.begin(), ops.end());
@@ -314,8 +325,10 @@ TEST_CASE("harness: an exception inside a check fails that check only; the other
     INFO(report_text(report));
     require_complete(report, "test.backward_throws");
     CHECK(failed_checks(report) ==
-          std::set<std::string>{"gradcheck", "backward_contract", "inputs_unchanged", "deterministic", "thread_safe"});
-    for (const std::string check : {"gradcheck", "backward_contract", "inputs_unchanged", "deterministic", "thread_safe"})
+          std::set<std::string>{"gradcheck", "backward_contract", "strided_grads", "inputs_unchanged", "deterministic",
+                                "thread_safe"});
+    for (const std::string check :
+         {"gradcheck", "backward_contract", "strided_grads", "inputs_unchanged", "deterministic", "thread_safe"})
       CHECK_THAT(result_of(report, check).detail, Contains("backward exploded"));
     CHECK_THAT(result_of(report, "backward_contract").detail,
                StartsWith("float64: in backward of 'test.backward_throws': "));
@@ -380,6 +393,78 @@ TEST_CASE("harness: without sample inputs, every input is randn [3, 4], and grad
                                                         Contains("; the schema has no sample inputs"));
 }
 
+namespace {
+// log(x): NaN for the negative half of randn inputs.
+class LogOfAnything final : public opforge::Function {
+ public:
+  TensorList forward(opforge::Context& ctx, TensorSpan in) const override {
+    ctx.save_for_backward(in[0]);
+    std::vector<double> v = in[0].to_vector();
+    for (double& e : v) e = std::log(e);
+    return {Tensor::from_values(v, in[0].shape(), in[0].dtype())};
+  }
+  TensorList backward(opforge::Context& ctx, TensorSpan g) const override {
+    std::vector<double> v = g[0].to_vector();
+    const std::vector<double> x = ctx.saved_tensors()[0].to_vector();
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] /= x[i];
+    return {Tensor::from_values(v, g[0].shape(), g[0].dtype())};
+  }
+};
+}  // namespace
+
+TEST_CASE("harness: gradcheck fails, naming the element, when the forward is not finite at the sample") {
+  // Without samples every input is randn: log gives NaN, every difference
+  // quotient is NaN, and NaN passes any `diff > tol` test. It must fail instead.
+  const OpHandle op = opforge::make_op(OpSchema("test.log").input_names({"x"}), std::make_unique<LogOfAnything>());
+  const sdk::CheckReport report = sdk::check_op(op);
+  const sdk::CheckResult& g = result_of(report, "gradcheck");
+  INFO(g.detail);
+  CHECK_FALSE(g.passed);
+  CHECK_THAT(g.detail, StartsWith("gradcheck failed for 'test.log': output 0 of shape [3, 4], element ") &&
+                           Contains(", is nan at the sample inputs, so no derivative can be checked; give the op "
+                                    "sample inputs inside its domain (OpSchema::samples)"));
+  const sdk::GradcheckResult direct = sdk::gradcheck(op, {Tensor::from_values({1.0, -1.0})});
+  CHECK_FALSE(direct.ok);
+  CHECK(std::isnan(direct.max_abs_error));
+  // Inside the domain the same op passes.
+  CHECK(sdk::gradcheck(op, {Tensor::from_values({0.5, 2.0, 3.0})}).ok);
+}
+
+TEST_CASE("harness: gradcheck fails when only the numeric side is not finite") {
+  // log at 1e-7: x - eps is below 0, so the difference quotient is NaN.
+  const OpHandle op = opforge::make_op(OpSchema("test.log").input_names({"x"}), std::make_unique<LogOfAnything>());
+  const sdk::GradcheckResult r = sdk::gradcheck(op, {Tensor::from_values({2.0, 1e-7})});
+  INFO(r.message);
+  CHECK_FALSE(r.ok);
+  CHECK_THAT(r.message, Contains("element 1: analytic ") &&
+                            Contains("(the forward is not finite at x +/- eps; is the input at the edge of the op's "
+                                     "domain?)"));
+}
+
+TEST_CASE("harness: a misspelled sample attribute is refused when the schema is registered") {
+  auto schema = [] { return OpSchema("test.k").input_names({"x"}).attr("k", opforge::AttrKind::Float, 2.0); };
+  CHECK_THROWS_WITH(opforge::make_op(schema().sample_attrs({{"kk", 3.0}}), std::make_unique<Scale>()),
+                    "make_op: invalid schema: op 'test.k': sample attribute 'kk' is not one of its attributes (it "
+                    "declares: k); check its spelling in sample_attrs()");
+  CHECK_THROWS_WITH(opforge::make_op(schema().sample_attrs({{"k", true}}), std::make_unique<Scale>()),
+                    "make_op: invalid schema: op 'test.k': sample attribute 'k' is bool but the attribute is "
+                    "declared float");
+  const OpHandle ok = opforge::make_op(schema().sample_attrs({{"k", 3}}), std::make_unique<Scale>());
+  CHECK(sdk::all_passed(sdk::check_op(ok)));
+}
+
+TEST_CASE("harness: empty sample inputs skip gradcheck instead of passing it") {
+  const OpHandle op = opforge::make_op(
+      OpSchema("test.scale_empty").input_names({"x"}).samples([](DType dtype, std::uint64_t) {
+        return TensorList{Tensor::zeros({0, 3}, dtype)};
+      }),
+      std::make_unique<Scale>());
+  const sdk::CheckReport report = sdk::check_op(op);
+  const sdk::CheckResult& g = result_of(report, "gradcheck");
+  CHECK(g.skipped);
+  CHECK_THAT(g.detail, StartsWith("the sample inputs have no floating element to perturb"));
+}
+
 TEST_CASE("harness: a float32-only op skips gradcheck and says why; the other checks run in float32") {
   const OpHandle op = opforge::make_op(
       OpSchema("test.scale32").input_names({"x"}).accepts(opforge::DTypeSet{DType::Float32}).samples(vector_samples),
@@ -436,7 +521,8 @@ TEST_CASE("harness: `opforge check` on the shady plugin fails (exit 1), one line
   INFO(r.output);
   CHECK(r.status == 1);
   const auto lines = r.lines();
-  REQUIRE(lines.size() == 5 * 6 + 1);
+  const std::size_t checks = sdk::check_names().size();
+  REQUIRE(lines.size() == 7 * checks + 1);
   const std::string output = "\n" + r.output;  // every line, the first included, follows a newline
   CHECK_THAT(output, Contains("\nFAIL shady.wrong_grad gradcheck: gradcheck failed for 'shady.wrong_grad': input 0"));
   CHECK_THAT(output, Contains("\nPASS shady.wrong_grad backward_contract (float64, float32: "));
@@ -445,8 +531,12 @@ TEST_CASE("harness: `opforge check` on the shady plugin fails (exit 1), one line
   CHECK_THAT(output, Contains("\nFAIL shady.noisy deterministic: output 0 element 0 differs: "));
   CHECK_THAT(output, Contains("\nSKIP shady.noisy thread_safe: two runs on one thread already differ"));
   CHECK_THAT(output, Contains("\nFAIL shady.shared_buffer thread_safe: thread "));
+  CHECK_THAT(output, Contains("\nFAIL shady.flat_grad strided_grads: float64: given output gradients with doubled"));
+  CHECK_THAT(output, Contains("\nFAIL shady.nan_grad gradcheck: gradcheck failed for 'shady.nan_grad': input 0"));
+  // Seven ops, each failing one check; shady.noisy's thread_safe is skipped.
   CHECK_THAT(lines.back(), StartsWith("FAILED: plugin 'shady' (") &&
-                               Contains("): 5 ops, 24 passed, 5 failed, 1 skipped; failing ops: "));
+                               Contains("): 7 ops, " + std::to_string(7 * checks - 8) +
+                                        " passed, 7 failed, 1 skipped; failing ops: "));
 }
 
 TEST_CASE("harness: `opforge check` on the standard loss.so passes (exit 0)") {
@@ -454,12 +544,13 @@ TEST_CASE("harness: `opforge check` on the standard loss.so passes (exit 0)") {
   INFO(r.output);
   CHECK(r.status == 0);
   const auto lines = r.lines();
-  // loss has four ops (cross_entropy, huber, lstsq, mse), six checks each, then the summary.
-  REQUIRE(lines.size() == 4 * 6 + 1);
+  // loss has four ops (cross_entropy, huber, lstsq, mse), every check each, then the summary.
+  const std::size_t checks = sdk::check_names().size();
+  REQUIRE(lines.size() == 4 * checks + 1);
   for (std::size_t i = 0; i + 1 < lines.size(); ++i) CHECK_THAT(lines[i], StartsWith("PASS loss."));
   CHECK_THAT(r.output, Contains("PASS loss.lstsq gradcheck (49 elements, max |diff| "));
   for (const std::string& check : sdk::check_names()) CHECK_THAT(r.output, Contains("PASS loss.lstsq " + check));
-  CHECK_THAT(lines.back(), StartsWith("OK: plugin 'loss' (") && Contains("): 4 ops, 24 passed, 0 failed, 0 skipped"));
+  CHECK_THAT(lines.back(), StartsWith("OK: plugin 'loss' (") && Contains("): 4 ops, " + std::to_string(4 * checks) + " passed, 0 failed, 0 skipped"));
 }
 
 TEST_CASE("harness: `opforge check --json` writes one JSON object per op and check") {
@@ -467,7 +558,7 @@ TEST_CASE("harness: `opforge check --json` writes one JSON object per op and che
   INFO(r.output);
   CHECK(r.status == 1);
   const auto lines = r.lines();
-  REQUIRE(lines.size() == 5 * 6);  // the summary goes to stderr
+  REQUIRE(lines.size() == 7 * sdk::check_names().size());  // the summary goes to stderr
   for (const std::string& line : lines) {
     CHECK_THAT(line, StartsWith("{\"op\": \"shady.") && Contains("\", \"check\": \"") &&
                          Contains(", \"detail\": \""));
@@ -486,8 +577,8 @@ TEST_CASE("harness: `opforge check --op` checks one op; bad arguments and load e
       INFO(r.output);
       CHECK(r.status == 1);
       const auto lines = r.lines();
-      REQUIRE(lines.size() == 6 + 1);
-      for (std::size_t i = 0; i < 6; ++i) CHECK_THAT(lines[i], Contains(" shady.noisy " + sdk::check_names()[i]));
+      REQUIRE(lines.size() == sdk::check_names().size() + 1);
+      for (std::size_t i = 0; i < sdk::check_names().size(); ++i) CHECK_THAT(lines[i], Contains(" shady.noisy " + sdk::check_names()[i]));
     }
     const RunResult ok = run_command(opforge_check("'" OPFORGE_SHADY_PLUGIN "' --op shady.wrong_grad --json"));
     CHECK(ok.status == 1);

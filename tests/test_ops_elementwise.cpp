@@ -812,3 +812,36 @@ TEST_CASE("every elementwise op passes the test harness", "[elementwise][harness
 }
 
 }  // namespace
+
+TEST_CASE("square and sub take strided operands and strided, broadcast gradients", "[elementwise][strided]") {
+  // The gradients a backward receives need not be contiguous: a transposed
+  // one from the caller, or one value broadcast (stride 0) from a sum. square
+  // and sub once read theirs as flat memory (wrong values, and past the end of
+  // a broadcast one).
+  const Tensor base = Tensor::from_values({1, 2, 3, 4, 5, 6}, {2, 3});
+  const Tensor xt = base.transpose(0, 1);  // [3, 2], strided
+  CHECK(opforge::op("elementwise.square")({xt}).to_vector() == std::vector<double>{1, 16, 4, 25, 9, 36});
+
+  const Tensor g = Tensor::from_values({1, 3, 5, 2, 4, 6}, {3, 2}).transpose(0, 1).contiguous().transpose(0, 1);
+  REQUIRE_FALSE(g.is_contiguous());  // values [[1, 3], [5, 2], [4, 6]] read through strides
+  {
+    Tensor x = Tensor::from_values({1, 2, 3, 4, 5, 6}, {3, 2});
+    x.requires_grad_(true);
+    opforge::backward({opforge::op("elementwise.square")({x})}, {g});
+    CHECK(x.grad().to_vector() == std::vector<double>{2, 12, 30, 16, 40, 72});  // 2 x g
+  }
+  {
+    Tensor a = Tensor::zeros({3, 2}), b = Tensor::zeros({3, 2});
+    a.requires_grad_(true);
+    b.requires_grad_(true);
+    opforge::backward({opforge::op("elementwise.sub")({a, b})}, {g});
+    CHECK(a.grad().to_vector() == std::vector<double>{1, 3, 5, 2, 4, 6});
+    CHECK(b.grad().to_vector() == std::vector<double>{-1, -3, -5, -2, -4, -6});
+  }
+  {
+    Tensor x = Tensor::from_values({1, 2, 3, 4}, {2, 2});
+    x.requires_grad_(true);
+    opforge::backward({opforge::op("elementwise.square")({x})}, {Tensor::full({}, 0.5).expand({2, 2})});
+    CHECK(x.grad().to_vector() == std::vector<double>{1, 2, 3, 4});
+  }
+}

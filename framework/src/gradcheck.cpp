@@ -1,6 +1,7 @@
 #include "opforge/sdk/gradcheck.hpp"
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "opforge/autograd.hpp"
@@ -17,6 +18,15 @@ double weighted_sum(const TensorList& outs, const TensorList& weights) {
     for (std::size_t j = 0; j < o.size(); ++j) s += o[j] * w[j];
   }
   return s;
+}
+
+/// A value for a message: "nan" whatever its sign bit (a stream writes "-nan" for some).
+std::string show(double v) {
+  if (std::isnan(v)) return "nan";
+  std::ostringstream os;
+  os.precision(10);
+  os << v;
+  return os.str();
 }
 
 std::string input_name(const OpHandle& op, std::size_t i) {
@@ -60,9 +70,29 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
   }
   if (!diff_outs.empty()) backward(diff_outs, diff_weights);
 
+  // A non-finite output at the sample makes every difference quotient NaN, and
+  // NaN compares false with any tolerance: say so instead of passing.
+  for (std::size_t k = 0; k < outs.size(); ++k) {
+    if (!weights[k].defined()) continue;
+    const std::vector<double> o = outs[k].to_vector();
+    for (std::size_t j = 0; j < o.size(); ++j) {
+      if (std::isfinite(o[j])) continue;
+      std::ostringstream os;
+      os.precision(10);
+      os << "gradcheck failed for '" << op.name() << "': output " << k << " of shape " << outs[k].shape()
+         << ", element " << j << ", is " << show(o[j])
+         << " at the sample inputs, so no derivative can be checked; give the op sample inputs inside its domain "
+            "(OpSchema::samples)";
+      res.message = os.str();
+      res.max_abs_error = std::numeric_limits<double>::quiet_NaN();
+      return res;
+    }
+  }
+
   // Numeric: central differences of the same weighted sum, element by element.
   NoGradGuard no_grad;
   double worst_excess = 0;
+  bool non_finite = false;  // a NaN or infinite derivative: reported before any mere excess
   for (std::size_t i = 0; i < xs.size(); ++i) {
     if (!is_floating(xs[i].dtype())) continue;
     double* p = xs[i].data<double>();
@@ -78,8 +108,24 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
       const double analytic = g.defined() ? g.data<double>()[j] : 0.0;
       const double err = std::abs(analytic - numeric);
       const double tol = opt.atol + opt.rtol * std::abs(numeric);
-      res.max_abs_error = std::max(res.max_abs_error, err);
+      if (!(res.max_abs_error >= err)) res.max_abs_error = err;  // NaN stays NaN
       ++res.elements_checked;
+      if (!std::isfinite(analytic) || !std::isfinite(numeric)) {
+        if (non_finite) continue;  // the first one is reported
+        non_finite = true;
+        std::ostringstream os;
+        os.precision(10);
+        os << "gradcheck failed for '" << op.name() << "': " << input_name(op, i) << " of shape "
+           << xs[i].shape() << ", element " << j << ": analytic " << show(analytic) << ", numeric " << show(numeric)
+           << " ("
+           << (!std::isfinite(analytic) ? "the backward returned a non-finite gradient"
+                                        : "the forward is not finite at x +/- eps; is the input at the edge of "
+                                          "the op's domain?")
+           << ")";
+        res.message = os.str();
+        continue;
+      }
+      if (non_finite) continue;
       if (err > tol && err - tol > worst_excess) {
         worst_excess = err - tol;
         std::ostringstream os;
@@ -92,7 +138,7 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
       }
     }
   }
-  res.ok = worst_excess == 0;
+  res.ok = !non_finite && worst_excess == 0;
   if (res.ok) {
     res.message = "gradcheck passed for '" + op.name() + "': " + std::to_string(res.elements_checked) +
                   " elements, max |diff| " + std::to_string(res.max_abs_error);

@@ -6,7 +6,9 @@
 // result: one check failing never stops the others.
 #include "opforge/sdk/harness.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -237,7 +239,9 @@ void check_gradcheck(const OpHandle& op, const CheckOptions& opt, CheckResult& r
   std::string extra;
   if (!g.note.empty()) extra += "; " + g.note;
   if (!note.empty()) extra += "; " + note;
-  if (g.ok)
+  if (g.ok && g.elements_checked == 0)
+    skip(r, "the sample inputs have no floating element to perturb (all empty)" + extra);
+  else if (g.ok)
     pass(r, std::to_string(g.elements_checked) + " elements, max |diff| " + format_small(g.max_abs_error) + extra);
   else
     fail(r, g.message + extra);
@@ -293,6 +297,79 @@ void check_backward_contract(const OpHandle& op, const CheckOptions& opt, CheckR
                        " inputs got a gradient of their shape and dtype";
   if (!s.dtypes.contains(DType::Float32)) detail += " (the schema does not accept float32)";
   pass(r, detail);
+}
+
+/// "" when every gradient of `got` is within rounding of `want`'s, else the first
+/// element that is not (a kernel that reads the output gradient in another order
+/// may round differently; one that ignores its strides is wrong by far more).
+std::string compare_close(const OpSchema& s, const Run& want, const Run& got) {
+  for (std::size_t i = 0; i < want.grads.size() && i < got.grads.size(); ++i) {
+    const Tensor& a = want.grads[i];
+    const Tensor& b = got.grads[i];
+    const std::string what = "the gradient of " + input_label(s, i);
+    if (a.defined() != b.defined() || (a.defined() && (a.dtype() != b.dtype() || a.shape() != b.shape())))
+      return what + " differs: " + a.describe() + " then " + b.describe();
+    if (!a.defined()) continue;
+    const std::vector<double> va = a.to_vector(), vb = b.to_vector();
+    double scale = 1;
+    for (double v : va) scale = std::max(scale, std::abs(v));
+    const double tol = (a.dtype() == DType::Float32 ? 1e-5 : 1e-12) * scale;
+    for (std::size_t j = 0; j < va.size(); ++j) {
+      if (std::abs(va[j] - vb[j]) <= tol || (std::isnan(va[j]) && std::isnan(vb[j]))) continue;
+      return what + " element " + std::to_string(j) + " differs: " + format_value(va[j], a.dtype()) + " vs " +
+             format_value(vb[j], b.dtype());
+    }
+  }
+  return {};
+}
+
+void check_strided_grads(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  const DType dtype = primary_dtype(s);
+  const TensorList sample = harness_inputs(op, dtype, opt.seed);
+  if (!any_floating(sample)) return skip(r, "no input is floating: there is no backward to run");
+  TensorList weights;
+  const Run reference = run_forward_backward(op, sample, weights, opt.seed);
+  // The same values as every other element of a buffer twice the size, from
+  // its second element on (each stride doubled, the storage offset 1), as a
+  // transposed or sliced tensor reaches a backward.
+  TensorList strided;
+  std::size_t relaid = 0;
+  for (const Tensor& w : weights) {
+    if (!w.defined()) {
+      strided.push_back(w);
+      continue;
+    }
+    Dims wide = w.shape();
+    wide.push_back(2);
+    Tensor v = Tensor::zeros(wide, w.dtype()).select(static_cast<std::int64_t>(w.shape().size()), 1);
+    v.copy_(w);
+    strided.push_back(v);
+    ++relaid;
+  }
+  if (relaid == 0) return skip(r, "no output is differentiable: there is no backward to run");
+  const std::string tag = std::string(dtype_name(dtype)) + ": ";
+  std::string d = compare_close(s, reference, run_forward_backward(op, sample, strided, opt.seed));
+  if (!d.empty())
+    return fail(r, tag + "given output gradients with doubled strides and an offset (same values), " + d +
+                       " (contiguous vs strided): does backward read grads[k] as a flat array? Read it through its "
+                       "strides, or call .contiguous() first");
+  // One value broadcast to the output's shape (every stride 0), as the gradient
+  // of a sum or a mean arrives, against the same value written out.
+  TensorList full, broadcast;
+  for (const Tensor& w : weights) {
+    full.push_back(w.defined() ? Tensor::full(w.shape(), 0.75, w.dtype()) : Tensor());
+    broadcast.push_back(w.defined() ? Tensor::full({}, 0.75, w.dtype()).expand(w.shape()) : Tensor());
+  }
+  TensorList full_weights = full;
+  const Run dense = run_forward_backward(op, sample, full_weights, opt.seed);
+  d = compare_close(s, dense, run_forward_backward(op, sample, broadcast, opt.seed));
+  if (!d.empty())
+    return fail(r, tag + "given output gradients of one value broadcast (stride 0), " + d +
+                       " (contiguous vs broadcast): does backward read grads[k] as a flat array? Read it through its "
+                       "strides, or call .contiguous() first");
+  pass(r, tag + "backward gave the same input gradients for output gradients that are contiguous, strided (" +
+              std::to_string(relaid) + " of " + std::to_string(weights.size()) + " outputs) and broadcast");
 }
 
 void check_inputs_unchanged(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
@@ -502,13 +579,30 @@ TensorList harness_inputs(const OpHandle& op, DType dtype, std::uint64_t seed, s
 
 CheckReport check_op(const OpHandle& op, const CheckOptions& options) {
   OPFORGE_CHECK(op.valid(), ValueError, "sdk::check_op: the op handle is empty");
-  static const CheckFn fns[] = {check_gradcheck,     check_backward_contract, check_inputs_unchanged,
-                                check_no_grad_records_nothing, check_deterministic,     check_thread_safe};
+  static const CheckFn fns[] = {check_gradcheck,        check_backward_contract,       check_strided_grads,
+                                check_inputs_unchanged, check_no_grad_records_nothing, check_deterministic,
+                                check_thread_safe};
   const auto& names = check_names();
+  static_assert(sizeof fns / sizeof fns[0] == 7, "one function per name in check_names()");
   // The schema's sample attributes travel with every call the checks make.
   const auto& sample_attrs = op.schema().sample_attributes;
-  const OpHandle bound = sample_attrs.empty() || !op.bound_attrs().empty() ? op : op.bind(sample_attrs);
   CheckReport report;
+  OpHandle bound = op;
+  if (!sample_attrs.empty() && op.bound_attrs().empty()) {
+    try {
+      bound = op.bind(sample_attrs);
+    } catch (const std::exception& e) {
+      // Every check would call the op with them: each fails, saying why.
+      for (const std::string& name : names) {
+        CheckResult r;
+        r.op = op.name();
+        r.check = name;
+        fail(r, std::string("the schema's sample attributes (OpSchema::sample_attrs) cannot be bound: ") + e.what());
+        report.push_back(std::move(r));
+      }
+      return report;
+    }
+  }
   for (std::size_t i = 0; i < names.size(); ++i) report.push_back(run_check(bound, options, names[i], fns[i]));
   return report;
 }

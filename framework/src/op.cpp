@@ -166,6 +166,24 @@ std::string OpSchema::validate() const {
       return "op '" + name + "': attribute '" + a.name + "' is declared " + attr_kind_name(a.kind) +
              " but its default is " + attr_kind_name(a.default_value.kind());
   }
+  for (const auto& [sample_name, value] : sample_attributes) {
+    const AttrSpec* spec = nullptr;
+    for (const AttrSpec& a : attrs)
+      if (a.name == sample_name) spec = &a;
+    if (!spec) {
+      std::string declared;
+      for (const AttrSpec& a : attrs) declared += (declared.empty() ? "" : ", ") + a.name;
+      return "op '" + name + "': sample attribute '" + sample_name + "' is not one of its attributes (" +
+             (declared.empty() ? std::string("it declares none") : "it declares: " + declared) +
+             "); check its spelling in sample_attrs()";
+    }
+    const bool kind_ok = value.is_set() && (value.kind() == spec->kind ||
+                                            (spec->kind == AttrKind::Float && value.kind() == AttrKind::Int));
+    if (!kind_ok)
+      return "op '" + name + "': sample attribute '" + sample_name + "' is " +
+             (value.is_set() ? attr_kind_name(value.kind()) : std::string("unset")) + " but the attribute is declared " +
+             attr_kind_name(spec->kind);
+  }
   return {};
 }
 

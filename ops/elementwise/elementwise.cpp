@@ -10,6 +10,10 @@
 // Large tensors are split over the thread pool; small ones run inline.
 #include <opforge/sdk.hpp>
 
+// The rest of the family (unary.cpp, binary.cpp, compare.cpp) registers through
+// these; its kernels (map1, broadcast_map) read operands of any strides.
+#include "elementwise_ops.hpp"
+
 namespace {
 
 using opforge::Context;
@@ -17,31 +21,8 @@ using opforge::Tensor;
 using opforge::TensorList;
 using opforge::TensorSpan;
 namespace sdk = opforge::sdk;
-
-// out[i] = f(a[i], b[i]) for every element.
-template <class T, class F>
-Tensor map2(const Tensor& a, const Tensor& b, F f) {
-  Tensor out = Tensor::empty(a.shape(), a.dtype());
-  const T* pa = a.data<T>();
-  const T* pb = b.data<T>();
-  T* po = out.data<T>();
-  sdk::parallel_for(0, a.numel(), sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pa[i], pb[i]);
-  });
-  return out;
-}
-
-// out[i] = f(a[i]) for every element.
-template <class T, class F>
-Tensor map1(const Tensor& a, F f) {
-  Tensor out = Tensor::empty(a.shape(), a.dtype());
-  const T* pa = a.data<T>();
-  T* po = out.data<T>();
-  sdk::parallel_for(0, a.numel(), sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pa[i]);
-  });
-  return out;
-}
+using opforge_elementwise::broadcast_map;
+using opforge_elementwise::map1;
 
 // Operands broadcast by NumPy rules; each backward reduces a gradient of the
 // broadcast shape back to its operand's shape (recorded by the core, read with
@@ -76,7 +57,7 @@ class Sub final : public opforge::Function {
     if (ctx.needs_input_grad(1)) {
       const Tensor neg = sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
         using T = decltype(tag);
-        return map1<T>(g[0], [](T v) { return -v; });  // d(a - b)/db = -1
+        return map1<T, T>(g[0], g[0].dtype(), [](T v) { return -v; });  // d(a - b)/db = -1
       });
       gb = opforge::sum_to(neg, ctx.input_shape(1));  // [out] -> [b]
     }
@@ -115,18 +96,17 @@ class Mul final : public opforge::Function {
 class Square final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
-    sdk::expect_contiguous(ctx, in[0], "x");
     ctx.save_for_backward(in[0]);
     return {sdk::dispatch_floating(in[0].dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
-      return map1<T>(in[0], [](T v) { return v * v; });
+      return map1<T, T>(in[0], in[0].dtype(), [](T v) { return v * v; });
     })};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
     const Tensor& x = ctx.saved_tensors()[0];
     return {sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
-      return map2<T>(g[0], x, [](T gv, T xv) { return T(2) * xv * gv; });  // 2 x g
+      return broadcast_map<T, T, T>(x.shape(), x.dtype(), [](T gv, T xv) { return T(2) * xv * gv; }, g[0], x);  // 2 x g
     })};
   }
 };
@@ -143,8 +123,6 @@ static TensorList unary_samples(opforge::DType dtype, std::uint64_t seed) {
   return {Tensor::randn({4, 5}, dtype, seed)};
 }
 
-// The rest of the family (unary.cpp, binary.cpp, compare.cpp) registers through these.
-#include "elementwise_ops.hpp"
 
 OPFORGE_PLUGIN("elementwise", "0.1.0") {
   using opforge::OpSchema;

@@ -7,10 +7,13 @@
 //   shady.clobbers_input(x, work)  = 2 x, and uses `work` as scratch   -> inputs_unchanged
 //   shady.noisy(x)                 = x + calls * 1e-13                 -> deterministic
 //   shady.shared_buffer(x)         = 2 x, through one static buffer    -> thread_safe
+//   shady.flat_grad(x)             = 2 x, backward reads g as flat memory -> strided_grads
+//   shady.nan_grad(x)              = x^2, backward returns NaN         -> gradcheck
 //
 // wrong_grad has no sample provider on purpose: the harness falls back to randn [3, 4].
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -117,6 +120,32 @@ class SharedBuffer final : public opforge::Function {
   TensorList backward(Context&, TensorSpan g) const override { return {twice(g[0])}; }
 };
 
+// 2 x, whose backward copies the gradient's memory as if it were contiguous:
+// right for a contiguous g, wrong for a strided one. (Only the strided case is
+// ever reached: the check stops at the first difference, before it would hand
+// over a broadcast g whose memory is one element.)
+class FlatGrad final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override { return {twice(in[0])}; }
+  TensorList backward(Context&, TensorSpan g) const override {
+    Tensor flat = Tensor::empty(g[0].shape(), g[0].dtype());
+    std::memcpy(flat.data_ptr(), g[0].data_ptr(), flat.nbytes());  // bug: ignores g's strides
+    return {twice(flat)};
+  }
+};
+
+// x^2, whose backward returns NaN (a 0/0 in real code): gradcheck must fail it,
+// not pass it because NaN compares false with every tolerance.
+class NanGrad final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    return {map1(in[0], [](double v) { return v * v; })};
+  }
+  TensorList backward(Context&, TensorSpan g) const override {
+    return {map1(g[0], [](double) { return std::nan(""); })};  // bug
+  }
+};
+
 }  // namespace
 
 // Sample inputs: x [3, 5] (and work [3, 5]).
@@ -143,4 +172,10 @@ OPFORGE_PLUGIN("shady", "1.0.0") {
                                   .input_names({"x"})
                                   .describe("2 x through a static buffer shared by all calls (not thread-safe)")
                                   .samples(x_samples));
+  registrar.add<FlatGrad>(OpSchema("shady.flat_grad")
+                              .input_names({"x"})
+                              .describe("2 x, with a backward that ignores the gradient's strides")
+                              .samples(x_samples));
+  registrar.add<NanGrad>(
+      OpSchema("shady.nan_grad").input_names({"x"}).describe("x^2, with a backward that returns NaN").samples(x_samples));
 }

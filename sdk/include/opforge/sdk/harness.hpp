@@ -7,10 +7,13 @@
 //     CHECK(r.passed);
 //   }
 //
-// The checks (kCheckNames, in the order they run):
+// The checks (check_names(), in the order they run):
 //   gradcheck               backward agrees with finite differences (sdk::gradcheck, float64)
 //   backward_contract       a backward on the recorded graph runs and passes the
 //                           engine's checks (count, shape, dtype), float64 and float32
+//   strided_grads           backward gives the same input gradients when the output
+//                           gradients arrive strided or broadcast (stride 0) as when
+//                           they arrive contiguous
 //   inputs_unchanged        forward (and backward) leave the inputs bit-identical
 //   no_grad_records_nothing under NoGradGuard the outputs have no grad_fn and do not require grad
 //   deterministic           two forward+backward runs give bit-identical outputs and gradients
@@ -35,8 +38,9 @@ namespace opforge::sdk {
 
 /// The checks check_op runs, in order.
 inline const std::vector<std::string>& check_names() {
-  static const std::vector<std::string> names = {"gradcheck",     "backward_contract", "inputs_unchanged",
-                                                 "no_grad_records_nothing", "deterministic", "thread_safe"};
+  static const std::vector<std::string> names = {"gradcheck",        "backward_contract",       "strided_grads",
+                                                 "inputs_unchanged", "no_grad_records_nothing", "deterministic",
+                                                 "thread_safe"};
   return names;
 }
 
