@@ -346,7 +346,7 @@ struct MaxFn final : opforge::Function {
 };
 }  // namespace
 
-TEST_CASE("contract: an integer output gets no grad_fn; backward gets an integer zero for it", "[contract]") {
+TEST_CASE("contract: an integer output gets no grad_fn, backward gets an integer zero for it", "[contract]") {
   SeenGrads seen;
   const OpHandle op =
       opforge::make_op(OpSchema("test.max").input_names({"x"}).outputs(2), std::make_unique<MaxFn>(&seen));
@@ -546,7 +546,7 @@ struct LoggedScale final : opforge::Function {
 };
 }  // namespace
 
-TEST_CASE("contract: a hook on a non-leaf runs before its node's backward; its replacement flows on", "[contract]") {
+TEST_CASE("contract: a hook on a non-leaf runs before its node's backward, its replacement flows on", "[contract]") {
   std::vector<std::string> log;
   const OpHandle op =
       opforge::make_op(OpSchema("test.logged").input_names({"x"}), std::make_unique<LoggedScale>(&log));
@@ -564,10 +564,10 @@ TEST_CASE("contract: a hook on a non-leaf runs before its node's backward; its r
 
 TEST_CASE("contract: a leaf used twice in one graph: its hook runs once, on the summed gradient",
           "[contract]") {
-  // Core bug: the engine runs a leaf's hooks in accumulate_into_leaf, once per
-  // edge that reaches the leaf, each time on that edge's part of the gradient.
-  // A hook on a non-leaf runs once, on the summed gradient (the node's buffer),
-  // and tensor.hpp promises the hook "the gradient with respect to this tensor".
+  // The engine once ran a leaf's hooks once per edge that reached the leaf,
+  // each time on that edge's part of the gradient. A hook on a non-leaf runs
+  // once, on the summed gradient (the node's buffer), and tensor.hpp promises
+  // the hook "the gradient with respect to this tensor": so must a leaf's.
   Tensor x = leaf({1, 2});
   std::vector<V> seen;
   x.register_hook([&](const Tensor& g) {
@@ -580,7 +580,7 @@ TEST_CASE("contract: a leaf used twice in one graph: its hook runs once, on the 
   CHECK(seen == std::vector<V>{V{5, 7}});
 }
 
-TEST_CASE("contract: hook errors: a replacement of the wrong shape or dtype; a hook where no gradient goes",
+TEST_CASE("contract: hook errors: a replacement of the wrong shape or dtype, a hook where no gradient goes",
           "[contract]") {
   Tensor x = leaf({1, 2, 3});
   SECTION("leaf hook, wrong shape") {

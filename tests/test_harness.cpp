@@ -317,7 +317,7 @@ TEST_CASE("harness: the failures quote values at full precision, and the skip sa
 
 // ---- exceptions, sample providers, dtypes ------------------------------------------------
 
-TEST_CASE("harness: an exception inside a check fails that check only; the others still run") {
+TEST_CASE("harness: an exception inside a check fails that check only, the others still run") {
   SECTION("backward throws") {
     const OpHandle op = opforge::make_op(
         OpSchema("test.backward_throws").input_names({"a", "b"}), std::make_unique<BackwardThrows>());
@@ -465,7 +465,7 @@ TEST_CASE("harness: empty sample inputs skip gradcheck instead of passing it") {
   CHECK_THAT(g.detail, StartsWith("the sample inputs have no floating element to perturb"));
 }
 
-TEST_CASE("harness: a float32-only op skips gradcheck and says why; the other checks run in float32") {
+TEST_CASE("harness: a float32-only op skips gradcheck and says why, the other checks run in float32") {
   const OpHandle op = opforge::make_op(
       OpSchema("test.scale32").input_names({"x"}).accepts(opforge::DTypeSet{DType::Float32}).samples(vector_samples),
       std::make_unique<Scale>());
@@ -488,7 +488,7 @@ TEST_CASE("harness: check_op runs in grad mode whatever the caller's, and restor
   CHECK_FALSE(opforge::grad_enabled());
 }
 
-TEST_CASE("harness: options set the thread count and calls; an empty handle is refused") {
+TEST_CASE("harness: options set the thread count and calls, an empty handle is refused") {
   sdk::CheckOptions options;
   options.threads = 2;
   options.calls_per_thread = 3;
@@ -570,7 +570,7 @@ TEST_CASE("harness: `opforge check --json` writes one JSON object per op and che
                                 "\"skipped\": false, \"detail\": \"float64, float32: "));
 }
 
-TEST_CASE("harness: `opforge check --op` checks one op; bad arguments and load errors exit 2") {
+TEST_CASE("harness: `opforge check --op` checks one op, bad arguments and load errors exit 2") {
   SECTION("--op with a qualified or a short name") {
     for (const std::string name : {"shady.noisy", "noisy"}) {
       const RunResult r = run_command(opforge_check("'" OPFORGE_SHADY_PLUGIN "' --op " + name));

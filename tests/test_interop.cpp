@@ -228,7 +228,7 @@ TEST_CASE("interop: to_dlpack shares the data pointer and describes shape, strid
   m->deleter(m);
 }
 
-TEST_CASE("interop: to_dlpack keeps the storage alive after the tensor is dropped; its deleter frees it once",
+TEST_CASE("interop: to_dlpack keeps the storage alive after the tensor is dropped, its deleter frees it once",
           "[interop]") {
   const std::int64_t base = opforge::live_bytes();
   DLManagedTensor* dl = nullptr;
@@ -337,6 +337,35 @@ TEST_CASE("interop: from_dlpack shares the producer's memory and calls its delet
     CHECK(b.to_vector() == V{1, 0, 1});
     b = Tensor();
     CHECK(p.deleted == 2);
+    p.managed.dl_tensor.dtype = {6, 8, 1};  // DLPack 0.8's bool
+    Tensor c = opforge::from_dlpack(&p.managed);
+    CHECK(c.dtype() == DType::Bool);
+    CHECK(c.to_vector() == V{1, 0, 1});
+    c = Tensor();
+    CHECK(p.deleted == 3);
+  }
+  SECTION("uint8 or bool data other than 0 and 1 is refused, and not taken over") {
+    // opforge's bool kernels rely on 0/1 bytes (where() selects by bit masks):
+    // uint8 data [0, 1, 2, 255] once came in as a bool tensor and broke them.
+    std::uint8_t bytes[6] = {1, 0, 1, 0, 2, 255};
+    p.managed.dl_tensor.data = bytes;
+    p.managed.dl_tensor.ndim = 2;
+    p.shape[0] = 2;
+    p.shape[1] = 2;
+    p.strides[0] = 4;  // rows [1, 0] and [2, 255]: the bad values are in the second row
+    p.strides[1] = 1;
+    p.managed.dl_tensor.dtype = {kDLUInt, 8, 1};
+    REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::DTypeError,
+                           Message("from_dlpack: argument 'dl': uint8 data is imported as bool, whose elements must "
+                                   "be 0 or 1; element 2 is 2 (opforge has no uint8 dtype: export it as int64, or as "
+                                   "a 0/1 mask)"));
+    p.managed.dl_tensor.dtype = {6, 8, 1};
+    CHECK_THROWS_WITH(opforge::from_dlpack(&p.managed), Catch::Matchers::StartsWith(
+                                                            "from_dlpack: argument 'dl': bool data is imported as bool"));
+    CHECK(p.deleted == 0);  // refused: the caller still owns it
+    p.strides[0] = 2;       // rows [1, 0] and [1, 0]: accepted, through the strides
+    Tensor t = opforge::from_dlpack(&p.managed);
+    CHECK(t.to_vector() == V{1, 0, 1, 0});
   }
 }
 
@@ -390,11 +419,11 @@ TEST_CASE("interop: from_dlpack refusals give their messages and leave the delet
   SECTION("unsupported dtype") {
     p.managed.dl_tensor.dtype = {kDLFloat, 16, 1};
     REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::DTypeError,
-                           Message("from_dlpack: argument 'dl': expected float32, float64, int64 or uint8 data, got "
+                           Message("from_dlpack: argument 'dl': expected float32, float64, int64, bool or uint8 data, got "
                                    "type code 2 with 16 bits"));
     p.managed.dl_tensor.dtype = {kDLInt, 32, 1};
     REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::DTypeError,
-                           Message("from_dlpack: argument 'dl': expected float32, float64, int64 or uint8 data, got "
+                           Message("from_dlpack: argument 'dl': expected float32, float64, int64, bool or uint8 data, got "
                                    "type code 0 with 32 bits"));
     p.managed.dl_tensor.dtype = {kDLFloat, 64, 4};
     REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::DTypeError,

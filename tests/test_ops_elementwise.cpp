@@ -291,7 +291,7 @@ const std::vector<BinaryCase>& binary_cases() {
   return cases;
 }
 
-TEST_CASE("div, pow, maximum, minimum broadcast and match a naive loop; float32 agrees", "[elementwise][binary]") {
+TEST_CASE("div, pow, maximum, minimum broadcast and match a naive loop, float32 agrees", "[elementwise][binary]") {
   for (const BinaryCase& c : binary_cases()) {
     for (const auto& [sa, sb] : broadcast_pairs()) {
       INFO(c.name << " " << sa << " with " << sb);

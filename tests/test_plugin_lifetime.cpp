@@ -348,7 +348,7 @@ TEST_CASE("lifetime: a rebuilt plugin loads from another file while old graphs k
 
 // ---- replace_existing --------------------------------------------------------------------
 
-TEST_CASE("lifetime: replace_existing takes ops over from another plugin; their old users keep the old code") {
+TEST_CASE("lifetime: replace_existing takes ops over from another plugin, their old users keep the old code") {
   const std::string file_a = fixture("lt_repl_a.so");
   const std::string file_b = fixture("lt_repl_b.so");
   opforge::load_plugin(file_a);

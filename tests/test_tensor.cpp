@@ -658,7 +658,7 @@ TEST_CASE("tensor: a large tensor gets its own huge-page mapping, kept for the n
   CHECK_FALSE((after.lo == alive.lo && after.hi == alive.hi && after.advised));
 }
 
-TEST_CASE("tensor: blocks over 32 MiB go back to the system at once; at most 64 MiB is kept, oldest dropped first",
+TEST_CASE("tensor: blocks over 32 MiB go back to the system at once, at most 64 MiB is kept, oldest dropped first",
           "[tensor][memory]") {
   opforge::release_cached_memory();
   const void* data = nullptr;

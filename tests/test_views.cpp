@@ -187,7 +187,7 @@ TEST_CASE("views: slice along the inner axis of a matrix is a strided view", "[v
   CHECK(r.to_vector() == V{0, 1, 2, 3, 8, 9, 10, 11});
 }
 
-TEST_CASE("views: select removes the axis; negative indices count from the end", "[views]") {
+TEST_CASE("views: select removes the axis, negative indices count from the end", "[views]") {
   const Tensor a = iota({3, 4});
   const Tensor row = a.select(0, 1);
   check_shares(row, a, 4);
@@ -324,16 +324,36 @@ TEST_CASE("views: expand refuses a non-1 axis of another size and too few axes",
                          Message("Tensor::expand: argument 'shape': expected at least 2 axes to expand [3, 1], got "
                                  "[4]"));
   REQUIRE_THROWS_MATCHES(c.expand({-1, 3, 1}), ShapeError,
-                         Message("Tensor::expand: argument 'shape': sizes must be >= 0, got [-1, 3, 1]"));
+                         Message("Tensor::expand: argument 'shape': new leading axes must have sizes >= 0, got [-1, "
+                                 "3, 1]"));
 }
 
-TEST_CASE("views: expand refuses a negative size on an existing size-1 axis", "[views]") {
-  // Core bug: only the new leading axes are checked for negative sizes; on an
-  // existing size-1 axis `have == 1` accepts any target, so expand({3, -1})
-  // returns a tensor of shape [3, -1] (numel -3) instead of throwing.
+TEST_CASE("views: expand keeps an existing axis for -1 and refuses other negative sizes", "[views]") {
+  // Once only the new leading axes were checked for negative sizes: on an
+  // existing size-1 axis `have == 1` accepted any target, and expand({3, -2})
+  // returned a tensor of shape [3, -2] (numel -6).
   const Tensor c = Tensor::from_values({1, 2, 3}, {3, 1});
-  REQUIRE_THROWS_MATCHES(c.expand({3, -1}), ShapeError,
-                         Message("Tensor::expand: argument 'shape': sizes must be >= 0, got [3, -1]"));
+  REQUIRE_THROWS_MATCHES(c.expand({3, -2}), ShapeError,
+                         Message("Tensor::expand: argument 'shape': sizes must be >= 0 or -1, got [3, -2]"));
+  CHECK(c.expand({3, -1}).shape() == Dims{3, 1});
+  CHECK(c.expand({2, -1, 4}).shape() == Dims{2, 3, 4});
+}
+
+TEST_CASE("views: the core views take what the shape ops take, with or without grad", "[views]") {
+  // expand's -1 and permute's [] were accepted by op("shape.expand") and
+  // op("shape.permute"), which the views run when the tensor requires grad, but
+  // refused by the plain views: the same call depended on requires_grad.
+  for (const bool grad : {false, true}) {
+    INFO("requires grad: " << grad);
+    Tensor x = iota({2, 1, 3});
+    x.requires_grad_(grad);
+    const Tensor e = x.expand({2, 4, -1});
+    CHECK(e.shape() == Dims{2, 4, 3});
+    const Tensor p = x.permute({});
+    CHECK(p.shape() == Dims{3, 1, 2});
+    CHECK(p.detach().to_vector() == x.detach().transpose(0, 2).to_vector());
+    CHECK_THROWS_WITH(x.expand({2, -2, 3}), Catch::Matchers::Contains("sizes must be >= 0 or -1, got [2, -2, 3]"));
+  }
 }
 
 TEST_CASE("views: expand, reshape and slice count elements without overflow", "[views]") {
@@ -554,4 +574,41 @@ TEST_CASE("views: add_ of an overlapping contiguous view adds the old values", "
   Tensor a = Tensor::from_values({1, 2, 3, 4});
   a.slice(0, 1, 4).add_(a.slice(0, 0, 3));
   CHECK(a.to_vector() == V{1, 3, 5, 7});
+}
+
+TEST_CASE("views: in-place writes into a tensor whose elements share memory are refused", "[views]") {
+  // expand() repeats one element: base.expand({3}).add_(ones) once added three
+  // times into base, mul_ multiplied it twice over, copy_ kept the last value.
+  Tensor base = Tensor::from_values({1});
+  const Tensor e = base.expand({3});
+  const std::string tail =
+      ") has elements that share memory: axis 0 has size 3 and stride 0 (a view made by expand() repeats one "
+      "element); an in-place write would land on one location several times. Write to a tensor of its own "
+      "(clone() or contiguous()) instead";
+  CHECK_THROWS_WITH(Tensor(e).add_(Tensor::ones({3})), "Tensor::add_: the tensor (" + e.describe() + tail);
+  CHECK_THROWS_WITH(Tensor(e).mul_(2), "Tensor::mul_: the tensor (" + e.describe() + tail);
+  CHECK_THROWS_WITH(Tensor(e).copy_(Tensor::from_values({1, 2, 3})), "Tensor::copy_: the tensor (" + e.describe() + tail);
+  CHECK_THROWS_WITH(Tensor(e).fill_(5), "Tensor::fill_: the tensor (" + e.describe() + tail);
+  CHECK(base.item() == 1.0);  // nothing was written
+  // Size-1 axes may have any stride: nothing repeats.
+  Tensor one = Tensor::from_values({1}).expand({1});
+  one.fill_(4);
+  CHECK(one.item() == 4.0);
+
+  // Strides of the caller's choosing (from_blob): elements [0, 1] and [1, 0] of
+  // a 2 x 2 view with strides {1, 1} are one location.
+  std::vector<double> mem{1, 2, 3, 4};
+  Tensor window = Tensor::from_blob(mem.data(), {2, 2}, {1, 1}, DType::Float64);
+  CHECK_THROWS_WITH(window.fill_(0), Catch::Matchers::Contains("its strides [1, 1] reach one memory location from two "
+                                                               "elements"));
+  CHECK(mem == std::vector<double>{1, 2, 3, 4});
+  // Interleaved but distinct (offsets 0, 3, 2, 5, 4, 7): allowed.
+  std::vector<double> mem2(8, 0.0);
+  Tensor woven = Tensor::from_blob(mem2.data(), {3, 2}, {2, 3}, DType::Float64);
+  woven.fill_(1);
+  CHECK(mem2 == std::vector<double>{1, 0, 1, 1, 1, 1, 0, 1});
+  // Transposed and sliced views write as before.
+  Tensor m = Tensor::zeros({2, 3});
+  m.transpose(0, 1).slice(0, 0, 3, 2).fill_(7);
+  CHECK(m.to_vector() == std::vector<double>{7, 0, 7, 7, 0, 7});
 }

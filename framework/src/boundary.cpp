@@ -49,4 +49,18 @@ void rethrow_as_core_error(const OpEntry& op, Phase phase) {
   }
 }
 
+void rethrow_as_hook_error() {
+  const std::string what = "a gradient hook registered by plugin code threw";
+  try {
+    throw;
+  } catch (const Error& e) {
+    throw_error(e.kind(), what + ": " + e.what());
+  } catch (const std::exception& e) {
+    throw Error(what + " " + demangle(typeid(e).name()) + ": " + e.what());
+  } catch (...) {
+    throw PluginError(what + " an exception of a type opforge does not know (not derived from std::exception); "
+                             "hook code must throw opforge::Error or a std::exception");
+  }
+}
+
 }  // namespace opforge

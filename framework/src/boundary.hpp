@@ -12,4 +12,10 @@ enum class Phase { Forward, Backward };
 /// as a core exception that names the op (and, for unknown types, the plugin).
 [[noreturn]] void rethrow_as_core_error(const OpEntry& op, Phase phase);
 
+/// Call from inside a catch (...) block only: rethrows what a gradient hook made
+/// by a plugin threw as a core exception (same kind for an opforge::Error), so
+/// that nothing whose type or text lives in the plugin reaches the caller, who
+/// may handle it after the plugin is unloaded.
+[[noreturn]] void rethrow_as_hook_error();
+
 }  // namespace opforge

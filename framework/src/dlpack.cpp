@@ -2,7 +2,9 @@
 
 #include <dlpack/dlpack.h>
 
+#include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "tensor_impl.hpp"
 
@@ -27,14 +29,45 @@ DLDataType to_dl(DType t) {
   return {kDLFloat, 64, 1};
 }
 
+// DLPack 0.8's code for bool (this header is 0.6); 8 bits an element.
+constexpr std::uint8_t kDLBoolCode = 6;
+
 DType from_dl(const DLDataType& t) {
   OPFORGE_CHECK(t.lanes == 1, DTypeError, "from_dlpack: argument 'dl': expected one lane, got ", int(t.lanes));
   if (t.code == kDLFloat && t.bits == 32) return DType::Float32;
   if (t.code == kDLFloat && t.bits == 64) return DType::Float64;
   if (t.code == kDLInt && t.bits == 64) return DType::Int64;
-  if (t.code == kDLUInt && t.bits == 8) return DType::Bool;
-  throw DTypeError("from_dlpack: argument 'dl': expected float32, float64, int64 or uint8 data, got type code " +
+  if ((t.code == kDLUInt || t.code == kDLBoolCode) && t.bits == 8) return DType::Bool;
+  throw DTypeError("from_dlpack: argument 'dl': expected float32, float64, int64, bool or uint8 data, got type code " +
                    std::to_string(int(t.code)) + " with " + std::to_string(int(t.bits)) + " bits");
+}
+
+// opforge's bool is a byte holding 0 or 1, and its kernels rely on it (where()
+// selects with bit masks). uint8 data, or bool data from a producer that does
+// not keep to it, is checked element by element before it is taken over.
+void check_bool_bytes(const std::uint8_t* data, const Dims& shape, const Dims& strides, std::uint8_t code) {
+  const std::size_t rank = shape.size();
+  for (std::int64_t n : shape)
+    if (n == 0) return;
+  std::vector<std::int64_t> idx(rank, 0);
+  std::int64_t flat = 0;
+  for (;;) {
+    std::int64_t off = 0;
+    for (std::size_t k = 0; k < rank; ++k) off += idx[k] * strides[k];
+    const std::uint8_t v = data[off];
+    OPFORGE_CHECK(v <= 1, DTypeError, "from_dlpack: argument 'dl': ", code == kDLBoolCode ? "bool" : "uint8",
+                  " data is imported as bool, whose elements must be 0 or 1; element ", flat, " is ", int(v),
+                  " (opforge has no uint8 dtype: export it as int64, or as a 0/1 mask)");
+    ++flat;
+    std::size_t k = rank;
+    while (k > 0) {
+      --k;
+      if (++idx[k] < shape[k]) break;
+      idx[k] = 0;
+      if (k == 0) return;
+    }
+    if (rank == 0) return;
+  }
 }
 
 void call_dl_deleter(void* /*data*/, void* context) {
@@ -78,6 +111,7 @@ Tensor from_dlpack(DLManagedTensor* dl) {
   Dims shape(d.shape, static_cast<std::size_t>(d.ndim));
   Dims strides = d.strides ? Dims(d.strides, static_cast<std::size_t>(d.ndim)) : contiguous_strides(shape);
   void* data = static_cast<char*>(d.data) + d.byte_offset;
+  if (dtype == DType::Bool) check_bool_bytes(static_cast<const std::uint8_t*>(data), shape, strides, d.dtype.code);
   // From here on the tensor owns dl: its storage calls dl->deleter exactly once.
   // The producer's deleter may be plugin code: the storage keeps that plugin loaded.
   return adopt_memory(data, shape, strides, dtype, &call_dl_deleter, dl, reinterpret_cast<const void*>(dl->deleter));

@@ -422,7 +422,13 @@ struct KeptHook {
   KeptHook(const KeptHook&) = default;
   KeptHook(KeptHook&&) = default;
   ~KeptHook() { hook = nullptr; }
-  Tensor operator()(const Tensor& g) const { return hook(g); }
+  Tensor operator()(const Tensor& g) const {
+    try {
+      return hook(g);
+    } catch (...) {
+      rethrow_as_hook_error();  // while `keep` still holds the plugin
+    }
+  }
 };
 }  // namespace
 

@@ -1,6 +1,10 @@
 // Views (strided tensors over shared storage), adopted memory, in-place writes.
+#include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "cached_op.hpp"
 #include "node.hpp"
@@ -132,9 +136,12 @@ Tensor Tensor::transpose(std::int64_t axis0, std::int64_t axis1) const {
   return make_view(*impl_, shape, strides, impl_->offset);
 }
 
-Tensor Tensor::permute(const Dims& order) const {
-  if (check_view_allowed("permute")) return OPFORGE_CACHED_OP("shape.permute")({*this}, {{"order", Attr(order)}});
+Tensor Tensor::permute(const Dims& order_in) const {
+  if (check_view_allowed("permute")) return OPFORGE_CACHED_OP("shape.permute")({*this}, {{"order", Attr(order_in)}});
   const std::int64_t r = dim();
+  Dims order = order_in;  // [] reverses the axes, as op("shape.permute") does
+  if (order.empty())
+    for (std::int64_t k = r - 1; k >= 0; --k) order.push_back(k);
   OPFORGE_CHECK(static_cast<std::int64_t>(order.size()) == r, ShapeError,
                 "Tensor::permute: argument 'order': expected ", r, " axes (one per axis of ", impl_->shape, "), got ",
                 order);
@@ -221,22 +228,26 @@ Tensor Tensor::expand(const Dims& shape) const {
   Dims strides;
   strides.resize(shape.size());
   const std::size_t lead = shape.size() - r;
+  Dims target = shape;  // -1 keeps an existing axis, as op("shape.expand") does
   for (std::size_t i = 0; i < shape.size(); ++i) {
     if (i < lead) {
-      OPFORGE_CHECK(shape[i] >= 0, ShapeError, "Tensor::expand: argument 'shape': sizes must be >= 0, got ", shape);
+      OPFORGE_CHECK(shape[i] >= 0, ShapeError,
+                    "Tensor::expand: argument 'shape': new leading axes must have sizes >= 0, got ", shape);
       strides[i] = 0;
       continue;
     }
     const std::int64_t have = impl_->shape[i - lead];
-    OPFORGE_CHECK(shape[i] >= 0, ShapeError, "Tensor::expand: argument 'shape': sizes must be >= 0, got ", shape);
-    OPFORGE_CHECK(have == shape[i] || have == 1, ShapeError, "Tensor::expand: cannot expand ", impl_->shape, " to ",
+    if (shape[i] == -1) target[i] = have;
+    OPFORGE_CHECK(target[i] >= 0, ShapeError, "Tensor::expand: argument 'shape': sizes must be >= 0 or -1, got ",
+                  shape);
+    OPFORGE_CHECK(have == target[i] || have == 1, ShapeError, "Tensor::expand: cannot expand ", impl_->shape, " to ",
                   shape, ": axis ", i, " has size ", have, " (only size-1 axes can be expanded)");
-    strides[i] = have == shape[i] ? impl_->strides[i - lead] : 0;
+    strides[i] = have == target[i] ? impl_->strides[i - lead] : 0;
   }
   std::int64_t count = 0;
-  OPFORGE_CHECK(checked_product(shape, count), ShapeError, "Tensor::expand: argument 'shape': ", shape,
+  OPFORGE_CHECK(checked_product(target, count), ShapeError, "Tensor::expand: argument 'shape': ", shape,
                 " has more elements than int64 can count (the product of its sizes overflows)");
-  return make_view(*impl_, shape, strides, impl_->offset);
+  return make_view(*impl_, target, strides, impl_->offset);
 }
 
 Tensor Tensor::contiguous() const {
@@ -293,8 +304,48 @@ Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dt
 
 // ---- in place -------------------------------------------------------------------
 
+namespace {
+
+// "" when no two elements of a view share memory, else why they may. Views made
+// by transpose, slice, select and reshape never overlap; expand() (stride 0)
+// does, and so can from_blob with strides of the caller's choosing.
+std::string internal_overlap(const Dims& shape, const Dims& strides) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> axes;  // (|stride|, size) of the axes longer than 1
+  for (std::size_t k = 0; k < shape.size(); ++k) {
+    if (shape[k] == 0) return {};
+    if (shape[k] < 2) continue;
+    if (strides[k] == 0)
+      return "axis " + std::to_string(k) + " has size " + std::to_string(shape[k]) +
+             " and stride 0 (a view made by expand() repeats one element)";
+    axes.emplace_back(strides[k] < 0 ? -strides[k] : strides[k], shape[k]);
+  }
+  std::sort(axes.begin(), axes.end());
+  std::int64_t extent = 0;  // the farthest element reached by the axes with smaller strides
+  bool separated = true;
+  for (const auto& [stride, size] : axes) {
+    if (stride <= extent) separated = false;
+    extent += (size - 1) * stride;
+  }
+  if (separated) return {};
+  // Strides that interleave (possible through from_blob): compare every offset.
+  std::vector<std::int64_t> offsets;
+  for_each_offset(shape, strides, [&](std::int64_t off) { offsets.push_back(off); });
+  std::sort(offsets.begin(), offsets.end());
+  if (std::adjacent_find(offsets.begin(), offsets.end()) == offsets.end()) return {};
+  return "its strides " + strides.to_string() + " reach one memory location from two elements";
+}
+
+}  // namespace
+
 void Tensor::check_inplace_allowed(const char* what) const {
   check_defined(what);
+  if (!impl_->contiguous) {
+    const std::string overlap = internal_overlap(impl_->shape, impl_->strides);
+    OPFORGE_CHECK(overlap.empty(), ValueError, "Tensor::", what, ": the tensor (", describe(),
+                  ") has elements that share memory: ", overlap,
+                  "; an in-place write would land on one location several times. Write to a tensor of its own "
+                  "(clone() or contiguous()) instead");
+  }
   if (!grad_enabled()) return;
   OPFORGE_CHECK(!impl_->grad_fn, AutogradError, "Tensor::", what, ": the tensor is the output of '",
                 impl_->grad_fn->name(),

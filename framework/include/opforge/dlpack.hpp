@@ -15,9 +15,11 @@ OPFORGE_API DLManagedTensor* to_dlpack(const Tensor& t);
 
 /// Imports a DLPack tensor without copying: the result (and its views) use the
 /// producer's memory, and dl->deleter(dl) runs exactly once, when the last of
-/// them is gone. Supported: CPU memory; float32, float64, int64, uint8/bool with
-/// one lane; up to 8 dimensions. On error nothing is taken over: the caller still
-/// owns `dl` and must call its deleter.
+/// them is gone. Supported: CPU memory; float32, float64, int64, and bool (DLPack
+/// 0.8's bool, or uint8) with one lane; up to 8 dimensions. bool and uint8 data
+/// must hold only 0 and 1 (checked: opforge has no uint8 dtype, and its bool
+/// kernels rely on it). On error nothing is taken over: the caller still owns
+/// `dl` and must call its deleter.
 OPFORGE_API Tensor from_dlpack(DLManagedTensor* dl);
 
 }  // namespace opforge

@@ -126,7 +126,7 @@ class OPFORGE_API Tensor {
   // run the shape plugin's ops (shape.transpose, ...), which make the same views.
   /// Swaps two axes.
   Tensor transpose(std::int64_t axis0, std::int64_t axis1) const;
-  /// Reorders all axes: result axis i is input axis order[i].
+  /// Reorders all axes: result axis i is input axis order[i] ([] reverses them).
   Tensor permute(const Dims& order) const;
   /// Elements start, start+step, ... below stop along `axis` (bounds are clamped
   /// as in Python; negative start/stop count from the end; step >= 1).
@@ -138,7 +138,8 @@ class OPFORGE_API Tensor {
   Tensor reshape(const Dims& shape) const;
   /// Like reshape, but never copies: ShapeError when the strides do not allow a view.
   Tensor view(const Dims& shape) const;
-  /// Broadcasts size-1 axes (and new leading axes) to `shape`, with stride 0.
+  /// Broadcasts size-1 axes (and new leading axes) to `shape`, with stride 0;
+  /// -1 keeps an existing axis's size.
   Tensor expand(const Dims& shape) const;
   /// This tensor when contiguous, else a contiguous copy (recorded when it requires grad).
   Tensor contiguous() const;
