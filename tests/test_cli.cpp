@@ -229,3 +229,11 @@ TEST_CASE("cli: an invalid OPFORGE_LSTSQ_KERNEL stops `bench lstsq` with a messa
     CHECK_THAT(ok.out, Catch::Contains("\"method\": \"fused\""));
   }
 }
+
+TEST_CASE("cli: `opforge --help` names every method and op the benchmarks time", "[cli]") {
+  const Run r = run("--help");
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("fused, graph, explicit,") && Catch::Contains("(bandwidth)"));
+  CHECK_THAT(r.out, Catch::Contains("time svd, sqrt and exp"));
+}
