@@ -237,3 +237,42 @@ TEST_CASE("cli: `opforge --help` names every method and op the benchmarks time",
   CHECK_THAT(r.out, Catch::Contains("fused, graph, explicit,") && Catch::Contains("(bandwidth)"));
   CHECK_THAT(r.out, Catch::Contains("time svd, sqrt and exp"));
 }
+
+TEST_CASE("cli: usage errors exit 2 with a pointer to the command's --help, run-time failures exit 1", "[cli]") {
+  const std::vector<std::pair<std::string, std::string>> usage_errors = {
+      {"ops --bogus", "see 'opforge ops --help'"},
+      {"ops reduce.sum linalg.mv", "see 'opforge ops --help'"},
+      {"bench lstsq --bogus", "see 'opforge bench lstsq --help'"},
+      {"bench lstsq --sizes", "see 'opforge bench lstsq --help'"},  // missing value
+      {"bench lstsq --threads 0", "see 'opforge bench lstsq --help'"},
+      {"bench lstsq --repeat abc", "see 'opforge bench lstsq --help'"},
+      {"bench lstsq --methods fastest", "see 'opforge bench lstsq --help'"},
+      {"bench ops --dtype int64", "see 'opforge bench ops --help'"},
+      {"bench ops --threads 0", "see 'opforge bench ops --help'"},
+      {"bench overhead --bogus", "see 'opforge bench overhead --help'"},
+      {"bench overhead --rounds abc", "see 'opforge bench overhead --help'"},
+      {"bench", "Usage: opforge bench <benchmark>"},
+      {"bench nosuch", "got 'nosuch'"},
+      {"check --bogus", "opforge check"},
+      {"frobnicate", "unknown command 'frobnicate'"},
+      {"", "expected a command"},
+  };
+  for (const auto& [args, said] : usage_errors) {
+    const Run r = run(args, true);
+    INFO("opforge " << args << "\n" << r.out);
+    CHECK(r.status == 2);
+    CHECK_THAT(r.out, Catch::Contains(said));
+  }
+  const Run missing = run("ops no.such_op", true);  // a lookup that failed at run time
+  CHECK(missing.status == 1);
+}
+
+TEST_CASE("cli: `opforge bench --help` lists the benchmarks and exits 0", "[cli]") {
+  for (const char* help : {"bench --help", "bench -h", "bench help"}) {
+    const Run r = run(help);
+    INFO(help << "\n" << r.out);
+    CHECK(r.status == 0);
+    CHECK_THAT(r.out, Catch::StartsWith("Usage: opforge bench <benchmark> [options]"));
+    for (const char* name : {"\n  lstsq ", "\n  overhead ", "\n  ops "}) CHECK_THAT(r.out, Catch::Contains(name));
+  }
+}

@@ -24,11 +24,11 @@ std::vector<long> parse_int_list(const std::string& option, const std::string& t
       used = 0;
     }
     if (used != item.size() || item.empty() || v <= 0)
-      throw std::invalid_argument("--" + option + ": expected a comma-separated list of positive integers, got '" +
+      throw UsageError("--" + option + ": expected a comma-separated list of positive integers, got '" +
                                   text + "'");
     out.push_back(v);
   }
-  if (out.empty()) throw std::invalid_argument("--" + option + ": expected at least one value");
+  if (out.empty()) throw UsageError("--" + option + ": expected at least one value");
   return out;
 }
 
@@ -36,7 +36,7 @@ std::vector<opforge::DType> parse_dtypes(const std::string& text) {
   if (text == "both") return {opforge::DType::Float64, opforge::DType::Float32};
   if (text == "float64") return {opforge::DType::Float64};
   if (text == "float32") return {opforge::DType::Float32};
-  throw std::invalid_argument("--dtype: expected float64, float32 or both, got '" + text + "'");
+  throw UsageError("--dtype: expected float64, float32 or both, got '" + text + "'");
 }
 
 bool parse_bench_options(const boost::program_options::options_description& desc,
@@ -50,7 +50,7 @@ bool parse_bench_options(const boost::program_options::options_description& desc
     return false;
   }
   if (repeat && *repeat < 1)
-    throw std::invalid_argument("--repeat: expected a positive integer, got " + std::to_string(*repeat));
+    throw UsageError("--repeat: expected a positive integer, got " + std::to_string(*repeat));
   return true;
 }
 

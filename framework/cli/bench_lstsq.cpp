@@ -139,13 +139,13 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
     while (std::getline(ss, item, ',')) {
       const auto it = std::find(all_methods.begin(), all_methods.end(), item);
       if (it == all_methods.end())
-        throw std::invalid_argument("--methods: expected a comma-separated list of fused, graph, explicit, "
+        throw UsageError("--methods: expected a comma-separated list of fused, graph, explicit, "
                                     "bandwidth; got '" + item + "' in '" + methods_s + "'");
       wanted[static_cast<std::size_t>(it - all_methods.begin())] = true;
     }
   }
   if (caches_s != "warm" && caches_s != "cold")
-    throw std::invalid_argument("--caches: expected warm or cold, got '" + caches_s + "'");
+    throw UsageError("--caches: expected warm or cold, got '" + caches_s + "'");
   print_blas_kernels("bench lstsq");
   std::unique_ptr<CacheFlusher> flusher;
   if (caches_s == "cold") {

@@ -1,14 +1,22 @@
 // The subcommands of the opforge program. Each takes the arguments after its
-// name and returns the exit status; errors in arguments are thrown as
-// std::exception with a message for the user.
+// name and returns the exit status. Errors in arguments are thrown as
+// UsageError (or boost::program_options::error), which main() reports with a
+// pointer to the command's --help and exit status 2; other exceptions are
+// failures at run time (exit status 1).
 #pragma once
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <opforge/dtype.hpp>
 
 namespace opforge_cli {
+
+/// A bad command line: the message names the option, what it takes and what it got.
+struct UsageError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
 
 int run_ops(const std::vector<std::string>& args);
 int run_bench_lstsq(const std::vector<std::string>& args);
