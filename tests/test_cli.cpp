@@ -276,3 +276,24 @@ TEST_CASE("cli: `opforge bench --help` lists the benchmarks and exits 0", "[cli]
     for (const char* name : {"\n  lstsq ", "\n  overhead ", "\n  ops "}) CHECK_THAT(r.out, Catch::Contains(name));
   }
 }
+
+TEST_CASE("cli: `bench overhead` takes --rounds and --iters of at least 1", "[cli]") {
+  for (const char* args : {"--rounds 0", "--rounds -3", "--iters 0", "--iters -5", "--iters 2147483648"}) {
+    const Run r = run(std::string("bench overhead ") + args, true);
+    INFO(args << "\n" << r.out);
+    CHECK(r.status == 2);
+    const std::string option = std::string(args).substr(0, std::string(args).find(' '));
+    const std::string value = std::string(args).substr(option.size() + 1);
+    CHECK_THAT(r.out, Catch::Contains(option + ": expected an integer from 1 to 2147483647, got '" + value + "'"));
+  }
+  const Run ok = run("bench overhead --rounds 1 --iters 1 --json");
+  INFO(ok.out);
+  CHECK(ok.status == 0);
+  const auto rows = lines(ok.out);
+  REQUIRE(rows.size() == 3);
+  for (const std::string& row : rows) CHECK(number_after(row, "min_us") >= 0);
+
+  const Run repeat = run("bench lstsq --repeat abc", true);
+  CHECK(repeat.status == 2);
+  CHECK_THAT(repeat.out, Catch::Contains("--repeat: expected an integer from 1 to 2147483647, got 'abc'"));
+}

@@ -32,6 +32,21 @@ std::vector<long> parse_int_list(const std::string& option, const std::string& t
   return out;
 }
 
+long parse_int_option(const std::string& option, const std::string& text, long min, long max) {
+  std::size_t used = 0;
+  long v = 0;
+  try {
+    v = std::stol(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const bool digits = !text.empty() && text.find_first_not_of("-0123456789") == std::string::npos;
+  if (!digits || used != text.size() || v < min || v > max)
+    throw UsageError("--" + option + ": expected an integer from " + std::to_string(min) + " to " +
+                     std::to_string(max) + ", got '" + text + "'");
+  return v;
+}
+
 std::vector<opforge::DType> parse_dtypes(const std::string& text) {
   if (text == "both") return {opforge::DType::Float64, opforge::DType::Float32};
   if (text == "float64") return {opforge::DType::Float64};
@@ -40,8 +55,7 @@ std::vector<opforge::DType> parse_dtypes(const std::string& text) {
 }
 
 bool parse_bench_options(const boost::program_options::options_description& desc,
-                         const std::vector<std::string>& args, boost::program_options::variables_map& vm,
-                         const int* repeat) {
+                         const std::vector<std::string>& args, boost::program_options::variables_map& vm) {
   namespace po = boost::program_options;
   po::store(po::command_line_parser(args).options(desc).run(), vm);
   po::notify(vm);
@@ -49,8 +63,6 @@ bool parse_bench_options(const boost::program_options::options_description& desc
     std::cout << desc << "\n";
     return false;
   }
-  if (repeat && *repeat < 1)
-    throw UsageError("--repeat: expected a positive integer, got " + std::to_string(*repeat));
   return true;
 }
 

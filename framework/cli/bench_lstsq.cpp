@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <functional>
 #include <iomanip>
@@ -111,12 +112,11 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
       "opforge bench lstsq: time d/dx ||y - A x||^2, A in R^{10d x d}\n"
       "methods: fused (loss.lstsq plugin), graph (mv/sub/square/sum plugins + engine),\n"
       "explicit (-2 A^T (y - A x) with xtensor-blas), bandwidth (one parallel read of A)\n\noptions");
-  std::string sizes_s, dtype_s, threads_s, methods_s, caches_s;
-  int repeat = 20;
+  std::string sizes_s, dtype_s, repeat_s, threads_s, methods_s, caches_s;
   desc.add_options()("help,h", "this help")(
       "sizes", po::value(&sizes_s)->default_value("300,1000,2000"), "comma-separated values of d")(
       "dtype", po::value(&dtype_s)->default_value("both"), "float64, float32 or both")(
-      "repeat", po::value(&repeat)->default_value(20), "timed runs per method (after 2 warm-up runs)")(
+      "repeat", po::value(&repeat_s)->default_value("20"), "timed runs per method (after 2 warm-up runs)")(
       "threads", po::value(&threads_s), "comma-separated thread counts (default: all cores)")(
       "methods", po::value(&methods_s)->default_value("fused,graph,explicit,bandwidth"),
       "comma-separated methods to time (ratios need explicit and bandwidth)")(
@@ -125,8 +125,9 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
       "follows a read of a buffer 4x the last-level cache, so that A comes from memory")(
       "json", "one JSON object per line instead of a table");
   po::variables_map vm;
-  if (!parse_bench_options(desc, args, vm, &repeat)) return 0;
+  if (!parse_bench_options(desc, args, vm)) return 0;
   const bool json = vm.count("json") > 0;
+  const int repeat = static_cast<int>(parse_int_option("repeat", repeat_s, 1, INT_MAX));
   const std::vector<long> sizes = parse_int_list("sizes", sizes_s);
   const std::vector<DType> dtypes = parse_dtypes(dtype_s);
   // Indices into all_methods, wanted, and the per-method lambdas and timings below.

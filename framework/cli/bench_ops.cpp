@@ -11,6 +11,7 @@
 // for sqrt and exp the largest relative difference from std::sqrt and std::exp.
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <functional>
 #include <iomanip>
@@ -89,19 +90,19 @@ int run_bench_ops(const std::vector<std::string>& args) {
       "  svd  - linalg.svd of an n x n matrix (reduced; LAPACK gesdd)\n"
       "  sqrt - elementwise.sqrt of n values\n"
       "  exp  - elementwise.exp of n values\n\noptions");
-  std::string svd_s, elementwise_s, dtype_s, threads_s;
-  int repeat = 11;
+  std::string svd_s, elementwise_s, dtype_s, repeat_s, threads_s;
   desc.add_options()("help,h", "this help")(
       "svd-sizes", po::value(&svd_s)->default_value("256,512,1024"), "comma-separated n of the n x n svd inputs")(
       "elementwise-sizes", po::value(&elementwise_s)->default_value("1000000,10000000"),
       "comma-separated element counts for sqrt and exp")(
       "dtype", po::value(&dtype_s)->default_value("float64"), "float64, float32 or both")(
-      "repeat", po::value(&repeat)->default_value(11), "timed calls per row (after 2 untimed ones)")(
+      "repeat", po::value(&repeat_s)->default_value("11"), "timed calls per row (after 2 untimed ones)")(
       "threads", po::value(&threads_s), "comma-separated thread counts (default: all cores)")(
       "json", "one JSON object per line instead of a table");
   po::variables_map vm;
-  if (!parse_bench_options(desc, args, vm, &repeat)) return 0;
+  if (!parse_bench_options(desc, args, vm)) return 0;
   const bool json = vm.count("json") > 0;
+  const int repeat = static_cast<int>(parse_int_option("repeat", repeat_s, 1, INT_MAX));
   const std::vector<long> svd_sizes = parse_int_list("svd-sizes", svd_s);
   const std::vector<long> elementwise_sizes = parse_int_list("elementwise-sizes", elementwise_s);
   const std::vector<DType> dtypes = parse_dtypes(dtype_s);

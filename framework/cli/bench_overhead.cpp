@@ -6,6 +6,7 @@
 //                    would write one), recorded, plus its backward
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <iomanip>
 #include <iostream>
 
@@ -63,12 +64,14 @@ std::pair<double, double> per_call_us(int rounds, int iters, F&& f) {
 
 int run_bench_overhead(const std::vector<std::string>& args) {
   po::options_description desc("opforge bench overhead: framework cost of one op call on a 1-element tensor");
-  int rounds = 21, iters = 20000;
-  desc.add_options()("help,h", "this help")("rounds", po::value(&rounds)->default_value(21), "timed rounds")(
-      "iters", po::value(&iters)->default_value(20000), "calls per round")("json", "one JSON object per line");
+  std::string rounds_s, iters_s;
+  desc.add_options()("help,h", "this help")("rounds", po::value(&rounds_s)->default_value("21"), "timed rounds")(
+      "iters", po::value(&iters_s)->default_value("20000"), "calls per round")("json", "one JSON object per line");
   po::variables_map vm;
   if (!parse_bench_options(desc, args, vm)) return 0;
   const bool json = vm.count("json") > 0;
+  const int rounds = static_cast<int>(parse_int_option("rounds", rounds_s, 1, INT_MAX));
+  const int iters = static_cast<int>(parse_int_option("iters", iters_s, 1, INT_MAX));
 
   const opforge::OpHandle square = opforge::op("elementwise.square");
   const opforge::OpHandle triple =

@@ -26,6 +26,10 @@ int run_bench_ops(const std::vector<std::string>& args);
 /// Parses "300,1000,2000" into numbers; throws naming `option` on bad input.
 std::vector<long> parse_int_list(const std::string& option, const std::string& text);
 
+/// One integer in [min, max] ("--repeat 20"); throws UsageError naming `option`
+/// with the range and `text` otherwise (not a number, out of range).
+long parse_int_option(const std::string& option, const std::string& text, long min, long max);
+
 /// "float64", "float32" or "both" (float64 first); throws naming --dtype otherwise.
 std::vector<opforge::DType> parse_dtypes(const std::string& text);
 
