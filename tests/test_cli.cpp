@@ -297,3 +297,43 @@ TEST_CASE("cli: `bench overhead` takes --rounds and --iters of at least 1", "[cl
   CHECK(repeat.status == 2);
   CHECK_THAT(repeat.out, Catch::Contains("--repeat: expected an integer from 1 to 2147483647, got 'abc'"));
 }
+
+TEST_CASE("cli: the benchmarks refuse stray arguments and malformed lists", "[cli]") {
+  struct Bad {
+    const char* args;
+    const char* said;
+  };
+  for (const Bad& b : {
+           Bad{"bench lstsq --sizes 40, 60", "unexpected argument '60' (list values take no spaces: --sizes 40,60)"},
+           Bad{"bench lstsq --sizes 40, 60, 80", "unexpected argument '60,' (list values take no spaces: "
+                                                 "--sizes 40,60,80)"},
+           Bad{"bench lstsq extra", "unexpected argument 'extra'"},
+           Bad{"bench lstsq --json extra", "unexpected argument 'extra'"},
+           Bad{"bench ops --svd-sizes 8, 16", "unexpected argument '16' (list values take no spaces: "
+                                             "--svd-sizes 8,16)"},
+           Bad{"bench overhead extra", "unexpected argument 'extra'"},
+           Bad{"bench lstsq --sizes 50,", "--sizes: expected a comma-separated list of positive integers, got an "
+                                         "empty item in '50,'"},
+           Bad{"bench lstsq --sizes ,50", "got an empty item in ',50'"},
+           Bad{"bench lstsq --sizes 50,,60", "got an empty item in '50,,60'"},
+           Bad{"bench lstsq --sizes ''", "--sizes: expected a comma-separated list of positive integers, got an "
+                                         "empty value"},
+           Bad{"bench lstsq --sizes '50, 60'", "--sizes: expected a comma-separated list of positive integers (no "
+                                              "spaces), got '50, 60'"},
+           Bad{"bench lstsq --sizes '50 ,60'", "(no spaces), got '50 ,60'"},
+           Bad{"bench lstsq --sizes 10,x", "--sizes: expected a comma-separated list of positive integers, got 'x' "
+                                          "in '10,x'"},
+           Bad{"bench lstsq --sizes +5", "got '+5'"},
+           Bad{"bench lstsq --threads 1,", "--threads: expected a comma-separated list of positive integers, got an "
+                                          "empty item in '1,'"},
+           Bad{"bench lstsq --methods ''", "--methods: expected a comma-separated list of fused, graph, explicit, "
+                                          "bandwidth, got an empty value"},
+           Bad{"bench lstsq --methods fused,", "got an empty item in 'fused,'"},
+       }) {
+    const Run r = run(b.args, true);
+    INFO(b.args << "\n" << r.out);
+    CHECK(r.status == 2);
+    CHECK_THAT(r.out, Catch::Contains(b.said));
+    CHECK_THAT(r.out, !Catch::Contains("median"));  // nothing ran
+  }
+}

@@ -134,16 +134,12 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
   enum Method : std::size_t { kExplicit, kFused, kGraph, kBandwidth };
   const std::vector<std::string> all_methods = {"explicit", "fused", "graph", "bandwidth"};
   std::vector<bool> wanted(all_methods.size(), false);
-  {
-    std::stringstream ss(methods_s);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      const auto it = std::find(all_methods.begin(), all_methods.end(), item);
-      if (it == all_methods.end())
-        throw UsageError("--methods: expected a comma-separated list of fused, graph, explicit, "
-                                    "bandwidth; got '" + item + "' in '" + methods_s + "'");
-      wanted[static_cast<std::size_t>(it - all_methods.begin())] = true;
-    }
+  const std::string methods_expected = "a comma-separated list of fused, graph, explicit, bandwidth";
+  for (const std::string& item : split_list("methods", methods_s, methods_expected)) {
+    const auto it = std::find(all_methods.begin(), all_methods.end(), item);
+    if (it == all_methods.end())
+      throw UsageError("--methods: expected " + methods_expected + "; got '" + item + "' in '" + methods_s + "'");
+    wanted[static_cast<std::size_t>(it - all_methods.begin())] = true;
   }
   if (caches_s != "warm" && caches_s != "cold")
     throw UsageError("--caches: expected warm or cold, got '" + caches_s + "'");

@@ -5,6 +5,7 @@
 // failures at run time (exit status 1).
 #pragma once
 
+#include <climits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,8 +24,17 @@ int run_bench_lstsq(const std::vector<std::string>& args);
 int run_bench_overhead(const std::vector<std::string>& args);
 int run_bench_ops(const std::vector<std::string>& args);
 
-/// Parses "300,1000,2000" into numbers; throws naming `option` on bad input.
-std::vector<long> parse_int_list(const std::string& option, const std::string& text);
+/// Splits "a,b,c" at the commas. No item may be empty ("", "a,", "a,,b") and
+/// none may hold whitespace; throws UsageError naming `option`, `expected` (what
+/// the option takes, e.g. "a comma-separated list of positive integers") and
+/// the text otherwise.
+std::vector<std::string> split_list(const std::string& option, const std::string& text, const std::string& expected);
+
+/// Parses "300,1000,2000" into numbers from 1 to `max` (split_list's rules;
+/// digits only); throws UsageError naming `option`, the rule and the value.
+/// `max_reason`, when not empty, says why `max` is the limit.
+std::vector<long> parse_int_list(const std::string& option, const std::string& text, long max = LONG_MAX,
+                                 const std::string& max_reason = "");
 
 /// One integer in [min, max] ("--repeat 20"); throws UsageError naming `option`
 /// with the range and `text` otherwise (not a number, out of range).
