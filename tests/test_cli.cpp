@@ -337,3 +337,22 @@ TEST_CASE("cli: the benchmarks refuse stray arguments and malformed lists", "[cl
     CHECK_THAT(r.out, !Catch::Contains("median"));  // nothing ran
   }
 }
+
+TEST_CASE("cli: --threads out of int's range is refused, and every option is checked before any work", "[cli]") {
+  for (const char* bench : {"bench lstsq", "bench ops"}) {
+    for (const char* value : {"2147483648", "4294967297", "1,99999999999999999999999"}) {
+      const Run r = run(std::string(bench) + " --threads " + value, true);
+      INFO(bench << " --threads " << value << "\n" << r.out);
+      CHECK(r.status == 2);
+      CHECK_THAT(r.out, Catch::Contains("--threads: expected a comma-separated list of positive integers up to "
+                                        "2147483647, got '"));
+      CHECK_THAT(r.out, !Catch::Contains("BLAS:"));  // nothing was printed before the options were checked
+    }
+  }
+  // --threads was checked after the BLAS line and after --caches cold's buffer was allocated.
+  const Run late = run("bench lstsq --caches cold --threads 0", true);
+  INFO(late.out);
+  CHECK(late.status == 2);
+  CHECK_THAT(late.out, Catch::Contains("--threads: expected a comma-separated list of positive integers, got '0'"));
+  CHECK_THAT(late.out, !Catch::Contains("BLAS:") && !Catch::Contains("caches cold"));
+}

@@ -143,6 +143,9 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
   }
   if (caches_s != "warm" && caches_s != "cold")
     throw UsageError("--caches: expected warm or cold, got '" + caches_s + "'");
+  const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s, INT_MAX)
+                                                        : std::vector<long>{opforge::hardware_threads()};
+  // Every option is valid from here on: now the work (and the output) begins.
   print_blas_kernels("bench lstsq");
   std::unique_ptr<CacheFlusher> flusher;
   if (caches_s == "cold") {
@@ -150,8 +153,6 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
     std::cerr << "bench lstsq: caches cold: a " << flusher->bytes() / (1 << 20) << " MiB buffer is read before each "
               << "timed call (last-level cache: " << flusher->cache_bytes() / (1 << 20) << " MiB)" << std::endl;
   }
-  std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s)
-                                                  : std::vector<long>{opforge::hardware_threads()};
 
   const opforge::OpHandle lstsq = opforge::op("loss.lstsq");
   const opforge::OpHandle mv = opforge::op("linalg.mv");

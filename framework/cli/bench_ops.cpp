@@ -106,8 +106,9 @@ int run_bench_ops(const std::vector<std::string>& args) {
   const std::vector<long> svd_sizes = parse_int_list("svd-sizes", svd_s);
   const std::vector<long> elementwise_sizes = parse_int_list("elementwise-sizes", elementwise_s);
   const std::vector<DType> dtypes = parse_dtypes(dtype_s);
-  const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s)
+  const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s, INT_MAX)
                                                         : std::vector<long>{opforge::hardware_threads()};
+  // Every option is valid from here on: now the work (and the output) begins.
   print_blas_kernels("bench ops");
   const opforge::OpHandle svd = opforge::op("linalg.svd");
   const opforge::OpHandle sqrt = opforge::op("elementwise.sqrt");
