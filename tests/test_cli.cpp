@@ -356,3 +356,31 @@ TEST_CASE("cli: --threads out of int's range is refused, and every option is che
   CHECK_THAT(late.out, Catch::Contains("--threads: expected a comma-separated list of positive integers, got '0'"));
   CHECK_THAT(late.out, !Catch::Contains("BLAS:") && !Catch::Contains("caches cold"));
 }
+
+TEST_CASE("cli: sizes whose tensors' byte counts overflow int64 are refused before anything is printed", "[cli]") {
+  struct Bad {
+    const char* args;
+    const char* said;
+  };
+  for (const Bad& b : {
+           Bad{"bench lstsq --sizes 9000000000000000000",
+               "--sizes: expected a comma-separated list of positive integers up to 339546978 (A's size in bytes, "
+               "10 d * d * 8, must fit in 64 bits), got '9000000000000000000'"},
+           Bad{"bench lstsq --sizes 40,339546979", "up to 339546978"},
+           Bad{"bench ops --svd-sizes 1073741824", "--svd-sizes: expected a comma-separated list of positive integers "
+                                                   "up to 1073741823"},
+           Bad{"bench ops --elementwise-sizes 1152921504606846976",
+               "--elementwise-sizes: expected a comma-separated list of positive integers up to 1152921504606846975"},
+       }) {
+    const Run r = run(b.args, true);
+    INFO(b.args << "\n" << r.out);
+    CHECK(r.status == 2);
+    CHECK_THAT(r.out, Catch::Contains(b.said));
+    CHECK_THAT(r.out, !Catch::Contains("median ms") && !Catch::Contains("BLAS:"));
+  }
+  // The largest d is accepted; allocating A (9.2 EB) then fails at run time: exit status 1.
+  const Run oom = run("bench lstsq --sizes 339546978 --dtype float64 --repeat 1 --methods bandwidth", true);
+  INFO(oom.out);
+  CHECK(oom.status == 1);
+  CHECK_THAT(oom.out, Catch::Contains("out of memory"));
+}

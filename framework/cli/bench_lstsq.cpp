@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdint>
 #include <cmath>
 #include <functional>
 #include <iomanip>
@@ -99,6 +100,11 @@ struct Row {
   double bytes;    // bytes of A
 };
 
+// The largest d for which A's size in bytes, 10 d * d * 8 (float64), fits in an
+// int64: above it 10 * d or the byte count overflows.
+constexpr long kMaxD = 339546978;
+static_assert(kMaxD * kMaxD <= INT64_MAX / 80 && (kMaxD + 1) * (kMaxD + 1) > INT64_MAX / 80);
+
 long peak_rss_bytes() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
@@ -128,7 +134,8 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
   if (!parse_bench_options(desc, args, vm)) return 0;
   const bool json = vm.count("json") > 0;
   const int repeat = static_cast<int>(parse_int_option("repeat", repeat_s, 1, INT_MAX));
-  const std::vector<long> sizes = parse_int_list("sizes", sizes_s);
+  const std::vector<long> sizes =
+      parse_int_list("sizes", sizes_s, kMaxD, "A's size in bytes, 10 d * d * 8, must fit in 64 bits");
   const std::vector<DType> dtypes = parse_dtypes(dtype_s);
   // Indices into all_methods, wanted, and the per-method lambdas and timings below.
   enum Method : std::size_t { kExplicit, kFused, kGraph, kBandwidth };

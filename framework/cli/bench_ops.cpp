@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdint>
 #include <cmath>
 #include <functional>
 #include <iomanip>
@@ -82,6 +83,12 @@ double max_rel_error(const Tensor& x, const Tensor& y, F f) {
   return worst;
 }
 
+// The largest sizes whose tensors' byte counts (8-byte values) fit in an int64:
+// n * n for svd, n for sqrt and exp.
+constexpr long kMaxSvdN = 1073741823;
+static_assert(kMaxSvdN * kMaxSvdN <= INT64_MAX / 8 && (kMaxSvdN + 1) * (kMaxSvdN + 1) > INT64_MAX / 8);
+constexpr long kMaxElementwiseN = INT64_MAX / 8;
+
 }  // namespace
 
 int run_bench_ops(const std::vector<std::string>& args) {
@@ -103,8 +110,10 @@ int run_bench_ops(const std::vector<std::string>& args) {
   if (!parse_bench_options(desc, args, vm)) return 0;
   const bool json = vm.count("json") > 0;
   const int repeat = static_cast<int>(parse_int_option("repeat", repeat_s, 1, INT_MAX));
-  const std::vector<long> svd_sizes = parse_int_list("svd-sizes", svd_s);
-  const std::vector<long> elementwise_sizes = parse_int_list("elementwise-sizes", elementwise_s);
+  const std::vector<long> svd_sizes =
+      parse_int_list("svd-sizes", svd_s, kMaxSvdN, "the n x n matrix's size in bytes must fit in 64 bits");
+  const std::vector<long> elementwise_sizes = parse_int_list("elementwise-sizes", elementwise_s, kMaxElementwiseN,
+                                                             "the tensor's size in bytes must fit in 64 bits");
   const std::vector<DType> dtypes = parse_dtypes(dtype_s);
   const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s, INT_MAX)
                                                         : std::vector<long>{opforge::hardware_threads()};
