@@ -384,3 +384,27 @@ TEST_CASE("cli: sizes whose tensors' byte counts overflow int64 are refused befo
   CHECK(oom.status == 1);
   CHECK_THAT(oom.out, Catch::Contains("out of memory"));
 }
+
+TEST_CASE("cli: OPFORGE_NUM_THREADS is the benchmarks' default thread count, and --threads overrides it",
+          "[cli][bench]") {
+  const std::string ops = "bench ops --svd-sizes 8 --elementwise-sizes 10 --repeat 1 --dtype float64 --json";
+  const std::string lstsq = "bench lstsq --sizes 20 --dtype float64 --repeat 1 --methods fused --json";
+  for (const std::string& args : {ops, lstsq}) {
+    const Run r = run(args, false, "OPFORGE_NUM_THREADS=3");  // 3: not this machine's core count, likely
+    INFO(args << "\n" << r.out);
+    REQUIRE(r.status == 0);
+    REQUIRE(!lines(r.out).empty());
+    for (const std::string& row : lines(r.out)) CHECK(number_after(row, "threads") == 3);
+    const Run given = run(args + " --threads 1", false, "OPFORGE_NUM_THREADS=3");
+    REQUIRE(given.status == 0);
+    for (const std::string& row : lines(given.out)) CHECK(number_after(row, "threads") == 1);
+    // The core ignores an invalid value, and one beyond int's range comes out of it negative: all cores then,
+    // and the rows say how many.
+    for (const char* bad : {"abc", "0", "2147483648", "99999999999999999999"}) {
+      const Run r2 = run(args, false, std::string("OPFORGE_NUM_THREADS=") + bad);
+      INFO("OPFORGE_NUM_THREADS=" << bad << "\n" << r2.out);
+      REQUIRE(r2.status == 0);
+      for (const std::string& row : lines(r2.out)) CHECK(number_after(row, "threads") >= 1);
+    }
+  }
+}

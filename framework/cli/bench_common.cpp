@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include <opforge/blas.hpp>
+#include <opforge/threads.hpp>
 
 #include "bench_options.hpp"
 #include "commands.hpp"
@@ -100,6 +101,14 @@ bool parse_bench_options(const boost::program_options::options_description& desc
     return false;
   }
   return true;
+}
+
+long default_threads() {
+  // The core reads OPFORGE_NUM_THREADS when it loads. A value beyond int's range
+  // comes out of it as a negative count (2147483648 as -2147483648), which
+  // set_num_threads takes as all cores: run, and report, all cores then.
+  const int n = opforge::num_threads();
+  return n > 0 ? n : opforge::hardware_threads();
 }
 
 Timing summarize(std::vector<double> ms) {

@@ -123,7 +123,7 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
       "sizes", po::value(&sizes_s)->default_value("300,1000,2000"), "comma-separated values of d")(
       "dtype", po::value(&dtype_s)->default_value("both"), "float64, float32 or both")(
       "repeat", po::value(&repeat_s)->default_value("20"), "timed runs per method (after 2 warm-up runs)")(
-      "threads", po::value(&threads_s), "comma-separated thread counts (default: all cores)")(
+      "threads", po::value(&threads_s), "comma-separated thread counts (default: OPFORGE_NUM_THREADS if set, else all cores)")(
       "methods", po::value(&methods_s)->default_value("fused,graph,explicit,bandwidth"),
       "comma-separated methods to time (ratios need explicit and bandwidth)")(
       "caches", po::value(&caches_s)->default_value("warm"),
@@ -151,7 +151,7 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
   if (caches_s != "warm" && caches_s != "cold")
     throw UsageError("--caches: expected warm or cold, got '" + caches_s + "'");
   const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s, INT_MAX)
-                                                        : std::vector<long>{opforge::hardware_threads()};
+                                                        : std::vector<long>{default_threads()};
   // Every option is valid from here on: now the work (and the output) begins.
   print_blas_kernels("bench lstsq");
   std::unique_ptr<CacheFlusher> flusher;

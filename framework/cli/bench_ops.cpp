@@ -104,7 +104,7 @@ int run_bench_ops(const std::vector<std::string>& args) {
       "comma-separated element counts for sqrt and exp")(
       "dtype", po::value(&dtype_s)->default_value("float64"), "float64, float32 or both")(
       "repeat", po::value(&repeat_s)->default_value("11"), "timed calls per row (after 2 untimed ones)")(
-      "threads", po::value(&threads_s), "comma-separated thread counts (default: all cores)")(
+      "threads", po::value(&threads_s), "comma-separated thread counts (default: OPFORGE_NUM_THREADS if set, else all cores)")(
       "json", "one JSON object per line instead of a table");
   po::variables_map vm;
   if (!parse_bench_options(desc, args, vm)) return 0;
@@ -116,7 +116,7 @@ int run_bench_ops(const std::vector<std::string>& args) {
                                                              "the tensor's size in bytes must fit in 64 bits");
   const std::vector<DType> dtypes = parse_dtypes(dtype_s);
   const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s, INT_MAX)
-                                                        : std::vector<long>{opforge::hardware_threads()};
+                                                        : std::vector<long>{default_threads()};
   // Every option is valid from here on: now the work (and the output) begins.
   print_blas_kernels("bench ops");
   const opforge::OpHandle svd = opforge::op("linalg.svd");

@@ -43,6 +43,10 @@ long parse_int_option(const std::string& option, const std::string& text, long m
 /// "float64", "float32" or "both" (float64 first); throws naming --dtype otherwise.
 std::vector<opforge::DType> parse_dtypes(const std::string& text);
 
+/// The benchmarks' default --threads: the core's setting, OPFORGE_NUM_THREADS
+/// when it is set (and valid), else all cores.
+long default_threads();
+
 /// Median (the mean of the middle two for an even count) and minimum of timings in ms.
 struct Timing {
   double median_ms = 0;

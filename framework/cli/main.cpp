@@ -39,7 +39,8 @@ void usage(std::ostream& os) {
         "             running), 2 usage error (unknown command or option, missing or bad value; for check,\n"
         "             also a plugin that did not load).\n"
         "Environment: OPFORGE_PLUGIN_PATH (more plugin directories or files, ':'-separated),\n"
-        "             OPFORGE_NUM_THREADS (threads for kernels and BLAS; default: all cores).\n";
+        "             OPFORGE_NUM_THREADS (threads for kernels and BLAS, and the default of bench's\n"
+        "             --threads; default: all cores).\n";
 }
 
 void bench_usage(std::ostream& os) {
