@@ -408,3 +408,28 @@ TEST_CASE("cli: OPFORGE_NUM_THREADS is the benchmarks' default thread count, and
     }
   }
 }
+
+TEST_CASE("cli: `opforge ops NAME --json` is that op's object from `opforge ops --json`, which has the search path",
+          "[cli]") {
+  const Run all = run("ops --json");
+  REQUIRE(all.status == 0);
+  for (const char* args : {"ops reduce.sum --json", "ops --json reduce.sum"}) {
+    const Run one = run(args);
+    INFO(args << "\n" << one.out);
+    CHECK(one.status == 0);
+    REQUIRE(lines(one.out).size() == 1);
+    CHECK_THAT(one.out, Catch::StartsWith("{\"name\": \"reduce.sum\", \"inputs\": [\"x\"]"));
+    CHECK_THAT(all.out, Catch::Contains(lines(one.out)[0]));  // the very object of the full listing
+  }
+  CHECK(run("ops no.such_op --json").status == 1);
+
+  // The text listing ends with the search path; the JSON has it as strings.
+  const Run text = run("ops");
+  const std::string said = text.out.substr(text.out.rfind("search path:") + 12);
+  std::string want = "\"search_path\": [";
+  std::istringstream dirs(said);
+  bool first = true;
+  for (std::string d; dirs >> d; first = false) want += (first ? "\"" : ", \"") + d + "\"";
+  CHECK_FALSE(first);  // at least the standard plugins' directory
+  CHECK_THAT(all.out, Catch::Contains(want + "]"));
+}

@@ -33,12 +33,35 @@ void print_one(const opforge::OpHandle& op) {
   std::cout << "  plugin: " << op.plugin_name() << " (" << op.plugin_file() << ")\n";
 }
 
+// One op's object in `opforge ops --json` (and all of `opforge ops NAME --json`).
+Json op_json(const opforge::OpHandle& op) {
+  const auto& s = op.schema();
+  Json o = Json::object();
+  Json inputs = Json::array();
+  for (const auto& n : s.inputs) inputs.push(n);
+  Json dtypes = Json::array();
+  for (int t = 0; t < opforge::kNumDTypes; ++t)
+    if (s.dtypes.contains(static_cast<opforge::DType>(t))) dtypes.push(opforge::dtype_name(static_cast<opforge::DType>(t)));
+  o.set("name", s.name).set("inputs", inputs).set("num_outputs", s.num_outputs).set("dtypes", dtypes);
+  Json attrs = Json::array();
+  for (const opforge::AttrSpec& a : s.attrs) {
+    Json ja = Json::object();
+    ja.set("name", a.name).set("kind", opforge::attr_kind_name(a.kind));
+    ja.set("default", a.default_value.is_set() ? a.default_value.to_string() : std::string());
+    ja.set("required", !a.default_value.is_set()).set("doc", a.doc);
+    attrs.push(ja);
+  }
+  o.set("attributes", attrs).set("variadic", s.variadic);
+  o.set("doc", s.doc).set("plugin", op.plugin_name());
+  return o;
+}
+
 }  // namespace
 
 int run_ops(const std::vector<std::string>& args) {
   po::options_description desc("opforge ops [--json] [NAME]");
   desc.add_options()("help,h", "this help")("json", "print one JSON document")(
-      "name", po::value<std::string>(), "show one op's documentation");
+      "name", po::value<std::string>(), "show one op's documentation (with --json: its JSON object)");
   po::positional_options_description pos;
   pos.add("name", 1);
   po::variables_map vm;
@@ -49,7 +72,9 @@ int run_ops(const std::vector<std::string>& args) {
     return 0;
   }
   if (vm.count("name")) {
-    print_one(opforge::op(vm["name"].as<std::string>()));
+    const opforge::OpHandle op = opforge::op(vm["name"].as<std::string>());
+    if (vm.count("json")) std::cout << op_json(op).dump() << "\n";
+    else print_one(op);
     return 0;
   }
 
@@ -68,34 +93,16 @@ int run_ops(const std::vector<std::string>& args) {
       jp.push(o);
     }
     Json jo = Json::array();
-    for (const auto& op : ops) {
-      const auto& s = op.schema();
-      Json o = Json::object();
-      Json inputs = Json::array();
-      for (const auto& n : s.inputs) inputs.push(n);
-      Json dtypes = Json::array();
-      for (int t = 0; t < opforge::kNumDTypes; ++t)
-        if (s.dtypes.contains(static_cast<opforge::DType>(t))) dtypes.push(opforge::dtype_name(static_cast<opforge::DType>(t)));
-      o.set("name", s.name).set("inputs", inputs).set("num_outputs", s.num_outputs).set("dtypes", dtypes);
-      Json attrs = Json::array();
-      for (const opforge::AttrSpec& a : s.attrs) {
-        Json ja = Json::object();
-        ja.set("name", a.name).set("kind", opforge::attr_kind_name(a.kind));
-        ja.set("default", a.default_value.is_set() ? a.default_value.to_string() : std::string());
-        ja.set("required", !a.default_value.is_set()).set("doc", a.doc);
-        attrs.push(ja);
-      }
-      o.set("attributes", attrs).set("variadic", s.variadic);
-      o.set("doc", s.doc).set("plugin", op.plugin_name());
-      jo.push(o);
-    }
+    for (const auto& op : ops) jo.push(op_json(op));
     Json jf = Json::array();
     for (const auto& f : failures) {
       Json o = Json::object();
       o.set("file", f.file).set("reason", f.reason);
       jf.push(o);
     }
-    out.set("plugins", jp).set("ops", jo).set("failed", jf);
+    Json js = Json::array();
+    for (const auto& d : opforge::plugin_search_path()) js.push(d);
+    out.set("plugins", jp).set("ops", jo).set("failed", jf).set("search_path", js);
     std::cout << out.dump() << "\n";
     return 0;
   }
