@@ -6,6 +6,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifndef OPFORGE_CLI
@@ -398,13 +399,24 @@ TEST_CASE("cli: OPFORGE_NUM_THREADS is the benchmarks' default thread count, and
     const Run given = run(args + " --threads 1", false, "OPFORGE_NUM_THREADS=3");
     REQUIRE(given.status == 0);
     for (const std::string& row : lines(given.out)) CHECK(number_after(row, "threads") == 1);
-    // The core ignores an invalid value, and one beyond int's range comes out of it negative: all cores then,
-    // and the rows say how many.
-    for (const char* bad : {"abc", "0", "2147483648", "99999999999999999999"}) {
-      const Run r2 = run(args, false, std::string("OPFORGE_NUM_THREADS=") + bad);
-      INFO("OPFORGE_NUM_THREADS=" << bad << "\n" << r2.out);
+    // An invalid value (once ignored in silence, or cast to a negative int
+    // beyond int's range) is reported on stderr; every core is used, and the
+    // rows say how many.
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    for (const char* bad : {"abc", "0", "-3", " 2", "2x", "2147483648", "99999999999999999999"}) {
+      const std::string env = std::string("OPFORGE_NUM_THREADS='") + bad + "'";
+      const Run r2 = run(args, true, env);
+      INFO(env << "\n" << r2.out);
       REQUIRE(r2.status == 0);
-      for (const std::string& row : lines(r2.out)) CHECK(number_after(row, "threads") >= 1);
+      CHECK_THAT(r2.out, Catch::Contains(std::string("opforge: OPFORGE_NUM_THREADS='") + bad +
+                                         "' is not a whole number from 1 to 1048576; using all "));
+      int rows = 0;
+      for (const std::string& row : lines(r2.out)) {
+        if (row.empty() || row[0] != '{') continue;
+        ++rows;
+        if (cores > 0) CHECK(number_after(row, "threads") == cores);
+      }
+      CHECK(rows > 0);
     }
   }
 }

@@ -6,7 +6,9 @@
 namespace opforge {
 
 /// Sets how many threads opforge's kernels (oneTBB) and BLAS (OpenBLAS) use.
-/// n <= 0 means all cores. OPFORGE_NUM_THREADS sets the starting value.
+/// n <= 0 means all cores. OPFORGE_NUM_THREADS sets the starting value (a value
+/// that is not a whole number from 1 to 2^20 is reported on stderr, and all
+/// cores are used).
 OPFORGE_API void set_num_threads(int n);
 OPFORGE_API int num_threads();
 /// Number of hardware threads of this machine.
