@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -840,6 +841,21 @@ TEST_CASE("linalg_singular_and_indefinite_matrices_are_refused_naming_the_op", "
   CHECK_THROWS_MATCHES(qr[1].backward(Tensor::ones({2, 2})), opforge::ValueError,
                        Message("in backward of 'linalg.qr': the gradient of the QR factorization needs A of full "
                                "column rank, got R[1, 1] = 0"));
+}
+
+TEST_CASE("linalg_nan_and_inf_are_named_where_they_make_a_factorization_fail", "[linalg][errors]") {
+  // A NaN made svd say "did not converge (LAPACK gesdd info -4)" and
+  // lstsq_solve "rank-deficient": the failure it caused, not its cause.
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  const std::vector<BadCall> calls = {
+      {"linalg.svd", {values({1, 2, 3, nan, 5, 6}, {2, 3})},
+       "linalg.svd: argument 'A': expected finite values, got nan at [1, 0] of float64[2, 3]"},
+      {"linalg.lstsq_solve", {values({1, 2, 3, 4, inf, 6}, {3, 2}), f64({3})},
+       "linalg.lstsq_solve: argument 'A': expected finite values, got inf at [2, 0] of float64[3, 2]"},
+      {"linalg.lstsq_solve", {values({1, 2, 3, 4, 5, -inf}, {3, 2}), f64({3})},
+       "linalg.lstsq_solve: argument 'A': expected finite values, got -inf at [2, 1] of float64[3, 2]"},
+  };
+  require_refused<opforge::ValueError>(calls);
 }
 
 TEST_CASE("linalg_bad_dtypes_and_attributes_are_refused", "[linalg][errors]") {

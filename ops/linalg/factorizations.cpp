@@ -61,6 +61,7 @@ class Cholesky final : public opforge::Function {
       if (n > 0) {
         // potrf('U') on the symmetric buffer: S = Uᵀ U column-major, i.e. L = Uᵀ row-major.
         const blas_int info = cxxlapack::potrf<blas_int>('U', bi(n), l, ld(n));
+        if (info != 0) throw_if_not_finite<T>(ctx, A, "A");
         OPFORGE_CHECK(info == 0, ValueError, ctx.op_name(),
                       ": argument 'A': expected a symmetric positive-definite matrix, got one that is not (its "
                       "leading minor of order ", info, " is not positive definite)");
@@ -195,6 +196,7 @@ class Svd final : public opforge::Function {
       const blas_int info =
           cxxlapack::gesdd<blas_int>('S', bi(n), bi(m), work_a.data<T>(), ld(n), S.data<T>(), vt, ld(n), u, ld(k),
                                      work.data(), bi(static_cast<std::int64_t>(work.size())), iwork.data());
+      if (info != 0) throw_if_not_finite<T>(ctx, A, "A");
       OPFORGE_CHECK(info == 0, ValueError, ctx.op_name(), ": argument 'A': the SVD did not converge (LAPACK gesdd info ",
                     info, ") on ", A.describe());
       // Signs: the largest |entry| of each column of U positive (the first one on a tie).

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include <opforge/sdk.hpp>
@@ -255,6 +256,30 @@ void lq_apply_qt(T* buf, std::int64_t m, std::int64_t n, const std::vector<T>& t
   throw opforge::ValueError(opforge::detail::concat(
       ctx.op_name(), ": argument '", arg, "': expected a non-singular matrix, got a singular one (pivot ", info - 1,
       " of its LU factorization is exactly 0)", why));
+}
+
+/// Throws, naming the first entry of `t` that is NaN or infinite, when it has
+/// one. Called where a factorization failed, so that a NaN or an infinity in the
+/// input is reported as what it is, not as the failure it caused (LAPACK's
+/// gesdd refuses NaN with info -4; a QR of it looks rank-deficient).
+template <class T>
+inline void throw_if_not_finite(const Context& ctx, const Tensor& t, const char* arg) {
+  const Tensor c = contiguous(t);
+  const T* p = c.data<T>();
+  const opforge::Dims& shape = c.shape();
+  for (std::int64_t i = 0; i < c.numel(); ++i) {
+    if (std::isfinite(p[i])) continue;
+    std::string at;
+    for (std::size_t k = shape.size(), rest = static_cast<std::size_t>(i); k-- > 0;) {
+      const auto n = static_cast<std::size_t>(shape[k]);
+      at = std::to_string(rest % n) + (at.empty() ? "" : ", ") + at;
+      rest /= n;
+    }
+    const char* value = std::isnan(p[i]) ? "nan" : (p[i] > 0 ? "inf" : "-inf");
+    throw opforge::ValueError(opforge::detail::concat(ctx.op_name(), ": argument '", arg,
+                                                      "': expected finite values, got ", value, " at [", at, "] of ",
+                                                      t.describe()));
+  }
 }
 
 }  // namespace opforge_ops::linalg

@@ -213,11 +213,14 @@ class LstsqSolve final : public opforge::Function {
       double rmax = 0;
       for (std::int64_t i = 0; i < n; ++i) rmax = std::max(rmax, std::abs(static_cast<double>(R[i * n + i])));
       const double tol = static_cast<double>(std::max(m, n)) * std::numeric_limits<T>::epsilon() * rmax;
-      for (std::int64_t i = 0; i < n; ++i)
-        OPFORGE_CHECK(std::abs(static_cast<double>(R[i * n + i])) > tol, ValueError, ctx.op_name(),
-                      ": argument 'A': expected full column rank, got a rank-deficient matrix (column ", i,
-                      " is a combination of the columns before it, to rounding: |R[", i, ", ", i,
-                      "]| <= max(m, n)·ε·max_j |R[j, j]| in its QR factorization A = Q R)");
+      for (std::int64_t i = 0; i < n; ++i) {
+        if (std::abs(static_cast<double>(R[i * n + i])) > tol) continue;
+        throw_if_not_finite<T>(ctx, A, "A");  // NaN fails the test above too
+        throw opforge::ValueError(opforge::detail::concat(
+            ctx.op_name(), ": argument 'A': expected full column rank, got a rank-deficient matrix (column ", i,
+            " is a combination of the columns before it, to rounding: |R[", i, ", ", i,
+            "]| <= max(m, n)·ε·max_j |R[j, j]| in its QR factorization A = Q R)"));
+      }
       std::vector<T> qty(y.data<T>(), y.data<T>() + m);
       lq_apply_qt<T>(qr.data<T>(), m, n, tau, qty.data());  // Qᵀ y: [n, m] x [m] -> [n] (first n entries)
       trsm<T>(true, true, false, n, 1, T(1), R, n, qty.data(), 1);  // x = R⁻¹ Qᵀ y: [n, n]⁻¹ x [n] -> [n]
