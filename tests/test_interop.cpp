@@ -436,12 +436,18 @@ TEST_CASE("interop: from_dlpack refusals give their messages and leave the delet
     REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::ShapeError,
                            Message("from_dlpack: argument 'dl': expected at most 8 dimensions, got 9"));
   }
-  SECTION("negative strides") {
+  SECTION("negative strides (which DLPack allows) and negative sizes") {
     p.managed.dl_tensor.ndim = 1;
     p.shape[0] = 2;
     p.strides[0] = -1;
     REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::ShapeError,
-                           Message("Tensor::from_blob: shape [2] and strides [-1] must be >= 0"));
+                           Message("from_dlpack: argument 'dl': strides [-1] for shape [2] go backwards, and "
+                                   "opforge's strides are >= 0: give it a copy with positive strides (NumPy: "
+                                   "np.ascontiguousarray)"));
+    p.shape[0] = -2;
+    p.strides[0] = 1;
+    REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::ShapeError,
+                           Message("from_dlpack: argument 'dl': expected sizes >= 0, got shape [-2]"));
   }
   CHECK(p.deleted == 0);  // nothing was taken over
   p.managed.deleter(&p.managed);

@@ -110,6 +110,12 @@ Tensor from_dlpack(DLManagedTensor* dl) {
   const DType dtype = from_dl(d.dtype);
   Dims shape(d.shape, static_cast<std::size_t>(d.ndim));
   Dims strides = d.strides ? Dims(d.strides, static_cast<std::size_t>(d.ndim)) : contiguous_strides(shape);
+  for (std::size_t k = 0; k < shape.size(); ++k) {
+    OPFORGE_CHECK(shape[k] >= 0, ShapeError, "from_dlpack: argument 'dl': expected sizes >= 0, got shape ", shape);
+    OPFORGE_CHECK(strides[k] >= 0, ShapeError, "from_dlpack: argument 'dl': strides ", strides,
+                  " for shape ", shape, " go backwards, and opforge's strides are >= 0: give it a copy with positive "
+                  "strides (NumPy: np.ascontiguousarray)");
+  }
   void* data = static_cast<char*>(d.data) + d.byte_offset;
   if (dtype == DType::Bool) check_bool_bytes(static_cast<const std::uint8_t*>(data), shape, strides, d.dtype.code);
   // From here on the tensor owns dl: its storage calls dl->deleter exactly once.
