@@ -1,6 +1,8 @@
 // The math front end: Tensor methods and operators run the plugins' ops.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include <opforge/opforge.hpp>
 
 using opforge::DType;
@@ -30,6 +32,21 @@ TEST_CASE("front end: operators broadcast and take scalars", "[frontend]") {
   CHECK((b - 5.0).to_vector() == std::vector<double>{5, 15});
   Tensor f = Tensor::from_values({1, 2}, DType::Float32);
   CHECK((f * 3.0).dtype() == DType::Float32);  // the scalar takes the tensor's dtype
+}
+
+TEST_CASE("front end: an int64 tensor and a double int64 cannot hold go to float64, never truncated", "[frontend]") {
+  // x * 2.5 once made 2.5 an int64 scalar: x * 2, in silence.
+  const Tensor x = Tensor::from_values({1, 2, 3}, DType::Int64);
+  CHECK((x * 2.0).dtype() == DType::Int64);  // a whole number keeps int64
+  CHECK((x * 2.0).to_vector() == std::vector<double>{2, 4, 6});
+  const Tensor h = x * 2.5;
+  CHECK(h.dtype() == DType::Float64);
+  CHECK(h.to_vector() == std::vector<double>{2.5, 5, 7.5});
+  CHECK((0.5 + x).to_vector() == std::vector<double>{1.5, 2.5, 3.5});
+  CHECK((10.0 - x).dtype() == DType::Int64);
+  CHECK((x - 1e30).dtype() == DType::Float64);  // beyond int64's range
+  CHECK((x - 1e30).to_vector()[0] == -1e30 + 1);
+  CHECK(std::isnan((x * std::nan("")).to_vector()[1]));
 }
 
 TEST_CASE("front end: a gradient through operators and methods", "[frontend]") {

@@ -4,6 +4,8 @@
 // static (thread-safe initialisation), so a call costs what calling through a
 // handle costs: no name lookup, no lock. The cached handles keep the standard
 // plugins loaded for the life of the process.
+#include <cmath>
+
 #include "cached_op.hpp"
 #include "opforge/op.hpp"
 #include "opforge/tensor.hpp"
@@ -11,7 +13,16 @@
 namespace opforge {
 namespace {
 
-Tensor scalar_like(double v, const Tensor& like) { return Tensor::scalar(v, like.dtype()); }
+// `f(tensor, scalar)` with the double as a 0-d tensor of the tensor's dtype,
+// except where an int64 tensor meets a double that int64 cannot hold exactly
+// (2.5, 1e30, nan): both go to float64 then, as NumPy promotes, instead of the
+// double being truncated (x * 2.5 was x * 2).
+template <class F>
+Tensor with_scalar(const Tensor& t, double v, F f) {
+  const bool exact = std::trunc(v) == v && std::abs(v) < 0x1p63;
+  if (t.defined() && t.dtype() == DType::Int64 && !exact) return f(t.to(DType::Float64), Tensor::scalar(v));
+  return f(t, Tensor::scalar(v, t.defined() ? t.dtype() : DType::Float64));
+}
 
 }  // namespace
 
@@ -43,13 +54,13 @@ Tensor operator-(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("e
 Tensor operator*(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("elementwise.mul")({a, b}); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("elementwise.div")({a, b}); }
 Tensor operator-(const Tensor& a) { return OPFORGE_CACHED_OP("elementwise.neg")({a}); }
-Tensor operator+(const Tensor& a, double b) { return a + scalar_like(b, a); }
-Tensor operator-(const Tensor& a, double b) { return a - scalar_like(b, a); }
-Tensor operator*(const Tensor& a, double b) { return a * scalar_like(b, a); }
-Tensor operator/(const Tensor& a, double b) { return a / scalar_like(b, a); }
-Tensor operator+(double a, const Tensor& b) { return scalar_like(a, b) + b; }
-Tensor operator-(double a, const Tensor& b) { return scalar_like(a, b) - b; }
-Tensor operator*(double a, const Tensor& b) { return scalar_like(a, b) * b; }
-Tensor operator/(double a, const Tensor& b) { return scalar_like(a, b) / b; }
+Tensor operator+(const Tensor& a, double b) { return with_scalar(a, b, [](const Tensor& t, const Tensor& s) { return t + s; }); }
+Tensor operator-(const Tensor& a, double b) { return with_scalar(a, b, [](const Tensor& t, const Tensor& s) { return t - s; }); }
+Tensor operator*(const Tensor& a, double b) { return with_scalar(a, b, [](const Tensor& t, const Tensor& s) { return t * s; }); }
+Tensor operator/(const Tensor& a, double b) { return with_scalar(a, b, [](const Tensor& t, const Tensor& s) { return t / s; }); }
+Tensor operator+(double a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s + t; }); }
+Tensor operator-(double a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s - t; }); }
+Tensor operator*(double a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s * t; }); }
+Tensor operator/(double a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s / t; }); }
 
 }  // namespace opforge

@@ -221,7 +221,9 @@ class OPFORGE_API Tensor {
 OPFORGE_API std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 // Arithmetic through the elementwise plugin, with NumPy broadcasting. A double
-// operand becomes a 0-d tensor of the other operand's dtype.
+// operand becomes a 0-d tensor of the other operand's dtype; with an int64
+// tensor, a double that int64 cannot hold exactly (2.5, 1e30, nan) makes both
+// float64, as NumPy promotes (the value is never truncated).
 OPFORGE_API Tensor operator+(const Tensor& a, const Tensor& b);
 OPFORGE_API Tensor operator-(const Tensor& a, const Tensor& b);
 OPFORGE_API Tensor operator*(const Tensor& a, const Tensor& b);
