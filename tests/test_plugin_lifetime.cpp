@@ -314,9 +314,10 @@ TEST_CASE("lifetime: a rebuilt plugin loads from another file while old graphs k
   // path is still refused, saying why.
   CHECK(load_failure(path) ==
         "cannot load plugin '" + path + "': an earlier build of this file is still open: plugin 'lt_rebuilt' (" + path +
-            ") was unloaded, but its ops are still in use (ops in use: 1), and the dynamic loader would hand back "
-            "that old code, not the file now on disk; load the new build from another path (a copy of the file, not "
-            "a link), or release the old plugin's op handles and graphs first");
+            ") was unloaded, but its ops or what its code made are still in use (ops in use: 1; tensors, hooks or "
+            "functions made by the plugin: 0), and the dynamic loader would hand back that old code, not the file "
+            "now on disk; load the new build from another path (a copy of the file, not a link), or release the "
+            "old plugin's op handles and graphs, and the tensors, hooks and make_op handles it made, first");
 
   // The copy loads: new calls get the new code (2 x)...
   const opforge::PluginInfo info = opforge::load_plugin(copy);
@@ -439,8 +440,10 @@ TEST_CASE("lifetime: unloading an unknown plugin names it and the loaded plugins
   OpHandle h = opforge::op("lt_unknown.scale");
   opforge::unload_plugin("lt_unknown");
   CHECK(unload_failure("lt_unknown") ==
-        "cannot unload plugin 'lt_unknown': it was already unloaded; its library stays open while its ops are in "
-        "use (ops in use: 1); loaded plugins: " +
+        "cannot unload plugin 'lt_unknown': it was already unloaded; its library stays open while its ops or what "
+        "its code made are in use (ops in use: 1; tensors, hooks or functions made by the plugin: 0): release the "
+        "op handles and graphs that use its ops, and the tensors, hooks and make_op handles it made, to close it; "
+        "loaded plugins: " +
             loaded_names());
   h = OpHandle();
   CHECK(unload_failure("lt_unknown") ==
@@ -515,4 +518,109 @@ TEST_CASE("lifetime: memory freed by a plugin's deleter, and a plugin's gradient
     CHECK(is_mapped(file));  // x still holds the hook
   }  // x (and its hook) go: the last holder of the plugin's code
   CHECK_FALSE(is_mapped(file));
+}
+
+// The plugin is found by its load address, never by its file name: a file
+// removed (or renamed) after loading, as a package upgrade does, must not let
+// the plugin's deleter or hook outlive its code.
+TEST_CASE("lifetime: a plugin whose file was removed after loading stays loaded while its blob and hook live") {
+  TempDir dir("opforge_lifetime_test");
+  const std::string path = dir.file("lt_deleted.so");
+  install(fixture("lt_deleted.so"), path);
+  opforge::load_plugin(path);
+  fs::remove(path);  // the upgrade removes (or renames over) the file the process runs from
+  REQUIRE(is_mapped(path));
+  {
+    Tensor x = Tensor::from_values({1, 2, 3}).requires_grad_();
+    Tensor blob = opforge::op("lt_deleted.blob")({Tensor::from_values({4, 5, 6})});
+    opforge::op("lt_deleted.hooked")({x});
+    const opforge::UnloadResult r = opforge::unload_plugin("lt_deleted");
+    CHECK_FALSE(r.unloaded_now);
+    CHECK(r.users_left == 0);     // no op of it is in use
+    CHECK(r.other_holders == 2);  // the blob's storage and x's hook
+    CHECK(is_mapped(path));
+    CHECK(blob.to_vector() == std::vector<double>{4, 5, 6});
+    Tensor y = opforge::op("elementwise.square")({x});
+    y.backward(ones(3));
+    CHECK(x.grad().to_vector() == std::vector<double>{6, 12, 18});  // the hook ran
+    blob = Tensor();  // the plugin's deleter runs, while it is mapped
+    CHECK(is_mapped(path));
+  }
+  CHECK_FALSE(is_mapped(path));
+  CHECK(pending_from(path).empty());
+}
+
+// ---- counts: ops in use and other holders --------------------------------------------------
+
+TEST_CASE("lifetime: unloading counts ops in use apart from the tensors, hooks and functions a plugin made") {
+  TempDir dir("opforge_lifetime_test");
+  const std::string path = dir.file("lt_counts.so");
+  install(fixture("lt_counts.so"), path);
+  opforge::load_plugin(path);
+  Tensor blob = opforge::op("lt_counts.blob")({Tensor::from_values({4, 5, 6})});
+
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_counts");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.users_left == 0);
+  CHECK(r.other_holders == 1);
+  REQUIRE(pending_from(path).size() == 1);
+  CHECK(pending_from(path)[0].ops_in_use == 0);
+  CHECK(pending_from(path)[0].other_holders == 1);
+  CHECK(unload_failure("lt_counts") ==
+        "cannot unload plugin 'lt_counts': it was already unloaded; its library stays open while its ops or what "
+        "its code made are in use (ops in use: 0; tensors, hooks or functions made by the plugin: 1): release the "
+        "op handles and graphs that use its ops, and the tensors, hooks and make_op handles it made, to close it; "
+        "loaded plugins: " + loaded_names());
+
+  // A rebuilt file at the same path is refused, with both counts.
+  install(fixture("lt_counts.so"), path);  // a new inode: another build to the loader
+  CHECK(load_failure(path) ==
+          "cannot load plugin '" + path + "': an earlier build of this file is still open: plugin 'lt_counts' (" +
+              path +
+              ") was unloaded, but its ops or what its code made are still in use (ops in use: 0; tensors, hooks or "
+              "functions made by the plugin: 1), and the dynamic loader would hand back that old code, not the file "
+              "now on disk; load the new build from another path (a copy of the file, not a link), or release the "
+              "old plugin's op handles and graphs, and the tensors, hooks and make_op handles it made, first");
+  blob = Tensor();
+  CHECK(pending_from(path).empty());
+  CHECK_FALSE(is_mapped(path));
+  CHECK(opforge::load_plugin(path).name == "lt_counts");
+  OpHandle h = opforge::op("lt_counts.blob");
+  blob = h({Tensor::from_values({1})});
+  const opforge::UnloadResult r2 = opforge::unload_plugin("lt_counts");
+  CHECK(r2.users_left == 1);  // h
+  CHECK(r2.other_holders == 1);  // blob
+  REQUIRE(pending_from(path).size() == 1);
+  CHECK(pending_from(path)[0].ops_in_use == 1);
+  CHECK(pending_from(path)[0].other_holders == 1);
+  h = OpHandle();
+  blob = Tensor();
+  CHECK(pending_from(path).empty());
+  CHECK_FALSE(is_mapped(path));
+}
+
+// ---- memory of the plugin's image -----------------------------------------------------------
+
+TEST_CASE("lifetime: a tensor viewing a plugin's static data (no deleter) keeps the plugin loaded") {
+  const std::string file = fixture("lt_static.so");
+  opforge::load_plugin(file);
+  Tensor view = opforge::op("lt_static.static_view")({Tensor::zeros({1})});
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_static");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.users_left == 0);
+  CHECK(r.other_holders == 1);
+  CHECK(is_mapped(file));
+  CHECK(view.to_vector() == std::vector<double>{1.5, 2.5, 3.5, 4.5});
+  Tensor copy = view;
+  view = Tensor();
+  CHECK(is_mapped(file));
+  CHECK(copy.to_vector()[3] == 4.5);
+  copy = Tensor();
+  CHECK_FALSE(is_mapped(file));
+
+  // Memory of the program or the heap keeps no plugin loaded (and costs nothing).
+  std::vector<double> heap{1, 2};
+  const Tensor borrowed = Tensor::from_blob(heap.data(), {2}, opforge::DType::Float64);
+  CHECK(borrowed.to_vector() == heap);
+  CHECK(pending_from(file).empty());
 }

@@ -17,7 +17,9 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -125,7 +127,24 @@ RunResult run_command(const std::string& command) {
 }
 
 std::string opforge_ops_with_plugin_path(const std::string& plugin_path) {
-  return "OPFORGE_PLUGIN_PATH='" + plugin_path + "' '" OPFORGE_CLI "' ops";
+  return "OPFORGE_PLUGIN_PATH='" + plugin_path + "' timeout 120 '" OPFORGE_CLI "' ops";
+}
+
+// Runs the hidden test case `name` (tagged [.]) of this program in a child
+// process, killed after two minutes: for loads that leave the process changed
+// for good (a static initialiser that threw) or that used to hang.
+RunResult run_child_test(const std::string& name) {
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  return run_command("timeout 120 '" + self + "' '" + name + "'");
+}
+
+// A copy of `from` cut to its first `bytes` bytes, at `to`.
+void write_truncated(const std::string& from, const std::string& to, std::size_t bytes) {
+  std::ifstream in(from, std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(data.size() > bytes);
+  std::ofstream out(to, std::ios::binary);
+  out.write(data.data(), static_cast<std::streamsize>(bytes));
 }
 
 }  // namespace
@@ -374,4 +393,106 @@ TEST_CASE("plugin: OPFORGE_PLUGIN_PATH naming a folder already searched loads ea
   CHECK(r.status == 0);
   CHECK_THAT(r.output, Catch::Contains("elementwise.add"));
   CHECK_THAT(r.output, !Catch::Contains("already loaded"));
+}
+
+// ---- a static initialiser that throws (inside dlopen) ------------------------------
+
+TEST_CASE("child: a static initialiser that throws", "[.]") {
+  const std::string file = canonical_fixture("static_init_throws.so");
+  const std::string msg = load_failure(file);
+  CHECK(msg == "cannot load plugin '" + file +
+                   "': a static initialiser of the plugin threw std::runtime_error (static table of "
+                   "static_init_throws is missing) inside the dynamic loader; fix the plugin (a static initialiser "
+                   "must not throw: do fallible set-up in the OPFORGE_PLUGIN body) or remove the file from the plugin "
+                   "path, then restart the process: the exception left the process's dynamic loader locked and "
+                   "possibly inconsistent, so loading a library on another thread may hang");
+  CHECK_FALSE(plugin_is_loaded("static_init_throws"));
+  // Another thread's load is refused at once, saying why, instead of hanging in dlopen.
+  std::string other;
+  std::thread t([&] {
+    try {
+      opforge::load_plugin(fixture("healthy_sinit.so"));
+      other = "loaded";
+    } catch (const opforge::PluginError& e) {
+      other = e.what();
+    }
+  });
+  t.join();
+  CHECK(other == "cannot load plugin '" + canonical_fixture("healthy_sinit.so") +
+                     "': the static initialiser of plugin file '" + file +
+                     "' threw inside the dynamic loader on another thread, which left the loader locked: this load "
+                     "would hang; restart the process (after fixing or removing '" + file + "')");
+  // The thread that holds the loader's lock may still load, and ops still run.
+  check_process_goes_on("sinit");
+}
+
+TEST_CASE("plugin: a static initialiser that throws gives a PluginError, and other threads' loads are refused") {
+  const RunResult r = run_child_test("child: a static initialiser that throws");
+  INFO("output of the child process:\n" << r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains("All tests passed"));  // (also: the child test case exists)
+}
+
+TEST_CASE("plugin: a static initialiser that throws on OPFORGE_PLUGIN_PATH is recorded and the program goes on") {
+  const std::string file = canonical_fixture("static_init_throws.so");
+  const RunResult r = run_command(opforge_ops_with_plugin_path(file));
+  INFO("output of `opforge ops`:\n" << r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains(file) && Catch::Contains("a static initialiser of the plugin threw"));
+  CHECK_THAT(r.output, Catch::Contains("elementwise.add"));
+}
+
+// ---- a truncated file --------------------------------------------------------------
+
+TEST_CASE("plugin: a truncated plugin file is refused before the dynamic loader maps it") {
+  TempDir dir("opforge_plugin_test");
+  const std::string whole = canonical_fixture("healthy_nodesc.so");
+  const std::size_t size = fs::file_size(whole);
+  const std::string half = dir.file("half.so");
+  write_truncated(whole, half, size / 2);
+  const std::string todo = "); rebuild the plugin, or copy it again in full (the file is incomplete: an interrupted "
+                           "copy or download, or a full disk)";
+  CHECK_THAT(load_failure(half),
+             Catch::StartsWith("cannot load plugin '" + half + "': not a shared library (truncated: the file has " +
+                               std::to_string(size / 2) + " bytes, its segments need ") &&
+                 Catch::EndsWith(todo));
+  // The ELF header, but not all of its program headers.
+  const std::string head = dir.file("head.so");
+  write_truncated(whole, head, 100);
+  CHECK_THAT(load_failure(head),
+             Catch::StartsWith("cannot load plugin '" + head +
+                               "': not a shared library (truncated: the file has 100 bytes, its program headers need ") &&
+                 Catch::EndsWith(todo));
+  check_process_goes_on("truncated");
+}
+
+// ---- registration code that calls back into opforge --------------------------------
+
+TEST_CASE("child: registration code calls back into opforge", "[.]") {
+  for (const char* name : {"reentrant_loaded", "reentrant_blob", "reentrant_make_op", "reentrant_hook"}) {
+    INFO("plugin " << name);
+    const opforge::PluginInfo info = opforge::load_plugin(fixture(std::string(name) + ".so"));
+    CHECK(info.name == name);
+    CHECK(opforge::op(std::string(name) + ".twice")({Tensor::from_values({2})}).item() == 4.0);
+  }
+  // The blob it keeps in a static variable is its own code's: it holds the plugin.
+  const opforge::UnloadResult r = opforge::unload_plugin("reentrant_blob");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.users_left == 0);
+  CHECK(r.other_holders == 1);
+}
+
+TEST_CASE("plugin: registration code may call loaded_plugins, from_blob, make_op and register_hook") {
+  const RunResult r = run_child_test("child: registration code calls back into opforge");
+  INFO("output of the child process:\n" << r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains("All tests passed"));  // (also: the child test case exists)
+}
+
+TEST_CASE("plugin: a plugin on OPFORGE_PLUGIN_PATH may resolve a standard op in its registration") {
+  const RunResult r = run_command(opforge_ops_with_plugin_path(canonical_fixture("reentrant_op.so")));
+  INFO("output of `opforge ops`:\n" << r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains("reentrant_op.twice"));
+  CHECK_THAT(r.output, !Catch::Contains("failed to load"));
 }

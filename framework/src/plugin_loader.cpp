@@ -17,17 +17,40 @@
 // the library is closed when the last op entry holding it is destroyed. What the
 // loader drops is released after its lock (and the registry's) is let go, so a
 // plugin's static destructors never run under either.
+//
+// No plugin code runs under the loader's lock (nor inside a call_once): dlopen
+// (static initialisers), the descriptor and the registration entry point run
+// unlocked, so that registration code may call back into opforge (op(),
+// loaded_plugins(), Tensor::from_blob, make_op, register_hook, load_plugin).
+// A load takes the lock three times: to check the file and mark it as being
+// loaded, to publish where the library is mapped, and to commit.
+//
+// Identity: a plugin is found from an address (a deleter, a hook, a vtable, its
+// static data) by where its PT_LOAD segments are mapped, recorded at load time
+// from the dynamic loader's own program headers (dl_iterate_phdr), never by its
+// file name (the file may be gone, renamed or replaced since) and without
+// dladdr (which takes the dynamic loader's lock). A lock-free table of the
+// mapped ranges answers "in no plugin" without any lock, for the common case.
+#include <cxxabi.h>
 #include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <thread>
+#include <typeinfo>
 
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <boost/dll/shared_library.hpp>
@@ -42,6 +65,12 @@
 
 namespace opforge {
 namespace fs = boost::filesystem;
+
+namespace plugin_map {
+std::atomic<std::uintptr_t> hull_lo{UINTPTR_MAX};
+std::atomic<std::uintptr_t> hull_hi{0};
+std::atomic<int> untracked{0};
+}  // namespace plugin_map
 
 namespace {
 
@@ -72,14 +101,170 @@ FileId file_id(const std::string& file) {
   return id;
 }
 
-using Closed = std::shared_ptr<std::atomic<bool>>;  // set once the library is closed
+// ---- where plugins are mapped: a lock-free table for the fast "in no plugin" answer ----
+
+// One slot per open plugin library: the hull [lo, hi) of its PT_LOAD segments.
+// Written by loads and closes (which may run on any thread), read lock-free by
+// keep_plugin_loaded. A reader may see a slot being filled or cleared: either
+// way the answer is only "maybe", checked exactly under the loader's lock.
+constexpr int kSlots = 256;
+struct Slot {
+  std::atomic<std::uintptr_t> lo{0};
+  std::atomic<std::uintptr_t> hi{0};
+  std::atomic<bool> used{false};
+};
+Slot g_slots[kSlots];
+std::atomic<int> g_slot_end{0};    // slots [0, end) may be in use
+// The hull of every range ever published (it only grows), and the count of open
+// libraries that found no free slot (then every address is a "maybe"): see
+// may_be_in_plugin in plugin_keepalive.hpp.
+std::atomic<std::uintptr_t>& g_hull_lo = plugin_map::hull_lo;
+std::atomic<std::uintptr_t>& g_hull_hi = plugin_map::hull_hi;
+std::atomic<int>& g_untracked = plugin_map::untracked;
+
+constexpr int kUnpublished = -2;
+constexpr int kUntracked = -1;
+
+int publish_range(std::uintptr_t lo, std::uintptr_t hi) noexcept {
+  std::uintptr_t v = g_hull_lo.load(std::memory_order_relaxed);
+  while (lo < v && !g_hull_lo.compare_exchange_weak(v, lo, std::memory_order_release)) {
+  }
+  v = g_hull_hi.load(std::memory_order_relaxed);
+  while (hi > v && !g_hull_hi.compare_exchange_weak(v, hi, std::memory_order_release)) {
+  }
+  for (int i = 0; i < kSlots; ++i) {
+    bool expected = false;
+    if (!g_slots[i].used.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) continue;
+    g_slots[i].hi.store(hi, std::memory_order_relaxed);
+    g_slots[i].lo.store(lo, std::memory_order_release);
+    int end = g_slot_end.load(std::memory_order_relaxed);
+    while (end < i + 1 && !g_slot_end.compare_exchange_weak(end, i + 1, std::memory_order_release)) {
+    }
+    return i;
+  }
+  g_untracked.fetch_add(1, std::memory_order_release);
+  return kUntracked;
+}
+
+void retract_range(int slot) noexcept {
+  if (slot == kUnpublished) return;
+  if (slot == kUntracked) {
+    g_untracked.fetch_sub(1, std::memory_order_release);
+    return;
+  }
+  g_slots[slot].lo.store(0, std::memory_order_relaxed);
+  g_slots[slot].hi.store(0, std::memory_order_relaxed);
+  g_slots[slot].used.store(false, std::memory_order_release);
+}
+
+// False when `address` is surely in no open plugin library. No lock, no call.
+bool maybe_in_plugin(std::uintptr_t a) noexcept {
+  if (!may_be_in_plugin(reinterpret_cast<const void*>(a))) return false;
+  if (g_untracked.load(std::memory_order_acquire) != 0) return true;
+  const int end = g_slot_end.load(std::memory_order_acquire);
+  for (int i = 0; i < end; ++i) {
+    const std::uintptr_t lo = g_slots[i].lo.load(std::memory_order_acquire);
+    if (lo != 0 && a >= lo && a < g_slots[i].hi.load(std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
+// Set once the library is closed (by the library's deleter, on whichever thread).
+struct CloseState {
+  std::atomic<bool> closed{false};
+  int slot = kUnpublished;  // written by the loading thread before the library is shared
+};
+using Closed = std::shared_ptr<CloseState>;
+
+// One dlopen of a plugin file, shared by the loader's records of it (loading,
+// loaded, unloaded). The mutable members are guarded by the loader's mutex.
+struct Image {
+  std::weak_ptr<void> library;  // every op entry of it holds the library; so does the loader while loaded
+  Closed closed;
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> segments;  // [lo, hi) of each PT_LOAD, as mapped
+  // The one reference to the library that tensors, hooks and make_op entries
+  // made by plugin code share: its use count is how many of them there are.
+  std::weak_ptr<void> holders;
+
+  bool open() const { return !closed->closed.load(std::memory_order_acquire); }
+  bool contains(std::uintptr_t a) const {
+    for (const auto& s : segments)
+      if (a >= s.first && a < s.second) return true;
+    return false;
+  }
+};
+using ImagePtr = std::shared_ptr<Image>;
+
+// Drops the library reference a holder token carried once the last holder is
+// gone (not when the control block is freed: the loader's weak_ptr keeps that).
+struct ReleaseLibrary {
+  std::shared_ptr<void> library;
+  void operator()(void*) { library.reset(); }
+};
+
+// A reference for a tensor, hook or Function made by the image's code; null
+// once the library is closed. Called under the loader's mutex; never drops the
+// last reference to a library there.
+std::shared_ptr<void> holder_of(Image& image) {
+  if (auto h = image.holders.lock()) return h;
+  std::shared_ptr<void> lib = image.library.lock();
+  if (!lib) return nullptr;
+  void* const p = lib.get();
+  std::shared_ptr<void> h(p, ReleaseLibrary{std::move(lib)});
+  image.holders = h;
+  return h;
+}
+
+// How many ops of a plugin are in use, and how many other things hold it.
+struct Uses {
+  std::size_t ops = 0;
+  std::size_t others = 0;
+};
+Uses uses_of(const Image& image, bool loader_holds) {
+  const long lib = image.library.use_count();
+  const long others = image.holders.use_count();
+  const long ops = lib - (others > 0 ? 1 : 0) - (loader_holds ? 1 : 0);
+  return {static_cast<std::size_t>(std::max(ops, 0L)), static_cast<std::size_t>(others)};
+}
+std::string uses_text(const Uses& u) {
+  return "ops in use: " + std::to_string(u.ops) + "; tensors, hooks or functions made by the plugin: " +
+         std::to_string(u.others);
+}
+
+// Where the library behind `handle` is mapped: its PT_LOAD segments, from the
+// dynamic loader's own program headers.
+std::vector<std::pair<std::uintptr_t, std::uintptr_t>> mapped_segments(void* handle) {
+  struct link_map* lm = nullptr;
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> out;
+  if (!handle || ::dlinfo(handle, RTLD_DI_LINKMAP, &lm) != 0 || !lm) return out;
+  struct Search {
+    const struct link_map* lm;
+    std::vector<std::pair<std::uintptr_t, std::uintptr_t>>* out;
+  } search{lm, &out};
+  ::dl_iterate_phdr(
+      [](struct dl_phdr_info* info, std::size_t, void* arg) -> int {
+        auto* s = static_cast<Search*>(arg);
+        if (info->dlpi_addr != s->lm->l_addr || info->dlpi_name != s->lm->l_name) return 0;
+        for (ElfW(Half) i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_LOAD || ph.p_memsz == 0) continue;
+          const std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+          s->out->emplace_back(lo, lo + ph.p_memsz);
+        }
+        return 1;
+      },
+      &search);
+  return out;
+}
+
+// ---- the loader's state ----
 
 // A plugin loaded now.
 struct LoadedPlugin {
   PluginInfo info;  // info.ops: the ops it provides now
   FileId id;
   std::shared_ptr<void> library;      // the loader's own reference
-  Closed closed;
+  ImagePtr image;
   std::vector<OpEntryPtr> entries;    // every op it registered, including any another plugin took over
 };
 
@@ -87,9 +272,17 @@ struct LoadedPlugin {
 struct UnloadedPlugin {
   PluginInfo info;
   FileId id;
-  std::weak_ptr<void> library;
-  Closed closed;
-  bool open() const { return !closed->load(std::memory_order_acquire); }
+  ImagePtr image;
+  bool open() const { return image->open(); }
+};
+
+// A file being loaded now (its plugin code runs with the loader's lock let go).
+struct LoadingPlugin {
+  std::uint64_t ticket = 0;
+  std::string file;
+  FileId id;
+  std::thread::id thread;
+  ImagePtr image;  // once dlopen succeeded
 };
 
 // What the loader drops, released only once its lock is let go.
@@ -104,10 +297,19 @@ struct Dropped {
 };
 
 struct LoaderState {
-  std::mutex mu;  // guards everything below and serialises loads and unloads
+  std::mutex mu;  // guards everything below; never held while plugin code runs
+  std::condition_variable done;  // a load finished (a LoadingPlugin left `loading`)
   std::vector<LoadedPlugin> loaded;
   std::vector<UnloadedPlugin> unloaded;  // pruned of closed ones under `mu`
+  std::vector<LoadingPlugin> loading;
+  std::uint64_t next_ticket = 1;
   std::vector<PluginLoadFailure> failures;
+  // A static initialiser threw inside dlopen: the dynamic loader's lock stays
+  // held by that thread for good (see static_initialiser_threw).
+  bool dl_broken = false;
+  std::thread::id dl_broken_thread;
+  std::string dl_broken_file;
+  std::string dl_broken_message;
 
   void prune() {
     unloaded.erase(std::remove_if(unloaded.begin(), unloaded.end(), [](const UnloadedPlugin& u) { return !u.open(); }),
@@ -133,6 +335,89 @@ std::string loaded_names(const LoaderState& st) {
 
 [[noreturn]] void fail(const std::string& file, const std::string& what, const std::string& todo) {
   throw PluginError("cannot load plugin '" + file + "': " + what + (todo.empty() ? "" : "; " + todo));
+}
+
+// ---- a truncated file: refused before dlopen maps it (reading past the end of a
+// mapped file is SIGBUS) ----
+
+constexpr const char* kTruncatedTodo =
+    "rebuild the plugin, or copy it again in full (the file is incomplete: an interrupted copy or download, or a "
+    "full disk)";
+
+[[noreturn]] void fail_truncated(const std::string& file, std::uint64_t size, const char* what, std::uint64_t need) {
+  fail(file,
+       "not a shared library (truncated: the file has " + std::to_string(size) + " bytes, its " + what + " need " +
+           std::to_string(need) + ")",
+       kTruncatedTodo);
+}
+
+template <class Ehdr, class Phdr>
+void check_elf_extent(const std::string& file, int fd, std::uint64_t size) {
+  Ehdr eh{};
+  if (size < sizeof eh || ::pread(fd, &eh, sizeof eh, 0) != static_cast<ssize_t>(sizeof eh)) return;  // dlopen says
+  if (eh.e_phentsize != sizeof(Phdr) || eh.e_phnum == 0) return;  // dlopen says what is wrong
+  const std::uint64_t table_end = static_cast<std::uint64_t>(eh.e_phoff) + std::uint64_t{eh.e_phnum} * sizeof(Phdr);
+  if (table_end > size) fail_truncated(file, size, "program headers", table_end);
+  std::vector<Phdr> ph(eh.e_phnum);
+  const auto bytes = static_cast<ssize_t>(ph.size() * sizeof(Phdr));
+  if (::pread(fd, ph.data(), static_cast<std::size_t>(bytes), static_cast<off_t>(eh.e_phoff)) != bytes) return;
+  std::uint64_t need = 0;
+  for (const Phdr& p : ph)
+    if (p.p_type == PT_LOAD) need = std::max(need, static_cast<std::uint64_t>(p.p_offset) + p.p_filesz);
+  if (need > size) fail_truncated(file, size, "segments", need);
+}
+
+void check_not_truncated(const std::string& file) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;  // dlopen reports why
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return;
+  unsigned char ident[EI_NIDENT] = {};
+  if (::pread(fd, ident, sizeof ident, 0) != static_cast<ssize_t>(sizeof ident)) return;
+  if (std::memcmp(ident, ELFMAG, SELFMAG) != 0) return;  // not ELF: dlopen's "invalid ELF header"
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (ident[EI_DATA] != ELFDATA2LSB) return;
+#else
+  if (ident[EI_DATA] != ELFDATA2MSB) return;
+#endif
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (ident[EI_CLASS] == ELFCLASS64) check_elf_extent<Elf64_Ehdr, Elf64_Phdr>(file, fd, size);
+  else if (ident[EI_CLASS] == ELFCLASS32) check_elf_extent<Elf32_Ehdr, Elf32_Phdr>(file, fd, size);
+}
+
+// ---- a static initialiser that throws ----
+
+std::string demangled(const char* name) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> s(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
+  return status == 0 && s ? std::string(s.get()) : std::string(name);
+}
+
+// The exception unwound through dlopen, which never released the dynamic
+// loader's (recursive) lock, nor restored its error-catching state: this thread
+// holds that lock for good, so a dlopen or dladdr on any other thread would
+// wait forever. Nothing portable releases it; the loader refuses loads from
+// other threads from now on (rather than hang), and says to restart.
+[[noreturn]] void static_initialiser_threw(LoaderState& st, const std::string& file, const std::string& thrown) {
+  const std::string msg =
+      "cannot load plugin '" + file + "': a static initialiser of the plugin threw " + thrown +
+      " inside the dynamic loader; fix the plugin (a static initialiser must not throw: do fallible set-up in the "
+      "OPFORGE_PLUGIN body) or remove the file from the plugin path, then restart the process: the exception left "
+      "the process's dynamic loader locked and possibly inconsistent, so loading a library on another thread may hang";
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (!st.dl_broken) {
+      st.dl_broken = true;
+      st.dl_broken_thread = std::this_thread::get_id();
+      st.dl_broken_file = file;
+      st.dl_broken_message = msg;
+    }
+  }
+  throw PluginError(msg);
 }
 
 std::string read_str(const char* s) { return s ? std::string(s) : std::string("(null)"); }
@@ -176,42 +461,117 @@ void check_descriptor(const std::string& file, const OpforgePluginDescriptor* d)
   if (!d->name || !*d->name) fail(file, "its descriptor has no plugin name", "give OPFORGE_PLUGIN a name");
 }
 
-PluginInfo load_locked(LoaderState& st, const std::string& path, const LoadOptions& options, Dropped& dropped) {
+// Takes a file's LoadingPlugin out of `loading` when its load ends, however it ends.
+class LoadingGuard {
+ public:
+  LoadingGuard(LoaderState& st, std::uint64_t ticket) : st_(st), ticket_(ticket) {}
+  LoadingGuard(const LoadingGuard&) = delete;
+  LoadingGuard& operator=(const LoadingGuard&) = delete;
+  ~LoadingGuard() {
+    {
+      std::lock_guard<std::mutex> lock(st_.mu);
+      remove_locked();
+    }
+    st_.done.notify_all();
+  }
+  // Under the lock, once the plugin is committed (the same critical section).
+  void remove_locked() {
+    st_.loading.erase(std::remove_if(st_.loading.begin(), st_.loading.end(),
+                                     [&](const LoadingPlugin& l) { return l.ticket == ticket_; }),
+                      st_.loading.end());
+  }
+  LoadingPlugin* record() {
+    for (LoadingPlugin& l : st_.loading)
+      if (l.ticket == ticket_) return &l;
+    return nullptr;
+  }
+
+ private:
+  LoaderState& st_;
+  std::uint64_t ticket_;
+};
+
+// Loads one file. Takes the loader's lock only around its own steps: plugin code
+// (static initialisers, the descriptor, registration) runs unlocked.
+PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions& options) {
   boost::system::error_code ec;
   const fs::path p(path);
   if (!fs::exists(p, ec)) fail(path, "file not found", "check the path (or OPFORGE_PLUGIN_PATH)");
   if (!fs::is_regular_file(p, ec)) fail(path, "not a regular file", "pass a plugin's .so file");
   const std::string file = fs::canonical(p, ec).string();
   const FileId id = file_id(file);
-  for (const LoadedPlugin& other : st.loaded) {
-    if (other.info.file == file) fail(file, "this file is already loaded (plugin '" + other.info.name + "')", "");
-    if (other.id.same_file(id))
-      fail(file, "this file is already loaded, as " + other.info.file + " (plugin '" + other.info.name + "')", "");
-  }
-  st.prune();
-  for (const UnloadedPlugin& old : st.unloaded) {
-    if ((old.info.file == file || old.id.same_file(id)) && !old.id.same_build(id)) {
-      fail(file,
-           "an earlier build of this file is still open: plugin '" + old.info.name + "' (" + old.info.file +
-               ") was unloaded, but its ops are still in use (ops in use: " +
-               std::to_string(old.library.use_count()) +
-               "), and the dynamic loader would hand back that old code, not the file now on disk",
-           "load the new build from another path (a copy of the file, not a link), or release the old "
-           "plugin's op handles and graphs first");
-    }
-  }
+  const std::thread::id me = std::this_thread::get_id();
 
-  Closed closed = std::make_shared<std::atomic<bool>>(false);
-  std::shared_ptr<boost::dll::shared_library> lib(new boost::dll::shared_library(),
-                                                  [closed](boost::dll::shared_library* l) {
-                                                    delete l;  // dlclose
-                                                    closed->store(true, std::memory_order_release);
-                                                  });
-  lib->load(file, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+  // Declared before any lock is taken, so destroyed after every lock is let go:
+  // the library (and its staged entries) are never released under the lock.
+  std::shared_ptr<boost::dll::shared_library> lib;
+  Dropped dropped;
+  std::optional<StagingRegistrar> registrar;
+
+  std::uint64_t ticket = 0;
+  {
+    std::unique_lock<std::mutex> lock(st.mu);
+    for (;;) {
+      if (st.dl_broken) {
+        if (st.dl_broken_file == file) throw PluginError(st.dl_broken_message);
+        if (st.dl_broken_thread != me)
+          fail(file, "the static initialiser of plugin file '" + st.dl_broken_file +
+                         "' threw inside the dynamic loader on another thread, which left the loader locked: this "
+                         "load would hang",
+               "restart the process (after fixing or removing '" + st.dl_broken_file + "')");
+      }
+      for (const LoadedPlugin& other : st.loaded) {
+        if (other.info.file == file) fail(file, "this file is already loaded (plugin '" + other.info.name + "')", "");
+        if (other.id.same_file(id))
+          fail(file, "this file is already loaded, as " + other.info.file + " (plugin '" + other.info.name + "')", "");
+      }
+      auto busy = std::find_if(st.loading.begin(), st.loading.end(), [&](const LoadingPlugin& l) {
+        return l.file == file || l.id.same_file(id);
+      });
+      if (busy == st.loading.end()) break;
+      if (busy->thread == me)
+        fail(file, "this file is being loaded already, by this thread (the plugin's registration code, or code it "
+                   "calls, loads its own file)",
+             "do not call load_plugin on a plugin's own file from its registration");
+      st.done.wait(lock);  // another thread loads it: wait, then look again ("already loaded", or a failure)
+    }
+    st.prune();
+    for (const UnloadedPlugin& old : st.unloaded) {
+      if ((old.info.file == file || old.id.same_file(id)) && !old.id.same_build(id)) {
+        fail(file,
+             "an earlier build of this file is still open: plugin '" + old.info.name + "' (" + old.info.file +
+                 ") was unloaded, but its ops or what its code made are still in use (" +
+                 uses_text(uses_of(*old.image, false)) +
+                 "), and the dynamic loader would hand back that old code, not the file now on disk",
+             "load the new build from another path (a copy of the file, not a link), or release the old "
+             "plugin's op handles and graphs, and the tensors, hooks and make_op handles it made, first");
+      }
+    }
+    ticket = st.next_ticket++;
+    st.loading.push_back({ticket, file, id, me, nullptr});
+  }
+  LoadingGuard guard(st, ticket);
+
+  check_not_truncated(file);
+  Closed closed = std::make_shared<CloseState>();
+  lib.reset(new boost::dll::shared_library(), [closed](boost::dll::shared_library* l) {
+    delete l;  // dlclose
+    retract_range(closed->slot);
+    closed->closed.store(true, std::memory_order_release);
+  });
+  try {
+    lib->load(file, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+  } catch (const std::exception& e) {
+    static_initialiser_threw(st, file, demangled(typeid(e).name()) + " (" + e.what() + ")");
+  } catch (...) {
+    static_initialiser_threw(st, file, "an exception of a type opforge does not know (not derived from std::exception)");
+  }
   if (ec || !lib->is_loaded()) {
     // dlerror() holds the loader's own words (bad ELF header, undefined symbol...).
     const char* why = ::dlerror();
     std::string reason = why ? why : ec.message();
+    if (reason.find("cannot read file data") != std::string::npos)
+      fail(file, "not a shared library (truncated: " + reason + ")", kTruncatedTodo);
     if (reason.find("invalid ELF header") != std::string::npos || reason.find("file too short") != std::string::npos)
       fail(file, "not a shared library (" + reason + ")", "pass a plugin built with opforge_add_plugin");
     if (reason.find("undefined symbol") != std::string::npos)
@@ -219,6 +579,25 @@ PluginInfo load_locked(LoaderState& st, const std::string& path, const LoadOptio
            "rebuild the plugin against this opforge, and link the libraries it uses");
     fail(file, "the dynamic loader refused it (" + reason + ")", "");
   }
+
+  // Where it is mapped: from now on an address in it finds this load.
+  auto image = std::make_shared<Image>();
+  image->library = std::static_pointer_cast<void>(lib);
+  image->closed = closed;
+  image->segments = mapped_segments(lib->native());
+  if (!image->segments.empty()) {
+    std::uintptr_t lo = image->segments.front().first, hi = image->segments.front().second;
+    for (const auto& s : image->segments) {
+      lo = std::min(lo, s.first);
+      hi = std::max(hi, s.second);
+    }
+    closed->slot = publish_range(lo, hi);
+  }
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    if (LoadingPlugin* rec = guard.record()) rec->image = image;
+  }
+
   if (!lib->has(OPFORGE_PLUGIN_DESCRIPTOR_SYMBOL)) {
     fail(file, "it does not export " OPFORGE_PLUGIN_DESCRIPTOR_SYMBOL " (not an opforge plugin)",
          "declare the plugin with OPFORGE_PLUGIN(name, version) from <opforge/sdk/plugin.hpp>");
@@ -236,21 +615,26 @@ PluginInfo load_locked(LoaderState& st, const std::string& path, const LoadOptio
   info.file = file;
   info.sdk_version = read_str(d->sdk_version);
   info.compiler = read_str(d->compiler);
-  st.loaded.reserve(st.loaded.size() + 1);  // here: `same_name` must stay valid
-  auto same_name = std::find_if(st.loaded.begin(), st.loaded.end(),
-                                [&](const LoadedPlugin& other) { return other.info.name == info.name; });
-  if (same_name != st.loaded.end() && !options.replace_existing) {
-    fail(file, "a plugin named '" + info.name + "' is already loaded from " + same_name->info.file,
-         "give one of them another name, or remove one file from the plugin path (to replace the loaded one, "
-         "call unload_plugin(\"" + info.name + "\") first, or load with LoadOptions::replace_existing)");
+
+  auto name_taken = [&]() -> void {
+    if (options.replace_existing) return;
+    for (const LoadedPlugin& other : st.loaded)
+      if (other.info.name == info.name)
+        fail(file, "a plugin named '" + info.name + "' is already loaded from " + other.info.file,
+             "give one of them another name, or remove one file from the plugin path (to replace the loaded one, "
+             "call unload_plugin(\"" + info.name + "\") first, or load with LoadOptions::replace_existing)");
+  };
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    name_taken();  // before running its registration; checked again at commit
   }
 
-  StagingRegistrar registrar(info.name, file, std::static_pointer_cast<void>(lib));
+  registrar.emplace(info.name, file, std::static_pointer_cast<void>(lib));
   const auto reg = lib->get<int(void*, char*, std::size_t)>(OPFORGE_PLUGIN_REGISTER_SYMBOL);
   char error[1024] = {0};
   int rc = 0;
   try {
-    rc = reg(static_cast<PluginRegistrar*>(&registrar), error, sizeof error);
+    rc = reg(static_cast<PluginRegistrar*>(&*registrar), error, sizeof error);
   } catch (...) {
     // OPFORGE_PLUGIN catches everything; reaching here means a hand-written entry point.
     rc = -1;
@@ -262,13 +646,19 @@ PluginInfo load_locked(LoaderState& st, const std::string& path, const LoadOptio
          "none of its ops were registered; fix the plugin's registration code (the OPFORGE_PLUGIN body), "
          "or remove the file from the plugin path");
   }
-  info.ops = registrar.op_names();
+  info.ops = registrar->op_names();
   LoadedPlugin rec;
   rec.info = info;
   rec.id = id;
   rec.library = std::static_pointer_cast<void>(lib);
-  rec.closed = std::move(closed);
-  rec.entries = registrar.entries();
+  rec.image = image;
+  rec.entries = registrar->entries();
+
+  std::lock_guard<std::mutex> lock(st.mu);
+  name_taken();  // another thread may have loaded that name meanwhile
+  st.loaded.reserve(st.loaded.size() + 1);  // here: `same_name` must stay valid
+  auto same_name = std::find_if(st.loaded.begin(), st.loaded.end(),
+                                [&](const LoadedPlugin& other) { return other.info.name == info.name; });
   // Everything that can throw happens before the registry changes.
   const bool replacing = same_name != st.loaded.end();
   std::vector<OpEntryPtr> displaced;
@@ -277,14 +667,14 @@ PluginInfo load_locked(LoaderState& st, const std::string& path, const LoadOptio
   dropped.libraries.reserve(dropped.libraries.size() + 1);
   std::optional<UnloadedPlugin> retired;
   if (replacing) {
-    retired = UnloadedPlugin{same_name->info, same_name->id, same_name->library, same_name->closed};
+    retired = UnloadedPlugin{same_name->info, same_name->id, same_name->image};
     st.unloaded.reserve(st.unloaded.size() + 1);
   }
 
   // All or nothing: the replaced plugin's ops leave and the new ones arrive in one
   // registry change, or (a clash without replace_existing) nothing changes.
   static const std::vector<OpEntryPtr> none;
-  registrar.commit(replacing ? same_name->entries : none, options.replace_existing, &displaced);
+  registrar->commit(replacing ? same_name->entries : none, options.replace_existing, &displaced);
 
   if (replacing) {
     st.unloaded.push_back(std::move(*retired));
@@ -303,6 +693,7 @@ PluginInfo load_locked(LoaderState& st, const std::string& path, const LoadOptio
   }
   dropped.entries.insert(dropped.entries.end(), displaced.begin(), displaced.end());
   st.loaded.push_back(std::move(rec));
+  guard.remove_locked();  // loaded and no longer loading, in one step
   return info;
 }
 
@@ -326,10 +717,7 @@ PluginInfo load_plugin(const std::string& path, const LoadOptions& options) {
   // name from them (unless told to), and a clash is always reported against the
   // explicit load.
   load_default_plugins();
-  Dropped dropped;  // declared before the lock: released after it
-  LoaderState& st = state();
-  std::lock_guard<std::mutex> lock(st.mu);
-  return load_locked(st, path, options, dropped);
+  return load_file(state(), path, options);
 }
 
 UnloadResult unload_plugin(const std::string& name) {
@@ -348,29 +736,32 @@ UnloadResult unload_plugin(const std::string& name) {
                               [&](const UnloadedPlugin& p) { return p.info.name == name; });
       const std::string why =
           old != st.unloaded.end()
-              ? "it was already unloaded; its library stays open while its ops are in use (ops in use: " +
-                    std::to_string(old->library.use_count()) + ")"
+              ? "it was already unloaded; its library stays open while its ops or what its code made are in use (" +
+                    uses_text(uses_of(*old->image, false)) +
+                    "): release the op handles and graphs that use its ops, and the tensors, hooks and make_op "
+                    "handles it made, to close it"
               : "no plugin of that name is loaded";
       throw PluginError("cannot unload plugin '" + name + "': " + why + "; loaded plugins: " + loaded_names(st));
     }
     LoadedPlugin& p = *it;
     // Everything that can throw happens before the registry changes.
     result.plugin = p.info;
-    closed = p.closed;
-    st.unloaded.push_back({p.info, p.id, p.library, p.closed});
+    closed = p.image->closed;
+    st.unloaded.push_back({p.info, p.id, p.image});
     dropped.libraries.reserve(1);
     Registry::instance().remove(p.entries);
     // Every reference to an entry now is a user's, except the one in p.entries.
     std::size_t users = 0;
     for (const OpEntryPtr& e : p.entries) users += e->refcount.load(std::memory_order_acquire) - 1;
     result.users_left = users;
+    result.other_holders = static_cast<std::size_t>(p.image->holders.use_count());
     dropped.entries = std::move(p.entries);
     dropped.libraries.push_back(std::move(p.library));
     st.loaded.erase(it);
   }
   dropped.release();  // closes the library here when no one else holds its ops
-  result.unloaded_now = closed->load(std::memory_order_acquire);
-  if (result.unloaded_now) result.users_left = 0;
+  result.unloaded_now = closed->closed.load(std::memory_order_acquire);
+  if (result.unloaded_now) result.users_left = result.other_holders = 0;
   return result;
 }
 
@@ -379,77 +770,112 @@ std::vector<PendingUnload> pending_unloads() {
   std::lock_guard<std::mutex> lock(st.mu);
   st.prune();
   std::vector<PendingUnload> out;
-  for (const UnloadedPlugin& u : st.unloaded) out.push_back({u.info, static_cast<std::size_t>(u.library.use_count())});
+  for (const UnloadedPlugin& u : st.unloaded) {
+    const Uses uses = uses_of(*u.image, false);
+    out.push_back({u.info, uses.ops, uses.others});
+  }
   return out;
 }
 
 std::shared_ptr<void> keep_plugin_loaded(const void* address) {
-  if (!address) return nullptr;
-  Dl_info info{};
-  if (::dladdr(address, &info) == 0 || !info.dli_fname) return nullptr;
-  boost::system::error_code ec;
-  const std::string file = fs::canonical(info.dli_fname, ec).string();
-  if (ec) return nullptr;
+  const auto a = reinterpret_cast<std::uintptr_t>(address);
+  if (!a || !maybe_in_plugin(a)) return nullptr;  // the common case: no lock, no call
   LoaderState& st = state();
   std::lock_guard<std::mutex> lock(st.mu);
+  // A plugin registering now (its registration code made a tensor, a hook...).
+  for (const LoadingPlugin& l : st.loading)
+    if (l.image && l.image->open() && l.image->contains(a)) return holder_of(*l.image);
   for (const LoadedPlugin& p : st.loaded)
-    if (p.info.file == file) return p.library;
+    if (p.image->contains(a)) return holder_of(*p.image);
   for (const UnloadedPlugin& u : st.unloaded)
-    if (u.info.file == file) {
-      if (auto lib = u.library.lock()) return lib;
+    if (u.open() && u.image->contains(a)) {
+      if (auto h = holder_of(*u.image)) return h;
     }
   return nullptr;
 }
 
 std::vector<std::string> plugin_search_path() {
-  std::vector<std::string> dirs;
   // Standard plugins live next to the core library: <libdir>/opforge/plugins,
-  // in the build tree and in the install tree alike.
-  const fs::path core = boost::dll::this_line_location();
-  dirs.push_back((core.parent_path() / "opforge" / "plugins").string());
+  // in the build tree and in the install tree alike. Found once (dladdr).
+  static const std::string standard =
+      (boost::dll::this_line_location().parent_path() / "opforge" / "plugins").string();
+  std::vector<std::string> dirs{standard};
   for (auto& d : split_path(std::getenv("OPFORGE_PLUGIN_PATH"))) dirs.push_back(d);
   return dirs;
 }
 
+// Once per process, like call_once, but re-entrant: a default plugin's
+// registration code that calls op() (or anything else that loads the default
+// plugins) on the loading thread goes on with the plugins loaded so far, instead
+// of waiting for itself. Other threads wait until the default plugins are in.
 void load_default_plugins() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    (void)num_threads();  // applies OPFORGE_NUM_THREADS
-    Dropped dropped;  // stays empty: these loads replace nothing
-    LoaderState& st = state();
-    std::lock_guard<std::mutex> lock(st.mu);
-    const char* env = std::getenv("OPFORGE_PLUGIN_PATH");
-    const auto extra = split_path(env);
-    // Each file is tried once, however many entries reach it (OPFORGE_PLUGIN_PATH
-    // naming the standard folder, or a folder and a file in it): a second try
-    // would only record a spurious "already loaded" failure.
-    std::vector<std::string> tried;
-    for (const std::string& dir : plugin_search_path()) {
-      boost::system::error_code ec;
-      const bool from_env = std::find(extra.begin(), extra.end(), dir) != extra.end();
-      std::vector<std::string> files;
-      if (fs::is_regular_file(dir, ec)) {
-        files.push_back(dir);  // OPFORGE_PLUGIN_PATH may name files too
-      } else if (fs::is_directory(dir, ec)) {
-        for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-          if (it->path().extension() == ".so") files.push_back(it->path().string());
-        }
-        std::sort(files.begin(), files.end());
-      } else if (from_env) {
-        st.failures.push_back({dir, "OPFORGE_PLUGIN_PATH entry '" + dir + "' is neither a directory nor a file"});
+  static std::atomic<bool> done{false};
+  if (done.load(std::memory_order_acquire)) return;
+  static std::mutex mu;
+  static std::condition_variable cv;
+  static bool running = false;
+  static std::thread::id runner;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    if (done.load(std::memory_order_relaxed)) return;
+    if (running) {
+      if (runner == std::this_thread::get_id()) return;
+      cv.wait(lock, [] { return done.load(std::memory_order_relaxed); });
+      return;
+    }
+    running = true;
+    runner = std::this_thread::get_id();
+  }
+  struct Finish {
+    ~Finish() {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        running = false;
+        done.store(true, std::memory_order_release);
       }
-      for (const std::string& f : files) {
-        const std::string key = fs::canonical(f, ec).string();
-        if (!ec && std::find(tried.begin(), tried.end(), key) != tried.end()) continue;
-        if (!ec) tried.push_back(key);
-        try {
-          load_locked(st, f, LoadOptions(), dropped);
-        } catch (const Error& e) {
-          st.failures.push_back({f, e.what()});
-        }
+      cv.notify_all();
+    }
+  } finish;
+
+  (void)num_threads();  // applies OPFORGE_NUM_THREADS
+  LoaderState& st = state();
+  auto record = [&](const std::string& file, const std::string& reason) {
+    std::lock_guard<std::mutex> lock(st.mu);
+    st.failures.push_back({file, reason});
+  };
+  const char* env = std::getenv("OPFORGE_PLUGIN_PATH");
+  const auto extra = split_path(env);
+  // Each file is tried once, however many entries reach it (OPFORGE_PLUGIN_PATH
+  // naming the standard folder, or a folder and a file in it): a second try
+  // would only record a spurious "already loaded" failure.
+  std::vector<std::string> tried;
+  for (const std::string& dir : plugin_search_path()) {
+    boost::system::error_code ec;
+    const bool from_env = std::find(extra.begin(), extra.end(), dir) != extra.end();
+    std::vector<std::string> files;
+    if (fs::is_regular_file(dir, ec)) {
+      files.push_back(dir);  // OPFORGE_PLUGIN_PATH may name files too
+    } else if (fs::is_directory(dir, ec)) {
+      for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        if (it->path().extension() == ".so") files.push_back(it->path().string());
+      }
+      std::sort(files.begin(), files.end());
+    } else if (from_env) {
+      record(dir, "OPFORGE_PLUGIN_PATH entry '" + dir + "' is neither a directory nor a file");
+    }
+    for (const std::string& f : files) {
+      const std::string key = fs::canonical(f, ec).string();
+      if (!ec && std::find(tried.begin(), tried.end(), key) != tried.end()) continue;
+      if (!ec) tried.push_back(key);
+      try {
+        load_file(st, f, LoadOptions());
+      } catch (const std::exception& e) {  // opforge::Error, and std::bad_alloc and the like
+        record(f, e.what());
+      } catch (...) {
+        record(f, "cannot load plugin '" + f + "': an exception of a type opforge does not know escaped the loader");
       }
     }
-  });
+  }
 }
 
 std::vector<PluginInfo> loaded_plugins() {

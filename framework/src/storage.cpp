@@ -213,7 +213,11 @@ StoragePtr Storage::adopt(void* data, std::size_t nbytes, Deleter deleter, void*
   s->nbytes_ = nbytes;
   s->deleter_ = deleter;
   s->deleter_context_ = context;
+  // Plugin code that frees the memory, or (no deleter) memory inside a plugin's
+  // own image (its static data) keeps that plugin loaded while the storage
+  // lives. Memory of the heap or the program costs two atomic loads, inline.
   if (deleter) s->keep_alive_ = keep_plugin_loaded(deleter_code ? deleter_code : reinterpret_cast<const void*>(deleter));
+  else if (may_be_in_plugin(data)) s->keep_alive_ = keep_plugin_loaded(data);
   s->refcount_.store(1, std::memory_order_relaxed);  // held by the pointer returned
   return StoragePtr(s, /*add_ref=*/false);
 }

@@ -45,11 +45,17 @@ OPFORGE_API PluginInfo load_plugin(const std::string& path, const LoadOptions& o
 struct UnloadResult {
   PluginInfo plugin;        ///< the plugin unloaded (`ops`: the ops it still provided)
   /// true: the library was closed before unload_plugin returned. false: some of
-  /// its ops are still in use; it is closed when the last of them is released.
+  /// its ops, or something else its code made (see other_holders), are still in
+  /// use; it is closed when the last of them is released.
   bool unloaded_now = false;
   /// References to the plugin's ops still held when unload_plugin returned:
   /// OpHandles, graph nodes, copies of either (a snapshot; 0 when unloaded_now).
   std::size_t users_left = 0;
+  /// Other things holding the plugin's code or data when unload_plugin returned:
+  /// tensors whose memory the plugin's deleter frees or that view the plugin's
+  /// static data, gradient hooks registered by plugin code, make_op handles of a
+  /// Function the plugin made (a snapshot; 0 when unloaded_now).
+  std::size_t other_holders = 0;
 };
 
 /// Unloads a plugin by name: its ops leave the registry at once (op() no longer
@@ -63,10 +69,11 @@ OPFORGE_API UnloadResult unload_plugin(const std::string& name);
 /// A plugin that was unloaded (or replaced) and whose library is not closed yet.
 struct PendingUnload {
   PluginInfo plugin;
-  std::size_t ops_in_use = 0;  ///< how many of its ops are still referenced
+  std::size_t ops_in_use = 0;     ///< how many of its ops are still referenced (handles, graph nodes)
+  std::size_t other_holders = 0;  ///< tensors, hooks and make_op handles its code made (see UnloadResult)
 };
 /// Unloaded or replaced plugins whose code is still loaded because some of
-/// their ops are in use (a snapshot).
+/// their ops, or other things their code made, are in use (a snapshot).
 OPFORGE_API std::vector<PendingUnload> pending_unloads();
 
 /// Loads the standard plugins and those on OPFORGE_PLUGIN_PATH once per process

@@ -1,0 +1,72 @@
+// A plugin whose code and data escape its op entries, built once per plugin name
+// (FIXTURE_PLUGIN_NAME, also the op family) so each test of
+// tests/test_plugin_lifetime.cpp has its own:
+//   <name>.blob(x)        a copy of x in memory the plugin allocated, freed by
+//                         the plugin's own deleter (Tensor::from_blob)
+//   <name>.static_view(x) a borrowed view (no deleter) of a table in the
+//                         plugin's static data: {1.5, 2.5, 3.5, 4.5}
+//   <name>.hooked(x)      x; registers on x a gradient hook (plugin code) that
+//                         triples x's gradient
+#include <cstdlib>
+#include <cstring>
+
+#include <opforge/sdk.hpp>
+
+#ifndef FIXTURE_PLUGIN_NAME
+#error "FIXTURE_PLUGIN_NAME must be defined"
+#endif
+
+namespace {
+
+using opforge::Context;
+using opforge::Tensor;
+using opforge::TensorList;
+using opforge::TensorSpan;
+
+void free_copy(void* data, void*) { std::free(data); }
+
+class Blob final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    const Tensor x = in[0].contiguous();
+    void* mem = std::malloc(static_cast<std::size_t>(x.nbytes()) + 1);
+    std::memcpy(mem, x.data_ptr(), static_cast<std::size_t>(x.nbytes()));
+    return {Tensor::from_blob(mem, x.shape(), x.dtype(), &free_copy, nullptr)};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
+};
+
+double table[4] = {1.5, 2.5, 3.5, 4.5};
+
+class StaticView final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan) const override {
+    return {Tensor::from_blob(table, {4}, opforge::DType::Float64)};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
+};
+
+class Hooked final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    if (in[0].requires_grad() && in[0].is_leaf())
+      in[0].register_hook([](const Tensor& g) {
+        Tensor out = g.clone();
+        double* p = out.data<double>();
+        for (std::int64_t i = 0; i < out.numel(); ++i) p[i] *= 3.0;
+        return out;
+      });
+    return {in[0].clone()};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
+};
+
+}  // namespace
+
+OPFORGE_PLUGIN(FIXTURE_PLUGIN_NAME, "1.0.0") {
+  registrar.add<Blob>(opforge::OpSchema(FIXTURE_PLUGIN_NAME ".blob").input_names({"x"}).describe("a copy in plugin memory"));
+  registrar.add<StaticView>(
+      opforge::OpSchema(FIXTURE_PLUGIN_NAME ".static_view").input_names({"x"}).describe("a view of a static table"));
+  registrar.add<Hooked>(
+      opforge::OpSchema(FIXTURE_PLUGIN_NAME ".hooked").input_names({"x"}).describe("x, hooking x's gradient"));
+}
