@@ -624,3 +624,30 @@ TEST_CASE("lifetime: a tensor viewing a plugin's static data (no deleter) keeps 
   CHECK(borrowed.to_vector() == heap);
   CHECK(pending_from(file).empty());
 }
+
+// ---- exceptions from plugin code ------------------------------------------------------------
+
+TEST_CASE("lifetime: an exception a plugin's hook throws reaches the caller as a core error, after the unloading") {
+  // The hook threw its own type, which reached the caller as it was: the
+  // tensors died while the exception unwound, the plugin was unmapped, and the
+  // handler's e.what() jumped into unmapped code.
+  const std::string file = fixture("lt_hook_throws.so");
+  opforge::load_plugin(file);
+  std::string what;
+  bool core_error = false;
+  try {
+    Tensor x = Tensor::from_values({1, 2, 3});
+    x.requires_grad_(true);
+    Tensor y = opforge::op("lt_hook_throws.refusing_hook")({x});
+    const opforge::UnloadResult r = opforge::unload_plugin("lt_hook_throws");
+    CHECK_FALSE(r.unloaded_now);  // x's hook holds it
+    opforge::op("reduce.sum")({y}).backward();
+  } catch (const opforge::Error& e) {
+    core_error = true;
+    what = e.what();  // the plugin is gone by now: this text must be the core's
+  }
+  CHECK(core_error);
+  CHECK_FALSE(is_mapped(file));
+  CHECK_THAT(what, Catch::Matchers::StartsWith("a gradient hook registered by plugin code threw ") &&
+                       Catch::Matchers::EndsWith("HookRefused: the plugin's hook refused the gradient"));
+}

@@ -7,8 +7,11 @@
 //                         plugin's static data: {1.5, 2.5, 3.5, 4.5}
 //   <name>.hooked(x)      x; registers on x a gradient hook (plugin code) that
 //                         triples x's gradient
+//   <name>.refusing_hook(x) x; registers on x a gradient hook that throws an
+//                         exception type defined in the plugin
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 
 #include <opforge/sdk.hpp>
 
@@ -61,6 +64,21 @@ class Hooked final : public opforge::Function {
   TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
 };
 
+// Its type information and its what() live in the plugin's image.
+class HookRefused : public std::runtime_error {
+ public:
+  HookRefused() : std::runtime_error("the plugin's hook refused the gradient") {}
+};
+
+class RefusingHook final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    if (in[0].requires_grad() && in[0].is_leaf()) in[0].register_hook([](const Tensor&) -> Tensor { throw HookRefused(); });
+    return {in[0].clone()};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
+};
+
 }  // namespace
 
 OPFORGE_PLUGIN(FIXTURE_PLUGIN_NAME, "1.0.0") {
@@ -69,4 +87,7 @@ OPFORGE_PLUGIN(FIXTURE_PLUGIN_NAME, "1.0.0") {
       opforge::OpSchema(FIXTURE_PLUGIN_NAME ".static_view").input_names({"x"}).describe("a view of a static table"));
   registrar.add<Hooked>(
       opforge::OpSchema(FIXTURE_PLUGIN_NAME ".hooked").input_names({"x"}).describe("x, hooking x's gradient"));
+  registrar.add<RefusingHook>(opforge::OpSchema(FIXTURE_PLUGIN_NAME ".refusing_hook")
+                                  .input_names({"x"})
+                                  .describe("x, with a hook on x that throws"));
 }
