@@ -104,9 +104,9 @@ bool parse_bench_options(const boost::program_options::options_description& desc
 }
 
 long default_threads() {
-  // The core reads OPFORGE_NUM_THREADS when it loads. A value beyond int's range
-  // comes out of it as a negative count (2147483648 as -2147483648), which
-  // set_num_threads takes as all cores: run, and report, all cores then.
+  // The core reads OPFORGE_NUM_THREADS when it loads (an invalid value is
+  // reported there, and means all cores); num_threads() is what it applied.
+  // Should it ever be < 1, run, and report, all cores.
   const int n = opforge::num_threads();
   return n > 0 ? n : opforge::hardware_threads();
 }
