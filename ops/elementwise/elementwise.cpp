@@ -8,8 +8,6 @@
 // sum_to sums a gradient of the broadcast shape over the axes broadcasting added
 // or stretched, giving it the operand's shape.
 // Large tensors are split over the thread pool; small ones run inline.
-#include <tuple>
-
 #include <opforge/sdk.hpp>
 
 // The rest of the family (unary.cpp, binary.cpp, compare.cpp) registers through
@@ -25,25 +23,6 @@ using opforge::TensorSpan;
 namespace sdk = opforge::sdk;
 using opforge_elementwise::broadcast_map;
 using opforge_elementwise::map1;
-
-// out[i] = f(a[i], ...) for contiguous operands of a's shape: a flat loop. For
-// tiny tensors it saves what map1 (a contiguous() call, an ISA switch) and
-// broadcast_map (its walk plan) cost, ~6 and ~50 ns a call: square is the op
-// `opforge bench overhead` times (fwd_bwd 0.31 us through broadcast_map, 0.26
-// us this way). Any other layout goes to those.
-template <class T, class F, class... Rest>
-Tensor flat_map(F f, const Tensor& a, const Rest&... rest) {
-  Tensor out = Tensor::empty(a.shape(), a.dtype());
-  T* po = out.data<T>();
-  const T* pa = a.data<T>();
-  const std::tuple<decltype(rest.template data<T>())...> pr{rest.template data<T>()...};
-  sdk::parallel_for(0, a.numel(), sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
-    std::apply([&](const auto*... q) {
-      for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pa[i], q[i]...);
-    }, pr);
-  });
-  return out;
-}
 
 // Operands broadcast by NumPy rules; each backward reduces a gradient of the
 // broadcast shape back to its operand's shape (recorded by the core, read with
@@ -120,8 +99,7 @@ class Square final : public opforge::Function {
     ctx.save_for_backward(in[0]);
     return {sdk::dispatch_floating(in[0].dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
-      const auto f = [](T v) { return v * v; };
-      return in[0].is_contiguous() ? flat_map<T>(f, in[0]) : map1<T, T>(in[0], in[0].dtype(), f);
+      return map1<T, T>(in[0], in[0].dtype(), [](T v) { return v * v; });
     })};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
@@ -129,7 +107,6 @@ class Square final : public opforge::Function {
     return {sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
       const auto f = [](T gv, T xv) { return T(2) * xv * gv; };  // 2 x g
-      if (g[0].is_contiguous() && x.is_contiguous()) return flat_map<T>(f, g[0], x);
       return broadcast_map<T, T, T>(x.shape(), x.dtype(), f, g[0], x);
     })};
   }

@@ -135,7 +135,8 @@ OPFORGE_ELEMENTWISE_AVX512 void map_range_avx512(const In* pi, Out* po, std::int
 /// out[i] = f(x[i]) for every element; out has x's shape and dtype `out_dtype`.
 template <class Out, class In, class F>
 Tensor map1(const Tensor& x, DType out_dtype, F f) {
-  const Tensor c = x.contiguous();
+  Tensor copy;  // only for a strided x: no reference-count traffic otherwise
+  const Tensor& c = x.is_contiguous() ? x : (copy = x.contiguous());
   Tensor out = Tensor::empty(c.shape(), out_dtype);
   const In* pi = c.data<In>();
   Out* po = out.data<Out>();
@@ -325,6 +326,20 @@ Tensor broadcast_map(const Dims& shape, DType out_dtype, const F& f, detail::Ten
   auto* po = reinterpret_cast<Stored<Out>*>(out.data<Out>());
   // data<T>() checks each operand's dtype.
   const std::tuple<const Stored<In>*...> base{reinterpret_cast<const Stored<In>*>(ins.template data<In>())...};
+  // Every operand contiguous and of the output's shape (the usual case, and
+  // every backward's with a contiguous gradient): one flat run, without
+  // planning the walk, which costs ~50 ns a call on a tiny tensor
+  // (`opforge bench overhead` fwd_bwd, elementwise.square: 0.31 us with the
+  // plan, 0.26 us without).
+  if (((ins.is_contiguous() && ins.shape() == shape) && ...)) {
+    const std::tuple<detail::Stride<(void(sizeof(In)), 1)>...> unit_strides{};
+    sdk::parallel_for(0, n, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+      std::array<std::int64_t, N> at;
+      at.fill(lo);
+      detail::run_loop(po + lo, hi - lo, f, detail::advance(base, at, Seq{}), unit_strides, Seq{});
+    });
+    return out;
+  }
   const detail::Walk<N> w = detail::plan_walk<N>(shape, {&ins...});
   std::array<std::int64_t, N> inner;
   bool unit = true;
