@@ -197,14 +197,12 @@ TEST_CASE("lstsq kernel: two_phase prefetches every other line only where A is w
   CHECK(two_phase_prefetch_bytes(0, 0) == 64);
 
   std::vector<double> A(4, 1.0), x(2, 1.0), y(2, 1.0), r(2), g(2);
-  try {
-    opforge_ops::loss::lstsq_two_phase_at(opforge_ops::loss::widest_two_phase_width(), A.data(), x.data(), y.data(),
-                                          2, 2, r.data(), g.data(), 96);
-    FAIL("a 96-byte prefetch stride was accepted");
-  } catch (const std::invalid_argument& e) {
-    CHECK(std::string(e.what()) ==
-          "lstsq two_phase kernel: prefetch stride must be 64 or 128 bytes (or 0: automatic), got 96");
-  }
+  CHECK_THROWS_MATCHES(
+      opforge_ops::loss::lstsq_two_phase_at(opforge_ops::loss::widest_two_phase_width(), A.data(), x.data(),
+                                            y.data(), 2, 2, r.data(), g.data(), 96),
+      std::invalid_argument,
+      Catch::Matchers::Message(
+          "lstsq two_phase kernel: prefetch stride must be 64 or 128 bytes (or 0: automatic), got 96"));
 }
 
 TEST_CASE("lstsq kernel: rows_sharing_l1_set counts the rows whose lines meet in one L1 set",
@@ -226,13 +224,9 @@ TEST_CASE("lstsq kernel: rows_sharing_l1_set counts the rows whose lines meet in
   CHECK(rows_sharing_l1_set(8192 + 8, 16) == 8);   // 120 bytes: a line holds 8 of them
   CHECK(rows_sharing_l1_set(8192, 1) == 1);
   CHECK(rows_sharing_l1_set(8192, 0) == 0);
-  try {
-    rows_sharing_l1_set(-8, 16);
-    FAIL("a negative row length was accepted");
-  } catch (const std::invalid_argument& e) {
-    CHECK(std::string(e.what()) ==
-          "rows_sharing_l1_set: row_bytes and rows must be non-negative, got -8 and 16");
-  }
+  CHECK_THROWS_MATCHES(
+      rows_sharing_l1_set(-8, 16), std::invalid_argument,
+      Catch::Matchers::Message("rows_sharing_l1_set: row_bytes and rows must be non-negative, got -8 and 16"));
 }
 
 TEST_CASE("lstsq kernel: two_phase_block_rows picks 16 rows only where they fit and do not meet in L1",

@@ -133,11 +133,15 @@ std::string opforge_ops_with_plugin_path(const std::string& plugin_path) {
 }
 
 // Runs the hidden test case `name` (tagged [.]) of this program in a child
-// process, killed after two minutes: for loads that leave the process changed
-// for good (a static initialiser that threw) or that used to hang.
-RunResult run_child_test(const std::string& name) {
+// process, killed after two minutes, and checks that it passed: for loads that
+// leave the process changed for good (a static initialiser that threw) or that
+// used to hang.
+void check_child_passes(const std::string& name) {
   const std::string self = fs::read_symlink("/proc/self/exe").string();
-  return run_command("timeout 120 '" + self + "' '" + name + "'");
+  const RunResult r = run_command("timeout 120 '" + self + "' '" + name + "'");
+  INFO("output of the child process:\n" << r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains("All tests passed"));  // (also: the child test case exists)
 }
 
 // A copy of `from` cut to its first `bytes` bytes, at `to`.
@@ -449,10 +453,7 @@ TEST_CASE("child: a static initialiser that throws", "[.]") {
 }
 
 TEST_CASE("plugin: a static initialiser that throws gives a PluginError, and other threads' loads are refused") {
-  const RunResult r = run_child_test("child: a static initialiser that throws");
-  INFO("output of the child process:\n" << r.output);
-  CHECK(r.status == 0);
-  CHECK_THAT(r.output, Catch::Contains("All tests passed"));  // (also: the child test case exists)
+  check_child_passes("child: a static initialiser that throws");
 }
 
 TEST_CASE("plugin: a static initialiser that throws on OPFORGE_PLUGIN_PATH is recorded and the program goes on") {
@@ -505,10 +506,7 @@ TEST_CASE("child: registration code calls back into opforge", "[.]") {
 }
 
 TEST_CASE("plugin: registration code may call loaded_plugins, from_blob, make_op and register_hook") {
-  const RunResult r = run_child_test("child: registration code calls back into opforge");
-  INFO("output of the child process:\n" << r.output);
-  CHECK(r.status == 0);
-  CHECK_THAT(r.output, Catch::Contains("All tests passed"));  // (also: the child test case exists)
+  check_child_passes("child: registration code calls back into opforge");
 }
 
 TEST_CASE("plugin: a plugin on OPFORGE_PLUGIN_PATH may resolve a standard op in its registration") {
