@@ -7,13 +7,13 @@
 #include <typeinfo>
 
 namespace opforge {
-namespace {
-
 std::string demangle(const char* name) {
   int status = 0;
   std::unique_ptr<char, void (*)(void*)> s(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
   return status == 0 && s ? std::string(s.get()) : std::string(name);
 }
+
+namespace {
 
 std::string where(const OpEntry& op) {
   if (op.plugin_file.empty()) return "";

@@ -2,11 +2,16 @@
 // plugin is still loaded. Internal to the core.
 #pragma once
 
+#include <string>
+
 #include "op_entry.hpp"
 
 namespace opforge {
 
 enum class Phase { Forward, Backward };
+
+/// A C++ type name as written (typeid(e).name() demangled), or the name as given.
+std::string demangle(const char* name);
 
 /// Call from inside a catch (...) block only: rethrows the exception in flight
 /// as a core exception that names the op (and, for unknown types, the plugin).

@@ -4,8 +4,8 @@
 
 #include <cstdint>
 #include <memory>
-#include <vector>
 
+#include "strided.hpp"
 #include "tensor_impl.hpp"
 
 namespace opforge {
@@ -46,28 +46,13 @@ DType from_dl(const DLDataType& t) {
 // selects with bit masks). uint8 data, or bool data from a producer that does
 // not keep to it, is checked element by element before it is taken over.
 void check_bool_bytes(const std::uint8_t* data, const Dims& shape, const Dims& strides, std::uint8_t code) {
-  const std::size_t rank = shape.size();
-  for (std::int64_t n : shape)
-    if (n == 0) return;
-  std::vector<std::int64_t> idx(rank, 0);
   std::int64_t flat = 0;
-  for (;;) {
-    std::int64_t off = 0;
-    for (std::size_t k = 0; k < rank; ++k) off += idx[k] * strides[k];
-    const std::uint8_t v = data[off];
-    OPFORGE_CHECK(v <= 1, DTypeError, "from_dlpack: argument 'dl': ", code == kDLBoolCode ? "bool" : "uint8",
-                  " data is imported as bool, whose elements must be 0 or 1; element ", flat, " is ", int(v),
+  for_each_offset(shape, strides, [&](std::int64_t off) {
+    OPFORGE_CHECK(data[off] <= 1, DTypeError, "from_dlpack: argument 'dl': ", code == kDLBoolCode ? "bool" : "uint8",
+                  " data is imported as bool, whose elements must be 0 or 1; element ", flat, " is ", int(data[off]),
                   " (opforge has no uint8 dtype: export it as int64, or as a 0/1 mask)");
     ++flat;
-    std::size_t k = rank;
-    while (k > 0) {
-      --k;
-      if (++idx[k] < shape[k]) break;
-      idx[k] = 0;
-      if (k == 0) return;
-    }
-    if (rank == 0) return;
-  }
+  });
 }
 
 void call_dl_deleter(void* /*data*/, void* context) {

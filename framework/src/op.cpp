@@ -142,6 +142,13 @@ std::string Attr::to_string() const {
 
 // ---- schema -------------------------------------------------------------------
 
+namespace {
+// Whether a value fits an attribute declared of `kind` (an int fits a float).
+bool fits_kind(AttrKind kind, const Attr& value) {
+  return value.kind() == kind || (kind == AttrKind::Float && value.kind() == AttrKind::Int);
+}
+}  // namespace
+
 std::string OpSchema::validate() const {
   const auto dot = name.find('.');
   if (name.empty()) return "the op name is empty";
@@ -160,9 +167,7 @@ std::string OpSchema::validate() const {
     if (a.name.empty()) return "op '" + name + "': attribute " + std::to_string(i) + " has no name";
     for (std::size_t j = 0; j < i; ++j)
       if (attrs[j].name == a.name) return "op '" + name + "': attribute '" + a.name + "' is declared twice";
-    const bool kind_ok = !a.default_value.is_set() || a.default_value.kind() == a.kind ||
-                         (a.kind == AttrKind::Float && a.default_value.kind() == AttrKind::Int);
-    if (!kind_ok)
+    if (a.default_value.is_set() && !fits_kind(a.kind, a.default_value))
       return "op '" + name + "': attribute '" + a.name + "' is declared " + attr_kind_name(a.kind) +
              " but its default is " + attr_kind_name(a.default_value.kind());
   }
@@ -177,9 +182,7 @@ std::string OpSchema::validate() const {
              (declared.empty() ? std::string("it declares none") : "it declares: " + declared) +
              "); check its spelling in sample_attrs()";
     }
-    const bool kind_ok = value.is_set() && (value.kind() == spec->kind ||
-                                            (spec->kind == AttrKind::Float && value.kind() == AttrKind::Int));
-    if (!kind_ok)
+    if (!value.is_set() || !fits_kind(spec->kind, value))
       return "op '" + name + "': sample attribute '" + sample_name + "' is " +
              (value.is_set() ? attr_kind_name(value.kind()) : std::string("unset")) + " but the attribute is declared " +
              attr_kind_name(spec->kind);

@@ -31,7 +31,6 @@
 // file name (the file may be gone, renamed or replaced since) and without
 // dladdr (which takes the dynamic loader's lock). A lock-free table of the
 // mapped ranges answers "in no plugin" without any lock, for the common case.
-#include <cxxabi.h>
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
@@ -56,6 +55,7 @@
 #include <boost/dll/shared_library.hpp>
 #include <boost/filesystem.hpp>
 
+#include "boundary.hpp"
 #include "opforge/plugin_abi.h"
 #include "opforge/plugins.hpp"
 #include "opforge/threads.hpp"
@@ -391,12 +391,6 @@ void check_not_truncated(const std::string& file) {
 
 // ---- a static initialiser that throws ----
 
-std::string demangled(const char* name) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> s(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
-  return status == 0 && s ? std::string(s.get()) : std::string(name);
-}
-
 // The exception unwound through dlopen, which never released the dynamic
 // loader's (recursive) lock, nor restored its error-catching state: this thread
 // holds that lock for good, so a dlopen or dladdr on any other thread would
@@ -562,7 +556,7 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
   try {
     lib->load(file, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
   } catch (const std::exception& e) {
-    static_initialiser_threw(st, file, demangled(typeid(e).name()) + " (" + e.what() + ")");
+    static_initialiser_threw(st, file, demangle(typeid(e).name()) + " (" + e.what() + ")");
   } catch (...) {
     static_initialiser_threw(st, file, "an exception of a type opforge does not know (not derived from std::exception)");
   }
