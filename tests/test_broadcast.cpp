@@ -72,3 +72,21 @@ TEST_CASE("strided inputs reach kernels as contiguous copies and gradients flow 
   out.backward(Tensor::ones({3, 2}));
   CHECK(w.grad().to_vector() == std::vector<double>{1 + 2 + 3, 4 + 5 + 6});
 }
+
+TEST_CASE("sum_to sums a float32 gradient in float64: a broadcast operand's gradient keeps counting past 2^24",
+          "[broadcast]") {
+  // A float32 running sum stops growing at 2^24 (2^24 + 1 rounds back to 2^24):
+  // b's gradient over [2^24, 1, 1, ..., 1] came out as 2^24, not 2^24 + 100.
+  std::vector<double> gv(101, 1.0);
+  gv[0] = 16777216.0;
+  const Tensor g = Tensor::from_values(gv, DType::Float32);
+  Tensor b = Tensor::scalar(1.0, DType::Float32).requires_grad_();
+  (Tensor::zeros({101}, DType::Float32) + b).backward(g);  // elementwise.add: [101] + [] -> [101]
+  CHECK(b.grad().dtype() == DType::Float32);
+  CHECK(b.grad().item() == 16777316.0);
+  // [101, 1] * [1, 1]: one element a row, summed across rows.
+  Tensor c = Tensor::scalar(1.0, DType::Float32).reshape({1, 1}).detach().requires_grad_();
+  (Tensor::ones({101, 1}, DType::Float32) * c).backward(g.reshape({101, 1}));
+  CHECK(c.grad().item() == 16777316.0);
+  CHECK(opforge::sum_to(g, {}).item() == 16777316.0);
+}

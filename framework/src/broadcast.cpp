@@ -25,11 +25,11 @@ Dims broadcast_shapes(const Dims& a, const Dims& b, const char* op, const char* 
 
 namespace {
 
-template <class T>
+template <class T, class Acc>
 void sum_into(const TensorImpl& g, TensorImpl& out, const Dims& out_strides_in_g_layout) {
-  // out is contiguous and zeroed; walk g and add each element to the element of
-  // out it was broadcast from (stride 0 along summed axes).
-  T* o = static_cast<T*>(out.data());
+  // out (of dtype Acc) is contiguous and zeroed; walk g and add each element to
+  // the element of out it was broadcast from (stride 0 along summed axes).
+  Acc* o = static_cast<Acc*>(out.data());
   const T* src = static_cast<const T*>(g.data());
   const std::size_t r = g.shape.size();
   if (r == 0) {
@@ -45,7 +45,7 @@ void sum_into(const TensorImpl& g, TensorImpl& out, const Dims& out_strides_in_g
   const std::int64_t gs = g.strides[r - 1], os = out_strides_in_g_layout[r - 1];
   while (true) {
     if (os == 0) {
-      T acc = 0;
+      Acc acc = 0;
       for (std::int64_t j = 0; j < inner; ++j) acc += src[goff + j * gs];
       o[ooff] += acc;
     } else {
@@ -84,15 +84,17 @@ Tensor sum_to(const Tensor& grad, const Dims& shape) {
                   ": axis ", i, " has size ", gs[i], ", the target ", s);
     strides_in_g[i] = (s == gs[i]) ? out_contig[i - lead] : 0;
   }
-  Tensor out = Tensor::zeros(shape, grad.dtype());
-  switch (grad.dtype()) {
-    case DType::Float32: sum_into<float>(*grad.unsafe_impl(), *out.unsafe_impl(), strides_in_g); break;
-    case DType::Float64: sum_into<double>(*grad.unsafe_impl(), *out.unsafe_impl(), strides_in_g); break;
-    default:
-      throw DTypeError(std::string("sum_to: argument 'grad': expected dtype float32 or float64, got ") +
-                       dtype_name(grad.dtype()));
+  OPFORGE_CHECK(is_floating(grad.dtype()), DTypeError, "sum_to: argument 'grad': expected dtype float32 or float64, got ",
+                dtype_name(grad.dtype()));
+  // Sums in float64 for both dtypes: a float32 running sum stops growing at
+  // 2^24 (a broadcast scalar's gradient over 2^25 ones came out as 2^24).
+  Tensor out = Tensor::zeros(shape, DType::Float64);
+  if (grad.dtype() == DType::Float64) {
+    sum_into<double, double>(*grad.unsafe_impl(), *out.unsafe_impl(), strides_in_g);
+    return out;
   }
-  return out;
+  sum_into<float, double>(*grad.unsafe_impl(), *out.unsafe_impl(), strides_in_g);
+  return out.to(DType::Float32);
 }
 
 }  // namespace opforge

@@ -16,7 +16,8 @@ OPFORGE_API Dims broadcast_shapes(const Dims& a, const Dims& b, const char* op =
 
 /// Sums `grad` (the gradient of a broadcast result) over the axes that
 /// broadcasting added or stretched, so that it has `shape` (the operand's).
-/// Returns grad itself when the shapes already match. float32 and float64.
+/// Returns grad itself when the shapes already match. float32 and float64
+/// (both summed in float64, so a float32 sum keeps counting past 2^24).
 OPFORGE_API Tensor sum_to(const Tensor& grad, const Dims& shape);
 
 }  // namespace opforge
