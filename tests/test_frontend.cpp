@@ -75,3 +75,28 @@ TEST_CASE("front end: division, negation and the unary methods run their plugins
   CHECK(g[1] == Approx(-0.5 / 8.0));
   CHECK(g[2] == Approx(-0.5 / 27.0));
 }
+
+TEST_CASE("front end: division is true division, int64 operands are divided as float64", "[frontend]") {
+  // x / 2.0 on an int64 x made 2.0 an int64 scalar, and elementwise.div (float
+  // only) refused the call; NumPy and PyTorch give 2.5.
+  const Tensor x = Tensor::from_values({5, 3, -7}, DType::Int64);
+  const Tensor h = x / 2.0;
+  CHECK(h.dtype() == DType::Float64);
+  CHECK(h.to_vector() == std::vector<double>{2.5, 1.5, -3.5});
+  CHECK((x / x).to_vector() == std::vector<double>{1, 1, 1});
+  CHECK((10.0 / x).to_vector() == std::vector<double>{2, 10.0 / 3, -10.0 / 7});
+  CHECK((x / 2.5).to_vector() == std::vector<double>{2, 1.2, -2.8});
+  // Two tensors of different dtypes are still refused, int64 / float64 included.
+  CHECK_THROWS_AS(x / Tensor::from_values({2, 2, 2}), opforge::DTypeError);
+}
+
+TEST_CASE("front end: a bool tensor with a double computes in float64", "[frontend]") {
+  // mask * 1.0 made 1.0 a bool scalar, and every arithmetic op refused bool.
+  const Tensor m = opforge::op("elementwise.lt")({Tensor::from_values({1, 5, 2}), Tensor::from_values({3, 3, 3})});
+  REQUIRE(m.dtype() == DType::Bool);
+  CHECK((m * 1.0).dtype() == DType::Float64);
+  CHECK((m * 2.0).to_vector() == std::vector<double>{2, 0, 2});
+  CHECK((0.5 + m).to_vector() == std::vector<double>{1.5, 0.5, 1.5});
+  CHECK((1.0 - m).to_vector() == std::vector<double>{0, 1, 0});
+  CHECK((m / 2.0).to_vector() == std::vector<double>{0.5, 0, 0.5});
+}

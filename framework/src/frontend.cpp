@@ -14,15 +14,22 @@ namespace opforge {
 namespace {
 
 // `f(tensor, scalar)` with the double as a 0-d tensor of the tensor's dtype,
-// except where an int64 tensor meets a double that int64 cannot hold exactly
-// (2.5, 1e30, nan): both go to float64 then, as NumPy promotes, instead of the
-// double being truncated (x * 2.5 was x * 2).
+// except where that dtype cannot take part: both go to float64 then, as NumPy
+// promotes, for an int64 tensor and a double int64 cannot hold exactly (2.5,
+// 1e30, nan; the double was once truncated: x * 2.5 was x * 2), and for a bool
+// tensor (no arithmetic op takes bool: mask * 1.0 was refused).
 template <class F>
 Tensor with_scalar(const Tensor& t, double v, F f) {
-  const bool exact = std::trunc(v) == v && std::abs(v) < 0x1p63;
-  if (t.defined() && t.dtype() == DType::Int64 && !exact) return f(t.to(DType::Float64), Tensor::scalar(v));
-  return f(t, Tensor::scalar(v, t.defined() ? t.dtype() : DType::Float64));
+  if (t.defined()) {
+    const DType d = t.dtype();
+    const bool exact = std::trunc(v) == v && std::abs(v) < 0x1p63;
+    if (d == DType::Bool || (d == DType::Int64 && !exact)) return f(t.to(DType::Float64), Tensor::scalar(v));
+    return f(t, Tensor::scalar(v, d));
+  }
+  return f(t, Tensor::scalar(v));
 }
+
+bool is_integral(const Tensor& t) { return t.defined() && !is_floating(t.dtype()); }
 
 }  // namespace
 
@@ -52,7 +59,14 @@ Tensor Tensor::mean(const Dims& axes, bool keepdims) const {
 Tensor operator+(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("elementwise.add")({a, b}); }
 Tensor operator-(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("elementwise.sub")({a, b}); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("elementwise.mul")({a, b}); }
-Tensor operator/(const Tensor& a, const Tensor& b) { return OPFORGE_CACHED_OP("elementwise.div")({a, b}); }
+// True division, as NumPy and PyTorch: two int64 (or bool) operands are divided
+// as float64 (elementwise.div takes float32 and float64 only; x / 2.0 on an
+// int64 x was refused).
+Tensor operator/(const Tensor& a, const Tensor& b) {
+  if (is_integral(a) && is_integral(b))
+    return OPFORGE_CACHED_OP("elementwise.div")({a.to(DType::Float64), b.to(DType::Float64)});
+  return OPFORGE_CACHED_OP("elementwise.div")({a, b});
+}
 Tensor operator-(const Tensor& a) { return OPFORGE_CACHED_OP("elementwise.neg")({a}); }
 Tensor operator+(const Tensor& a, double b) { return with_scalar(a, b, [](const Tensor& t, const Tensor& s) { return t + s; }); }
 Tensor operator-(const Tensor& a, double b) { return with_scalar(a, b, [](const Tensor& t, const Tensor& s) { return t - s; }); }

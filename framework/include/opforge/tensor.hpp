@@ -223,7 +223,10 @@ OPFORGE_API std::ostream& operator<<(std::ostream& os, const Tensor& t);
 // Arithmetic through the elementwise plugin, with NumPy broadcasting. A double
 // operand becomes a 0-d tensor of the other operand's dtype; with an int64
 // tensor, a double that int64 cannot hold exactly (2.5, 1e30, nan) makes both
-// float64, as NumPy promotes (the value is never truncated).
+// float64, as NumPy promotes (the value is never truncated), and so does a bool
+// tensor with any double. Division is true division, as in NumPy and PyTorch:
+// two int64 (or bool) operands are divided as float64. Two tensors of different
+// dtypes are refused (convert one with to()).
 OPFORGE_API Tensor operator+(const Tensor& a, const Tensor& b);
 OPFORGE_API Tensor operator-(const Tensor& a, const Tensor& b);
 OPFORGE_API Tensor operator*(const Tensor& a, const Tensor& b);
