@@ -730,3 +730,36 @@ TEST_CASE("tensor: an op whose output cannot be allocated names the op", "[tenso
                Catch::StartsWith("linalg.outer: out of memory: a float64 tensor of shape [4194304, 4194304] needs "));
   }
 }
+
+TEST_CASE("int64 tensors refuse values they cannot hold instead of storing INT64_MIN", "[tensor]") {
+  // NaN, infinities and values beyond [-2^63, 2^63) have no int64 (the
+  // conversion is undefined behaviour; it stored -9223372036854775808).
+  const double nan = std::nan("");
+  Tensor t = Tensor::zeros({3}, DType::Int64);
+  CHECK_THROWS_MATCHES(t.fill_(nan), opforge::ValueError,
+                       Message("Tensor::fill_: argument 'value': nan cannot be stored in an int64 tensor (int64 holds "
+                               "whole numbers in [-2^63, 2^63); a fraction is truncated); pass a finite value in that "
+                               "range"));
+  CHECK_THROWS_AS(t.fill_(1e30), opforge::ValueError);
+  CHECK_THROWS_AS(t.fill_(0x1p63), opforge::ValueError);
+  CHECK(t.to_vector() == std::vector<double>{0, 0, 0});  // untouched
+  CHECK(t.fill_(-0x1p63).to_vector()[0] == -0x1p63);   // the smallest int64 fits
+  CHECK(t.fill_(2.5).to_vector() == std::vector<double>{2, 2, 2});  // truncated, as NumPy and PyTorch
+  CHECK_THROWS_AS(Tensor::full({2}, -INFINITY, DType::Int64), opforge::ValueError);
+  CHECK_THROWS_AS(Tensor::scalar(nan, DType::Int64), opforge::ValueError);
+  CHECK_THROWS_MATCHES(Tensor::from_values({1, 1e19}, DType::Int64), opforge::ValueError,
+                       Message("Tensor::from_values: argument 'values': element 1 (1e+19) cannot be stored in an "
+                               "int64 tensor (int64 holds whole numbers in [-2^63, 2^63); a fraction is truncated); "
+                               "pass finite values in that range"));
+  // Conversions name the first element int64 cannot hold; copy_ leaves its destination as it was.
+  const Tensor f = Tensor::from_values({1.5, -2.5, nan, 4}, {2, 2});
+  CHECK_THROWS_MATCHES(f.transpose(0, 1).to(DType::Int64), opforge::ValueError,
+                       Message("Tensor::to: element 1 (row-major) of the float64[2, 2] source is nan, which int64 "
+                               "cannot hold (int64 holds whole numbers in [-2^63, 2^63); a fraction is truncated); "
+                               "replace such values first (elementwise.where, or clamp to that range)"));
+  Tensor d = Tensor::full({2, 2}, 7, DType::Int64);
+  CHECK_THROWS_AS(d.copy_(f.to(DType::Float32)), opforge::ValueError);
+  CHECK(d.to_vector() == std::vector<double>{7, 7, 7, 7});
+  CHECK(f.slice(0, 0, 1).to(DType::Int64).to_vector() == std::vector<double>{1, -2});
+  CHECK(d.copy_(Tensor::full({2, 2}, -3.9)).to_vector() == std::vector<double>{-3, -3, -3, -3});
+}

@@ -68,6 +68,12 @@ TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype);
 /// plugin holding it stays loaded while the memory is in use).
 Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dtype, Tensor::Deleter deleter,
                     void* context, const void* deleter_code);
+/// Throws ValueError (naming `what` and the value) when `dtype` cannot hold
+/// `value`: NaN, an infinity or a value outside [-2^63, 2^63) for int64.
+void check_storable(DType dtype, double value, const char* what);
+/// The same for every element of `src` converted to `dtype` (float to int64
+/// only; other conversions always have a value), naming the first bad element.
+void check_convertible(DType dtype, const TensorImpl& src, const char* what);
 /// A second TensorImpl over the same storage and layout, with no autograd state.
 TensorImplPtr alias_impl(const TensorImpl& src);
 

@@ -358,6 +358,7 @@ void Tensor::check_inplace_allowed(const char* what) const {
 
 Tensor& Tensor::fill_(double value) {
   check_inplace_allowed("fill_");
+  check_storable(impl_->dtype, value, "Tensor::fill_");
   switch (impl_->dtype) {
     case DType::Float32: fill_strided<float>(*impl_, static_cast<float>(value)); break;
     case DType::Float64: fill_strided<double>(*impl_, value); break;
@@ -372,6 +373,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace_allowed("copy_");
   OPFORGE_CHECK(src.defined() && src.shape() == impl_->shape, ShapeError,
                 "Tensor::copy_: argument 'src': expected shape ", impl_->shape, ", got ", src.describe());
+  check_convertible(impl_->dtype, *src.impl_, "Tensor::copy_");
   // A source overlapping this tensor's memory is read from a copy first.
   if (src.impl_->storage == impl_->storage) copy_elements(*impl_, *src.clone().impl_);
   else copy_elements(*impl_, *src.impl_);
