@@ -7,6 +7,7 @@
 // shared version counter.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <numeric>
@@ -611,4 +612,18 @@ TEST_CASE("views: in-place writes into a tensor whose elements share memory are 
   Tensor m = Tensor::zeros({2, 3});
   m.transpose(0, 1).slice(0, 0, 3, 2).fill_(7);
   CHECK(m.to_vector() == std::vector<double>{7, 0, 7, 7, 0, 7});
+}
+
+TEST_CASE("views: a recorded contiguous() keeps -0.0", "[views]") {
+  // The recorded copy is x + (a 0-d zero); with +0.0, -0.0 + 0.0 gave +0.0, so
+  // 1 / x.transpose(0, 1).contiguous() turned -inf into +inf.
+  Tensor x = Tensor::from_values({-0.0, 1, -0.0, 3}, {2, 2}).requires_grad_();
+  const Tensor c = x.transpose(0, 1).contiguous();
+  REQUIRE(c.grad_fn() != nullptr);  // the recorded path
+  const std::vector<double> v = c.to_vector();
+  CHECK(std::signbit(v[0]));
+  CHECK(std::signbit(v[1]));
+  CHECK((1.0 / c).to_vector() == std::vector<double>{-INFINITY, -INFINITY, 1, 1.0 / 3});
+  c.backward(Tensor::from_values({1, 2, 3, 4}, {2, 2}));
+  CHECK(x.grad().to_vector() == std::vector<double>{1, 3, 2, 4});  // the identity, transposed back
 }

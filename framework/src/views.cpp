@@ -253,9 +253,11 @@ Tensor Tensor::expand(const Dims& shape) const {
 Tensor Tensor::contiguous() const {
   check_defined("contiguous");
   if (impl_->contiguous) return *this;
-  // Recorded: a differentiable copy (x + 0 makes a new contiguous tensor whose
+  // Recorded: a differentiable copy (x + (-0) makes a new contiguous tensor whose
   // gradient is the identity).
-  if (check_view_allowed("contiguous")) return OPFORGE_CACHED_OP("elementwise.add")({*this, Tensor::scalar(0.0, impl_->dtype)});
+  // -0.0, not 0.0: x + -0.0 is x for every x, where -0.0 + 0.0 gave +0.0.
+  if (check_view_allowed("contiguous"))
+    return OPFORGE_CACHED_OP("elementwise.add")({*this, Tensor::scalar(-0.0, impl_->dtype)});
   return clone();
 }
 
