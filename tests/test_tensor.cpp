@@ -763,3 +763,18 @@ TEST_CASE("int64 tensors refuse values they cannot hold instead of storing INT64
   CHECK(f.slice(0, 0, 1).to(DType::Int64).to_vector() == std::vector<double>{1, -2});
   CHECK(d.copy_(Tensor::full({2, 2}, -3.9)).to_vector() == std::vector<double>{-3, -3, -3, -3});
 }
+
+TEST_CASE("printing a tensor shows int64 elements exactly", "[tensor]") {
+  // Through double and the stream's 6 digits, 9007199254740993 printed as 9.0072e+15.
+  Tensor t = Tensor::empty({3, 1}, DType::Int64);
+  std::int64_t* p = t.data<std::int64_t>();
+  p[0] = 9007199254740993;
+  p[1] = -5;
+  p[2] = INT64_MIN;
+  std::ostringstream os;
+  os << t.transpose(0, 1);
+  CHECK(os.str() == "Tensor(int64[1, 3], [9007199254740993, -5, -9223372036854775808])");
+  std::ostringstream f;
+  f << Tensor::from_values({0.5, -2, 1e-10, 3, 4, 5, 6, 7, 8}, DType::Float64);
+  CHECK(f.str() == "Tensor(float64[9], [0.5, -2, 1e-10, 3, 4, 5, 6, 7, ...])");
+}

@@ -432,10 +432,17 @@ Tensor Tensor::detach() const { check_defined("detach"); return Tensor(alias_imp
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "Tensor(undefined)";
   os << "Tensor(" << t.describe() << ", [";
-  const std::vector<double> v = t.to_vector();
-  const std::size_t show = std::min<std::size_t>(v.size(), 8);
-  for (std::size_t i = 0; i < show; ++i) os << (i ? ", " : "") << v[i];
-  if (v.size() > show) os << ", ...";
+  const std::size_t n = static_cast<std::size_t>(t.numel()), show = std::min<std::size_t>(n, 8);
+  if (t.dtype() == DType::Int64) {
+    // Exactly, as integers: through double, 9007199254740993 printed as 9.0072e+15.
+    const Tensor c = t.contiguous();
+    const std::int64_t* p = c.data<std::int64_t>();
+    for (std::size_t i = 0; i < show; ++i) os << (i ? ", " : "") << p[i];
+  } else {
+    const std::vector<double> v = t.to_vector();
+    for (std::size_t i = 0; i < show; ++i) os << (i ? ", " : "") << v[i];
+  }
+  if (n > show) os << ", ...";
   return os << "])";
 }
 
