@@ -482,7 +482,8 @@ TEST_CASE("where refuses a cond that is not bool, a and b of two dtypes, and sha
   const OpHandle where = opforge::op("elementwise.where");
   const Tensor c = Tensor::zeros({3}, DType::Bool), x = Tensor::zeros({3});
   CHECK_THROWS_MATCHES(where({x, x, x}), opforge::DTypeError,
-                       Message("elementwise.where: argument 'cond' (input 0): expected dtype bool, got float64"));
+                       Message("elementwise.where: argument 'cond' (input 0): expected dtype bool, got float64; make a "
+                               "mask with a comparison (elementwise.ne(cond, 0) for where cond is nonzero)"));
   CHECK_THROWS_MATCHES(where({c, x, Tensor::zeros({3}, DType::Float32)}), opforge::DTypeError,
                        Message("elementwise.where: argument 'b' (input 2): expected dtype float64 (the dtype of 'a'; "
                                "a and b must share one dtype), got float32"));

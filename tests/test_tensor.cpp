@@ -220,9 +220,11 @@ TEST_CASE("tensor: item reads a one-element tensor and refuses more elements", "
   CHECK(Tensor::full({1}, 7, DType::Int64).item() == 7);
   CHECK(Tensor::full({1}, 1, DType::Bool).item() == 1);
   REQUIRE_THROWS_MATCHES(Tensor::zeros({2, 2}).item(), opforge::ShapeError,
-                         Message("Tensor::item: expected a tensor with one element, got shape [2, 2]"));
+                         Message("Tensor::item: expected a tensor with one element, got shape [2, 2] (4 elements); reduce "
+                                 "it first (sum(), mean()) or read the elements with to_vector()"));
   REQUIRE_THROWS_MATCHES(Tensor::zeros({0}).item(), opforge::ShapeError,
-                         Message("Tensor::item: expected a tensor with one element, got shape [0]"));
+                         Message("Tensor::item: expected a tensor with one element, got shape [0] (0 elements); reduce "
+                                 "it first (sum(), mean()) or read the elements with to_vector()"));
 }
 
 TEST_CASE("tensor: to_vector converts every dtype to double in row-major order", "[tensor]") {

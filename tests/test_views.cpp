@@ -627,3 +627,15 @@ TEST_CASE("views: a recorded contiguous() keeps -0.0", "[views]") {
   c.backward(Tensor::from_values({1, 2, 3, 4}, {2, 2}));
   CHECK(x.grad().to_vector() == std::vector<double>{1, 3, 2, 4});  // the identity, transposed back
 }
+
+TEST_CASE("views: add_ tells a shape mismatch from a dtype mismatch", "[views]") {
+  // Both were a ShapeError 'expected float64[3], got float32[3]'.
+  Tensor a = Tensor::from_values({1, 2, 3});
+  CHECK_THROWS_MATCHES(a.add_(Tensor::from_values({1, 2, 3}, DType::Float32)), opforge::DTypeError,
+                       Catch::Matchers::Message("Tensor::add_: argument 'other': expected dtype float64 (this "
+                                                "tensor's), got float32; convert it first with other.to()"));
+  CHECK_THROWS_MATCHES(a.add_(Tensor::from_values({1, 2})), opforge::ShapeError,
+                       Catch::Matchers::Message("Tensor::add_: argument 'other': expected shape [3] (this tensor's), "
+                                                "got float64[2]"));
+  CHECK(a.to_vector() == std::vector<double>{1, 2, 3});
+}

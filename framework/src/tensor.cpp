@@ -325,7 +325,8 @@ void Tensor::bump_version() const { check_defined("bump_version"); impl_->storag
 double Tensor::item() const {
   check_defined("item");
   OPFORGE_CHECK(impl_->numel == 1, ShapeError, "Tensor::item: expected a tensor with one element, got shape ",
-                impl_->shape);
+                impl_->shape, " (", impl_->numel, " elements); reduce it first (sum(), mean()) or read the elements "
+                "with to_vector()");
   return load_as_double(*impl_, 0);
 }
 

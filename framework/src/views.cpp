@@ -385,8 +385,12 @@ Tensor& Tensor::copy_(const Tensor& src) {
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_inplace_allowed("add_");
-  OPFORGE_CHECK(other.defined() && other.shape() == impl_->shape && other.dtype() == impl_->dtype, ShapeError,
-                "Tensor::add_: argument 'other': expected ", describe(), ", got ", other.describe());
+  OPFORGE_CHECK(other.defined() && other.shape() == impl_->shape, ShapeError,
+                "Tensor::add_: argument 'other': expected shape ", impl_->shape, " (this tensor's), got ",
+                other.describe());
+  OPFORGE_CHECK(other.dtype() == impl_->dtype, DTypeError, "Tensor::add_: argument 'other': expected dtype ",
+                dtype_name(impl_->dtype), " (this tensor's), got ", dtype_name(other.dtype()),
+                "; convert it first with other.to()");
   OPFORGE_CHECK(is_floating(impl_->dtype), DTypeError, "Tensor::add_: expected dtype float32 or float64, got ",
                 dtype_name(impl_->dtype));
   // A contiguous copy; a fresh one when other shares this tensor's memory.

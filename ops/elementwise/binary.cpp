@@ -191,7 +191,8 @@ class MaxMin final : public opforge::Function {
 // The schema takes any dtype for every input (mixed_dtypes); the rules are checked here.
 void check_where_dtypes(const Context& ctx, TensorSpan in) {
   OPFORGE_CHECK(in[0].dtype() == DType::Bool, opforge::DTypeError, ctx.op_name(),
-                ": argument 'cond' (input 0): expected dtype bool, got ", opforge::dtype_name(in[0].dtype()));
+                ": argument 'cond' (input 0): expected dtype bool, got ", opforge::dtype_name(in[0].dtype()),
+                "; make a mask with a comparison (elementwise.ne(cond, 0) for where cond is nonzero)");
   OPFORGE_CHECK(in[2].dtype() == in[1].dtype(), opforge::DTypeError, ctx.op_name(),
                 ": argument 'b' (input 2): expected dtype ", opforge::dtype_name(in[1].dtype()),
                 " (the dtype of 'a'; a and b must share one dtype), got ", opforge::dtype_name(in[2].dtype()));
