@@ -71,6 +71,8 @@ Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dt
 /// Throws ValueError (naming `what` and the value) when `dtype` cannot hold
 /// `value`: NaN, an infinity or a value outside [-2^63, 2^63) for int64.
 void check_storable(DType dtype, double value, const char* what);
+/// The same for each of `values` stored as int64, naming the first bad one.
+void check_storable(const std::vector<double>& values, const char* what);
 /// The same for every element of `src` converted to `dtype` (float to int64
 /// only; other conversions always have a value), naming the first bad element.
 void check_convertible(DType dtype, const TensorImpl& src, const char* what);
