@@ -639,6 +639,35 @@ TEST_CASE("contract: in-place ops are refused on a leaf that requires grad and o
   CHECK(h.version() == 0);
 }
 
+TEST_CASE("contract: copy_ and add_ refuse a source that requires grad, whose gradient would stop there",
+          "[contract]") {
+  const Tensor w = leaf({1, 2, 3});
+  const Tensor h = square(w);  // a non-leaf source too
+  Tensor dst = Tensor::zeros({3});
+  const auto msg = [](const char* what, const char* arg) {
+    return std::string("Tensor::") + what + ": argument '" + arg +
+           "' requires grad, and in-place writes are not recorded in the graph, so no gradient would reach it "
+           "from this tensor. Use an op that returns a new tensor (a + b, or clone()), or pass it detach()ed to "
+           "copy its value alone";
+  };
+  for (const Tensor& src : {w, h}) {
+    REQUIRE_THROWS_MATCHES(dst.copy_(src), AutogradError, Message(msg("copy_", "src")));
+    REQUIRE_THROWS_MATCHES(dst.add_(src), AutogradError, Message(msg("add_", "other")));
+  }
+  CHECK(dst.to_vector() == V{0, 0, 0});
+  CHECK(dst.version() == 0);
+  // Its value alone, by detach() or under NoGradGuard, is written.
+  dst.copy_(w.detach());
+  dst.add_(h.detach());
+  CHECK(dst.to_vector() == V{2, 6, 12});
+  {
+    opforge::NoGradGuard g;
+    dst.add_(w, -1.0);
+    dst.copy_(h);
+  }
+  CHECK(dst.to_vector() == V{1, 4, 9});
+}
+
 TEST_CASE("contract: the optimiser step: in place under NoGradGuard changes a parameter", "[contract]") {
   Tensor w = leaf({1, 2, 3});
   sum(square(w)).backward();  // grad 2w

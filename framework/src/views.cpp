@@ -358,6 +358,16 @@ void Tensor::check_inplace_allowed(const char* what) const {
                 "use it. Update parameters under a NoGradGuard");
 }
 
+// In-place writes are not recorded in the graph: a source that requires grad
+// would have its gradient stop here without a word, so it is refused while
+// grad mode is on (as the destination is in check_inplace_allowed()).
+void Tensor::check_inplace_source(const Tensor& src, const char* what, const char* arg) const {
+  if (!grad_enabled() || !src.defined() || !src.requires_grad()) return;
+  throw AutogradError(std::string("Tensor::") + what + ": argument '" + arg + "' requires grad, and in-place writes are not recorded in the graph, so no gradient would "
+                      "reach it from this tensor. Use an op that returns a new tensor (a + b, or clone()), or pass "
+                      "it detach()ed to copy its value alone");
+}
+
 Tensor& Tensor::fill_(double value) {
   check_inplace_allowed("fill_");
   check_storable(impl_->dtype, value, "Tensor::fill_");
@@ -373,6 +383,7 @@ Tensor& Tensor::fill_(double value) {
 
 Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace_allowed("copy_");
+  check_inplace_source(src, "copy_", "src");
   OPFORGE_CHECK(src.defined() && src.shape() == impl_->shape, ShapeError,
                 "Tensor::copy_: argument 'src': expected shape ", impl_->shape, ", got ", src.describe());
   check_convertible(impl_->dtype, *src.impl_, "Tensor::copy_");
@@ -385,6 +396,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_inplace_allowed("add_");
+  check_inplace_source(other, "add_", "other");
   OPFORGE_CHECK(other.defined() && other.shape() == impl_->shape, ShapeError,
                 "Tensor::add_: argument 'other': expected shape ", impl_->shape, " (this tensor's), got ",
                 other.describe());

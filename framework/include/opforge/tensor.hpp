@@ -168,7 +168,9 @@ class OPFORGE_API Tensor {
 
   // ---- in place ---------------------------------------------------------------
   // Each bumps the version counter. Refused on a tensor that requires grad while
-  // grad mode is on (do parameter updates under a NoGradGuard).
+  // grad mode is on (do parameter updates under a NoGradGuard). In-place writes
+  // are not recorded, so copy_ and add_ also refuse a source that requires grad
+  // while grad mode is on (its gradient would stop there); pass src.detach().
   Tensor& fill_(double value);
   /// Copies src (same shape; converted when the dtype differs) into this tensor.
   Tensor& copy_(const Tensor& src);
@@ -215,6 +217,7 @@ class OPFORGE_API Tensor {
   void check_defined(const char* what) const;
   bool check_view_allowed(const char* what) const;
   void check_inplace_allowed(const char* what) const;
+  void check_inplace_source(const Tensor& src, const char* what, const char* arg) const;
   boost::intrusive_ptr<TensorImpl> impl_;
 };
 
