@@ -543,6 +543,28 @@ TEST_CASE("reduce_logsumexp_gradient_is_the_softmax", "[ops][reduce][grad]") {
   require_values(x.grad(), {1, 1, 0.25, 0.75}, 1e-12);
 }
 
+// Far from 0 (1e30 in float64, 1e7 in float32, where the float32 spacing is 1), logsumexp
+// rounds to about the max and log Σ exp(x - m) is lost in it: the gradient is the softmax,
+// computed from the shift and log Σ apart, not exp(x - logsumexp(x)) ([1, 1] for [1e30, 1e30]).
+TEST_CASE("reduce_logsumexp_gradient_is_the_softmax_for_values_far_from_zero", "[ops][reduce][grad]") {
+  const DType dtype = GENERATE(DType::Float64, DType::Float32);
+  const double base = dtype == DType::Float64 ? 1e30 : 1e7;
+  INFO(opforge::dtype_name(dtype));
+  const std::vector<double> offsets = {0, 1, -3, 1};  // float32: two equal maxima; float64: all equal
+  std::vector<double> v;
+  for (double d : offsets) v.push_back(base + d);
+  Tensor x = values(v, {1, 4}, dtype);
+  x.requires_grad_(true);
+  opforge::op("reduce.logsumexp")({x}, {{"axes", Dims{1}}}).backward(values({1}, {1}, dtype));
+  // The softmax of x, from the differences that the dtype holds exactly.
+  const std::vector<double> xs = x.to_vector();
+  double s = 0;
+  for (double e : xs) s += std::exp(e - xs[1]);
+  std::vector<double> want;
+  for (double e : xs) want.push_back(std::exp(e - xs[1]) / s);
+  require_values(x.grad(), want, tolerance(dtype));
+}
+
 // ---- softmax and log_softmax ---------------------------------------------------------------------
 
 // Naive softmax of x along `axis`, in double.

@@ -16,7 +16,7 @@
 //   norm(x)      = (Σ_R |x|^p)^(1/p)              dx = g sign(x) |x|^(p-1) / norm^(p-1)
 //                  (third attribute p: Float = 2;    p = 2: dx = g x / norm;  p = 1: dx = g sign(x);
 //                   any finite p >= 1)               dx = 0 where norm = 0)
-//   logsumexp(x) = m + log Σ_R exp(x - m),        dx = g exp(x - logsumexp(x))
+//   logsumexp(x) = m + log Σ_R exp(x - m),        dx = g exp((x - m) - log Σ_R exp(x - m))
 //                  m = max_R x (so no exp overflows; the value does not depend on m;
 //                  all -inf gives -inf, with a NaN gradient; no elements give -inf)
 //
@@ -704,44 +704,52 @@ class LogSumExp final : public opforge::Function {
     sdk::expect_contiguous(ctx, x, "x");
     const Plan plan = plan_of(ctx, x);
     const Geometry g = make_geometry(x.shape(), plan.mask);
+    // Row 0: the shift m per output; row 1: log Σ exp(x - m). Backward reads both, so that
+    // its softmax exp((x - m) - log Σ) never goes through m + log Σ, which loses log Σ to
+    // rounding once |m| is large (1e30 in float64, 1e7 in float32).
+    Tensor parts = Tensor::empty(Dims{2, g.out_numel}, x.dtype());
     Tensor out = sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
       Tensor o = Tensor::empty(plan.out_shape, x.dtype());
       T* po = o.data<T>();
       const T* px = x.data<T>();
+      T* sh = parts.data<T>();
+      T* ls = sh + g.out_numel;
       // Pass 1: the shift m = max x per output (0 where m is infinite: all -inf, or some +inf).
-      std::vector<T> shift(static_cast<std::size_t>(g.out_numel));
-      reduce_kernel<T>(g, px, MaxAcc<T>{}, [&](std::int64_t k, T m) {
-        shift[static_cast<std::size_t>(k)] = std::isfinite(m) ? m : T(0);
-      });
+      reduce_kernel<T>(g, px, MaxAcc<T>{}, [&](std::int64_t k, T m) { sh[k] = std::isfinite(m) ? m : T(0); });
       // Pass 2: m + log Σ exp(x - m); every exp is <= 1.
-      const T* sh = shift.data();
       auto shifted_exp = [sh](T v, std::int64_t k) { return static_cast<double>(std::exp(v - sh[k])); };
       reduce_kernel<T>(g, px, sum_of<T>(shifted_exp), [&](std::int64_t k, double s) {
-        po[k] = static_cast<T>(static_cast<double>(sh[k]) + std::log(s));
+        const double l = std::log(s);
+        ls[k] = static_cast<T>(l);
+        po[k] = static_cast<T>(static_cast<double>(sh[k]) + l);
       });
       return o;
     });
     if (ctx.any_input_needs_grad()) {
       save_mask(ctx, plan.mask);
-      ctx.save_for_backward({x, out});
+      ctx.save_for_backward({x, parts});
     }
     return {out};
   }
-  // dx = g exp(x - logsumexp): the softmax of x over R, scaled by g.
+  // dx = g exp((x - m) - log Σ exp(x - m)): the softmax of x over R, scaled by g.
   TensorList backward(Context& ctx, TensorSpan grads) const override {
     const Geometry g = make_geometry(ctx.input_shape(0), saved_mask(ctx));
-    const TensorList& s = ctx.saved_tensors();  // x, logsumexp(x)
+    const TensorList& s = ctx.saved_tensors();  // x, (shift; log Σ exp) per output
     const Tensor gout = grads[0].contiguous();
     return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
       Tensor dx = Tensor::empty(s[0].shape(), s[0].dtype());
       const T* px = s[0].data<T>();
-      const T* pl = s[1].data<T>();
+      const T* sh = s[1].data<T>();
+      const T* ls = sh + g.out_numel;
       const T* pg = gout.data<T>();
       T* pd = dx.data<T>();
       for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
-        for (std::int64_t j = 0; j < n; ++j) pd[i + j] = pg[o + j * step] * std::exp(px[i + j] - pl[o + j * step]);
+        for (std::int64_t j = 0; j < n; ++j) {
+          const std::int64_t k = o + j * step;
+          pd[i + j] = pg[k] * std::exp((px[i + j] - sh[k]) - ls[k]);
+        }
       });
       return dx;
     })};
