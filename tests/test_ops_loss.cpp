@@ -215,6 +215,36 @@ TEST_CASE("loss_cross_entropy_is_stable_for_large_logits", "[ops][loss]") {
                  tolerance(dtype), 1e-5);
 }
 
+// Far from 0 (1e30 in float64, 1e7 in float32, where the float32 spacing is 1), the row's
+// logsumexp rounds to about its max and log Σ exp(x - m) is lost in it: the loss and the
+// softmax of the gradient are computed from the shift and log Σ apart (a row [1e30, 1e30, 0]
+// has loss log 2 and gradient [-1/2, 1/2, 0] for class 0, not 0 and [0, 1, 0]).
+TEST_CASE("loss_cross_entropy_is_exact_for_logits_far_from_zero", "[ops][loss][grad]") {
+  const DType dtype = GENERATE(DType::Float64, DType::Float32);
+  const double base = dtype == DType::Float64 ? 1e30 : 1e7;
+  INFO(opforge::dtype_name(dtype));
+  const std::vector<double> offsets = {0, 0, -3, 1, 1, -2};  // float64 rounds every b + d to b
+  std::vector<double> v;
+  for (double d : offsets) v.push_back(base + d);
+  Tensor logits = values(v, {2, 3}, dtype);
+  logits.requires_grad_(true);
+  const opforge::Tensor loss = opforge::op("loss.cross_entropy")({logits, classes({0, 2})}, {{"reduction", kNone}});
+  // Softmax and loss of each row, from the differences that the dtype holds exactly.
+  const std::vector<double> xs = logits.to_vector();
+  std::vector<double> p(6), want_loss(2);
+  for (std::size_t n = 0; n < 2; ++n) {
+    const double m = xs[3 * n];
+    double s = 0;
+    for (std::size_t k = 0; k < 3; ++k) s += std::exp(xs[3 * n + k] - m);
+    for (std::size_t k = 0; k < 3; ++k) p[3 * n + k] = std::exp(xs[3 * n + k] - m) / s;
+    want_loss[n] = -std::log(p[3 * n + (n == 0 ? 0 : 2)]);
+  }
+  const double tol = tolerance(dtype);
+  require_values(loss, want_loss, tol);
+  loss.backward(values({1, 1}, {2}, dtype));
+  require_values(logits.grad(), {p[0] - 1, p[1], p[2], p[3], p[4], p[5] - 1}, tol, tol);
+}
+
 // dlogits = (softmax - onehot) g, scaled by 1/N for mean; the target gets no gradient.
 TEST_CASE("loss_cross_entropy_gradient_is_softmax_minus_onehot", "[ops][loss][grad]") {
   const DType dtype = GENERATE(DType::Float32, DType::Float64);

@@ -205,12 +205,15 @@ class CrossEntropy final : public opforge::Function {
                     " at position ", n, " is out of range for C = ", C, " classes (expected 0 <= index < ", C, ")");
     const Reduction red = read_reduction(ctx);
 
-    // logsumexp of each row, in double: the loss reads it, and so does backward.
-    Tensor lse = Tensor::empty(Dims{N}, DType::Float64);
+    // Per row n, the shift m_n (the row's max, 0 when it is infinite) and log Σ_c exp(x_nc - m_n),
+    // in double: row n of `shift_log` is (m_n, log Σ). The loss is log Σ - (x_n[target] - m_n), and
+    // backward's softmax is exp((x - m_n) - log Σ): never m_n + log Σ, which loses log Σ to rounding
+    // once |m_n| is large (logits of 1e30 in float64, 1e7 in float32).
+    Tensor shift_log = Tensor::empty(Dims{N, 2}, DType::Float64);
     Tensor out = sdk::dispatch_floating(logits.dtype(), ctx, "logits", [&](auto tag) {
       using T = decltype(tag);
       const T* px = logits.data<T>();
-      double* pl = lse.data<double>();
+      double* pl = shift_log.data<double>();
       sdk::parallel_for(0, N, std::max<std::int64_t>(1, sdk::kElementwiseGrain / std::max<std::int64_t>(C, 1)),
                         [&](std::int64_t lo, std::int64_t hi) {
                           for (std::int64_t n = lo; n < hi; ++n) {
@@ -220,18 +223,20 @@ class CrossEntropy final : public opforge::Function {
                             if (!std::isfinite(m)) m = T(0);  // all -inf, or a +inf: no shift
                             double s = 0;
                             for (std::int64_t c = 0; c < C; ++c) s += static_cast<double>(std::exp(row[c] - m));
-                            pl[n] = static_cast<double>(m) + std::log(s);
+                            pl[2 * n] = static_cast<double>(m);
+                            pl[2 * n + 1] = std::log(s);
                           }
                         });
-      return reduce_losses<T>(red, Dims{N}, N,
-                              [&](std::int64_t n) { return pl[n] - static_cast<double>(px[n * C + pt[n]]); });
+      return reduce_losses<T>(red, Dims{N}, N, [&](std::int64_t n) {
+        return pl[2 * n + 1] - (static_cast<double>(px[n * C + pt[n]]) - pl[2 * n]);
+      });
     });
-    if (ctx.any_input_needs_grad()) ctx.save_for_backward({logits, target, lse});
+    if (ctx.any_input_needs_grad()) ctx.save_for_backward({logits, target, shift_log});
     return {out};
   }
 
   TensorList backward(Context& ctx, TensorSpan grads) const override {
-    const TensorList& s = ctx.saved_tensors();  // logits, target, logsumexp per row
+    const TensorList& s = ctx.saved_tensors();  // logits, target, (shift, log Σ exp) per row
     const Reduction red = read_reduction(ctx);
     const Tensor g = grads[0].contiguous();
     const Tensor& logits = s[0];
@@ -248,10 +253,10 @@ class CrossEntropy final : public opforge::Function {
                           [&](std::int64_t lo, std::int64_t hi) {
                             for (std::int64_t n = lo; n < hi; ++n) {
                               const T kn = k(n);
-                              const T l = static_cast<T>(pl[n]);
+                              const T m = static_cast<T>(pl[2 * n]), ls = static_cast<T>(pl[2 * n + 1]);
                               const T* row = px + n * C;
                               T* drow = pd + n * C;
-                              for (std::int64_t c = 0; c < C; ++c) drow[c] = kn * std::exp(row[c] - l);  // softmax g_n
+                              for (std::int64_t c = 0; c < C; ++c) drow[c] = kn * std::exp((row[c] - m) - ls);  // softmax g_n
                               drow[pt[n]] -= kn;                                                       // - onehot g_n
                             }
                           });
