@@ -883,6 +883,14 @@ TEST_CASE("linalg_bad_dtypes_and_attributes_are_refused", "[linalg][errors]") {
   const OpHandle svd = opforge::op("linalg.svd");
   CHECK_THROWS_MATCHES(svd.call({f64({2, 2})}, {{"tol", true}}), opforge::ValueError,
                        Message("linalg.svd: attribute 'tol': expected float, got bool true"));
+  // A tol of NaN or +inf is refused by forward: backward would refuse every U/V gradient with
+  // "S[0] and S[1] closer than tol·S[0] = nan", whatever the singular values.
+  for (const double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    const std::string got = std::isnan(bad) ? "nan" : "inf";
+    CHECK_THROWS_MATCHES(svd.call({f64({2, 2})}, {{"tol", bad}}), opforge::ValueError,
+                         Message("linalg.svd: attribute 'tol': expected a finite number (or a negative one for the "
+                                 "default, the square root of the dtype's epsilon), got " + got));
+  }
   CHECK_THROWS_MATCHES(svd.call({f64({2, 2})}, {{"rtol", 0.1}}), opforge::ValueError,
                        Message("linalg.svd: no attribute named 'rtol' (it has: tol)"));
   CHECK_THROWS_MATCHES(opforge::op("linalg.qr")({f64({3, 2})}), opforge::ValueError,

@@ -177,6 +177,11 @@ class Svd final : public opforge::Function {
     expect_blas_sizes(ctx, A, "A");
     const std::int64_t m = A.size(0), n = A.size(1), k = std::min(m, n);
     const double tol_attr = ctx.attr_float(0);
+    // Checked here, not first in backward, where NaN or +inf would refuse every gradient
+    // as if two singular values were equal.
+    OPFORGE_CHECK(tol_attr < 0 || std::isfinite(tol_attr), ValueError, ctx.op_name(),
+                  ": attribute 'tol': expected a finite number (or a negative one for the default, the square root "
+                  "of the dtype's epsilon), got ", tol_attr);
     TensorList out = sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
       Tensor U = Tensor::empty(Dims{m, k}, A.dtype());
