@@ -450,9 +450,12 @@ TEST_CASE("loss_cross_entropy_refuses_bad_logits_and_targets", "[ops][loss][erro
                                "float64"));
   CHECK_THROWS_MATCHES(ce({Tensor::zeros({3, 4}, DType::Int64), classes({0, 1, 2})}), opforge::DTypeError,
                        Message("loss.cross_entropy: argument 'logits': expected dtype float32 or float64, got int64"));
+  // Each input's own dtypes, also for bool (not "expected float32, float64, int64" for either).
   CHECK_THROWS_MATCHES(ce({logits, Tensor::zeros({3}, DType::Bool)}), opforge::DTypeError,
-                       Message("loss.cross_entropy: argument 'target' (input 1): expected dtype float32, float64, "
-                               "int64, got bool"));
+                       Message("loss.cross_entropy: argument 'target': expected dtype int64 (class indices), got "
+                               "bool"));
+  CHECK_THROWS_MATCHES(ce({Tensor::zeros({3, 4}, DType::Bool), classes({0, 1, 2})}), opforge::DTypeError,
+                       Message("loss.cross_entropy: argument 'logits': expected dtype float32 or float64, got bool"));
 }
 
 }  // namespace

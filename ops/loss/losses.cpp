@@ -310,7 +310,9 @@ void register_losses(opforge::PluginRegistrar& registrar) {
   registrar.add<CrossEntropy>(
       OpSchema("loss.cross_entropy")
           .input_names({"logits", "target"})
-          .accepts(opforge::DTypeSet{DType::Float32, DType::Float64, DType::Int64})
+          // Every dtype reaches forward, which says which one each input takes: the core's
+          // check would offer every dtype of the set for either input.
+          .accepts(opforge::DTypeSet::all())
           .mixed_dtypes()
           .attr("reduction", AttrKind::Int, 0, "0 = mean over rows (default), 1 = sum, 2 = none (one loss per row)")
           .describe("cross-entropy of logits [N, C] (float) against class indices [N] (int64), via log-softmax")
