@@ -723,7 +723,15 @@ TEST_CASE("bad calls to shape ops name the op, the argument, what was expected a
   const Tensor x31 = Tensor::zeros({3, 1});
   CHECK_THROWS_MATCHES(call("shape.reshape", {x}, {Attr(Dims{5, -1})}), opforge::ShapeError,
                        Message("shape.reshape: attribute 'shape': cannot reshape float64[3, 4] (12 elements) into "
-                               "[5, -1]"));
+                               "[5, -1] (the other sizes multiply to 5, which does not divide 12)"));
+  // A -1 beside a size 0 says why: it would fit any size (no elements), or none.
+  CHECK_THROWS_MATCHES(call("shape.reshape", {Tensor::zeros({0, 3})}, {Attr(Dims{0, -1})}), opforge::ShapeError,
+                       Message("shape.reshape: attribute 'shape': cannot reshape float64[0, 3] (0 elements) into "
+                               "[0, -1] (the other sizes multiply to 0, so every size fits the -1: give the size "
+                               "itself)"));
+  CHECK_THROWS_MATCHES(call("shape.reshape", {x}, {Attr(Dims{-1, 0})}), opforge::ShapeError,
+                       Message("shape.reshape: attribute 'shape': cannot reshape float64[3, 4] (12 elements) into "
+                               "[-1, 0] (the other sizes multiply to 0, so no size for the -1 gives 12 elements)"));
   CHECK_THROWS_MATCHES(call("shape.reshape", {x}, {Attr(Dims{5, 2})}), opforge::ShapeError,
                        Message("shape.reshape: attribute 'shape': cannot reshape float64[3, 4] (12 elements) into "
                                "[5, 2] (10 elements)"));

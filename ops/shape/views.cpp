@@ -87,8 +87,17 @@ class Reshape final : public opforge::Function {
     }
     const std::int64_t n = x.numel();
     if (infer >= 0) {
-      OPFORGE_CHECK(known != 0 && n % known == 0, opforge::ShapeError, ctx.op_name(),
-                    ": attribute 'shape': cannot reshape ", x.describe(), " (", n, " elements) into ", want);
+      // The error path alone builds the reason.
+      if (known == 0 || n % known != 0) {
+        const std::string why =
+            known != 0 ? opforge::detail::concat("the other sizes multiply to ", known, ", which does not divide ", n)
+            : n == 0   ? std::string("the other sizes multiply to 0, so every size fits the -1: give the size itself")
+                       : opforge::detail::concat("the other sizes multiply to 0, so no size for the -1 gives ", n,
+                                                 " elements");
+        throw opforge::ShapeError(opforge::detail::concat(ctx.op_name(), ": attribute 'shape': cannot reshape ",
+                                                          x.describe(), " (", n, " elements) into ", want, " (", why,
+                                                          ")"));
+      }
       target[static_cast<std::size_t>(infer)] = n / known;
     }
     OPFORGE_CHECK(target.product() == n, opforge::ShapeError, ctx.op_name(), ": attribute 'shape': cannot reshape ",
