@@ -430,6 +430,27 @@ TEST_CASE("linalg_det_and_logdet_match_hand_computed_values_and_elimination", "[
   REQUIRE(logdet({A}).item() == Approx(std::log(want)).epsilon(dtype == DType::Float32 ? 1e-5 : 1e-12));
 }
 
+// A determinant that float64 holds is returned even when a partial product of the pivots
+// would overflow or underflow on the way (NumPy's det gives 1 and -1 here too); and its
+// gradient det(A)·A⁻ᵀ with it.
+TEST_CASE("linalg_det_has_no_spurious_overflow_or_underflow", "[linalg][det]") {
+  const OpHandle det = opforge::op("linalg.det");
+  const auto diag = [](const std::vector<double>& d) {
+    const auto n = static_cast<std::int64_t>(d.size());
+    std::vector<double> v(d.size() * d.size(), 0.0);
+    for (std::size_t i = 0; i < d.size(); ++i) v[i * d.size() + i] = d[i];
+    return values(v, {n, n});
+  };
+  REQUIRE(det({diag({1e-200, 1e-200, 1e200, 1e200})}).item() == Approx(1.0).epsilon(1e-15));
+  REQUIRE(det({diag({1e200, 1e200, 1e-200, -1e-200})}).item() == Approx(-1.0).epsilon(1e-15));
+  REQUIRE(det({diag({1e200, 1e200})}).item() == std::numeric_limits<double>::infinity());  // det itself overflows
+  REQUIRE(det({diag({1e-200, 1e-200})}).item() == 0.0);                                    // det itself underflows
+  Tensor A = diag({1e-200, 1e-200, 1e200, 1e200});
+  A.requires_grad_(true);
+  det({A}).backward();
+  require_values(A.grad(), {1e200, 0, 0, 0, 0, 1e200, 0, 0, 0, 0, 1e-200, 0, 0, 0, 0, 1e-200}, 1e-15);
+}
+
 // det of a singular matrix is 0 when no gradient is needed; the gradient needs A⁻¹.
 TEST_CASE("linalg_det_of_a_singular_matrix_is_zero_without_gradients", "[linalg][det]") {
   const Tensor S = values({1, 2, 2, 4}, {2, 2});

@@ -149,19 +149,27 @@ class Determinant final : public opforge::Function {
                          "gradients for the value alone)");
         return Tensor::scalar(0.0, A.dtype());
       }
-      // det = (−1)^(row swaps) Π_i U[i, i], accumulated in double; logdet = Σ_i log|U[i, i]|.
+      // det = (−1)^(row swaps) Π_i U[i, i], accumulated in double as a fraction in [1/2, 1) and a
+      // power of 2, so that no partial product overflows or underflows when det itself does not
+      // (diag(1e200, 1e200, 1e-200, 1e-200) has det 1); logdet = Σ_i log|U[i, i]|.
       // Pivot i (1-based) other than i + 1 is one row swap.
       const std::int64_t n = A.size(0);
       const T* f = lu.data<T>();
-      double product = 1, log_abs = 0;
+      double fraction = 1, log_abs = 0;
+      long exponent = 0;
       bool negative = false;
       for (std::int64_t i = 0; i < n; ++i) {
         const double u = f[i * n + i];
         if (piv[static_cast<std::size_t>(i)] != i + 1) negative = !negative;
         if (u < 0) negative = !negative;
-        product *= std::abs(u);
+        int eu = 0, e = 0;
+        fraction = std::frexp(fraction * std::frexp(std::abs(u), &eu), &e);  // the same rounding as product · |u|
+        exponent += eu + e;
         log_abs += std::log(std::abs(u));
       }
+      const double product =
+          std::ldexp(fraction, static_cast<int>(std::clamp<long>(exponent, std::numeric_limits<int>::min() / 2,
+                                                                  std::numeric_limits<int>::max() / 2)));
       if (kLog)
         OPFORGE_CHECK(!negative, ValueError, ctx.op_name(),
                       ": argument 'A': expected a matrix with a positive determinant, got a negative determinant "
