@@ -818,6 +818,11 @@ TEST_CASE("bad calls to shape ops name the op, the argument, what was expected a
   CHECK_THROWS_MATCHES(call("shape.gather", {x, indices({0, 1, 2, 3, 1, 2, 3, 0}, {2, 4})}), opforge::IndexError,
                        Message("shape.gather: argument 'index': index 3 at position [0, 3] is out of range for axis "
                                "0 of size 3 (expected an index in [-3, 3))"));
+  // An axis of size 0: no index is valid (not "expected an index in [0, 0)").
+  CHECK_THROWS_MATCHES(call("shape.index_select", {Tensor::zeros({2, 0}), indices({0})}, {Attr(1)}),
+                       opforge::IndexError,
+                       Message("shape.index_select: argument 'index': index 0 at position [0] is out of range for "
+                               "axis 1 of size 0 (the axis is empty, so no index is valid: give an empty 'index')"));
   CHECK_THROWS_MATCHES(call("shape.gather", {x, indices({0, 1, 2, 0}, {1, 4})}, {Attr(1), Attr(1)}),
                        opforge::ValueError, Message("shape.gather: expected at most 1 attributes, got 2"));
 }

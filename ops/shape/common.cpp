@@ -314,9 +314,13 @@ void check_indices(const Context& ctx, const Tensor& index, std::int64_t axis, s
     pos[k] = rem % d.shape()[k];
     rem /= d.shape()[k];
   }
+  // An empty axis has no valid index: say so, rather than "expected an index in [0, 0)".
+  const std::string expected =
+      n == 0 ? std::string("the axis is empty, so no index is valid: give an empty 'index'")
+             : opforge::detail::concat("expected an index in [", -n, ", ", n, ")");
   throw opforge::IndexError(opforge::detail::concat(ctx.op_name(), ": argument 'index': index ", p[i],
                                                     " at position ", pos, " is out of range for axis ", axis,
-                                                    " of size ", n, " (expected an index in [", -n, ", ", n, "))"));
+                                                    " of size ", n, " (", expected, ")"));
 }
 
 void expect_int64(const Context& ctx, const Tensor& t, const char* arg, std::size_t pos) {
