@@ -6,6 +6,7 @@
 // of the least-squares graph leaves behind (exactly) and needs at its peak.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -606,6 +607,56 @@ TEST_CASE("contract: hook errors: a replacement of the wrong shape or dtype, a h
     REQUIRE_THROWS_MATCHES(x.register_hook(nullptr), opforge::ValueError,
                            Message("Tensor::register_hook: argument 'hook' is empty"));
   }
+}
+
+TEST_CASE("contract: a hook may register hooks while it runs, which run from the next pass", "[contract]") {
+  // The hooks were a std::vector walked by a range-for: a hook that registered
+  // another (on its own tensor) reallocated the vector under the running hook
+  // (a crash for a non-leaf), and a leaf whose first hook came during the pass
+  // lost its gradient.
+  Tensor x = leaf({1, 2});
+  Tensor h = square(x);
+  std::vector<std::string> log;
+  h.register_hook([&](const Tensor&) {
+    log.push_back("h first");
+    if (log.size() == 1) {
+      for (int k = 0; k < 40; ++k)  // enough to reallocate any vector
+        h.register_hook([&](const Tensor&) {
+          log.push_back("h added");
+          return Tensor();
+        });
+    }
+    return Tensor();
+  });
+  Tensor z = leaf({5, 6});  // gets its first hook during the pass
+  x.register_hook([&](const Tensor&) {
+    log.push_back("x first");
+    if (log.size() == 2) {
+      for (int k = 0; k < 40; ++k)
+        x.register_hook([&](const Tensor&) {
+          log.push_back("x added");
+          return Tensor();
+        });
+      z.register_hook([&](const Tensor&) {
+        log.push_back("z added");
+        return Tensor();
+      });
+    }
+    return Tensor();
+  });
+  // L = sum(x^2) + sum(x * z): x is reached before z (its mul node runs after the square's).
+  sum(add(h, mul(x, z))).backward(Tensor(), /*retain_graph=*/true);
+  CHECK(log == std::vector<std::string>{"h first", "x first"});
+  CHECK(x.grad().to_vector() == V{2 + 5, 4 + 6});
+  CHECK(z.grad().to_vector() == V{1, 2});
+  log.clear();
+  sum(add(h, mul(x, z))).backward();
+  CHECK(log.size() == 1 + 40 + 1 + 40 + 1);
+  CHECK(std::count(log.begin(), log.end(), "h added") == 40);
+  CHECK(std::count(log.begin(), log.end(), "x added") == 40);
+  CHECK(std::count(log.begin(), log.end(), "z added") == 1);
+  CHECK(x.grad().to_vector() == V{2 * 7, 2 * 10});
+  CHECK(z.grad().to_vector() == V{2, 4});
 }
 
 // ---- in place --------------------------------------------------------------------------------------

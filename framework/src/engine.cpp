@@ -4,6 +4,7 @@
 // iterative too (intrusive_ptr_release below).
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -287,20 +288,22 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
 
   // A gradient (possibly undefined: nothing came) arriving at a leaf along one edge.
   auto arrive_at_leaf = [&](TensorImpl& leaf, Tensor g) {
-    if (!leaf.hooks) {
-      if (g.defined()) deliver_to_leaf(leaf, std::move(g), cap);
-      return;
-    }
-    for (HookedLeaf& h : s.hooked) {
-      if (h.leaf != &leaf) continue;
-      if (g.defined()) accumulate(h.sum, g);
-      if (--h.pending == 0 && h.sum.defined()) {
-        Tensor total = std::move(h.sum);
-        for (const auto& hook : *leaf.hooks) total = run_hook(hook, total, "a leaf");
-        deliver_to_leaf(leaf, std::move(total), cap);
+    if (leaf.hooks) {
+      for (HookedLeaf& h : s.hooked) {
+        if (h.leaf != &leaf) continue;
+        if (g.defined()) accumulate(h.sum, g);
+        if (--h.pending == 0 && h.sum.defined()) {
+          Tensor total = std::move(h.sum);
+          const auto& hooks = *leaf.hooks;
+          for (std::size_t i = 0, count = hooks.size(); i < count; ++i) total = run_hook(hooks[i], total, "a leaf");
+          deliver_to_leaf(leaf, std::move(total), cap);
+        }
+        return;
       }
-      return;
+      // Not counted: its first hook was registered during this pass (by another
+      // hook), so it takes effect from the next pass.
     }
+    if (g.defined()) deliver_to_leaf(leaf, std::move(g), cap);
   };
 
   try {
@@ -325,7 +328,11 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
       Node* n = s.ready.back();
       s.ready.pop_back();
       if (n->output_hooks) {
-        for (auto& [k, hook] : *n->output_hooks) {
+        // Read by index up to the count at the start: a hook may register another
+        // (the deque keeps the running one in place), which runs from the next pass.
+        auto& hooks = *n->output_hooks;
+        for (std::size_t i = 0, count = hooks.size(); i < count; ++i) {
+          auto& [k, hook] = hooks[i];
           if (n->grad_buffer[k].defined()) n->grad_buffer[k] = run_hook(hook, n->grad_buffer[k], "an op's output");
         }
       }
@@ -438,13 +445,13 @@ void Tensor::register_hook(GradHook hook) const {
   if (auto keep = keep_plugin_loaded(__builtin_return_address(0))) hook = KeptHook(std::move(keep), std::move(hook));
   if (impl_->grad_fn) {
     auto& hooks = impl_->grad_fn->output_hooks;
-    if (!hooks) hooks = std::make_unique<std::vector<std::pair<std::uint32_t, Tensor::GradHook>>>();
+    if (!hooks) hooks = std::make_unique<std::deque<std::pair<std::uint32_t, Tensor::GradHook>>>();
     hooks->emplace_back(impl_->output_nr, std::move(hook));
     return;
   }
   OPFORGE_CHECK(impl_->requires_grad, AutogradError, "Tensor::register_hook: the tensor (", describe(),
                 ") does not require grad, so no gradient will ever reach the hook; call requires_grad_() first");
-  if (!impl_->hooks) impl_->hooks = std::make_unique<std::vector<GradHook>>();
+  if (!impl_->hooks) impl_->hooks = std::make_unique<std::deque<GradHook>>();
   impl_->hooks->push_back(std::move(hook));
 }
 

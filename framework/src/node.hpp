@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -43,7 +44,8 @@ class Node : public CacheAllocated<NodeBlockCache> {
   Context ctx;
   boost::container::small_vector<Edge, 4> edges;       // one per input
   boost::container::small_vector<TensorMeta, 4> meta;  // one per input, then one per output
-  std::unique_ptr<std::vector<std::pair<std::uint32_t, Tensor::GradHook>>> output_hooks;  // (output, hook), rare
+  // (output, hook), rare. A deque: a hook may register another while it runs.
+  std::unique_ptr<std::deque<std::pair<std::uint32_t, Tensor::GradHook>>> output_hooks;
 
   // Engine scratch: valid during one backward pass (a graph is backpropagated
   // by one thread at a time; independent graphs run in parallel freely).

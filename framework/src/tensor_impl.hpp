@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -29,7 +30,8 @@ struct TensorImpl : CacheAllocated<SmallBlockCache> {
   StoragePtr storage;
   NodePtr grad_fn;
   Tensor grad;
-  std::unique_ptr<std::vector<Tensor::GradHook>> hooks;  // leaves only; null until the first hook
+  // Leaves only; null until the first hook. A deque: a hook may register another while it runs.
+  std::unique_ptr<std::deque<Tensor::GradHook>> hooks;
 
   void* data() const noexcept {
     return static_cast<char*>(storage->data()) + offset * static_cast<std::int64_t>(itemsize(dtype));
