@@ -659,6 +659,24 @@ TEST_CASE("contract: a hook may register hooks while it runs, which run from the
   CHECK(z.grad().to_vector() == V{2, 4});
 }
 
+TEST_CASE("contract: a leaf frozen with requires_grad_(false) after recording gets no .grad", "[contract]") {
+  // The engine accumulated into every leaf an edge pointed at, whatever its flag.
+  Tensor w = leaf({1, 2});
+  Tensor b = leaf({3, 4});
+  Tensor L = sum(add(square(w), b));
+  w.requires_grad_(false);
+  L.backward();
+  CHECK_FALSE(w.grad().defined());
+  CHECK(b.grad().to_vector() == V{1, 1});
+  // grad() refuses it, as for any input that does not require grad.
+  Tensor L2 = sum(square(b));
+  w.requires_grad_(true);
+  Tensor L3 = sum(mul(w, b));
+  w.requires_grad_(false);
+  CHECK_THROWS_AS(opforge::grad({L3}, {w}), AutogradError);
+  CHECK(opforge::grad({L2}, {b})[0].to_vector() == V{6, 8});
+}
+
 // ---- in place --------------------------------------------------------------------------------------
 
 TEST_CASE("contract: in-place ops are refused on a leaf that requires grad and on an op's output", "[contract]") {

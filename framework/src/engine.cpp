@@ -120,6 +120,8 @@ void deliver_to_leaf(TensorImpl& leaf, Tensor g, const Capture& cap) {
       if (cap.inputs[i].unsafe_impl() == &leaf) accumulate((*cap.results)[i], g);
     return;  // grad() never touches .grad
   }
+  // Turned off (requires_grad_(false)) since the graph was recorded: no .grad.
+  if (!leaf.requires_grad) return;
   SpinLock lock(leaf.grad_lock);
   if (!leaf.grad.defined()) {
     // The leaf's .grad must not share memory with anything backward still uses.
