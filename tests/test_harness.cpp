@@ -488,6 +488,19 @@ TEST_CASE("harness: check_op runs in grad mode whatever the caller's, and restor
   CHECK_FALSE(opforge::grad_enabled());
 }
 
+TEST_CASE("harness: sdk::gradcheck records its graph whatever the caller's grad mode, and restores it") {
+  // Under a NoGradGuard it once recorded nothing, read every analytic gradient
+  // as 0 and failed a correct op ("backward returned no gradient").
+  const Tensor x = Tensor::from_values({1.0, -2.0, 0.5});
+  opforge::NoGradGuard no_grad;
+  const sdk::GradcheckResult r = sdk::gradcheck(opforge::op("elementwise.square"), {x});
+  INFO(r.message);
+  CHECK(r.ok);
+  CHECK(r.elements_checked == 3);
+  CHECK(r.max_abs_error < 1e-6);
+  CHECK_FALSE(opforge::grad_enabled());
+}
+
 TEST_CASE("harness: options set the thread count and calls, an empty handle is refused") {
   sdk::CheckOptions options;
   options.threads = 2;

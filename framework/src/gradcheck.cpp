@@ -4,6 +4,7 @@
 #include <limits>
 #include <sstream>
 
+#include "opforge/sdk/grad_mode.hpp"
 #include "opforge/autograd.hpp"
 
 namespace opforge::sdk {
@@ -50,8 +51,14 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
   }
   if (!promoted.empty()) res.note = "inputs " + promoted + " promoted from float32 to float64 for the check";
 
-  // Analytic: backward with random output weights.
-  TensorList outs = op.call(xs);
+  // Analytic: backward with random output weights, recorded whatever the
+  // caller's grad mode (under a NoGradGuard nothing would be, and every
+  // gradient would read as 0).
+  TensorList outs;
+  {
+    GradModeScope grad_on(true);
+    outs = op.call(xs);
+  }
   TensorList weights;
   for (std::size_t k = 0; k < outs.size(); ++k) {
     if (!is_floating(outs[k].dtype())) {

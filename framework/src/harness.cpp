@@ -17,23 +17,12 @@
 
 #include "opforge/autograd.hpp"
 #include "opforge/error.hpp"
+#include "opforge/sdk/grad_mode.hpp"
 
 namespace opforge::sdk {
 namespace {
 
 // ---- helpers ----------------------------------------------------------------------
-
-/// Sets grad mode on this thread for a scope, then restores the caller's.
-class GradModeScope {
- public:
-  explicit GradModeScope(bool enabled) : prev_(grad_enabled()) { set_grad_enabled(enabled); }
-  ~GradModeScope() { set_grad_enabled(prev_); }
-  GradModeScope(const GradModeScope&) = delete;
-  GradModeScope& operator=(const GradModeScope&) = delete;
-
- private:
-  bool prev_;
-};
 
 std::string input_label(const OpSchema& s, std::size_t i) {
   std::string label = "input " + std::to_string(i);
