@@ -1,15 +1,24 @@
 // The SDK's parallel helpers (sdk/include/opforge/sdk/parallel.hpp): parallel_for
 // covers a range exactly once, and deterministic_sum gives the same bits for any
-// thread count.
+// thread count; chunks run in the caller's grad mode, on whichever thread.
 #include <catch2/catch.hpp>
 
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
 #include <vector>
 
 #include <opforge/opforge.hpp>
 #include <opforge/sdk/parallel.hpp>
+
+using opforge::Context;
+using opforge::Tensor;
+using opforge::TensorList;
+using opforge::TensorSpan;
 
 namespace sdk = opforge::sdk;
 
@@ -62,4 +71,73 @@ TEST_CASE("sdk::deterministic_sum: the sum, the same bits for 1, 2 and 3 threads
   }
   CHECK(sdk::deterministic_sum(0, [](std::int64_t) { return 1.0; }) == 0.0);
   CHECK(sdk::deterministic_sum(10000, [](std::int64_t) { return 1.0f; }) == 10000.0);  // float terms, double sum
+}
+
+namespace {
+// forward runs two chunks of sdk::parallel_for that wait for each other (so that
+// a oneTBB worker runs one of them), each viewing its row of the input, which
+// requires grad, and noting the thread, its grad mode and whether the view was
+// recorded.
+struct TwoChunks final : opforge::Function {
+  struct Seen {
+    std::mutex mu;
+    std::set<std::thread::id> threads;
+    int grad_on = 0, recorded_views = 0, chunks = 0;
+  };
+  Seen* seen;
+  explicit TwoChunks(Seen* s) : seen(s) {}
+  TensorList forward(Context&, TensorSpan in) const override {
+    const Tensor& x = in[0];
+    Tensor out = Tensor::zeros(x.shape(), x.dtype());
+    std::atomic<int> in_flight{0};
+    sdk::parallel_for(0, 2, 1, [&](std::int64_t lo, std::int64_t hi) {
+      ++in_flight;
+      // Bounded: where no worker comes, the caller runs both chunks in turn.
+      for (long spin = 0; in_flight.load() < 2 && spin < 20000000; ++spin) std::this_thread::yield();
+      for (std::int64_t i = lo; i < hi; ++i) {
+        const Tensor row = x.select(0, i);  // recorded (shape.select) only with grad mode on
+        out.select(0, i).copy_(row);
+        std::lock_guard<std::mutex> lock(seen->mu);
+        seen->threads.insert(std::this_thread::get_id());
+        seen->grad_on += opforge::grad_enabled();
+        seen->recorded_views += row.grad_fn() != nullptr;
+        ++seen->chunks;
+      }
+    });
+    return {out};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
+};
+}  // namespace
+
+TEST_CASE("sdk::parallel_for runs every chunk in the caller's grad mode, on a oneTBB worker too", "[sdk][threads]") {
+  // Grad mode is per thread, and oneTBB's workers had it on: inside forward (run
+  // with it off) a chunk a worker ran recorded the views and ops it called, and
+  // an in-place write to an input's view was refused there but not on the op's
+  // own thread.
+  opforge::set_num_threads(2);
+  TwoChunks::Seen seen;
+  const opforge::OpHandle op =
+      opforge::make_op(opforge::OpSchema("test.two_chunks").input_names({"x"}), std::make_unique<TwoChunks>(&seen));
+  const Tensor x = Tensor::from_values({1.0, 2.0, 3.0, 4.0}, {2, 2}).requires_grad_();
+  for (int round = 0; round < 20; ++round) {
+    const Tensor y = op({x});
+    CHECK(y.grad_fn() != nullptr);
+    CHECK(y.to_vector() == std::vector<double>{1, 2, 3, 4});
+  }
+  CHECK(seen.chunks == 40);
+  CHECK(seen.grad_on == 0);
+  CHECK(seen.recorded_views == 0);
+  if (seen.threads.size() < 2) WARN("no oneTBB worker ran a chunk: the check above proved nothing here");
+  // Grad mode on or off, chunks run with the caller's.
+  {
+    std::atomic<int> on{0};
+    sdk::parallel_for(0, 2, 1, [&](std::int64_t, std::int64_t) { on += opforge::grad_enabled(); });
+    CHECK(on == 2);
+    opforge::NoGradGuard no_grad;
+    sdk::parallel_for(0, 2, 1, [&](std::int64_t, std::int64_t) { on -= opforge::grad_enabled(); });
+    CHECK(on == 2);
+  }
+  CHECK(opforge::grad_enabled());
+  opforge::set_num_threads(0);
 }

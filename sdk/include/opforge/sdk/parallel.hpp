@@ -11,10 +11,14 @@
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 
+#include "opforge/sdk/grad_mode.hpp"
+
 namespace opforge::sdk {
 
 /// Calls body(b, e) on disjoint chunks [b, e) that cover [begin, end), in
-/// parallel when the range holds more than one grain.
+/// parallel when the range holds more than one grain. Every chunk runs in the
+/// caller's grad mode (per thread): inside an op's forward or backward, ops and
+/// views called from a worker record nothing, as on the op's own thread.
 template <class Body>
 void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t grain, Body&& body) {
   if (end <= begin) return;
@@ -23,8 +27,12 @@ void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t grain, Body
     body(begin, end);
     return;
   }
+  const bool grad_mode = grad_enabled();
   oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(begin, end, grain),
-                            [&](const oneapi::tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); });
+                            [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
+                              GradModeScope mode(grad_mode);
+                              body(r.begin(), r.end());
+                            });
 }
 
 /// OpenBLAS runs a matrix product of at most this many multiply-adds (m·n·k) on
