@@ -854,6 +854,50 @@ TEST_CASE("engine: a backward may run another backward inside it", "[engine]") {
   CHECK(x.grad().to_vector() == std::vector<double>{12.0, 12.0, 12.0});
 }
 
+TEST_CASE("engine: a pass started in a hook may not go through the outer pass's graph, and says so",
+          "[engine]") {
+  // A grad() inside a hook on h reached a's node, which the outer pass had not
+  // run yet, and reset its dependency count and gradient buffers under it: the
+  // hook's own gradient argument was destroyed and the outer pass read freed
+  // memory (a garbage dtype, then a crash), or lost gradients silently.
+  Tensor x = leaf({1.0, 2.0});
+  Tensor a = ew("mul")({x, Tensor::from_values({3.0, 3.0})});  // a = 3x
+  Tensor h = ew("square")({a});                                // h = 9x^2
+  bool nested = true;
+  std::vector<double> seen;
+  h.register_hook([&](const Tensor& g) {
+    if (nested) opforge::grad({sum_op()({ew("square")({a})})}, {x});  // through a's node
+    seen = g.to_vector();
+    return Tensor();
+  });
+  Tensor L = sum_op()({h});
+  REQUIRE_THROWS_MATCHES(
+      L.backward(Tensor(), /*retain_graph=*/true), AutogradError,
+      Message("backward: this pass reaches the node of 'elementwise.mul', which the backward or grad() running around "
+              "it on this thread (this pass was started from a hook or an op's backward) has not backpropagated yet; "
+              "a pass inside another cannot go through the outer pass's graph. Backpropagate from detach()ed tensors, "
+              "or after the outer pass returns"));
+  CHECK_FALSE(x.grad().defined());
+  // The retained graph is intact: without the nested pass, backward runs as usual.
+  nested = false;
+  L.backward();
+  CHECK(seen == std::vector<double>{1.0, 1.0});
+  CHECK(x.grad().to_vector() == std::vector<double>{18.0, 36.0});
+  // A nested pass over a graph of its own (from detach()ed tensors) is fine.
+  nested = false;
+  Tensor x2 = leaf({1.0, 2.0});
+  Tensor h2 = ew("square")({x2});
+  std::vector<double> inner;
+  h2.register_hook([&](const Tensor&) {
+    Tensor d = a.detach().requires_grad_();
+    inner = opforge::grad({sum_op()({ew("square")({d})})}, {d})[0].to_vector();
+    return Tensor();
+  });
+  sum_op()({h2}).backward();
+  CHECK(inner == std::vector<double>{6.0, 12.0});
+  CHECK(x2.grad().to_vector() == std::vector<double>{2.0, 4.0});
+}
+
 // ---- output aliasing and saved outputs ------------------------------------------------
 
 TEST_CASE("engine: an op returning its input does not take over the input's autograd state", "[engine]") {

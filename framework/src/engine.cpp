@@ -146,6 +146,7 @@ struct Scratch {
   std::vector<Node*> stack;
   std::vector<Node*> ready;
   std::vector<HookedLeaf> hooked;
+  std::uint64_t epoch = 0;  // of the pass that holds this scratch
 };
 OPFORGE_TLS std::vector<std::unique_ptr<Scratch>> t_scratch;
 OPFORGE_TLS std::size_t t_depth = 0;
@@ -171,6 +172,33 @@ const TensorMeta& recorded_input(const Context& c, std::size_t i, const char* wh
   OPFORGE_CHECK(i < n->edges.size(), IndexError, c.op_name(), ": Context::", what, "(", i, "): the op has ",
                 n->edges.size(), " input", n->edges.size() == 1 ? "" : "s");
   return n->input_meta(i);
+}
+
+// Hands back the nodes a pass claimed when it stops early (an error): no
+// gradient left in their buffers, and no claim a later pass would take for an
+// outer pass's.
+void release_claims(Scratch& s) noexcept {
+  for (Node* n : s.visited) {
+    n->grad_buffer.clear();
+    n->epoch = 0;
+  }
+}
+
+// A pass started inside another on this thread (from a hook or an op's
+// backward) must not reach a node the outer pass has still to run: it would
+// reset that node's dependency count and gradient buffer under the outer pass.
+// Refused, after handing back what this pass had claimed. A node's epoch is 0
+// once its pass has run it.
+void refuse_outer_node(const Node& n, std::size_t depth, Scratch& s) {
+  for (std::size_t d = 0; d + 1 < depth; ++d) {
+    if (t_scratch[d]->epoch != n.epoch) continue;
+    release_claims(s);
+    throw AutogradError("backward: this pass reaches the node of '" + n.name() +
+                        "', which the backward or grad() running around it on this thread (this pass was started "
+                        "from a hook or an op's backward) has not backpropagated yet; a pass inside another cannot "
+                        "go through the outer pass's graph. Backpropagate from detach()ed tensors, or after the "
+                        "outer pass returns");
+  }
 }
 
 class ScratchLease {
@@ -252,10 +280,13 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
   ScratchLease lease;
   Scratch& s = *lease;
   const std::uint64_t epoch = g_epoch.fetch_add(1, std::memory_order_relaxed) + 1;
+  s.epoch = epoch;
+  const std::size_t depth = t_depth;
 
   // 1. Count, for every node reachable from the roots, how many edges lead to it.
   auto visit = [&](Node* n) {
     if (n->epoch == epoch) return false;
+    if (depth > 1 && n->epoch != 0) refuse_outer_node(*n, depth, s);
     n->epoch = epoch;
     n->dependencies = 0;
     n->grad_buffer.clear();
@@ -371,6 +402,7 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
         grads_in.resize(n->edges.size());
       }
       n->grad_buffer.clear();
+      n->epoch = 0;  // done: a pass nested in this one may go through it
       if (!retain_graph) ContextAccess::release(n->ctx);
 
       for (std::size_t i = 0; i < n->edges.size(); ++i) {
@@ -388,7 +420,7 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
       }
     }
   } catch (...) {
-    for (Node* n : s.visited) n->grad_buffer.clear();
+    release_claims(s);
     throw;
   }
 }
