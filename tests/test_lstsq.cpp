@@ -161,7 +161,7 @@ TEST_CASE("lstsq rejects bad shapes and dtypes with messages that name the argum
                     "loss.lstsq: argument 'y': expected shape [5] (the number of rows of 'A'), got [4]");
   CHECK_THROWS_WITH(lstsq({A, Tensor::zeros({4}, DType::Float32), y}),
                     "loss.lstsq: argument 'x' (input 1): expected dtype float64 (the dtype of 'A'; all inputs "
-                    "must share one dtype), got float32");
+                    "must share one dtype), got float32; convert one of them with .to() first");
   CHECK_THROWS_AS(lstsq({A, x}), opforge::ValueError);
   CHECK_THROWS_WITH(lstsq({A, x}), "loss.lstsq: expected 3 inputs (A, x, y), got 2");
 }

@@ -538,22 +538,22 @@ TEST_CASE("mixed_dtypes_are_refused_naming_both_dtypes", "[ops][errors]") {
   const std::string rule = "; all inputs must share one dtype), got ";
   const std::vector<BadCall> calls = {
       {"elementwise.add", {f64({3}), f32({3})},
-       "elementwise.add: argument 'b' (input 1): expected dtype float64 (the dtype of 'a'" + rule + "float32"},
+       "elementwise.add: argument 'b' (input 1): expected dtype float64 (the dtype of 'a'" + rule + "float32; convert one of them with .to() first"},
       {"elementwise.sub", {f64({3}), f32({3})},
-       "elementwise.sub: argument 'b' (input 1): expected dtype float64 (the dtype of 'a'" + rule + "float32"},
+       "elementwise.sub: argument 'b' (input 1): expected dtype float64 (the dtype of 'a'" + rule + "float32; convert one of them with .to() first"},
       {"elementwise.mul", {f32({3}), f64({3})},
-       "elementwise.mul: argument 'b' (input 1): expected dtype float32 (the dtype of 'a'" + rule + "float64"},
+       "elementwise.mul: argument 'b' (input 1): expected dtype float32 (the dtype of 'a'" + rule + "float64; convert one of them with .to() first"},
       {"linalg.mv", {f64({2, 3}), f32({3})},
-       "linalg.mv: argument 'x' (input 1): expected dtype float64 (the dtype of 'A'" + rule + "float32"},
+       "linalg.mv: argument 'x' (input 1): expected dtype float64 (the dtype of 'A'" + rule + "float32; convert one of them with .to() first"},
       {"linalg.matmul", {f32({2, 3}), f64({3, 2})},
-       "linalg.matmul: argument 'B' (input 1): expected dtype float32 (the dtype of 'A'" + rule + "float64"},
+       "linalg.matmul: argument 'B' (input 1): expected dtype float32 (the dtype of 'A'" + rule + "float64; convert one of them with .to() first"},
   };
   require_refused<opforge::DTypeError>(calls);
 }
 
 // add, sub and mul take int64 too (tested in test_ops_elementwise); these do not.
 TEST_CASE("int64_input_is_refused_by_every_op", "[ops][errors]") {
-  const std::string expected = ": expected dtype float32, float64, got int64";
+  const std::string expected = ": expected dtype float32, float64, got int64; convert it with .to() first";
   const std::vector<BadCall> calls = {
       {"elementwise.square", {i64({3})}, "elementwise.square: argument 'x' (input 0)" + expected},
       {"reduce.sum", {i64({3})}, "reduce.sum: argument 'x' (input 0)" + expected},

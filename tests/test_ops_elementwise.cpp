@@ -567,10 +567,10 @@ TEST_CASE("comparisons refuse mixed dtypes and bool, naming the argument", "[ele
   CHECK_THROWS_MATCHES(run("elementwise.lt", {Tensor::zeros({3}), Tensor::zeros({3}, DType::Int64)}),
                        opforge::DTypeError,
                        Message("elementwise.lt: argument 'b' (input 1): expected dtype float64 (the dtype of 'a'; all "
-                               "inputs must share one dtype), got int64"));
+                               "inputs must share one dtype), got int64; convert one of them with .to() first"));
   CHECK_THROWS_MATCHES(
       run("elementwise.eq", {Tensor::zeros({3}, DType::Bool), Tensor::zeros({3}, DType::Bool)}), opforge::DTypeError,
-      Message("elementwise.eq: argument 'a' (input 0): expected dtype float32, float64, int64, got bool"));
+      Message("elementwise.eq: argument 'a' (input 0): expected dtype float32, float64, int64, got bool; convert it with .to() first"));
   CHECK_THROWS_MATCHES(run("elementwise.ge", {Tensor::zeros({2, 3}), Tensor::zeros({2})}), opforge::ShapeError,
                        Message("elementwise.ge: argument 'a' of shape [2, 3] and argument 'b' of shape [2] do not "
                                "broadcast: axis -1 has sizes 3 and 2 (sizes must be equal, or one of them 1)"));
@@ -609,13 +609,13 @@ TEST_CASE("int64 does not mix with floating dtypes, and float-only ops refuse it
   const std::string rule = "; all inputs must share one dtype), got ";
   CHECK_THROWS_MATCHES(
       run("elementwise.add", {Tensor::zeros({3}, DType::Int64), Tensor::zeros({3})}), opforge::DTypeError,
-      Message("elementwise.add: argument 'b' (input 1): expected dtype int64 (the dtype of 'a'" + rule + "float64"));
+      Message("elementwise.add: argument 'b' (input 1): expected dtype int64 (the dtype of 'a'" + rule + "float64; convert one of them with .to() first"));
   CHECK_THROWS_MATCHES(
       run("elementwise.maximum", {Tensor::zeros({3}, DType::Float32), Tensor::zeros({3}, DType::Int64)}),
       opforge::DTypeError,
       Message("elementwise.maximum: argument 'b' (input 1): expected dtype float32 (the dtype of 'a'" + rule +
-              "int64"));
-  const std::string floating_only = ": expected dtype float32, float64, got int64";
+              "int64; convert one of them with .to() first"));
+  const std::string floating_only = ": expected dtype float32, float64, got int64; convert it with .to() first";
   for (const char* name :
        {"elementwise.sqrt", "elementwise.exp", "elementwise.log", "elementwise.sin", "elementwise.cos",
         "elementwise.tanh", "elementwise.sigmoid", "elementwise.relu", "elementwise.clamp", "elementwise.pow_scalar"}) {
@@ -630,7 +630,7 @@ TEST_CASE("int64 does not mix with floating dtypes, and float-only ops refuse it
   }
   CHECK_THROWS_MATCHES(
       run("elementwise.neg", {Tensor::zeros({3}, DType::Bool)}), opforge::DTypeError,
-      Message("elementwise.neg: argument 'x' (input 0): expected dtype float32, float64, int64, got bool"));
+      Message("elementwise.neg: argument 'x' (input 0): expected dtype float32, float64, int64, got bool; convert it with .to() first"));
 }
 
 // ---- attributes and shapes: bad calls -----------------------------------------------------------------

@@ -880,7 +880,7 @@ TEST_CASE("linalg_nan_and_inf_are_named_where_they_make_a_factorization_fail", "
 }
 
 TEST_CASE("linalg_bad_dtypes_and_attributes_are_refused", "[linalg][errors]") {
-  const std::string floating = ": expected dtype float32, float64, got int64";
+  const std::string floating = ": expected dtype float32, float64, got int64; convert it with .to() first";
   const std::vector<BadCall> dtype_calls = {
       {"linalg.matmul", {f64({2, 2, 2}), i64({2, 2})}, "linalg.matmul: argument 'B' (input 1)" + floating},
       {"linalg.dot", {i64({3}), i64({3})}, "linalg.dot: argument 'a' (input 0)" + floating},
@@ -895,10 +895,10 @@ TEST_CASE("linalg_bad_dtypes_and_attributes_are_refused", "[linalg][errors]") {
       {"linalg.lstsq_solve", {f64({3, 2}), i64({3})}, "linalg.lstsq_solve: argument 'y' (input 1)" + floating},
       {"linalg.solve", {f64({2, 2}), f32({2})},
        "linalg.solve: argument 'B' (input 1): expected dtype float64 (the dtype of 'A'; all inputs must share one "
-       "dtype), got float32"},
+       "dtype), got float32; convert one of them with .to() first"},
       {"linalg.lstsq_solve", {f32({3, 2}), f64({3})},
        "linalg.lstsq_solve: argument 'y' (input 1): expected dtype float32 (the dtype of 'A'; all inputs must share "
-       "one dtype), got float64"},
+       "one dtype), got float64; convert one of them with .to() first"},
   };
   require_refused<opforge::DTypeError>(dtype_calls);
   const OpHandle svd = opforge::op("linalg.svd");

@@ -403,10 +403,10 @@ TEST_CASE("losses_refuse_mismatched_shapes_and_dtypes", "[ops][loss][errors]") {
                                "[4, 3]"));
   CHECK_THROWS_MATCHES(opforge::op("loss.mse")({a, Tensor::ones({3, 4}, DType::Float32)}), DTypeError,
                        Message("loss.mse: argument 'target' (input 1): expected dtype float64 (the dtype of 'pred'; "
-                               "all inputs must share one dtype), got float32"));
+                               "all inputs must share one dtype), got float32; convert one of them with .to() first"));
   CHECK_THROWS_MATCHES(opforge::op("loss.huber")({Tensor::zeros({3}, DType::Int64), Tensor::zeros({3}, DType::Int64)}),
                        DTypeError,
-                       Message("loss.huber: argument 'pred' (input 0): expected dtype float32, float64, got int64"));
+                       Message("loss.huber: argument 'pred' (input 0): expected dtype float32, float64, got int64; convert it with .to() first"));
   CHECK_THROWS_MATCHES(opforge::op("loss.mse").call({a}), opforge::ValueError,
                        Message("loss.mse: expected 2 inputs (pred, target), got 1"));
 }

@@ -846,7 +846,7 @@ TEST_CASE("reduce_refuses_wrong_attribute_kinds_names_and_dtypes", "[ops][reduce
                                  "reduce.log_softmax"}) {
     INFO(name);
     CHECK_THROWS_MATCHES(opforge::op(name)({i}), DTypeError,
-                         Message(name + ": argument 'x' (input 0): expected dtype float32, float64, got int64"));
+                         Message(name + ": argument 'x' (input 0): expected dtype float32, float64, got int64; convert it with .to() first"));
   }
   CHECK_THROWS_MATCHES(opforge::op("reduce.max").call({x, x}), ValueError,
                        Message("reduce.max: expected 1 input (x), got 2"));

@@ -783,7 +783,7 @@ TEST_CASE("bad calls to shape ops name the op, the argument, what was expected a
                                "on every axis but axis 0), got [3, 5]"));
   CHECK_THROWS_MATCHES(call("shape.concat", {x, Tensor::zeros({3, 4}, DType::Float32)}), opforge::DTypeError,
                        Message("shape.concat: argument 'x[1]' (input 1): expected dtype float64 (the dtype of 'x'; "
-                               "all inputs must share one dtype), got float32"));
+                               "all inputs must share one dtype), got float32; convert one of them with .to() first"));
   CHECK_THROWS_MATCHES(call("shape.concat", {Tensor::scalar(1), Tensor::scalar(2)}), opforge::ShapeError,
                        Message("shape.concat: argument 'x' (input 0): expected a tensor of at least 1 dimension "
                                "(0-d tensors cannot be concatenated), got float64[]"));

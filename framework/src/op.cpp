@@ -413,9 +413,10 @@ std::string input_name(const OpSchema& s, std::size_t i) {
   if (!t) throw ValueError(s.name + ": " + arg + ": expected a tensor, got an undefined one");
   if (!s.dtypes.contains(t->dtype))
     throw DTypeError(s.name + ": " + arg + ": expected dtype " + s.dtypes.to_string() + ", got " +
-                     dtype_name(t->dtype));
+                     dtype_name(t->dtype) + "; convert it with .to() first");
   throw DTypeError(s.name + ": " + arg + ": expected dtype " + dtype_name(first) + " (the dtype of '" + input_name(s, 0) +
-                   "'; all inputs must share one dtype), got " + dtype_name(t->dtype));
+                   "'; all inputs must share one dtype), got " + dtype_name(t->dtype) +
+                   "; convert one of them with .to() first");
 }
 
 // Checks an op's outputs: the declared count, all defined.
