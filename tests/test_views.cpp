@@ -577,6 +577,24 @@ TEST_CASE("views: add_ of an overlapping contiguous view adds the old values", "
   CHECK(a.to_vector() == V{1, 3, 5, 7});
 }
 
+TEST_CASE("views: copy_ and add_ between two from_blob tensors over one buffer read the old values", "[views]") {
+  // Two tensors adopted over one buffer have storages of their own; the overlap
+  // check compared storages only, so b = buf[1:5] read a = buf[0:4] after
+  // writing into it: b.copy_(a) smeared buf[0] over all of b.
+  double buf[5] = {1, 2, 3, 4, 5};
+  Tensor a = Tensor::from_blob(buf, {4}, DType::Float64);
+  Tensor b = Tensor::from_blob(buf + 1, {4}, DType::Float64);
+  b.copy_(a);
+  CHECK(std::vector<double>(buf, buf + 5) == V{1, 1, 2, 3, 4});
+  b.add_(a);  // a is now [1, 1, 2, 3], b [1, 2, 3, 4]
+  CHECK(std::vector<double>(buf, buf + 5) == V{1, 2, 3, 5, 7});
+  // Apart (adjacent, not crossing): written directly, same result as ever.
+  Tensor c = Tensor::from_blob(buf, {2}, DType::Float64);
+  Tensor d = Tensor::from_blob(buf + 2, {3}, DType::Float64);
+  c.copy_(d.slice(0, 0, 2));
+  CHECK(std::vector<double>(buf, buf + 5) == V{3, 5, 3, 5, 7});
+}
+
 TEST_CASE("views: in-place writes into a tensor whose elements share memory are refused", "[views]") {
   // expand() repeats one element: base.expand({3}).add_(ones) once added three
   // times into base, mul_ multiplied it twice over, copy_ kept the last value.

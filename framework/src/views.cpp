@@ -337,6 +337,24 @@ std::string internal_overlap(const Dims& shape, const Dims& strides) {
   return "its strides " + strides.to_string() + " reach one memory location from two elements";
 }
 
+// Whether two tensors' memory may meet: the same storage, or byte ranges that
+// cross (two from_blob tensors over one buffer have storages of their own).
+// A source that may is read from a copy first.
+bool shares_memory(const TensorImpl& a, const TensorImpl& b) noexcept {
+  if (a.storage == b.storage) return true;
+  if (a.numel == 0 || b.numel == 0) return false;
+  auto range = [](const TensorImpl& t, std::uintptr_t& lo, std::uintptr_t& hi) {
+    std::int64_t last = 0;
+    for (std::size_t k = 0; k < t.shape.size(); ++k) last += (t.shape[k] - 1) * t.strides[k];
+    lo = reinterpret_cast<std::uintptr_t>(t.data());
+    hi = lo + static_cast<std::uintptr_t>(last + 1) * itemsize(t.dtype);
+  };
+  std::uintptr_t alo, ahi, blo, bhi;
+  range(a, alo, ahi);
+  range(b, blo, bhi);
+  return alo < bhi && blo < ahi;
+}
+
 }  // namespace
 
 void Tensor::check_inplace_allowed(const char* what) const {
@@ -388,7 +406,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
                 "Tensor::copy_: argument 'src': expected shape ", impl_->shape, ", got ", src.describe());
   check_convertible(impl_->dtype, *src.impl_, "Tensor::copy_");
   // A source overlapping this tensor's memory is read from a copy first.
-  if (src.impl_->storage == impl_->storage) copy_elements(*impl_, *src.clone().impl_);
+  if (shares_memory(*src.impl_, *impl_)) copy_elements(*impl_, *src.clone().impl_);
   else copy_elements(*impl_, *src.impl_);
   bump_version();
   return *this;
@@ -406,7 +424,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   OPFORGE_CHECK(is_floating(impl_->dtype), DTypeError, "Tensor::add_: expected dtype float32 or float64, got ",
                 dtype_name(impl_->dtype));
   // A contiguous copy; a fresh one when other shares this tensor's memory.
-  const Tensor o = other.impl_->storage == impl_->storage ? other.clone() : other.contiguous();
+  const Tensor o = shares_memory(*other.impl_, *impl_) ? other.clone() : other.contiguous();
   std::int64_t i = 0;
   auto run = [&](auto* dst, const auto* src) {
     using T = std::remove_pointer_t<decltype(dst)>;
