@@ -270,6 +270,25 @@ Tensor Tensor::from_blob(void* data, const Dims& shape, const Dims& strides, DTy
   return adopt_memory(data, shape, strides, dtype, deleter, context, reinterpret_cast<const void*>(deleter));
 }
 
+namespace {
+// The elements a view reaches, from its first to its farthest, in `span`
+// (0 when it has none); false when that count overflows int64.
+bool element_span(const Dims& shape, const Dims& strides, std::int64_t& span) noexcept {
+  span = 1;
+  bool overflow = false;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == 0) {
+      span = 0;
+      return true;
+    }
+    std::int64_t step = 0;
+    overflow = __builtin_mul_overflow(shape[i] - 1, strides[i], &step) || overflow;
+    overflow = __builtin_add_overflow(span, step, &span) || overflow;
+  }
+  return !overflow;
+}
+}  // namespace
+
 Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dtype, Tensor::Deleter deleter,
                     void* context, const void* deleter_code) {
   OPFORGE_CHECK(strides.size() == shape.size(), ShapeError, "Tensor::from_blob: argument 'strides': expected ",
@@ -283,14 +302,8 @@ Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dt
   OPFORGE_CHECK(data != nullptr || numel == 0, ValueError,
                 "Tensor::from_blob: argument 'data': expected a pointer, got null for ", numel, " elements");
   // Elements reachable from data, and their bytes: the storage's size.
-  std::int64_t span = 1, step = 0, bytes = 0;
-  bool overflow = false;
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] == 0) continue;
-    overflow = __builtin_mul_overflow(shape[i] - 1, strides[i], &step) || overflow;
-    overflow = __builtin_add_overflow(span, step, &span) || overflow;
-  }
-  if (numel == 0) span = 0;
+  std::int64_t span = 0, bytes = 0;
+  bool overflow = !element_span(shape, strides, span);
   overflow = __builtin_mul_overflow(span, static_cast<std::int64_t>(itemsize(dtype)), &bytes) || overflow;
   OPFORGE_CHECK(numel == 0 || !overflow, ShapeError, "Tensor::from_blob: shape ", shape, " with strides ", strides,
                 " reaches more than 2^63 bytes past 'data'");
@@ -344,10 +357,10 @@ bool shares_memory(const TensorImpl& a, const TensorImpl& b) noexcept {
   if (a.storage == b.storage) return true;
   if (a.numel == 0 || b.numel == 0) return false;
   auto range = [](const TensorImpl& t, std::uintptr_t& lo, std::uintptr_t& hi) {
-    std::int64_t last = 0;
-    for (std::size_t k = 0; k < t.shape.size(); ++k) last += (t.shape[k] - 1) * t.strides[k];
+    std::int64_t span = 0;
+    element_span(t.shape, t.strides, span);  // a tensor that exists: no overflow
     lo = reinterpret_cast<std::uintptr_t>(t.data());
-    hi = lo + static_cast<std::uintptr_t>(last + 1) * itemsize(t.dtype);
+    hi = lo + static_cast<std::uintptr_t>(span) * itemsize(t.dtype);
   };
   std::uintptr_t alo, ahi, blo, bhi;
   range(a, alo, ahi);
@@ -380,10 +393,11 @@ void Tensor::check_inplace_allowed(const char* what) const {
 // would have its gradient stop here without a word, so it is refused while
 // grad mode is on (as the destination is in check_inplace_allowed()).
 void Tensor::check_inplace_source(const Tensor& src, const char* what, const char* arg) const {
-  if (!grad_enabled() || !src.defined() || !src.requires_grad()) return;
-  throw AutogradError(std::string("Tensor::") + what + ": argument '" + arg + "' requires grad, and in-place writes are not recorded in the graph, so no gradient would "
-                      "reach it from this tensor. Use an op that returns a new tensor (a + b, or clone()), or pass "
-                      "it detach()ed to copy its value alone");
+  if (!grad_enabled() || !src.defined()) return;
+  OPFORGE_CHECK(!src.requires_grad(), AutogradError, "Tensor::", what, ": argument '", arg,
+                "' requires grad, and in-place writes are not recorded in the graph, so no gradient would reach it "
+                "from this tensor. Use an op that returns a new tensor (a + b, or clone()), or pass it detach()ed to "
+                "copy its value alone");
 }
 
 Tensor& Tensor::fill_(double value) {
