@@ -246,6 +246,17 @@ TEST_CASE("lstsq kernel: two_phase_block_rows picks 16 rows only where they fit 
   CHECK(two_phase_block_rows(64, 200000) == 1);
 }
 
+TEST_CASE("sdk: a cache size reported by CPUID is cut to one core's share on AMD", "[lstsq][kernel]") {
+  using opforge::sdk::core_share_of_reported_cache;
+  constexpr std::int64_t MiB = std::int64_t(1) << 20;
+  CHECK(core_share_of_reported_cache(508 * MiB, true) == 32 * MiB);   // a Zen 5 EPYC's package, seen from a VM
+  CHECK(core_share_of_reported_cache(320 * MiB, true) == 32 * MiB);   // a Zen 4 EPYC's
+  CHECK(core_share_of_reported_cache(16 * MiB, true) == 16 * MiB);    // a Zen 2 CCX: kept
+  CHECK(core_share_of_reported_cache(300 * MiB, false) == 300 * MiB); // Intel's L3 is shared by the package
+  CHECK(core_share_of_reported_cache(0, true) == 0);                  // nothing reported
+  CHECK(core_share_of_reported_cache(-1, false) == 0);                // sysconf's "unknown"
+}
+
 TEST_CASE("sdk: last_level_cache_bytes reports the largest cache Linux describes for CPU 0", "[lstsq][kernel]") {
   // The kernel sizes its prefetching from it; glibc's sysconf may report a whole
   // package's L3 (ten times what one core can use on EPYC VMs), sysfs does not.
@@ -253,7 +264,17 @@ TEST_CASE("sdk: last_level_cache_bytes reports the largest cache Linux describes
   std::ifstream l1("/sys/devices/system/cpu/cpu0/cache/index0/size");
   std::int64_t kib = 0;
   if (!(l1 >> kib)) {
-    WARN("this system does not describe its caches in sysfs: nothing to compare with");
+    // Some VMs have no cache entries in sysfs; the fallback must still give a
+    // core's share, not the package's L3 (glibc said 508 MiB on a 2-core Zen 5
+    // VM, and the kernel then never prefetched every other line).
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_is("amd")) {
+      CHECK(llc > 0);
+      CHECK(llc <= std::int64_t(96) << 20);  // one CCD's L3, 3D V-Cache included
+    }
+#endif
+    CHECK(llc >= 0);
     return;
   }
   CHECK(llc > 0);
