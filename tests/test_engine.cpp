@@ -401,7 +401,8 @@ TEST_CASE("engine: a backward returning a gradient of the wrong shape is an Auto
   Tensor y = bad({x});
   REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({2})), AutogradError,
                          Message("in backward of 'test.bad_shape': the gradient for input 0 'x' has shape [3], "
-                                 "expected [2] (the input's shape)"));
+                                 "expected [2] (the input's shape); return a gradient of the input's shape "
+                                 "(opforge::sum_to reduces a broadcast one)"));
   CHECK_FALSE(x.grad().defined());
 }
 
@@ -411,7 +412,8 @@ TEST_CASE("engine: a backward returning a gradient of the wrong dtype is an Auto
   Tensor y = bad({x});
   REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({2})), AutogradError,
                          Message("in backward of 'test.bad_dtype': the gradient for input 0 'x' has dtype float32, "
-                                 "expected float64 (the input's dtype)"));
+                                 "expected float64 (the input's dtype); return the gradient in the input's dtype "
+                                 "(convert it with .to(ctx.input_dtype(i)))"));
   CHECK_FALSE(x.grad().defined());
 }
 

@@ -363,27 +363,68 @@ TEST_CASE("plugin: a forward that throws an unknown type gives a PluginError nam
   check_standard_op_works();
 }
 
-TEST_CASE("plugin: a backward returning too few gradients gives an AutogradError") {
+TEST_CASE("plugin: a backward returning too few gradients gives an AutogradError naming the plugin") {
   ensure_faulty_loaded();
+  const std::string file = canonical_fixture("forward_throws.so");
   const Tensor a = Tensor::from_values({1, 2, 3}).requires_grad_();
   const Tensor b = Tensor::from_values({4, 5, 6}).requires_grad_();
   const Tensor y = opforge::op("faulty.bad_grad_count")({a, b});
   CHECK_THROWS_MATCHES(y.backward(Tensor::ones({3})), opforge::AutogradError,
                        Catch::Message("in backward of 'faulty.bad_grad_count': backward returned 1 gradient(s), "
                                       "expected 2 (one per input; return an undefined Tensor for an input that "
-                                      "needs none)"));
+                                      "needs none) (plugin 'faulty', " + file + ")"));
   CHECK_FALSE(a.grad().defined());
   CHECK_FALSE(b.grad().defined());
 }
 
-TEST_CASE("plugin: a backward returning a gradient of the wrong shape gives an AutogradError") {
+namespace {
+// What backward through the faulty op `name` on x = [1, 2, 3] throws (an
+// AutogradError); x must get no gradient.
+std::string faulty_backward_error(const std::string& name) {
   ensure_faulty_loaded();
   const Tensor x = Tensor::from_values({1, 2, 3}).requires_grad_();
-  const Tensor y = opforge::op("faulty.bad_grad_shape")({x});
-  CHECK_THROWS_MATCHES(y.backward(Tensor::ones({3})), opforge::AutogradError,
-                       Catch::Message("in backward of 'faulty.bad_grad_shape': the gradient for input 0 'x' has "
-                                      "shape [2], expected [3] (the input's shape)"));
+  const Tensor y = opforge::op(name)({x});
+  std::string msg = "(no AutogradError)";
+  try {
+    y.backward(Tensor::ones({3}));
+  } catch (const opforge::AutogradError& e) {
+    msg = e.what();
+  }
   CHECK_FALSE(x.grad().defined());
+  return msg;
+}
+}  // namespace
+
+TEST_CASE("plugin: a backward returning a gradient of the wrong shape or dtype gives an AutogradError naming the "
+          "plugin") {
+  const std::string in_plugin = " (plugin 'faulty', " + canonical_fixture("forward_throws.so") + ")";
+  CHECK(faulty_backward_error("faulty.bad_grad_shape") ==
+        "in backward of 'faulty.bad_grad_shape': the gradient for input 0 'x' has shape [2], expected [3] (the "
+        "input's shape)" + in_plugin + "; return a gradient of the input's shape (opforge::sum_to reduces a "
+        "broadcast one)");
+  CHECK(faulty_backward_error("faulty.bad_grad_dtype") ==
+        "in backward of 'faulty.bad_grad_dtype': the gradient for input 0 'x' has dtype float32, expected float64 "
+        "(the input's dtype)" + in_plugin + "; return the gradient in the input's dtype (convert it with "
+        ".to(ctx.input_dtype(i)))");
+}
+
+TEST_CASE("plugin: a forward returning the wrong number of outputs, or an undefined one, names the plugin") {
+  ensure_faulty_loaded();
+  const std::string file = canonical_fixture("forward_throws.so");
+  // With and without a graph: the same check, the same message.
+  for (const bool grad : {false, true}) {
+    INFO("input requires grad: " << grad);
+    const Tensor x = Tensor::from_values({1, 2, 3}).requires_grad_(grad);
+    CHECK_THROWS_MATCHES(opforge::op("faulty.bad_output_count").call({x}), opforge::AutogradError,
+                         Catch::Message("faulty.bad_output_count: forward returned 1 outputs, expected 2 (as its "
+                                        "schema declares) (plugin 'faulty', " + file +
+                                        "); return one tensor per output, or declare the count with "
+                                        "OpSchema::outputs(n)"));
+    CHECK_THROWS_MATCHES(opforge::op("faulty.undefined_output")({x}), opforge::AutogradError,
+                         Catch::Message("faulty.undefined_output: forward returned an undefined tensor as output 0 "
+                                        "(plugin 'faulty', " + file + "); return a defined tensor for every output"));
+  }
+  check_standard_op_works();
 }
 
 // ---- OPFORGE_PLUGIN_PATH, in a child process -----------------------------------

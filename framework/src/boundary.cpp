@@ -13,12 +13,12 @@ std::string demangle(const char* name) {
   return status == 0 && s ? std::string(s.get()) : std::string(name);
 }
 
-namespace {
-
-std::string where(const OpEntry& op) {
+std::string plugin_origin(const OpEntry& op) {
   if (op.plugin_file.empty()) return "";
   return " (plugin '" + op.plugin_name + "', " + op.plugin_file + ")";
 }
+
+namespace {
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
@@ -45,7 +45,7 @@ void rethrow_as_core_error(const OpEntry& op, Phase phase) {
     throw Error(decorate(demangle(typeid(e).name()) + ": " + e.what()));
   } catch (...) {
     throw PluginError(decorate("threw an exception of a type opforge does not know (not derived from std::exception)" +
-                               where(op) + "; op code must throw opforge::Error or a std::exception"));
+                               plugin_origin(op) + "; op code must throw opforge::Error or a std::exception"));
   }
 }
 

@@ -13,6 +13,10 @@ enum class Phase { Forward, Backward };
 /// A C++ type name as written (typeid(e).name() demangled), or the name as given.
 std::string demangle(const char* name);
 
+/// " (plugin 'NAME', FILE)" for an op registered by a plugin, "" for one made
+/// with make_op: appended to messages about what the op's code did wrong.
+std::string plugin_origin(const OpEntry& op);
+
 /// Call from inside a catch (...) block only: rethrows the exception in flight
 /// as a core exception that names the op (and, for unknown types, the plugin).
 [[noreturn]] void rethrow_as_core_error(const OpEntry& op, Phase phase);

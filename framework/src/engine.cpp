@@ -231,18 +231,22 @@ std::string input_label(const Node& n, std::size_t i) {
 
 // The engine checks what backward returned against the node's inputs.
 void check_grads(const Node& n, const TensorList& grads) {
+  // Each message names the plugin whose backward broke the contract (none for make_op).
   OPFORGE_CHECK(grads.size() == n.edges.size(), AutogradError, "in backward of '", n.name(), "': backward returned ",
                 grads.size(), " gradient(s), expected ", n.edges.size(), " (one per input; return an undefined "
-                "Tensor for an input that needs none)");
+                "Tensor for an input that needs none)", plugin_origin(*n.op));
   for (std::size_t i = 0; i < grads.size(); ++i) {
     const Tensor& g = grads[i];
     if (!g.defined() || !n.edges[i].needed()) continue;
     const TensorMeta& m = n.input_meta(i);
     OPFORGE_CHECK(g.shape() == m.shape, AutogradError, "in backward of '", n.name(), "': the gradient for ",
-                  input_label(n, i), " has shape ", g.shape(), ", expected ", m.shape, " (the input's shape)");
+                  input_label(n, i), " has shape ", g.shape(), ", expected ", m.shape, " (the input's shape)",
+                  plugin_origin(*n.op), "; return a gradient of the input's shape (opforge::sum_to reduces a "
+                  "broadcast one)");
     OPFORGE_CHECK(g.dtype() == m.dtype, AutogradError, "in backward of '", n.name(), "': the gradient for ",
                   input_label(n, i), " has dtype ", dtype_name(g.dtype()), ", expected ", dtype_name(m.dtype),
-                  " (the input's dtype)");
+                  " (the input's dtype)", plugin_origin(*n.op), "; return the gradient in the input's dtype "
+                  "(convert it with .to(ctx.input_dtype(i)))");
   }
 }
 

@@ -419,12 +419,16 @@ std::string input_name(const OpSchema& s, std::size_t i) {
                    "; convert one of them with .to() first");
 }
 
-// Checks an op's outputs: the declared count, all defined.
-void check_outputs(const OpSchema& s, const TensorList& out) {
+// Checks an op's outputs: the declared count, all defined. The messages name
+// the plugin whose code broke the contract, and what it must return.
+void check_outputs(const OpEntry& e, const TensorList& out) {
+  const OpSchema& s = e.schema;
   OPFORGE_CHECK(out.size() == static_cast<std::size_t>(s.num_outputs), AutogradError, s.name,
-                ": forward returned ", out.size(), " outputs, expected ", s.num_outputs, " (as its schema declares)");
+                ": forward returned ", out.size(), " outputs, expected ", s.num_outputs, " (as its schema declares)",
+                plugin_origin(e), "; return one tensor per output, or declare the count with OpSchema::outputs(n)");
   for (std::size_t k = 0; k < out.size(); ++k)
-    OPFORGE_CHECK(out[k].defined(), AutogradError, s.name, ": forward returned an undefined tensor as output ", k);
+    OPFORGE_CHECK(out[k].defined(), AutogradError, s.name, ": forward returned an undefined tensor as output ", k,
+                  plugin_origin(e), "; return a defined tensor for every output");
 }
 
 // Fills `out` with the call's attributes in schema order, defaults for the rest.
@@ -555,7 +559,7 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
         rethrow_as_core_error(e, Phase::Forward);
       }
     }
-    check_outputs(s, out);
+    check_outputs(e, out);
     // An output that is an input (or carries autograd state) is handed back as a
     // fresh alias: results of a call made without recording never require grad.
     for (Tensor& o : out) {
@@ -579,7 +583,7 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
       rethrow_as_core_error(e, Phase::Forward);
     }
   }
-  check_outputs(s, out);
+  check_outputs(e, out);
 
   node->edges.resize(n);
   node->meta.resize(n + out.size());
