@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -275,6 +276,24 @@ TEST_CASE("plugin: a registration entry that throws is reported with its message
   check_process_goes_on("throws");
 }
 
+TEST_CASE("plugin: a registration body that throws a non-std exception, or adds one op twice, is refused") {
+  const std::string todo = "; none of its ops were registered; fix the plugin's registration code (the "
+                           "OPFORGE_PLUGIN body), or remove the file from the plugin path";
+  const std::string thrower = canonical_fixture("register_throws_int.so");
+  CHECK(load_failure(thrower) == "cannot load plugin '" + thrower +
+                                     "': its registration failed: the registration body threw an exception not "
+                                     "derived from std::exception" + todo);
+  const std::string twice = canonical_fixture("register_adds_twice.so");
+  CHECK(load_failure(twice) == "cannot load plugin '" + twice + "': its registration failed: plugin "
+                                   "'register_adds_twice' (" + twice + ") adds op 'register_adds_twice.first' "
+                                   "twice; give each op its own name" + todo);
+  for (const char* name : {"register_throws_int", "register_adds_twice"}) {
+    CHECK_FALSE(plugin_is_loaded(name));
+    CHECK_FALSE(op_is_registered(std::string(name) + ".first"));
+  }
+  check_standard_op_works();
+}
+
 TEST_CASE("plugin: a registration that fails part way registers none of its ops") {
   const std::string file = canonical_fixture("register_throws.so");
   // It added "register_throws.first" before it threw.
@@ -297,6 +316,58 @@ TEST_CASE("plugin: an invalid op schema is refused with the reason") {
   CHECK_FALSE(op_is_registered("bad_schema.fine"));
   CHECK_FALSE(op_is_registered("noprefix"));
   check_process_goes_on("schema");
+}
+
+namespace {
+struct Identity final : opforge::Function {
+  opforge::TensorList forward(opforge::Context&, opforge::TensorSpan in) const override { return {in[0]}; }
+  opforge::TensorList backward(opforge::Context&, opforge::TensorSpan g) const override { return {g[0]}; }
+};
+// What OpSchema::validate says (the registrar and make_op run the same check).
+std::string schema_problem(const opforge::OpSchema& schema) {
+  try {
+    opforge::make_op(schema, std::make_unique<Identity>());
+  } catch (const opforge::ValueError& e) {
+    const std::string prefix = "make_op: invalid schema: ";
+    const std::string msg = e.what();
+    return msg.compare(0, prefix.size(), prefix) == 0 ? msg.substr(prefix.size()) : msg;
+  }
+  return "(accepted)";
+}
+}  // namespace
+
+TEST_CASE("plugin: an op name that is empty, has two dots or odd characters is refused saying what is wrong") {
+  using opforge::OpSchema;
+  const std::string qualified = "expected 'family.name', e.g. 'linalg.mv'";
+  CHECK(schema_problem(OpSchema("").input_names({"x"})) == "the op name is empty; " + qualified);
+  for (const char* name : {"fam.op.x", "fam..op", "fam.op."})
+    CHECK(schema_problem(OpSchema(name).input_names({"x"})) ==
+          "op name '" + std::string(name) + "' has more than one '.': " + qualified);
+  CHECK(schema_problem(OpSchema("fam.op-x").input_names({"x"})) ==
+        "op name 'fam.op-x' has the character '-': use letters, digits, '_' and one '.'");
+  // A character that cannot be shown as it is is given as its byte.
+  CHECK(schema_problem(OpSchema("fam.op\n").input_names({"x"})) ==
+        "op name 'fam.op\n' has the byte 0x0a (not printable ASCII): use letters, digits, '_' and one '.'");
+  CHECK(schema_problem(OpSchema("fam.op\xc3\xa9").input_names({"x"})) ==
+        "op name 'fam.op\xc3\xa9' has the byte 0xc3 (not printable ASCII): use letters, digits, '_' and one '.'");
+  CHECK(schema_problem(OpSchema("fam.op_2").input_names({"x"})) == "(accepted)");
+}
+
+TEST_CASE("plugin: an op declaring more than 64 outputs is refused (one bit per output marks it non-differentiable)") {
+  using opforge::OpSchema;
+  CHECK(schema_problem(OpSchema("fam.op").input_names({"x"}).outputs(65)) ==
+        "op 'fam.op' declares 65 outputs; at most 64");
+  CHECK(schema_problem(OpSchema("fam.op").input_names({"x"}).outputs(0)) == "op 'fam.op' declares 0 outputs; at least 1");
+  CHECK(schema_problem(OpSchema("fam.op").input_names({"x"}).outputs(64)) == "(accepted)");
+}
+
+TEST_CASE("plugin: an input without a name, or two inputs of one name, are refused") {
+  using opforge::OpSchema;
+  CHECK(schema_problem(OpSchema("fam.op").input_names({"x", ""})) ==
+        "op 'fam.op': input 1 has no name; give every input a name in input_names() (messages name the input)");
+  CHECK(schema_problem(OpSchema("fam.op").input_names({"a", "b", "a"})) ==
+        "op 'fam.op': inputs 0 and 2 are both named 'a'; give each input its own name in input_names() (messages "
+        "name the input)");
 }
 
 TEST_CASE("plugin: a duplicate op name is refused naming the op and both files") {

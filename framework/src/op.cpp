@@ -2,6 +2,7 @@
 #include "opforge/op.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <sstream>
 
 #include "boundary.hpp"
@@ -149,17 +150,42 @@ bool fits_kind(AttrKind kind, const Attr& value) {
 }
 }  // namespace
 
+namespace {
+// A character of a name as a message can show it: 'c', or its byte value when
+// it is not printable ASCII (a control character, a byte of UTF-8).
+std::string shown_char(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  if (u >= 0x20 && u < 0x7f) return "the character '" + std::string(1, c) + "'";
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "0x%02x", u);
+  return std::string("the byte ") + hex + " (not printable ASCII)";
+}
+}  // namespace
+
 std::string OpSchema::validate() const {
   const auto dot = name.find('.');
-  if (name.empty()) return "the op name is empty";
+  constexpr const char* kQualified = "expected 'family.name', e.g. 'linalg.mv'";
+  if (name.empty()) return std::string("the op name is empty; ") + kQualified;
   if (dot == std::string::npos || dot == 0 || dot + 1 == name.size())
-    return "op name '" + name + "' is not qualified: expected 'family.name', e.g. 'linalg.mv'";
+    return "op name '" + name + "' is not qualified: " + kQualified;
+  if (name.find('.', dot + 1) != std::string::npos)
+    return "op name '" + name + "' has more than one '.': " + kQualified;
   for (char c : name)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'))
-      return "op name '" + name + "' has the character '" + std::string(1, c) +
-             "': use letters, digits, '_' and one '.'";
+      return "op name '" + name + "' has " + shown_char(c) + ": use letters, digits, '_' and one '.'";
   if (inputs.size() > 64) return "op '" + name + "' has " + std::to_string(inputs.size()) + " inputs; at most 64";
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].empty())
+      return "op '" + name + "': input " + std::to_string(i) +
+             " has no name; give every input a name in input_names() (messages name the input)";
+    for (std::size_t j = 0; j < i; ++j)
+      if (inputs[j] == inputs[i])
+        return "op '" + name + "': inputs " + std::to_string(j) + " and " + std::to_string(i) + " are both named '" +
+               inputs[i] + "'; give each input its own name in input_names() (messages name the input)";
+  }
   if (num_outputs < 1) return "op '" + name + "' declares " + std::to_string(num_outputs) + " outputs; at least 1";
+  // Context::mark_non_differentiable and the call path keep one bit per output.
+  if (num_outputs > 64) return "op '" + name + "' declares " + std::to_string(num_outputs) + " outputs; at most 64";
   if (dtypes.empty()) return "op '" + name + "' accepts no dtype";
   if (variadic && inputs.empty()) return "op '" + name + "' is variadic but declares no input to repeat";
   for (std::size_t i = 0; i < attrs.size(); ++i) {
@@ -304,7 +330,7 @@ void StagingRegistrar::add(OpSchema schema, std::unique_ptr<Function> fn) {
                 "' was added without a Function");
   for (const auto& e : staged_)
     OPFORGE_CHECK(e->schema.name != schema.name, PluginError, "plugin '", plugin_name_, "' (", plugin_file_,
-                  ") adds op '", schema.name, "' twice");
+                  ") adds op '", schema.name, "' twice; give each op its own name");
   boost::intrusive_ptr<OpEntry> e(new OpEntry());
   e->library = library_;
   e->fn = std::move(fn);
