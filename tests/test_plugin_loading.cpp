@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -154,6 +155,17 @@ void write_truncated(const std::string& from, const std::string& to, std::size_t
   out.write(data.data(), static_cast<std::streamsize>(bytes));
 }
 
+// A copy of `from` at `to`, with `bytes` written over it at `offset`.
+void write_patched(const std::string& from, const std::string& to, std::size_t offset, const void* bytes,
+                   std::size_t n) {
+  std::ifstream in(from, std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(data.size() >= offset + n);
+  std::memcpy(&data[offset], bytes, n);
+  std::ofstream out(to, std::ios::binary);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
 // Where the last byte of a 64-bit ELF file's PT_LOAD segments lies: a copy
 // shorter than this cuts a segment. (Half the file is not enough: with debug
 // information, as in a sanitizer build, the second half holds no segment.)
@@ -214,6 +226,21 @@ TEST_CASE("plugin: a text file named .so is refused as not a shared library") {
   CHECK_THAT(msg, Catch::StartsWith("cannot load plugin '" + file + "': not a shared library (") &&
                       Catch::EndsWith("); pass a plugin built with opforge_add_plugin"));
   check_process_goes_on("text");
+}
+
+TEST_CASE("plugin: a directory named .so, and a link to a file that is gone, are refused saying what they are") {
+  TempDir dir("opforge_plugin_test");
+  const std::string folder = dir.file("folder.so");
+  fs::create_directory(folder);
+  CHECK(load_failure(folder) == "cannot load plugin '" + folder +
+                                    "': it is a directory, not a plugin file; pass the plugin's .so file (a folder "
+                                    "of plugins belongs on OPFORGE_PLUGIN_PATH); in a plugin folder, rename the "
+                                    "directory so that its name does not end in .so");
+  const std::string link = dir.file("gone.so");
+  fs::create_symlink(dir.file("removed.so"), link);
+  CHECK(load_failure(link) == "cannot load plugin '" + link + "': a symbolic link to '" + dir.file("removed.so") +
+                                  "', which does not exist; fix the link, or remove it (from the plugin folder)");
+  check_process_goes_on("folder");
 }
 
 TEST_CASE("plugin: a shared library without a descriptor is refused") {
@@ -599,6 +626,41 @@ TEST_CASE("plugin: a truncated plugin file is refused before the dynamic loader 
                                "': not a shared library (truncated: the file has 100 bytes, its program headers need ") &&
                  Catch::EndsWith(todo));
   check_process_goes_on("truncated");
+}
+
+// ---- an ELF file for another machine, or of another kind ---------------------------
+
+TEST_CASE("plugin: a plugin built for another machine, and an ELF file that is no library, are refused saying so") {
+  static_assert(sizeof(void*) == 8, "the expected messages below are a 64-bit process's");
+  TempDir dir("opforge_plugin_test");
+  const std::string whole = canonical_fixture("healthy_elf.so");
+  const std::string todo = "; rebuild the plugin on this machine (or with a compiler for it)";
+  // e_machine: AArch64 on x86-64, x86-64 elsewhere. (The dynamic loader's own
+  // words for this are "cannot open shared object file: No such file or directory".)
+#if defined(__x86_64__)
+  const std::uint16_t other = EM_AARCH64;
+  const std::string machines = "the file is for AArch64 (arm64), this process runs on x86-64";
+#else
+  const std::uint16_t other = EM_X86_64;
+  const std::string machines = "the file is for x86-64, this process runs on ";
+#endif
+  const std::string arm = dir.file("other_machine.so");
+  write_patched(whole, arm, offsetof(Elf64_Ehdr, e_machine), &other, sizeof other);
+  CHECK_THAT(load_failure(arm), Catch::StartsWith("cannot load plugin '" + arm + "': built for another machine (" +
+                                                  machines) && Catch::EndsWith(")" + todo));
+  const unsigned char class32 = ELFCLASS32;
+  const std::string c32 = dir.file("class32.so");
+  write_patched(whole, c32, EI_CLASS, &class32, 1);
+  CHECK(load_failure(c32) == "cannot load plugin '" + c32 +
+                                 "': built for another machine (the file is 32-bit ELF, this process is 64-bit)" + todo);
+  for (const auto& [type, what] : std::vector<std::pair<std::uint16_t, std::string>>{
+           {ET_EXEC, "an executable program"}, {ET_REL, "an object file (.o), not linked"}, {ET_CORE, "a core dump"}}) {
+    const std::string f = dir.file("type" + std::to_string(type) + ".so");
+    write_patched(whole, f, offsetof(Elf64_Ehdr, e_type), &type, sizeof type);
+    CHECK(load_failure(f) == "cannot load plugin '" + f + "': not a shared library (it is " + what +
+                                 "); pass a plugin built with opforge_add_plugin");
+  }
+  check_process_goes_on("elf");
 }
 
 // ---- registration code that calls back into opforge --------------------------------

@@ -2,7 +2,10 @@
 //
 // Order of a load, each step with its own error:
 //   1. the file exists and is a regular file;
-//   2. dlopen succeeds (RTLD_NOW: unresolved symbols are reported here, not later);
+//   2. an ELF file is for this machine, a shared library and not truncated
+//      (checked before dlopen, whose words for these mislead or which would
+//      crash on them); dlopen succeeds (RTLD_NOW: unresolved symbols are
+//      reported here, not later);
 //   3. it exports opforge_plugin_descriptor, and the descriptor's plain-C fields
 //      (size, ABI version, compiler, C++ ABI) match this core;
 //   4. it exports opforge_plugin_register, which is called with a staging
@@ -367,7 +370,63 @@ void check_elf_extent(const std::string& file, int fd, std::uint64_t size) {
   if (need > size) fail_truncated(file, size, "segments", need);
 }
 
-void check_not_truncated(const std::string& file) {
+// ---- an ELF file for another machine, or not a shared library: refused before
+// dlopen, whose words for it mislead (a plugin built for another architecture
+// is "cannot open shared object file: No such file or directory") ----
+
+#if defined(__x86_64__)
+constexpr unsigned kOwnMachine = EM_X86_64;
+#elif defined(__aarch64__)
+constexpr unsigned kOwnMachine = EM_AARCH64;
+#elif defined(__i386__)
+constexpr unsigned kOwnMachine = EM_386;
+#elif defined(__arm__)
+constexpr unsigned kOwnMachine = EM_ARM;
+#elif defined(__riscv)
+constexpr unsigned kOwnMachine = EM_RISCV;
+#elif defined(__powerpc64__)
+constexpr unsigned kOwnMachine = EM_PPC64;
+#elif defined(__s390x__)
+constexpr unsigned kOwnMachine = EM_S390;
+#else
+constexpr unsigned kOwnMachine = EM_NONE;  // unknown here: dlopen checks it
+#endif
+constexpr unsigned kOwnClass = sizeof(void*) == 8 ? ELFCLASS64 : ELFCLASS32;
+
+std::string machine_name(unsigned m) {
+  switch (m) {
+    case EM_X86_64: return "x86-64";
+    case EM_AARCH64: return "AArch64 (arm64)";
+    case EM_386: return "x86 (32-bit)";
+    case EM_ARM: return "ARM (32-bit)";
+    case EM_RISCV: return "RISC-V";
+    case EM_PPC64: return "PowerPC 64";
+    case EM_S390: return "s390";
+  }
+  return "machine type " + std::to_string(m) + " (ELF e_machine)";
+}
+
+void check_elf_target(const std::string& file, unsigned elf_class, unsigned type, unsigned machine) {
+  constexpr const char* todo = "rebuild the plugin on this machine (or with a compiler for it)";
+  if (elf_class != kOwnClass)
+    fail(file,
+         std::string("built for another machine (the file is ") + (elf_class == ELFCLASS32 ? "32" : "64") +
+             "-bit ELF, this process is " + (kOwnClass == ELFCLASS32 ? "32" : "64") + "-bit)",
+         todo);
+  if (kOwnMachine != EM_NONE && machine != kOwnMachine)
+    fail(file,
+         "built for another machine (the file is for " + machine_name(machine) + ", this process runs on " +
+             machine_name(kOwnMachine) + ")",
+         todo);
+  if (type == ET_DYN) return;
+  const char* what = "an ELF file of another type";
+  if (type == ET_EXEC) what = "an executable program";
+  if (type == ET_REL) what = "an object file (.o), not linked";
+  if (type == ET_CORE) what = "a core dump";
+  fail(file, std::string("not a shared library (it is ") + what + ")", "pass a plugin built with opforge_add_plugin");
+}
+
+void check_elf_file(const std::string& file) {
   const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;  // dlopen reports why
   struct Closer {
@@ -376,7 +435,8 @@ void check_not_truncated(const std::string& file) {
   } closer{fd};
   struct stat st {};
   if (::fstat(fd, &st) != 0) return;
-  unsigned char ident[EI_NIDENT] = {};
+  // e_ident, then e_type and e_machine: the same offsets in 32- and 64-bit files.
+  unsigned char ident[EI_NIDENT + 4] = {};
   if (::pread(fd, ident, sizeof ident, 0) != static_cast<ssize_t>(sizeof ident)) return;
   if (std::memcmp(ident, ELFMAG, SELFMAG) != 0) return;  // not ELF: dlopen's "invalid ELF header"
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -384,6 +444,10 @@ void check_not_truncated(const std::string& file) {
 #else
   if (ident[EI_DATA] != ELFDATA2MSB) return;
 #endif
+  std::uint16_t type = 0, machine = 0;  // in this machine's byte order, checked above
+  std::memcpy(&type, ident + EI_NIDENT, 2);
+  std::memcpy(&machine, ident + EI_NIDENT + 2, 2);
+  check_elf_target(file, ident[EI_CLASS], type, machine);
   const auto size = static_cast<std::uint64_t>(st.st_size);
   if (ident[EI_CLASS] == ELFCLASS64) check_elf_extent<Elf64_Ehdr, Elf64_Phdr>(file, fd, size);
   else if (ident[EI_CLASS] == ELFCLASS32) check_elf_extent<Elf32_Ehdr, Elf32_Phdr>(file, fd, size);
@@ -490,7 +554,16 @@ class LoadingGuard {
 PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions& options) {
   boost::system::error_code ec;
   const fs::path p(path);
-  if (!fs::exists(p, ec)) fail(path, "file not found", "check the path (or OPFORGE_PLUGIN_PATH)");
+  if (!fs::exists(p, ec)) {
+    if (fs::is_symlink(p, ec))
+      fail(path, "a symbolic link to '" + fs::read_symlink(p, ec).string() + "', which does not exist",
+           "fix the link, or remove it (from the plugin folder)");
+    fail(path, "file not found", "check the path (or OPFORGE_PLUGIN_PATH)");
+  }
+  if (fs::is_directory(p, ec))
+    fail(path, "it is a directory, not a plugin file",
+         "pass the plugin's .so file (a folder of plugins belongs on OPFORGE_PLUGIN_PATH); in a plugin folder, rename "
+         "the directory so that its name does not end in .so");
   if (!fs::is_regular_file(p, ec)) fail(path, "not a regular file", "pass a plugin's .so file");
   const std::string file = fs::canonical(p, ec).string();
   const FileId id = file_id(file);
@@ -546,7 +619,7 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
   }
   LoadingGuard guard(st, ticket);
 
-  check_not_truncated(file);
+  check_elf_file(file);  // another machine's, not a library, or truncated: before dlopen maps it
   Closed closed = std::make_shared<CloseState>();
   lib.reset(new boost::dll::shared_library(), [closed](boost::dll::shared_library* l) {
     delete l;  // dlclose
@@ -566,12 +639,14 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
     std::string reason = why ? why : ec.message();
     if (reason.find("cannot read file data") != std::string::npos)
       fail(file, "not a shared library (truncated: " + reason + ")", kTruncatedTodo);
-    if (reason.find("invalid ELF header") != std::string::npos || reason.find("file too short") != std::string::npos)
+    if (reason.find("invalid ELF header") != std::string::npos || reason.find("file too short") != std::string::npos ||
+        reason.find("cannot dynamically load") != std::string::npos)  // a position-independent executable
       fail(file, "not a shared library (" + reason + ")", "pass a plugin built with opforge_add_plugin");
     if (reason.find("undefined symbol") != std::string::npos)
       fail(file, "it needs a symbol that nothing loaded provides (" + reason + ")",
            "rebuild the plugin against this opforge, and link the libraries it uses");
-    fail(file, "the dynamic loader refused it (" + reason + ")", "");
+    fail(file, "the dynamic loader refused it (" + reason + ")",
+         "check that the file is readable and that the libraries it needs are installed (ldd " + file + ")");
   }
 
   // Where it is mapped: from now on an address in it finds this load.
