@@ -546,8 +546,43 @@ TEST_CASE("plugin: OPFORGE_PLUGIN_PATH loads a named file and reports a missing 
   INFO("output of `opforge ops`:\n" << r.output);
   CHECK(r.status == 0);
   CHECK_THAT(r.output, Catch::Contains("healthy_envpath"));
-  CHECK_THAT(r.output,
-             Catch::Contains("OPFORGE_PLUGIN_PATH entry '" + missing + "' is neither a directory nor a file"));
+  CHECK_THAT(r.output, Catch::Contains("OPFORGE_PLUGIN_PATH entry '" + missing +
+                                       "' does not exist; fix the entry, or remove it from OPFORGE_PLUGIN_PATH"));
+}
+
+TEST_CASE("plugin: OPFORGE_PLUGIN_PATH skips empty entries, and reports a folder named .so and a dangling link in "
+          "a plugin folder with what to do") {
+  TempDir dir("opforge_plugin_test");
+  fs::create_directory(dir.path() / "sub.so");
+  fs::create_symlink(dir.file("removed.so"), dir.path() / "gone.so");
+  const std::string healthy = canonical_fixture("healthy_envpath.so");
+  const RunResult r = run_command(opforge_ops_with_plugin_path(":" + dir.path().string() + "::" + healthy + ":"));
+  INFO("output of `opforge ops`:\n" << r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains("healthy_envpath.twice"));
+  CHECK_THAT(r.output, Catch::Contains("cannot load plugin '" + dir.file("sub.so") +
+                                       "': it is a directory, not a plugin file; pass the plugin's .so file"));
+  CHECK_THAT(r.output, Catch::Contains("cannot load plugin '" + dir.file("gone.so") + "': a symbolic link to '" +
+                                       dir.file("removed.so") + "', which does not exist; fix the link"));
+  CHECK_THAT(r.output, !Catch::Contains("entry ''"));  // an empty entry is no entry
+}
+
+TEST_CASE("plugin: an unreadable folder on OPFORGE_PLUGIN_PATH is reported, not silently skipped") {
+  if (::geteuid() == 0) {
+    WARN("running as root, which lists any folder: the unreadable folder cannot be made here");
+    return;
+  }
+  TempDir dir("opforge_plugin_test");
+  const fs::path locked = dir.path() / "locked";
+  fs::create_directory(locked);
+  fs::permissions(locked, fs::perms::none);
+  const RunResult r = run_command(opforge_ops_with_plugin_path(locked.string()));
+  fs::permissions(locked, fs::perms::owner_all);
+  INFO("output of `opforge ops`:\n" << r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Catch::Contains("cannot list the plugin folder '" + locked.string() + "' (") &&
+                           Catch::Contains("); its plugins were not loaded; make the folder readable (chmod a+rx), "
+                                           "or remove it from OPFORGE_PLUGIN_PATH"));
 }
 
 TEST_CASE("plugin: OPFORGE_PLUGIN_PATH naming a folder already searched loads each file once") {

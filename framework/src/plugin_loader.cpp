@@ -928,9 +928,16 @@ void load_default_plugins() {
       for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
         if (it->path().extension() == ".so") files.push_back(it->path().string());
       }
+      if (ec)  // an unreadable folder: its plugins would be missing without a word
+        record(dir, "cannot list the plugin folder '" + dir + "' (" + ec.message() + "); its plugins were not "
+                    "loaded; make the folder readable (chmod a+rx), or remove it from OPFORGE_PLUGIN_PATH");
       std::sort(files.begin(), files.end());
     } else if (from_env) {
-      record(dir, "OPFORGE_PLUGIN_PATH entry '" + dir + "' is neither a directory nor a file");
+      record(dir, fs::exists(dir, ec)
+                      ? "OPFORGE_PLUGIN_PATH entry '" + dir + "' is neither a directory nor a file; name a folder of "
+                            "plugins or a plugin's .so file"
+                      : "OPFORGE_PLUGIN_PATH entry '" + dir + "' does not exist; fix the entry, or remove it from "
+                            "OPFORGE_PLUGIN_PATH");
     }
     for (const std::string& f : files) {
       const std::string key = fs::canonical(f, ec).string();
