@@ -14,6 +14,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <sstream>
@@ -611,5 +612,38 @@ TEST_CASE("harness: `opforge check --op` checks one op, bad arguments and load e
     const RunResult r = run_command(opforge_check(""));
     CHECK(r.status == 2);
     CHECK_THAT(r.output, StartsWith("opforge check: expected a plugin file"));
+  }
+}
+
+TEST_CASE("harness: `opforge check` on a plugin that does not load exits 2 with the loader's whole message") {
+  const std::string fixtures = std::filesystem::canonical(OPFORGE_TEST_FIXTURES).string();
+  struct Case {
+    std::string file;
+    std::string message;  // after "opforge check: cannot load plugin 'FILE': "
+  };
+  const std::vector<Case> cases = {
+      {fixtures + "/not_a_library.so", "not a shared library ("},
+      {fixtures, "it is a directory, not a plugin file; pass the plugin's .so file"},
+      {fixtures + "/no_descriptor.so", "it does not export opforge_plugin_descriptor (not an opforge plugin); declare"},
+      {fixtures + "/register_throws.so", "its registration failed: boom: table missing; none of its ops were "
+                                         "registered; fix the plugin's registration code"},
+  };
+  for (const Case& c : cases) {
+    const RunResult r = run_command(opforge_check("'" + c.file + "'"));
+    INFO(r.output);
+    CHECK(r.status == 2);
+    CHECK_THAT(r.output, StartsWith("opforge check: cannot load plugin '" + c.file + "': " + c.message));
+  }
+}
+
+TEST_CASE("harness: `opforge check` on a plugin that registers no op fails (exit 1): nothing checked is no pass") {
+  const std::string file = std::filesystem::canonical(OPFORGE_TEST_FIXTURES "/no_ops.so").string();
+  for (const bool json : {false, true}) {
+    const RunResult r = run_command(opforge_check("'" + file + "'" + (json ? " --json" : "")));
+    INFO(r.output);
+    CHECK(r.status == 1);
+    CHECK(r.output == "FAILED: plugin 'no_ops' (" + file +
+                          "): 0 ops: it registers none, so nothing was checked; add its ops in its OPFORGE_PLUGIN "
+                          "body (registrar.add<F>(opforge::OpSchema(\"family.name\")...))\n");
   }
 }

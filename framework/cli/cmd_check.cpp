@@ -1,8 +1,9 @@
 // `opforge check PLUGIN.so [--op NAME] [--json]`: the test harness
 // (opforge::sdk::check_op) over every op of one plugin, one line per op and check.
 //
-// Exit status: 0 when every check passed (or was skipped), 1 when any failed,
-// 2 when the plugin cannot be loaded or the arguments are wrong.
+// Exit status: 0 when every check passed (or was skipped), 1 when any failed or
+// the plugin registers no op (nothing checked is not a pass), 2 when the plugin
+// cannot be loaded or the arguments are wrong.
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -66,7 +67,8 @@ int run_check(const std::vector<std::string>& args) {
     std::cout << desc << "\n"
               << "Checks: gradcheck, backward_contract, inputs_unchanged, no_grad_records_nothing,\n"
                  "        deterministic, thread_safe (docs/harness.md says what each does).\n"
-                 "Exit status: 0 all passed, 1 a check failed, 2 the plugin did not load or bad arguments.\n";
+                 "Exit status: 0 all passed, 1 a check failed (or the plugin registers no op), 2 the plugin\n"
+                 "did not load, --op names no op of it, or bad arguments.\n";
     return 0;
   }
   if (!vm.count("plugin")) {
@@ -85,6 +87,13 @@ int run_check(const std::vector<std::string>& args) {
   }
 
   std::vector<std::string> ops = plugin.ops;
+  if (ops.empty()) {
+    // Nothing to check is not a pass: the plugin's registration added nothing.
+    (json ? std::cerr : std::cout) << "FAILED: plugin '" << plugin.name << "' (" << plugin.file
+                                   << "): 0 ops: it registers none, so nothing was checked; add its ops in its "
+                                      "OPFORGE_PLUGIN body (registrar.add<F>(opforge::OpSchema(\"family.name\")...))\n";
+    return kFailed;
+  }
   if (vm.count("op")) {
     const std::string wanted = vm["op"].as<std::string>();
     const std::string found = find_op(plugin, wanted);
