@@ -374,49 +374,33 @@ void check_elf_extent(const std::string& file, int fd, std::uint64_t size) {
 // dlopen, whose words for it mislead (a plugin built for another architecture
 // is "cannot open shared object file: No such file or directory") ----
 
-#if defined(__x86_64__)
-constexpr unsigned kOwnMachine = EM_X86_64;
-#elif defined(__aarch64__)
-constexpr unsigned kOwnMachine = EM_AARCH64;
-#elif defined(__i386__)
-constexpr unsigned kOwnMachine = EM_386;
-#elif defined(__arm__)
-constexpr unsigned kOwnMachine = EM_ARM;
-#elif defined(__riscv)
-constexpr unsigned kOwnMachine = EM_RISCV;
-#elif defined(__powerpc64__)
-constexpr unsigned kOwnMachine = EM_PPC64;
-#elif defined(__s390x__)
-constexpr unsigned kOwnMachine = EM_S390;
-#else
-constexpr unsigned kOwnMachine = EM_NONE;  // unknown here: dlopen checks it
-#endif
-constexpr unsigned kOwnClass = sizeof(void*) == 8 ? ELFCLASS64 : ELFCLASS32;
+// The ELF header of this library (libopforge) as mapped, from the linker (GNU ld,
+// gold, lld): the machine and class a plugin must match. Weak: where no linker
+// provides it, dlopen alone checks.
+extern "C" const ElfW(Ehdr) __ehdr_start __attribute__((weak, visibility("hidden")));
 
 std::string machine_name(unsigned m) {
-  switch (m) {
-    case EM_X86_64: return "x86-64";
-    case EM_AARCH64: return "AArch64 (arm64)";
-    case EM_386: return "x86 (32-bit)";
-    case EM_ARM: return "ARM (32-bit)";
-    case EM_RISCV: return "RISC-V";
-    case EM_PPC64: return "PowerPC 64";
-    case EM_S390: return "s390";
-  }
+  static const std::pair<unsigned, const char*> names[] = {
+      {EM_X86_64, "x86-64"},     {EM_AARCH64, "AArch64 (arm64)"}, {EM_386, "x86 (32-bit)"}, {EM_ARM, "ARM (32-bit)"},
+      {EM_RISCV, "RISC-V"},      {EM_PPC64, "PowerPC 64"},        {EM_S390, "s390"},         {EM_LOONGARCH, "LoongArch"}};
+  for (const auto& [machine, name] : names)
+    if (machine == m) return name;
   return "machine type " + std::to_string(m) + " (ELF e_machine)";
 }
 
 void check_elf_target(const std::string& file, unsigned elf_class, unsigned type, unsigned machine) {
   constexpr const char* todo = "rebuild the plugin on this machine (or with a compiler for it)";
-  if (elf_class != kOwnClass)
+  constexpr unsigned own_class = sizeof(void*) == 8 ? ELFCLASS64 : ELFCLASS32;
+  if (elf_class != own_class)
     fail(file,
          std::string("built for another machine (the file is ") + (elf_class == ELFCLASS32 ? "32" : "64") +
-             "-bit ELF, this process is " + (kOwnClass == ELFCLASS32 ? "32" : "64") + "-bit)",
+             "-bit ELF, this process is " + (own_class == ELFCLASS32 ? "32" : "64") + "-bit)",
          todo);
-  if (kOwnMachine != EM_NONE && machine != kOwnMachine)
+  const unsigned own_machine = &__ehdr_start ? __ehdr_start.e_machine : EM_NONE;
+  if (own_machine != EM_NONE && machine != own_machine)
     fail(file,
          "built for another machine (the file is for " + machine_name(machine) + ", this process runs on " +
-             machine_name(kOwnMachine) + ")",
+             machine_name(own_machine) + ")",
          todo);
   if (type == ET_DYN) return;
   const char* what = "an ELF file of another type";
