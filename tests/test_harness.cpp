@@ -27,6 +27,8 @@
 #include <opforge/opforge.hpp>
 #include <opforge/sdk/harness.hpp>
 
+#include "temp_dir.hpp"
+
 #ifndef OPFORGE_SHADY_PLUGIN
 #error "OPFORGE_SHADY_PLUGIN (the path of tests/harness_fixtures' shady.so) must be defined"
 #endif
@@ -634,6 +636,20 @@ TEST_CASE("harness: `opforge check` on a plugin that does not load exits 2 with 
     CHECK(r.status == 2);
     CHECK_THAT(r.output, StartsWith("opforge check: cannot load plugin '" + c.file + "': " + c.message));
   }
+}
+
+TEST_CASE("harness: `opforge check FILE` checks FILE when a plugin of its name is loaded from elsewhere") {
+  // An installed copy of the plugin on OPFORGE_PLUGIN_PATH, and the build to check.
+  const std::string build = std::filesystem::canonical(OPFORGE_TEST_FIXTURES "/healthy_rename.so").string();
+  opforge_tests::TempDir dir("opforge_check_test");
+  const std::string installed = dir.file("healthy_rename.so");
+  std::filesystem::copy_file(build, installed);
+  const RunResult r = run_command("OPFORGE_PLUGIN_PATH='" + dir.path().string() + "' " + opforge_check("'" + build + "'"));
+  INFO(r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, StartsWith("opforge check: plugin 'healthy_rename' was also loaded from " + installed +
+                                  "; checking " + build + " in its place\n"));
+  CHECK_THAT(r.output, Contains("OK: plugin 'healthy_rename' (" + build + "): 1 op, "));
 }
 
 TEST_CASE("harness: `opforge check` on a plugin that registers no op fails (exit 1): nothing checked is no pass") {

@@ -430,6 +430,33 @@ TEST_CASE("plugin: load_plugin loads the standard plugins before the file it is 
   for (const auto& f : opforge::plugin_load_failures()) CHECK(f.file.find("elementwise.so") == std::string::npos);
 }
 
+TEST_CASE("plugin: LoadOptions::replace_same_name replaces a plugin of the same name, but takes no other plugin's op") {
+  const std::string name = "healthy_rename";
+  const std::string installed = canonical_fixture(name + ".so");
+  REQUIRE(opforge::load_plugin(installed).name == name);
+  TempDir dir("opforge_plugin_test");
+  const std::string build = dir.file(name + ".so");
+  fs::copy_file(installed, build);
+  // Without the option: refused, naming the loaded file.
+  CHECK_THAT(load_failure(build), Catch::Contains("a plugin named '" + name + "' is already loaded from " + installed));
+  opforge::LoadOptions options;
+  options.replace_same_name = true;
+  const opforge::PluginInfo info = opforge::load_plugin(build, options);
+  CHECK(info.file == build);
+  CHECK(opforge::op(name + ".twice").plugin_file() == build);
+  CHECK(opforge::op(name + ".twice")({Tensor::from_values({2})}).item() == 4.0);
+  // An op name another plugin provides is still refused, and nothing changes.
+  const std::string dupe = canonical_fixture("duplicate_op.so");
+  try {
+    opforge::load_plugin(dupe, options);
+    FAIL("duplicate_op.so loaded with replace_same_name");
+  } catch (const opforge::PluginError& e) {
+    CHECK_THAT(e.what(), Catch::StartsWith("plugin 'dupe' (" + dupe + ") registers op 'elementwise.add'"));
+  }
+  CHECK(opforge::op("elementwise.add").plugin_name() == "elementwise");
+  CHECK_FALSE(plugin_is_loaded("dupe"));
+}
+
 // ---- ops that misbehave when run ---------------------------------------------------
 
 TEST_CASE("plugin: a forward that throws a std exception gives an Error naming the op") {

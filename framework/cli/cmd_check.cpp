@@ -24,15 +24,25 @@ constexpr int kFailed = 1;
 constexpr int kUsageOrLoadError = 2;
 
 // The plugin at `path`: the loaded one when that file is loaded already (a
-// standard plugin, or one on OPFORGE_PLUGIN_PATH), else loaded now.
+// standard plugin, or one on OPFORGE_PLUGIN_PATH), else loaded now. A plugin of
+// the same name loaded from another file (an installed copy of the plugin being
+// developed) is replaced: the file named on the command line is the one checked.
 opforge::PluginInfo find_or_load(const std::string& path) {
   std::error_code ec;
   const std::filesystem::path canonical = std::filesystem::canonical(path, ec);
+  const std::vector<opforge::PluginInfo> before = opforge::loaded_plugins();  // loads the standard plugins first
   if (!ec) {
-    for (const opforge::PluginInfo& p : opforge::loaded_plugins())  // loads the standard plugins first
+    for (const opforge::PluginInfo& p : before)
       if (p.file == canonical.string()) return p;
   }
-  return opforge::load_plugin(path);
+  opforge::LoadOptions options;
+  options.replace_same_name = true;
+  opforge::PluginInfo plugin = opforge::load_plugin(path, options);
+  for (const opforge::PluginInfo& p : before)
+    if (p.name == plugin.name)
+      std::cerr << "opforge check: plugin '" << plugin.name << "' was also loaded from " << p.file << "; checking "
+                << plugin.file << " in its place\n";
+  return plugin;
 }
 
 // The op of `plugin` called `name` ("loss.lstsq", or just "lstsq"); "" if none.

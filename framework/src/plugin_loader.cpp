@@ -670,7 +670,7 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
   info.compiler = read_str(d->compiler);
 
   auto name_taken = [&]() -> void {
-    if (options.replace_existing) return;
+    if (options.replace_existing || options.replace_same_name) return;
     for (const LoadedPlugin& other : st.loaded)
       if (other.info.name == info.name)
         fail(file, "a plugin named '" + info.name + "' is already loaded from " + other.info.file,

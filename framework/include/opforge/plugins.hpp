@@ -33,6 +33,11 @@ struct LoadOptions {
   /// loaded with the rest of its ops). Handles and graph nodes made from the old
   /// ops keep working, with the old code, and keep it loaded.
   bool replace_existing = false;
+  /// true: only a loaded plugin of the same plugin name is replaced (whole, as
+  /// with replace_existing); an op name another plugin provides is still
+  /// refused. `opforge check FILE` loads so, to check a new build of a plugin
+  /// that is also installed on the plugin path.
+  bool replace_same_name = false;
 };
 
 /// Loads one plugin file and registers its ops (after the standard plugins, so
