@@ -586,6 +586,15 @@ TEST_CASE("harness: `opforge check --json` writes one JSON object per op and che
                                 "\"skipped\": false, \"detail\": \"float64, float32: "));
 }
 
+TEST_CASE("harness: `opforge check --help` names every check the harness runs, and exits 0") {
+  const RunResult r = run_command(opforge_check("--help"));
+  INFO(r.output);
+  CHECK(r.status == 0);
+  // "strided_grads" was missing from a hand-written list.
+  for (const std::string& name : sdk::check_names()) CHECK_THAT(r.output, Contains(name));
+  CHECK_THAT(r.output, Contains("Exit status: 0 all passed, 1 a check failed, 2 the plugin did not load"));
+}
+
 TEST_CASE("harness: `opforge check --op` checks one op, bad arguments and load errors exit 2") {
   SECTION("--op with a qualified or a short name") {
     for (const std::string name : {"shady.noisy", "noisy"}) {

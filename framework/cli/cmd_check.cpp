@@ -74,10 +74,12 @@ int run_check(const std::vector<std::string>& args) {
     return kUsageOrLoadError;
   }
   if (vm.count("help")) {
+    // The names come from the harness itself, so the list cannot miss a check.
+    std::string checks;
+    for (const std::string& c : opforge::sdk::check_names()) checks += (checks.empty() ? "" : ", ") + c;
     std::cout << desc << "\n"
-              << "Checks: gradcheck, backward_contract, inputs_unchanged, no_grad_records_nothing,\n"
-                 "        deterministic, thread_safe (docs/harness.md says what each does).\n"
-                 "Exit status: 0 all passed, 1 a check failed (or the plugin registers no op), 2 the plugin\n"
+              << "Checks: " << checks << "\n        (docs/harness.md says what each does).\n"
+              << "Exit status: 0 all passed, 1 a check failed (or the plugin registers no op), 2 the plugin\n"
                  "did not load, --op names no op of it, or bad arguments.\n";
     return 0;
   }
