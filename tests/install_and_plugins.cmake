@@ -16,6 +16,8 @@
 #     docs/writing-a-plugin.md (the blocks after `<!-- file: NAME -->`), then runs
 #     the guide's own commands (the block after `<!-- run -->`) in a copy of that
 #     folder, with OPFORGE_PREFIX=<prefix>;
+#  4b. builds README.md's example op (its "Writing an op" blocks, marked
+#     `<!-- readme-example: ... -->`) against the prefix and runs its commands;
 #  5. with -DBAD_INPUTS_TEST=<tests/test_ops_bad_inputs>, runs it with the three
 #     example plugins on OPFORGE_PLUGIN_PATH: their ops too must succeed soundly
 #     or refuse bad inputs with an opforge::Error naming the op.
@@ -300,6 +302,35 @@ step("the guide's commands (docs/writing-a-plugin.md), in a copy of docs/example
      OUTPUT_VARIABLE guide_out)
 expect_opforge_from_prefix("${WORK_DIR}/first_plugin/build")
 expect_in("the guide's commands" guide_out "myops.silu(x)" "plugin: myops (" "OK: plugin 'myops'" "100% tests passed")
+
+# ---- 4b. the README's op: README.md, "Writing an op" ---------------------------------
+# Its blocks after `<!-- readme-example: cube.cpp -->` and `... CMakeLists.txt -->`
+# are written to a fresh folder, and the block after `<!-- readme-example: run -->`
+# runs there, with OPFORGE_PREFIX=<prefix>, as the README tells a user to.
+set(guide "${SOURCE_DIR}/README.md")  # named by fenced_block's messages
+file(READ "${guide}" readme)
+set(readme_dir "${WORK_DIR}/readme_op")
+file(MAKE_DIRECTORY "${readme_dir}")
+foreach(f cube.cpp CMakeLists.txt run)
+  set(t "${readme}")
+  fenced_block(t "<!-- readme-example: ${f} -->" body)
+  if(body STREQUAL "<none>")
+    message(FATAL_ERROR "FAILED: ${guide} has no block after '<!-- readme-example: ${f} -->' (Writing an op)")
+  endif()
+  if(f STREQUAL "run")
+    file(WRITE "${WORK_DIR}/readme_commands.sh" "${body}")
+  else()
+    file(WRITE "${readme_dir}/${f}" "${body}")
+  endif()
+endforeach()
+step("the README's op (README.md, Writing an op): its commands" WORKING_DIRECTORY "${readme_dir}"
+     COMMAND "${CMAKE_COMMAND}" -E env "OPFORGE_PREFIX=${PREFIX}" "${BASH}" -e -x "${WORK_DIR}/readme_commands.sh"
+     OUTPUT_VARIABLE readme_out)
+expect_opforge_from_prefix("${readme_dir}/build")
+expect_in("the README's op" readme_out "PASS myops.cube gradcheck" "PASS myops.cube thread_safe" "OK: plugin 'myops'"
+          " 0 failed")
+expect_not_in("the README's op (a compiler or CMake warning)" readme_out "warning:")
+expect_not_in("the README's op (a CMake warning)" readme_out "CMake Warning")
 
 # ---- 5. the example plugins' ops, probed with bad inputs ---------------------------
 if(BAD_INPUTS_TEST)
