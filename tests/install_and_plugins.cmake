@@ -18,6 +18,9 @@
 #     folder, with OPFORGE_PREFIX=<prefix>;
 #  4b. builds README.md's example op (its "Writing an op" blocks, marked
 #     `<!-- readme-example: ... -->`) against the prefix and runs its commands;
+#  4c. builds docs/harness.md's Catch2 example (its `<!-- harness-example: ... -->`
+#     blocks, with docs/examples/harness_catch2/src/myops.cpp) against the prefix
+#     and runs its test cases;
 #  5. with -DBAD_INPUTS_TEST=<tests/test_ops_bad_inputs>, runs it with the three
 #     example plugins on OPFORGE_PLUGIN_PATH: their ops too must succeed soundly
 #     or refuse bad inputs with an opforge::Error naming the op.
@@ -331,6 +334,41 @@ expect_in("the README's op" readme_out "PASS myops.cube gradcheck" "PASS myops.c
           " 0 failed")
 expect_not_in("the README's op (a compiler or CMake warning)" readme_out "warning:")
 expect_not_in("the README's op (a CMake warning)" readme_out "CMake Warning")
+
+# ---- 4c. docs/harness.md's Catch2 example ------------------------------------------
+# Its CMakeLists.txt and tests/test_myops.cpp blocks (after `<!-- harness-example:
+# NAME -->`), with the plugin docs/examples/harness_catch2/src/myops.cpp, built
+# against the prefix: the two lines that add opforge as a subdirectory become
+# find_package(opforge CONFIG REQUIRED), as harness.md says for an installed opforge.
+set(guide "${SOURCE_DIR}/docs/harness.md")  # named by fenced_block's messages
+file(READ "${guide}" harness_doc)
+set(harness_dir "${WORK_DIR}/harness_catch2")
+file(COPY "${SOURCE_DIR}/docs/examples/harness_catch2/src" DESTINATION "${harness_dir}")
+foreach(f CMakeLists.txt tests/test_myops.cpp)
+  set(t "${harness_doc}")
+  fenced_block(t "<!-- harness-example: ${f} -->" body)
+  if(body STREQUAL "<none>")
+    message(FATAL_ERROR "FAILED: ${guide} has no block after '<!-- harness-example: ${f} -->'")
+  endif()
+  if(f STREQUAL "CMakeLists.txt")
+    foreach(line "set(OPFORGE_BUILD_TESTS OFF CACHE BOOL \"\" FORCE)\n" "add_subdirectory(external/opforge)")
+      string(FIND "${body}" "${line}" at)
+      if(at EQUAL -1)
+        message(FATAL_ERROR "FAILED: ${guide}: the CMakeLists.txt block no longer has the line '${line}' this test replaces")
+      endif()
+    endforeach()
+    string(REPLACE "set(OPFORGE_BUILD_TESTS OFF CACHE BOOL \"\" FORCE)\n" "" body "${body}")
+    string(REPLACE "add_subdirectory(external/opforge)" "find_package(opforge CONFIG REQUIRED)" body "${body}")
+  endif()
+  file(WRITE "${harness_dir}/${f}" "${body}")
+endforeach()
+step("docs/harness.md's Catch2 example: configure against the prefix" COMMAND "${CMAKE_COMMAND}" -S "${harness_dir}"
+     -B "${harness_dir}/build" ${CONFIGURE_ARGS} "-DCMAKE_PREFIX_PATH=${PREFIX}")
+expect_opforge_from_prefix("${harness_dir}/build")
+step("docs/harness.md's Catch2 example: build" COMMAND "${CMAKE_COMMAND}" --build "${harness_dir}/build" --parallel ${JOBS})
+step("docs/harness.md's Catch2 example: its test cases" COMMAND "${CMAKE_CTEST_COMMAND}" --test-dir "${harness_dir}/build"
+     --output-on-failure --no-tests=error OUTPUT_VARIABLE harness_out)
+expect_in("docs/harness.md's Catch2 example" harness_out "100% tests passed, 0 tests failed out of 2")
 
 # ---- 5. the example plugins' ops, probed with bad inputs ---------------------------
 if(BAD_INPUTS_TEST)
