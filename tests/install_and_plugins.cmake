@@ -306,26 +306,30 @@ step("the guide's commands (docs/writing-a-plugin.md), in a copy of docs/example
 expect_opforge_from_prefix("${WORK_DIR}/first_plugin/build")
 expect_in("the guide's commands" guide_out "myops.silu(x)" "plugin: myops (" "OK: plugin 'myops'" "100% tests passed")
 
+# doc_block(<doc file> <marker> <out-var>): the fenced block after the line
+# `<!-- <marker> -->` of a page whose examples this test builds; fails the test
+# when the page has none.
+function(doc_block doc marker out_var)
+  set(guide "${doc}")  # named by fenced_block's messages
+  file(READ "${doc}" t)
+  fenced_block(t "<!-- ${marker} -->" body)
+  if(body STREQUAL "<none>")
+    message(FATAL_ERROR "FAILED: ${doc} has no fenced block after the line '<!-- ${marker} -->'")
+  endif()
+  set(${out_var} "${body}" PARENT_SCOPE)
+endfunction()
+
 # ---- 4b. the README's op: README.md, "Writing an op" ---------------------------------
 # Its blocks after `<!-- readme-example: cube.cpp -->` and `... CMakeLists.txt -->`
 # are written to a fresh folder, and the block after `<!-- readme-example: run -->`
 # runs there, with OPFORGE_PREFIX=<prefix>, as the README tells a user to.
-set(guide "${SOURCE_DIR}/README.md")  # named by fenced_block's messages
-file(READ "${guide}" readme)
 set(readme_dir "${WORK_DIR}/readme_op")
-file(MAKE_DIRECTORY "${readme_dir}")
-foreach(f cube.cpp CMakeLists.txt run)
-  set(t "${readme}")
-  fenced_block(t "<!-- readme-example: ${f} -->" body)
-  if(body STREQUAL "<none>")
-    message(FATAL_ERROR "FAILED: ${guide} has no block after '<!-- readme-example: ${f} -->' (Writing an op)")
-  endif()
-  if(f STREQUAL "run")
-    file(WRITE "${WORK_DIR}/readme_commands.sh" "${body}")
-  else()
-    file(WRITE "${readme_dir}/${f}" "${body}")
-  endif()
+foreach(f cube.cpp CMakeLists.txt)
+  doc_block("${SOURCE_DIR}/README.md" "readme-example: ${f}" body)
+  file(WRITE "${readme_dir}/${f}" "${body}")
 endforeach()
+doc_block("${SOURCE_DIR}/README.md" "readme-example: run" body)
+file(WRITE "${WORK_DIR}/readme_commands.sh" "${body}")
 step("the README's op (README.md, Writing an op): its commands" WORKING_DIRECTORY "${readme_dir}"
      COMMAND "${CMAKE_COMMAND}" -E env "OPFORGE_PREFIX=${PREFIX}" "${BASH}" -e -x "${WORK_DIR}/readme_commands.sh"
      OUTPUT_VARIABLE readme_out)
@@ -340,28 +344,21 @@ expect_not_in("the README's op (a CMake warning)" readme_out "CMake Warning")
 # NAME -->`), with the plugin docs/examples/harness_catch2/src/myops.cpp, built
 # against the prefix: the two lines that add opforge as a subdirectory become
 # find_package(opforge CONFIG REQUIRED), as harness.md says for an installed opforge.
-set(guide "${SOURCE_DIR}/docs/harness.md")  # named by fenced_block's messages
-file(READ "${guide}" harness_doc)
+set(harness_doc "${SOURCE_DIR}/docs/harness.md")
 set(harness_dir "${WORK_DIR}/harness_catch2")
 file(COPY "${SOURCE_DIR}/docs/examples/harness_catch2/src" DESTINATION "${harness_dir}")
-foreach(f CMakeLists.txt tests/test_myops.cpp)
-  set(t "${harness_doc}")
-  fenced_block(t "<!-- harness-example: ${f} -->" body)
-  if(body STREQUAL "<none>")
-    message(FATAL_ERROR "FAILED: ${guide} has no block after '<!-- harness-example: ${f} -->'")
+doc_block("${harness_doc}" "harness-example: tests/test_myops.cpp" body)
+file(WRITE "${harness_dir}/tests/test_myops.cpp" "${body}")
+doc_block("${harness_doc}" "harness-example: CMakeLists.txt" body)
+foreach(line "set(OPFORGE_BUILD_TESTS OFF CACHE BOOL \"\" FORCE)\n" "add_subdirectory(external/opforge)")
+  string(FIND "${body}" "${line}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "FAILED: ${harness_doc}: the CMakeLists.txt block no longer has the line '${line}' this test replaces")
   endif()
-  if(f STREQUAL "CMakeLists.txt")
-    foreach(line "set(OPFORGE_BUILD_TESTS OFF CACHE BOOL \"\" FORCE)\n" "add_subdirectory(external/opforge)")
-      string(FIND "${body}" "${line}" at)
-      if(at EQUAL -1)
-        message(FATAL_ERROR "FAILED: ${guide}: the CMakeLists.txt block no longer has the line '${line}' this test replaces")
-      endif()
-    endforeach()
-    string(REPLACE "set(OPFORGE_BUILD_TESTS OFF CACHE BOOL \"\" FORCE)\n" "" body "${body}")
-    string(REPLACE "add_subdirectory(external/opforge)" "find_package(opforge CONFIG REQUIRED)" body "${body}")
-  endif()
-  file(WRITE "${harness_dir}/${f}" "${body}")
 endforeach()
+string(REPLACE "set(OPFORGE_BUILD_TESTS OFF CACHE BOOL \"\" FORCE)\n" "" body "${body}")
+string(REPLACE "add_subdirectory(external/opforge)" "find_package(opforge CONFIG REQUIRED)" body "${body}")
+file(WRITE "${harness_dir}/CMakeLists.txt" "${body}")
 step("docs/harness.md's Catch2 example: configure against the prefix" COMMAND "${CMAKE_COMMAND}" -S "${harness_dir}"
      -B "${harness_dir}/build" ${CONFIGURE_ARGS} "-DCMAKE_PREFIX_PATH=${PREFIX}")
 expect_opforge_from_prefix("${harness_dir}/build")
