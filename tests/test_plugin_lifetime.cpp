@@ -15,7 +15,10 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +26,7 @@
 #include <catch2/catch.hpp>
 
 #include <opforge/opforge.hpp>
+#include <opforge/sdk/harness.hpp>
 
 #include "temp_dir.hpp"
 
@@ -650,4 +654,125 @@ TEST_CASE("lifetime: an exception a plugin's hook throws reaches the caller as a
   CHECK_FALSE(is_mapped(file));
   CHECK_THAT(what, Catch::Matchers::StartsWith("a gradient hook registered by plugin code threw ") &&
                        Catch::Matchers::EndsWith("HookRefused: the plugin's hook refused the gradient"));
+}
+
+// ---- a plugin's sample-input function (OpSchema::samples) -------------------------
+
+namespace {
+// A Function of the test program's own, for make_op.
+class Doubler final : public opforge::Function {
+ public:
+  opforge::TensorList forward(opforge::Context&, opforge::TensorSpan in) const override {
+    return {opforge::op("elementwise.mul")({in[0], Tensor::from_values({2})})};
+  }
+  opforge::TensorList backward(opforge::Context&, opforge::TensorSpan g) const override {
+    return {opforge::op("elementwise.mul")({g[0], Tensor::from_values({2})})};
+  }
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const opforge::Error& e) {
+    return e.what();
+  }
+  FAIL("no opforge::Error was thrown");
+  return {};
+}
+}  // namespace
+
+TEST_CASE("lifetime: a copy of an op's schema keeps its plugin loaded while its sample_inputs can be called") {
+  // A copy's sample_inputs was a bare pointer into the plugin: once the handle
+  // was gone and the plugin unloaded, calling it jumped into unmapped code.
+  const std::string file = fixture("lt_samples.so");
+  opforge::load_plugin(file);
+  OpHandle h = opforge::op("lt_samples.scale");
+  opforge::OpSchema copy = h.schema();
+  opforge::SampleInputs samples = h.schema().sample_inputs;
+  opforge::OpSchema moved = opforge::OpSchema(h.schema());
+  h = OpHandle();
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_samples");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.users_left == 3);  // copy, samples, moved: counted as the op's users, like handles
+  CHECK(r.other_holders == 0);
+  check_not_registered("lt_samples.scale");
+  REQUIRE(is_mapped(file));
+
+  const std::vector<double> want = Tensor::randn(opforge::Dims{5}, opforge::DType::Float64, 7).to_vector();
+  REQUIRE(copy.sample_inputs);
+  const opforge::TensorList xs = copy.sample_inputs(opforge::DType::Float64, 7);
+  REQUIRE(xs.size() == 1);
+  CHECK(xs[0].to_vector() == want);
+  CHECK(samples(opforge::DType::Float64, 7)[0].to_vector() == want);
+  CHECK(moved.sample_inputs(opforge::DType::Float32, 7)[0].dtype() == opforge::DType::Float32);
+
+  copy = opforge::OpSchema();  // assignment releases
+  CHECK(is_mapped(file));
+  samples = nullptr;
+  CHECK(is_mapped(file));
+  CHECK(pending_from(file).at(0).ops_in_use == 1);
+  {
+    const opforge::OpSchema last = std::move(moved);  // the reference moves with it
+    CHECK(is_mapped(file));
+  }
+  CHECK_FALSE(is_mapped(file));
+  CHECK_FALSE(dl_has(file));
+  CHECK(pending_from(file).empty());
+  // What is left behind holds nothing and says so.
+  CHECK_FALSE(moved.sample_inputs);
+  CHECK_FALSE(samples);
+  CHECK(error_of([&] { samples(opforge::DType::Float64, 1); }) ==
+        "an op's sample_inputs is empty (the schema sets none with OpSchema::samples)");
+}
+
+TEST_CASE("lifetime: make_op with a plugin op's schema keeps that plugin loaded for the new op's samples") {
+  const std::string file = fixture("lt_samples_op.so");
+  opforge::load_plugin(file);
+  OpHandle mine;
+  {
+    opforge::OpSchema s = opforge::op("lt_samples_op.scale").schema();
+    s.name = "mine.doubler";
+    mine = opforge::make_op(std::move(s), std::make_unique<Doubler>());
+  }
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_samples_op");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.users_left == 1);  // mine's op holds the op its schema came from
+  REQUIRE(is_mapped(file));
+  // The harness runs the new op on the plugin's samples.
+  const opforge::TensorList xs = opforge::sdk::harness_inputs(mine, opforge::DType::Float64, 3);
+  REQUIRE(xs.size() == 1);
+  CHECK(xs[0].to_vector() == Tensor::randn(opforge::Dims{5}, opforge::DType::Float64, 3).to_vector());
+  CHECK(mine(xs).to_vector() == opforge::op("elementwise.mul")({xs[0], Tensor::from_values({2})}).to_vector());
+  mine = OpHandle();
+  CHECK_FALSE(is_mapped(file));
+  CHECK(pending_from(file).empty());
+}
+
+TEST_CASE("lifetime: a sample_inputs that throws reaches the caller as a core error naming the op") {
+  const std::string file = fixture("lt_samples_throw.so");
+  opforge::load_plugin(file);
+  const std::string want =
+      "lt_samples_throw.square: its sample_inputs(float64, seed 13) threw: square_samples: seed 13 is unlucky";
+  OpHandle h = opforge::op("lt_samples_throw.square");
+  CHECK(error_of([&] { h.schema().sample_inputs(opforge::DType::Float64, 13); }) == want);
+  CHECK(error_of([&] { opforge::sdk::harness_inputs(h, opforge::DType::Float64, 13); }) == want);
+  // After the unloading, through a copy of the schema: the text is still the core's.
+  opforge::OpSchema copy = h.schema();
+  h = OpHandle();
+  CHECK_FALSE(opforge::unload_plugin("lt_samples_throw").unloaded_now);
+  std::string what;
+  try {
+    copy.sample_inputs(opforge::DType::Float64, 13);
+  } catch (const opforge::Error& e) {
+    copy = opforge::OpSchema();  // the plugin is unmapped here, inside the handler
+    CHECK_FALSE(is_mapped(file));
+    what = e.what();
+  }
+  CHECK(what == want);
+  // A sample function not (yet) bound to an op is named as such.
+  const opforge::SampleInputs unbound = +[](opforge::DType, std::uint64_t) -> opforge::TensorList {
+    throw std::invalid_argument("no inputs today");
+  };
+  CHECK(error_of([&] { unbound(opforge::DType::Float32, 2); }) ==
+        "an op's sample_inputs(float32, seed 2) threw: no inputs today");
 }

@@ -321,6 +321,33 @@ TEST_CASE("plugin: a registration body that throws a non-std exception, or adds 
   check_standard_op_works();
 }
 
+TEST_CASE("plugin: a long registration message reaches the caller whole, or cut to 65535 bytes saying so") {
+  const std::string todo = "; none of its ops were registered; fix the plugin's registration code (the "
+                           "OPFORGE_PLUGIN body), or remove the file from the plugin path";
+  const std::string cut = "... (cut: the loader reads at most 65535 bytes of a plugin's message)";
+  const auto message = [](std::size_t bytes) {
+    std::string m = "m0123456789";
+    m.resize(bytes - 3, 'x');
+    return m + "END";
+  };
+  // 3000 bytes: more than the 1 KiB the loader once read, all of it shown.
+  const std::string f3000 = canonical_fixture("register_long_3000.so");
+  CHECK(load_failure(f3000) == "cannot load plugin '" + f3000 + "': its registration failed: " + message(3000) + todo);
+  // 100000 bytes: the first 65535, and a word that the rest was cut.
+  const std::string f100k = canonical_fixture("register_long_100000.so");
+  CHECK(load_failure(f100k) == "cannot load plugin '" + f100k + "': its registration failed: " +
+                                   message(100000).substr(0, 65535) + cut + todo);
+  // A cut through a two-byte UTF-8 character drops its first byte too.
+  const std::string futf8 = canonical_fixture("register_long_utf8.so");
+  CHECK(load_failure(futf8) == "cannot load plugin '" + futf8 + "': its registration failed: " +
+                                   std::string(65534, 'x') + cut + todo);
+  for (const char* name : {"register_long_3000", "register_long_100000", "register_long_utf8"}) {
+    CHECK_FALSE(plugin_is_loaded(name));
+    CHECK_FALSE(op_is_registered(std::string(name) + ".first"));
+  }
+  check_standard_op_works();
+}
+
 TEST_CASE("plugin: a registration that fails part way registers none of its ops") {
   const std::string file = canonical_fixture("register_throws.so");
   // It added "register_throws.first" before it threw.

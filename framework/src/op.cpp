@@ -19,6 +19,77 @@ void intrusive_ptr_release(OpEntry* e) noexcept {
   if (release_is_last(e->refcount)) delete e;
 }
 
+// ---- SampleInputs ---------------------------------------------------------------
+
+// Binds a registered op's own schema to its entry. A schema copied from another
+// registered op (make_op(h.schema(), ...)) arrives holding that op: the new entry
+// keeps it, so the function's plugin stays loaded as long as the new op.
+struct SampleInputsBinding {
+  static void bind(OpEntry& e) {
+    SampleInputs& s = e.schema.sample_inputs;
+    if (s.holds_op_ && s.op_ != &e) e.samples_from = boost::intrusive_ptr<OpEntry>(s.op_, /*add_ref=*/false);
+    else s.release();
+    s.op_ = &e;
+    s.holds_op_ = false;
+  }
+};
+
+SampleInputs::SampleInputs(const SampleInputs& other) noexcept : fn_(other.fn_), op_(other.op_), holds_op_(op_ != nullptr) {
+  if (op_) intrusive_ptr_add_ref(op_);
+}
+SampleInputs::SampleInputs(SampleInputs&& other) noexcept : fn_(other.fn_), op_(other.op_), holds_op_(other.holds_op_) {
+  if (holds_op_) {
+    other.op_ = nullptr;  // the reference moves
+    other.holds_op_ = false;
+    other.fn_ = nullptr;
+  } else if (op_) {
+    holds_op_ = true;  // moved out of an op's own schema: a copy, which holds the op
+    intrusive_ptr_add_ref(op_);
+  }
+}
+SampleInputs& SampleInputs::operator=(const SampleInputs& other) noexcept {
+  if (this != &other) {
+    if (other.op_) intrusive_ptr_add_ref(other.op_);  // before release: other may live in what this holds
+    OpEntry* const was = holds_op_ ? op_ : nullptr;
+    fn_ = other.fn_;
+    op_ = other.op_;
+    holds_op_ = op_ != nullptr;
+    if (was) intrusive_ptr_release(was);
+  }
+  return *this;
+}
+SampleInputs& SampleInputs::operator=(SampleInputs&& other) noexcept {
+  if (this != &other) {
+    SampleInputs taken(std::move(other));
+    std::swap(fn_, taken.fn_);
+    std::swap(op_, taken.op_);
+    std::swap(holds_op_, taken.holds_op_);
+  }  // `taken` releases what this held
+  return *this;
+}
+SampleInputs::~SampleInputs() { release(); }
+
+void SampleInputs::release() noexcept {
+  OpEntry* const was = holds_op_ ? op_ : nullptr;
+  op_ = nullptr;
+  holds_op_ = false;
+  if (was) intrusive_ptr_release(was);
+}
+
+TensorList SampleInputs::operator()(DType dtype, std::uint64_t seed) const {
+  const std::string who = op_ ? op_->schema.name + ": its" : std::string("an op's");
+  OPFORGE_CHECK(fn_ != nullptr, ValueError, who, " sample_inputs is empty (the schema sets none with OpSchema::samples)");
+  try {
+    return fn_(dtype, seed);
+  } catch (const std::exception& e) {
+    // Read while the plugin is loaded (op_ or the caller's handle keeps it), never rethrown as is.
+    throw Error(who + " sample_inputs(" + dtype_name(dtype) + ", seed " + std::to_string(seed) + ") threw: " + e.what());
+  } catch (...) {
+    throw Error(who + " sample_inputs(" + dtype_name(dtype) + ", seed " + std::to_string(seed) +
+                ") threw an exception not derived from std::exception");
+  }
+}
+
 Function::~Function() = default;
 PluginRegistrar::~PluginRegistrar() = default;
 
@@ -335,6 +406,7 @@ void StagingRegistrar::add(OpSchema schema, std::unique_ptr<Function> fn) {
   e->library = library_;
   e->fn = std::move(fn);
   e->schema = std::move(schema);
+  SampleInputsBinding::bind(*e);
   e->plugin_name = plugin_name_;
   e->plugin_file = plugin_file_;
   staged_.push_back(std::move(e));
@@ -383,6 +455,13 @@ OpHandle make_op(OpSchema schema, std::unique_ptr<Function> fn) {
   e->library = keep_plugin_loaded(*reinterpret_cast<const void* const*>(fn.get()));
   e->fn = std::move(fn);
   e->schema = std::move(schema);
+  SampleInputsBinding::bind(*e);
+  // A sample function of plugin code that no op of the plugin brought along (a
+  // pointer the program took from the plugin) keeps that plugin loaded too.
+  if (!e->samples_from && e->schema.sample_inputs) {
+    auto keep = keep_plugin_loaded(reinterpret_cast<const void*>(e->schema.sample_inputs.function()));
+    if (keep && keep.get() != e->library.get()) e->samples_library = std::move(keep);
+  }
   return OpHandle(std::move(e));
 }
 

@@ -52,7 +52,9 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <string>
 #include <typeinfo>
+#include <vector>
 
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <boost/dll/shared_library.hpp>
@@ -258,6 +260,30 @@ std::vector<std::pair<std::uintptr_t, std::uintptr_t>> mapped_segments(void* han
       },
       &search);
   return out;
+}
+
+// The buffer a plugin's registration entry point writes its error message into.
+constexpr std::size_t kRegistrationMessageBytes = 64 * 1024;
+
+// The message a failed registration wrote: read up to the buffer's end whether
+// or not the plugin terminated it; a message that fills the buffer was cut, so
+// it loses any partial UTF-8 character at the end and says so.
+std::string registration_message(const std::vector<char>& buf) {
+  const std::size_t cap = buf.size() - 1;  // bytes a terminated message can have
+  std::size_t n = 0;
+  while (n < buf.size() && buf[n] != '\0') ++n;
+  if (n == 0) return "no reason given";
+  if (n < cap) return std::string(buf.data(), n);
+  n = cap;
+  std::size_t lead = n;  // start of the last character
+  while (lead > 0 && (static_cast<unsigned char>(buf[lead - 1]) & 0xC0) == 0x80 && n - lead < 3) --lead;
+  if (lead > 0) {
+    const auto c = static_cast<unsigned char>(buf[lead - 1]);
+    const std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
+    if (len > 1 && n - (lead - 1) < len) n = lead - 1;  // the last character is incomplete
+  }
+  return std::string(buf.data(), n) + "... (cut: the loader reads at most " + std::to_string(cap) +
+         " bytes of a plugin's message)";
 }
 
 // ---- the loader's state ----
@@ -684,18 +710,17 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
 
   registrar.emplace(info.name, file, std::static_pointer_cast<void>(lib));
   const auto reg = lib->get<int(void*, char*, std::size_t)>(OPFORGE_PLUGIN_REGISTER_SYMBOL);
-  char error[1024] = {0};
+  std::vector<char> error(kRegistrationMessageBytes, '\0');
   int rc = 0;
   try {
-    rc = reg(static_cast<PluginRegistrar*>(&*registrar), error, sizeof error);
+    rc = reg(static_cast<PluginRegistrar*>(&*registrar), error.data(), error.size());
   } catch (...) {
     // OPFORGE_PLUGIN catches everything; reaching here means a hand-written entry point.
     rc = -1;
-    std::snprintf(error, sizeof error, "an exception escaped the registration entry point");
+    std::snprintf(error.data(), error.size(), "an exception escaped the registration entry point");
   }
   if (rc != 0) {
-    error[sizeof error - 1] = '\0';
-    fail(file, std::string("its registration failed: ") + (error[0] ? error : "no reason given"),
+    fail(file, "its registration failed: " + registration_message(error),
          "none of its ops were registered; fix the plugin's registration code (the OPFORGE_PLUGIN body), "
          "or remove the file from the plugin path");
   }

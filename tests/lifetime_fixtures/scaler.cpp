@@ -5,10 +5,14 @@
 //   FIXTURE_OP_FAMILY    family of its ops (default: the plugin's name)
 //   FIXTURE_SCALE        k, below
 //   FIXTURE_EXTRA_OP     when defined, it also registers <family>.extra
+//   FIXTURE_SAMPLES      when defined, scale and square have sample inputs:
+//                        scale: randn [5] (seed); square: the same, but seed 13 throws
 //
 //   <family>.scale(x)  = k x       backward: k g
 //   <family>.square(x) = k x^2     backward: 2 k x g (x saved for backward)
 //   <family>.extra(x)  = x         backward: g
+#include <stdexcept>
+
 #include <opforge/sdk/plugin.hpp>
 
 #ifndef FIXTURE_PLUGIN_NAME
@@ -70,11 +74,26 @@ opforge::OpSchema schema(const char* op, const char* doc) {
       .describe(doc);
 }
 
+#ifdef FIXTURE_SAMPLES
+opforge::TensorList scale_samples(opforge::DType dtype, std::uint64_t seed) {
+  return {opforge::Tensor::randn(opforge::Dims{5}, dtype, seed)};
+}
+opforge::TensorList square_samples(opforge::DType dtype, std::uint64_t seed) {
+  if (seed == 13) throw std::runtime_error("square_samples: seed 13 is unlucky");
+  return scale_samples(dtype, seed);
+}
+#endif
+
 }  // namespace
 
 OPFORGE_PLUGIN(FIXTURE_PLUGIN_NAME, "1.0.0") {
+#ifdef FIXTURE_SAMPLES
+  registrar.add<Scale>(schema("scale", "k x").samples(&scale_samples));
+  registrar.add<Square>(schema("square", "k x^2").samples(square_samples));
+#else
   registrar.add<Scale>(schema("scale", "k x"));
   registrar.add<Square>(schema("square", "k x^2"));
+#endif
 #ifdef FIXTURE_EXTRA_OP
   registrar.add<Extra>(schema("extra", "x"));
 #endif

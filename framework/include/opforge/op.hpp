@@ -5,11 +5,13 @@
 //   opforge::Tensor y = mv({A, x});                                // no lookup, no lock
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <utility>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <boost/smart_ptr/intrusive_ptr.hpp>
@@ -20,6 +22,65 @@
 #include "opforge/tensor_list.hpp"
 
 namespace opforge {
+
+struct OpEntry;
+OPFORGE_API void intrusive_ptr_add_ref(OpEntry* e) noexcept;
+OPFORGE_API void intrusive_ptr_release(OpEntry* e) noexcept;
+
+/// An op's sample-input function (OpSchema::samples): makes the inputs the test
+/// harness (`opforge check`, sdk::check_op) runs the op on, one tensor per input,
+/// of `dtype` where the input is floating, the same tensors for the same seed.
+///
+/// Its code lives in the plugin. Once the op is registered, every copy of it (a
+/// copy of the op's schema included) holds a reference to the op, as an OpHandle
+/// does: the plugin stays loaded while any copy can still be called, and
+/// unload_plugin counts such copies among the op's users. A call that throws is
+/// reported as an opforge::Error naming the op; the plugin's exception object
+/// never leaves the call.
+class OPFORGE_API SampleInputs {
+ public:
+  using Fn = TensorList (*)(DType dtype, std::uint64_t seed);
+
+  SampleInputs() noexcept = default;
+  SampleInputs(std::nullptr_t) noexcept {}    // NOLINT(google-explicit-constructor): `samples(nullptr)`
+  SampleInputs(Fn f) noexcept : fn_(f) {}     // NOLINT(google-explicit-constructor): `samples(&make_inputs)`
+  /// A lambda without captures: `samples([](DType d, std::uint64_t s) { ... })`.
+  template <class F, std::enable_if_t<std::is_convertible_v<F, Fn> && !std::is_same_v<std::decay_t<F>, SampleInputs> &&
+                                          !std::is_pointer_v<std::decay_t<F>>, int> = 0>
+  SampleInputs(F f) noexcept : fn_(static_cast<Fn>(f)) {}  // NOLINT(google-explicit-constructor)
+  /// Anything else callable (a lambda with captures, a std::function) is refused
+  /// at compile time: what it holds could outlive the plugin's code.
+  template <class F, std::enable_if_t<!std::is_convertible_v<F, Fn> && !std::is_same_v<std::decay_t<F>, SampleInputs> &&
+                                          std::is_invocable_v<F&, DType, std::uint64_t>, int> = 0>
+  SampleInputs(F) {  // NOLINT(google-explicit-constructor)
+    static_assert(sizeof(F) == 0,
+                  "OpSchema::samples takes a plain function or a lambda without captures, "
+                  "TensorList(DType, std::uint64_t): what a capture or a std::function holds could outlive the plugin");
+  }
+  SampleInputs(const SampleInputs& other) noexcept;
+  SampleInputs(SampleInputs&& other) noexcept;
+  SampleInputs& operator=(const SampleInputs& other) noexcept;
+  SampleInputs& operator=(SampleInputs&& other) noexcept;
+  ~SampleInputs();
+
+  explicit operator bool() const noexcept { return fn_ != nullptr; }
+  friend bool operator==(const SampleInputs& s, std::nullptr_t) noexcept { return s.fn_ == nullptr; }
+  friend bool operator!=(const SampleInputs& s, std::nullptr_t) noexcept { return s.fn_ != nullptr; }
+  friend bool operator==(std::nullptr_t, const SampleInputs& s) noexcept { return s.fn_ == nullptr; }
+  friend bool operator!=(std::nullptr_t, const SampleInputs& s) noexcept { return s.fn_ != nullptr; }
+  /// Calls the function. Throws opforge::Error ("<op>: its sample_inputs(float64,
+  /// seed 1) threw: <what>") when it throws; ValueError when there is none.
+  TensorList operator()(DType dtype, std::uint64_t seed) const;
+  /// The plain function pointer (valid only while the op's plugin is loaded).
+  Fn function() const noexcept { return fn_; }
+
+ private:
+  friend struct SampleInputsBinding;  // the core binds the registered op's own copy
+  void release() noexcept;
+  Fn fn_ = nullptr;
+  OpEntry* op_ = nullptr;  // the registered op this belongs to (null before registration)
+  bool holds_op_ = false;  // false only in the op's own schema, which the op owns
+};
 
 /// What an op takes and gives. The core checks calls against it before the
 /// op's code runs: input count, dtypes accepted, all inputs of one dtype.
@@ -34,13 +95,10 @@ struct OPFORGE_API OpSchema {
   std::vector<AttrSpec> attrs;      ///< non-tensor arguments, in order
   bool variadic = false;            ///< the last input may repeat (any count >= 1)
 
-  /// Makes inputs the test harness (`opforge check`, sdk::check_op) runs the op
-  /// on: one tensor per input, of `dtype` where the input is floating, the same
-  /// tensors for the same seed. A plain function pointer: its code lives in the
-  /// plugin, which the OpEntry keeps loaded while the op can be called.
-  using SampleInputs = TensorList (*)(DType dtype, std::uint64_t seed);
-  /// Null: the harness falls back to randn of shape [3, 4] for every input.
-  SampleInputs sample_inputs = nullptr;
+  /// Makes inputs the test harness runs the op on (see opforge::SampleInputs).
+  using SampleInputs = ::opforge::SampleInputs;
+  /// Empty: the harness falls back to randn of shape [3, 4] for every input.
+  SampleInputs sample_inputs;
   /// Attributes the harness passes with the sample inputs (by name).
   std::vector<std::pair<std::string, Attr>> sample_attributes;
 
@@ -68,10 +126,6 @@ struct OPFORGE_API OpSchema {
   /// Empty when the schema is valid, else what is wrong with it.
   std::string validate() const;
 };
-
-struct OpEntry;
-OPFORGE_API void intrusive_ptr_add_ref(OpEntry* e) noexcept;
-OPFORGE_API void intrusive_ptr_release(OpEntry* e) noexcept;
 
 /// A resolved op. Copying it is one atomic increment; while any handle (or any
 /// graph node made by the op) is alive, the op's plugin stays loaded.

@@ -24,8 +24,10 @@
 /* Major: any change a built plugin cannot survive. Minor: additions a host can
  * detect (a larger struct_size); a host accepts plugins of its major version and
  * any minor version up to its own. */
-#define OPFORGE_PLUGIN_ABI_MAJOR 1
-#define OPFORGE_PLUGIN_ABI_MINOR 1  /* 1: Context::input_shape/input_dtype */
+/* 2.0: OpSchema::sample_inputs became the class opforge::SampleInputs, which keeps
+ *      its op (and so its plugin) alive in every copy of a registered op's schema. */
+#define OPFORGE_PLUGIN_ABI_MAJOR 2
+#define OPFORGE_PLUGIN_ABI_MINOR 0
 
 #define OPFORGE_PLUGIN_DESCRIPTOR_SYMBOL "opforge_plugin_descriptor"
 #define OPFORGE_PLUGIN_REGISTER_SYMBOL "opforge_plugin_register"
