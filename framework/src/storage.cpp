@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -52,7 +53,31 @@ void* map_huge(std::size_t len) {
   return reinterpret_cast<void*>(aligned);
 }
 
-// Freed large blocks are kept for reuse, the most recent first, up to
+// A mid-size block (kMidBlockBytes up to kHugeBlockBytes) gets a plain mapping
+// of its own: from the C library's heap it came back as fresh pages on most
+// calls (glibc trims the heap top, or maps such blocks itself, and returns them
+// on free), so an op that makes a few such tensors a call (svd of a 256 x 256
+// matrix: its copy of A, U, Vᵀ, LAPACK's workspace) spent a fifth of its time
+// faulting and zeroing pages. Its length is rounded up to an eighth of its
+// power of two (at most 12.5% more), so that tensors of nearby sizes share
+// kept blocks.
+constexpr std::size_t kPage = 4096;
+constexpr std::size_t kMidBlockBytes = std::size_t{128} << 10;
+
+std::size_t mid_block_length(std::size_t len) noexcept {
+  std::size_t pow2 = kMidBlockBytes;
+  while (pow2 * 2 <= len) pow2 *= 2;
+  const std::size_t step = std::max(kPage, pow2 / 8);
+  return (len + step - 1) / step * step;
+}
+
+void* map_plain(std::size_t len) {
+  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return p;
+}
+
+// Freed mapped blocks (mid-size and large) are kept for reuse, the most recent first, up to
 // kKeptBytes in all and only blocks of kKeptBlockMax or less: a loop that makes
 // a tensor of the same size on every pass (an elementwise op's output) then
 // finds its block mapped and its pages present, where a fresh mapping costs a
@@ -139,7 +164,7 @@ KeptBlocks& kept_blocks() {
 // vector cost those ~3%).
 [[gnu::noinline]] void* take_or_map(std::size_t mapped) {
   void* block = kept_blocks().take(mapped);
-  return block ? block : map_huge(mapped);
+  return block ? block : mapped >= Storage::kHugeBlockBytes ? map_huge(mapped) : map_plain(mapped);
 }
 [[gnu::noinline]] void keep_or_unmap(void* block, std::size_t mapped) noexcept {
   if (!kept_blocks().keep(block, mapped)) ::munmap(block, mapped);
@@ -156,7 +181,7 @@ void reset_peak_bytes() noexcept { g_peak.store(g_live.load(std::memory_order_re
 
 namespace {
 
-// Blocks below kHugeBlockBytes come from the heap, over-allocated by the
+// Blocks below kMidBlockBytes come from the heap, over-allocated by the
 // alignment and aligned here rather than by aligned operator new: glibc's
 // memalign path carves and frees the slack on every call (a third of the time
 // of a recorded call plus backward on a one-element tensor), where plain
@@ -186,6 +211,9 @@ StoragePtr Storage::allocate(std::size_t nbytes) {
   bool cached = false;
   if (kHeader + nbytes >= kHugeBlockBytes) {
     mapped = (kHeader + nbytes + kHugePage - 1) & ~(kHugePage - 1);
+    block = take_or_map(mapped);
+  } else if (kHeader + nbytes >= kMidBlockBytes) {
+    mapped = mid_block_length(kHeader + nbytes);
     block = take_or_map(mapped);
   } else {
     heap = heap_block(kHeader + nbytes + kHeapSlack, cached);

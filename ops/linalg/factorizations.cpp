@@ -197,10 +197,13 @@ class Svd final : public opforge::Function {
       T query = 0;
       cxxlapack::gesdd<blas_int>('S', bi(n), bi(m), work_a.data<T>(), ld(n), S.data<T>(), vt, ld(n), u, ld(k),
                                  &query, -1, iwork.data());
-      std::vector<T> work(static_cast<std::size_t>(std::max<T>(query, T(1))));
+      // A tensor, not a std::vector: no zero fill, and a block of that size is
+      // reused from call to call instead of coming back as fresh pages.
+      const auto lwork = static_cast<std::int64_t>(std::max<T>(query, T(1)));
+      Tensor work = Tensor::empty(Dims{lwork}, A.dtype());
       const blas_int info =
           cxxlapack::gesdd<blas_int>('S', bi(n), bi(m), work_a.data<T>(), ld(n), S.data<T>(), vt, ld(n), u, ld(k),
-                                     work.data(), bi(static_cast<std::int64_t>(work.size())), iwork.data());
+                                     work.data<T>(), bi(lwork), iwork.data());
       if (info != 0) throw_if_not_finite<T>(ctx, A, "A");
       OPFORGE_CHECK(info == 0, ValueError, ctx.op_name(), ": argument 'A': the SVD did not converge (LAPACK gesdd info ",
                     info, ") on ", A.describe());

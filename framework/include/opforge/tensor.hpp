@@ -39,8 +39,10 @@ using NodePtr = boost::intrusive_ptr<Node>;
 OPFORGE_API std::int64_t live_bytes() noexcept;
 OPFORGE_API std::int64_t peak_bytes() noexcept;
 OPFORGE_API void reset_peak_bytes() noexcept;
-/// Large tensors (4 MiB and more) have blocks of their own. When one dies its
-/// block is kept for the next tensor of the same size, if it is 32 MiB or less
+/// Tensors of 128 KiB and more have blocks of their own (from 4 MiB on, 2 MiB-
+/// aligned and offered huge pages; below that, rounded up to an eighth of their
+/// power of two). When one dies its block is kept for the next tensor of the
+/// same block size, if it is 32 MiB or less
 /// and the kept blocks stay within 64 MiB in all (oldest dropped first); bigger
 /// ones go back to the system at once. cached_memory_bytes() is what is kept
 /// (not counted in live_bytes()); release_cached_memory() returns it all to the
