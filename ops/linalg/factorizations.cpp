@@ -81,7 +81,7 @@ class Cholesky final : public opforge::Function {
     sdk::dispatch_floating(G.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
       const T* l = L.data<T>();
-      std::vector<T> P(static_cast<std::size_t>(n * n)), W(P.size());
+      Scratch<T> P(n * n), W(n * n);  // P: gemm with beta 0; W: every element written
       // P = Lᵀ Ḡ: [n, n] x [n, n] -> [n, n]
       gemm<T>(true, false, n, n, n, T(1), l, n, G.data<T>(), n, T(0), P.data(), n);
       // W = Φ(P) + Φ(P)ᵀ: P's lower triangle mirrored, diagonal kept once: [n, n]
@@ -149,7 +149,7 @@ class Qr final : public opforge::Function {
         OPFORGE_CHECK(r[i * n + i] != T(0), ValueError, ctx.op_name(),
                       ": the gradient of the QR factorization needs A of full column rank, got R[", i, ", ", i,
                       "] = 0");
-      std::vector<T> M(static_cast<std::size_t>(n * n));
+      Scratch<T> M(n * n);  // written whole by the first gemm (beta 0)
       // M = Ḡ_R Rᵀ: [n, n] x [n, n] -> [n, n]
       gemm<T>(false, true, n, n, n, T(1), gR.data<T>(), n, r, n, T(0), M.data(), n);
       // M −= Qᵀ Ḡ_Q: [n, m] x [m, n] -> [n, n]
@@ -245,7 +245,7 @@ class Svd final : public opforge::Function {
       T* g = gA.data<T>();
       if (all_zero<T>(gU) && all_zero<T>(gVt)) {
         // S alone: gA = U diag(S̄) Vᵀ
-        std::vector<T> us(static_cast<std::size_t>(m * k));
+        Scratch<T> us(m * k);  // every element written
         for_rows(m, k, [&](std::int64_t i) {  // U diag(S̄): [m, k]
           for (std::int64_t c = 0; c < k; ++c) us[i * k + c] = u[i * k + c] * gs[c];
         });
@@ -255,7 +255,7 @@ class Svd final : public opforge::Function {
       check_gaps(ctx, sv, k, m != n);
       const T* gu = gU.data<T>();
       const T* gvt = gVt.data<T>();
-      std::vector<T> utgu(static_cast<std::size_t>(k * k)), vtgv(utgu.size()), core(utgu.size());
+      Scratch<T> utgu(k * k), vtgv(k * k), core(k * k);  // gemms with beta 0; core written whole
       // Uᵀ Ū: [k, m] x [m, k] -> [k, k]
       gemm<T>(true, false, k, k, m, T(1), u, k, gu, k, T(0), utgu.data(), k);
       // Vᵀ V̄ = Vᵀ (V̄ᵀ)ᵀ: [k, n] x [n, k] -> [k, k]
@@ -270,11 +270,11 @@ class Svd final : public opforge::Function {
         }
         core[i * k + i] = gs[i];  // + diag(S̄) (J and K vanish on the diagonal)
       });
-      std::vector<T> x(static_cast<std::size_t>(k * n));
+      Scratch<T> x(k * n);  // gemm with beta 0
       // X = core Vᵀ: [k, k] x [k, n] -> [k, n]
       gemm<T>(false, false, k, n, k, T(1), core.data(), k, vt, n, T(0), x.data(), n);
       if (n > k) {
-        std::vector<T> p(gvt, gvt + k * n);  // V̄ᵀ [k, n]
+        Scratch<T> p(gvt, k * n);  // V̄ᵀ [k, n]
         // P = V̄ᵀ − (VᵀV̄)ᵀ Vᵀ = V̄ᵀ (I − V Vᵀ): [k, n] − [k, k] x [k, n] -> [k, n]
         gemm<T>(true, false, k, n, k, T(-1), vtgv.data(), k, vt, n, T(1), p.data(), n);
         for_rows(k, n, [&](std::int64_t i) {  // X += S⁻¹ P: [k, n]
@@ -285,7 +285,7 @@ class Svd final : public opforge::Function {
       // gA = U X: [m, k] x [k, n] -> [m, n]
       gemm<T>(false, false, m, n, k, T(1), u, k, x.data(), n, T(0), g, n);
       if (m > k) {
-        std::vector<T> q(gu, gu + m * k);  // Ū [m, k]
+        Scratch<T> q(gu, m * k);  // Ū [m, k]
         // Q = Ū − U (UᵀŪ) = (I − U Uᵀ) Ū: [m, k] − [m, k] x [k, k] -> [m, k]
         gemm<T>(false, false, m, k, k, T(-1), u, k, utgu.data(), k, T(1), q.data(), k);
         for_rows(m, k, [&](std::int64_t i) {  // Q S⁻¹: [m, k]

@@ -70,6 +70,25 @@ inline void expect_square(const Context& ctx, const Tensor& t, const char* arg) 
 // Gradients arriving from the engine are normally contiguous; the kernels need them to be.
 inline Tensor contiguous(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
 
+/// Scratch space of `n` values of T (float or double), not zero-filled, from
+/// opforge's tensor storage: a block of a size used on every call is reused
+/// from call to call, where a std::vector is zero-filled and, from 128 KiB on,
+/// gets fresh pages from the C library on most calls (svd's forward spent a
+/// fifth of its time faulting them in).
+template <class T>
+class Scratch {
+ public:
+  explicit Scratch(std::int64_t n) : t_(Tensor::empty(opforge::Dims{n}, opforge::dtype_of<T>::value)), p_(t_.data<T>()) {}
+  /// A copy of [first, first + n).
+  Scratch(const T* first, std::int64_t n) : Scratch(n) { std::copy(first, first + n, p_); }
+  T* data() noexcept { return p_; }
+  T& operator[](std::int64_t i) noexcept { return p_[i]; }
+
+ private:
+  Tensor t_;
+  T* p_;
+};
+
 inline blas_int bi(std::int64_t v) { return static_cast<blas_int>(v); }
 // A leading dimension: LAPACK and BLAS want at least 1, even for an empty matrix.
 inline blas_int ld(std::int64_t v) { return static_cast<blas_int>(std::max<std::int64_t>(1, v)); }
