@@ -293,6 +293,18 @@ TEST_CASE("plugin: a plugin built with another C++ standard library is refused")
   check_process_goes_on("stdlib");
 }
 
+TEST_CASE("plugin: a plugin whose first include is plugin_abi.h records its standard library and loads") {
+  // plugin_abi.h is the plain-C contract; before it included a C++ header of its
+  // own, a plugin that included it first described itself as built with an
+  // "unknown" standard library and string ABI 0, and was refused.
+  const opforge::PluginInfo info = opforge::load_plugin(fixture("abi_header_first.so"));
+  CHECK(info.name == "abi_header_first");
+  CHECK(info.ops == std::vector<std::string>{"abi_header_first.twice"});
+  const Tensor y = opforge::op("abi_header_first.twice")({Tensor::from_values({1.5, -2})});
+  CHECK(y.data<double>()[0] == 3.0);
+  CHECK(y.data<double>()[1] == -4.0);
+}
+
 TEST_CASE("plugin: a registration entry that throws is reported with its message") {
   const std::string file = canonical_fixture("register_throws.so");
   CHECK(load_failure(file) == "cannot load plugin '" + file +

@@ -20,6 +20,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#ifdef __cplusplus
+/* A C++ standard header defines the macros that name the standard library and
+ * its string ABI (__GLIBCXX__, _GLIBCXX_USE_CXX11_ABI, _LIBCPP_VERSION), which
+ * the descriptor records below. <stddef.h> alone does not: a plugin that
+ * included this header before any C++ header was refused as built with an
+ * "unknown" standard library. */
+#include <cstddef>
+#endif
 
 /* Major: any change a built plugin cannot survive. Minor: additions a host can
  * detect (a larger struct_size); a host accepts plugins of its major version and
