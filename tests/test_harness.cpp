@@ -269,6 +269,16 @@ TEST_CASE("harness: each shady op fails exactly the check it breaks, with a usef
        {"gradcheck",
         {"gradcheck failed for 'shady.nan_grad': input 0 'x' of shape [3, 5], element 0: analytic nan, numeric ",
          "(the backward returned a non-finite gradient)"}}},
+      {"shady.flat_input",
+       {"strided_inputs",
+        {"float64: given inputs with doubled strides and an offset (same values), output 0 element ",
+         " (contiguous vs strided): the schema says the op takes strided inputs (takes_strided_inputs())",
+         "read an input as a flat array?"}}},
+      {"shady.kept_input",
+       {"interleaved_calls",
+        {"forward on sample A (seed ", "), then backward of A and of B: for A, the gradient of input 0 'x' element 0 "
+         "differs: ", " (A alone vs A interleaved with B): does the op keep per-call state in its Function object",
+         "keep what backward needs on ctx"}}},
   };
   std::vector<std::string> ops = shady_ops();
   std::sort(ops.begin(), ops.end());
@@ -288,7 +298,8 @@ TEST_CASE("harness: each shady op fails exactly the check it breaks, with a usef
     // Everything else passed, or (only for the nondeterministic op) was skipped with a reason.
     for (const auto& other : report) {
       if (other.check == want.check) continue;
-      const bool may_skip = name == "shady.noisy" && other.check == "thread_safe";
+      const bool may_skip =
+          name == "shady.noisy" && (other.check == "thread_safe" || other.check == "interleaved_calls");
       CHECK(other.skipped == may_skip);
     }
   }
@@ -327,11 +338,11 @@ TEST_CASE("harness: an exception inside a check fails that check only, the other
     const sdk::CheckReport report = sdk::check_op(op);
     INFO(report_text(report));
     require_complete(report, "test.backward_throws");
-    CHECK(failed_checks(report) ==
-          std::set<std::string>{"gradcheck", "backward_contract", "strided_grads", "inputs_unchanged", "deterministic",
-                                "thread_safe"});
-    for (const std::string check :
-         {"gradcheck", "backward_contract", "strided_grads", "inputs_unchanged", "deterministic", "thread_safe"})
+    const std::set<std::string> with_backward = {"gradcheck",         "backward_contract", "strided_grads",
+                                                 "strided_inputs",    "inputs_unchanged",  "deterministic",
+                                                 "interleaved_calls", "thread_safe"};
+    CHECK(failed_checks(report) == with_backward);
+    for (const std::string& check : with_backward)
       CHECK_THAT(result_of(report, check).detail, Contains("backward exploded"));
     CHECK_THAT(result_of(report, "backward_contract").detail,
                StartsWith("float64: in backward of 'test.backward_throws': "));
@@ -444,6 +455,34 @@ TEST_CASE("harness: gradcheck fails when only the numeric side is not finite") {
                                      "domain?)"));
 }
 
+namespace {
+// x^2, written into x itself before it is returned (a copy): each call squares
+// the input again, so it drifts from call to call.
+class SquaresInPlace final : public opforge::Function {
+ public:
+  TensorList forward(opforge::Context&, TensorSpan in) const override {
+    double* p = static_cast<double*>(in[0].data_ptr());
+    for (std::int64_t i = 0; i < in[0].numel(); ++i) p[i] *= p[i];  // bug: writes into its input
+    return {in[0].clone()};
+  }
+  TensorList backward(opforge::Context&, TensorSpan g) const override { return {g[0].clone()}; }
+};
+}  // namespace
+
+TEST_CASE("harness: gradcheck says the forward changed its input, rather than blame the op's domain") {
+  const OpHandle op = opforge::make_op(OpSchema("test.squares_in_place").input_names({"x"}).accepts(
+                                           opforge::DTypeSet{opforge::DType::Float64}),
+                                       std::make_unique<SquaresInPlace>());
+  const sdk::GradcheckResult r = sdk::gradcheck(op, {Tensor::from_values({1.5, 0.5})});
+  INFO(r.message);
+  CHECK_FALSE(r.ok);
+  CHECK_THAT(r.message, StartsWith("gradcheck failed for 'test.squares_in_place': input 0 'x' of shape [2]") &&
+                            Contains("; the forward changed input 0 'x' (element 0: 1.5 -> 2.25) during the call, "
+                                     "and finite differences assume the inputs stay as they are: an op must not "
+                                     "write into its inputs (return a new tensor)"));
+  CHECK_THAT(r.message, !Contains("edge of the op's domain"));
+}
+
 TEST_CASE("harness: a misspelled sample attribute is refused when the schema is registered") {
   auto schema = [] { return OpSchema("test.k").input_names({"x"}).attr("k", opforge::AttrKind::Float, 2.0); };
   CHECK_THROWS_WITH(opforge::make_op(schema().sample_attrs({{"kk", 3.0}}), std::make_unique<Scale>()),
@@ -538,7 +577,7 @@ TEST_CASE("harness: `opforge check` on the shady plugin fails (exit 1), one line
   CHECK(r.status == 1);
   const auto lines = r.lines();
   const std::size_t checks = sdk::check_names().size();
-  REQUIRE(lines.size() == 7 * checks + 1);
+  REQUIRE(lines.size() == 9 * checks + 1);
   const std::string output = "\n" + r.output;  // every line, the first included, follows a newline
   CHECK_THAT(output, Contains("\nFAIL shady.wrong_grad gradcheck: gradcheck failed for 'shady.wrong_grad': input 0"));
   CHECK_THAT(output, Contains("\nPASS shady.wrong_grad backward_contract (float64, float32: "));
@@ -549,10 +588,13 @@ TEST_CASE("harness: `opforge check` on the shady plugin fails (exit 1), one line
   CHECK_THAT(output, Contains("\nFAIL shady.shared_buffer thread_safe: thread "));
   CHECK_THAT(output, Contains("\nFAIL shady.flat_grad strided_grads: float64: given output gradients with doubled"));
   CHECK_THAT(output, Contains("\nFAIL shady.nan_grad gradcheck: gradcheck failed for 'shady.nan_grad': input 0"));
-  // Seven ops, each failing one check; shady.noisy's thread_safe is skipped.
+  CHECK_THAT(output, Contains("\nFAIL shady.flat_input strided_inputs: float64: given inputs with doubled strides"));
+  CHECK_THAT(output, Contains("\nFAIL shady.kept_input interleaved_calls: forward on sample A (seed "));
+  CHECK_THAT(output, Contains("\nSKIP shady.noisy interleaved_calls: two runs on the same inputs already differ"));
+  // Nine ops, each failing one check; shady.noisy's thread_safe and interleaved_calls are skipped.
   CHECK_THAT(lines.back(), StartsWith("FAILED: plugin 'shady' (") &&
-                               Contains("): 7 ops, " + std::to_string(7 * checks - 8) +
-                                        " passed, 7 failed, 1 skipped; failing ops: "));
+                               Contains("): 9 ops, " + std::to_string(9 * checks - 11) +
+                                        " passed, 9 failed, 2 skipped; failing ops: "));
 }
 
 TEST_CASE("harness: `opforge check` on the standard loss.so passes (exit 0)") {
@@ -574,7 +616,7 @@ TEST_CASE("harness: `opforge check --json` writes one JSON object per op and che
   INFO(r.output);
   CHECK(r.status == 1);
   const auto lines = r.lines();
-  REQUIRE(lines.size() == 7 * sdk::check_names().size());  // the summary goes to stderr
+  REQUIRE(lines.size() == 9 * sdk::check_names().size());  // the summary goes to stderr
   for (const std::string& line : lines) {
     CHECK_THAT(line, StartsWith("{\"op\": \"shady.") && Contains("\", \"check\": \"") &&
                          Contains(", \"detail\": \""));

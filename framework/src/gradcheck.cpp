@@ -1,6 +1,7 @@
 #include "opforge/sdk/gradcheck.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <sstream>
 
@@ -51,6 +52,10 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
   }
   if (!promoted.empty()) res.note = "inputs " + promoted + " promoted from float32 to float64 for the check";
 
+  // The inputs' values before any call: finite differences perturb one element
+  // at a time and assume the op leaves the rest as they were.
+  std::vector<std::vector<double>> before;
+  for (const Tensor& x : xs) before.push_back(is_floating(x.dtype()) ? x.to_vector() : std::vector<double>());
   // Analytic: backward with random output weights, recorded whatever the
   // caller's grad mode (under a NoGradGuard nothing would be, and every
   // gradient would read as 0).
@@ -58,6 +63,20 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
   {
     GradModeScope grad_on(true);
     outs = op.call(xs);
+  }
+  // An op that writes into an input changes it on every call, and the
+  // difference quotients below then measure that drift, not the derivative:
+  // a failure says so rather than blame the op's domain.
+  std::string changed;
+  for (std::size_t i = 0; i < xs.size() && changed.empty(); ++i) {
+    if (!is_floating(xs[i].dtype())) continue;
+    const std::vector<double> after = xs[i].to_vector();
+    for (std::size_t j = 0; j < after.size(); ++j) {
+      if (std::memcmp(&after[j], &before[i][j], sizeof(double)) == 0) continue;
+      changed = input_name(op, i) + " (element " + std::to_string(j) + ": " + show(before[i][j]) + " -> " +
+                show(after[j]) + ")";
+      break;
+    }
   }
   TensorList weights;
   for (std::size_t k = 0; k < outs.size(); ++k) {
@@ -126,8 +145,9 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
            << xs[i].shape() << ", element " << j << ": analytic " << show(analytic) << ", numeric " << show(numeric)
            << " ("
            << (!std::isfinite(analytic) ? "the backward returned a non-finite gradient"
-                                        : "the forward is not finite at x +/- eps; is the input at the edge of "
-                                          "the op's domain?")
+               : changed.empty()        ? "the forward is not finite at x +/- eps; is the input at the edge of "
+                                          "the op's domain?"
+                                        : "the forward is not finite at x +/- eps")
            << ")";
         res.message = os.str();
         continue;
@@ -146,6 +166,10 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
     }
   }
   res.ok = !non_finite && worst_excess == 0;
+  if (!res.ok && !changed.empty())
+    res.message += "; the forward changed " + changed +
+                   " during the call, and finite differences assume the inputs stay as they are: an op must not "
+                   "write into its inputs (return a new tensor)";
   if (res.ok) {
     res.message = "gradcheck passed for '" + op.name() + "': " + std::to_string(res.elements_checked) +
                   " elements, max |diff| " + std::to_string(res.max_abs_error);

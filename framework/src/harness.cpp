@@ -127,6 +127,22 @@ TensorList fresh_leaves(const TensorList& sample, bool requires_grad) {
   return xs;
 }
 
+/// New leaves with the sample's values, each laid out as every other element of
+/// a buffer twice its size, from its second element on (every stride doubled,
+/// storage offset 1: what a transposed or sliced tensor looks like).
+TensorList strided_leaves(const TensorList& sample, bool requires_grad) {
+  TensorList xs;
+  for (const Tensor& t : sample) {
+    Dims wide = t.shape();
+    wide.push_back(2);
+    Tensor v = Tensor::zeros(wide, t.dtype()).select(static_cast<std::int64_t>(t.shape().size()), 1);
+    v.copy_(t);
+    if (requires_grad && is_floating(v.dtype())) v.requires_grad_(true);
+    xs.push_back(std::move(v));
+  }
+  return xs;
+}
+
 bool any_floating(const TensorList& xs) {
   for (const Tensor& t : xs)
     if (is_floating(t.dtype())) return true;
@@ -163,33 +179,50 @@ struct Run {
   TensorList grads;
 };
 
-/// `weights` empty: made from the first run's outputs and kept for the next runs.
-Run run_forward_backward(const OpHandle& op, const TensorList& sample, TensorList& weights, std::uint64_t seed) {
-  GradModeScope grad_on(true);
-  TensorList xs = fresh_leaves(sample, true);
-  TensorList outs = op.call(xs);
-  if (weights.empty()) weights = output_weights(outs, seed);
-  backward_weighted(outs, weights);
+/// The outputs (detached) of a call on `xs`, and the gradients `xs` hold.
+Run collect(const TensorList& outs, const TensorList& xs) {
   Run r;
   for (const Tensor& o : outs) r.outputs.push_back(o.detach());
   for (const Tensor& x : xs) r.grads.push_back(x.grad());
   return r;
 }
 
-/// "" when both runs are bit-identical, else the first difference.
-std::string compare_runs(const OpSchema& s, const Run& a, const Run& b) {
-  if (a.outputs.size() != b.outputs.size())
-    return "the first run returned " + std::to_string(a.outputs.size()) + " outputs, the second " +
-           std::to_string(b.outputs.size());
-  for (std::size_t k = 0; k < a.outputs.size(); ++k) {
-    std::string d = compare_bits("output " + std::to_string(k), a.outputs[k], b.outputs[k]);
-    if (!d.empty()) return d;
+enum class Layout { contiguous, strided };
+
+/// `weights` empty: made from the first run's outputs and kept for the next runs.
+Run run_forward_backward(const OpHandle& op, const TensorList& sample, TensorList& weights, std::uint64_t seed,
+                         Layout layout = Layout::contiguous) {
+  GradModeScope grad_on(true);
+  TensorList xs = layout == Layout::strided ? strided_leaves(sample, true) : fresh_leaves(sample, true);
+  TensorList outs = op.call(xs);
+  if (weights.empty()) weights = output_weights(outs, seed);
+  backward_weighted(outs, weights);
+  return collect(outs, xs);
+}
+
+/// The first difference `diff` (what, a, b) -> "" or text finds between two
+/// runs: in their outputs (when `outputs`), then in their input gradients.
+template <class Diff>
+std::string first_run_difference(const OpSchema& s, const Run& a, const Run& b, bool outputs, Diff diff) {
+  if (outputs) {
+    if (a.outputs.size() != b.outputs.size())
+      return "the first run returned " + std::to_string(a.outputs.size()) + " outputs, the second " +
+             std::to_string(b.outputs.size());
+    for (std::size_t k = 0; k < a.outputs.size(); ++k) {
+      std::string d = diff("output " + std::to_string(k), a.outputs[k], b.outputs[k]);
+      if (!d.empty()) return d;
+    }
   }
   for (std::size_t i = 0; i < a.grads.size() && i < b.grads.size(); ++i) {
-    std::string d = compare_bits("the gradient of " + input_label(s, i), a.grads[i], b.grads[i]);
+    std::string d = diff("the gradient of " + input_label(s, i), a.grads[i], b.grads[i]);
     if (!d.empty()) return d;
   }
   return {};
+}
+
+/// "" when both runs are bit-identical, else the first difference.
+std::string compare_runs(const OpSchema& s, const Run& a, const Run& b) {
+  return first_run_difference(s, a, b, true, compare_bits);
 }
 
 void pass(CheckResult& r, std::string detail) {
@@ -288,28 +321,28 @@ void check_backward_contract(const OpHandle& op, const CheckOptions& opt, CheckR
   pass(r, detail);
 }
 
-/// "" when every gradient of `got` is within rounding of `want`'s, else the first
-/// element that is not (a kernel that reads the output gradient in another order
-/// may round differently; one that ignores its strides is wrong by far more).
-std::string compare_close(const OpSchema& s, const Run& want, const Run& got) {
-  for (std::size_t i = 0; i < want.grads.size() && i < got.grads.size(); ++i) {
-    const Tensor& a = want.grads[i];
-    const Tensor& b = got.grads[i];
-    const std::string what = "the gradient of " + input_label(s, i);
-    if (a.defined() != b.defined() || (a.defined() && (a.dtype() != b.dtype() || a.shape() != b.shape())))
-      return what + " differs: " + a.describe() + " then " + b.describe();
-    if (!a.defined()) continue;
-    const std::vector<double> va = a.to_vector(), vb = b.to_vector();
-    double scale = 1;
-    for (double v : va) scale = std::max(scale, std::abs(v));
-    const double tol = (a.dtype() == DType::Float32 ? 1e-5 : 1e-12) * scale;
-    for (std::size_t j = 0; j < va.size(); ++j) {
-      if (std::abs(va[j] - vb[j]) <= tol || (std::isnan(va[j]) && std::isnan(vb[j]))) continue;
-      return what + " element " + std::to_string(j) + " differs: " + format_value(va[j], a.dtype()) + " vs " +
-             format_value(vb[j], b.dtype());
-    }
+/// "" when every element of `b` is within rounding of `a`'s, else the first
+/// element that is not (a kernel that reads its operands in another order may
+/// round differently; one that ignores their strides is wrong by far more).
+std::string close_diff(const std::string& what, const Tensor& a, const Tensor& b) {
+  if (a.defined() != b.defined() || (a.defined() && (a.dtype() != b.dtype() || a.shape() != b.shape())))
+    return what + " differs: " + a.describe() + " then " + b.describe();
+  if (!a.defined()) return {};
+  const std::vector<double> va = a.to_vector(), vb = b.to_vector();
+  double scale = 1;
+  for (double v : va) scale = std::max(scale, std::abs(v));
+  const double tol = (a.dtype() == DType::Float32 ? 1e-5 : a.dtype() == DType::Float64 ? 1e-12 : 0.0) * scale;
+  for (std::size_t j = 0; j < va.size(); ++j) {
+    if (std::abs(va[j] - vb[j]) <= tol || (std::isnan(va[j]) && std::isnan(vb[j]))) continue;
+    return what + " element " + std::to_string(j) + " differs: " + format_value(va[j], a.dtype()) + " vs " +
+           format_value(vb[j], b.dtype());
   }
   return {};
+}
+/// "" when every input gradient of `got` (and every output, when `outputs`) is
+/// within rounding of `want`'s, else the first that is not.
+std::string compare_close(const OpSchema& s, const Run& want, const Run& got, bool outputs = false) {
+  return first_run_difference(s, want, got, outputs, close_diff);
 }
 
 void check_strided_grads(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
@@ -359,6 +392,45 @@ void check_strided_grads(const OpHandle& op, const CheckOptions& opt, CheckResul
                        "strides, or call .contiguous() first");
   pass(r, tag + "backward gave the same input gradients for output gradients that are contiguous, strided (" +
               std::to_string(relaid) + " of " + std::to_string(weights.size()) + " outputs) and broadcast");
+}
+
+/// Two forward + backward runs on the op's sample in its primary dtype, with the
+/// same output gradients: the first on contiguous inputs, the second on inputs
+/// laid out as `second`.
+struct TwoRuns {
+  DType dtype;
+  Run first, second;
+};
+TwoRuns two_runs(const OpHandle& op, const CheckOptions& opt, Layout second) {
+  TwoRuns t;
+  t.dtype = primary_dtype(op.schema());
+  const TensorList sample = harness_inputs(op, t.dtype, opt.seed);
+  TensorList weights;
+  t.first = run_forward_backward(op, sample, weights, opt.seed);
+  t.second = run_forward_backward(op, sample, weights, opt.seed, second);
+  return t;
+}
+
+void check_strided_inputs(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  const TwoRuns runs = two_runs(op, opt, Layout::strided);
+  const std::string tag = std::string(dtype_name(runs.dtype)) + ": ";
+  const std::string d = compare_close(s, runs.first, runs.second, true);
+  if (!d.empty()) {
+    return fail(r, tag + "given inputs with doubled strides and an offset (same values), " + d +
+                       " (contiguous vs strided): " +
+                       (s.strided_inputs
+                            ? "the schema says the op takes strided inputs (takes_strided_inputs()), so they reach "
+                              "forward as they are: does it (or backward, on a saved input) read an input as a flat "
+                              "array? Read inputs through their strides, or call .contiguous() first"
+                            : "the core hands this op contiguous copies of strided inputs (its schema does not "
+                              "take strided inputs), so the difference comes from the op's own state or layout "
+                              "assumptions"));
+  }
+  pass(r, tag + "inputs with doubled strides and an offset gave the outputs and input gradients of contiguous ones (" +
+              (s.strided_inputs ? "passed to the op as they are: the schema takes strided inputs"
+                                : "the core passed contiguous copies: the schema does not take strided inputs") +
+              ")");
 }
 
 void check_inputs_unchanged(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
@@ -427,14 +499,57 @@ void check_no_grad_records_nothing(const OpHandle& op, const CheckOptions& opt, 
 
 void check_deterministic(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
   const OpSchema& s = op.schema();
-  const DType dtype = primary_dtype(s);
-  const TensorList sample = harness_inputs(op, dtype, opt.seed);
-  TensorList weights;
-  const Run a = run_forward_backward(op, sample, weights, opt.seed);
-  const Run b = run_forward_backward(op, sample, weights, opt.seed);
-  const std::string d = compare_runs(s, a, b);
+  const TwoRuns runs = two_runs(op, opt, Layout::contiguous);
+  const std::string d = compare_runs(s, runs.first, runs.second);
   if (!d.empty()) return fail(r, d);
-  pass(r, std::string("two ") + dtype_name(dtype) + " forward+backward runs: outputs and gradients bit-identical");
+  pass(r, std::string("two ") + dtype_name(runs.dtype) +
+              " forward+backward runs: outputs and gradients bit-identical");
+}
+
+void check_interleaved_calls(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  const DType dtype = primary_dtype(s);
+  const TensorList a = harness_inputs(op, dtype, opt.seed);
+  const TensorList b = harness_inputs(op, dtype, opt.seed + 1);
+  bool same = a.size() == b.size();
+  for (std::size_t i = 0; same && i < a.size(); ++i) same = diff_bits(a[i], b[i]).same;
+  if (same)
+    return skip(r, "the sample provider gave the same inputs for seeds " + std::to_string(opt.seed) + " and " +
+                       std::to_string(opt.seed + 1) +
+                       ", so there are no two different calls to interleave; let OpSchema::samples use its seed");
+  TensorList wa, wb;
+  const Run alone_a = run_forward_backward(op, a, wa, opt.seed);
+  const Run alone_b = run_forward_backward(op, b, wb, opt.seed + 1);
+  {
+    const std::string d = compare_runs(s, alone_a, run_forward_backward(op, a, wa, opt.seed));
+    if (!d.empty())
+      return skip(r, "two runs on the same inputs already differ (" + d +
+                         "), so interleaved runs cannot be compared bit for bit; see deterministic");
+  }
+  // Both forwards, then both backwards: what a program does with two losses, or
+  // a graph that calls the op twice.
+  GradModeScope grad_on(true);
+  TensorList xa = fresh_leaves(a, true), xb = fresh_leaves(b, true);
+  const TensorList outs_a = op.call(xa);
+  const TensorList outs_b = op.call(xb);
+  backward_weighted(outs_a, wa);
+  backward_weighted(outs_b, wb);
+  const std::string advice =
+      ": does the op keep per-call state in its Function object or in a static? One Function serves every call; "
+      "keep what backward needs on ctx (save_for_backward, save_value, save_int)";
+  std::string d = compare_runs(s, alone_a, collect(outs_a, xa));
+  if (!d.empty())
+    return fail(r, "forward on sample A (seed " + std::to_string(opt.seed) + "), forward on sample B (seed " +
+                       std::to_string(opt.seed + 1) + "), then backward of A and of B: for A, " + d +
+                       " (A alone vs A interleaved with B)" + advice);
+  d = compare_runs(s, alone_b, collect(outs_b, xb));
+  if (!d.empty())
+    return fail(r, "forward on sample A (seed " + std::to_string(opt.seed) + "), forward on sample B (seed " +
+                       std::to_string(opt.seed + 1) + "), then backward of A and of B: for B, " + d +
+                       " (B alone vs B interleaved with A)" + advice);
+  pass(r, std::string(dtype_name(dtype)) +
+              ": two calls on different inputs, both forwards before either backward: outputs and gradients "
+              "bit-identical to each call alone");
 }
 
 void check_thread_safe(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
@@ -559,11 +674,11 @@ TensorList harness_inputs(const OpHandle& op, DType dtype, std::uint64_t seed, s
 
 CheckReport check_op(const OpHandle& op, const CheckOptions& options) {
   OPFORGE_CHECK(op.valid(), ValueError, "sdk::check_op: the op handle is empty");
-  static const CheckFn fns[] = {check_gradcheck,        check_backward_contract,       check_strided_grads,
-                                check_inputs_unchanged, check_no_grad_records_nothing, check_deterministic,
-                                check_thread_safe};
+  static const CheckFn fns[] = {check_gradcheck,         check_backward_contract, check_strided_grads,
+                                check_strided_inputs,    check_inputs_unchanged,  check_no_grad_records_nothing,
+                                check_deterministic,     check_interleaved_calls, check_thread_safe};
   const auto& names = check_names();
-  static_assert(sizeof fns / sizeof fns[0] == 7, "one function per name in check_names()");
+  static_assert(sizeof fns / sizeof fns[0] == 9, "one function per name in check_names()");
   // The schema's sample attributes travel with every call the checks make.
   const auto& sample_attrs = op.schema().sample_attributes;
   CheckReport report;

@@ -9,12 +9,15 @@
 //   shady.shared_buffer(x)         = 2 x, through one static buffer    -> thread_safe
 //   shady.flat_grad(x)             = 2 x, backward reads g as flat memory -> strided_grads
 //   shady.nan_grad(x)              = x^2, backward returns NaN         -> gradcheck
+//   shady.flat_input(x)            = x^2, takes strided inputs but reads x as flat memory -> strided_inputs
+//   shady.kept_input(x)            = x^2, keeps x in a member for backward -> interleaved_calls
 //
 // wrong_grad has no sample provider on purpose: the harness falls back to randn [3, 4].
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -146,6 +149,48 @@ class NanGrad final : public opforge::Function {
   }
 };
 
+// x^2 for an op whose schema takes strided inputs, but whose forward copies
+// x's memory as if it were contiguous: right for a contiguous x, wrong for a
+// transposed or sliced one (it reads the elements the view skips).
+class FlatInput final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    Tensor flat = Tensor::empty(in[0].shape(), in[0].dtype());
+    std::memcpy(flat.data_ptr(), in[0].data_ptr(), flat.nbytes());  // bug: ignores x's strides
+    ctx.save_for_backward(flat);
+    return {map1(flat, [](double v) { return v * v; })};
+  }
+  TensorList backward(Context& ctx, TensorSpan g) const override {
+    return {map2(g[0], ctx.saved_tensors()[0], [](double gv, double xv) { return 2 * xv * gv; })};
+  }
+};
+
+// x^2, whose forward keeps x in a member for backward instead of on ctx: right
+// when each backward follows its own forward, wrong when a second forward runs
+// before the first one's backward (it then differentiates at the second x).
+// The lock only keeps the race out of it: the bug is the shared state.
+class KeptInput final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    kept_ = in[0].to_vector();  // bug: per-call state in the shared Function
+    return {map1(in[0], [](double v) { return v * v; })};
+  }
+  TensorList backward(Context&, TensorSpan g) const override {
+    std::vector<double> v = g[0].to_vector();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (kept_.size() != v.size()) throw std::runtime_error("shady.kept_input: the kept input has another size");
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] *= 2 * kept_[i];
+    }
+    return {Tensor::from_values(v, g[0].shape(), g[0].dtype())};
+  }
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::vector<double> kept_;
+};
+
 }  // namespace
 
 // Sample inputs: x [3, 5] (and work [3, 5]).
@@ -176,6 +221,15 @@ OPFORGE_PLUGIN("shady", "1.0.0") {
                               .input_names({"x"})
                               .describe("2 x, with a backward that ignores the gradient's strides")
                               .samples(x_samples));
+  registrar.add<FlatInput>(OpSchema("shady.flat_input")
+                               .input_names({"x"})
+                               .describe("x^2, taking strided inputs but reading x as flat memory")
+                               .takes_strided_inputs()
+                               .samples(x_samples));
+  registrar.add<KeptInput>(OpSchema("shady.kept_input")
+                               .input_names({"x"})
+                               .describe("x^2, keeping x in the shared Function for backward")
+                               .samples(x_samples));
   registrar.add<NanGrad>(
       OpSchema("shady.nan_grad").input_names({"x"}).describe("x^2, with a backward that returns NaN").samples(x_samples));
 }

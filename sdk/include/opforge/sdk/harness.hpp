@@ -14,9 +14,13 @@
 //   strided_grads           backward gives the same input gradients when the output
 //                           gradients arrive strided or broadcast (stride 0) as when
 //                           they arrive contiguous
+//   strided_inputs          forward and backward give the same outputs and input
+//                           gradients when the inputs are strided views (same values)
 //   inputs_unchanged        forward (and backward) leave the inputs bit-identical
 //   no_grad_records_nothing under NoGradGuard the outputs have no grad_fn and do not require grad
 //   deterministic           two forward+backward runs give bit-identical outputs and gradients
+//   interleaved_calls       two calls on different inputs, both forwards before either
+//                           backward, give each call's own results, bit for bit
 //   thread_safe             the op called from several threads at once gives the
 //                           single-thread results, bit for bit
 //
@@ -38,9 +42,9 @@ namespace opforge::sdk {
 
 /// The checks check_op runs, in order.
 inline const std::vector<std::string>& check_names() {
-  static const std::vector<std::string> names = {"gradcheck",        "backward_contract",       "strided_grads",
-                                                 "inputs_unchanged", "no_grad_records_nothing", "deterministic",
-                                                 "thread_safe"};
+  static const std::vector<std::string> names = {"gradcheck",         "backward_contract", "strided_grads",
+                                                 "strided_inputs",    "inputs_unchanged",  "no_grad_records_nothing",
+                                                 "deterministic",     "interleaved_calls", "thread_safe"};
   return names;
 }
 
