@@ -365,7 +365,7 @@ class Matmul final : public opforge::Function {
         } else {
           // A was broadcast: per output matrix G[o] B[ib[o]]ᵀ: [m, n] x [n, k] -> [m, k] into
           // [count, m, k], then summed over the outputs that read each A matrix -> [count_a, m, k]
-          std::vector<T> full(static_cast<std::size_t>(p.count * z.m * z.k));
+          Scratch<T> full(p.count * z.m * z.k);
           batched_gemm<T>(p.count, nullptr, false, pg, z.m * z.n, z.n, p.ib.data(), true, pb, z.k * z.n, z.n, z.m,
                           z.k, z.n, full.data());
           reduce_batches<T>(full.data(), p.count, p.ia, p.count_a, z.m * z.k, pga);
@@ -385,7 +385,7 @@ class Matmul final : public opforge::Function {
         } else {
           // B was broadcast: A[ia[o]]ᵀ G[o]: [k, m] x [m, n] -> [k, n] into [count, k, n], then
           // summed over the outputs that read each B matrix -> [count_b, k, n]
-          std::vector<T> full(static_cast<std::size_t>(p.count * z.k * z.n));
+          Scratch<T> full(p.count * z.k * z.n);
           batched_gemm<T>(p.count, p.ia.data(), true, pa, z.m * z.k, z.k, nullptr, false, pg, z.m * z.n, z.n, z.k,
                           z.n, z.m, full.data());
           reduce_batches<T>(full.data(), p.count, p.ib, p.count_b, z.k * z.n, pgb);

@@ -226,8 +226,9 @@ void lu_inverse(Tensor& lu, const std::vector<blas_int>& piv) {
   if (n == 0) return;
   T query = 0;
   cxxlapack::getri<blas_int>(bi(n), lu.data<T>(), ld(n), piv.data(), &query, -1);
-  std::vector<T> work(static_cast<std::size_t>(std::max<T>(query, T(n))));
-  cxxlapack::getri<blas_int>(bi(n), lu.data<T>(), ld(n), piv.data(), work.data(), bi(static_cast<std::int64_t>(work.size())));
+  const std::int64_t lwork = static_cast<std::int64_t>(std::max<T>(query, T(n)));
+  Scratch<T> work(lwork);
+  cxxlapack::getri<blas_int>(bi(n), lu.data<T>(), ld(n), piv.data(), work.data(), bi(lwork));
 }
 
 // ---- QR through the LQ factorization of the buffer (gelqf of Aᵀ) ------------------------
@@ -243,8 +244,9 @@ void lq_factor(T* buf, std::int64_t m, std::int64_t n, std::vector<T>& tau) {
   if (n == 0 || m == 0) return;
   T query = 0;
   cxxlapack::gelqf<blas_int>(bi(n), bi(m), buf, ld(n), tau.data(), &query, -1);
-  std::vector<T> work(static_cast<std::size_t>(std::max<T>(query, T(std::max<std::int64_t>(n, 1)))));
-  cxxlapack::gelqf<blas_int>(bi(n), bi(m), buf, ld(n), tau.data(), work.data(), bi(static_cast<std::int64_t>(work.size())));
+  const std::int64_t lwork = static_cast<std::int64_t>(std::max<T>(query, T(std::max<std::int64_t>(n, 1))));
+  Scratch<T> work(lwork);
+  cxxlapack::gelqf<blas_int>(bi(n), bi(m), buf, ld(n), tau.data(), work.data(), bi(lwork));
 }
 
 /// After lq_factor: overwrites `buf` with Q [m, n] (row-major), from the reflectors.
@@ -253,9 +255,9 @@ void lq_form_q(T* buf, std::int64_t m, std::int64_t n, const std::vector<T>& tau
   if (n == 0 || m == 0) return;
   T query = 0;
   cxxlapack::orglq<blas_int>(bi(n), bi(m), bi(n), buf, ld(n), tau.data(), &query, -1);
-  std::vector<T> work(static_cast<std::size_t>(std::max<T>(query, T(std::max<std::int64_t>(n, 1)))));
-  cxxlapack::orglq<blas_int>(bi(n), bi(m), bi(n), buf, ld(n), tau.data(), work.data(),
-                             bi(static_cast<std::int64_t>(work.size())));
+  const std::int64_t lwork = static_cast<std::int64_t>(std::max<T>(query, T(std::max<std::int64_t>(n, 1))));
+  Scratch<T> work(lwork);
+  cxxlapack::orglq<blas_int>(bi(n), bi(m), bi(n), buf, ld(n), tau.data(), work.data(), bi(lwork));
 }
 
 /// After lq_factor: y [m] := Q_full y, whose first n entries are Q' y = Qᵀ y (the
@@ -265,9 +267,9 @@ void lq_apply_qt(T* buf, std::int64_t m, std::int64_t n, const std::vector<T>& t
   if (n == 0 || m == 0) return;
   T query = 0;
   cxxlapack::ormlq<blas_int>('L', 'N', bi(m), 1, bi(n), buf, ld(n), tau.data(), y, ld(m), &query, -1);
-  std::vector<T> work(static_cast<std::size_t>(std::max<T>(query, T(1))));
-  cxxlapack::ormlq<blas_int>('L', 'N', bi(m), 1, bi(n), buf, ld(n), tau.data(), y, ld(m), work.data(),
-                             bi(static_cast<std::int64_t>(work.size())));
+  const std::int64_t lwork = static_cast<std::int64_t>(std::max<T>(query, T(1)));
+  Scratch<T> work(lwork);
+  cxxlapack::ormlq<blas_int>('L', 'N', bi(m), 1, bi(n), buf, ld(n), tau.data(), y, ld(m), work.data(), bi(lwork));
 }
 
 /// The error for an exactly singular matrix (getrf's info > 0).

@@ -42,7 +42,7 @@ void lu_solve_into(const Tensor& lu, const std::vector<blas_int>& piv, bool for_
     lu_solve<T>(lu, piv, for_a, out.data<T>(), 1);
     return;
   }
-  std::vector<T> cm(static_cast<std::size_t>(n * k));
+  Scratch<T> cm(n * k);
   transpose_into<T>(rhs.data<T>(), n, k, cm.data());  // [n, k] -> column-major [n, k]
   lu_solve<T>(lu, piv, for_a, cm.data(), k);
   transpose_into<T>(cm.data(), k, n, out.data<T>());  // column-major [n, k] -> [n, k]
@@ -116,7 +116,7 @@ class Inverse final : public opforge::Function {
     Tensor gA = Tensor::empty(Dims{n, n}, G.dtype());
     sdk::dispatch_floating(G.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
-      std::vector<T> t(static_cast<std::size_t>(n * n));
+      Scratch<T> t(n * n);
       // t = G A⁻ᵀ: [n, n] x [n, n] -> [n, n]
       gemm<T>(false, true, n, n, n, T(1), G.data<T>(), n, Y.data<T>(), n, T(0), t.data(), n);
       // gA = −A⁻ᵀ t = −A⁻ᵀ G A⁻ᵀ: [n, n] x [n, n] -> [n, n]
@@ -229,11 +229,11 @@ class LstsqSolve final : public opforge::Function {
             " is a combination of the columns before it, to rounding: |R[", i, ", ", i,
             "]| <= max(m, n)·ε·max_j |R[j, j]| in its QR factorization A = Q R)"));
       }
-      std::vector<T> qty(y.data<T>(), y.data<T>() + m);
+      Scratch<T> qty(y.data<T>(), m);
       lq_apply_qt<T>(qr.data<T>(), m, n, tau, qty.data());  // Qᵀ y: [n, m] x [m] -> [n] (first n entries)
       trsm<T>(true, true, false, n, 1, T(1), R, n, qty.data(), 1);  // x = R⁻¹ Qᵀ y: [n, n]⁻¹ x [n] -> [n]
       Tensor x = Tensor::empty(Dims{n}, A.dtype());
-      std::copy(qty.begin(), qty.begin() + n, x.data<T>());
+      std::copy(qty.data(), qty.data() + n, x.data<T>());
       if (ctx.any_input_needs_grad()) {
         Tensor Rt = Tensor::zeros(Dims{n, n}, A.dtype());  // R alone [n, n]
         T* pr = Rt.data<T>();
@@ -256,13 +256,13 @@ class LstsqSolve final : public opforge::Function {
       using T = decltype(tag);
       const T* pA = A.data<T>();
       const T* R = s[1].data<T>();
-      std::vector<T> z(g.data<T>(), g.data<T>() + n);                // g [n]
+      Scratch<T> z(g.data<T>(), n);                                  // g [n]
       trsm<T>(true, true, true, n, 1, T(1), R, n, z.data(), 1);      // R⁻ᵀ g: [n, n]⁻ᵀ x [n] -> [n]
       trsm<T>(true, true, false, n, 1, T(1), R, n, z.data(), 1);     // z = R⁻¹ R⁻ᵀ g = (AᵀA)⁻¹ g: [n]
       gemv<T>(false, m, n, T(1), pA, z.data(), T(0), gy.data<T>());  // gy = A z: [m, n] x [n] -> [m]
       if (!ctx.needs_input_grad(0)) return;
       const T* x = s[2].data<T>();
-      std::vector<T> r(s[3].data<T>(), s[3].data<T>() + m);        // y [m]
+      Scratch<T> r(s[3].data<T>(), m);                             // y [m]
       gemv<T>(false, m, n, T(-1), pA, x, T(1), r.data());           // r = y − A x: [m] − [m, n] x [n] -> [m]
       gA = Tensor::empty(Dims{m, n}, g.dtype());
       T* pg = gA.data<T>();
@@ -270,10 +270,10 @@ class LstsqSolve final : public opforge::Function {
       const std::int64_t grain = std::max<std::int64_t>(1, sdk::kElementwiseGrain / std::max<std::int64_t>(n, 1));
       sdk::parallel_for(0, m, grain, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t i = lo; i < hi; ++i) {
-          const T ri = r[static_cast<std::size_t>(i)], gi = pgy[i];
+          const T ri = r[i], gi = pgy[i];
           T* row = pg + i * n;
           // gA = r zᵀ − gy xᵀ: [m] x [n] − [m] x [n] -> [m, n]
-          for (std::int64_t j = 0; j < n; ++j) row[j] = ri * z[static_cast<std::size_t>(j)] - gi * x[j];
+          for (std::int64_t j = 0; j < n; ++j) row[j] = ri * z[j] - gi * x[j];
         }
       });
     });
