@@ -604,6 +604,25 @@ TEST_CASE("plugin: a bad file on OPFORGE_PLUGIN_PATH is reported and the program
   CHECK_THAT(r.output, Catch::Contains("elementwise"));  // the standard plugins still loaded
 }
 
+TEST_CASE("plugin: `opforge ops NAME` notes on stderr a plugin on OPFORGE_PLUGIN_PATH that did not load") {
+  // The case that misled: a fresh build refused, an op of the same name found
+  // elsewhere, and the answer said nothing of the refusal.
+  TempDir dir("opforge_plugin_test");
+  fs::copy_file(fixture("not_a_library.so"), dir.path() / "not_a_library.so");
+  const std::string file = (dir.path() / "not_a_library.so").string();
+  const std::string command =
+      "OPFORGE_PLUGIN_PATH='" + dir.path().string() + "' timeout 120 '" OPFORGE_CLI "' ops elementwise.add";
+  const RunResult both = run_command(command);
+  INFO("output of `opforge ops elementwise.add`:\n" << both.output);
+  CHECK(both.status == 0);
+  CHECK_THAT(both.output, Catch::Contains("opforge ops: note: a plugin did not load (`opforge ops` lists every "
+                                          "failure): cannot load plugin '" + file + "'"));
+  CHECK_THAT(both.output, Catch::Contains("elementwise.add(a, b) -> 1 output"));
+  const RunResult json = run_command("(" + command + " --json 2>/dev/null)");  // stdout alone: the JSON, no note
+  CHECK(json.status == 0);
+  CHECK_THAT(json.output, Catch::StartsWith("{\"name\": \"elementwise.add\"") && !Catch::Contains("note:"));
+}
+
 TEST_CASE("plugin: OPFORGE_PLUGIN_PATH loads a named file and reports a missing entry") {
   TempDir dir("opforge_plugin_test");
   const std::string missing = (dir.path() / "no_such_folder").string();

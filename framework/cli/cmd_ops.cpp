@@ -72,6 +72,12 @@ int run_ops(const std::vector<std::string>& args) {
     return 0;
   }
   if (vm.count("name")) {
+    // A plugin that did not load may be the one the caller is asking about (a
+    // fresh build refused while an installed copy answers for it): say so on
+    // stderr, which leaves stdout (and --json) as it is.
+    for (const auto& f : opforge::plugin_load_failures())
+      std::cerr << "opforge ops: note: a plugin did not load (`opforge ops` lists every failure): " << f.reason
+                << "\n";
     const opforge::OpHandle op = opforge::op(vm["name"].as<std::string>());
     if (vm.count("json")) std::cout << op_json(op).dump() << "\n";
     else print_one(op);
