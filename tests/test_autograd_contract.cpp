@@ -309,8 +309,10 @@ TEST_CASE("contract: mark_non_differentiable: no grad_fn, requires_grad false, b
   CHECK(out[1].is_leaf());
   CHECK(out[1].to_vector() == V{1, -1, 2});
   REQUIRE_THROWS_MATCHES(out[1].backward(Tensor::ones({3})), AutogradError,
-                         Message("backward: output 0 (float64[3]) does not require grad and has no grad_fn: no input "
-                                 "of the ops that made it requires grad, or it was made under a NoGradGuard"));
+                         Message("backward: output 0 (float64[3]) does not require grad and has no grad_fn: it is a "
+                                 "leaf that was not marked (call requires_grad_(true) on it to differentiate with "
+                                 "respect to it), or the output of ops none of whose inputs required grad, of a call "
+                                 "made under a NoGradGuard, or of an output its op marked non-differentiable"));
   // Both outputs used downstream: only output 0 carries a gradient back.
   Tensor L = sum(add(out[0], out[1]));
   L.backward();
@@ -319,6 +321,28 @@ TEST_CASE("contract: mark_non_differentiable: no grad_fn, requires_grad false, b
   CHECK(seen.dt1 == DType::Float64);
   CHECK(seen.shape1 == Dims{3});
   CHECK(x.grad().to_vector() == V{2, 2, 2});
+}
+
+namespace {
+// 2 x, marking an output it does not have (index 3 of 1).
+struct MarksMissingOutput final : opforge::Function {
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    ctx.mark_non_differentiable(3);
+    return {scaled(in[0], 2)};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {scaled(g[0], 2)}; }
+};
+}  // namespace
+
+TEST_CASE("contract: marking an output past the last one is refused, recorded or not", "[contract]") {
+  const OpHandle op = opforge::make_op(OpSchema("test.marks_missing").input_names({"x"}),
+                                       std::make_unique<MarksMissingOutput>());
+  const char* msg =
+      "test.marks_missing: forward marked output 3 non-differentiable (ctx.mark_non_differentiable), but returns 1 "
+      "output; mark an index from 0 to 0";
+  REQUIRE_THROWS_MATCHES(op.call({leaf({1.0, 2.0})}), AutogradError, Message(msg));
+  opforge::NoGradGuard no_grad;
+  REQUIRE_THROWS_MATCHES(op.call({leaf({1.0, 2.0})}), AutogradError, Message(msg));
 }
 
 namespace {

@@ -512,13 +512,21 @@ TEST_CASE("engine: backward with a gradient of the wrong shape or dtype", "[engi
 
 TEST_CASE("engine: backward on a tensor that does not require grad", "[engine]") {
   const char* msg =
-      "backward: output 0 (float64[2]) does not require grad and has no grad_fn: no input of the ops that made it "
-      "requires grad, or it was made under a NoGradGuard";
+      "backward: output 0 (float64[2]) does not require grad and has no grad_fn: it is a leaf that was not marked "
+      "(call requires_grad_(true) on it to differentiate with respect to it), or the output of ops none of whose "
+      "inputs required grad, of a call made under a NoGradGuard, or of an output its op marked non-differentiable";
   Tensor plain = Tensor::ones({2});
   REQUIRE_THROWS_MATCHES(plain.backward(Tensor::ones({2})), AutogradError, Message(msg));
   Tensor y = ew("mul")({plain, plain});  // no input requires grad: no node
   CHECK(y.grad_fn() == nullptr);
   REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({2})), AutogradError, Message(msg));
+  // A comparison's result never carries a gradient, even when its inputs do.
+  Tensor x = leaf({1.0, 2.0});
+  Tensor eq = opforge::op("elementwise.eq")({x, x});
+  REQUIRE_THROWS_MATCHES(eq.backward(Tensor::ones({2}, opforge::DType::Bool)), AutogradError,
+                         Message("backward: output 0 (bool[2]) does not require grad and has no grad_fn: only float32 "
+                                 "and float64 tensors carry gradients (a comparison's result, an index, a mask never "
+                                 "does); backpropagate from a floating output"));
 }
 
 TEST_CASE("engine: a second backward needs retain_graph on the first", "[engine]") {

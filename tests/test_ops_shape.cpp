@@ -798,6 +798,9 @@ TEST_CASE("bad calls to shape ops name the op, the argument, what was expected a
                                "[3, 4], got -4"));
   CHECK_THROWS_MATCHES(call("shape.stack", {}), opforge::ValueError,
                        Message("shape.stack: expected at least 1 input (x, ...; at most 64), got 0"));
+  CHECK_THROWS_MATCHES(call("shape.stack", TensorList(65, x)), opforge::ValueError,
+                       Message("shape.stack: takes at most 64 inputs (x, ...), got 65; combine them in groups of at "
+                               "most 64, then combine the groups"));
   // index_select and gather: the index's dtype, rank and values; broadcasting.
   CHECK_THROWS_MATCHES(call("shape.index_select", {x, Tensor::zeros({2})}), opforge::DTypeError,
                        Message("shape.index_select: argument 'index' (input 1): expected dtype int64, got float64"));

@@ -24,7 +24,9 @@ void print_one(const opforge::OpHandle& op) {
   std::cout << s.name << "(" << input_list(s) << ") -> " << s.num_outputs << " output" << (s.num_outputs == 1 ? "" : "s")
             << "\n  " << (s.doc.empty() ? "(no documentation)" : s.doc) << "\n  dtypes: " << s.dtypes.to_string()
             << (s.same_dtype ? " (all inputs of one dtype)" : "") << "\n";
-  if (s.variadic) std::cout << "  the last input may repeat (any count >= 1)\n";
+  if (s.variadic)
+    std::cout << "  the last input may repeat (" << s.inputs.size() << " to " << opforge::kMaxOpInputs
+              << " inputs in all)\n";
   for (const opforge::AttrSpec& a : s.attrs) {
     std::cout << "  attribute " << a.name << ": " << opforge::attr_kind_name(a.kind)
               << (a.default_value.is_set() ? " = " + a.default_value.to_string() : std::string(" (required)"))

@@ -266,9 +266,19 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
   for (std::size_t r = 0; r < outputs.size(); ++r) {
     const Tensor& out = outputs[r];
     OPFORGE_CHECK(out.defined(), ValueError, "backward: output ", r, " is undefined");
-    OPFORGE_CHECK(out.requires_grad(), AutogradError, "backward: output ", r, " (", out.describe(),
-                  ") does not require grad and has no grad_fn: no input of the ops that made it requires grad, "
-                  "or it was made under a NoGradGuard");
+    if (!out.requires_grad()) {
+      // The likeliest reason first: a dtype that never carries a gradient, then
+      // a leaf that was not asked to, then how an op's output ends up without one.
+      const char* why =
+          !is_floating(out.dtype())
+              ? ": only float32 and float64 tensors carry gradients (a comparison's result, an index, a mask "
+                "never does); backpropagate from a floating output"
+              : ": it is a leaf that was not marked (call requires_grad_(true) on it to differentiate with respect "
+                "to it), or the output of ops none of whose inputs required grad, of a call made under a "
+                "NoGradGuard, or of an output its op marked non-differentiable";
+      throw AutogradError(detail::concat("backward: output ", r, " (", out.describe(),
+                                         ") does not require grad and has no grad_fn", why));
+    }
     Tensor g = grads.empty() ? Tensor() : grads[r];
     if (!g.defined()) {
       OPFORGE_CHECK(out.numel() == 1, AutogradError, "backward: output ", r, " has shape ", out.shape(),

@@ -658,7 +658,7 @@ TensorList harness_inputs(const OpHandle& op, DType dtype, std::uint64_t seed, s
     return xs;
   }
   xs = s.sample_inputs(dtype, seed);  // a throw comes back as an opforge::Error naming the op
-  const bool count_ok = s.variadic ? xs.size() >= s.inputs.size() && xs.size() <= 64 : xs.size() == s.inputs.size();
+  const bool count_ok = s.variadic ? xs.size() >= s.inputs.size() && xs.size() <= kMaxOpInputs : xs.size() == s.inputs.size();
   OPFORGE_CHECK(count_ok, ValueError, s.name, ": sample_inputs(", dtype_name(dtype), ") returned ", xs.size(),
                 " tensor(s), expected ", s.variadic ? "at least " : "", s.inputs.size(), " (one per input: ",
                 input_list(s), s.variadic ? ", ..." : "", ")");

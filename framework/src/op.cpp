@@ -500,10 +500,14 @@ namespace {
 [[noreturn]] void throw_arity(const OpSchema& s, std::size_t got) {
   std::string names;
   for (std::size_t i = 0; i < s.inputs.size(); ++i) names += (i ? ", " : "") + s.inputs[i];
+  if (s.variadic && got > kMaxOpInputs)
+    throw ValueError(s.name + ": takes at most " + std::to_string(kMaxOpInputs) + " inputs (" + names +
+                     ", ...), got " + std::to_string(got) + "; combine them in groups of at most " +
+                     std::to_string(kMaxOpInputs) + ", then combine the groups");
   if (s.variadic)
     throw ValueError(s.name + ": expected at least " + std::to_string(s.inputs.size()) +
-                     (s.inputs.size() == 1 ? " input (" : " inputs (") + names +
-                     ", ...; at most 64), got " + std::to_string(got));
+                     (s.inputs.size() == 1 ? " input (" : " inputs (") + names + ", ...; at most " +
+                     std::to_string(kMaxOpInputs) + "), got " + std::to_string(got));
   throw ValueError(s.name + ": expected " + std::to_string(s.inputs.size()) +
                    (s.inputs.size() == 1 ? " input (" : " inputs (") + names + "), got " + std::to_string(got));
 }
@@ -526,7 +530,7 @@ std::string input_name(const OpSchema& s, std::size_t i) {
 
 // Checks an op's outputs: the declared count, all defined. The messages name
 // the plugin whose code broke the contract, and what it must return.
-void check_outputs(const OpEntry& e, const TensorList& out) {
+void check_outputs(const OpEntry& e, const TensorList& out, const Context& ctx) {
   const OpSchema& s = e.schema;
   OPFORGE_CHECK(out.size() == static_cast<std::size_t>(s.num_outputs), AutogradError, s.name,
                 ": forward returned ", out.size(), " outputs, expected ", s.num_outputs, " (as its schema declares)",
@@ -534,6 +538,17 @@ void check_outputs(const OpEntry& e, const TensorList& out) {
   for (std::size_t k = 0; k < out.size(); ++k)
     OPFORGE_CHECK(out[k].defined(), AutogradError, s.name, ": forward returned an undefined tensor as output ", k,
                   plugin_origin(e), "; return a defined tensor for every output");
+  // A mark past the last output is a wrong index, not a harmless no-op: the
+  // output it meant still carries a gradient.
+  const std::uint64_t marks = ContextAccess::non_differentiable(ctx);
+  if (out.size() < 64 && (marks >> out.size()) != 0) {
+    std::size_t k = out.size();
+    while (!((marks >> k) & 1u)) ++k;
+    throw AutogradError(detail::concat(s.name, ": forward marked output ", k,
+                                       " non-differentiable (ctx.mark_non_differentiable), but returns ", out.size(),
+                                       out.size() == 1 ? " output" : " outputs", plugin_origin(e),
+                                       "; mark an index from 0 to ", out.size() - 1));
+  }
 }
 
 // Fills `out` with the call's attributes in schema order, defaults for the rest.
@@ -627,7 +642,7 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
   OpEntry& e = *entry_;
   const OpSchema& s = e.schema;
   const std::size_t n = inputs.size();
-  if (s.variadic ? (n < s.inputs.size() || n > 64) : n != s.inputs.size()) throw_arity(s, n);
+  if (s.variadic ? (n < s.inputs.size() || n > kMaxOpInputs) : n != s.inputs.size()) throw_arity(s, n);
 
   // Validate inputs and find which ones need a gradient.
   const bool recording = grad_enabled();
@@ -664,7 +679,7 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
         rethrow_as_core_error(e, Phase::Forward);
       }
     }
-    check_outputs(e, out);
+    check_outputs(e, out, ctx);
     // An output that is an input (or carries autograd state) is handed back as a
     // fresh alias: results of a call made without recording never require grad.
     for (Tensor& o : out) {
@@ -688,7 +703,7 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
       rethrow_as_core_error(e, Phase::Forward);
     }
   }
-  check_outputs(e, out);
+  check_outputs(e, out, node->ctx);
 
   node->edges.resize(n);
   node->meta.resize(n + out.size());

@@ -82,6 +82,10 @@ class OPFORGE_API SampleInputs {
   bool holds_op_ = false;  // false only in the op's own schema, which the op owns
 };
 
+/// The most inputs one call takes (a variadic op's repeated inputs included):
+/// the core keeps one bit per input for which of them need a gradient.
+inline constexpr std::size_t kMaxOpInputs = 64;
+
 /// What an op takes and gives. The core checks calls against it before the
 /// op's code runs: input count, dtypes accepted, all inputs of one dtype.
 struct OPFORGE_API OpSchema {
@@ -93,7 +97,7 @@ struct OPFORGE_API OpSchema {
   bool strided_inputs = false;      ///< the kernels take strided views (else the core passes contiguous copies)
   std::string doc;                  ///< one line
   std::vector<AttrSpec> attrs;      ///< non-tensor arguments, in order
-  bool variadic = false;            ///< the last input may repeat (any count >= 1)
+  bool variadic = false;            ///< the last input may repeat (up to kMaxOpInputs inputs in all)
 
   /// Makes inputs the test harness runs the op on (see opforge::SampleInputs).
   using SampleInputs = ::opforge::SampleInputs;
