@@ -357,11 +357,12 @@ TEST_CASE("interop: from_dlpack shares the producer's memory and calls its delet
     p.managed.dl_tensor.dtype = {kDLUInt, 8, 1};
     REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::DTypeError,
                            Message("from_dlpack: argument 'dl': uint8 data is imported as bool, whose elements must "
-                                   "be 0 or 1; element 2 is 2 (opforge has no uint8 dtype: export it as int64, or as "
-                                   "a 0/1 mask)"));
+                                   "be 0 or 1; the byte 4 past the start is 2 (opforge has no uint8 dtype: export it "
+                                   "as int64, or as a 0/1 mask)"));
     p.managed.dl_tensor.dtype = {6, 8, 1};
-    CHECK_THROWS_WITH(opforge::from_dlpack(&p.managed), Catch::Matchers::StartsWith(
-                                                            "from_dlpack: argument 'dl': bool data is imported as bool"));
+    REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::DTypeError,
+                           Message("from_dlpack: argument 'dl': bool data must hold 0 or 1 in each byte; the byte 4 "
+                                   "past the start is 2"));
     CHECK(p.deleted == 0);  // refused: the caller still owns it
     p.strides[0] = 2;       // rows [1, 0] and [1, 0]: accepted, through the strides
     Tensor t = opforge::from_dlpack(&p.managed);
@@ -434,7 +435,38 @@ TEST_CASE("interop: from_dlpack refusals give their messages and leave the delet
     for (int i = 0; i < 9; ++i) p.shape[i] = 1;
     p.managed.dl_tensor.strides = nullptr;
     REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::ShapeError,
-                           Message("from_dlpack: argument 'dl': expected at most 8 dimensions, got 9"));
+                           Message("from_dlpack: argument 'dl': expected 0 to 8 dimensions, got 9"));
+    p.managed.dl_tensor.ndim = -1;
+    REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::ShapeError,
+                           Message("from_dlpack: argument 'dl': expected 0 to 8 dimensions, got -1"));
+  }
+  SECTION("a null shape, null data, a shape too large to count, misaligned data") {
+    // Each was read before it was checked: a crash, or a loop over 2^124 elements.
+    p.managed.dl_tensor.shape = nullptr;
+    REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::ShapeError,
+                           Message("from_dlpack: argument 'dl': its shape is null for 2 dimensions"));
+    p.managed.dl_tensor.shape = p.shape;
+    for (const DLDataType t : {DLDataType{kDLUInt, 8, 1}, DLDataType{kDLFloat, 64, 1}}) {
+      p.managed.dl_tensor.dtype = t;
+      p.managed.dl_tensor.data = nullptr;
+      REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::ValueError,
+                             Message("from_dlpack: argument 'dl': its data is null for 12 elements"));
+      p.managed.dl_tensor.data = p.data;
+      p.shape[0] = p.shape[1] = std::int64_t{1} << 62;
+      p.strides[0] = p.strides[1] = 0;
+      REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::ShapeError,
+                             Message("from_dlpack: argument 'dl': shape [4611686018427387904, 4611686018427387904] "
+                                     "has more elements than int64 can count (the product of its sizes overflows)"));
+      p.shape[0] = 3;
+      p.shape[1] = 4;
+      p.strides[0] = 4;
+      p.strides[1] = 1;
+    }
+    p.managed.dl_tensor.dtype = {kDLFloat, 64, 1};
+    p.managed.dl_tensor.byte_offset = 3;
+    REQUIRE_THROWS_MATCHES(opforge::from_dlpack(&p.managed), opforge::ValueError,
+                           Message("from_dlpack: argument 'dl': its data (byte_offset 3) is not aligned to the 8 bytes "
+                                   "of a float64 element; give it an aligned copy"));
   }
   SECTION("negative strides (which DLPack allows) and negative sizes") {
     p.managed.dl_tensor.ndim = 1;
@@ -452,6 +484,37 @@ TEST_CASE("interop: from_dlpack refusals give their messages and leave the delet
   CHECK(p.deleted == 0);  // nothing was taken over
   p.managed.deleter(&p.managed);
   CHECK(p.deleted == 1);
+}
+
+TEST_CASE("interop: from_dlpack takes a broadcast byte at once, and any stride on an axis of one element",
+          "[interop]") {
+  Producer p;
+  std::uint8_t one = 1;
+  p.managed.dl_tensor.data = &one;
+  p.managed.dl_tensor.dtype = {kDLUInt, 8, 1};
+  p.managed.dl_tensor.ndim = 1;
+  p.shape[0] = std::int64_t{1} << 33;  // 8 Gi elements, all the same byte: checked once
+  p.strides[0] = 0;
+  {
+    const Tensor t = opforge::from_dlpack(&p.managed);
+    CHECK(t.numel() == std::int64_t{1} << 33);
+    CHECK(t.dtype() == DType::Bool);
+  }
+  CHECK(p.deleted == 1);
+  // NumPy and PyTorch may give an axis of length 1 any stride, a negative one too.
+  p.managed.dl_tensor.data = p.data;
+  p.managed.dl_tensor.dtype = {kDLFloat, 64, 1};
+  p.managed.dl_tensor.ndim = 2;
+  p.shape[0] = 1;
+  p.shape[1] = 3;
+  p.strides[0] = -7;
+  p.strides[1] = 2;
+  {
+    const Tensor t = opforge::from_dlpack(&p.managed);
+    CHECK(t.shape() == Dims{1, 3});
+    CHECK(t.to_vector() == V{0, 2, 4});
+  }
+  CHECK(p.deleted == 2);
 }
 
 // ---- xtensor adaptors ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 #include <dlpack/dlpack.h>
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 
 #include "strided.hpp"
@@ -45,13 +46,19 @@ DType from_dl(const DLDataType& t) {
 // opforge's bool is a byte holding 0 or 1, and its kernels rely on it (where()
 // selects with bit masks). uint8 data, or bool data from a producer that does
 // not keep to it, is checked element by element before it is taken over.
-void check_bool_bytes(const std::uint8_t* data, const Dims& shape, const Dims& strides, std::uint8_t code) {
-  std::int64_t flat = 0;
+// Axes of stride 0 repeat the same bytes: each distinct byte is read once (a
+// broadcast of one byte to 2^33 elements is one read, not 2^33).
+void check_bool_bytes(const std::uint8_t* data, Dims shape, const Dims& strides, std::uint8_t code) {
+  for (std::size_t k = 0; k < shape.size(); ++k)
+    if (strides[k] == 0 && shape[k] > 1) shape[k] = 1;
   for_each_offset(shape, strides, [&](std::int64_t off) {
-    OPFORGE_CHECK(data[off] <= 1, DTypeError, "from_dlpack: argument 'dl': ", code == kDLBoolCode ? "bool" : "uint8",
-                  " data is imported as bool, whose elements must be 0 or 1; element ", flat, " is ", int(data[off]),
-                  " (opforge has no uint8 dtype: export it as int64, or as a 0/1 mask)");
-    ++flat;
+    if (data[off] <= 1) return;
+    if (code == kDLBoolCode)
+      throw DTypeError(detail::concat("from_dlpack: argument 'dl': bool data must hold 0 or 1 in each byte; the byte ",
+                                      off, " past the start is ", int(data[off])));
+    throw DTypeError(detail::concat("from_dlpack: argument 'dl': uint8 data is imported as bool, whose elements must "
+                                    "be 0 or 1; the byte ", off, " past the start is ", int(data[off]),
+                                    " (opforge has no uint8 dtype: export it as int64, or as a 0/1 mask)"));
   });
 }
 
@@ -90,19 +97,37 @@ Tensor from_dlpack(DLManagedTensor* dl) {
   OPFORGE_CHECK(d.device.device_type == kDLCPU, ValueError,
                 "from_dlpack: argument 'dl': expected CPU memory (device type ", int(kDLCPU), "), got device type ",
                 int(d.device.device_type));
-  OPFORGE_CHECK(d.ndim >= 0 && d.ndim <= kMaxDims, ShapeError, "from_dlpack: argument 'dl': expected at most ",
+  OPFORGE_CHECK(d.ndim >= 0 && d.ndim <= kMaxDims, ShapeError, "from_dlpack: argument 'dl': expected 0 to ",
                 kMaxDims, " dimensions, got ", d.ndim);
+  OPFORGE_CHECK(d.ndim == 0 || d.shape != nullptr, ShapeError, "from_dlpack: argument 'dl': its shape is null for ",
+                d.ndim, " dimensions");
   const DType dtype = from_dl(d.dtype);
   Dims shape(d.shape, static_cast<std::size_t>(d.ndim));
+  for (std::size_t k = 0; k < shape.size(); ++k)
+    OPFORGE_CHECK(shape[k] >= 0, ShapeError, "from_dlpack: argument 'dl': expected sizes >= 0, got shape ", shape);
+  std::int64_t numel = 0;
+  OPFORGE_CHECK(checked_product(shape, numel), ShapeError, "from_dlpack: argument 'dl': shape ", shape,
+                " has more elements than int64 can count (the product of its sizes overflows)");
   Dims strides = d.strides ? Dims(d.strides, static_cast<std::size_t>(d.ndim)) : contiguous_strides(shape);
   for (std::size_t k = 0; k < shape.size(); ++k) {
-    OPFORGE_CHECK(shape[k] >= 0, ShapeError, "from_dlpack: argument 'dl': expected sizes >= 0, got shape ", shape);
+    if (shape[k] <= 1) strides[k] = 0;  // the stride of an axis of 0 or 1 elements moves to no element
     OPFORGE_CHECK(strides[k] >= 0, ShapeError, "from_dlpack: argument 'dl': strides ", strides,
                   " for shape ", shape, " go backwards, and opforge's strides are >= 0: give it a copy with positive "
                   "strides (NumPy: np.ascontiguousarray)");
   }
+  std::int64_t span = 0;
+  OPFORGE_CHECK(element_span(shape, strides, span) && span <= std::numeric_limits<std::int64_t>::max() / 8,
+                ShapeError, "from_dlpack: argument 'dl': shape ", shape, " with strides ", strides,
+                " reaches more than 2^63 bytes past its data");
+  OPFORGE_CHECK(d.data != nullptr || numel == 0, ValueError, "from_dlpack: argument 'dl': its data is null for ",
+                numel, " elements");
   void* data = static_cast<char*>(d.data) + d.byte_offset;
-  if (dtype == DType::Bool) check_bool_bytes(static_cast<const std::uint8_t*>(data), shape, strides, d.dtype.code);
+  const std::size_t size = itemsize(dtype);
+  OPFORGE_CHECK(numel == 0 || reinterpret_cast<std::uintptr_t>(data) % size == 0, ValueError,
+                "from_dlpack: argument 'dl': its data (byte_offset ", d.byte_offset, ") is not aligned to the ", size,
+                " bytes of a ", dtype_name(dtype), " element; give it an aligned copy");
+  if (dtype == DType::Bool && numel > 0)
+    check_bool_bytes(static_cast<const std::uint8_t*>(data), shape, strides, d.dtype.code);
   // From here on the tensor owns dl: its storage calls dl->deleter exactly once.
   // The producer's deleter may be plugin code: the storage keeps that plugin loaded.
   return adopt_memory(data, shape, strides, dtype, &call_dl_deleter, dl, reinterpret_cast<const void*>(dl->deleter));

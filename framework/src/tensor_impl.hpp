@@ -64,6 +64,23 @@ inline bool checked_product(const Dims& shape, std::int64_t& out) noexcept {
   return !overflow;
 }
 
+/// The elements a view reaches, from its first to its farthest, in `span`
+/// (0 when it has none); false when that count overflows int64. Strides >= 0.
+inline bool element_span(const Dims& shape, const Dims& strides, std::int64_t& span) noexcept {
+  span = 1;
+  bool overflow = false;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == 0) {
+      span = 0;
+      return true;
+    }
+    std::int64_t step = 0;
+    overflow = __builtin_mul_overflow(shape[i] - 1, strides[i], &step) || overflow;
+    overflow = __builtin_add_overflow(span, step, &span) || overflow;
+  }
+  return !overflow;
+}
+
 /// A new contiguous tensor on fresh storage (uninitialised).
 TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype);
 /// Tensor::from_blob, with the address of the code that frees the memory (the

@@ -270,24 +270,6 @@ Tensor Tensor::from_blob(void* data, const Dims& shape, const Dims& strides, DTy
   return adopt_memory(data, shape, strides, dtype, deleter, context, reinterpret_cast<const void*>(deleter));
 }
 
-namespace {
-// The elements a view reaches, from its first to its farthest, in `span`
-// (0 when it has none); false when that count overflows int64.
-bool element_span(const Dims& shape, const Dims& strides, std::int64_t& span) noexcept {
-  span = 1;
-  bool overflow = false;
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] == 0) {
-      span = 0;
-      return true;
-    }
-    std::int64_t step = 0;
-    overflow = __builtin_mul_overflow(shape[i] - 1, strides[i], &step) || overflow;
-    overflow = __builtin_add_overflow(span, step, &span) || overflow;
-  }
-  return !overflow;
-}
-}  // namespace
 
 Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dtype, Tensor::Deleter deleter,
                     void* context, const void* deleter_code) {

@@ -18,8 +18,12 @@ OPFORGE_API DLManagedTensor* to_dlpack(const Tensor& t);
 /// them is gone. Supported: CPU memory; float32, float64, int64, and bool (DLPack
 /// 0.8's bool, or uint8) with one lane; up to 8 dimensions. bool and uint8 data
 /// must hold only 0 and 1 (checked: opforge has no uint8 dtype, and its bool
-/// kernels rely on it). On error nothing is taken over: the caller still owns
-/// `dl` and must call its deleter.
+/// kernels rely on it; each distinct byte once, so a broadcast costs one read).
+/// Strides must be >= 0 (an axis of 0 or 1 elements may have any stride), and
+/// data aligned to its element size. Refused with a message: a null shape or
+/// data for a non-empty tensor, a shape whose element count or byte extent
+/// overflows. On error nothing is taken over: the caller still owns `dl` and
+/// must call its deleter.
 OPFORGE_API Tensor from_dlpack(DLManagedTensor* dl);
 
 }  // namespace opforge
