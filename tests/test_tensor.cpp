@@ -816,3 +816,21 @@ TEST_CASE("printing a tensor shows int64 elements exactly", "[tensor]") {
   f << Tensor::from_values({0.5, -2, 1e-10, 3, 4, 5, 6, 7, 8}, DType::Float64);
   CHECK(f.str() == "Tensor(float64[9], [0.5, -2, 1e-10, 3, 4, 5, 6, 7, ...])");
 }
+
+TEST_CASE("printing, to_vector and nbytes of a huge expanded view: no copy, no wrap-around", "[tensor]") {
+  // 10^10 elements over one value: printing once copied all of them (80 GB).
+  const Tensor big = Tensor::full({1}, 2.5).expand({100000, 100000});
+  std::ostringstream os;
+  os << big;
+  CHECK(os.str() == "Tensor(float64[100000, 100000], [2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, ...])");
+  std::ostringstream oi;
+  oi << Tensor::full({1}, 7.0).to(DType::Int64).expand({100000, 100000});
+  CHECK(oi.str() == "Tensor(int64[100000, 100000], [7, 7, 7, 7, 7, 7, 7, 7, ...])");
+  CHECK(big.nbytes() == std::size_t{80000000000});
+  // 2^62 elements: numel x 8 bytes does not fit in 64 bits, nor the vector in memory.
+  const Tensor huge = Tensor::ones({1}).expand({std::int64_t{1} << 31, std::int64_t{1} << 31});
+  CHECK_THROWS_MATCHES(huge.nbytes(), opforge::ShapeError,
+                       Message("Tensor::nbytes: float64[2147483648, 2147483648] has 4611686018427387904 "
+                                      "elements of 8 bytes, more bytes than 64 bits can count"));
+  CHECK_THROWS_AS(huge.to_vector(), opforge::MemoryError);
+}

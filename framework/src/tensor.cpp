@@ -135,17 +135,20 @@ void fill(TensorImpl& t, double v) {
   }
 }
 
+// Where element i (row-major index over the view) lies, in elements from data().
+std::int64_t element_offset(const TensorImpl& t, std::int64_t linear) {
+  if (t.contiguous) return linear;
+  std::int64_t off = 0;
+  for (std::size_t k = t.shape.size(); k-- > 0;) {
+    off += (linear % t.shape[k]) * t.strides[k];
+    linear /= t.shape[k];
+  }
+  return off;
+}
+
 // Reads element i (row-major index over the view) of any dtype as double.
 double load_as_double(const TensorImpl& t, std::int64_t linear) {
-  std::int64_t off = 0;
-  if (t.contiguous) {
-    off = linear;
-  } else {
-    for (std::size_t k = t.shape.size(); k-- > 0;) {
-      off += (linear % t.shape[k]) * t.strides[k];
-      linear /= t.shape[k];
-    }
-  }
+  const std::int64_t off = element_offset(t, linear);
   const char* base = static_cast<const char*>(t.data());
   switch (t.dtype) {
     case DType::Float32: return reinterpret_cast<const float*>(base)[off];
@@ -259,6 +262,14 @@ DType Tensor::dtype() const { check_defined("dtype"); return impl_->dtype; }
 const Dims& Tensor::shape() const { check_defined("shape"); return impl_->shape; }
 const Dims& Tensor::strides() const { check_defined("strides"); return impl_->strides; }
 std::int64_t Tensor::numel() const { check_defined("numel"); return impl_->numel; }
+std::size_t Tensor::nbytes() const {
+  check_defined("nbytes");
+  std::uint64_t bytes = 0;
+  OPFORGE_CHECK(!__builtin_mul_overflow(static_cast<std::uint64_t>(impl_->numel), itemsize(impl_->dtype), &bytes),
+                ShapeError, "Tensor::nbytes: ", describe(), " has ", impl_->numel, " elements of ",
+                itemsize(impl_->dtype), " bytes, more bytes than 64 bits can count");
+  return static_cast<std::size_t>(bytes);
+}
 bool Tensor::is_contiguous() const { check_defined("is_contiguous"); return impl_->contiguous; }
 
 std::int64_t Tensor::size(std::int64_t axis) const {
@@ -294,7 +305,17 @@ double Tensor::item() const {
 
 std::vector<double> Tensor::to_vector() const {
   check_defined("to_vector");
-  std::vector<double> v(static_cast<std::size_t>(impl_->numel));
+  const std::int64_t n = impl_->numel;
+  OPFORGE_CHECK(static_cast<std::uint64_t>(n) <= std::vector<double>().max_size(), MemoryError,
+                "Tensor::to_vector: ", describe(), " has ", n, " elements, more than a std::vector<double> can hold; "
+                "read a slice of it");
+  std::vector<double> v;
+  try {
+    v.resize(static_cast<std::size_t>(n));
+  } catch (const std::bad_alloc&) {
+    throw MemoryError(detail::concat("Tensor::to_vector: ", describe(), " needs ", n * 8,
+                                     " bytes as doubles, and the system could not supply them; read a slice of it"));
+  }
   if (v.empty()) return v;
   Tensor out = from_blob(v.data(), impl_->shape, DType::Float64);
   copy_elements(*out.impl_, *impl_);
@@ -395,15 +416,16 @@ Tensor Tensor::detach() const { check_defined("detach"); return Tensor(alias_imp
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "Tensor(undefined)";
   os << "Tensor(" << t.describe() << ", [";
-  const std::size_t n = static_cast<std::size_t>(t.numel()), show = std::min<std::size_t>(n, 8);
-  if (t.dtype() == DType::Int64) {
-    // Exactly, as integers: through double, 9007199254740993 printed as 9.0072e+15.
-    const Tensor c = t.contiguous();
-    const std::int64_t* p = c.data<std::int64_t>();
-    for (std::size_t i = 0; i < show; ++i) os << (i ? ", " : "") << p[i];
-  } else {
-    const std::vector<double> v = t.to_vector();
-    for (std::size_t i = 0; i < show; ++i) os << (i ? ", " : "") << v[i];
+  // The first elements only, read where they lie: printing a huge (or expanded)
+  // tensor copies nothing.
+  const TensorImpl& impl = *t.unsafe_impl();
+  const std::int64_t n = impl.numel, show = std::min<std::int64_t>(n, 8);
+  for (std::int64_t i = 0; i < show; ++i) {
+    os << (i ? ", " : "");
+    if (impl.dtype == DType::Int64)  // exactly: through double, 9007199254740993 printed as 9.0072e+15
+      os << static_cast<const std::int64_t*>(impl.data())[element_offset(impl, i)];
+    else
+      os << load_as_double(impl, i);
   }
   if (n > show) os << ", ...";
   return os << "])";

@@ -93,7 +93,10 @@ class OPFORGE_API Tensor {
   /// Size along `axis`; negative axes count from the end.
   std::int64_t size(std::int64_t axis) const;
   std::int64_t numel() const;
-  std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * itemsize(dtype()); }
+  /// numel() x itemsize: the bytes of the elements, counted once each (an
+  /// expanded view counts its repeats). Throws ShapeError when that count does
+  /// not fit in 64 bits.
+  std::size_t nbytes() const;
   bool is_contiguous() const;
   /// "float64[3, 4]"
   std::string describe() const;
