@@ -196,6 +196,13 @@ TEST_CASE("cli: `opforge bench ops --json` times svd, sqrt and exp in each dtype
   CHECK(run("bench ops --dtype int8").status != 0);
 }
 
+TEST_CASE("cli: output that cannot be written is a run-time failure (exit 1), not a success", "[cli]") {
+  // /dev/full refuses every write, as a full disk does.
+  CHECK(run("ops >/dev/full").status == 1);
+  CHECK(run("ops NAME_THAT_IS_NOT_AN_OP >/dev/full").status == 1);  // already failing: its own status
+  CHECK(run("ops >/dev/null").status == 0);
+}
+
 TEST_CASE("cli: bad options get a message and a non-zero status", "[cli]") {
   CHECK(run("bench lstsq --sizes 10,x").status != 0);
   CHECK(run("bench lstsq --dtype float16").status != 0);

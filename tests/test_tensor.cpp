@@ -390,15 +390,20 @@ TEST_CASE("tensor: from_values with the wrong number of values", "[tensor]") {
 }
 
 TEST_CASE("tensor: negative sizes are refused", "[tensor]") {
-  const char* msg = "tensor shape [2, -1]: sizes must be >= 0";
-  REQUIRE_THROWS_MATCHES(Tensor::empty({2, -1}), opforge::ValueError, Message(msg));
-  REQUIRE_THROWS_MATCHES(Tensor::zeros({2, -1}), opforge::ValueError, Message(msg));
-  REQUIRE_THROWS_MATCHES(Tensor::ones({2, -1}), opforge::ValueError, Message(msg));
-  REQUIRE_THROWS_MATCHES(Tensor::full({2, -1}, 1.0), opforge::ValueError, Message(msg));
-  REQUIRE_THROWS_MATCHES(Tensor::randn({2, -1}), opforge::ValueError, Message(msg));
+  // Each message names the function called and its argument.
+  const std::string msg = ": argument 'shape': expected sizes >= 0, got [2, -1]";
+  REQUIRE_THROWS_MATCHES(Tensor::empty({2, -1}), opforge::ValueError, Message("Tensor::empty" + msg));
+  REQUIRE_THROWS_MATCHES(Tensor::zeros({2, -1}), opforge::ValueError, Message("Tensor::zeros" + msg));
+  REQUIRE_THROWS_MATCHES(Tensor::ones({2, -1}), opforge::ValueError, Message("Tensor::ones" + msg));
+  REQUIRE_THROWS_MATCHES(Tensor::full({2, -1}, 1.0), opforge::ValueError, Message("Tensor::full" + msg));
+  REQUIRE_THROWS_MATCHES(Tensor::randn({2, -1}), opforge::ValueError, Message("Tensor::randn" + msg));
   // The product is positive here, so only the per-size check can catch it.
   REQUIRE_THROWS_MATCHES(Tensor::from_values({1, 2, 3, 4, 5, 6}, {-2, -3}), opforge::ValueError,
-                         Message("tensor shape [-2, -3]: sizes must be >= 0"));
+                         Message("Tensor::from_values: argument 'shape': expected sizes >= 0, got [-2, -3]"));
+  // Nor is a value that is no DType.
+  REQUIRE_THROWS_MATCHES(Tensor::empty({2}, static_cast<DType>(7)), opforge::DTypeError,
+                         Message("Tensor::empty: argument 'dtype': expected float32, float64, int64 or bool, got the "
+                                 "value 7 (not a DType)"));
 }
 
 TEST_CASE("tensor: more than 8 dimensions are refused", "[tensor]") {
@@ -418,12 +423,12 @@ TEST_CASE("tensor: a shape whose byte size overflows is refused", "[tensor]") {
   // 0-byte allocation and kernels reading far out of bounds.
   const std::int64_t big = std::int64_t{1} << 32;
   REQUIRE_THROWS_MATCHES(Tensor::zeros({big, big}), opforge::ValueError,
-                         Message("tensor shape [4294967296, 4294967296]: float64 data of that size does not fit in "
-                                 "memory addresses (more than 2^63 bytes)"));
+                         Message("Tensor::zeros: argument 'shape': [4294967296, 4294967296]: float64 data of that "
+                                 "size does not fit in memory addresses (more than 2^63 bytes)"));
   // The element count fits in int64 but the bytes do not (2^61 float32 elements).
   REQUIRE_THROWS_MATCHES(Tensor::empty({std::int64_t{1} << 61}, DType::Float32), opforge::ValueError,
-                         Message("tensor shape [2305843009213693952]: float32 data of that size does not fit in "
-                                 "memory addresses (more than 2^63 bytes)"));
+                         Message("Tensor::empty: argument 'shape': [2305843009213693952]: float32 data of that size "
+                                 "does not fit in memory addresses (more than 2^63 bytes)"));
   CHECK_THROWS_AS(Tensor::randn({big, big}), opforge::ValueError);
   // A 0 makes the tensor empty, whatever the other sizes, as long as they do not
   // overflow on their own.
@@ -446,7 +451,7 @@ TEST_CASE("tensor: from_values with an overflowing shape is refused without over
 TEST_CASE("tensor: from_values with a negative size reports the negative size", "[tensor]") {
   // Not "expected -1 values for shape [-1]": the bad size is named first.
   REQUIRE_THROWS_MATCHES(Tensor::from_values({1}, {-1}), opforge::ValueError,
-                         Message("tensor shape [-1]: sizes must be >= 0"));
+                         Message("Tensor::from_values: argument 'shape': expected sizes >= 0, got [-1]"));
 }
 
 TEST_CASE("tensor: any use of an undefined tensor names the call", "[tensor]") {

@@ -69,7 +69,7 @@ TEST_CASE("views: transpose swaps shape and strides over the same memory", "[vie
   // Same axis twice: an identical view.
   CHECK(a.transpose(1, 1).strides() == Dims{4, 1});
   REQUIRE_THROWS_MATCHES(a.transpose(0, 2), IndexError,
-                         Message("Tensor::transpose: argument 'axis': expected an axis in [-2, 2) for a tensor of "
+                         Message("Tensor::transpose: argument 'axis1': expected an axis in [-2, 2) for a tensor of "
                                  "shape [3, 4], got 2"));
 }
 
@@ -106,7 +106,7 @@ TEST_CASE("views: permute refuses a wrong number of axes, a repeated axis, an ax
   REQUIRE_THROWS_MATCHES(a.permute({2, 1, -1}), ShapeError,
                          Message("Tensor::permute: argument 'order': axis 2 appears twice in [2, 1, -1]"));
   REQUIRE_THROWS_MATCHES(a.permute({0, 1, 3}), IndexError,
-                         Message("Tensor::permute: argument 'axis': expected an axis in [-3, 3) for a tensor of "
+                         Message("Tensor::permute: argument 'order': expected an axis in [-3, 3) for a tensor of "
                                  "shape [2, 3, 4], got 3"));
 }
 

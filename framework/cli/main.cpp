@@ -56,8 +56,8 @@ bool is_help(const std::string& arg) { return arg == "--help" || arg == "-h" || 
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const std::vector<std::string> args(argv + 1, argv + argc);
+namespace {
+int run(const std::vector<std::string>& args) {
   if (args.empty()) {
     std::cerr << "opforge: expected a command\n\n";
     usage(std::cerr);
@@ -105,4 +105,16 @@ int main(int argc, char** argv) {
   std::cerr << "opforge: unknown command '" << args[0] << "'\n\n";
   usage(std::cerr);
   return kUsageError;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int status = run(std::vector<std::string>(argv + 1, argv + argc));
+  // Output that never reached its file is a failure, not a success: a full
+  // disk, a quota, a device that refuses writes.
+  if (!std::cout.flush()) {
+    std::cerr << "opforge: could not write the output to standard output (is the disk full?)\n";
+    return status == 0 ? kRunTimeError : status;
+  }
+  return status;
 }

@@ -25,18 +25,27 @@ void intrusive_ptr_release(TensorImpl* t) noexcept {
 // The element count of `shape`, refusing negative sizes and sizes whose bytes
 // overflow 63 bits (checked multiplies; a shape with a 0 is empty whatever the
 // other sizes, unless their product alone overflows).
-static std::int64_t checked_numel(const Dims& shape, DType dtype) {
-  for (std::int64_t s : shape) OPFORGE_CHECK(s >= 0, ValueError, "tensor shape ", shape, ": sizes must be >= 0");
+// `who` names the public function for the message ("Tensor::zeros"); null for
+// the core's own tensors, whose shapes were checked where they came in.
+static std::int64_t checked_numel(const Dims& shape, DType dtype, const char* who) {
+  OPFORGE_CHECK(static_cast<int>(dtype) >= 0 && static_cast<int>(dtype) < kNumDTypes, DTypeError,
+                who ? who : "Tensor", ": argument 'dtype': expected float32, float64, int64 or bool, got the value ",
+                static_cast<int>(dtype), " (not a DType)");
+  for (std::int64_t s : shape) {
+    if (s >= 0) continue;
+    if (who) throw ValueError(detail::concat(who, ": argument 'shape': expected sizes >= 0, got ", shape));
+    throw ValueError(detail::concat("tensor shape ", shape, ": sizes must be >= 0"));
+  }
   std::int64_t n = 0, bytes = 0;
   const bool fits =
       checked_product(shape, n) && !__builtin_mul_overflow(n, static_cast<std::int64_t>(itemsize(dtype)), &bytes);
-  OPFORGE_CHECK(fits, ValueError, "tensor shape ", shape, ": ", dtype_name(dtype),
-                " data of that size does not fit in memory addresses (more than 2^63 bytes)");
+  OPFORGE_CHECK(fits, ValueError, who ? who : "tensor", who ? ": argument 'shape': " : " shape ", shape, ": ",
+                dtype_name(dtype), " data of that size does not fit in memory addresses (more than 2^63 bytes)");
   return n;
 }
 
-TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype) {
-  const std::int64_t n = checked_numel(shape, dtype);
+TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype, const char* who) {
+  const std::int64_t n = checked_numel(shape, dtype, who);
   TensorImplPtr t = new_tensor_impl();
   t->dtype = dtype;
   t->shape = shape;
@@ -185,37 +194,39 @@ inline double uniform01(std::uint64_t bits) {  // in (0, 1]
 
 // ---- factories --------------------------------------------------------------------
 
-Tensor Tensor::empty(const Dims& shape, DType dtype) { return Tensor(make_contiguous_impl(shape, dtype)); }
+Tensor Tensor::empty(const Dims& shape, DType dtype) {
+  return Tensor(make_contiguous_impl(shape, dtype, "Tensor::empty"));
+}
 
 Tensor Tensor::zeros(const Dims& shape, DType dtype) {
-  TensorImplPtr t = make_contiguous_impl(shape, dtype);
+  TensorImplPtr t = make_contiguous_impl(shape, dtype, "Tensor::zeros");
   std::memset(t->data(), 0, static_cast<std::size_t>(t->numel) * itemsize(dtype));
   return Tensor(std::move(t));
 }
 
 namespace {
 // A new tensor of `shape` with every element `value` (which `dtype` holds).
-Tensor filled(const Dims& shape, double value, DType dtype) {
-  TensorImplPtr t = make_contiguous_impl(shape, dtype);
+Tensor filled(const Dims& shape, double value, DType dtype, const char* who) {
+  TensorImplPtr t = make_contiguous_impl(shape, dtype, who);
   fill(*t, value);
   return Tensor(std::move(t));
 }
 }  // namespace
 
-Tensor Tensor::ones(const Dims& shape, DType dtype) { return filled(shape, 1.0, dtype); }
+Tensor Tensor::ones(const Dims& shape, DType dtype) { return filled(shape, 1.0, dtype, "Tensor::ones"); }
 
 Tensor Tensor::full(const Dims& shape, double value, DType dtype) {
   check_storable(dtype, value, "Tensor::full");
-  return filled(shape, value, dtype);
+  return filled(shape, value, dtype, "Tensor::full");
 }
 
 Tensor Tensor::scalar(double value, DType dtype) {
   check_storable(dtype, value, "Tensor::scalar");
-  return filled(Dims{}, value, dtype);
+  return filled(Dims{}, value, dtype, "Tensor::scalar");
 }
 
 Tensor Tensor::from_values(const std::vector<double>& values, const Dims& shape, DType dtype) {
-  const std::int64_t n = checked_numel(shape, dtype);
+  const std::int64_t n = checked_numel(shape, dtype, "Tensor::from_values");
   OPFORGE_CHECK(static_cast<std::int64_t>(values.size()) == n, ShapeError,
                 "Tensor::from_values: argument 'values': expected ", n,
                 " values for shape ", shape, ", got ", values.size());
@@ -232,7 +243,7 @@ Tensor Tensor::from_values(const std::vector<double>& values, DType dtype) {
 Tensor Tensor::randn(const Dims& shape, DType dtype, std::uint64_t seed) {
   OPFORGE_CHECK(is_floating(dtype), DTypeError, "Tensor::randn: argument 'dtype': expected float32 or float64, got ",
                 dtype_name(dtype));
-  TensorImplPtr t = make_contiguous_impl(shape, dtype);
+  TensorImplPtr t = make_contiguous_impl(shape, dtype, "Tensor::randn");
   const std::uint64_t key = splitmix64(seed ^ 0x6F70666F72676521ull);
   const std::int64_t n = t->numel;
   // Box-Muller: pair k gives elements 2k and 2k+1.

@@ -82,7 +82,9 @@ inline bool element_span(const Dims& shape, const Dims& strides, std::int64_t& s
 }
 
 /// A new contiguous tensor on fresh storage (uninitialised).
-TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype);
+/// `who` names the public function whose arguments these are, for the error
+/// messages ("Tensor::zeros"); null for the core's own tensors.
+TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype, const char* who = nullptr);
 /// Tensor::from_blob, with the address of the code that frees the memory (the
 /// plugin holding it stays loaded while the memory is in use).
 Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dtype, Tensor::Deleter deleter,

@@ -27,9 +27,10 @@ bool compute_contiguous(const Dims& shape, const Dims& strides) {
 
 namespace {
 
-std::int64_t normalize_axis(const char* what, std::int64_t axis, std::int64_t rank, const Dims& shape) {
-  OPFORGE_CHECK(axis >= -rank && axis < rank, IndexError, "Tensor::", what, ": argument 'axis': expected an axis in [",
-                -rank, ", ", rank, ") for a tensor of shape ", shape, ", got ", axis);
+std::int64_t normalize_axis(const char* what, std::int64_t axis, std::int64_t rank, const Dims& shape,
+                           const char* arg = "axis") {
+  OPFORGE_CHECK(axis >= -rank && axis < rank, IndexError, "Tensor::", what, ": argument '", arg,
+                "': expected an axis in [", -rank, ", ", rank, ") for a tensor of shape ", shape, ", got ", axis);
   return axis < 0 ? axis + rank : axis;
 }
 
@@ -128,8 +129,8 @@ Tensor Tensor::transpose(std::int64_t axis0, std::int64_t axis1) const {
   if (check_view_allowed("transpose"))
     return OPFORGE_CACHED_OP("shape.transpose")({*this}, {{"axis0", Attr(axis0)}, {"axis1", Attr(axis1)}});
   const std::int64_t r = dim();
-  const auto a = static_cast<std::size_t>(normalize_axis("transpose", axis0, r, impl_->shape));
-  const auto b = static_cast<std::size_t>(normalize_axis("transpose", axis1, r, impl_->shape));
+  const auto a = static_cast<std::size_t>(normalize_axis("transpose", axis0, r, impl_->shape, "axis0"));
+  const auto b = static_cast<std::size_t>(normalize_axis("transpose", axis1, r, impl_->shape, "axis1"));
   Dims shape = impl_->shape, strides = impl_->strides;
   std::swap(shape[a], shape[b]);
   std::swap(strides[a], strides[b]);
@@ -150,7 +151,7 @@ Tensor Tensor::permute(const Dims& order_in) const {
   strides.resize(order.size());
   std::uint32_t seen = 0;
   for (std::size_t i = 0; i < order.size(); ++i) {
-    const auto a = static_cast<std::size_t>(normalize_axis("permute", order[i], r, impl_->shape));
+    const auto a = static_cast<std::size_t>(normalize_axis("permute", order[i], r, impl_->shape, "order"));
     OPFORGE_CHECK(!((seen >> a) & 1u), ShapeError, "Tensor::permute: argument 'order': axis ", a,
                   " appears twice in ", order);
     seen |= 1u << a;
