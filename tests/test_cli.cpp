@@ -208,6 +208,13 @@ TEST_CASE("cli: bad options get a message and a non-zero status", "[cli]") {
   CHECK(run("bench lstsq --dtype float16").status != 0);
   CHECK(run("frobnicate").status == 2);
   CHECK(run("--version").status == 0);
+  // No option is guessed from a prefix: "--siz" is not "--sizes".
+  for (const std::string& args : {"bench lstsq --siz 50", "bench ops --rep 1", "ops --js", "check --o x x.so"}) {
+    const Run r = run(args, true);
+    INFO(args << "\n" << r.out);
+    CHECK(r.status == 2);
+    CHECK_THAT(r.out, Catch::Matchers::Contains("unrecognised option"));
+  }
 }
 
 TEST_CASE("cli: an invalid OPFORGE_ELEMENTWISE_ISA stops `bench ops` with a message naming it", "[cli][bench]") {

@@ -75,7 +75,7 @@ std::vector<opforge::DType> parse_dtypes(const std::string& text) {
 bool parse_bench_options(const boost::program_options::options_description& desc,
                          const std::vector<std::string>& args, boost::program_options::variables_map& vm) {
   namespace po = boost::program_options;
-  const po::parsed_options parsed = po::command_line_parser(args).options(desc).run();
+  const po::parsed_options parsed = po::command_line_parser(args).options(desc).style(kCommandLineStyle).run();
   // The benchmarks take no positional arguments, and po would drop them silently:
   // "--sizes 40, 60" ran d = 40 only.
   const std::vector<po::option>& opts = parsed.options;

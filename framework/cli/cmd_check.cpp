@@ -13,6 +13,7 @@
 #include <opforge/opforge.hpp>
 #include <opforge/sdk/harness.hpp>
 
+#include "commands.hpp"
 #include "json.hpp"
 
 namespace po = boost::program_options;
@@ -67,7 +68,7 @@ int run_check(const std::vector<std::string>& args) {
   pos.add("plugin", 1);
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+    po::store(po::command_line_parser(args).options(desc).positional(pos).style(kCommandLineStyle).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
     std::cerr << "opforge check: " << e.what() << "\n" << desc << "\n";

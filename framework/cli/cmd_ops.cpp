@@ -67,7 +67,7 @@ int run_ops(const std::vector<std::string>& args) {
   po::positional_options_description pos;
   pos.add("name", 1);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+  po::store(po::command_line_parser(args).options(desc).positional(pos).style(kCommandLineStyle).run(), vm);
   po::notify(vm);
   if (vm.count("help")) {
     std::cout << desc << "\n";

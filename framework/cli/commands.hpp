@@ -10,9 +10,16 @@
 #include <string>
 #include <vector>
 
+#include <boost/program_options/cmdline.hpp>
 #include <opforge/dtype.hpp>
 
 namespace opforge_cli {
+
+/// The command-line style of every subcommand: Boost's default without guessing
+/// an option from a prefix, so that "--siz 50" is an unknown option, not
+/// "--sizes 50" (a prefix that means one option today may mean two tomorrow).
+inline constexpr int kCommandLineStyle = boost::program_options::command_line_style::default_style &
+                                         ~boost::program_options::command_line_style::allow_guessing;
 
 /// A bad command line: the message names the option, what it takes and what it got.
 struct UsageError : std::invalid_argument {
