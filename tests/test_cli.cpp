@@ -208,6 +208,9 @@ TEST_CASE("cli: bad options get a message and a non-zero status", "[cli]") {
   CHECK(run("bench lstsq --dtype float16").status != 0);
   CHECK(run("frobnicate").status == 2);
   CHECK(run("--version").status == 0);
+  const Run extra = run("--version extra", true);
+  CHECK(extra.status == 2);
+  CHECK(extra.out == "opforge --version: takes no arguments, got 'extra'\n");
   // No option is guessed from a prefix: "--siz" is not "--sizes".
   for (const std::string& args : {"bench lstsq --siz 50", "bench ops --rep 1", "ops --js", "check --o x x.so"}) {
     const Run r = run(args, true);

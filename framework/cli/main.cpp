@@ -67,6 +67,10 @@ int run(const std::vector<std::string>& args) {
     usage(std::cout);
     return 0;
   }
+  if (args[0] == "--version" && args.size() > 1) {
+    std::cerr << "opforge --version: takes no arguments, got '" << args[1] << "'\n";
+    return kUsageError;
+  }
   if (args[0] == "--version") {
     std::cout << "opforge " OPFORGE_VERSION_STRING " (plugin ABI " << OPFORGE_PLUGIN_ABI_MAJOR << "."
               << OPFORGE_PLUGIN_ABI_MINOR << ", " OPFORGE_COMPILER_ID ")\n";
