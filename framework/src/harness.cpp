@@ -127,16 +127,22 @@ TensorList fresh_leaves(const TensorList& sample, bool requires_grad) {
   return xs;
 }
 
-/// New leaves with the sample's values, each laid out as every other element of
-/// a buffer twice its size, from its second element on (every stride doubled,
-/// storage offset 1: what a transposed or sliced tensor looks like).
+/// t's values as every other element of a buffer twice its size, from its
+/// second element on (every stride doubled, storage offset 1: what a
+/// transposed or sliced tensor looks like).
+Tensor strided_copy(const Tensor& t) {
+  Dims wide = t.shape();
+  wide.push_back(2);
+  Tensor v = Tensor::zeros(wide, t.dtype()).select(static_cast<std::int64_t>(t.shape().size()), 1);
+  v.copy_(t);
+  return v;
+}
+
+/// New leaves with the sample's values, each laid out by strided_copy().
 TensorList strided_leaves(const TensorList& sample, bool requires_grad) {
   TensorList xs;
   for (const Tensor& t : sample) {
-    Dims wide = t.shape();
-    wide.push_back(2);
-    Tensor v = Tensor::zeros(wide, t.dtype()).select(static_cast<std::int64_t>(t.shape().size()), 1);
-    v.copy_(t);
+    Tensor v = strided_copy(t);
     if (requires_grad && is_floating(v.dtype())) v.requires_grad_(true);
     xs.push_back(std::move(v));
   }
@@ -362,11 +368,7 @@ void check_strided_grads(const OpHandle& op, const CheckOptions& opt, CheckResul
       strided.push_back(w);
       continue;
     }
-    Dims wide = w.shape();
-    wide.push_back(2);
-    Tensor v = Tensor::zeros(wide, w.dtype()).select(static_cast<std::int64_t>(w.shape().size()), 1);
-    v.copy_(w);
-    strided.push_back(v);
+    strided.push_back(strided_copy(w));
     ++relaid;
   }
   if (relaid == 0) return skip(r, "no output is differentiable: there is no backward to run");
@@ -537,16 +539,15 @@ void check_interleaved_calls(const OpHandle& op, const CheckOptions& opt, CheckR
   const std::string advice =
       ": does the op keep per-call state in its Function object or in a static? One Function serves every call; "
       "keep what backward needs on ctx (save_for_backward, save_value, save_int)";
-  std::string d = compare_runs(s, alone_a, collect(outs_a, xa));
-  if (!d.empty())
+  for (const bool first : {true, false}) {
+    const std::string d =
+        first ? compare_runs(s, alone_a, collect(outs_a, xa)) : compare_runs(s, alone_b, collect(outs_b, xb));
+    if (d.empty()) continue;
+    const std::string me = first ? "A" : "B", other = first ? "B" : "A";
     return fail(r, "forward on sample A (seed " + std::to_string(opt.seed) + "), forward on sample B (seed " +
-                       std::to_string(opt.seed + 1) + "), then backward of A and of B: for A, " + d +
-                       " (A alone vs A interleaved with B)" + advice);
-  d = compare_runs(s, alone_b, collect(outs_b, xb));
-  if (!d.empty())
-    return fail(r, "forward on sample A (seed " + std::to_string(opt.seed) + "), forward on sample B (seed " +
-                       std::to_string(opt.seed + 1) + "), then backward of A and of B: for B, " + d +
-                       " (B alone vs B interleaved with A)" + advice);
+                       std::to_string(opt.seed + 1) + "), then backward of A and of B: for " + me + ", " + d + " (" +
+                       me + " alone vs " + me + " interleaved with " + other + ")" + advice);
+  }
   pass(r, std::string(dtype_name(dtype)) +
               ": two calls on different inputs, both forwards before either backward: outputs and gradients "
               "bit-identical to each call alone");
