@@ -451,16 +451,55 @@ TEST_CASE("linalg_det_has_no_spurious_overflow_or_underflow", "[linalg][det]") {
   require_values(A.grad(), {1e200, 0, 0, 0, 0, 1e200, 0, 0, 0, 0, 1e-200, 0, 0, 0, 0, 1e-200}, 1e-15);
 }
 
-// det of a singular matrix is 0 when no gradient is needed; the gradient needs A⁻¹.
-TEST_CASE("linalg_det_of_a_singular_matrix_is_zero_without_gradients", "[linalg][det]") {
-  const Tensor S = values({1, 2, 2, 4}, {2, 2});
-  REQUIRE(opforge::op("linalg.det")({S}).item() == 0.0);
-  Tensor Sg = S.clone();
-  Sg.requires_grad_(true);
-  CHECK_THROWS_MATCHES(opforge::op("linalg.det")({Sg}), opforge::ValueError,
-                       Message("linalg.det: argument 'A': expected a non-singular matrix, got a singular one (pivot 1 "
-                               "of its LU factorization is exactly 0): its determinant is 0, but the gradient "
-                               "det(A)·A⁻ᵀ needs A⁻¹ (call det without gradients for the value alone)"));
+// det of a singular matrix is 0, and its gradient is the cofactor matrix (the transposed
+// adjugate), as in PyTorch: a validation pass with grad mode on must not fail on one.
+TEST_CASE("linalg_det_of_a_singular_matrix_is_zero_and_its_gradient_the_cofactors", "[linalg][det]") {
+  const OpHandle det = opforge::op("linalg.det");
+  REQUIRE(det({values({1, 2, 2, 4}, {2, 2})}).item() == 0.0);
+  // Row 1 = 2 · row 0: rank 2, an exact zero pivot. Cofactors C[i][j] = (−1)^(i+j) M[i][j].
+  const std::vector<double> a = {1, 2, 3, 2, 4, 6, 1, 0, 1};
+  const std::vector<double> cofactors = {4, 4, -4, -2, -2, 2, 0, 0, 0};
+  for (const DType dtype : {DType::Float64, DType::Float32}) {
+    INFO(name(dtype));
+    Tensor A = values(a, {3, 3}, dtype);
+    A.requires_grad_(true);
+    Tensor d = det({A});
+    REQUIRE(d.item() == 0.0);
+    d.backward(Tensor::scalar(2.0, dtype));
+    std::vector<double> twice(cofactors);
+    for (double& c : twice) c *= 2;
+    require_values(A.grad(), twice, tol(dtype), tol(dtype));
+  }
+  // Rank n − 2: every cofactor is 0.
+  Tensor ones = Tensor::ones({3, 3}, DType::Float64);
+  ones.requires_grad_(true);
+  det({ones}).backward();
+  require_values(ones.grad(), std::vector<double>(9, 0.0), 0, 1e-12);
+  // A strided (transposed) singular input, and against finite differences at the singular point.
+  Tensor At = values(a, {3, 3}).transpose(0, 1);
+  require_gradcheck("linalg.det", {At});
+  require_gradcheck("linalg.det", {values(a, {3, 3})});
+  require_gradcheck("linalg.det", {Tensor::zeros({2, 2}, DType::Float64)});
+}
+
+// det · A⁻ᵀ is inf · 0 where det overflows and 0 · inf where it underflows; the
+// cofactors themselves are finite.
+TEST_CASE("linalg_det_gradient_is_finite_where_det_overflows_or_underflows", "[linalg][det]") {
+  struct Case {
+    double d;
+    DType dtype;
+  };
+  for (const Case& c : {Case{1e200, DType::Float64}, Case{1e-200, DType::Float64}, Case{1e20, DType::Float32},
+                        Case{1e-25, DType::Float32}}) {
+    INFO(c.d << " " << name(c.dtype));
+    Tensor A = values({c.d, 0, 0, c.d}, {2, 2}, c.dtype);
+    A.requires_grad_(true);
+    const Tensor d = opforge::op("linalg.det")({A});
+    CHECK((d.item() == 0 || std::isinf(d.item())));
+    d.backward();
+    const double di = c.dtype == DType::Float32 ? double(float(c.d)) : c.d;  // the other diagonal entry
+    require_values(A.grad(), {di, 0, 0, di}, tol(c.dtype), tol(c.dtype) * di);
+  }
 }
 
 TEST_CASE("linalg_solvers_gradcheck", "[linalg][grad]") {
@@ -836,11 +875,14 @@ TEST_CASE("linalg_wrong_rank_or_shape_is_refused_naming_op_argument_expected_and
 TEST_CASE("linalg_singular_and_indefinite_matrices_are_refused_naming_the_op", "[linalg][errors]") {
   const Tensor singular = values({1, 2, 2, 4}, {2, 2});
   const std::string lu_zero = "(pivot 1 of its LU factorization is exactly 0)";
+  const std::string no_inverse =
+      ": it has no inverse; check A for a zero row or column or for rows that repeat, or use linalg.svd for a "
+      "minimum-norm (pseudo-inverse) solution";
   const std::vector<BadCall> calls = {
       {"linalg.solve", {singular, f64({2})},
-       "linalg.solve: argument 'A': expected a non-singular matrix, got a singular one " + lu_zero},
+       "linalg.solve: argument 'A': expected a non-singular matrix, got a singular one " + lu_zero + no_inverse},
       {"linalg.inverse", {singular},
-       "linalg.inverse: argument 'A': expected a non-singular matrix, got a singular one " + lu_zero},
+       "linalg.inverse: argument 'A': expected a non-singular matrix, got a singular one " + lu_zero + no_inverse},
       {"linalg.logdet", {singular},
        "linalg.logdet: argument 'A': expected a matrix with a positive determinant, got a singular one " + lu_zero},
       {"linalg.logdet", {values({0, 1, 1, 0}, {2, 2})},
@@ -849,12 +891,21 @@ TEST_CASE("linalg_singular_and_indefinite_matrices_are_refused_naming_the_op", "
       {"linalg.cholesky", {values({1, 2, 2, 1}, {2, 2})},
        "linalg.cholesky: argument 'A': expected a symmetric positive-definite matrix, got one that is not (its "
        "leading minor of order 2 is not positive definite)"},
-      {"linalg.lstsq_solve", {values({1, 2, 2, 4, 3, 6}, {3, 2}), f64({3})},
-       "linalg.lstsq_solve: argument 'A': expected full column rank, got a rank-deficient matrix (column 1 is a "
-       "combination of the columns before it, to rounding: |R[1, 1]| <= max(m, n)·ε·max_j |R[j, j]| in its QR "
-       "factorization A = Q R)"},
+      {"linalg.lstsq_solve", {values({0, 1, 0, 2, 0, 3}, {3, 2}), f64({3})},
+       "linalg.lstsq_solve: argument 'A': expected full column rank, got a rank-deficient matrix (column 0 is "
+       "zero, to rounding: in its QR factorization A = Q R, |R[0, 0]| = 0·max_j |R[j, j]|, at most rcond = "
+       "6.66134e-16, the default max(m, n)·ε); if A is only ill-conditioned, pass a smaller 'rcond'"},
   };
   require_refused<opforge::ValueError>(calls);
+  // Column 1 = 2 · column 0: |R[1, 1]| is rounding, whose exact size the message states.
+  CHECK_THROWS_WITH(opforge::op("linalg.lstsq_solve")({values({1, 2, 2, 4, 3, 6}, {3, 2}), f64({3})}),
+                    Catch::Matchers::StartsWith(
+                        "linalg.lstsq_solve: argument 'A': expected full column rank, got a rank-deficient matrix "
+                        "(column 1 is a combination of the columns before it, to rounding: in its QR "
+                        "factorization A = Q R, |R[1, 1]| = ") &&
+                        Catch::Matchers::EndsWith(
+                            "·max_j |R[j, j]|, at most rcond = 6.66134e-16, the default max(m, n)·ε); if A is only "
+                            "ill-conditioned, pass a smaller 'rcond'"));
   // qr itself takes a rank-deficient matrix; its gradient needs R invertible.
   Tensor A = values({1, 0, 0, 0, 0, 0}, {3, 2});
   A.requires_grad_(true);
@@ -864,6 +915,36 @@ TEST_CASE("linalg_singular_and_indefinite_matrices_are_refused_naming_the_op", "
                                "column rank, got R[1, 1] = 0"));
 }
 
+// A tall float32 A of condition number ~1e3 falls under the default tolerance
+// max(m, n)·ε = 20000 · 1.19e-7 = 2.4e-3; a smaller rcond solves it.
+TEST_CASE("linalg_lstsq_solve_rcond_accepts_an_ill_conditioned_tall_matrix", "[linalg][errors]") {
+  const std::int64_t m = 20000;
+  std::vector<double> a = Tensor::randn({m, 3}, DType::Float64, 41).to_vector();
+  std::vector<double> y(static_cast<std::size_t>(m));
+  for (std::int64_t i = 0; i < m; ++i) {
+    double* row = &a[static_cast<std::size_t>(3 * i)];
+    row[2] *= 1e-3;
+    y[static_cast<std::size_t>(i)] = row[0] + 2 * row[1] + 3 * row[2];
+  }
+  const Tensor A = values(a, {m, 3}, DType::Float32), Y = values(y, {m}, DType::Float32);
+  const OpHandle lstsq = opforge::op("linalg.lstsq_solve");
+  CHECK_THROWS_WITH(lstsq({A, Y}), Catch::Matchers::Contains("column 2 is a combination of the columns before it") &&
+                                        Catch::Matchers::EndsWith("at most rcond = 0.00238419, the default max(m, n)·ε); "
+                                                                  "if A is only ill-conditioned, pass a smaller "
+                                                                  "'rcond' or solve in float64"));
+  const Tensor x = lstsq.call({A, Y}, {{"rcond", 1e-5}})[0];
+  require_values(x, {1, 2, 3}, 1e-3);
+  CHECK_THROWS_WITH(lstsq.call({A, Y}, {{"rcond", 1e-2}}),
+                    Catch::Matchers::EndsWith("at most rcond = 0.01); if A is only ill-conditioned, pass a smaller "
+                                              "'rcond' or solve in float64"));
+  for (const double bad : {1.0, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    const std::string got = bad == 1.0 ? "1" : std::isnan(bad) ? "nan" : "inf";
+    CHECK_THROWS_MATCHES(lstsq.call({A, Y}, {{"rcond", bad}}), opforge::ValueError,
+                         Message("linalg.lstsq_solve: attribute 'rcond': expected a number in [0, 1) (or a negative "
+                                 "one for the default, max(m, n)·ε of the dtype), got " + got));
+  }
+}
+
 TEST_CASE("linalg_nan_and_inf_are_named_where_they_make_a_factorization_fail", "[linalg][errors]") {
   // A NaN made svd say "did not converge (LAPACK gesdd info -4)" and
   // lstsq_solve "rank-deficient": the failure it caused, not its cause.
@@ -871,6 +952,9 @@ TEST_CASE("linalg_nan_and_inf_are_named_where_they_make_a_factorization_fail", "
   const std::vector<BadCall> calls = {
       {"linalg.svd", {values({1, 2, 3, nan, 5, 6}, {2, 3})},
        "linalg.svd: argument 'A': expected finite values, got nan at [1, 0] of float64[2, 3]"},
+      // gesdd returns NaN for an infinity without failing: checked before it runs.
+      {"linalg.svd", {values({1, inf, 0, 1}, {2, 2})},
+       "linalg.svd: argument 'A': expected finite values, got inf at [0, 1] of float64[2, 2]"},
       {"linalg.lstsq_solve", {values({1, 2, 3, 4, inf, 6}, {3, 2}), f64({3})},
        "linalg.lstsq_solve: argument 'A': expected finite values, got inf at [2, 0] of float64[3, 2]"},
       {"linalg.lstsq_solve", {values({1, 2, 3, 4, 5, -inf}, {3, 2}), f64({3})},

@@ -189,6 +189,9 @@ class Svd final : public opforge::Function {
       Tensor Vt = Tensor::empty(Dims{k, n}, A.dtype());
       if (k == 0) return TensorList{U, S, Vt};
       Tensor work_a = A.clone();  // gesdd destroys its input
+      // gesdd refuses NaN (info -4) but returns NaN for an infinity: name either first,
+      // in one pass over A, small beside the SVD's O(m n k). (The copy has A's shape and dtype.)
+      throw_if_not_finite<T>(ctx, work_a, "A");
       T* u = U.data<T>();
       T* vt = Vt.data<T>();
       // The buffer is Aᵀ [n, m] column-major: Aᵀ = U' S V'ᵀ, so A = V' S U'ᵀ. U' [n, k]
@@ -204,7 +207,6 @@ class Svd final : public opforge::Function {
       const blas_int info =
           cxxlapack::gesdd<blas_int>('S', bi(n), bi(m), work_a.data<T>(), ld(n), S.data<T>(), vt, ld(n), u, ld(k),
                                      work.data<T>(), bi(lwork), iwork.data());
-      if (info != 0) throw_if_not_finite<T>(ctx, A, "A");
       OPFORGE_CHECK(info == 0, ValueError, ctx.op_name(), ": argument 'A': the SVD did not converge (LAPACK gesdd info ",
                     info, ") on ", A.describe());
       // Signs: the largest |entry| of each column of U positive (the first one on a tie).

@@ -282,7 +282,8 @@ void lq_apply_qt(T* buf, std::int64_t m, std::int64_t n, const std::vector<T>& t
 /// Throws, naming the first entry of `t` that is NaN or infinite, when it has
 /// one. Called where a factorization failed, so that a NaN or an infinity in the
 /// input is reported as what it is, not as the failure it caused (LAPACK's
-/// gesdd refuses NaN with info -4; a QR of it looks rank-deficient).
+/// gesdd refuses NaN with info -4; a QR of it looks rank-deficient), and before
+/// gesdd, which returns NaN for an infinity without failing.
 template <class T>
 inline void throw_if_not_finite(const Context& ctx, const Tensor& t, const char* arg) {
   const Tensor c = contiguous(t);

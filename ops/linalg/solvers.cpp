@@ -10,6 +10,10 @@
 //                 gA = −A⁻ᵀ G A⁻ᵀ      [n, n] x [n, n] x [n, n] -> [n, n]
 //   det(A)      = Π_i U[i, i] · (−1)^(row swaps)   A [n, n] -> 0-d  (getrf)
 //                 gA = g · det(A) · A⁻ᵀ            [] x [] x [n, n] -> [n, n]
+//                 and for a singular A (a zero pivot), or a det that overflows or
+//                 underflows the dtype, the transposed adjugate, through
+//                 the SVD A = U diag(S) Vᵀ: gA = g · det(U) det(Vᵀ) · U diag(p) Vᵀ with
+//                 p_i = Π_{j≠i} S_j (nonzero only where the rank is n − 1)
 //   logdet(A)   = log det(A) = Σ_i log|U[i, i]|, for det(A) > 0    A [n, n] -> 0-d
 //                 gA = g · A⁻ᵀ                     [] x [n, n] -> [n, n]
 //   lstsq_solve(A, y) = x* = argmin_x ||y − A x||²   A [m, n] (m >= n, full column rank), y [m] -> [n]
@@ -22,14 +26,86 @@
 //
 // Singular matrices: solve, inverse and logdet refuse an exactly singular A (a zero
 // pivot in its LU factorization) with an error naming the op, as NumPy does. det
-// returns 0 for it when no gradient is needed; when one is, it refuses it too (the
-// formula det(A)·A⁻ᵀ needs A⁻¹). logdet also refuses a negative determinant.
-// lstsq_solve refuses a rank-deficient A: some |R[i, i]| <= max(m, n)·ε·max_j |R[j, j]|.
+// returns 0 for it, and its gradient is the transposed adjugate (as PyTorch's):
+// det(A)·A⁻ᵀ needs A⁻¹, so backward takes the SVD instead. logdet also refuses a
+// negative determinant.
+// lstsq_solve refuses a rank-deficient A: some |R[i, i]| <= rcond·max_j |R[j, j]|, rcond
+// an attribute, by default max(m, n)·ε of the dtype (NumPy's default for lstsq, whose
+// float32 inputs are solved in float64: a tall float32 A whose condition number is
+// near 1/(max(m, n)·ε) is refused here, where a smaller rcond accepts it).
 #include "linalg_common.hpp"
 
 namespace {
 
 using namespace opforge_ops::linalg;  // NOLINT: this plugin's own helpers
+
+// What to do about a singular A in solve and inverse.
+constexpr const char* kSingularHint =
+    ": it has no inverse; check A for a zero row or column or for rows that repeat, or use linalg.svd for a "
+    "minimum-norm (pseudo-inverse) solution";
+
+// (−1)^(row swaps) · Π_i sign(U[i, i]) of an LU factorization: the sign of the determinant.
+template <class T>
+T lu_sign(const Tensor& lu, const std::vector<blas_int>& piv) {
+  const std::int64_t n = lu.size(0);
+  const T* f = lu.data<T>();
+  bool negative = false;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (piv[static_cast<std::size_t>(i)] != i + 1) negative = !negative;
+    if (f[i * n + i] < 0) negative = !negative;
+  }
+  return negative ? T(-1) : T(1);
+}
+
+// gA = c · adj(A)ᵀ for a square A, singular or not, through its SVD A = U diag(S) Vᵀ:
+// adj(A)ᵀ = det(U) det(Vᵀ) · U diag(p) Vᵀ with p_i = Π_{j≠i} S_j (products without
+// division, so a zero singular value is no trouble). U and Vᵀ are orthogonal: their
+// determinants are ±1, the signs of their LU factorizations.
+template <class T>
+void adjugate_t_into(const Context& ctx, const Tensor& A, T c, T* gA) {
+  const std::int64_t n = A.size(0);
+  Tensor work_a = A.clone();  // gesdd destroys its input
+  Tensor U = Tensor::empty(Dims{n, n}, A.dtype());
+  Tensor Vt = Tensor::empty(Dims{n, n}, A.dtype());
+  Scratch<T> S(n);
+  std::vector<blas_int> iwork(static_cast<std::size_t>(8 * n));
+  // Row-major A is Aᵀ column-major: Aᵀ = U' S V'ᵀ gives U = V'ᵀ read row-major and
+  // Vᵀ = U' read row-major (as in linalg.svd).
+  T query = 0;
+  cxxlapack::gesdd<blas_int>('S', bi(n), bi(n), work_a.data<T>(), ld(n), S.data(), Vt.data<T>(), ld(n),
+                             U.data<T>(), ld(n), &query, -1, iwork.data());
+  const auto lwork = static_cast<std::int64_t>(std::max<T>(query, T(1)));
+  Scratch<T> work(lwork);
+  const blas_int info = cxxlapack::gesdd<blas_int>('S', bi(n), bi(n), work_a.data<T>(), ld(n), S.data(),
+                                                   Vt.data<T>(), ld(n), U.data<T>(), ld(n), work.data(), bi(lwork),
+                                                   iwork.data());
+  if (info != 0) throw_if_not_finite<T>(ctx, A, "A");
+  OPFORGE_CHECK(info == 0, ValueError, ctx.op_name(), ": argument 'A': the SVD that the gradient of a singular ",
+                "matrix's determinant needs did not converge (LAPACK gesdd info ", info, ") on ", A.describe());
+  T sign = c;
+  for (const Tensor* q : {&U, &Vt}) {
+    Tensor lu = q->clone();
+    std::vector<blas_int> piv;
+    lu_factor<T>(lu, piv);  // orthogonal: no zero pivot
+    sign *= lu_sign<T>(lu, piv);
+  }
+  // p_i = (S_0 ... S_{i-1}) (S_{i+1} ... S_{n-1}): prefix products, then suffix ones.
+  Scratch<T> p(n);
+  T run = 1;
+  for (std::int64_t i = 0; i < n; ++i) {
+    p.data()[i] = run;
+    run *= S.data()[i];
+  }
+  run = 1;
+  for (std::int64_t i = n; i-- > 0;) {
+    p.data()[i] *= run * sign;
+    run *= S.data()[i];
+  }
+  T* u = U.data<T>();
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < n; ++j) u[i * n + j] *= p.data()[j];  // U diag(p): [n, n] x [n] -> [n, n]
+  gemm<T>(false, false, n, n, n, T(1), u, n, Vt.data<T>(), n, T(0), gA, n);  // [n, n] x [n, n] -> [n, n]
+}
 
 // out = A⁻¹ rhs (for_a) or A⁻ᵀ rhs (!for_a), rhs and out [n] or [n, k] row-major,
 // with the LU factors of lu_factor. getrs wants the right-hand sides column-major:
@@ -64,7 +140,7 @@ class Solve final : public opforge::Function {
       Tensor lu = A.clone();  // getrf overwrites it with the factors
       std::vector<blas_int> piv;
       const blas_int info = lu_factor<T>(lu, piv);
-      if (info > 0) throw_singular(ctx, "A", info, "");
+      if (info > 0) throw_singular(ctx, "A", info, kSingularHint);
       Tensor X = Tensor::empty(B.shape(), B.dtype());
       lu_solve_into<T>(lu, piv, true, B, X);  // A⁻¹ B: [n, n] x [n, k] -> [n, k]
       // Both gradients need the LU (gB = A⁻ᵀ G); gA also reads X.
@@ -103,7 +179,7 @@ class Inverse final : public opforge::Function {
       Tensor inv = A.clone();
       std::vector<blas_int> piv;
       const blas_int info = lu_factor<T>(inv, piv);
-      if (info > 0) throw_singular(ctx, "A", info, "");
+      if (info > 0) throw_singular(ctx, "A", info, kSingularHint);
       lu_inverse<T>(inv, piv);  // the buffer now holds A⁻¹ [n, n]
       if (ctx.any_input_needs_grad()) ctx.save_for_backward({inv});
       return inv;
@@ -143,10 +219,11 @@ class Determinant final : public opforge::Function {
           throw opforge::ValueError(opforge::detail::concat(
               ctx.op_name(), ": argument 'A': expected a matrix with a positive determinant, got a singular one (pivot ",
               info - 1, " of its LU factorization is exactly 0)"));
-        if (ctx.any_input_needs_grad())
-          throw_singular(ctx, "A", info,
-                         ": its determinant is 0, but the gradient det(A)·A⁻ᵀ needs A⁻¹ (call det without "
-                         "gradients for the value alone)");
+        if (ctx.any_input_needs_grad()) {
+          ctx.save_for_backward({A});  // backward takes the adjugate through A's SVD
+          ctx.save_value(0.0);
+          ctx.save_int(1);
+        }
         return Tensor::scalar(0.0, A.dtype());
       }
       // det = (−1)^(row swaps) Π_i U[i, i], accumulated in double as a fraction in [1/2, 1) and a
@@ -175,21 +252,33 @@ class Determinant final : public opforge::Function {
                       ": argument 'A': expected a matrix with a positive determinant, got a negative determinant "
                       "(log|det(A)| = ", log_abs, ")");
       Tensor out = Tensor::scalar(kLog ? log_abs : (negative ? -product : product), A.dtype());
-      if (ctx.any_input_needs_grad()) {
+      if (!kLog && ctx.any_input_needs_grad() && !(out.item() != 0 && std::isfinite(out.item()))) {
+        // det overflowed or underflowed in the dtype: det · A⁻ᵀ would be inf · 0 or 0 · inf
+        // (diag(1e200, 1e200) gave [inf, nan; nan, inf] for diag(1e200, 1e200)); the
+        // adjugate's products leave out one singular value each, and stay finite.
+        ctx.save_for_backward({A});
+        ctx.save_value(0.0);
+        ctx.save_int(1);
+      } else if (ctx.any_input_needs_grad()) {
         // gA = c · A⁻ᵀ with c = g · det (det) or g (logdet): keep A⁻¹ and det.
         lu_inverse<T>(lu, piv);  // the buffer now holds A⁻¹ [n, n]
         ctx.save_for_backward({lu});
         ctx.save_value(kLog ? 1.0 : out.item());
+        ctx.save_int(0);
       }
       return out;
     })};
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
-    const Tensor& inv = ctx.saved_tensors()[0];  // A⁻¹ [n, n]
+    const Tensor& inv = ctx.saved_tensors()[0];  // A⁻¹ [n, n], or A when it is singular
     const std::int64_t n = inv.size(0);
     Tensor gA = Tensor::empty(Dims{n, n}, inv.dtype());
     sdk::dispatch_floating(inv.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
+      if (ctx.saved_int(0) == 1) {  // det of a singular A, or one out of the dtype's range: g · adj(A)ᵀ
+        adjugate_t_into<T>(ctx, inv, static_cast<T>(grads[0].item()), gA.data<T>());
+        return;
+      }
       const T c = static_cast<T>(grads[0].item() * ctx.saved_value(0));  // g · det, or g: []
       transpose_into<T>(inv.data<T>(), n, n, gA.data<T>());              // A⁻ᵀ: [n, n]
       scaled_copy<T>(gA.data<T>(), c, n * n, gA.data<T>());             // c · A⁻ᵀ: [] x [n, n] -> [n, n]
@@ -212,6 +301,10 @@ class LstsqSolve final : public opforge::Function {
                   A.describe());
     sdk::expect_shape(ctx, y, "y", Dims{m}, "the number of rows of 'A'");
     expect_blas_sizes(ctx, A, "A");
+    const double rcond_attr = ctx.attr_float(0);
+    OPFORGE_CHECK(rcond_attr < 0 || (std::isfinite(rcond_attr) && rcond_attr < 1), ValueError, ctx.op_name(),
+                  ": attribute 'rcond': expected a number in [0, 1) (or a negative one for the default, "
+                  "max(m, n)·ε of the dtype), got ", rcond_attr);
     return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
       Tensor qr = A.clone();  // becomes R (top n rows, upper triangle) and the reflectors of Q
@@ -220,14 +313,20 @@ class LstsqSolve final : public opforge::Function {
       const T* R = qr.data<T>();              // [n, n] upper, leading dimension n
       double rmax = 0;
       for (std::int64_t i = 0; i < n; ++i) rmax = std::max(rmax, std::abs(static_cast<double>(R[i * n + i])));
-      const double tol = static_cast<double>(std::max(m, n)) * std::numeric_limits<T>::epsilon() * rmax;
+      const bool by_default = rcond_attr < 0;
+      const double rcond =
+          by_default ? static_cast<double>(std::max(m, n)) * std::numeric_limits<T>::epsilon() : rcond_attr;
       for (std::int64_t i = 0; i < n; ++i) {
-        if (std::abs(static_cast<double>(R[i * n + i])) > tol) continue;
+        const double rii = std::abs(static_cast<double>(R[i * n + i]));
+        if (rii > rcond * rmax) continue;
         throw_if_not_finite<T>(ctx, A, "A");  // NaN fails the test above too
         throw opforge::ValueError(opforge::detail::concat(
             ctx.op_name(), ": argument 'A': expected full column rank, got a rank-deficient matrix (column ", i,
-            " is a combination of the columns before it, to rounding: |R[", i, ", ", i,
-            "]| <= max(m, n)·ε·max_j |R[j, j]| in its QR factorization A = Q R)"));
+            i == 0 ? " is zero" : " is a combination of the columns before it", ", to rounding: in its QR "
+            "factorization A = Q R, |R[", i, ", ", i, "]| = ", rmax > 0 ? rii / rmax : 0.0,
+            "·max_j |R[j, j]|, at most rcond = ", rcond,
+            by_default ? ", the default max(m, n)·ε" : "", "); if A is only ill-conditioned, pass a smaller "
+            "'rcond'", std::is_same_v<T, float> ? " or solve in float64" : ""));
       }
       Scratch<T> qty(y.data<T>(), m);
       lq_apply_qt<T>(qr.data<T>(), m, n, tau, qty.data());  // Qᵀ y: [n, m] x [m] -> [n] (first n entries)
@@ -307,6 +406,7 @@ TensorList lstsq_samples(opforge::DType dtype, std::uint64_t seed) {
 namespace opforge_ops::linalg {
 
 void register_solvers(opforge::PluginRegistrar& registrar) {
+  using opforge::AttrKind;
   using opforge::OpSchema;
   registrar.add<Solve>(OpSchema("linalg.solve")
                            .input_names({"A", "B"})
@@ -326,6 +426,9 @@ void register_solvers(opforge::PluginRegistrar& registrar) {
                                        .samples(square_samples));
   registrar.add<LstsqSolve>(OpSchema("linalg.lstsq_solve")
                                 .input_names({"A", "y"})
+                                .attr("rcond", AttrKind::Float, opforge::Attr(-1.0),
+                                      "A is refused as rank-deficient where some |R[i, i]| <= rcond·max_j |R[j, j]| "
+                                      "in its QR; negative: max(m, n)·ε of the dtype")
                                 .describe("argmin_x ||y − A x||²: A [m, n] of full column rank (m >= n), y [m] -> [n]")
                                 .samples(lstsq_samples));
 }
