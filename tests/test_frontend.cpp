@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include <opforge/opforge.hpp>
 
@@ -47,6 +49,11 @@ TEST_CASE("front end: an int64 tensor and a double int64 cannot hold go to float
   CHECK((x - 1e30).dtype() == DType::Float64);  // beyond int64's range
   CHECK((x - 1e30).to_vector()[0] == -1e30 + 1);
   CHECK(std::isnan((x * std::nan("")).to_vector()[1]));
+  // INT64_MIN = −2^63 is an int64 value: the result stays int64 and wraps, as in NumPy.
+  const Tensor w = x + -0x1p63;
+  CHECK(w.dtype() == DType::Int64);
+  CHECK(w.data<std::int64_t>()[0] == std::numeric_limits<std::int64_t>::min() + 1);
+  CHECK((x * 0x1p63).dtype() == DType::Float64);  // 2^63 is not
 }
 
 TEST_CASE("front end: a gradient through operators and methods", "[frontend]") {

@@ -197,6 +197,13 @@ TEST_CASE("unary ops on hand-worked values, including the edges of their domains
   // NaN goes through relu and clamp.
   require_values(run("elementwise.relu", {values({kNaN}, {1}, dtype)}), {kNaN}, 0);
   require_values(run("elementwise.clamp", {values({kNaN}, {1}, dtype)}, {Attr(0.0), Attr(1.0)}), {kNaN}, 0);
+  // −0.0: abs, relu and clamp to [0, ...] give +0.0, as IEEE fabs and NumPy do (1 / abs(−0.0) is +inf).
+  const Tensor neg_zero = values({-0.0}, {1}, dtype);
+  REQUIRE(std::signbit(neg_zero.to_vector()[0]));
+  CHECK_FALSE(std::signbit(run("elementwise.abs", {neg_zero}).to_vector()[0]));
+  CHECK_FALSE(std::signbit(run("elementwise.relu", {neg_zero}).to_vector()[0]));
+  CHECK_FALSE(std::signbit(run("elementwise.clamp", {neg_zero}, {Attr(0.0), Attr(1.0)}).to_vector()[0]));
+  CHECK_FALSE(std::signbit(run("elementwise.abs", {values({-0.0, 1, -2}, {3}, dtype)}).to_vector()[0]));
 }
 
 TEST_CASE("neg and abs take int64 and wrap on overflow as NumPy does", "[elementwise][unary][int64]") {

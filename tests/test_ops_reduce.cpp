@@ -517,6 +517,30 @@ TEST_CASE("reduce_norm_gradient_matches_closed_form_and_is_zero_at_zero", "[ops]
   require_values(z.grad(), {0, 0, 0}, 0);
 }
 
+// dx = g sign(x) (|x| / norm)^(p-1): finite wherever the norm is. float32 once formed
+// g / norm^(p-1) and |x|^(p-1) apart, and got inf or NaN for a finite norm.
+TEST_CASE("reduce_norm_gradient_is_finite_where_the_norm_is_in_float32", "[ops][reduce][grad]") {
+  struct Case {
+    std::vector<double> x;
+    double p;
+  };
+  for (const Case& c : {Case{{2e19, 2e19, -2e19}, 3}, Case{{2e19, 2e19, -2e19}, 4}, Case{{1e4, 2e4, -1e4}, 10},
+                        Case{{1e5, 2e5, -1e5}, 10}, Case{{1e-5, 2e-5, -1e-5}, 10}, Case{{1e-30, 3e-30, 0}, 2}}) {
+    INFO("x = {" << c.x[0] << ", " << c.x[1] << ", " << c.x[2] << "}, p = " << c.p);
+    double norm = 0;
+    for (double v : c.x) norm += std::pow(std::abs(v) / c.x[1], c.p);
+    norm = std::abs(c.x[1]) * std::pow(norm, 1 / c.p);
+    std::vector<double> want;
+    for (double v : c.x) want.push_back(v == 0 ? 0 : (v > 0 ? 1 : -1) * std::pow(std::abs(v) / norm, c.p - 1));
+    Tensor x = values(c.x, {3}, DType::Float32);
+    x.requires_grad_(true);
+    const Tensor n = opforge::op("reduce.norm")({x}, {{"p", c.p}});
+    REQUIRE(n.item() == Approx(norm).epsilon(1e-5));
+    n.backward();
+    require_values(x.grad(), want, 1e-5);
+  }
+}
+
 // ---- logsumexp ------------------------------------------------------------------------------------
 
 TEST_CASE("reduce_logsumexp_is_stable_for_large_and_infinite_values", "[ops][reduce]") {

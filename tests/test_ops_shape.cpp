@@ -735,6 +735,11 @@ TEST_CASE("bad calls to shape ops name the op, the argument, what was expected a
   CHECK_THROWS_MATCHES(call("shape.reshape", {x}, {Attr(Dims{5, 2})}), opforge::ShapeError,
                        Message("shape.reshape: attribute 'shape': cannot reshape float64[3, 4] (12 elements) into "
                                "[5, 2] (10 elements)"));
+  CHECK_THROWS_MATCHES(call("shape.reshape", {x31}, {Attr(Dims{})}), opforge::ShapeError,
+                       Message("shape.reshape: attribute 'shape': cannot reshape float64[3, 1] (3 elements) into "
+                               "[] (1 element)"));
+  CHECK_THROWS_MATCHES(Tensor::zeros({1}).reshape({2}), opforge::ShapeError,
+                       Message("Tensor::reshape: cannot reshape [1] (1 element) into [2] (2 elements)"));
   CHECK_THROWS_MATCHES(call("shape.reshape", {x}, {Attr(Dims{-1, -1})}), opforge::ShapeError,
                        Message("shape.reshape: attribute 'shape': only one entry may be -1, got [-1, -1]"));
   CHECK_THROWS_MATCHES(call("shape.reshape", {x}, {Attr(Dims{-2, -6})}), opforge::ShapeError,

@@ -22,7 +22,7 @@ template <class F>
 Tensor with_scalar(const Tensor& t, double v, F f) {
   if (t.defined()) {
     const DType d = t.dtype();
-    const bool exact = std::trunc(v) == v && std::abs(v) < 0x1p63;
+    const bool exact = std::trunc(v) == v && v >= -0x1p63 && v < 0x1p63;  // [INT64_MIN, INT64_MAX]
     if (d == DType::Bool || (d == DType::Int64 && !exact)) return f(t.to(DType::Float64), Tensor::scalar(v));
     return f(t, Tensor::scalar(v, d));
   }

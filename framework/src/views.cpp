@@ -82,6 +82,9 @@ bool view_strides(const Dims& old_shape, const Dims& old_strides, const Dims& ne
   return view_d == -1;
 }
 
+// " element" or " elements", after a count in a message.
+const char* elements(std::int64_t n) { return n == 1 ? " element" : " elements"; }
+
 Dims infer_shape(const char* what, const Dims& shape, std::int64_t numel, const Dims& from) {
   Dims out = shape;
   std::int64_t known = 1;
@@ -95,19 +98,19 @@ Dims infer_shape(const char* what, const Dims& shape, std::int64_t numel, const 
       OPFORGE_CHECK(shape[i] >= 0, ShapeError, "Tensor::", what, ": argument 'shape': sizes must be >= 0 or -1, got ",
                     shape);
       OPFORGE_CHECK(!__builtin_mul_overflow(known, shape[i], &known), ShapeError, "Tensor::", what,
-                    ": cannot reshape ", from, " (", numel, " elements) into ", shape,
+                    ": cannot reshape ", from, " (", numel, elements(numel), ") into ", shape,
                     " (the product of its sizes overflows int64)");
     }
   }
   if (infer >= 0) {
     OPFORGE_CHECK(known != 0 && numel % known == 0, ShapeError, "Tensor::", what, ": cannot reshape ", from, " (",
-                  numel, " elements) into ", shape);
+                  numel, elements(numel), ") into ", shape);
     out[static_cast<std::size_t>(infer)] = numel / known;
   }
   // No overflow here: the given sizes' product was checked above, and an
   // inferred size makes the product at most numel.
   OPFORGE_CHECK(out.product() == numel, ShapeError, "Tensor::", what, ": cannot reshape ", from, " (", numel,
-                " elements) into ", shape, " (", out.product(), " elements)");
+                elements(numel), ") into ", shape, " (", out.product(), elements(out.product()), ")");
   return out;
 }
 

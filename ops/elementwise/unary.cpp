@@ -22,6 +22,7 @@
 // propagates through every op (relu(NaN) and clamp(NaN) are NaN).
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "elementwise_ops.hpp"
 #include "../vector_math.hpp"
@@ -70,7 +71,11 @@ struct Log {
 struct Abs {
   static constexpr bool ints = true;
   static constexpr Saves saves = Saves::Input;
-  template <class T> static T f(T x) { return x < T(0) ? negate(x) : x; }
+  // fabs for floats: |−0.0| is +0.0 (as in IEEE and NumPy; x < 0 ? −x : x kept the sign).
+  template <class T> static T f(T x) {
+    if constexpr (std::is_floating_point_v<T>) return std::fabs(x);
+    else return x < T(0) ? negate(x) : x;
+  }
   template <class T> static T df(T g, T x) { return x > T(0) ? g : (x < T(0) ? -g : T(0)); }
 };
 struct Sin {
@@ -104,7 +109,7 @@ struct Sigmoid {
 struct Relu {
   static constexpr bool ints = false;
   static constexpr Saves saves = Saves::Output;  // y > 0 exactly where x > 0
-  template <class T> static T f(T x) { return x < T(0) ? T(0) : x; }
+  template <class T> static T f(T x) { return x <= T(0) ? T(0) : x; }  // relu(−0.0) = +0.0; NaN stays NaN
   template <class T> static T df(T g, T y) { return y > T(0) ? g : T(0); }
 };
 
@@ -167,7 +172,8 @@ class Clamp final : public opforge::Function {
     return {sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
       const T l = static_cast<T>(lo), h = static_cast<T>(hi);
-      return map1<T, T>(x, x.dtype(), [l, h](T v) { return v < l ? l : (v > h ? h : v); });
+      // A value equal to a bound becomes the bound: clamp(−0.0, min = 0) is +0.0. NaN stays NaN.
+      return map1<T, T>(x, x.dtype(), [l, h](T v) { return v <= l ? l : (v >= h ? h : v); });
     })};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {

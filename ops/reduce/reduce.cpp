@@ -666,27 +666,36 @@ class Norm final : public opforge::Function {
         });
         return dx;
       }
-      // c[o] = g / norm^(p-1), 0 where the norm is 0; then dx = c x (p = 2) or c sign(x) |x|^(p-1).
+      // inv[o] = 1 / norm, 0 where the norm is 0 (then every x of the slice is 0 and so is
+      // dx); dx = g x / norm (p = 2) or g sign(x) (|x| / norm)^(p-1). In double, cast once:
+      // |x| / norm <= 1, so no power overflows; float32 once formed g / norm^(p-1) and
+      // |x|^(p-1) apart and got inf or NaN for a finite norm (p = 3 at |x| = 2e19, p = 10
+      // at 1e4).
       const T* pn = s[1].data<T>();
-      std::vector<T> c(static_cast<std::size_t>(g.out_numel));
+      std::vector<double> inv(static_cast<std::size_t>(g.out_numel));
       sdk::parallel_for(0, g.out_numel, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t o = lo; o < hi; ++o) {
           const double nrm = pn[o];
-          c[static_cast<std::size_t>(o)] =
-              nrm > 0 ? static_cast<T>(pg[o] / (kind == NormKind::L2 ? nrm : std::pow(nrm, p - 1.0))) : T(0);
+          inv[static_cast<std::size_t>(o)] = nrm > 0 ? 1.0 / nrm : 0.0;
         }
       });
-      const T* pc = c.data();
+      const double* pi = inv.data();
       if (kind == NormKind::L2) {
         for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
-          for (std::int64_t j = 0; j < n; ++j) pd[i + j] = pc[o + j * step] * px[i + j];
+          for (std::int64_t j = 0; j < n; ++j) {
+            const std::int64_t k = o + j * step;
+            pd[i + j] = static_cast<T>(static_cast<double>(pg[k]) * (static_cast<double>(px[i + j]) * pi[k]));
+          }
         });
       } else {
         for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
           for (std::int64_t j = 0; j < n; ++j) {
-            const T v = px[i + j];
-            const T mag = static_cast<T>(std::pow(std::abs(static_cast<double>(v)), p - 1.0));
-            pd[i + j] = pc[o + j * step] * static_cast<T>((v > T(0)) - (v < T(0))) * mag;
+            const std::int64_t k = o + j * step;
+            const double v = px[i + j];
+            const double ratio = std::abs(v) * pi[k];  // in [0, 1]
+            pd[i + j] = v == 0 ? T(0)
+                               : static_cast<T>(static_cast<double>(pg[k]) * (v > 0 ? 1.0 : -1.0) *
+                                                std::pow(ratio, p - 1.0));
           }
         });
       }

@@ -27,6 +27,9 @@ namespace opforge_shape {
 
 namespace {
 
+// " element" or " elements", after a count in a message.
+const char* elements(std::int64_t n) { return n == 1 ? " element" : " elements"; }
+
 // PyTorch's rule (the core's, for Tensor::view): a reshape is a view when each
 // run of input axes that is contiguous in memory maps onto a run of output axes
 // with the same number of elements.
@@ -93,15 +96,16 @@ class Reshape final : public opforge::Function {
             known != 0 ? opforge::detail::concat("the other sizes multiply to ", known, ", which does not divide ", n)
             : n == 0   ? std::string("the other sizes multiply to 0, so every size fits the -1: give the size itself")
                        : opforge::detail::concat("the other sizes multiply to 0, so no size for the -1 gives ", n,
-                                                 " elements");
+                                                 elements(n));
         throw opforge::ShapeError(opforge::detail::concat(ctx.op_name(), ": attribute 'shape': cannot reshape ",
-                                                          x.describe(), " (", n, " elements) into ", want, " (", why,
+                                                          x.describe(), " (", n, elements(n), ") into ", want, " (", why,
                                                           ")"));
       }
       target[static_cast<std::size_t>(infer)] = n / known;
     }
     OPFORGE_CHECK(target.product() == n, opforge::ShapeError, ctx.op_name(), ": attribute 'shape': cannot reshape ",
-                  x.describe(), " (", n, " elements) into ", want, " (", target.product(), " elements)");
+                  x.describe(), " (", n, elements(n), ") into ", want, " (", target.product(),
+                  elements(target.product()), ")");
     return {reshaped(x, target)};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
