@@ -462,8 +462,9 @@ TEST_CASE("contract: save_value and save_int round-trip to backward, and are fre
   CHECK(x.grad().to_vector() == V{2.5, 2.5});
   REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({2})), AutogradError,
                          Message("in backward of 'test.saves': this part of the graph was already backpropagated "
+                                 "(by an earlier backward, or by one that stopped with an error after passing here) "
                                  "and what forward saved was freed; pass retain_graph=true to the first backward to "
-                                 "backpropagate twice"));
+                                 "backpropagate twice or to retry after an error"));
   log.read_past_end = true;
   REQUIRE_THROWS_MATCHES(op({x}).backward(Tensor::ones({2})), opforge::IndexError,
                          Message("in backward of 'test.saves': saved_int(2): only 2 ints were saved"));

@@ -456,16 +456,18 @@ TEST_CASE("engine: an error thrown in backward names the forward op", "[engine]"
   CHECK_FALSE(x.grad().defined());
 }
 
+// Identity whose first backward throws; later ones pass the gradient on.
+struct FailOnce final : opforge::Function {
+  std::atomic<int>* calls;
+  explicit FailOnce(std::atomic<int>* c) : calls(c) {}
+  TensorList forward(Context&, TensorSpan in) const override { return {in[0].clone()}; }
+  TensorList backward(Context&, TensorSpan g) const override {
+    if ((*calls)++ == 0) throw opforge::ValueError("first call fails");
+    return {g[0]};
+  }
+};
+
 TEST_CASE("engine: a failed backward frees its gradient buffers and leaves a retained graph usable", "[engine]") {
-  struct FailOnce final : opforge::Function {
-    std::atomic<int>* calls;
-    explicit FailOnce(std::atomic<int>* c) : calls(c) {}
-    TensorList forward(Context&, TensorSpan in) const override { return {in[0].clone()}; }
-    TensorList backward(Context&, TensorSpan g) const override {
-      if ((*calls)++ == 0) throw opforge::ValueError("first call fails");
-      return {g[0]};
-    }
-  };
   std::atomic<int> calls{0};
   OpHandle fail_once = make("test.fail_once", {"x"}, std::make_unique<FailOnce>(&calls));
   Tensor x = leaf(std::vector<double>(100, 1.0));
@@ -478,6 +480,25 @@ TEST_CASE("engine: a failed backward frees its gradient buffers and leaves a ret
   CHECK_FALSE(x.grad().defined());
   w.backward(Tensor::ones({100}), true);
   CHECK(x.grad().to_vector() == std::vector<double>(100, 6.0));
+}
+
+TEST_CASE("engine: retrying a backward that stopped with an error, without retain_graph, says why it cannot",
+          "[engine]") {
+  std::atomic<int> calls{0};
+  OpHandle fail_once = make("test.fail_once_free", {"x"}, std::make_unique<FailOnce>(&calls));
+  Tensor x = leaf({0.5, 1.0});
+  // exp's backward runs first and frees what it saved; then fail_once throws.
+  Tensor y = exp_op()({fail_once({x})});
+  REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({2})), opforge::ValueError,
+                         Message("in backward of 'test.fail_once_free': first call fails"));
+  CHECK_FALSE(x.grad().defined());
+  REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({2})), AutogradError,
+                         Message("in backward of 'test.exp': this part of the graph was already backpropagated (by "
+                                 "an earlier backward, or by one that stopped with an error after passing here) and "
+                                 "what forward saved was freed; pass retain_graph=true to the first backward to "
+                                 "backpropagate twice or to retry after an error"));
+  CHECK(calls == 1);  // the retry stopped before reaching fail_once
+  CHECK_FALSE(x.grad().defined());
 }
 
 // ---- misuse of backward ----------------------------------------------------------------
@@ -539,8 +560,9 @@ TEST_CASE("engine: a second backward needs retain_graph on the first", "[engine]
     FAIL("a second backward over a freed graph did not throw");
   } catch (const AutogradError& e) {
     CHECK(std::string(e.what()) ==
-          "in backward of 'test.sum': this part of the graph was already backpropagated and what forward saved "
-          "was freed; pass retain_graph=true to the first backward to backpropagate twice");
+          "in backward of 'test.sum': this part of the graph was already backpropagated (by an earlier backward, or "
+          "by one that stopped with an error after passing here) and what forward saved was freed; pass "
+          "retain_graph=true to the first backward to backpropagate twice or to retry after an error");
     CHECK_THAT(e.what(), Catch::Contains("retain_graph"));
   }
   // Nothing was accumulated by the failed call.

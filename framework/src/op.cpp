@@ -104,8 +104,9 @@ void Context::save_for_backward(TensorSpan tensors) {
 
 void Context::check_not_released() const {
   OPFORGE_CHECK(!released_, AutogradError, op_name_,
-                ": this part of the graph was already backpropagated and what forward saved was freed; "
-                "pass retain_graph=true to the first backward to backpropagate twice");
+                ": this part of the graph was already backpropagated (by an earlier backward, or by one that "
+                "stopped with an error after passing here) and what forward saved was freed; pass "
+                "retain_graph=true to the first backward to backpropagate twice or to retry after an error");
 }
 
 const TensorList& Context::saved_tensors() const {
