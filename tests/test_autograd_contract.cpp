@@ -508,6 +508,52 @@ TEST_CASE("contract: grad() returns gradients and leaves every .grad untouched",
   CHECK(g[0].data_ptr() != x.grad().data_ptr());
 }
 
+// As in PyTorch, grad() runs only the nodes that lead to its inputs: the rest of
+// the graph keeps what it saved, is not checked, and its hooks do not run.
+TEST_CASE("contract: grad() runs only what leads to its inputs", "[contract]") {
+  {
+    // square saved x; grad() w.r.t. h = square(x) must not free it: backward through z works after.
+    Tensor x = leaf({1, 2});
+    Tensor h = square(x);
+    Tensor y = sum(mul(h, Tensor::full({2}, 3.0)));
+    Tensor z = sum(h);
+    CHECK(opforge::grad({y}, {h})[0].to_vector() == V{3, 3});
+    CHECK_FALSE(x.grad().defined());
+    z.backward();
+    CHECK(x.grad().to_vector() == V{2, 4});
+  }
+  {
+    // square's saved x was changed in place: its backward would be refused, but grad() w.r.t. h
+    // never runs it.
+    Tensor x = leaf({1, 2});
+    Tensor h = square(x);
+    Tensor y = sum(mul(h, Tensor::full({2}, 3.0)));
+    {
+      opforge::NoGradGuard no_grad;
+      x.add_(Tensor::ones({2}));
+    }
+    CHECK(opforge::grad({y}, {h})[0].to_vector() == V{3, 3});
+  }
+  {
+    // A hook on a leaf that is not an input does not run; one on the input does.
+    Tensor x = leaf({1, 2});
+    Tensor w = leaf({3, 4});
+    int w_calls = 0, x_calls = 0;
+    w.register_hook([&](const Tensor&) {
+      ++w_calls;
+      return Tensor();
+    });
+    x.register_hook([&](const Tensor& g) {
+      ++x_calls;
+      return mul(g, Tensor::full({2}, 10.0));
+    });
+    CHECK(opforge::grad({sum(mul(x, w))}, {x})[0].to_vector() == V{30, 40});
+    CHECK(w_calls == 0);
+    CHECK(x_calls == 1);
+    CHECK_FALSE(w.grad().defined());
+  }
+}
+
 TEST_CASE("contract: grad() of an unused input is an error unless allow_unused", "[contract]") {
   Tensor x = leaf({1, 2});
   Tensor z = leaf({7});
@@ -519,6 +565,21 @@ TEST_CASE("contract: grad() of an unused input is an error unless allow_unused",
   CHECK(g[0].to_vector() == V{2, 4});
   CHECK_FALSE(g[1].defined());
   CHECK_FALSE(z.grad().defined());
+}
+
+// reduce.sum saves nothing (its axes are attributes, its input's shape is the
+// core's record), so, as PyTorch's SumBackward, it backpropagates twice.
+TEST_CASE("contract: a backward that reads nothing saved runs again without retain_graph", "[contract]") {
+  Tensor x = leaf({1, 2});
+  Tensor y = sum(add(x, Tensor::ones({2})));
+  y.backward();
+  y.backward();
+  CHECK(x.grad().to_vector() == V{2, 2});
+  Tensor m = opforge::op("reduce.mean")({add(x, Tensor::ones({2}))}, {{"axes", Dims{0}}});
+  x.zero_grad();
+  m.backward();
+  m.backward();
+  CHECK(x.grad().to_vector() == V{1, 1});
 }
 
 TEST_CASE("contract: grad() for an input that does not require grad is an error", "[contract]") {

@@ -501,6 +501,69 @@ TEST_CASE("engine: retrying a backward that stopped with an error, without retai
   CHECK_FALSE(x.grad().defined());
 }
 
+// A hook that drops the caller's last handles on the root (and on the tensor it
+// is registered on) while backward() runs: the engine holds the roots for the pass.
+TEST_CASE("engine: a hook that drops the root's handles during backward does not free the graph under it",
+          "[engine]") {
+  {
+    Tensor x = leaf({1.0, 2.0});
+    Tensor h = scale_op(2.0)({x});
+    Tensor y = sum_op()({ew("mul")({h, h})});
+    h.register_hook([&](const Tensor&) {
+      y = Tensor();
+      h = Tensor();
+      return Tensor();
+    });
+    y.backward();
+    CHECK(x.grad().to_vector() == std::vector<double>{8.0, 16.0});  // d/dx sum(4 x^2)
+    CHECK_FALSE(y.defined());
+  }
+  {
+    Tensor x = leaf({1.0, 2.0});
+    Tensor y = sum_op()({ew("mul")({x, x})});
+    y.register_hook([&](const Tensor&) {
+      y = Tensor();
+      return Tensor();
+    });
+    y.backward();
+    CHECK(x.grad().to_vector() == std::vector<double>{2.0, 4.0});
+  }
+  {
+    // grad() holds its inputs too.
+    Tensor x = leaf({1.0, 2.0});
+    Tensor h = scale_op(2.0)({x});
+    Tensor y = sum_op()({ew("mul")({h, h})});
+    y.register_hook([&](const Tensor&) {
+      x = Tensor();
+      h = Tensor();
+      y = Tensor();
+      return Tensor();
+    });
+    const Tensor xs = x;  // the caller's copy of the handle, for the result's check
+    const TensorList g = opforge::grad({y}, {x, h});
+    CHECK(g[0].to_vector() == std::vector<double>{8.0, 16.0});
+    CHECK(g[1].to_vector() == std::vector<double>{4.0, 8.0});
+    CHECK_FALSE(xs.grad().defined());
+  }
+}
+
+TEST_CASE("engine: set_grad refuses the tensor itself and stores a gradient that requires grad detached",
+          "[engine]") {
+  Tensor x = leaf({1.0, 2.0});
+  REQUIRE_THROWS_MATCHES(x.set_grad(x), opforge::ValueError,
+                         Message("Tensor::set_grad: argument 'grad': a tensor cannot be its own gradient (it would "
+                                 "hold itself); pass a copy, clone()"));
+  CHECK_FALSE(x.grad().defined());
+  Tensor w = leaf({3.0, 4.0});
+  x.set_grad(w);
+  CHECK(x.grad().to_vector() == std::vector<double>{3.0, 4.0});
+  CHECK_FALSE(x.grad().requires_grad());
+  x.set_grad(scale_op(2.0)({w}));  // an op's output: stored without its history
+  CHECK_FALSE(x.grad().requires_grad());
+  CHECK(x.grad().grad_fn() == nullptr);
+  CHECK(x.grad().to_vector() == std::vector<double>{6.0, 8.0});
+}
+
 // ---- misuse of backward ----------------------------------------------------------------
 
 TEST_CASE("engine: backward on a non-scalar needs a gradient", "[engine]") {

@@ -436,6 +436,45 @@ TEST_CASE("views: clone, to and to_vector read strided views in row-major order"
   CHECK(f.to_vector() == V{0, 4, 8, 2, 6, 10});
 }
 
+// The core's copy merges axes (whole rows by memcpy) and copies a strided innermost
+// axis in 32 x 32 tiles: sizes that are not multiples of the tile, every layout.
+TEST_CASE("views: clone and to copy every layout element for element", "[views]") {
+  const std::int64_t A = 6, B = 70, C = 45;
+  const Tensor base = iota({A, B, C});
+  auto at = [&](std::int64_t i, std::int64_t j, std::int64_t k) { return double(i * B * C + j * C + k); };
+  auto check3 = [](const Tensor& got, const Dims& shape, auto expected) {
+    REQUIRE(got.shape() == shape);
+    REQUIRE(got.is_contiguous());
+    const V v = got.to_vector();
+    std::size_t n = 0, bad = 0;
+    for (std::int64_t i = 0; i < shape[0]; ++i)
+      for (std::int64_t j = 0; j < shape[1]; ++j)
+        for (std::int64_t k = 0; k < shape[2]; ++k) bad += v[n++] != expected(i, j, k);
+    CHECK(bad == 0);
+  };
+  // The innermost axis strided, with an outer axis: the tile path.
+  check3(base.permute({2, 0, 1}).clone(), Dims{C, A, B}, [&](auto i, auto j, auto k) { return at(j, k, i); });
+  check3(base.transpose(1, 2).clone(), Dims{A, C, B}, [&](auto i, auto j, auto k) { return at(i, k, j); });
+  // Rows of the source: whole rows copied, a step between them.
+  check3(base.slice(1, 3, B, 4).clone(), Dims{A, 17, C}, [&](auto i, auto j, auto k) { return at(i, 3 + 4 * j, k); });
+  // A step on the innermost axis, and axes of size 1 among the others.
+  check3(base.slice(2, 1, C, 3).slice(0, 2, 3).clone(), Dims{1, B, 15},
+         [&](auto, auto j, auto k) { return at(2, j, 1 + 3 * k); });
+  // Converting dtypes on the way, through the tile path and the row path.
+  const Tensor f = base.permute({1, 2, 0}).to(DType::Float32);
+  CHECK(f.dtype() == DType::Float32);
+  check3(f, Dims{B, C, A}, [&](auto i, auto j, auto k) { return at(k, i, j); });
+  const Tensor ints = iota({A, B, C}, DType::Int64).transpose(0, 2).to(DType::Float64);
+  check3(ints, Dims{C, B, A}, [&](auto i, auto j, auto k) { return at(k, j, i); });
+  // An expanded axis (stride 0), innermost and outermost.
+  check3(iota({1, B, 1}).expand({A, B, C}).clone(), Dims{A, B, C}, [](auto, auto j, auto) { return double(j); });
+  check3(iota({1, 1, C}).expand({A, B, C}).clone(), Dims{A, B, C}, [](auto, auto, auto k) { return double(k); });
+  // A 2-D transpose larger than a tile in both directions, and a single element.
+  check3(iota({1, 100, 33}).transpose(1, 2).clone(), Dims{1, 33, 100},
+         [](auto, auto j, auto k) { return double(k * 33 + j); });
+  CHECK(base.slice(0, 5, 6).slice(1, 69, 70).slice(2, 44, 45).clone().to_vector() == V{at(5, 69, 44)});
+}
+
 // ---- views and autograd -----------------------------------------------------------------------
 
 TEST_CASE("views: on a tensor that requires grad they are recorded and gradients flow back", "[views]") {

@@ -51,6 +51,9 @@ class Node : public CacheAllocated<NodeBlockCache> {
   // by one thread at a time; independent graphs run in parallel freely).
   std::uint64_t epoch = 0;
   std::uint32_t dependencies = 0;
+  // grad() only: whether this node's backward leads to an input asked for
+  // (kNeedUnknown before the pass has looked, kNeedExpanded while it looks).
+  std::int8_t needed = 0;
   TensorList grad_buffer;
 
   const std::string& name() const noexcept { return op->schema.name; }

@@ -501,8 +501,9 @@ class SumMean final : public opforge::Function {
     const Tensor& x = in[0];
     sdk::expect_contiguous(ctx, x, "x");
     const Plan p = plan_of(ctx, x);
-    // Backward needs only the input's shape: saved as ints, so the graph does not keep x alive.
-    if (ctx.any_input_needs_grad()) save_mask(ctx, p.mask);
+    // Backward needs only the input's shape and the axes, both kept by the core
+    // (ctx.input_shape, the attributes): nothing saved, so nothing freed, and a
+    // second backward through the node runs, as PyTorch's SumBackward does.
     const Geometry g = make_geometry(x.shape(), p.mask);
     return {sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
@@ -518,7 +519,7 @@ class SumMean final : public opforge::Function {
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
     const Dims& shape = ctx.input_shape(0);
-    const Geometry g = make_geometry(shape, saved_mask(ctx));
+    const Geometry g = make_geometry(shape, axes_mask(ctx, static_cast<std::int64_t>(shape.size()), ctx.attr_ints(0)));
     const Tensor gout = grads[0].contiguous();
     return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);

@@ -191,6 +191,9 @@ class OPFORGE_API Tensor {
   bool is_leaf() const;
   /// The accumulated gradient of a leaf (undefined until backward reaches it).
   Tensor grad() const;
+  /// Replaces the accumulated gradient (undefined: forgets it). `g` must have this
+  /// tensor's shape and dtype and be another tensor; one that requires grad is
+  /// stored detached (data, no history).
   void set_grad(const Tensor& g) const;
   /// Forgets the accumulated gradient.
   void zero_grad() const;
