@@ -271,6 +271,31 @@ TEST_CASE("clamp and pow_scalar pass gradcheck with their attributes set", "[ele
   }
   // Integer exponents work on negative x too.
   require_gradcheck(pow.bind({{"exponent", 3.0}}), {mapped_randn({6}, 33, away_from_zero)});
+  // Exponents 3, 4, -1 and -2 go by multiplication (1 and 2 are exact): every sign, gradients too.
+  for (double p : {3.0, 4.0, -1.0, -2.0}) {
+    INFO("exponent " << p);
+    require_gradcheck(pow.bind({{"exponent", p}}), {mapped_randn({4, 5}, 34, away_from_zero)});
+  }
+}
+
+TEST_CASE("pow_scalar with a small integer exponent agrees with std::pow to rounding, in both dtypes",
+          "[elementwise][unary]") {
+  const OpHandle pow = opforge::op("elementwise.pow_scalar");
+  const std::vector<double> xs = {-3.5, -1, -0.25, 0.5, 1, 2.75, 1e8, -1e-5};
+  for (const DType dtype : {DType::Float64, DType::Float32}) {
+    const Tensor x = values(xs, {8}, dtype);
+    for (double p : {1.0, 3.0, 4.0, -1.0, -2.0}) {
+      INFO(opforge::dtype_name(dtype) << " exponent " << p);
+      std::vector<double> want;
+      for (double v : x.to_vector()) want.push_back(std::pow(v, p));
+      require_values(pow({x}, {{"exponent", p}}), want, dtype == DType::Float32 ? 3e-7 : 6e-16);
+    }
+    // 0 and -0 with negative exponents: infinities of the right sign, as pow gives.
+    const Tensor z = values({0.0, -0.0}, {2}, dtype);
+    require_values(pow({z}, {{"exponent", -1.0}}), {kInf, -kInf}, 0);
+    require_values(pow({z}, {{"exponent", -2.0}}), {kInf, kInf}, 0);
+    require_values(pow({z}, {{"exponent", 3.0}}), {0, 0}, 0);
+  }
 }
 
 // ---- binary: values ---------------------------------------------------------------------------------
