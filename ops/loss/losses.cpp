@@ -218,10 +218,14 @@ class CrossEntropy final : public opforge::Function {
                         [&](std::int64_t lo, std::int64_t hi) {
                           for (std::int64_t n = lo; n < hi; ++n) {
                             const T* row = px + n * C;
+                            // Both loops vectorise (with libmvec's exp): written as plain loops
+                            // they ran one element at a time, 5x PyTorch's time in float32.
                             T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
                             for (std::int64_t c = 0; c < C; ++c) m = row[c] > m ? row[c] : m;
                             if (!std::isfinite(m)) m = T(0);  // all -inf, or a +inf: no shift
                             double s = 0;
+#pragma omp simd reduction(+ : s)
                             for (std::int64_t c = 0; c < C; ++c) s += static_cast<double>(std::exp(row[c] - m));
                             pl[2 * n] = static_cast<double>(m);
                             pl[2 * n + 1] = std::log(s);
