@@ -299,6 +299,12 @@ Tensor scatter_add(const Context& ctx, const Tensor& g_in, const std::int64_t* i
                           for (std::int64_t j = 0; j < k_len; ++j) {
                             const std::int64_t* ir = index + o * so + j * sj;
                             const T* src = pg + (o * k_len + j) * inner;
+                            if (si == 0) {  // one index for the row (index_select): a row add, vectorised
+                              const std::int64_t v = ir[0] + (ir[0] < 0 ? n : 0);
+                              T* row = dst + v * inner;
+                              for (std::int64_t i = i0; i < i1; ++i) row[i] += src[i];
+                              continue;
+                            }
                             for (std::int64_t i = i0; i < i1; ++i) {
                               std::int64_t v = ir[i * si];
                               v += v < 0 ? n : 0;
