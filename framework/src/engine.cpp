@@ -457,7 +457,8 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
       // A node that no consumer sent a gradient to contributes nothing: skip its
       // backward (its inputs' dependency counts still drop below).
       bool any_grad = false;
-      for (const Tensor& g : n->grad_buffer) any_grad = any_grad || (runs && g.defined());
+      if (runs)
+        for (const Tensor& g : n->grad_buffer) any_grad = any_grad || g.defined();
       TensorList grads_in;
       if (any_grad) {
         for (std::size_t k = 0; k < n->grad_buffer.size(); ++k) {

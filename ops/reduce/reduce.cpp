@@ -117,11 +117,13 @@ Plan plan_of(const Context& ctx, const Tensor& x) {
   return p;
 }
 
-// Backward reads x's shape from the core's record (ctx.input_shape(0)) and the
-// reduced axes from the one int forward saved: never the tensor itself when only
-// its shape is needed.
-void save_mask(Context& ctx, std::uint32_t mask) { ctx.save_int(mask); }
-std::uint32_t saved_mask(const Context& ctx) { return static_cast<std::uint32_t>(ctx.saved_int(0)); }
+// In backward, the reduced axes of forward's plan: from x's shape as the core
+// recorded it (ctx.input_shape(0)) and the axes attribute, which the core keeps.
+// Nothing is saved for them, and sum and mean, which read nothing else, can be
+// backpropagated twice.
+std::uint32_t recorded_mask(const Context& ctx) {
+  return axes_mask(ctx, static_cast<std::int64_t>(ctx.input_shape(0).size()), ctx.attr_ints(0));
+}
 
 // ---- geometry -----------------------------------------------------------------------------
 
@@ -333,7 +335,7 @@ struct ArgAcc {
   // exact here: a max or min does not depend on the order it is taken in): the
   // run's extreme value (NaN aside) and whether it holds a NaN; then the first
   // position of the NaN or of that value, found 16 elements at a time. Compiled
-  // for baseline x86-64, AVX2 and AVX-512 (first_extreme below), the widest the
+  // for baseline x86-64, AVX2 and AVX-512 (first_extreme above), the widest the
   // CPU runs: the same comparisons, so the same result from each.
   void run(State& s, const T* p, std::int64_t n, std::int64_t r0, std::int64_t) const {
     if (n <= 0) return;
@@ -545,9 +547,6 @@ class SumMean final : public opforge::Function {
     const Tensor& x = in[0];
     sdk::expect_contiguous(ctx, x, "x");
     const Plan p = plan_of(ctx, x);
-    // Backward needs only the input's shape and the axes, both kept by the core
-    // (ctx.input_shape, the attributes): nothing saved, so nothing freed, and a
-    // second backward through the node runs, as PyTorch's SumBackward does.
     const Geometry g = make_geometry(x.shape(), p.mask);
     return {sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
@@ -563,7 +562,7 @@ class SumMean final : public opforge::Function {
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
     const Dims& shape = ctx.input_shape(0);
-    const Geometry g = make_geometry(shape, axes_mask(ctx, static_cast<std::int64_t>(shape.size()), ctx.attr_ints(0)));
+    const Geometry g = make_geometry(shape, recorded_mask(ctx));
     const Tensor gout = grads[0].contiguous();
     return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
@@ -610,7 +609,6 @@ class Extreme final : public opforge::Function {
     });
     ctx.mark_non_differentiable(1);
     if (ctx.any_input_needs_grad()) {
-      save_mask(ctx, p.mask);
       ctx.save_for_backward({indices});
     }
     return {values, indices};
@@ -618,7 +616,7 @@ class Extreme final : public opforge::Function {
   // dx is zero but at each output's arg-extreme element, which gets g.
   TensorList backward(Context& ctx, TensorSpan grads) const override {
     const Dims& shape = ctx.input_shape(0);
-    const Geometry g = make_geometry(shape, saved_mask(ctx));
+    const Geometry g = make_geometry(shape, recorded_mask(ctx));
     const Tensor& indices = ctx.saved_tensors()[0];
     const Tensor gout = grads[0].contiguous();
     // One reduced block: the axis (or the placeholder of a size-1 axis), or the flattened tensor.
@@ -683,7 +681,6 @@ class Norm final : public opforge::Function {
       return o;
     });
     if (ctx.any_input_needs_grad()) {
-      save_mask(ctx, plan.mask);
       // The 1-norm's gradient reads x only; the others the norm too.
       ctx.save_for_backward({x, norm_kind(p) == NormKind::L1 ? Tensor() : out});
     }
@@ -691,7 +688,7 @@ class Norm final : public opforge::Function {
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
     const double p = read_p(ctx);
-    const Geometry g = make_geometry(ctx.input_shape(0), saved_mask(ctx));
+    const Geometry g = make_geometry(ctx.input_shape(0), recorded_mask(ctx));
     const TensorList& s = ctx.saved_tensors();  // x, norm (undefined for p = 1)
     const Tensor gout = grads[0].contiguous();
     return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
@@ -781,14 +778,13 @@ class LogSumExp final : public opforge::Function {
       return o;
     });
     if (ctx.any_input_needs_grad()) {
-      save_mask(ctx, plan.mask);
       ctx.save_for_backward({x, parts});
     }
     return {out};
   }
   // dx = g exp((x - m) - log Σ exp(x - m)): the softmax of x over R, scaled by g.
   TensorList backward(Context& ctx, TensorSpan grads) const override {
-    const Geometry g = make_geometry(ctx.input_shape(0), saved_mask(ctx));
+    const Geometry g = make_geometry(ctx.input_shape(0), recorded_mask(ctx));
     const TensorList& s = ctx.saved_tensors();  // x, (shift; log Σ exp) per output
     const Tensor gout = grads[0].contiguous();
     return {sdk::dispatch_floating(gout.dtype(), ctx, "grad", [&](auto tag) {
