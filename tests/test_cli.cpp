@@ -220,14 +220,14 @@ TEST_CASE("cli: bad options get a message and a non-zero status", "[cli]") {
   }
 }
 
-TEST_CASE("cli: an invalid OPFORGE_ELEMENTWISE_ISA stops `bench ops` with a message naming it", "[cli][bench]") {
+TEST_CASE("cli: an invalid OPFORGE_VECTOR_ISA stops `bench ops` with a message naming it", "[cli][bench]") {
   const std::string args = "bench ops --svd-sizes 8 --elementwise-sizes 10 --repeat 1 --json";
-  const Run bad = run(args, true, "OPFORGE_ELEMENTWISE_ISA=sse");
+  const Run bad = run(args, true, "OPFORGE_VECTOR_ISA=sse");
   CHECK(bad.status != 0);
   CHECK_THAT(bad.out, Catch::Contains("elementwise.sqrt") &&
-                          Catch::Contains("OPFORGE_ELEMENTWISE_ISA: expected baseline or avx2 (or unset), got 'sse'"));
+                          Catch::Contains("OPFORGE_VECTOR_ISA: expected baseline or avx2 (or unset), got 'sse'"));
   for (const char* isa : {"baseline", "avx2"}) {
-    const Run ok = run(args, false, std::string("OPFORGE_ELEMENTWISE_ISA=") + isa);
+    const Run ok = run(args, false, std::string("OPFORGE_VECTOR_ISA=") + isa);
     CHECK(ok.status == 0);
     CHECK_THAT(ok.out, Catch::Contains("\"op\": \"exp\""));
   }

@@ -455,6 +455,56 @@ TEST_CASE("reduce_max_and_min_find_the_first_nan_and_first_tie_across_chunks", "
   require_values(out[1], {17000}, 0);
 }
 
+// Along a leading axis (the innermost block kept): values and positions are folded a
+// row at a time in vector code, over chunks of 1024 rows merged in order. 40 columns
+// take the vector loop, 5 the scalar one; NaNs and ties sit in later chunks.
+TEST_CASE("reduce_max_and_min_along_a_leading_axis_find_the_first_nan_and_first_tie", "[ops][reduce]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64, DType::Int64, DType::Bool);
+  const std::int64_t cols = GENERATE(40, 5);
+  const bool is_max = GENERATE(true, false);
+  INFO(opforge::dtype_name(dtype) << ", " << cols << " columns, " << (is_max ? "max" : "min"));
+  const std::int64_t rows = 3000;
+  std::vector<double> v = Tensor::randn({rows, cols}, DType::Float64, 47).to_vector();
+  if (dtype == DType::Int64)
+    for (double& e : v) e = std::round(e * 4);  // many ties
+  if (dtype == DType::Bool)
+    for (double& e : v) e = e > 2.5 ? 1 : 0;  // mostly false: the first true is far down
+  const bool floating = dtype == DType::Float32 || dtype == DType::Float64;
+  auto at = [&](std::int64_t r, std::int64_t c) -> double& { return v[static_cast<std::size_t>(r * cols + c)]; };
+  if (floating) {
+    at(2100, 1) = kNaN;
+    at(1500, 2) = kNaN;
+    at(2900, 2) = kNaN;
+  }
+  if (dtype != DType::Bool) {
+    at(1200, 3) = 100;  // ties in the second and third chunks
+    at(2999, 3) = 100;
+    at(700, 4) = -100;
+    at(2500, 4) = -100;
+  }
+  const Tensor x = values(v, {rows, cols}, dtype);
+  const std::vector<double> xv = x.to_vector();  // as stored (float32 rounding)
+  std::vector<double> want_v, want_i;
+  for (std::int64_t c = 0; c < cols; ++c) {
+    std::int64_t best = 0;
+    for (std::int64_t r = 1; r < rows; ++r) {
+      const double a = xv[static_cast<std::size_t>(r * cols + c)], b = xv[static_cast<std::size_t>(best * cols + c)];
+      const bool up = std::isnan(a) ? !std::isnan(b) : (is_max ? a > b : a < b);
+      if (up) best = r;
+    }
+    want_v.push_back(xv[static_cast<std::size_t>(best * cols + c)]);
+    want_i.push_back(static_cast<double>(best));
+  }
+  const TensorList out = call(is_max ? "reduce.max" : "reduce.min", x, {{"axes", Dims{0}}});
+  require_values(out[1], want_i, 0);
+  require_values(out[0], want_v, 0);
+  if (floating) {
+    CHECK(out[1].to_vector()[1] == 2100);
+    CHECK(out[1].to_vector()[2] == 1500);
+  }
+  if (dtype != DType::Bool) CHECK(out[1].to_vector()[is_max ? 3 : 4] == (is_max ? 1200 : 700));
+}
+
 TEST_CASE("reduce_max_gradient_goes_to_the_arg_max_and_indices_carry_none", "[ops][reduce][grad]") {
   const DType dtype = GENERATE(DType::Float32, DType::Float64);
   Tensor x = values({1, 5, 5, 7, -2, 7}, {2, 3}, dtype);

@@ -78,57 +78,26 @@ decltype(auto) dispatch_numeric(DType t, const Context& ctx, const char* arg, F&
 
 namespace detail {
 
-// The loops below are compiled three times: for baseline x86-64 (SSE2, 16-byte
-// vectors), AVX2 (32-byte) and AVX-512 (64-byte), and the widest copy the CPU
-// runs is used (OPFORGE_ELEMENTWISE_ISA=baseline or avx2 in the environment
-// caps it: the tests run every copy; other values make the ops throw). No
-// FMA: GCC would fuse a*b+c and round differently from the baseline copy
-// (AVX-512 has FMA instructions of its own, so the plugin is built with
-// -ffp-contract=off; tests/test_ops_elementwise.cpp checks tanh's backward bit
-// for bit, which fails without it); for arithmetic, sqrt and
-// comparisons every copy gives the same bits (exp, log, sin, cos, tanh and pow
-// come from libmvec's SSE, AVX2 or AVX-512 versions, which may differ in the
-// last bits: vector_math.hpp). What it gains is where the loop is not
-// memory-bound: sqrt, division and those functions (elementwise.sqrt of 10^5
-// doubles, one thread, 2-core Zen 4 VM: 0.123 ms baseline, 0.058 ms AVX2;
-// NumPy 0.115 ms).
-enum class Isa { baseline, avx2, avx512 };
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define OPFORGE_ELEMENTWISE_AVX2 __attribute__((target("avx2")))
-#define OPFORGE_ELEMENTWISE_AVX512 __attribute__((target("avx2,avx512f,avx512dq,avx512bw,avx512vl")))
-inline Isa loop_isa() {
-  static const Isa isa = [] {  // a throw leaves it unset: every call throws again
-    const char* env = std::getenv("OPFORGE_ELEMENTWISE_ISA");
-    const std::string_view cap = env ? env : "";
-    if (!cap.empty() && cap != "baseline" && cap != "avx2")
-      throw std::invalid_argument("environment variable OPFORGE_ELEMENTWISE_ISA: expected baseline or avx2 (or "
-                                  "unset), got '" + std::string(cap) + "'");
-    __builtin_cpu_init();
-    const bool avx2 = __builtin_cpu_supports("avx2") != 0 && cap != "baseline";
-    const bool avx512 = avx2 && cap != "avx2" && sdk::cpu_has_avx512();
-    return avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
-  }();
-  return isa;
-}
-#else
-#define OPFORGE_ELEMENTWISE_AVX2
-#define OPFORGE_ELEMENTWISE_AVX512
-inline Isa loop_isa() { return Isa::baseline; }
-#endif
+// The loops below are compiled three times (sdk::run_vectorized): for baseline
+// x86-64 (SSE2, 16-byte vectors), AVX2 (32-byte) and AVX-512 (64-byte), and the
+// widest copy the CPU runs is used (OPFORGE_VECTOR_ISA=baseline or avx2 in the
+// environment caps it: the tests run every copy; other values make the ops
+// throw). No FMA: GCC would fuse a*b+c and round differently from the baseline
+// copy, so the plugin is built with -ffp-contract=off
+// (tests/test_ops_elementwise.cpp checks tanh's backward bit for bit, which
+// fails without it); for arithmetic, sqrt and comparisons every copy gives the
+// same bits (exp, log, sin, cos, tanh and pow come from libmvec's SSE, AVX2 or
+// AVX-512 versions, which may differ in the last bits: vector_math.hpp). What
+// it gains is where the loop is not memory-bound: sqrt, division and those
+// functions (elementwise.sqrt of 10^5 doubles, one thread, 2-core Zen 4 VM:
+// 0.123 ms baseline, 0.058 ms AVX2; NumPy 0.115 ms).
 
-template <class Out, class In, class F>
-void map_range(const In* pi, Out* po, std::int64_t lo, std::int64_t hi, const F& f) {
-  for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pi[i]);
-}
-template <class Out, class In, class F>
-OPFORGE_ELEMENTWISE_AVX2 void map_range_avx2(const In* pi, Out* po, std::int64_t lo, std::int64_t hi, const F& f) {
-  for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pi[i]);
-}
-template <class Out, class In, class F>
-OPFORGE_ELEMENTWISE_AVX512 void map_range_avx512(const In* pi, Out* po, std::int64_t lo, std::int64_t hi,
-                                                 const F& f) {
-  for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pi[i]);
-}
+struct MapRange {
+  template <class Out, class In, class F>
+  OPFORGE_KERNEL_BODY static void run(const In* pi, Out* po, std::int64_t lo, std::int64_t hi, const F& f) {
+    for (std::int64_t i = lo; i < hi; ++i) po[i] = f(pi[i]);
+  }
+};
 
 }  // namespace detail
 
@@ -140,13 +109,9 @@ Tensor map1(const Tensor& x, DType out_dtype, F f) {
   Tensor out = Tensor::empty(c.shape(), out_dtype);
   const In* pi = c.data<In>();
   Out* po = out.data<Out>();
-  const detail::Isa isa = detail::loop_isa();
+  const sdk::VectorIsa isa = sdk::vector_isa();
   sdk::parallel_for(0, c.numel(), sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
-    switch (isa) {
-      case detail::Isa::avx512: detail::map_range_avx512<Out, In>(pi, po, lo, hi, f); break;
-      case detail::Isa::avx2: detail::map_range_avx2<Out, In>(pi, po, lo, hi, f); break;
-      default: detail::map_range<Out, In>(pi, po, lo, hi, f);
-    }
+    sdk::run_for_isa<detail::MapRange>(isa, pi, po, lo, hi, f);
   });
   return out;
 }
@@ -258,27 +223,16 @@ Ptrs advance(const Ptrs& base, const std::array<std::int64_t, N>& at, std::index
 }
 
 /// The innermost loop: q[j] = f(p_0[j * s_0], p_1[j * s_1], ...).
-template <class Out, class F, class Ptrs, class Strides, std::size_t... I>
-void run_loop_base(Out* q, std::int64_t len, const F& f, const Ptrs& p, const Strides& s, std::index_sequence<I...>) {
-  for (std::int64_t j = 0; j < len; ++j) q[j] = f(std::get<I>(p)[j * std::get<I>(s)]...);
-}
-template <class Out, class F, class Ptrs, class Strides, std::size_t... I>
-OPFORGE_ELEMENTWISE_AVX2 void run_loop_avx2(Out* q, std::int64_t len, const F& f, const Ptrs& p, const Strides& s,
-                                            std::index_sequence<I...>) {
-  for (std::int64_t j = 0; j < len; ++j) q[j] = f(std::get<I>(p)[j * std::get<I>(s)]...);
-}
-template <class Out, class F, class Ptrs, class Strides, std::size_t... I>
-OPFORGE_ELEMENTWISE_AVX512 void run_loop_avx512(Out* q, std::int64_t len, const F& f, const Ptrs& p,
-                                                const Strides& s, std::index_sequence<I...>) {
-  for (std::int64_t j = 0; j < len; ++j) q[j] = f(std::get<I>(p)[j * std::get<I>(s)]...);
-}
+struct InnerLoop {
+  template <class Out, class F, class Ptrs, class Strides, std::size_t... I>
+  OPFORGE_KERNEL_BODY static void run(Out* q, std::int64_t len, const F& f, const Ptrs& p, const Strides& s,
+                                      std::index_sequence<I...>) {
+    for (std::int64_t j = 0; j < len; ++j) q[j] = f(std::get<I>(p)[j * std::get<I>(s)]...);
+  }
+};
 template <class Out, class F, class Ptrs, class Strides, std::size_t... I>
 void run_loop(Out* q, std::int64_t len, const F& f, const Ptrs& p, const Strides& s, std::index_sequence<I...> seq) {
-  switch (loop_isa()) {
-    case Isa::avx512: run_loop_avx512(q, len, f, p, s, seq); break;
-    case Isa::avx2: run_loop_avx2(q, len, f, p, s, seq); break;
-    default: run_loop_base(q, len, f, p, s, seq);
-  }
+  sdk::run_vectorized<InnerLoop>(q, len, f, p, s, seq);
 }
 
 template <class In>

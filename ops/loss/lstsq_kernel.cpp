@@ -531,12 +531,11 @@ enum class Isa { v4, v3, base };
 // Vector width in bytes of each instance of two_phase.
 constexpr int width_of(Isa isa) { return isa == Isa::v4 ? 64 : isa == Isa::v3 ? 32 : 16; }
 Isa detect_isa() {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-  __builtin_cpu_init();
-  if (opforge::sdk::cpu_has_avx512()) return Isa::v4;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
-    return Isa::v3;
-#endif
+  switch (opforge::sdk::cpu_vector_isa()) {  // the kernel's tests run every instance themselves
+    case opforge::sdk::VectorIsa::avx512: return Isa::v4;
+    case opforge::sdk::VectorIsa::avx2: return Isa::v3;
+    case opforge::sdk::VectorIsa::baseline: break;
+  }
   return Isa::base;
 }
 

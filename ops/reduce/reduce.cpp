@@ -38,6 +38,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -201,8 +202,51 @@ std::int64_t reduced_offset(const Geometry& g, std::int64_t r, int end) {
 // An accumulator folds the elements of one output, visited in order:
 //   State init()                                  the empty fold
 //   run(State&, const T* p, n, r0, o)             n contiguous elements, the first at reduced position r0
-//   elem(State&, T v, r, o)                       one element at reduced position r
+//   row(State* st, const T* p, n, r, o0)          p[j] into st[j], outputs o0 + j (j < n), at reduced position r
 //   merge(State& a, const State& b)               b's elements come after a's
+
+// The kernels below are compiled for baseline x86-64, AVX2 and AVX-512
+// (sdk::run_vectorized; OPFORGE_VECTOR_ISA caps the choice, and the tests run every
+// copy): float32 data is summed in double, four lanes to a baseline register, and the
+// exp of logsumexp and softmax comes from libmvec at the copy's width. The copies fix
+// their order of additions alike and the plugin is built with -ffp-contract=off, so
+// they give the same bits but for libmvec's exp, log and pow (vector_math.hpp).
+// Runs shorter than kVectorRun elements stay inline: the call costs more than it saves.
+constexpr std::int64_t kVectorRun = 32;
+
+// Σ f(p[i], o) for i < n in double: eight accumulators, lane l taking i = l mod 8, in
+// order, then added as a tree. f goes into a buffer first, one vector loop per kBuf
+// elements (so that an exp in f runs vectorised), which changes no addition.
+struct SumRun {
+  template <class T, class F>
+  OPFORGE_KERNEL_BODY static double run(const T* p, std::int64_t n, std::int64_t o, const F& f) {
+    constexpr std::int64_t kBuf = 256;
+    double acc[8] = {};
+    const std::int64_t n8 = n - n % 8;
+    std::int64_t i = 0;
+    while (i < n8) {
+      const std::int64_t nb = std::min(kBuf, n8 - i);
+      double buf[kBuf];
+#pragma omp simd
+      for (std::int64_t k = 0; k < nb; ++k) buf[k] = f(p[i + k], o);
+      for (std::int64_t k = 0; k < nb; k += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += buf[k + l];
+      i += nb;
+    }
+    double t = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; ++i) t += f(p[i], o);
+    return t;
+  }
+};
+
+// st[j] += f(p[j], o0 + j) for j < n: one reduced position of n neighbouring outputs.
+struct SumRow {
+  template <class T, class F>
+  OPFORGE_KERNEL_BODY static void run(double* st, const T* p, std::int64_t n, std::int64_t o0, const F& f) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < n; ++j) st[j] += f(p[j], o0 + j);
+  }
+};
 
 // Σ f(x, o) in double.
 template <class T, class F>
@@ -210,18 +254,15 @@ struct SumAcc {
   using State = double;
   F f;
   State init() const { return 0.0; }
-  // Eight accumulators in a fixed pattern: the compiler keeps them in vector
-  // registers without reordering anything the source does not already order.
   void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t o) const {
-    double acc[8] = {};
-    std::int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int l = 0; l < 8; ++l) acc[l] += f(p[i + l], o);
-    double t = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; ++i) t += f(p[i], o);
-    s += t;
+    s += n >= kVectorRun ? sdk::run_vectorized<SumRun>(p, n, o, f) : SumRun::run(p, n, o, f);
   }
-  void elem(State& s, T v, std::int64_t, std::int64_t o) const { s += f(v, o); }
+  void row(State* st, const T* p, std::int64_t n, std::int64_t, std::int64_t o0) const {
+    if (n >= kVectorRun)
+      sdk::run_vectorized<SumRow>(st, p, n, o0, f);
+    else
+      SumRow::run(st, p, n, o0, f);
+  }
   void merge(State& a, const State& b) const { a += b; }
 };
 template <class T, class F>
@@ -230,89 +271,73 @@ SumAcc<T, F> sum_of(F f) {
 }
 
 // The largest element, NaN ignored (logsumexp's shift; a NaN still reaches its sum).
+// A max does not depend on the order it is taken in: the vector reductions are exact.
+struct MaxRun {
+  template <class T>
+  OPFORGE_KERNEL_BODY static T run(T m, const T* p, std::int64_t n) {
+#pragma omp simd reduction(max : m)
+    for (std::int64_t i = 0; i < n; ++i) m = p[i] > m ? p[i] : m;
+    return m;
+  }
+};
+struct MaxRow {
+  template <class T>
+  OPFORGE_KERNEL_BODY static void run(T* st, const T* p, std::int64_t n) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < n; ++j) st[j] = p[j] > st[j] ? p[j] : st[j];
+  }
+};
 template <class T>
 struct MaxAcc {
   using State = T;
   State init() const { return -std::numeric_limits<T>::infinity(); }
-  // A max does not depend on the order it is taken in: the vector reduction is exact.
   void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t) const {
-    T m = s;
-#pragma omp simd reduction(max : m)
-    for (std::int64_t i = 0; i < n; ++i) m = p[i] > m ? p[i] : m;
-    s = m;
+    s = n >= kVectorRun ? sdk::run_vectorized<MaxRun>(s, p, n) : MaxRun::run(s, p, n);
   }
-  void elem(State& s, T v, std::int64_t, std::int64_t) const { s = v > s ? v : s; }
+  void row(State* st, const T* p, std::int64_t n, std::int64_t, std::int64_t) const {
+    if (n >= kVectorRun)
+      sdk::run_vectorized<MaxRow>(st, p, n);
+    else
+      MaxRow::run(st, p, n);
+  }
   void merge(State& a, const State& b) const { a = b > a ? b : a; }
 };
 
 // Position of the first NaN of p[0, n) (n > 0) if it holds one, else of the first
 // element equal to its max (kMax) or min. The body is compiled into three copies.
 template <class T, bool kMax>
-__attribute__((always_inline)) inline std::int64_t first_extreme_body(const T* p, std::int64_t n) {
-  T m = p[0];
-  int any = 0;  // a NaN seen (floating types only)
-  if constexpr (kMax) {
+struct FirstExtreme {
+  OPFORGE_KERNEL_BODY static std::int64_t run(const T* p, std::int64_t n) {
+    T m = p[0];
+    int any = 0;  // a NaN seen (floating types only)
+    if constexpr (kMax) {
 #pragma omp simd reduction(max : m) reduction(| : any)
-    for (std::int64_t i = 0; i < n; ++i) {
-      m = p[i] > m ? p[i] : m;
-      if constexpr (std::is_floating_point_v<T>) any |= p[i] != p[i];
-    }
-  } else {
+      for (std::int64_t i = 0; i < n; ++i) {
+        m = p[i] > m ? p[i] : m;
+        if constexpr (std::is_floating_point_v<T>) any |= p[i] != p[i];
+      }
+    } else {
 #pragma omp simd reduction(min : m) reduction(| : any)
-    for (std::int64_t i = 0; i < n; ++i) {
-      m = p[i] < m ? p[i] : m;
-      if constexpr (std::is_floating_point_v<T>) any |= p[i] != p[i];
+      for (std::int64_t i = 0; i < n; ++i) {
+        m = p[i] < m ? p[i] : m;
+        if constexpr (std::is_floating_point_v<T>) any |= p[i] != p[i];
+      }
     }
-  }
-  std::int64_t k = 0;
-  if (any != 0) {  // the first NaN (the max above may have kept p[0] even when it is one)
-    while (p[k] == p[k]) ++k;
+    std::int64_t k = 0;
+    if (any != 0) {  // the first NaN (the max above may have kept p[0] even when it is one)
+      while (p[k] == p[k]) ++k;
+      return k;
+    }
+    for (; k + 16 <= n; k += 16) {
+      int hit = 0;
+#pragma omp simd reduction(| : hit)
+      for (int l = 0; l < 16; ++l) hit |= p[k + l] == m;
+      if (hit) break;
+    }
+    while (p[k] != m) ++k;
     return k;
   }
-  for (; k + 16 <= n; k += 16) {
-    int hit = 0;
-#pragma omp simd reduction(| : hit)
-    for (int l = 0; l < 16; ++l) hit |= p[k + l] == m;
-    if (hit) break;
-  }
-  while (p[k] != m) ++k;
-  return k;
-}
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-template <class T, bool kMax>
-__attribute__((target("avx2"))) std::int64_t first_extreme_avx2(const T* p, std::int64_t n) {
-  return first_extreme_body<T, kMax>(p, n);
-}
-template <class T, bool kMax>
-__attribute__((target("avx2,avx512f,avx512dq,avx512bw,avx512vl"))) std::int64_t first_extreme_avx512(
-    const T* p, std::int64_t n) {
-  return first_extreme_body<T, kMax>(p, n);
-}
-// 2: AVX-512, 1: AVX2, 0: baseline; found once. (The baseline copy gave max of
-// 4 M float32 values in 3.5x NumPy's time: four lanes to its sixteen.)
-inline int scan_width() {
-  static const int w = [] {
-    __builtin_cpu_init();
-    if (opforge::sdk::cpu_has_avx512()) return 2;
-    return __builtin_cpu_supports("avx2") ? 1 : 0;
-  }();
-  return w;
-}
-template <class T, bool kMax>
-std::int64_t first_extreme(const T* p, std::int64_t n) {
-  switch (scan_width()) {
-    case 2: return first_extreme_avx512<T, kMax>(p, n);
-    case 1: return first_extreme_avx2<T, kMax>(p, n);
-    default: return first_extreme_body<T, kMax>(p, n);
-  }
-}
-#else
-template <class T, bool kMax>
-std::int64_t first_extreme(const T* p, std::int64_t n) {
-  return first_extreme_body<T, kMax>(p, n);
-}
-#endif
+};
 
 // The extreme element and its reduced position: first of equals, NaN first of all.
 template <class T, bool kMax>
@@ -334,16 +359,20 @@ struct ArgAcc {
   // Loops without branches on the data, in vector code (`omp simd` reductions are
   // exact here: a max or min does not depend on the order it is taken in): the
   // run's extreme value (NaN aside) and whether it holds a NaN; then the first
-  // position of the NaN or of that value, found 16 elements at a time. Compiled
-  // for baseline x86-64, AVX2 and AVX-512 (first_extreme above), the widest the
-  // CPU runs: the same comparisons, so the same result from each.
+  // position of the NaN or of that value, found 16 elements at a time (every
+  // vector copy makes the same comparisons, so finds the same element).
   void run(State& s, const T* p, std::int64_t n, std::int64_t r0, std::int64_t) const {
     if (n <= 0) return;
-    const std::int64_t k = first_extreme<T, kMax>(p, n);
+    const std::int64_t k =
+        n >= kVectorRun ? sdk::run_vectorized<FirstExtreme<T, kMax>>(p, n) : FirstExtreme<T, kMax>::run(p, n);
     elem(s, p[k], r0 + k, 0);
   }
   void elem(State& s, T v, std::int64_t r, std::int64_t) const {
     if (s.i < 0 || better(v, s.v)) s = {v, r};
+  }
+  // (Extreme runs a kept innermost block through extreme_kept instead.)
+  void row(State* st, const T* p, std::int64_t n, std::int64_t r, std::int64_t) const {
+    for (std::int64_t j = 0; j < n; ++j) elem(st[j], p[j], r, 0);
   }
   void merge(State& a, const State& b) const {
     if (b.i >= 0 && (a.i < 0 || better(b.v, a.v))) a = b;
@@ -351,6 +380,32 @@ struct ArgAcc {
 };
 
 // ---- the reduction loop -----------------------------------------------------------------------
+
+// Reduced position r (row-major over the reduced blocks before the last, kept one)
+// and its offset in x, stepped one position at a time.
+struct ReducedCursor {
+  const Geometry& g;
+  std::int64_t r, off = 0;
+  std::int64_t idx[kMaxBlocks] = {};
+  ReducedCursor(const Geometry& geometry, std::int64_t r0) : g(geometry), r(r0) {
+    for (std::int64_t q = r0, d = g.nd - 1; d-- > 0;) {
+      if (!g.reduced[d]) continue;
+      idx[d] = q % g.size[d];
+      off += idx[d] * g.stride[d];
+      q /= g.size[d];
+    }
+  }
+  void next() {
+    ++r;
+    for (int d = g.nd - 1; d-- > 0;) {
+      if (!g.reduced[d]) continue;
+      off += g.stride[d];
+      if (++idx[d] < g.size[d]) break;
+      off -= g.stride[d] * g.size[d];
+      idx[d] = 0;
+    }
+  }
+};
 
 // Folds every output's elements with `acc` and calls finish(o, state) once per output
 // (from several threads at once, each o once). See "Determinism" above.
@@ -422,25 +477,7 @@ void reduce_kernel(const Geometry& g, const T* x, const Acc& acc, Finish&& finis
   // Folds reduced positions [r0, r1) into st[0, jn) for outputs o0 .. o0 + jn - 1.
   auto fold = [&](State* st, std::int64_t o0, std::int64_t jn, std::int64_t r0, std::int64_t r1) {
     const T* base = x + kept_offset(g, o0);
-    std::int64_t idx[kMaxBlocks] = {};
-    std::int64_t roff = 0;
-    for (std::int64_t r = r0, d = last; d-- > 0;) {
-      if (!g.reduced[d]) continue;
-      idx[d] = r % g.size[d];
-      roff += idx[d] * g.stride[d];
-      r /= g.size[d];
-    }
-    for (std::int64_t r = r0; r < r1; ++r) {
-      const T* p = base + roff;
-      for (std::int64_t j = 0; j < jn; ++j) acc.elem(st[j], p[j], r, o0 + j);
-      for (int d = last; d-- > 0;) {  // next reduced position
-        if (!g.reduced[d]) continue;
-        roff += g.stride[d];
-        if (++idx[d] < g.size[d]) break;
-        roff -= g.stride[d] * g.size[d];
-        idx[d] = 0;
-      }
-    }
+    for (ReducedCursor c(g, r0); c.r < r1; c.next()) acc.row(st, base + c.off, jn, c.r, o0);
   };
   const std::int64_t grain =
       std::max<std::int64_t>(1, sdk::kElementwiseGrain / (std::min(R, kRowChunk) * jb));
@@ -580,6 +617,73 @@ class SumMean final : public opforge::Function {
 
 // ---- max, min ----------------------------------------------------------------------------------
 
+// One reduced position of n neighbouring outputs: where p[j] beats v[j] (ArgAcc::better),
+// it and r replace v[j] and i[j]. In vector code, values and positions in two arrays.
+template <class T, bool kMax>
+struct ExtremeRow {
+  OPFORGE_KERNEL_BODY static void run(T* v, std::int64_t* i, const T* p, std::int64_t n, std::int64_t r) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < n; ++j) {
+      const T a = p[j], b = v[j];
+      bool up = kMax ? a > b : a < b;
+      if constexpr (std::is_floating_point_v<T>) up = a != a ? b == b : up;
+      v[j] = up ? a : b;
+      i[j] = up ? r : i[j];
+    }
+  }
+};
+
+// max and min where the innermost block is kept (along a leading axis): each task
+// folds up to kColumnBlock neighbouring outputs over kRowChunk reduced positions, a
+// row at a time; chunks are merged in order. A later position wins only when it is
+// strictly better, so each output gets the first of equals (the first NaN), as
+// through ArgAcc. (ArgAcc's array of value-position pairs took 2.4-6x longer.)
+template <class T, bool kMax>
+void extreme_kept(const Geometry& g, const T* x, T* pv, std::int64_t* pi) {
+  const std::int64_t O = g.out_numel, R = g.red_numel;  // both > 0
+  const std::int64_t K = g.size[g.nd - 1], rows = O / K;
+  const std::int64_t jb = std::min(K, kColumnBlock), nj = (K + jb - 1) / jb;
+  const std::int64_t nchunks = (R + kRowChunk - 1) / kRowChunk;
+  // Chunk c > 0 at [(c - 1) * O + o]; chunk 0 straight into the outputs.
+  const auto nparts = static_cast<std::size_t>((nchunks - 1) * O);
+  const std::unique_ptr<T[]> vpart(new T[nparts]);  // (not std::vector: T may be bool)
+  const std::unique_ptr<std::int64_t[]> ipart(new std::int64_t[nparts]);
+  const sdk::VectorIsa isa = sdk::vector_isa();
+  const std::int64_t grain = std::max<std::int64_t>(1, sdk::kElementwiseGrain / (std::min(R, kRowChunk) * jb));
+  sdk::parallel_for(0, rows * nj * nchunks, grain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = lo; t < hi; ++t) {
+      const std::int64_t c = t % nchunks, block = t / nchunks;
+      const std::int64_t o0 = (block / nj) * K + (block % nj) * jb;
+      const std::int64_t jn = std::min(jb, K - (block % nj) * jb);
+      T* v = (c == 0 ? pv : vpart.get() + (c - 1) * O) + o0;
+      std::int64_t* i = (c == 0 ? pi : ipart.get() + (c - 1) * O) + o0;
+      const T* base = x + kept_offset(g, o0);
+      const std::int64_t r1 = std::min(R, (c + 1) * kRowChunk);
+      ReducedCursor cur(g, c * kRowChunk);
+      std::copy(base + cur.off, base + cur.off + jn, v);
+      std::fill(i, i + jn, cur.r);
+      for (cur.next(); cur.r < r1; cur.next()) {
+        if (jn >= kVectorRun)
+          sdk::run_for_isa<ExtremeRow<T, kMax>>(isa, v, i, base + cur.off, jn, cur.r);
+        else
+          ExtremeRow<T, kMax>::run(v, i, base + cur.off, jn, cur.r);
+      }
+    }
+  });
+  if (nchunks == 1) return;
+  sdk::parallel_for(0, O, std::max<std::int64_t>(1, sdk::kElementwiseGrain / nchunks),
+                    [&](std::int64_t lo, std::int64_t hi) {
+                      for (std::int64_t o = lo; o < hi; ++o)
+                        for (std::int64_t c = 1; c < nchunks; ++c) {
+                          const std::size_t k = static_cast<std::size_t>((c - 1) * O + o);
+                          if (ArgAcc<T, kMax>::better(vpart[k], pv[o])) {
+                            pv[o] = vpart[k];
+                            pi[o] = ipart[k];
+                          }
+                        }
+                    });
+}
+
 template <bool kMax>
 class Extreme final : public opforge::Function {
  public:
@@ -601,6 +705,10 @@ class Extreme final : public opforge::Function {
       using T = decltype(tag);
       T* pv = values.data<T>();
       using Acc = ArgAcc<T, kMax>;
+      if (!g.reduced[g.nd - 1] && g.red_numel > 0 && g.out_numel > 0) {
+        extreme_kept<T, kMax>(g, x.data<T>(), pv, pi);
+        return 0;
+      }
       reduce_kernel<T>(g, x.data<T>(), Acc{}, [&](std::int64_t o, const typename Acc::State& s) {
         pv[o] = s.v;
         pi[o] = s.i;

@@ -74,10 +74,14 @@ void for_each_block(const Lines& l, Body&& body) {
                     });
 }
 
+// The kernels below are compiled for baseline x86-64, AVX2 and AVX-512
+// (sdk::run_vectorized, as in reduce.cpp): exp(x - m) runs at the copy's vector width,
+// from libmvec; everything else gives the same bits in every copy.
+
 // The largest of x[0, n), NaN aside (a NaN still reaches the sum of exps). A max
 // does not depend on the order it is taken in, so the vector reduction is exact.
 template <class T>
-T row_max(const T* x, std::int64_t n) {
+OPFORGE_KERNEL_BODY T row_max(const T* x, std::int64_t n) {
   T m = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : m)
   for (std::int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
@@ -87,7 +91,7 @@ T row_max(const T* x, std::int64_t n) {
 // Σ f(i) for i < n, in double, with eight interleaved accumulators: a fixed order of
 // additions that the compiler keeps in vector registers.
 template <class F>
-double row_sum(std::int64_t n, F f) {
+OPFORGE_KERNEL_BODY double row_sum(std::int64_t n, F f) {
   double acc[8] = {};
   std::int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -97,94 +101,128 @@ double row_sum(std::int64_t n, F f) {
   return s;
 }
 
+// One line along the axis (inner = 1): y = exp(x - m), its sum, then y scaled (softmax)
+// or y = (x - m) - log Σ (log_softmax).
 template <class T, bool kLog>
-void softmax_forward(const Lines& l, const T* x, T* y) {
-  if (l.inner == 1) {
-    for_each_block(l, [&](std::int64_t row, std::int64_t, std::int64_t) {
-      const T* xr = x + row * l.n;
-      T* yr = y + row * l.n;
-      const T m = row_max(xr, l.n);
-      // softmax keeps each exp(x - m) in y, to be scaled below.
-      const double s = row_sum(l.n, [&](std::int64_t i) {
-        const T e = std::exp(xr[i] - m);
-        if constexpr (!kLog) yr[i] = e;
-        return static_cast<double>(e);
-      });
-      if constexpr (kLog) {
-        const T ls = static_cast<T>(std::log(s));
-        for (std::int64_t i = 0; i < l.n; ++i) yr[i] = (xr[i] - m) - ls;
-      } else {
-        const T inv = static_cast<T>(1.0 / s);
-        for (std::int64_t i = 0; i < l.n; ++i) yr[i] *= inv;
-      }
-    });
-    return;
+struct ForwardRow {
+  OPFORGE_KERNEL_BODY static void run(const T* xr, T* yr, std::int64_t n) {
+    const T m = row_max(xr, n);
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) yr[i] = std::exp(xr[i] - m);
+    const double s = row_sum(n, [&](std::int64_t i) { return static_cast<double>(yr[i]); });
+    if constexpr (kLog) {
+      const T ls = static_cast<T>(std::log(s));
+#pragma omp simd
+      for (std::int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - m) - ls;
+    } else {
+      const T inv = static_cast<T>(1.0 / s);
+#pragma omp simd
+      for (std::int64_t i = 0; i < n; ++i) yr[i] *= inv;
+    }
   }
-  for_each_block(l, [&](std::int64_t o, std::int64_t j0, std::int64_t jn) {
-    const T* xb = x + o * l.n * l.inner + j0;
-    T* yb = y + o * l.n * l.inner + j0;
+};
+
+// jn <= kColumns neighbouring lines (inner > 1), lines j at xb[i * inner + j].
+template <class T, bool kLog>
+struct ForwardBlock {
+  OPFORGE_KERNEL_BODY static void run(const T* xb, T* yb, std::int64_t n, std::int64_t inner, std::int64_t jn) {
     T m[kColumns];
     double s[kColumns];
     std::fill(m, m + jn, -std::numeric_limits<T>::infinity());
     std::fill(s, s + jn, 0.0);
-    for (std::int64_t i = 0; i < l.n; ++i)
-      for (std::int64_t j = 0; j < jn; ++j) m[j] = xb[i * l.inner + j] > m[j] ? xb[i * l.inner + j] : m[j];
-    for (std::int64_t i = 0; i < l.n; ++i)
+    for (std::int64_t i = 0; i < n; ++i)
+#pragma omp simd
+      for (std::int64_t j = 0; j < jn; ++j) m[j] = xb[i * inner + j] > m[j] ? xb[i * inner + j] : m[j];
+    for (std::int64_t i = 0; i < n; ++i)
+#pragma omp simd
       for (std::int64_t j = 0; j < jn; ++j) {
-        const T e = std::exp(xb[i * l.inner + j] - m[j]);
-        if constexpr (!kLog) yb[i * l.inner + j] = e;
+        const T e = std::exp(xb[i * inner + j] - m[j]);
+        if constexpr (!kLog) yb[i * inner + j] = e;
         s[j] += e;
       }
     T k[kColumns];  // log Σ (log_softmax) or 1 / Σ (softmax)
     for (std::int64_t j = 0; j < jn; ++j) k[j] = static_cast<T>(kLog ? std::log(s[j]) : 1.0 / s[j]);
-    for (std::int64_t i = 0; i < l.n; ++i)
+    for (std::int64_t i = 0; i < n; ++i)
+#pragma omp simd
       for (std::int64_t j = 0; j < jn; ++j) {
         if constexpr (kLog)
-          yb[i * l.inner + j] = (xb[i * l.inner + j] - m[j]) - k[j];
+          yb[i * inner + j] = (xb[i * inner + j] - m[j]) - k[j];
         else
-          yb[i * l.inner + j] *= k[j];
+          yb[i * inner + j] *= k[j];
       }
-  });
-}
+  }
+};
 
-// softmax: dx = y (g - Σ g y);  log_softmax: dx = g - exp(y) Σ g.
 template <class T, bool kLog>
-void softmax_backward(const Lines& l, const T* y, const T* g, T* dx) {
+void softmax_forward(const Lines& l, const T* x, T* y) {
+  const sdk::VectorIsa isa = sdk::vector_isa();
   if (l.inner == 1) {
     for_each_block(l, [&](std::int64_t row, std::int64_t, std::int64_t) {
-      const std::int64_t b = row * l.n;
-      const double s = row_sum(l.n, [&](std::int64_t i) {
-        return kLog ? static_cast<double>(g[b + i]) : static_cast<double>(g[b + i]) * y[b + i];
-      });
-      const T st = static_cast<T>(s);
-      for (std::int64_t i = 0; i < l.n; ++i) {
-        if constexpr (kLog)
-          dx[b + i] = g[b + i] - std::exp(y[b + i]) * st;
-        else
-          dx[b + i] = y[b + i] * (g[b + i] - st);
-      }
+      sdk::run_for_isa<ForwardRow<T, kLog>>(isa, x + row * l.n, y + row * l.n, l.n);
     });
     return;
   }
   for_each_block(l, [&](std::int64_t o, std::int64_t j0, std::int64_t jn) {
     const std::int64_t b = o * l.n * l.inner + j0;
+    sdk::run_for_isa<ForwardBlock<T, kLog>>(isa, x + b, y + b, l.n, l.inner, jn);
+  });
+}
+
+// softmax: dx = y (g - Σ g y);  log_softmax: dx = g - exp(y) Σ g.
+template <class T, bool kLog>
+struct BackwardRow {
+  OPFORGE_KERNEL_BODY static void run(const T* y, const T* g, T* dx, std::int64_t n) {
+    const double s =
+        row_sum(n, [&](std::int64_t i) { return kLog ? static_cast<double>(g[i]) : static_cast<double>(g[i]) * y[i]; });
+    const T st = static_cast<T>(s);
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      if constexpr (kLog)
+        dx[i] = g[i] - std::exp(y[i]) * st;
+      else
+        dx[i] = y[i] * (g[i] - st);
+    }
+  }
+};
+template <class T, bool kLog>
+struct BackwardBlock {
+  OPFORGE_KERNEL_BODY static void run(const T* y, const T* g, T* dx, std::int64_t n, std::int64_t inner,
+                                      std::int64_t jn) {
     double s[kColumns];
     std::fill(s, s + jn, 0.0);
-    for (std::int64_t i = 0; i < l.n; ++i)
+    for (std::int64_t i = 0; i < n; ++i)
+#pragma omp simd
       for (std::int64_t j = 0; j < jn; ++j) {
-        const std::int64_t k = b + i * l.inner + j;
+        const std::int64_t k = i * inner + j;
         s[j] += kLog ? static_cast<double>(g[k]) : static_cast<double>(g[k]) * y[k];
       }
     T st[kColumns];
     for (std::int64_t j = 0; j < jn; ++j) st[j] = static_cast<T>(s[j]);
-    for (std::int64_t i = 0; i < l.n; ++i)
+    for (std::int64_t i = 0; i < n; ++i)
+#pragma omp simd
       for (std::int64_t j = 0; j < jn; ++j) {
-        const std::int64_t k = b + i * l.inner + j;
+        const std::int64_t k = i * inner + j;
         if constexpr (kLog)
           dx[k] = g[k] - std::exp(y[k]) * st[j];
         else
           dx[k] = y[k] * (g[k] - st[j]);
       }
+  }
+};
+
+template <class T, bool kLog>
+void softmax_backward(const Lines& l, const T* y, const T* g, T* dx) {
+  const sdk::VectorIsa isa = sdk::vector_isa();
+  if (l.inner == 1) {
+    for_each_block(l, [&](std::int64_t row, std::int64_t, std::int64_t) {
+      const std::int64_t b = row * l.n;
+      sdk::run_for_isa<BackwardRow<T, kLog>>(isa, y + b, g + b, dx + b, l.n);
+    });
+    return;
+  }
+  for_each_block(l, [&](std::int64_t o, std::int64_t j0, std::int64_t jn) {
+    const std::int64_t b = o * l.n * l.inner + j0;
+    sdk::run_for_isa<BackwardBlock<T, kLog>>(isa, y + b, g + b, dx + b, l.n, l.inner, jn);
   });
 }
 

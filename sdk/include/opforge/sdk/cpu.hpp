@@ -11,7 +11,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
 
 namespace opforge::sdk {
 
@@ -26,6 +31,102 @@ inline bool cpu_has_avx512() noexcept {
 #else
   return false;
 #endif
+}
+
+/// The instruction sets a vectorised kernel is compiled for, narrowest first:
+/// baseline x86-64 (SSE2, 16-byte vectors), AVX2 with FMA, BMI1 and BMI2 (the
+/// vector part of x86-64-v3, 32-byte) and AVX-512 F, DQ, BW and VL (64-byte).
+enum class VectorIsa { baseline, avx2, avx512 };
+
+/// The widest VectorIsa this CPU and OS run; VectorIsa::baseline on other
+/// architectures and compilers.
+inline VectorIsa cpu_vector_isa() noexcept {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+  if (avx2 && cpu_has_avx512()) return VectorIsa::avx512;
+  return avx2 ? VectorIsa::avx2 : VectorIsa::baseline;
+#else
+  return VectorIsa::baseline;
+#endif
+}
+
+/// Reads a cap on VectorIsa from OPFORGE_VECTOR_ISA: unset or empty, none (the
+/// CPU's widest); "baseline" or "avx2", at most that; anything else throws
+/// std::invalid_argument naming the variable, what it takes and what it holds.
+inline VectorIsa capped_vector_isa(VectorIsa cpu, const char* env) {
+  const std::string_view cap = env ? env : "";
+  if (cap.empty()) return cpu;
+  if (cap == "baseline") return VectorIsa::baseline;
+  if (cap == "avx2") return cpu == VectorIsa::avx512 ? VectorIsa::avx2 : cpu;
+  throw std::invalid_argument("environment variable OPFORGE_VECTOR_ISA: expected baseline or avx2 (or unset), got '" +
+                              std::string(cap) + "'");
+}
+
+/// The copy of a vectorised kernel to run (run_vectorized below): the CPU's
+/// widest, capped by OPFORGE_VECTOR_ISA (which the tests use to run every copy on
+/// one machine). Found once per plugin; an invalid OPFORGE_VECTOR_ISA throws
+/// here, at every call.
+inline VectorIsa vector_isa() {
+  static const VectorIsa isa = capped_vector_isa(cpu_vector_isa(), std::getenv("OPFORGE_VECTOR_ISA"));
+  return isa;
+}
+
+// GCC target attributes of the copies (nothing elsewhere: one copy).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define OPFORGE_TARGET_AVX2 __attribute__((target("avx2,fma,bmi,bmi2")))
+#define OPFORGE_TARGET_AVX512 __attribute__((target("avx2,fma,bmi,bmi2,avx512f,avx512dq,avx512bw,avx512vl")))
+#define OPFORGE_VECTOR_COPIES 1
+#else
+#define OPFORGE_TARGET_AVX2
+#define OPFORGE_TARGET_AVX512
+#define OPFORGE_VECTOR_COPIES 0
+#endif
+/// Marks a kernel's body for run_vectorized: `struct K { template <class...A>
+/// OPFORGE_KERNEL_BODY static auto run(A...) {...} };` (always inlined into
+/// each copy, so that its loops are compiled for that copy's instruction set).
+#define OPFORGE_KERNEL_BODY __attribute__((always_inline)) inline
+
+namespace vector_copy {
+template <class K, class... A>
+OPFORGE_TARGET_AVX512 decltype(auto) run_avx512(A&&... a) {
+  return K::run(std::forward<A>(a)...);
+}
+template <class K, class... A>
+OPFORGE_TARGET_AVX2 decltype(auto) run_avx2(A&&... a) {
+  return K::run(std::forward<A>(a)...);
+}
+template <class K, class... A>
+decltype(auto) run_baseline(A&&... a) {
+  return K::run(std::forward<A>(a)...);
+}
+}  // namespace vector_copy
+
+/// K::run(a...) compiled for `isa` (one of the three copies; the caller checks
+/// that the CPU runs it). Lambdas passed in are inlined into the copy too.
+/// Floating-point results are the same in every copy only where the loops fix
+/// their order of operations and the plugin is built with -ffp-contract=off
+/// (AVX2 and AVX-512 have FMA instructions); libmvec's exp, log, ... differ in
+/// the last bits between widths.
+template <class K, class... A>
+decltype(auto) run_for_isa(VectorIsa isa, A&&... a) {
+#if OPFORGE_VECTOR_COPIES
+  switch (isa) {
+    case VectorIsa::avx512: return vector_copy::run_avx512<K>(std::forward<A>(a)...);
+    case VectorIsa::avx2: return vector_copy::run_avx2<K>(std::forward<A>(a)...);
+    case VectorIsa::baseline: break;
+  }
+#else
+  (void)isa;
+#endif
+  return vector_copy::run_baseline<K>(std::forward<A>(a)...);
+}
+
+/// K::run(a...) in the copy vector_isa() picks.
+template <class K, class... A>
+decltype(auto) run_vectorized(A&&... a) {
+  return run_for_isa<K>(vector_isa(), std::forward<A>(a)...);
 }
 
 /// The share of a last-level cache that CPUID (or glibc's sysconf, which reads

@@ -20,7 +20,7 @@ decltype(auto) dispatch_floating(DType t, const Context& ctx, const char* arg, F
     case DType::Float64: return f(double{});
     default: break;
   }
-  throw DTypeError(detail::concat(ctx.op_name(), ": argument '", arg, "': expected dtype float32 or float64, got ",
+  throw DTypeError(::opforge::detail::concat(ctx.op_name(), ": argument '", arg, "': expected dtype float32 or float64, got ",
                                   dtype_name(t)));
 }
 

@@ -24,7 +24,7 @@ inline void require_contiguous(const Tensor& t, const char* what) {
 /// A 1-D view of all elements, in row-major order.
 template <class T>
 auto flat_view(const Tensor& t) {
-  detail::require_contiguous(t, "sdk::flat_view");
+  ::opforge::sdk::detail::require_contiguous(t, "sdk::flat_view");
   return xt::adapt(t.data<T>(), static_cast<std::size_t>(t.numel()), xt::no_ownership(),
                    std::array<std::size_t, 1>{static_cast<std::size_t>(t.numel())});
 }
@@ -32,7 +32,7 @@ auto flat_view(const Tensor& t) {
 /// A 2-D view of a 2-D tensor.
 template <class T>
 auto matrix_view(const Tensor& t) {
-  detail::require_contiguous(t, "sdk::matrix_view");
+  ::opforge::sdk::detail::require_contiguous(t, "sdk::matrix_view");
   OPFORGE_CHECK(t.dim() == 2, ShapeError, "sdk::matrix_view: expected a 2-D tensor, got shape ", t.shape());
   return xt::adapt(t.data<T>(), static_cast<std::size_t>(t.numel()), xt::no_ownership(),
                    std::array<std::size_t, 2>{static_cast<std::size_t>(t.size(0)), static_cast<std::size_t>(t.size(1))});
@@ -41,7 +41,7 @@ auto matrix_view(const Tensor& t) {
 /// An N-D view with the tensor's shape.
 template <class T>
 auto view(const Tensor& t) {
-  detail::require_contiguous(t, "sdk::view");
+  ::opforge::sdk::detail::require_contiguous(t, "sdk::view");
   std::vector<std::size_t> shape(t.shape().begin(), t.shape().end());
   return xt::adapt(t.data<T>(), static_cast<std::size_t>(t.numel()), xt::no_ownership(), shape);
 }
