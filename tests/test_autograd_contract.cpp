@@ -346,6 +346,30 @@ TEST_CASE("contract: marking an output past the last one is refused, recorded or
 }
 
 namespace {
+// 2 x, marking output 64 (past the 64 bits the core keeps) or -1 (a size_t).
+struct MarksFarOutput final : opforge::Function {
+  std::size_t index;
+  explicit MarksFarOutput(std::size_t i) : index(i) {}
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    ctx.mark_non_differentiable(index);
+    return {scaled(in[0], 2)};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {scaled(g[0], 2)}; }
+};
+}  // namespace
+
+TEST_CASE("contract: marking output 64 or beyond is refused, not ignored", "[contract]") {
+  for (std::size_t index : {std::size_t{64}, std::size_t{100}, static_cast<std::size_t>(-1)}) {
+    const OpHandle op = opforge::make_op(OpSchema("test.marks_far").input_names({"x"}),
+                                         std::make_unique<MarksFarOutput>(index));
+    REQUIRE_THROWS_MATCHES(op.call({leaf({1.0, 2.0})}), AutogradError,
+                           Message("test.marks_far: forward marked output " + std::to_string(index) +
+                                   " non-differentiable (ctx.mark_non_differentiable), but an op has at most 64 "
+                                   "outputs; mark the index of one of its outputs"));
+  }
+}
+
+namespace {
 // (max(x), argmax(x)) as 0-d tensors; the index is int64.
 struct MaxFn final : opforge::Function {
   SeenGrads* seen;

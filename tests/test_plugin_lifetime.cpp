@@ -629,6 +629,118 @@ TEST_CASE("lifetime: a tensor viewing a plugin's static data (no deleter) keeps 
   CHECK(pending_from(file).empty());
 }
 
+TEST_CASE("lifetime: a DLPack tensor with no deleter over a plugin's static data keeps the plugin loaded") {
+  // from_dlpack gave the storage the core's own deleter, so nothing held the
+  // plugin: after unload_plugin the data (and the DLManagedTensor the core would
+  // read at release) were unmapped.
+  const std::string file = fixture("lt_dlpack.so");
+  opforge::load_plugin(file);
+  Tensor t = opforge::op("lt_dlpack.dl_static")({Tensor::zeros({1})});
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_dlpack");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.other_holders == 1);
+  CHECK(is_mapped(file));
+  CHECK(t.to_vector() == std::vector<double>{7, 8, 9});
+  t = Tensor();
+  CHECK_FALSE(is_mapped(file));
+}
+
+TEST_CASE("lifetime: a library a plugin links, mapped with it, keeps the plugin loaded for what it made") {
+  // The plugin's dlopen mapped lt_vendor_lib.so too, and its dlclose unmapped
+  // it: a deleter or a table of the vendor library must hold the plugin.
+  const std::string file = fixture("lt_vendor.so");
+  const std::string vendor = fixture("lt_vendor_lib.so");
+  opforge::load_plugin(file);
+  REQUIRE(is_mapped(vendor));
+  Tensor blob = opforge::op("lt_vendor.blob")({Tensor::from_values({1, 2, 3})});
+  Tensor table = opforge::op("lt_vendor.table")({Tensor::zeros({1})});
+  opforge::UnloadResult r = opforge::unload_plugin("lt_vendor");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.other_holders == 2);
+  CHECK(is_mapped(file));
+  CHECK(is_mapped(vendor));
+  CHECK(table.to_vector() == std::vector<double>{10, 20, 30, 40});
+  table = Tensor();
+  CHECK(is_mapped(vendor));
+  CHECK(blob.to_vector() == std::vector<double>{1, 2, 3});
+  blob = Tensor();  // the vendor's deleter runs, then the plugin and its library go
+  CHECK_FALSE(is_mapped(file));
+  CHECK_FALSE(is_mapped(vendor));
+  CHECK(pending_from(file).empty());
+}
+
+TEST_CASE("lifetime: a registrar kept by a plugin and called after its registration is refused, not freed memory") {
+  const std::string file = fixture("lt_late.so");
+  opforge::load_plugin(file);
+  const Tensor x = Tensor::from_values({1, 2});
+  std::string what;
+  try {
+    opforge::op("lt_late.late_add")({x});
+  } catch (const opforge::Error& e) {
+    what = e.what();
+  }
+  CHECK_THAT(what, Catch::Contains("plugin 'lt_late' (" + file + "): op 'lt_late.added_late' was added through the "
+                                   "registrar after the plugin's registration returned; a PluginRegistrar is valid "
+                                   "only during the OPFORGE_PLUGIN body"));
+  {
+    const auto ops = opforge::registered_ops();  // handles: released before the unload below
+    CHECK(std::none_of(ops.begin(), ops.end(),
+                       [](const opforge::OpHandle& h) { return h.name() == "lt_late.added_late"; }));
+  }
+  CHECK(opforge::op("lt_late.static_view")({x}).to_vector() == std::vector<double>{1.5, 2.5, 3.5, 4.5});
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_late");
+  CHECK(r.users_left == 0);
+  CHECK(r.other_holders == 0);
+  CHECK(r.unloaded_now);
+}
+
+TEST_CASE("lifetime: a plugin the dynamic loader keeps mapped is reported, and its rebuilt file is refused in place") {
+  // A thread_local with a destructor keeps the library mapped after its last
+  // dlclose: a rebuilt file at the same path would load as the old code.
+  TempDir dir("opforge_lifetime_resident");
+  const std::string path = dir.file("lt_resident.so");
+  install(fixture("lt_resident_1.so"), path);
+  opforge::load_plugin(path);
+  CHECK(opforge::op("lt_resident.build")({Tensor::zeros({1})}).item() == 1.0);  // registers the destructor
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_resident");
+  CHECK(r.unloaded_now);
+  CHECK(r.resident);
+  CHECK(is_mapped(path));
+  install(fixture("lt_resident_2.so"), path);
+  CHECK_THAT(load_failure(path),
+             Catch::StartsWith("cannot load plugin '" + path + "': an earlier build of this file (plugin "
+                               "'lt_resident') stays mapped in this process: the dynamic loader did not unmap it") &&
+                 Catch::Contains("load the new build from another path (a copy of the file, not a link), or restart "
+                                 "the process"));
+  // From another path, the new build loads and runs its own code.
+  const std::string copy = dir.file("lt_resident_copy.so");
+  install(fixture("lt_resident_2.so"), copy);
+  opforge::load_plugin(copy);
+  CHECK(opforge::op("lt_resident.build")({Tensor::zeros({1})}).item() == 2.0);
+  opforge::unload_plugin("lt_resident");
+}
+
+TEST_CASE("lifetime: a failed load whose code made a tensor is pending, and its rebuilt file is refused in place") {
+  TempDir dir("opforge_lifetime_fail_holder");
+  const std::string path = dir.file("lt_fail_holder.so");
+  install(fixture("lt_fail_holder_1.so"), path);
+  CHECK_THAT(load_failure(path), Catch::Contains("this build fails after making a tensor over its static data"));
+  CHECK_FALSE(plugin_is_loaded("lt_fail_holder"));
+  const auto pending = pending_from(path);
+  REQUIRE(pending.size() == 1);
+  CHECK(pending[0].other_holders == 1);
+  CHECK(is_mapped(path));
+  install(fixture("lt_fail_holder_2.so"), path);
+  CHECK_THAT(load_failure(path),
+             Catch::Contains("an earlier build of this file is still open: plugin 'lt_fail_holder' (" + path +
+                             ") failed to load, but what its code made before that are still in use"));
+  const std::string copy = dir.file("lt_fail_holder_copy.so");
+  install(fixture("lt_fail_holder_2.so"), copy);
+  opforge::load_plugin(copy);
+  CHECK(opforge::op("lt_fail_holder.build")({Tensor::zeros({1})}).item() == 2.0);
+  opforge::unload_plugin("lt_fail_holder");
+}
+
 // ---- exceptions from plugin code ------------------------------------------------------------
 
 TEST_CASE("lifetime: an exception a plugin's hook throws reaches the caller as a core error, after the unloading") {

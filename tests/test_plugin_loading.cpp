@@ -243,6 +243,67 @@ TEST_CASE("plugin: a directory named .so, and a link to a file that is gone, are
   check_process_goes_on("folder");
 }
 
+TEST_CASE("plugin: a loop of links, a path through a file, and a folder are refused saying what they are") {
+  TempDir dir("opforge_plugin_test");
+  const std::string a = dir.file("loop_a.so"), b = dir.file("loop_b.so");
+  fs::create_symlink(b, a);
+  fs::create_symlink(a, b);
+  CHECK(load_failure(a) == "cannot load plugin '" + a +
+                               "': a symbolic link that leads back to itself (a loop of links); fix the links so that "
+                               "they end at the plugin's file, or remove them (from the plugin folder)");
+  const std::string through = fixture("healthy_loop.so") + "/";
+  CHECK(load_failure(through) ==
+        "cannot load plugin '" + through +
+            "': a part of the path before its end is a file, not a directory (a trailing '/' after a file name?); "
+            "pass the plugin's file itself, e.g. without a trailing '/'");
+  const std::string folder = dir.file("build");
+  fs::create_directory(folder);
+  CHECK(load_failure(folder) == "cannot load plugin '" + folder +
+                                    "': it is a directory, not a plugin file; pass the plugin's .so file (a folder "
+                                    "of plugins belongs on OPFORGE_PLUGIN_PATH)");
+  check_process_goes_on("loop");
+}
+
+TEST_CASE("plugin: a descriptor function that throws its own exception type is refused with its message") {
+  // The exception's type and what() are the plugin's: read while it is open, and
+  // the PluginError the caller gets is the core's.
+  const std::string file = canonical_fixture("descriptor_throws.so");
+  CHECK_THAT(load_failure(file),
+             Catch::StartsWith("cannot load plugin '" + file + "': its opforge_plugin_descriptor threw ") &&
+                 Catch::Contains("DescriptorBroken (the descriptor fixture refuses to describe itself)") &&
+                 Catch::EndsWith("whose descriptor cannot throw"));
+  check_process_goes_on("descthrows");
+}
+
+TEST_CASE("plugin: a plugin name or version that is not plain words is refused showing it") {
+  const std::string name_file = canonical_fixture("odd_name.so");
+  CHECK(load_failure(name_file) ==
+        "cannot load plugin '" + name_file +
+            "': its plugin name 'odd name' is not a plain name; name the plugin (OPFORGE_PLUGIN's first argument) "
+            "with at most 128 letters, digits and '_', as the family of its ops (e.g. 'myops' for 'myops.silu')");
+  const std::string version_file = canonical_fixture("odd_version.so");
+  CHECK(load_failure(version_file) ==
+        "cannot load plugin '" + version_file +
+            "': plugin 'odd_version': its version '1.0 beta' is not a plain version; give OPFORGE_PLUGIN a version "
+            "of at most 64 letters, digits and . _ + - ~ (e.g. \"1.2.0\")");
+  CHECK_FALSE(plugin_is_loaded("odd_version"));
+  check_process_goes_on("oddname");
+}
+
+TEST_CASE("plugin: a plugin built with libstdc++'s debug mode is refused before its registration runs") {
+  // _GLIBCXX_DEBUG changes std::vector's layout: the loader read an OpSchema
+  // from such a plugin as garbage ("declares -395043008 outputs").
+  const std::string file = canonical_fixture("debug_stdlib.so");
+  CHECK(load_failure(file) ==
+        "cannot load plugin '" + file +
+            "': C++ standard library differs: the plugin was built with libstdc++ in debug mode (_GLIBCXX_DEBUG) (" +
+            OPFORGE_COMPILER_ID + "), opforge with " OPFORGE_STDLIB_ID " (" OPFORGE_COMPILER_ID
+            "); build the plugin and opforge alike, both with or both without _GLIBCXX_DEBUG (it changes the layout "
+            "of the standard containers opforge and its plugins share; _GLIBCXX_ASSERTIONS checks without changing "
+            "it)");
+  CHECK_FALSE(plugin_is_loaded("debug_stdlib"));
+}
+
 TEST_CASE("plugin: a shared library without a descriptor is refused") {
   const std::string file = canonical_fixture("no_descriptor.so");
   // The fixture is a valid library: only the descriptor is missing.
@@ -434,6 +495,13 @@ TEST_CASE("plugin: an input without a name, or two inputs of one name, are refus
   CHECK(schema_problem(OpSchema("fam.op").input_names({"a", "b", "a"})) ==
         "op 'fam.op': inputs 0 and 2 are both named 'a'; give each input its own name in input_names() (messages "
         "name the input)");
+  // Names reach messages and `opforge ops --json`: plain words only.
+  CHECK(schema_problem(OpSchema("fam.op").input_names({"x\"q"})) ==
+        "op 'fam.op': input 0 is named 'x\"q'; use letters, digits and '_' in input names");
+  CHECK(schema_problem(OpSchema("fam.op").input_names({"x"}).attr("a b", opforge::AttrKind::Int, 1)) ==
+        "op 'fam.op': attribute 0 is named 'a b'; use letters, digits and '_' in attribute names");
+  CHECK(schema_problem(OpSchema("fam.op").input_names({"x_1"}).attr("axis_2", opforge::AttrKind::Int, 1)) ==
+        "(accepted)");
 }
 
 TEST_CASE("plugin: a duplicate op name is refused naming the op and both files") {

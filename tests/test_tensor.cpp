@@ -2,9 +2,13 @@
 // flags on leaves, the error for every bad input, and memory accounting.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
+#include <stdexcept>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -76,6 +80,43 @@ TEST_CASE("tensor: empty/zeros/ones/full have the requested shape, dtype and val
   // Default dtype is float64.
   CHECK(Tensor::zeros({2}).dtype() == DType::Float64);
   CHECK(Tensor::ones({2}).dtype() == DType::Float64);
+}
+
+namespace {
+int g_throwing_deleter_calls = 0;
+void throwing_deleter(void*, void*) {
+  ++g_throwing_deleter_calls;
+  throw std::runtime_error("deleter refused");
+}
+}  // namespace
+
+TEST_CASE("tensor: a from_blob deleter that throws is stopped and reported on stderr, not std::terminate",
+          "[tensor]") {
+  // The storage is freed from destructors (noexcept): the exception used to
+  // reach std::terminate.
+  std::vector<double> mem{1, 2};
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  std::FILE* capture = std::tmpfile();
+  REQUIRE(capture != nullptr);
+  ::dup2(::fileno(capture), 2);
+  {
+    Tensor t = Tensor::from_blob(mem.data(), {2}, DType::Float64, &throwing_deleter, nullptr);
+    Tensor view = t.slice(0, 0, 1);
+    t = Tensor();
+    CHECK(g_throwing_deleter_calls == 0);
+  }
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::rewind(capture);
+  std::string err;
+  for (int c; (c = std::fgetc(capture)) != EOF;) err += static_cast<char>(c);
+  std::fclose(capture);
+  CHECK(g_throwing_deleter_calls == 1);
+  CHECK_THAT(err, Catch::Contains("opforge: the deleter of a tensor's memory (given to Tensor::from_blob or "
+                                  "from_dlpack) threw (deleter refused); the memory it was to free may have leaked. "
+                                  "A deleter must not throw: fix it."));
 }
 
 TEST_CASE("tensor: zero-size tensors are valid and hold no elements", "[tensor]") {

@@ -2,6 +2,7 @@
 #include "opforge/op.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <sstream>
 
@@ -246,10 +247,18 @@ std::string OpSchema::validate() const {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'))
       return "op name '" + name + "' has " + shown_char(c) + ": use letters, digits, '_' and one '.'";
   if (inputs.size() > 64) return "op '" + name + "' has " + std::to_string(inputs.size()) + " inputs; at most 64";
+  // Input and attribute names appear in messages and in `opforge ops` (and its JSON): plain words.
+  auto plain = [](const std::string& word) {
+    return std::all_of(word.begin(), word.end(),
+                       [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+  };
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].empty())
       return "op '" + name + "': input " + std::to_string(i) +
              " has no name; give every input a name in input_names() (messages name the input)";
+    if (!plain(inputs[i]))
+      return "op '" + name + "': input " + std::to_string(i) + " is named '" + inputs[i] +
+             "'; use letters, digits and '_' in input names";
     for (std::size_t j = 0; j < i; ++j)
       if (inputs[j] == inputs[i])
         return "op '" + name + "': inputs " + std::to_string(j) + " and " + std::to_string(i) + " are both named '" +
@@ -263,6 +272,9 @@ std::string OpSchema::validate() const {
   for (std::size_t i = 0; i < attrs.size(); ++i) {
     const AttrSpec& a = attrs[i];
     if (a.name.empty()) return "op '" + name + "': attribute " + std::to_string(i) + " has no name";
+    if (!plain(a.name))
+      return "op '" + name + "': attribute " + std::to_string(i) + " is named '" + a.name +
+             "'; use letters, digits and '_' in attribute names";
     for (std::size_t j = 0; j < i; ++j)
       if (attrs[j].name == a.name) return "op '" + name + "': attribute '" + a.name + "' is declared twice";
     if (a.default_value.is_set() && !fits_kind(a.kind, a.default_value))
@@ -395,6 +407,10 @@ StagingRegistrar::StagingRegistrar(std::string plugin_name, std::string plugin_f
     : plugin_name_(std::move(plugin_name)), plugin_file_(std::move(plugin_file)), library_(std::move(library)) {}
 
 void StagingRegistrar::add(OpSchema schema, std::unique_ptr<Function> fn) {
+  OPFORGE_CHECK(!closed_.load(std::memory_order_acquire), PluginError, "plugin '", plugin_name_, "' (", plugin_file_, "): op '", schema.name,
+                "' was added through the registrar after the plugin's registration returned; a PluginRegistrar is "
+                "valid only during the OPFORGE_PLUGIN body: add every op there (to add ops later, make them with "
+                "make_op)");
   const std::string problem = schema.validate();
   OPFORGE_CHECK(problem.empty(), PluginError, "plugin '", plugin_name_, "' (", plugin_file_,
                 "): invalid op schema: ", problem);
@@ -414,6 +430,12 @@ void StagingRegistrar::add(OpSchema schema, std::unique_ptr<Function> fn) {
 }
 
 void StagingRegistrar::commit() { Registry::instance().add_all(staged_); }
+
+void StagingRegistrar::close() noexcept {
+  closed_.store(true, std::memory_order_release);
+  staged_.clear();
+  library_.reset();
+}
 
 void StagingRegistrar::commit(const std::vector<OpEntryPtr>& retire, bool replace_existing,
                               std::vector<OpEntryPtr>* displaced) {

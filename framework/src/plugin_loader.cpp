@@ -43,6 +43,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <exception>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -174,10 +177,23 @@ bool maybe_in_plugin(std::uintptr_t a) noexcept {
   return false;
 }
 
+// A shared object the dynamic loader mapped for a plugin: the plugin's file or a
+// library it needs that was not loaded before (a vendor library it wraps).
+struct MappedObject {
+  std::uintptr_t base = 0;  // link_map l_addr
+  std::string name;         // link_map l_name
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> segments;  // [lo, hi) of each PT_LOAD
+};
+
 // Set once the library is closed (by the library's deleter, on whichever thread).
 struct CloseState {
   std::atomic<bool> closed{false};
-  int slot = kUnpublished;  // written by the loading thread before the library is shared
+  // Still mapped after the last dlclose: the dynamic loader keeps a library with
+  // thread_local destructors or STB_GNU_UNIQUE symbols (see still_mapped).
+  std::atomic<bool> resident{false};
+  // Written by the loading thread before the library is shared.
+  std::vector<int> slots;       // one published range per object of `objects`
+  std::vector<MappedObject> objects;
 };
 using Closed = std::shared_ptr<CloseState>;
 
@@ -186,10 +202,15 @@ using Closed = std::shared_ptr<CloseState>;
 struct Image {
   std::weak_ptr<void> library;  // every op entry of it holds the library; so does the loader while loaded
   Closed closed;
-  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> segments;  // [lo, hi) of each PT_LOAD, as mapped
+  // [lo, hi) of each PT_LOAD, as mapped, of the plugin's file and of the
+  // libraries its dlopen mapped with it (dlclose unmaps those too).
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> segments;
   // The one reference to the library that tensors, hooks and make_op entries
   // made by plugin code share: its use count is how many of them there are.
   std::weak_ptr<void> holders;
+  // The registrar its registration got: kept, closed, so that a later call through
+  // an address the plugin kept is refused (it holds nothing once closed).
+  std::shared_ptr<PluginRegistrar> registrar;
 
   bool open() const { return !closed->closed.load(std::memory_order_acquire); }
   bool contains(std::uintptr_t a) const {
@@ -236,31 +257,64 @@ std::string uses_text(const Uses& u) {
          std::to_string(u.others);
 }
 
-// Where the library behind `handle` is mapped: its PT_LOAD segments, from the
-// dynamic loader's own program headers.
-std::vector<std::pair<std::uintptr_t, std::uintptr_t>> mapped_segments(void* handle) {
-  struct link_map* lm = nullptr;
-  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> out;
-  if (!handle || ::dlinfo(handle, RTLD_DI_LINKMAP, &lm) != 0 || !lm) return out;
-  struct Search {
-    const struct link_map* lm;
-    std::vector<std::pair<std::uintptr_t, std::uintptr_t>>* out;
-  } search{lm, &out};
+// Every shared object mapped now, with its PT_LOAD segments, from the dynamic
+// loader's own program headers.
+std::vector<MappedObject> mapped_objects() {
+  std::vector<MappedObject> out;
   ::dl_iterate_phdr(
       [](struct dl_phdr_info* info, std::size_t, void* arg) -> int {
-        auto* s = static_cast<Search*>(arg);
-        if (info->dlpi_addr != s->lm->l_addr || info->dlpi_name != s->lm->l_name) return 0;
+        MappedObject o;
+        o.base = info->dlpi_addr;
+        o.name = info->dlpi_name ? info->dlpi_name : "";
         for (ElfW(Half) i = 0; i < info->dlpi_phnum; ++i) {
           const ElfW(Phdr)& ph = info->dlpi_phdr[i];
           if (ph.p_type != PT_LOAD || ph.p_memsz == 0) continue;
           const std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
-          s->out->emplace_back(lo, lo + ph.p_memsz);
+          o.segments.emplace_back(lo, lo + ph.p_memsz);
         }
+        static_cast<std::vector<MappedObject>*>(arg)->push_back(std::move(o));
+        return 0;
+      },
+      &out);
+  return out;
+}
+
+// The objects of `after` that `before` lacks: what one dlopen mapped. Plugin
+// dlopens are serialised (g_dlopen_mu), so another plugin's objects are never
+// among them; a library another thread of the program opened at the same moment
+// could be, which only keeps this plugin loaded while something of it is in use.
+std::vector<MappedObject> new_objects(const std::vector<MappedObject>& before, std::vector<MappedObject> after) {
+  after.erase(std::remove_if(after.begin(), after.end(),
+                             [&](const MappedObject& o) {
+                               return o.segments.empty() ||
+                                      std::any_of(before.begin(), before.end(), [&](const MappedObject& b) {
+                                        return b.base == o.base && b.name == o.name;
+                                      });
+                             }),
+              after.end());
+  return after;
+}
+
+// Whether the object loaded as `o` is still mapped (after its last dlclose).
+bool still_mapped(const MappedObject& o) {
+  struct Search {
+    const MappedObject* o;
+    bool found;
+  } search{&o, false};
+  ::dl_iterate_phdr(
+      [](struct dl_phdr_info* info, std::size_t, void* arg) -> int {
+        auto* s = static_cast<Search*>(arg);
+        if (info->dlpi_addr != s->o->base || !info->dlpi_name || s->o->name != info->dlpi_name) return 0;
+        s->found = true;
         return 1;
       },
       &search);
-  return out;
+  return search.found;
 }
+
+// One plugin dlopen at a time (recursive: a plugin's static initialiser may load
+// another plugin on its own thread), so that what each one mapped is told apart.
+std::recursive_mutex g_dlopen_mu;
 
 // The buffer a plugin's registration entry point writes its error message into.
 constexpr std::size_t kRegistrationMessageBytes = 64 * 1024;
@@ -297,11 +351,13 @@ struct LoadedPlugin {
   std::vector<OpEntryPtr> entries;    // every op it registered, including any another plugin took over
 };
 
-// A plugin unloaded or replaced, whose library may still be open.
+// A plugin unloaded or replaced, or one whose load failed after dlopen, whose
+// library may still be open.
 struct UnloadedPlugin {
   PluginInfo info;
   FileId id;
   ImagePtr image;
+  bool failed = false;  // its load failed (what its code made before that may hold it)
   bool open() const { return image->open(); }
 };
 
@@ -330,6 +386,9 @@ struct LoaderState {
   std::condition_variable done;  // a load finished (a LoadingPlugin left `loading`)
   std::vector<LoadedPlugin> loaded;
   std::vector<UnloadedPlugin> unloaded;  // pruned of closed ones under `mu`
+  // Closed plugins the dynamic loader kept mapped: a changed build of one of these
+  // files would load as the old code (dlopen hands back the mapped library).
+  std::vector<UnloadedPlugin> resident;
   std::vector<LoadingPlugin> loading;
   std::uint64_t next_ticket = 1;
   std::vector<PluginLoadFailure> failures;
@@ -341,8 +400,17 @@ struct LoaderState {
   std::string dl_broken_message;
 
   void prune() {
+    for (UnloadedPlugin& u : unloaded)
+      if (!u.open() && u.image->closed->resident.load(std::memory_order_acquire)) {
+        // Checked again here: another dlopen of the same file may have reopened it since.
+        const auto& objects = u.image->closed->objects;
+        if (!objects.empty() && still_mapped(objects.front())) resident.push_back(u);
+      }
     unloaded.erase(std::remove_if(unloaded.begin(), unloaded.end(), [](const UnloadedPlugin& u) { return !u.open(); }),
                    unloaded.end());
+    resident.erase(std::remove_if(resident.begin(), resident.end(),
+                                  [](const UnloadedPlugin& u) { return !still_mapped(u.image->closed->objects.front()); }),
+                   resident.end());
   }
 };
 
@@ -490,6 +558,22 @@ void check_elf_file(const std::string& file) {
 
 std::string read_str(const char* s) { return s ? std::string(s) : std::string("(null)"); }
 
+// `s` with control characters, quotes, backslashes and bytes past ASCII as \xNN.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7f && c != '\'' && c != '"' && c != '\\') {
+      out += ch;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out.size() > 200 ? out.substr(0, 200) + "..." : out;
+}
+
 void check_descriptor(const std::string& file, const OpforgePluginDescriptor* d) {
   if (!d) fail(file, "opforge_plugin_descriptor() returned null", "the plugin is broken; rebuild it with OPFORGE_PLUGIN");
   // The first three fields exist in every version of the struct.
@@ -517,9 +601,15 @@ void check_descriptor(const std::string& file, const OpforgePluginDescriptor* d)
   }
   const std::string stdlib = read_str(d->stdlib);
   if (stdlib != OPFORGE_STDLIB_ID) {
+    const bool debug_mode = stdlib.find("_GLIBCXX_DEBUG") != std::string::npos ||
+                            std::strstr(OPFORGE_STDLIB_ID, "_GLIBCXX_DEBUG") != nullptr;
     fail(file, "C++ standard library differs: the plugin was built with " + stdlib + " (" + read_str(d->compiler) +
                    "), opforge with " OPFORGE_STDLIB_ID " (" OPFORGE_COMPILER_ID ")",
-         "rebuild the plugin against the C++ standard library opforge uses");
+         debug_mode
+             ? "build the plugin and opforge alike, both with or both without _GLIBCXX_DEBUG (it changes the layout "
+               "of the standard containers opforge and its plugins share; _GLIBCXX_ASSERTIONS checks without changing "
+               "it)"
+             : "rebuild the plugin against the C++ standard library opforge uses");
   }
   if (d->cxx11_string_abi != OPFORGE_CXX11_STRING_ABI) {
     fail(file, "C++ standard-library ABI differs: plugin _GLIBCXX_USE_CXX11_ABI=" +
@@ -527,6 +617,18 @@ void check_descriptor(const std::string& file, const OpforgePluginDescriptor* d)
          "rebuild the plugin without overriding _GLIBCXX_USE_CXX11_ABI");
   }
   if (!d->name || !*d->name) fail(file, "its descriptor has no plugin name", "give OPFORGE_PLUGIN a name");
+  // The name and version are printed in listings and messages (and JSON): plain words only.
+  const std::string name = d->name;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_') || name.size() > 128)
+      fail(file, "its plugin name '" + printable(name) + "' is not a plain name",
+           "name the plugin (OPFORGE_PLUGIN's first argument) with at most 128 letters, digits and '_', as the "
+           "family of its ops (e.g. 'myops' for 'myops.silu')");
+  const std::string version = read_str(d->version);
+  for (char c : version)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || std::strchr("._+-~", c)) || version.size() > 64)
+      fail(file, "plugin '" + name + "': its version '" + printable(version) + "' is not a plain version",
+           "give OPFORGE_PLUGIN a version of at most 64 letters, digits and . _ + - ~ (e.g. \"1.2.0\")");
 }
 
 // Takes a file's LoadingPlugin out of `loading` when its load ends, however it ends.
@@ -565,6 +667,14 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
   boost::system::error_code ec;
   const fs::path p(path);
   if (!fs::exists(p, ec)) {
+    struct stat lst {};
+    errno = 0;
+    if (::stat(path.c_str(), &lst) != 0 && errno == ELOOP)
+      fail(path, "a symbolic link that leads back to itself (a loop of links)",
+           "fix the links so that they end at the plugin's file, or remove them (from the plugin folder)");
+    if (errno == ENOTDIR)
+      fail(path, "a part of the path before its end is a file, not a directory (a trailing '/' after a file name?)",
+           "pass the plugin's file itself, e.g. without a trailing '/'");
     if (fs::is_symlink(p, ec))
       fail(path, "a symbolic link to '" + fs::read_symlink(p, ec).string() + "', which does not exist",
            "fix the link, or remove it (from the plugin folder)");
@@ -572,8 +682,9 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
   }
   if (fs::is_directory(p, ec))
     fail(path, "it is a directory, not a plugin file",
-         "pass the plugin's .so file (a folder of plugins belongs on OPFORGE_PLUGIN_PATH); in a plugin folder, rename "
-         "the directory so that its name does not end in .so");
+         std::string("pass the plugin's .so file (a folder of plugins belongs on OPFORGE_PLUGIN_PATH)") +
+             (p.extension() == ".so" ? "; in a plugin folder, rename the directory so that its name does not end in .so"
+                                     : ""));
   if (!fs::is_regular_file(p, ec)) fail(path, "not a regular file", "pass a plugin's .so file");
   const std::string file = fs::canonical(p, ec).string();
   const FileId id = file_id(file);
@@ -583,7 +694,16 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
   // the library (and its staged entries) are never released under the lock.
   std::shared_ptr<boost::dll::shared_library> lib;
   Dropped dropped;
-  std::optional<StagingRegistrar> registrar;
+  // Outlives the load (the image keeps it): a plugin that kept the registrar's
+  // address and calls it later gets an error, not freed memory. Closed when
+  // load_file returns, after every lock is let go (close() drops what it staged).
+  std::shared_ptr<StagingRegistrar> registrar;
+  struct CloseRegistrar {
+    std::shared_ptr<StagingRegistrar>& r;
+    ~CloseRegistrar() {
+      if (r) r->close();
+    }
+  } close_registrar{registrar};
 
   std::uint64_t ticket = 0;
   {
@@ -616,12 +736,25 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
     for (const UnloadedPlugin& old : st.unloaded) {
       if ((old.info.file == file || old.id.same_file(id)) && !old.id.same_build(id)) {
         fail(file,
-             "an earlier build of this file is still open: plugin '" + old.info.name + "' (" + old.info.file +
-                 ") was unloaded, but its ops or what its code made are still in use (" +
-                 uses_text(uses_of(*old.image, false)) +
+             "an earlier build of this file is still open: plugin '" + old.info.name + "' (" + old.info.file + ") " +
+                 (old.failed ? "failed to load, but what its code made before that"
+                             : "was unloaded, but its ops or what its code made") +
+                 " are still in use (" + uses_text(uses_of(*old.image, false)) +
                  "), and the dynamic loader would hand back that old code, not the file now on disk",
              "load the new build from another path (a copy of the file, not a link), or release the old "
              "plugin's op handles and graphs, and the tensors, hooks and make_op handles it made, first");
+      }
+    }
+    for (const UnloadedPlugin& old : st.resident) {
+      if ((old.info.file == file || old.id.same_file(id)) && !old.id.same_build(id)) {
+        fail(file,
+             "an earlier build of this file (plugin '" + old.info.name + "') stays mapped in this process: the "
+             "dynamic loader did not unmap it when opforge closed it (it has thread_local objects with destructors, "
+             "or unique symbols: STB_GNU_UNIQUE, from inline function-local statics or static members of templates "
+             "with default visibility), and would hand back that old code, not the file now on disk",
+             "load the new build from another path (a copy of the file, not a link), or restart the process; "
+             "to let a rebuilt plugin reload in place, build it with opforge_add_plugin (hidden visibility) and "
+             "without thread_local objects that have destructors");
       }
     }
     ticket = st.next_ticket++;
@@ -633,15 +766,24 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
   Closed closed = std::make_shared<CloseState>();
   lib.reset(new boost::dll::shared_library(), [closed](boost::dll::shared_library* l) {
     delete l;  // dlclose
-    retract_range(closed->slot);
+    for (int slot : closed->slots) retract_range(slot);
+    if (!closed->objects.empty() && still_mapped(closed->objects.front()))
+      closed->resident.store(true, std::memory_order_release);
     closed->closed.store(true, std::memory_order_release);
   });
-  try {
-    lib->load(file, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
-  } catch (const std::exception& e) {
-    static_initialiser_threw(st, file, demangle(typeid(e).name()) + " (" + e.what() + ")");
-  } catch (...) {
-    static_initialiser_threw(st, file, "an exception of a type opforge does not know (not derived from std::exception)");
+  std::vector<MappedObject> mapped;
+  {
+    std::lock_guard<std::recursive_mutex> dl_lock(g_dlopen_mu);
+    const std::vector<MappedObject> before = mapped_objects();
+    try {
+      lib->load(file, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+    } catch (const std::exception& e) {
+      static_initialiser_threw(st, file, demangle(typeid(e).name()) + " (" + e.what() + ")");
+    } catch (...) {
+      static_initialiser_threw(st, file,
+                               "an exception of a type opforge does not know (not derived from std::exception)");
+    }
+    if (!ec && lib->is_loaded()) mapped = new_objects(before, mapped_objects());
   }
   if (ec || !lib->is_loaded()) {
     // dlerror() holds the loader's own words (bad ELF header, undefined symbol...).
@@ -659,19 +801,51 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
          "check that the file is readable and that the libraries it needs are installed (ldd " + file + ")");
   }
 
-  // Where it is mapped: from now on an address in it finds this load.
+  // Where it is mapped: from now on an address in it, or in a library its dlopen
+  // mapped with it, finds this load. The plugin's own file comes first.
+  struct link_map* lm = nullptr;
+  if (::dlinfo(lib->native(), RTLD_DI_LINKMAP, &lm) == 0 && lm) {
+    auto own = std::find_if(mapped.begin(), mapped.end(), [&](const MappedObject& o) {
+      return o.base == lm->l_addr && lm->l_name && o.name == lm->l_name;
+    });
+    if (own != mapped.end()) std::rotate(mapped.begin(), own, own + 1);
+  }
   auto image = std::make_shared<Image>();
   image->library = std::static_pointer_cast<void>(lib);
   image->closed = closed;
-  image->segments = mapped_segments(lib->native());
-  if (!image->segments.empty()) {
-    std::uintptr_t lo = image->segments.front().first, hi = image->segments.front().second;
-    for (const auto& s : image->segments) {
-      lo = std::min(lo, s.first);
-      hi = std::max(hi, s.second);
+  for (const MappedObject& o : mapped) {
+    std::uintptr_t lo = o.segments.front().first, hi = o.segments.front().second;
+    for (const auto& seg : o.segments) {
+      image->segments.push_back(seg);
+      lo = std::min(lo, seg.first);
+      hi = std::max(hi, seg.second);
     }
-    closed->slot = publish_range(lo, hi);
+    closed->slots.push_back(publish_range(lo, hi));
   }
+  closed->objects = std::move(mapped);
+  // From here on a failure leaves a record while anything the plugin's code made
+  // (in its static initialisers or its registration) holds the library, so that a
+  // rebuilt file is not loaded as this one's code (load_file's check above).
+  PluginInfo info;
+  info.name = fs::path(file).stem().string();
+  info.file = file;
+  struct RecordFailure {
+    LoaderState& st;
+    const PluginInfo& info;
+    const FileId& id;
+    ImagePtr image;
+    int uncaught = std::uncaught_exceptions();
+    ~RecordFailure() {
+      if (!image || std::uncaught_exceptions() == uncaught) return;
+      std::lock_guard<std::mutex> lock(st.mu);
+      try {
+        UnloadedPlugin u{info, id, image, true};
+        u.info.ops.clear();
+        st.unloaded.push_back(std::move(u));
+      } catch (...) {  // out of memory: the record is lost, not the error being thrown
+      }
+    }
+  } record_failure{st, info, id, image};
   {
     std::lock_guard<std::mutex> lock(st.mu);
     if (LoadingPlugin* rec = guard.record()) rec->image = image;
@@ -682,16 +856,28 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
          "declare the plugin with OPFORGE_PLUGIN(name, version) from <opforge/sdk/plugin.hpp>");
   }
   const auto describe = lib->get<const OpforgePluginDescriptor*()>(OPFORGE_PLUGIN_DESCRIPTOR_SYMBOL);
-  const OpforgePluginDescriptor* d = describe();
+  const OpforgePluginDescriptor* d = nullptr;
+  // A hand-written descriptor function may throw: its exception (of a type the
+  // plugin may define) is turned into words here, while the library is open.
+  std::string thrown;
+  try {
+    d = describe();
+  } catch (const std::exception& e) {
+    thrown = demangle(typeid(e).name()) + " (" + e.what() + ")";
+  } catch (...) {
+    thrown = "an exception of a type opforge does not know (not derived from std::exception)";
+  }
+  if (!thrown.empty())
+    fail(file, "its " OPFORGE_PLUGIN_DESCRIPTOR_SYMBOL " threw " + thrown,
+         "declare the plugin with OPFORGE_PLUGIN(name, version) from <opforge/sdk/plugin.hpp>, whose descriptor "
+         "cannot throw");
   check_descriptor(file, d);
   if (!lib->has(OPFORGE_PLUGIN_REGISTER_SYMBOL)) {
     fail(file, "it has a descriptor but does not export " OPFORGE_PLUGIN_REGISTER_SYMBOL,
          "declare the plugin with OPFORGE_PLUGIN(name, version) from <opforge/sdk/plugin.hpp>");
   }
-  PluginInfo info;
   info.name = d->name;
   info.version = read_str(d->version);
-  info.file = file;
   info.sdk_version = read_str(d->sdk_version);
   info.compiler = read_str(d->compiler);
 
@@ -708,12 +894,13 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
     name_taken();  // before running its registration; checked again at commit
   }
 
-  registrar.emplace(info.name, file, std::static_pointer_cast<void>(lib));
+  registrar = std::make_shared<StagingRegistrar>(info.name, file, std::static_pointer_cast<void>(lib));
+  image->registrar = registrar;
   const auto reg = lib->get<int(void*, char*, std::size_t)>(OPFORGE_PLUGIN_REGISTER_SYMBOL);
   std::vector<char> error(kRegistrationMessageBytes, '\0');
   int rc = 0;
   try {
-    rc = reg(static_cast<PluginRegistrar*>(&*registrar), error.data(), error.size());
+    rc = reg(static_cast<PluginRegistrar*>(registrar.get()), error.data(), error.size());
   } catch (...) {
     // OPFORGE_PLUGIN catches everything; reaching here means a hand-written entry point.
     rc = -1;
@@ -772,6 +959,7 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
   dropped.entries.insert(dropped.entries.end(), displaced.begin(), displaced.end());
   st.loaded.push_back(std::move(rec));
   guard.remove_locked();  // loaded and no longer loading, in one step
+  record_failure.image.reset();  // loaded: no failure to record
   return info;
 }
 
@@ -839,6 +1027,7 @@ UnloadResult unload_plugin(const std::string& name) {
   }
   dropped.release();  // closes the library here when no one else holds its ops
   result.unloaded_now = closed->closed.load(std::memory_order_acquire);
+  result.resident = result.unloaded_now && closed->resident.load(std::memory_order_acquire);
   if (result.unloaded_now) result.users_left = result.other_holders = 0;
   return result;
 }

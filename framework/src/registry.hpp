@@ -2,6 +2,7 @@
 // Locked only to resolve a name or to register; calls through a handle never lock.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -56,12 +57,16 @@ class StagingRegistrar final : public PluginRegistrar {
   std::vector<std::string> op_names() const;
   /// The staged entries (after commit: the registered ones).
   const std::vector<OpEntryPtr>& entries() const { return staged_; }
+  /// Ends the registration: add() refuses from now on, and what was staged and
+  /// the library reference are dropped (call it with no lock held).
+  void close() noexcept;
 
  private:
   std::string plugin_name_;
   std::string plugin_file_;
   std::shared_ptr<void> library_;
   std::vector<boost::intrusive_ptr<OpEntry>> staged_;
+  std::atomic<bool> closed_{false};  // add() may run on another thread, in plugin code that kept the registrar
 };
 
 }  // namespace opforge

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <mutex>
 #include <new>
 #include <vector>
@@ -244,17 +246,36 @@ StoragePtr Storage::adopt(void* data, std::size_t nbytes, Deleter deleter, void*
   // Plugin code that frees the memory, or (no deleter) memory inside a plugin's
   // own image (its static data) keeps that plugin loaded while the storage
   // lives. Memory of the heap or the program costs two atomic loads, inline.
+  // Then the memory itself, then the context the deleter gets: a DLPack tensor
+  // with no deleter of its own over a plugin's static table has both there.
   if (deleter) s->keep_alive_ = keep_plugin_loaded(deleter_code ? deleter_code : reinterpret_cast<const void*>(deleter));
-  else if (may_be_in_plugin(data)) s->keep_alive_ = keep_plugin_loaded(data);
+  if (!s->keep_alive_ && may_be_in_plugin(data)) s->keep_alive_ = keep_plugin_loaded(data);
+  if (!s->keep_alive_ && context && may_be_in_plugin(context)) s->keep_alive_ = keep_plugin_loaded(context);
   s->refcount_.store(1, std::memory_order_relaxed);  // held by the pointer returned
   return StoragePtr(s, /*add_ref=*/false);
+}
+
+// A deleter must not throw (it runs where a tensor's last reference goes, often
+// in a destructor): the exception stops here, and stderr says so, since nothing
+// else can.
+static void report_throwing_deleter(const char* what) noexcept {
+  std::fprintf(stderr,
+               "opforge: the deleter of a tensor's memory (given to Tensor::from_blob or from_dlpack) threw%s%s%s; "
+               "the memory it was to free may have leaked. A deleter must not throw: fix it.\n",
+               what ? " (" : " an exception of an unknown type", what ? what : "", what ? ")" : "");
 }
 
 void Storage::destroy() noexcept {
   if (owned_) {
     g_live.fetch_sub(static_cast<std::int64_t>(nbytes_), std::memory_order_relaxed);
   } else if (deleter_) {
-    deleter_(data_, deleter_context_);
+    try {
+      deleter_(data_, deleter_context_);
+    } catch (const std::exception& e) {  // read while the deleter's plugin is still loaded
+      report_throwing_deleter(e.what());
+    } catch (...) {
+      report_throwing_deleter(nullptr);
+    }
   }
   keep_alive_.reset();  // only now may the deleter's plugin go
   const std::size_t mapped = mapped_;

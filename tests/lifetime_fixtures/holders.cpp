@@ -9,10 +9,17 @@
 //                         triples x's gradient
 //   <name>.refusing_hook(x) x; registers on x a gradient hook that throws an
 //                         exception type defined in the plugin
+//   <name>.dl_static(x)   from_dlpack of a DLManagedTensor in the plugin's static
+//                         data, with no deleter, over a static table {7, 8, 9}
+//   <name>.late_add(x)    calls the registrar its registration got (kept in a
+//                         static) to add one more op: refused
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
+#include <dlpack/dlpack.h>
+
+#include <opforge/dlpack.hpp>
 #include <opforge/sdk.hpp>
 
 #ifndef FIXTURE_PLUGIN_NAME
@@ -79,9 +86,36 @@ class RefusingHook final : public opforge::Function {
   TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
 };
 
+double dl_table[3] = {7, 8, 9};
+std::int64_t dl_shape[1] = {3};
+DLManagedTensor dl_static = {
+    {dl_table, {kDLCPU, 0}, 1, {kDLFloat, 64, 1}, dl_shape, nullptr, 0}, nullptr, nullptr};
+
+class DlStatic final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan) const override { return {opforge::from_dlpack(&dl_static)}; }
+  TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
+};
+
+opforge::PluginRegistrar* kept_registrar = nullptr;
+
+class LateAdd final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    kept_registrar->add<LateAdd>(opforge::OpSchema(FIXTURE_PLUGIN_NAME ".added_late").input_names({"x"}));
+    return {in[0].clone()};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
+};
+
 }  // namespace
 
 OPFORGE_PLUGIN(FIXTURE_PLUGIN_NAME, "1.0.0") {
+  kept_registrar = &registrar;
+  registrar.add<DlStatic>(
+      opforge::OpSchema(FIXTURE_PLUGIN_NAME ".dl_static").input_names({"x"}).describe("a DLPack view of static data"));
+  registrar.add<LateAdd>(
+      opforge::OpSchema(FIXTURE_PLUGIN_NAME ".late_add").input_names({"x"}).describe("adds an op after registration"));
   registrar.add<Blob>(opforge::OpSchema(FIXTURE_PLUGIN_NAME ".blob").input_names({"x"}).describe("a copy in plugin memory"));
   registrar.add<StaticView>(
       opforge::OpSchema(FIXTURE_PLUGIN_NAME ".static_view").input_names({"x"}).describe("a view of a static table"));

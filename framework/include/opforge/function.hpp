@@ -17,6 +17,7 @@
 
 #include "opforge/attr.hpp"
 #include "opforge/dtype.hpp"
+#include "opforge/error.hpp"
 #include "opforge/export.hpp"
 #include "opforge/tensor.hpp"
 #include "opforge/tensor_list.hpp"
@@ -48,8 +49,13 @@ class OPFORGE_API Context {
 
   /// Output `index` carries no gradient (an index, a mask): it gets no grad_fn
   /// and backward receives no gradient for it (a zero tensor is passed).
+  /// An index past the op's outputs is refused (AutogradError; an op has at most 64).
   void mark_non_differentiable(std::size_t output_index) {
-    if (output_index < 64) non_differentiable_mask_ |= std::uint64_t{1} << output_index;
+    if (output_index >= 64)
+      throw AutogradError(detail::concat(op_name_, ": forward marked output ", output_index,
+                                         " non-differentiable (ctx.mark_non_differentiable), but an op has at most 64 "
+                                         "outputs; mark the index of one of its outputs"));
+    non_differentiable_mask_ |= std::uint64_t{1} << output_index;
   }
 
   /// Whether backward must compute the gradient of input i.

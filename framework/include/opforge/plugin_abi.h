@@ -72,6 +72,9 @@ typedef struct OpforgePluginDescriptor {
 #endif
 #if defined(_LIBCPP_VERSION)
 #define OPFORGE_STDLIB_ID "libc++"
+#elif defined(__GLIBCXX__) && defined(_GLIBCXX_DEBUG)
+/* Debug mode changes the layout of std::vector, std::string's neighbours... */
+#define OPFORGE_STDLIB_ID "libstdc++ in debug mode (_GLIBCXX_DEBUG)"
 #elif defined(__GLIBCXX__)
 #define OPFORGE_STDLIB_ID "libstdc++"
 #else

@@ -53,6 +53,11 @@ struct UnloadResult {
   /// its ops, or something else its code made (see other_holders), are still in
   /// use; it is closed when the last of them is released.
   bool unloaded_now = false;
+  /// true: opforge closed the library, but the dynamic loader kept it mapped (it
+  /// has thread_local objects with destructors, or STB_GNU_UNIQUE symbols), so
+  /// its code stays in the process; a changed build of the same file is refused
+  /// (load it from another path, or restart).
+  bool resident = false;
   /// References to the plugin's ops still held when unload_plugin returned:
   /// OpHandles, graph nodes, copies of either (a snapshot; 0 when unloaded_now).
   std::size_t users_left = 0;
