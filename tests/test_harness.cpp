@@ -137,6 +137,34 @@ class Scale final : public opforge::Function {
   }
 };
 
+// y = 3 x with a backward `factor` times too large (Scale with a bug).
+template <int kFactor>
+class ScaleWrongGrad final : public opforge::Function {
+ public:
+  TensorList forward(opforge::Context&, TensorSpan in) const override {
+    std::vector<double> v = in[0].to_vector();
+    for (double& e : v) e *= 3;
+    return {Tensor::from_values(v, in[0].shape(), in[0].dtype())};
+  }
+  TensorList backward(opforge::Context&, TensorSpan g) const override {
+    std::vector<double> v = g[0].to_vector();
+    for (double& e : v) e *= 3 * kFactor;
+    return {Tensor::from_values(v, g[0].shape(), g[0].dtype())};
+  }
+};
+
+// y = x, whose backward scales its incoming gradient in place and returns it
+// (the gradient 5 g where g is right).
+class MutatesItsGrad final : public opforge::Function {
+ public:
+  TensorList forward(opforge::Context&, TensorSpan in) const override { return {in[0].clone()}; }
+  TensorList backward(opforge::Context&, TensorSpan g) const override {
+    Tensor t = g[0];
+    t.mul_(5.0);
+    return {t};
+  }
+};
+
 // y = a + b, whose backward throws.
 class BackwardThrows final : public opforge::Function {
  public:
@@ -507,7 +535,7 @@ TEST_CASE("harness: empty sample inputs skip gradcheck instead of passing it") {
   CHECK_THAT(g.detail, StartsWith("the sample inputs have no floating element to perturb"));
 }
 
-TEST_CASE("harness: a float32-only op skips gradcheck and says why, the other checks run in float32") {
+TEST_CASE("harness: a float32-only op is gradchecked in float32, more loosely, and the other checks run in float32") {
   const OpHandle op = opforge::make_op(
       OpSchema("test.scale32").input_names({"x"}).accepts(opforge::DTypeSet{DType::Float32}).samples(vector_samples),
       std::make_unique<Scale>());
@@ -515,11 +543,38 @@ TEST_CASE("harness: a float32-only op skips gradcheck and says why, the other ch
   INFO(report_text(report));
   CHECK(sdk::all_passed(report));
   const sdk::CheckResult& g = result_of(report, "gradcheck");
-  CHECK(g.skipped);
-  CHECK_THAT(g.detail, Contains("does not accept float64"));
+  CHECK_FALSE(g.skipped);
+  CHECK_THAT(g.detail, StartsWith("6 elements") &&
+                           Contains("checked in float32, the only floating dtype the op takes (eps 0.01, atol 0.01, "
+                                    "rtol 0.01): looser than a float64 check"));
+  // Before, a float32-only op's wrong backward went unchecked: "OK".
+  const OpHandle wrong = opforge::make_op(
+      OpSchema("test.scale32_wrong").input_names({"x"}).accepts(opforge::DTypeSet{DType::Float32}).samples(vector_samples),
+      std::make_unique<ScaleWrongGrad<5>>());
+  const sdk::CheckReport wrong_report = sdk::check_op(wrong);
+  const sdk::CheckResult& gw = result_of(wrong_report, "gradcheck");
+  CHECK_FALSE(gw.passed);
+  CHECK_THAT(gw.detail, StartsWith("gradcheck failed for 'test.scale32_wrong': input 0 'x' of shape [6], element "));
   CHECK_FALSE(result_of(report, "backward_contract").skipped);
   CHECK_THAT(result_of(report, "backward_contract").detail, StartsWith("float32: "));
   CHECK_THAT(result_of(report, "deterministic").detail, Contains("float32"));
+}
+
+TEST_CASE("harness: a backward that writes into its incoming gradient fails gradcheck saying so") {
+  // It used to pass: the finite differences weighed the outputs with the very
+  // tensor backward had scaled, so both sides agreed on 5 g.
+  const OpHandle op = opforge::make_op(OpSchema("test.mutates_grad").input_names({"x"}).samples(vector_samples),
+                                       std::make_unique<MutatesItsGrad>());
+  const sdk::CheckReport report = sdk::check_op(op);
+  INFO(report_text(report));
+  const sdk::CheckResult& g = result_of(report, "gradcheck");
+  CHECK_FALSE(g.passed);
+  CHECK_THAT(g.detail, StartsWith("gradcheck failed for 'test.mutates_grad': backward wrote into the incoming "
+                                  "gradient of output 0 (element 0: ") &&
+                           Contains("the gradients backward receives are read-only"));
+  // Runs that share their weights see weights backward could not change.
+  CHECK(result_of(report, "deterministic").passed);
+  CHECK(result_of(report, "interleaved_calls").passed);
 }
 
 TEST_CASE("harness: check_op runs in grad mode whatever the caller's, and restores it") {

@@ -11,15 +11,26 @@
 namespace opforge::sdk {
 namespace {
 
-double weighted_sum(const TensorList& outs, const TensorList& weights) {
+// Σ_k <w_k, out_k>; an empty w_k (an integer output: indices) is skipped.
+double weighted_sum(const TensorList& outs, const std::vector<std::vector<double>>& weights) {
   double s = 0;
   for (std::size_t k = 0; k < outs.size(); ++k) {
-    if (!weights[k].defined()) continue;  // an integer output (indices): not differentiable
+    if (weights[k].empty()) continue;
     const std::vector<double> o = outs[k].to_vector();
-    const double* w = weights[k].data<double>();
-    for (std::size_t j = 0; j < o.size(); ++j) s += o[j] * w[j];
+    for (std::size_t j = 0; j < o.size() && j < weights[k].size(); ++j) s += o[j] * weights[k][j];
   }
   return s;
+}
+
+// Element j of a floating tensor (float32 or float64), read and written as double.
+double get(const Tensor& t, std::int64_t j) {
+  return t.dtype() == DType::Float32 ? static_cast<double>(t.data<float>()[j]) : t.data<double>()[j];
+}
+void set(Tensor& t, std::int64_t j, double v) {
+  if (t.dtype() == DType::Float32)
+    t.data<float>()[j] = static_cast<float>(v);
+  else
+    t.data<double>()[j] = v;
 }
 
 /// A value for a message: "nan" whatever its sign bit (a stream writes "-nan" for some).
@@ -40,17 +51,33 @@ std::string input_name(const OpHandle& op, std::size_t i) {
 
 GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const GradcheckOptions& opt) {
   GradcheckResult res;
-  // float64 leaves: fresh copies, so the caller's tensors are never touched.
+  // float64, unless the op takes float32 and not float64.
+  const DTypeSet& accepted = op.schema().dtypes;
+  const DType work =
+      !accepted.contains(DType::Float64) && accepted.contains(DType::Float32) ? DType::Float32 : DType::Float64;
+  const double eps = work == DType::Float64 ? opt.eps : opt.eps_float32;
+  const double atol = work == DType::Float64 ? opt.atol : opt.atol_float32;
+  const double rtol = work == DType::Float64 ? opt.rtol : opt.rtol_float32;
+  // Leaves of that dtype: fresh copies, so the caller's tensors are never touched.
   TensorList xs;
-  std::string promoted;
+  std::string converted;
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& in = inputs[i];
-    if (in.dtype() == DType::Float32) promoted += (promoted.empty() ? "" : ", ") + std::to_string(i);
-    Tensor x = is_floating(in.dtype()) ? in.to(DType::Float64).clone() : in.clone();
+    if (in.dtype() == DType::Float32 && work == DType::Float64)
+      converted += (converted.empty() ? "" : ", ") + std::to_string(i);
+    Tensor x = is_floating(in.dtype()) ? in.to(work).clone() : in.clone();
     if (is_floating(x.dtype())) x.requires_grad_(true);
     xs.push_back(std::move(x));
   }
-  if (!promoted.empty()) res.note = "inputs " + promoted + " promoted from float32 to float64 for the check";
+  if (work == DType::Float32) {
+    std::ostringstream os;
+    os << "checked in float32, the only floating dtype the op takes (eps " << eps << ", atol " << atol << ", rtol "
+       << rtol << "): looser than a float64 check";
+    res.note = os.str();
+  }
+  if (!converted.empty())
+    res.note += (res.note.empty() ? "" : "; ") + std::string("inputs ") + converted + " promoted from float32 to " +
+                "float64 for the check";
 
   // The inputs' values before any call: finite differences perturb one element
   // at a time and assume the op leaves the rest as they were.
@@ -79,22 +106,42 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
     }
   }
   TensorList weights;
+  std::vector<std::vector<double>> wvals;  // the weights' values, for the finite differences
   for (std::size_t k = 0; k < outs.size(); ++k) {
     if (!is_floating(outs[k].dtype())) {
       weights.push_back(Tensor());  // indices, masks: no gradient flows through them
+      wvals.emplace_back();
       continue;
     }
-    OPFORGE_CHECK(outs[k].dtype() == DType::Float64, DTypeError, "gradcheck: ", op.name(), ": output ", k,
-                  " is ", dtype_name(outs[k].dtype()), " for float64 inputs; expected float64");
-    weights.push_back(Tensor::randn(outs[k].shape(), DType::Float64, opt.seed + k));
+    OPFORGE_CHECK(outs[k].dtype() == work, DTypeError, "gradcheck: ", op.name(), ": output ", k, " is ",
+                  dtype_name(outs[k].dtype()), " for ", dtype_name(work), " inputs; expected ", dtype_name(work));
+    weights.push_back(Tensor::randn(outs[k].shape(), work, opt.seed + k));
+    wvals.push_back(weights.back().to_vector());
   }
+  // backward gets copies: one that writes into its incoming gradient must not
+  // change what the finite differences weigh the outputs with.
   TensorList diff_outs, diff_weights;
+  std::vector<std::size_t> diff_index;
   for (std::size_t k = 0; k < outs.size(); ++k) {
     if (!weights[k].defined() || !outs[k].requires_grad()) continue;
     diff_outs.push_back(outs[k]);
-    diff_weights.push_back(weights[k]);
+    diff_weights.push_back(weights[k].clone());
+    diff_index.push_back(k);
   }
   if (!diff_outs.empty()) backward(diff_outs, diff_weights);
+  for (std::size_t d = 0; d < diff_weights.size(); ++d) {
+    const std::vector<double> after = diff_weights[d].to_vector();
+    const std::vector<double>& want = wvals[diff_index[d]];
+    for (std::size_t j = 0; j < after.size(); ++j) {
+      if (std::memcmp(&after[j], &want[j], sizeof(double)) == 0) continue;
+      res.message = "gradcheck failed for '" + op.name() + "': backward wrote into the incoming gradient of output " +
+                    std::to_string(diff_index[d]) + " (element " + std::to_string(j) + ": " + show(want[j]) +
+                    " -> " + show(after[j]) +
+                    "); the gradients backward receives are read-only (the engine may pass them on to other nodes): "
+                    "compute into a new tensor (g * 5.0, not g.mul_(5.0))";
+      return res;
+    }
+  }
 
   // A non-finite output at the sample makes every difference quotient NaN, and
   // NaN compares false with any tolerance: say so instead of passing.
@@ -121,19 +168,21 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
   bool non_finite = false;  // a NaN or infinite derivative: reported before any mere excess
   for (std::size_t i = 0; i < xs.size(); ++i) {
     if (!is_floating(xs[i].dtype())) continue;
-    double* p = xs[i].data<double>();
-    const Tensor g = xs[i].grad();
-    for (std::int64_t j = 0; j < xs[i].numel(); ++j) {
-      const double orig = p[j];
-      p[j] = orig + opt.eps;
-      const double fp = weighted_sum(op.call(xs), weights);
-      p[j] = orig - opt.eps;
-      const double fm = weighted_sum(op.call(xs), weights);
-      p[j] = orig;
-      const double numeric = (fp - fm) / (2 * opt.eps);
-      const double analytic = g.defined() ? g.data<double>()[j] : 0.0;
+    Tensor& x = xs[i];
+    const Tensor g = x.grad();
+    for (std::int64_t j = 0; j < x.numel(); ++j) {
+      const double orig = get(x, j);
+      set(x, j, orig + eps);
+      const double up = get(x, j);  // as stored (float32 rounds the step)
+      const double fp = weighted_sum(op.call(xs), wvals);
+      set(x, j, orig - eps);
+      const double down = get(x, j);
+      const double fm = weighted_sum(op.call(xs), wvals);
+      set(x, j, orig);
+      const double numeric = (fp - fm) / (up - down);
+      const double analytic = g.defined() ? get(g, j) : 0.0;
       const double err = std::abs(analytic - numeric);
-      const double tol = opt.atol + opt.rtol * std::abs(numeric);
+      const double tol = atol + rtol * std::abs(numeric);
       if (!(res.max_abs_error >= err)) res.max_abs_error = err;  // NaN stays NaN
       ++res.elements_checked;
       if (!std::isfinite(analytic) || !std::isfinite(numeric)) {
@@ -159,7 +208,7 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
         os.precision(10);
         os << "gradcheck failed for '" << op.name() << "': " << input_name(op, i) << " of shape "
            << xs[i].shape() << ", element " << j << ": analytic " << analytic << ", numeric " << numeric
-           << " (|diff| " << err << " > atol " << opt.atol << " + rtol " << opt.rtol << " * |numeric|)";
+           << " (|diff| " << err << " > atol " << atol << " + rtol " << rtol << " * |numeric|)";
         if (!g.defined()) os << "; backward returned no gradient for this input";
         res.message = os.str();
       }

@@ -173,7 +173,10 @@ std::size_t backward_weighted(const TensorList& outs, const TensorList& weights)
   for (std::size_t k = 0; k < outs.size() && k < weights.size(); ++k) {
     if (!weights[k].defined()) continue;
     roots.push_back(outs[k]);
-    grads.push_back(weights[k]);
+    // A backward that writes into its gradient must not change the next run's
+    // weights (gradcheck reports it): contiguous weights, which runs share, go
+    // as copies; strided and broadcast ones, made for one run, as they are.
+    grads.push_back(weights[k].is_contiguous() ? weights[k].clone() : weights[k]);
   }
   if (!roots.empty()) backward(roots, grads);
   return roots.size();
@@ -251,13 +254,16 @@ void skip(CheckResult& r, std::string detail) {
 
 void check_gradcheck(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
   const OpSchema& s = op.schema();
-  if (!s.dtypes.contains(DType::Float64)) {
-    skip(r, "the schema does not accept float64 (it takes " + s.dtypes.to_string() +
-                "), and gradients are checked in float64 only");
+  // float64; an op that takes float32 only is checked in float32, more loosely (gradcheck's note says so).
+  const DType dtype = s.dtypes.contains(DType::Float64)   ? DType::Float64
+                      : s.dtypes.contains(DType::Float32) ? DType::Float32
+                                                          : DType::Int64;
+  if (dtype == DType::Int64) {
+    skip(r, "the schema accepts no floating dtype (it takes " + s.dtypes.to_string() + "): nothing to differentiate");
     return;
   }
   std::string note;
-  const TensorList xs = harness_inputs(op, DType::Float64, opt.seed, &note);
+  const TensorList xs = harness_inputs(op, dtype, opt.seed, &note);
   if (!any_floating(xs)) {
     skip(r, "no input is floating: there is nothing to differentiate");
     return;

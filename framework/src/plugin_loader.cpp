@@ -1064,8 +1064,13 @@ std::shared_ptr<void> keep_plugin_loaded(const void* address) {
 std::vector<std::string> plugin_search_path() {
   // Standard plugins live next to the core library: <libdir>/opforge/plugins,
   // in the build tree and in the install tree alike. Found once (dladdr).
-  static const std::string standard =
-      (boost::dll::this_line_location().parent_path() / "opforge" / "plugins").string();
+  // (Resolved: the library may be found through an RPATH like bin/../lib.)
+  static const std::string standard = [] {
+    const fs::path dir = boost::dll::this_line_location().parent_path() / "opforge" / "plugins";
+    boost::system::error_code ec;
+    const fs::path resolved = fs::weakly_canonical(dir, ec);
+    return (ec ? dir.lexically_normal() : resolved).string();
+  }();
   std::vector<std::string> dirs{standard};
   for (auto& d : split_path(std::getenv("OPFORGE_PLUGIN_PATH"))) dirs.push_back(d);
   return dirs;

@@ -5,6 +5,8 @@
 # hidden visibility, whose only exported symbols are the two entry points that
 # OPFORGE_PLUGIN generates (a linker version script hides everything else), and
 # linked with --no-undefined so a missing symbol fails the build, not the load.
+# Without a CMAKE_BUILD_TYPE (single-configuration generators) it is compiled
+# with -O2, not unoptimised.
 #
 # The same file serves opforge's own tree (the standard plugins) and an outside
 # project, where find_package(opforge CONFIG REQUIRED) includes it from
@@ -33,6 +35,13 @@ function(opforge_add_plugin target)
   endif()
   if(ARG_OUTPUT_DIRECTORY)
     set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIRECTORY})
+  endif()
+  # A project configured without a build type compiles with no optimisation at
+  # all (CMake adds no -O): a plugin's kernels would run several times slower
+  # than the same code in Release. Optimise unless the project chose a type.
+  get_property(multi_config GLOBAL PROPERTY GENERATOR_IS_MULTI_CONFIG)
+  if(NOT multi_config AND NOT CMAKE_BUILD_TYPE AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} PRIVATE -O2)
   endif()
   set(script ${CMAKE_CURRENT_BINARY_DIR}/${target}.exports.map)
   file(WRITE ${script} "{\n  global: opforge_plugin_descriptor; opforge_plugin_register;\n  local: *;\n};\n")

@@ -2,18 +2,23 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include <opforge/opforge.hpp>
 #include <opforge/sdk/harness.hpp>
 
-// The plugin's ops. A plugin loads once per process: reuse it when another
-// test case of this run has loaded it already.
+// The plugin's ops, from the file this build made. A plugin loads once per
+// process: reuse it when another test case of this run has loaded it already.
+// An installed copy of "myops" (in the standard plugin folder, which loads
+// first) is replaced, so the test never checks an old build.
 static std::vector<std::string> myops() {
   for (const opforge::PluginInfo& p : opforge::loaded_plugins())
-    if (p.name == "myops") return p.ops;
-  return opforge::load_plugin(MYOPS_PLUGIN).ops;
+    if (p.name == "myops" && p.file == std::filesystem::canonical(MYOPS_PLUGIN).string()) return p.ops;
+  opforge::LoadOptions options;
+  options.replace_same_name = true;
+  return opforge::load_plugin(MYOPS_PLUGIN, options).ops;
 }
 
 TEST_CASE("myops.silu: values and gradient") {
