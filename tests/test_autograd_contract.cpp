@@ -644,6 +644,61 @@ TEST_CASE("contract: a leaf hook sees the gradient and may replace it", "[contra
   CHECK(x.grad().to_vector() == V{4, 8, 12});
 }
 
+TEST_CASE("contract: a hook's handle removes it, on a leaf and on an op's output, and releases what it holds",
+          "[contract]") {
+  Tensor x = leaf({1, 2, 3});
+  auto captured = std::make_shared<int>(0);
+  int doubled = 0, counted = 0;
+  const opforge::HookHandle h1 = x.register_hook([&doubled, captured](const Tensor& g) {
+    ++doubled;
+    return scaled(g, 2);
+  });
+  const opforge::HookHandle h2 = x.register_hook([&](const Tensor&) {
+    ++counted;
+    return Tensor();
+  });
+  CHECK(h1.valid());
+  CHECK(captured.use_count() == 2);
+  sum(square(x)).backward();
+  CHECK(x.grad().to_vector() == V{4, 8, 12});
+  h1.remove();
+  CHECK(captured.use_count() == 1);  // the hook's captures are gone with it
+  x.zero_grad();
+  sum(square(x)).backward();
+  CHECK(x.grad().to_vector() == V{2, 4, 6});
+  CHECK(doubled == 1);
+  CHECK(counted == 2);  // the other hook stays
+  h1.remove();          // twice: nothing more
+  opforge::HookHandle().remove();
+  CHECK_FALSE(opforge::HookHandle().valid());
+
+  // On an op's output; and a hook that removes itself while it runs.
+  Tensor h = opforge::op("elementwise.mul")({x, Tensor::from_values({1, 1, 1})});
+  int runs = 0;
+  opforge::HookHandle self;
+  self = h.register_hook([&](const Tensor& g) {
+    ++runs;
+    self.remove();
+    return scaled(g, 10);
+  });
+  x.zero_grad();
+  sum(h).backward(Tensor(), true);
+  CHECK(x.grad().to_vector() == V{10, 10, 10});
+  x.zero_grad();
+  sum(h).backward();
+  CHECK(x.grad().to_vector() == V{1, 1, 1});
+  CHECK(runs == 1);
+
+  // A handle outliving its tensor is harmless.
+  opforge::HookHandle late;
+  {
+    Tensor y = leaf({1});
+    late = y.register_hook([](const Tensor& g) { return g; });
+  }
+  late.remove();
+  h2.remove();
+}
+
 namespace {
 // y = 3 x, logging when its backward runs.
 struct LoggedScale final : opforge::Function {

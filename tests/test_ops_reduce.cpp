@@ -505,6 +505,58 @@ TEST_CASE("reduce_max_and_min_along_a_leading_axis_find_the_first_nan_and_first_
   if (dtype != DType::Bool) CHECK(out[1].to_vector()[is_max ? 3 : 4] == (is_max ? 1200 : 700));
 }
 
+TEST_CASE("reduce_softmax_of_no_elements_behind_its_axis_is_empty_not_a_crash", "[ops][reduce]") {
+  // An empty axis after the softmax axis divided by zero (SIGFPE) in forward and backward.
+  for (const std::string name : {"reduce.softmax", "reduce.log_softmax"}) {
+    INFO(name);
+    for (const Dims& shape : {Dims{3, 0}, Dims{2, 3, 0}, Dims{0, 3, 2}}) {
+      INFO("shape " << shape);
+      Tensor x = Tensor::zeros(shape, DType::Float64).requires_grad_();
+      Tensor y = opforge::op(name).call({x}, {{"axis", std::int64_t{0}}})[0];
+      CHECK(y.shape() == shape);
+      opforge::op("reduce.sum")({y}).backward();
+      CHECK(x.grad().shape() == shape);
+    }
+  }
+}
+
+TEST_CASE("reduce_sums_that_are_nan_are_the_same_nan_in_every_vector_copy", "[ops][reduce]") {
+  // inf + -inf is a negative NaN on x86, and NaN + NaN keeps one operand's sign:
+  // the baseline copy gave +NaN where the wider ones gave -NaN.
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  std::vector<double> v(40, 0.0);
+  v[0] = kNaN;
+  v[1] = -kInf;
+  v[9] = kInf;
+  const Tensor x = values(v, {40}, dtype);
+  for (const std::string name : {"reduce.sum", "reduce.mean", "reduce.norm"}) {
+    INFO(name << ", " << opforge::dtype_name(dtype));
+    const double r = call(name, x)[0].item();
+    CHECK(std::isnan(r));
+    CHECK_FALSE(std::signbit(r));
+  }
+  const double rows = call("reduce.sum", values(v, {40, 1}, dtype), {{"axes", Dims{0}}})[0].item();
+  CHECK(std::isnan(rows));
+  CHECK_FALSE(std::signbit(rows));
+}
+
+TEST_CASE("reduce_norm_gradient_is_nan_where_the_norm_is_nan", "[ops][reduce][grad]") {
+  for (double p : {1.0, 2.0, 3.0}) {
+    INFO("p " << p);
+    Tensor x = values({1, kNaN, 2}, {3}).requires_grad_();
+    opforge::op("reduce.norm").call({x}, {{"p", p}})[0].backward();
+    const std::vector<double> g = x.grad().to_vector();
+    CHECK(std::isnan(g[1]));  // sign(NaN) was 0
+    if (p == 1.0) {  // sign(x): the norm does not enter
+      CHECK(g[0] == 1.0);
+      CHECK(g[2] == 1.0);
+    } else {  // x / norm: the NaN norm reaches every element, as in PyTorch
+      CHECK(std::isnan(g[0]));
+      CHECK(std::isnan(g[2]));
+    }
+  }
+}
+
 TEST_CASE("reduce_max_gradient_goes_to_the_arg_max_and_indices_carry_none", "[ops][reduce][grad]") {
   const DType dtype = GENERATE(DType::Float32, DType::Float64);
   Tensor x = values({1, 5, 5, 7, -2, 7}, {2, 3}, dtype);

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "boundary.hpp"
@@ -552,22 +554,91 @@ struct KeptHook {
     }
   }
 };
+// ---- removable hooks ----
+// Each registered hook is held through a RemovableHook: the user's function
+// behind a shared pointer that remove() drops (under the hook's own mutex; a call
+// running at that moment holds its own reference and finishes). Handles find the
+// hook by number in a table of weak references, so a HookHandle is a plain
+// number (returned in a register: plugins built when register_hook returned
+// void still call it safely) and never keeps anything alive.
+struct HookState {
+  std::uint64_t id = 0;
+  std::mutex mu;
+  std::shared_ptr<const Tensor::GradHook> fn;  // null once removed
+  ~HookState();
+};
+struct HookTable {
+  std::mutex mu;
+  std::uint64_t next = 1;
+  std::unordered_map<std::uint64_t, std::weak_ptr<HookState>> live;
+};
+HookTable& hook_table() {
+  static HookTable* t = new HookTable();  // never destroyed: hooks may die during static destruction
+  return *t;
+}
+HookState::~HookState() {
+  HookTable& t = hook_table();
+  std::lock_guard<std::mutex> lock(t.mu);
+  t.live.erase(id);
+}
+struct RemovableHook {
+  std::shared_ptr<HookState> state;
+  Tensor operator()(const Tensor& g) const {
+    std::shared_ptr<const Tensor::GradHook> fn;
+    {
+      std::lock_guard<std::mutex> lock(state->mu);
+      fn = state->fn;
+    }
+    return fn ? (*fn)(g) : Tensor();  // removed: the gradient passes as it is
+  }
+};
 }  // namespace
 
-void Tensor::register_hook(GradHook hook) const {
+void HookHandle::remove() const {
+  if (id_ == 0) return;
+  std::shared_ptr<HookState> state;
+  {
+    HookTable& t = hook_table();
+    std::lock_guard<std::mutex> lock(t.mu);
+    auto it = t.live.find(id_);
+    if (it == t.live.end()) return;
+    state = it->second.lock();
+  }
+  if (!state) return;
+  std::shared_ptr<const Tensor::GradHook> dropped;
+  {
+    std::lock_guard<std::mutex> lock(state->mu);
+    dropped.swap(state->fn);
+  }
+  // `dropped` (and what the hook captured) goes here, with no lock held.
+}
+
+HookHandle Tensor::register_hook(GradHook hook) const {
   check_defined("register_hook");
   OPFORGE_CHECK(static_cast<bool>(hook), ValueError, "Tensor::register_hook: argument 'hook' is empty");
+  OPFORGE_CHECK(impl_->grad_fn || impl_->requires_grad, AutogradError, "Tensor::register_hook: the tensor (",
+                describe(),
+                ") does not require grad, so no gradient will ever reach the hook; call requires_grad_() first");
   if (auto keep = keep_plugin_loaded(__builtin_return_address(0))) hook = KeptHook(std::move(keep), std::move(hook));
+  auto state = std::make_shared<HookState>();
+  state->fn = std::make_shared<const GradHook>(std::move(hook));
+  {
+    HookTable& t = hook_table();
+    std::lock_guard<std::mutex> lock(t.mu);
+    state->id = t.next++;
+    t.live.emplace(state->id, state);
+  }
+  const HookHandle handle(state->id);
+  GradHook held = RemovableHook{std::move(state)};
   if (impl_->grad_fn) {
     auto& hooks = impl_->grad_fn->output_hooks;
     if (!hooks) hooks = std::make_unique<std::deque<std::pair<std::uint32_t, Tensor::GradHook>>>();
-    hooks->emplace_back(impl_->output_nr, std::move(hook));
-    return;
+    hooks->emplace_back(impl_->output_nr, std::move(held));
+  } else {
+    if (!impl_->hooks) impl_->hooks = std::make_unique<std::deque<GradHook>>();
+    impl_->hooks->push_back(std::move(held));
   }
-  OPFORGE_CHECK(impl_->requires_grad, AutogradError, "Tensor::register_hook: the tensor (", describe(),
-                ") does not require grad, so no gradient will ever reach the hook; call requires_grad_() first");
-  if (!impl_->hooks) impl_->hooks = std::make_unique<std::deque<GradHook>>();
-  impl_->hooks->push_back(std::move(hook));
+  return handle;
 }
 
 const Dims& Context::input_shape(std::size_t i) const { return recorded_input(*this, i, "input_shape").shape; }

@@ -576,6 +576,14 @@ decltype(auto) dispatch_all(DType t, F&& f) {
 
 // ---- sum, mean -------------------------------------------------------------------------------
 
+// A NaN result as the one quiet NaN: which NaN an addition of two NaNs keeps (its
+// sign bit: inf + -inf makes a negative one on x86) depends on the operand order
+// the compiler picked, which differs between the vector copies.
+template <class T>
+T canonical_nan(T v) {
+  return v != v ? std::numeric_limits<T>::quiet_NaN() : v;
+}
+
 // sum and mean: the same fold; mean divides by |R|. dx = g (· 1/|R|), broadcast back over R.
 template <bool kMean>
 class SumMean final : public opforge::Function {
@@ -592,7 +600,7 @@ class SumMean final : public opforge::Function {
       const double count = static_cast<double>(g.red_numel);  // mean of nothing: 0 / 0 = NaN
       auto value = [](T v, std::int64_t) { return static_cast<double>(v); };
       reduce_kernel<T>(g, x.data<T>(), sum_of<T>(value), [&](std::int64_t o, double s) {
-        po[o] = static_cast<T>(kMean ? s / count : s);
+        po[o] = canonical_nan(static_cast<T>(kMean ? s / count : s));
       });
       return out;
     })};
@@ -774,16 +782,18 @@ class Norm final : public opforge::Function {
       switch (norm_kind(p)) {
         case NormKind::L1:
           reduce_kernel<T>(g, px, sum_of<T>([](T v, std::int64_t) { return static_cast<double>(std::abs(v)); }),
-                           [&](std::int64_t k, double s) { po[k] = static_cast<T>(s); });
+                           [&](std::int64_t k, double s) { po[k] = canonical_nan(static_cast<T>(s)); });
           break;
         case NormKind::L2:
           reduce_kernel<T>(g, px, sum_of<T>([](T v, std::int64_t) { return static_cast<double>(v) * v; }),
-                           [&](std::int64_t k, double s) { po[k] = static_cast<T>(std::sqrt(s)); });
+                           [&](std::int64_t k, double s) { po[k] = canonical_nan(static_cast<T>(std::sqrt(s))); });
           break;
         case NormKind::Lp:
           reduce_kernel<T>(g, px,
                            sum_of<T>([p](T v, std::int64_t) { return std::pow(std::abs(static_cast<double>(v)), p); }),
-                           [&](std::int64_t k, double s) { po[k] = static_cast<T>(std::pow(s, 1.0 / p)); });
+                           [&](std::int64_t k, double s) {
+                             po[k] = canonical_nan(static_cast<T>(std::pow(s, 1.0 / p)));
+                           });
           break;
       }
       return o;
@@ -810,13 +820,13 @@ class Norm final : public opforge::Function {
       if (kind == NormKind::L1) {  // g sign(x)
         for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
           for (std::int64_t j = 0; j < n; ++j) {
-            const T v = px[i + j];
-            pd[i + j] = pg[o + j * step] * static_cast<T>((v > T(0)) - (v < T(0)));
+            const T v = px[i + j];  // sign(v); a NaN stays NaN
+            pd[i + j] = pg[o + j * step] * (v != v ? v : static_cast<T>((v > T(0)) - (v < T(0))));
           }
         });
         return dx;
       }
-      // inv[o] = 1 / norm, 0 where the norm is 0 (then every x of the slice is 0 and so is
+      // inv[o] = 1 / norm, NaN where the norm is NaN, 0 where it is 0 (then every x of the slice is 0 and so is
       // dx); dx = g x / norm (p = 2) or g sign(x) (|x| / norm)^(p-1). In double, cast once:
       // |x| / norm <= 1, so no power overflows; float32 once formed g / norm^(p-1) and
       // |x|^(p-1) apart and got inf or NaN for a finite norm (p = 3 at |x| = 2e19, p = 10
@@ -825,8 +835,8 @@ class Norm final : public opforge::Function {
       std::vector<double> inv(static_cast<std::size_t>(g.out_numel));
       sdk::parallel_for(0, g.out_numel, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t o = lo; o < hi; ++o) {
-          const double nrm = pn[o];
-          inv[static_cast<std::size_t>(o)] = nrm > 0 ? 1.0 / nrm : 0.0;
+          const double nrm = pn[o];  // a NaN norm gives NaN gradients, not zeros
+          inv[static_cast<std::size_t>(o)] = nrm > 0 ? 1.0 / nrm : nrm == 0 ? 0.0 : nrm;
         }
       });
       const double* pi = inv.data();

@@ -55,7 +55,7 @@ Lines lines_of(const Context& ctx, const Dims& shape) {
 // or body(row, 0, 1) over rows (inner = 1), in parallel.
 template <class Body>
 void for_each_block(const Lines& l, Body&& body) {
-  if (l.n == 0) return;
+  if (l.n == 0 || l.inner == 0 || l.outer == 0) return;  // no element (an empty axis after the softmax axis too)
   if (l.inner == 1) {
     sdk::parallel_for(0, l.outer, std::max<std::int64_t>(1, sdk::kElementwiseGrain / l.n),
                       [&](std::int64_t lo, std::int64_t hi) {

@@ -24,6 +24,24 @@ class Storage;
 struct TensorImpl;
 class Tensor;
 
+/// What Tensor::register_hook returns: remove() takes that hook off (it does not
+/// run from then on, and what it holds is released). Idempotent; a no-op for a
+/// default-constructed handle and once the hook's tensor and graph are gone.
+/// A plain value (copy it freely): it refers to the hook by number, never holds it.
+class OPFORGE_API HookHandle {
+ public:
+  HookHandle() noexcept = default;
+  /// A pass running the hook on another thread at that moment finishes that call.
+  void remove() const;
+  /// False for a default-constructed handle.
+  bool valid() const noexcept { return id_ != 0; }
+
+ private:
+  friend class Tensor;
+  explicit HookHandle(std::uint64_t id) noexcept : id_(id) {}
+  std::uint64_t id_ = 0;
+};
+
 OPFORGE_API void intrusive_ptr_add_ref(Storage* s) noexcept;
 OPFORGE_API void intrusive_ptr_release(Storage* s) noexcept;
 OPFORGE_API void intrusive_ptr_add_ref(TensorImpl* t) noexcept;
@@ -210,8 +228,9 @@ class OPFORGE_API Tensor {
   /// Runs `hook(grad)` whenever the gradient with respect to this tensor is
   /// computed, before it is used; the hook may return a replacement of the same
   /// shape and dtype, or an undefined Tensor to keep the gradient as it is.
+  /// Returns a handle whose remove() takes the hook off again.
   using GradHook = std::function<Tensor(const Tensor& grad)>;
-  void register_hook(GradHook hook) const;
+  HookHandle register_hook(GradHook hook) const;
 
   TensorImpl* unsafe_impl() const noexcept { return impl_.get(); }
   const boost::intrusive_ptr<TensorImpl>& impl_ptr() const noexcept { return impl_; }

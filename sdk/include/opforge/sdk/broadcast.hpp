@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "opforge/broadcast.hpp"
 #include "opforge/function.hpp"
@@ -52,7 +53,26 @@ Tensor broadcast_map2(const Context& ctx, const Tensor& a, const Tensor& b, F f,
                      ob += idx * sb[k];
                    }
                    T* o = po + row * inner;
-                   for (std::int64_t j = 0; j < inner; ++j) o[j] = f(pa[oa + j * ia], pb[ob + j * ib]);
+                   // Strides of 0 or 1 as constants, so that the loop vectorises (a
+                   // runtime stride of 0, a column broadcast along a row, kept it scalar).
+                   auto run = [&](auto sa_c, auto sb_c) {
+                     constexpr std::int64_t SA = decltype(sa_c)::value, SB = decltype(sb_c)::value;
+                     const std::int64_t da = SA >= 0 ? SA : ia, db = SB >= 0 ? SB : ib;
+                     const T* xa = pa + oa;
+                     const T* xb = pb + ob;
+                     for (std::int64_t j = 0; j < inner; ++j) o[j] = f(xa[j * da], xb[j * db]);
+                   };
+                   using Zero = std::integral_constant<std::int64_t, 0>;
+                   using One = std::integral_constant<std::int64_t, 1>;
+                   using Any = std::integral_constant<std::int64_t, -1>;
+                   if (ia == 1 && ib == 0)
+                     run(One{}, Zero{});
+                   else if (ia == 0 && ib == 1)
+                     run(Zero{}, One{});
+                   else if (ia == 1 && ib == 1)
+                     run(One{}, One{});
+                   else
+                     run(Any{}, Any{});
                  }
                });
   return out;
