@@ -697,6 +697,20 @@ TEST_CASE("contract: a hook's handle removes it, on a leaf and on an op's output
   }
   late.remove();
   h2.remove();
+
+  // A loop that registers and removes a hook every step: each registration drops
+  // the removed ones from the list, and the pass skips none it should run.
+  Tensor w = leaf({1, 1});
+  int ran = 0;
+  for (int step = 0; step < 2000; ++step) {
+    const opforge::HookHandle h = w.register_hook([&](const Tensor&) {
+      ++ran;
+      return Tensor();
+    });
+    if (step % 500 == 0) sum(w).backward();
+    h.remove();
+  }
+  CHECK(ran == 4);
 }
 
 namespace {

@@ -669,6 +669,43 @@ TEST_CASE("lifetime: a library a plugin links, mapped with it, keeps the plugin 
   CHECK(pending_from(file).empty());
 }
 
+TEST_CASE("lifetime: a vendor library two plugins share holds whichever plugin is open for what it made") {
+  // The library belonged to the first plugin's image only: once that one was
+  // closed, a tensor the second made with the library's deleter held nothing.
+  const std::string vendor = fixture("lt_vendor_lib.so");
+  opforge::load_plugin(fixture("lt_vendor.so"));
+  opforge::load_plugin(fixture("lt_vendor2.so"));
+  CHECK(opforge::unload_plugin("lt_vendor").unloaded_now);
+  CHECK(is_mapped(vendor));  // lt_vendor2 needs it
+  Tensor blob = opforge::op("lt_vendor2.blob")({Tensor::from_values({4, 5})});
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_vendor2");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.other_holders == 1);
+  CHECK(is_mapped(vendor));
+  CHECK(blob.to_vector() == std::vector<double>{4, 5});
+  blob = Tensor();
+  CHECK_FALSE(is_mapped(vendor));
+}
+
+TEST_CASE("lifetime: a file loaded again while its old ops are in use keeps what the new load made accounted for") {
+  // The second load of an unchanged file mapped nothing new, and the loader
+  // recorded no address for it: a blob it made held nothing, and freeing it
+  // after the unload ran unmapped code.
+  const std::string file = fixture("lt_again.so");
+  opforge::load_plugin(file);
+  opforge::OpHandle old = opforge::op("lt_again.blob");
+  CHECK_FALSE(opforge::unload_plugin("lt_again").unloaded_now);
+  opforge::load_plugin(file);  // the same build: allowed, shares the mapped code
+  old = opforge::OpHandle();
+  Tensor blob = opforge::op("lt_again.blob")({Tensor::from_values({1, 2, 3})});
+  const opforge::UnloadResult r = opforge::unload_plugin("lt_again");
+  CHECK_FALSE(r.unloaded_now);
+  CHECK(r.other_holders == 1);
+  CHECK(is_mapped(file));
+  blob = Tensor();
+  CHECK_FALSE(is_mapped(file));
+}
+
 TEST_CASE("lifetime: a registrar kept by a plugin and called after its registration is refused, not freed memory") {
   const std::string file = fixture("lt_late.so");
   opforge::load_plugin(file);

@@ -3,6 +3,7 @@
 // here recurses, so graph depth is bounded by memory only; node destruction is
 // iterative too (intrusive_ptr_release below).
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -563,6 +564,7 @@ struct KeptHook {
 // void still call it safely) and never keeps anything alive.
 struct HookState {
   std::uint64_t id = 0;
+  std::atomic<bool> removed{false};  // read without the lock: a removed hook costs a load per pass
   std::mutex mu;
   std::shared_ptr<const Tensor::GradHook> fn;  // null once removed
   ~HookState();
@@ -584,6 +586,7 @@ HookState::~HookState() {
 struct RemovableHook {
   std::shared_ptr<HookState> state;
   Tensor operator()(const Tensor& g) const {
+    if (state->removed.load(std::memory_order_acquire)) return Tensor();
     std::shared_ptr<const Tensor::GradHook> fn;
     {
       std::lock_guard<std::mutex> lock(state->mu);
@@ -592,6 +595,11 @@ struct RemovableHook {
     return fn ? (*fn)(g) : Tensor();  // removed: the gradient passes as it is
   }
 };
+// Whether a list entry is a hook that was removed (every entry is a RemovableHook).
+bool is_removed(const Tensor::GradHook& h) {
+  const auto* r = h.target<RemovableHook>();
+  return r && r->state->removed.load(std::memory_order_acquire);
+}
 }  // namespace
 
 void HookHandle::remove() const {
@@ -608,6 +616,7 @@ void HookHandle::remove() const {
   std::shared_ptr<const Tensor::GradHook> dropped;
   {
     std::lock_guard<std::mutex> lock(state->mu);
+    state->removed.store(true, std::memory_order_release);
     dropped.swap(state->fn);
   }
   // `dropped` (and what the hook captured) goes here, with no lock held.
@@ -630,13 +639,23 @@ HookHandle Tensor::register_hook(GradHook hook) const {
   }
   const HookHandle handle(state->id);
   GradHook held = RemovableHook{std::move(state)};
+  // Removed hooks leave their list here, where no pass of this thread walks it
+  // (a pass walks a list by position; other threads may not touch a tensor's hooks
+  // while this one registers): a loop that registers and removes a hook on every
+  // step keeps its list short.
+  const bool compact = t_depth == 0;
   if (impl_->grad_fn) {
     auto& hooks = impl_->grad_fn->output_hooks;
     if (!hooks) hooks = std::make_unique<std::deque<std::pair<std::uint32_t, Tensor::GradHook>>>();
+    if (compact)
+      hooks->erase(std::remove_if(hooks->begin(), hooks->end(), [](const auto& h) { return is_removed(h.second); }),
+                   hooks->end());
     hooks->emplace_back(impl_->output_nr, std::move(held));
   } else {
     if (!impl_->hooks) impl_->hooks = std::make_unique<std::deque<GradHook>>();
-    impl_->hooks->push_back(std::move(held));
+    auto& hooks = *impl_->hooks;
+    if (compact) hooks.erase(std::remove_if(hooks.begin(), hooks.end(), is_removed), hooks.end());
+    hooks.push_back(std::move(held));
   }
   return handle;
 }

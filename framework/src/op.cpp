@@ -407,7 +407,8 @@ StagingRegistrar::StagingRegistrar(std::string plugin_name, std::string plugin_f
     : plugin_name_(std::move(plugin_name)), plugin_file_(std::move(plugin_file)), library_(std::move(library)) {}
 
 void StagingRegistrar::add(OpSchema schema, std::unique_ptr<Function> fn) {
-  OPFORGE_CHECK(!closed_.load(std::memory_order_acquire), PluginError, "plugin '", plugin_name_, "' (", plugin_file_, "): op '", schema.name,
+  std::unique_lock<std::mutex> lock(mu_);
+  OPFORGE_CHECK(!closed_, PluginError, "plugin '", plugin_name_, "' (", plugin_file_, "): op '", schema.name,
                 "' was added through the registrar after the plugin's registration returned; a PluginRegistrar is "
                 "valid only during the OPFORGE_PLUGIN body: add every op there (to add ops later, make them with "
                 "make_op)");
@@ -432,9 +433,15 @@ void StagingRegistrar::add(OpSchema schema, std::unique_ptr<Function> fn) {
 void StagingRegistrar::commit() { Registry::instance().add_all(staged_); }
 
 void StagingRegistrar::close() noexcept {
-  closed_.store(true, std::memory_order_release);
-  staged_.clear();
-  library_.reset();
+  std::vector<boost::intrusive_ptr<OpEntry>> staged;
+  std::shared_ptr<void> library;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    staged.swap(staged_);
+    library.swap(library_);
+  }
+  // Released here, with the lock let go (their destructors run plugin code).
 }
 
 void StagingRegistrar::commit(const std::vector<OpEntryPtr>& retire, bool replace_existing,

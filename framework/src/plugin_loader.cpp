@@ -29,7 +29,9 @@
 // loaded, to publish where the library is mapped, and to commit.
 //
 // Identity: a plugin is found from an address (a deleter, a hook, a vtable, its
-// static data) by where its PT_LOAD segments are mapped, recorded at load time
+// static data) by where its PT_LOAD segments, and those of the libraries it needs
+// that the program did not have mapped before (image_objects), are mapped,
+// recorded at load time
 // from the dynamic loader's own program headers (dl_iterate_phdr), never by its
 // file name (the file may be gone, renamed or replaced since) and without
 // dladdr (which takes the dynamic loader's lock). A lock-free table of the
@@ -279,20 +281,68 @@ std::vector<MappedObject> mapped_objects() {
   return out;
 }
 
-// The objects of `after` that `before` lacks: what one dlopen mapped. Plugin
-// dlopens are serialised (g_dlopen_mu), so another plugin's objects are never
-// among them; a library another thread of the program opened at the same moment
-// could be, which only keeps this plugin loaded while something of it is in use.
-std::vector<MappedObject> new_objects(const std::vector<MappedObject>& before, std::vector<MappedObject> after) {
-  after.erase(std::remove_if(after.begin(), after.end(),
-                             [&](const MappedObject& o) {
-                               return o.segments.empty() ||
-                                      std::any_of(before.begin(), before.end(), [&](const MappedObject& b) {
-                                        return b.base == o.base && b.name == o.name;
-                                      });
-                             }),
-              after.end());
-  return after;
+// The objects mapped before the first plugin load: the program and the libraries
+// it links (libopforge, the C++ runtime, libc, oneTBB, OpenBLAS...). A plugin's
+// image never includes them: they outlive every plugin.
+const std::vector<MappedObject>& core_objects() {
+  static const std::vector<MappedObject> core = mapped_objects();
+  return core;
+}
+
+bool same_object(const MappedObject& a, std::uintptr_t base, const char* name) {
+  return a.base == base && name && a.name == name;
+}
+
+// The shared objects a plugin's dlclose may unmap, so what their code or data made
+// must hold the plugin: its own file (always: also when an earlier load of the
+// same file still had it mapped) and, transitively, the libraries it needs
+// (DT_NEEDED: a vendor library it wraps) that are not the core's. Libraries a
+// plugin opens itself with dlopen are not followed (they may leave while it stays).
+// Found from the dynamic loader's own link maps: dlopen(RTLD_NOLOAD) of a needed
+// name hands back the library already loaded for it, with no search and no load.
+std::vector<MappedObject> image_objects(void* handle) {
+  const std::vector<MappedObject>& core = core_objects();
+  const std::vector<MappedObject> now = mapped_objects();
+  std::vector<MappedObject> out;
+  std::vector<const struct link_map*> todo;
+  struct link_map* own = nullptr;
+  if (::dlinfo(handle, RTLD_DI_LINKMAP, &own) == 0 && own) todo.push_back(own);
+  bool first = true;
+  while (!todo.empty()) {
+    const struct link_map* lm = todo.back();
+    todo.pop_back();
+    const auto base = static_cast<std::uintptr_t>(lm->l_addr);
+    auto in = [&](const std::vector<MappedObject>& list) {
+      return std::find_if(list.begin(), list.end(),
+                          [&](const MappedObject& o) { return same_object(o, base, lm->l_name); });
+    };
+    if (!first && (in(core) != core.end() || in(out) != out.end())) continue;
+    first = false;
+    const auto mapped = in(now);
+    if (mapped == now.end() || mapped->segments.empty()) continue;
+    out.push_back(*mapped);
+    // Its DT_NEEDED names, from its dynamic section (the string table's address is
+    // relocated in place on most targets; where it is not, it is an offset).
+    const char* strtab = nullptr;
+    for (const ElfW(Dyn)* d = lm->l_ld; d && d->d_tag != DT_NULL; ++d)
+      if (d->d_tag == DT_STRTAB) {
+        std::uintptr_t at = d->d_un.d_ptr;
+        const bool inside = std::any_of(mapped->segments.begin(), mapped->segments.end(),
+                                        [&](const auto& seg) { return at >= seg.first && at < seg.second; });
+        if (!inside) at += base;
+        strtab = reinterpret_cast<const char*>(at);
+      }
+    if (!strtab) continue;
+    for (const ElfW(Dyn)* d = lm->l_ld; d->d_tag != DT_NULL; ++d) {
+      if (d->d_tag != DT_NEEDED) continue;
+      void* dep = ::dlopen(strtab + d->d_un.d_val, RTLD_LAZY | RTLD_NOLOAD);
+      if (!dep) continue;
+      struct link_map* dlm = nullptr;
+      if (::dlinfo(dep, RTLD_DI_LINKMAP, &dlm) == 0 && dlm) todo.push_back(dlm);
+      ::dlclose(dep);  // only the reference this lookup took: the plugin still needs it
+    }
+  }
+  return out;
 }
 
 // Whether the object loaded as `o` is still mapped (after its last dlclose).
@@ -312,9 +362,6 @@ bool still_mapped(const MappedObject& o) {
   return search.found;
 }
 
-// One plugin dlopen at a time (recursive: a plugin's static initialiser may load
-// another plugin on its own thread), so that what each one mapped is told apart.
-std::recursive_mutex g_dlopen_mu;
 
 // The buffer a plugin's registration entry point writes its error message into.
 constexpr std::size_t kRegistrationMessageBytes = 64 * 1024;
@@ -624,7 +671,7 @@ void check_descriptor(const std::string& file, const OpforgePluginDescriptor* d)
       fail(file, "its plugin name '" + printable(name) + "' is not a plain name",
            "name the plugin (OPFORGE_PLUGIN's first argument) with at most 128 letters, digits and '_', as the "
            "family of its ops (e.g. 'myops' for 'myops.silu')");
-  const std::string version = read_str(d->version);
+  const std::string version = d->version ? d->version : "";  // (null: shown as "(null)", as before)
   for (char c : version)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || std::strchr("._+-~", c)) || version.size() > 64)
       fail(file, "plugin '" + name + "': its version '" + printable(version) + "' is not a plain version",
@@ -771,19 +818,13 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
       closed->resident.store(true, std::memory_order_release);
     closed->closed.store(true, std::memory_order_release);
   });
-  std::vector<MappedObject> mapped;
-  {
-    std::lock_guard<std::recursive_mutex> dl_lock(g_dlopen_mu);
-    const std::vector<MappedObject> before = mapped_objects();
-    try {
-      lib->load(file, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
-    } catch (const std::exception& e) {
-      static_initialiser_threw(st, file, demangle(typeid(e).name()) + " (" + e.what() + ")");
-    } catch (...) {
-      static_initialiser_threw(st, file,
-                               "an exception of a type opforge does not know (not derived from std::exception)");
-    }
-    if (!ec && lib->is_loaded()) mapped = new_objects(before, mapped_objects());
+  (void)core_objects();  // taken before the first plugin is mapped
+  try {
+    lib->load(file, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
+  } catch (const std::exception& e) {
+    static_initialiser_threw(st, file, demangle(typeid(e).name()) + " (" + e.what() + ")");
+  } catch (...) {
+    static_initialiser_threw(st, file, "an exception of a type opforge does not know (not derived from std::exception)");
   }
   if (ec || !lib->is_loaded()) {
     // dlerror() holds the loader's own words (bad ELF header, undefined symbol...).
@@ -801,15 +842,9 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
          "check that the file is readable and that the libraries it needs are installed (ldd " + file + ")");
   }
 
-  // Where it is mapped: from now on an address in it, or in a library its dlopen
-  // mapped with it, finds this load. The plugin's own file comes first.
-  struct link_map* lm = nullptr;
-  if (::dlinfo(lib->native(), RTLD_DI_LINKMAP, &lm) == 0 && lm) {
-    auto own = std::find_if(mapped.begin(), mapped.end(), [&](const MappedObject& o) {
-      return o.base == lm->l_addr && lm->l_name && o.name == lm->l_name;
-    });
-    if (own != mapped.end()) std::rotate(mapped.begin(), own, own + 1);
-  }
+  // Where it is mapped: from now on an address in it, or in a library it needs
+  // that is not the core's, finds this load. The plugin's own file comes first.
+  std::vector<MappedObject> mapped = image_objects(lib->native());
   auto image = std::make_shared<Image>();
   image->library = std::static_pointer_cast<void>(lib);
   image->closed = closed;
@@ -1001,7 +1036,11 @@ UnloadResult unload_plugin(const std::string& name) {
       auto old = std::find_if(st.unloaded.begin(), st.unloaded.end(),
                               [&](const UnloadedPlugin& p) { return p.info.name == name; });
       const std::string why =
-          old != st.unloaded.end()
+          old != st.unloaded.end() && old->failed
+              ? "it failed to load; its library stays open while what its code made before that is in use (" +
+                    uses_text(uses_of(*old->image, false)) + "): release those tensors, hooks and make_op handles "
+                    "to close it"
+          : old != st.unloaded.end()
               ? "it was already unloaded; its library stays open while its ops or what its code made are in use (" +
                     uses_text(uses_of(*old->image, false)) +
                     "): release the op handles and graphs that use its ops, and the tensors, hooks and make_op "

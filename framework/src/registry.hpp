@@ -66,7 +66,9 @@ class StagingRegistrar final : public PluginRegistrar {
   std::string plugin_file_;
   std::shared_ptr<void> library_;
   std::vector<boost::intrusive_ptr<OpEntry>> staged_;
-  std::atomic<bool> closed_{false};  // add() may run on another thread, in plugin code that kept the registrar
+  // add() may run on another thread, in plugin code that kept the registrar.
+  std::mutex mu_;
+  bool closed_ = false;
 };
 
 }  // namespace opforge

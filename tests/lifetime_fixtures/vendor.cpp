@@ -1,10 +1,15 @@
 // A plugin that wraps a vendor library (vendor_lib.cpp, a library of its own that
 // the plugin links): tensors whose deleter or data are the vendor library's.
+// Built as lt_vendor and (FIXTURE_PLUGIN_NAME) lt_vendor2, which share the library.
 //   lt_vendor.blob(x)    a copy of x in the vendor's memory, freed by the vendor's deleter
 //   lt_vendor.table(x)   a view (no deleter) of the vendor's static table {10, 20, 30, 40}
 #include <cstring>
 
 #include <opforge/sdk.hpp>
+
+#ifndef FIXTURE_PLUGIN_NAME
+#define FIXTURE_PLUGIN_NAME "lt_vendor"
+#endif
 
 extern "C" {
 extern double lt_vendor_table[4];
@@ -40,7 +45,9 @@ class Table final : public opforge::Function {
 
 }  // namespace
 
-OPFORGE_PLUGIN("lt_vendor", "1.0.0") {
-  registrar.add<Blob>(opforge::OpSchema("lt_vendor.blob").input_names({"x"}).describe("a copy in vendor memory"));
-  registrar.add<Table>(opforge::OpSchema("lt_vendor.table").input_names({"x"}).describe("a view of a vendor table"));
+OPFORGE_PLUGIN(FIXTURE_PLUGIN_NAME, "1.0.0") {
+  registrar.add<Blob>(
+      opforge::OpSchema(FIXTURE_PLUGIN_NAME ".blob").input_names({"x"}).describe("a copy in vendor memory"));
+  registrar.add<Table>(
+      opforge::OpSchema(FIXTURE_PLUGIN_NAME ".table").input_names({"x"}).describe("a view of a vendor table"));
 }
