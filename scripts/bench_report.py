@@ -9,13 +9,14 @@ median time against d for every method and peer, drawn by gnuplot.
 
     build/bin/opforge bench lstsq --sizes 300,1000,2000,4000 --json > /tmp/opforge.jsonl
     /usr/bin/python3 scripts/peers.py --sizes 300,1000,2000,4000 --json > /tmp/peers.jsonl
-    python3 scripts/bench_report.py /tmp/opforge.jsonl /tmp/peers.jsonl --png docs/img/lstsq.png
+    /usr/bin/python3 scripts/bench_report.py /tmp/opforge.jsonl /tmp/peers.jsonl --png docs/img/lstsq.png
 
 Only the Python standard library and gnuplot (Debian: gnuplot-nox) are used.
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,15 +37,21 @@ def load(paths):
 
 
 def table(rows):
-    by = defaultdict(dict)  # (dtype, d) -> method -> row
+    # (dtype, d, threads, caches) -> method -> row; the peers' rows carry threads
+    # too, and no caches (they run warm).
+    by = defaultdict(dict)
     for r in rows:
-        by[(r["dtype"], int(r["d"]))][r["method"]] = r
+        by[(r["dtype"], int(r["d"]), int(r.get("threads", 0)), r.get("caches", "warm"))][r["method"]] = r
     methods = [m for m in ORDER if any(m in v for v in by.values())]
-    out = ["| dtype | d | A (MB) | " + " | ".join(f"{m} ms" for m in methods) +
+    many_threads = len({k[2] for k in by}) > 1
+    many_caches = len({k[3] for k in by}) > 1
+    extra = (" threads |" if many_threads else "") + (" caches |" if many_caches else "")
+    out = ["| dtype | d |" + extra + " A (MB) | " + " | ".join(f"{m} ms" for m in methods) +
            " | fused / read A | fused vs torch |",
-           "|---|---|---|" + "---|" * len(methods) + "---|---|"]
-    for (dtype, d) in sorted(by, key=lambda k: (k[0] != "float64", k[1])):
-        v = by[(dtype, d)]
+           "|---|---|" + "---|" * (many_threads + many_caches) + "---|" + "---|" * len(methods) + "---|---|"]
+    for key in sorted(by, key=lambda k: (k[0] != "float64", k[1], k[2], k[3])):
+        dtype, d, threads, caches = key
+        v = by[key]
         size = 10 * d * d * (8 if dtype == "float64" else 4) / 1e6
         cells = [f"{v[m]['median_ms']:.3f}" if m in v else "" for m in methods]
         read = v.get("fused", {}).get("ratio_bandwidth")
@@ -52,7 +59,9 @@ def table(rows):
                  if "torch_autograd" in v and "fused" in v else None)
         read_cell = f"{read:.2f}x" if read else ""
         torch_cell = f"{torch:.2f}x faster" if torch else ""
-        out.append(f"| {dtype} | {d} | {size:.0f} | " + " | ".join(cells) + f" | {read_cell} | {torch_cell} |")
+        lead = (f" {threads} |" if many_threads else "") + (f" {caches} |" if many_caches else "")
+        size_cell = f"{size:.0f}" if size >= 10 else f"{size:.2g}"
+        out.append(f"| {dtype} | {d} |{lead} {size_cell} | " + " | ".join(cells) + f" | {read_cell} | {torch_cell} |")
     return "\n".join(out)
 
 
@@ -98,6 +107,12 @@ def main():
     rows = load(args.inputs)
     if not rows:
         sys.exit("bench_report.py: no JSON rows in " + ", ".join(args.inputs))
+    bad = [r for r in rows if not all(k in r for k in ("d", "dtype", "method", "median_ms"))]
+    if bad:
+        sys.exit("bench_report.py: a row lacks d, dtype, method or median_ms (this script reads `opforge bench "
+                 "lstsq --json` and `scripts/peers.py --json`, not bench ops or overhead): " + json.dumps(bad[0]))
+    if args.png and not shutil.which("gnuplot"):
+        sys.exit("bench_report.py: --png needs gnuplot (Debian: apt-get install gnuplot-nox)")
     print(table(rows))
     if args.png:
         os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)

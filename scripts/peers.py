@@ -12,7 +12,7 @@ What it measures
       torch_autograd  forward ((y - A @ x) ** 2).sum() and loss.backward()
                       in PyTorch, timed together
 
-    For each (d, dtype, method) it does one untimed warm-up run, then
+    For each (d, dtype, method) it does two untimed warm-up runs, then
     --repeat timed runs (time.perf_counter), and reports the median and
     minimum in milliseconds. rel_err is the maximum absolute difference from
     a float64 NumPy reference gradient, divided by the reference's maximum
@@ -114,7 +114,8 @@ def reference_gradient(a64, x64, y64):
 
 
 def time_runs(run, repeat):
-    """One untimed warm-up, then `repeat` timed runs; returns (times_ms, result)."""
+    """Two untimed warm-ups (as opforge bench lstsq does), then `repeat` timed runs; returns (times_ms, result)."""
+    run()
     result = run()
     times_ms = []
     for _ in range(repeat):

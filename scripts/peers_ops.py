@@ -25,14 +25,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+from opforge_cli import default_opforge, json_rows
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--opforge", default="build/bin/opforge", help="the opforge program; default %(default)s")
+    p.add_argument("--opforge", default=default_opforge(), help="the opforge program; default %(default)s")
     p.add_argument("--svd-sizes", default="256,512,1024", help="n of the n x n svd inputs; default %(default)s")
     p.add_argument("--elementwise-sizes", default="1000000,10000000",
                    help="element counts for sqrt and exp; default %(default)s")
@@ -102,11 +103,9 @@ def main(argv=None):
     times = {(op, n): {"opforge": [], "numpy": [], "torch": []} for op, n, _, _ in cases}
     for r in range(a.rounds):
         print("peers_ops: round %d/%d" % (r + 1, a.rounds), file=sys.stderr, flush=True)
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("{"):
-                row = json.loads(line)
-                times[(row["op"], row["n"])]["opforge"].append(row["median_ms"])
+        rows, _ = json_rows(cmd, "peers_ops")
+        for row in rows:
+            times[(row["op"], row["n"])]["opforge"].append(row["median_ms"])
         for op, n, f_np, f_torch in cases:
             times[(op, n)]["numpy"].append(median_ms(f_np, a.repeat))
             if f_torch:

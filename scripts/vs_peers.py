@@ -20,18 +20,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
-
-def rows(cmd):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+from opforge_cli import default_opforge, json_rows
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--opforge", default="build/bin/opforge", help="the opforge program; default %(default)s")
+    p.add_argument("--opforge", default=default_opforge(), help="the opforge program; default %(default)s")
     p.add_argument("--sizes", default="1000", help="comma-separated d; default %(default)s")
     p.add_argument("--dtype", default="both", choices=("float64", "float32", "both"))
     p.add_argument("--rounds", type=int, default=7, help="alternations; default %(default)s")
@@ -39,15 +35,21 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="default: all cores")
     p.add_argument("--json", action="store_true", help="one JSON object per (d, dtype) on stdout")
     a = p.parse_args(argv)
+    if a.rounds < 1 or a.repeat < 1 or a.threads < 1:
+        p.error("--rounds, --repeat and --threads must be at least 1")
     peers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers.py")
+    notes = set()
 
     torch_ratio, graph_ratio, read_ratio, torch_read_ratio = {}, {}, {}, {}
     for k in range(a.rounds):
         print(f"vs_peers: round {k + 1}/{a.rounds}", file=sys.stderr)
-        ours = rows([a.opforge, "bench", "lstsq", "--sizes", a.sizes, "--dtype", a.dtype, "--repeat", str(a.repeat),
-                     "--threads", str(a.threads), "--methods", "fused,graph,bandwidth", "--json"])
-        theirs = rows([sys.executable, peers, "--sizes", a.sizes, "--dtype", a.dtype, "--repeat", str(a.repeat),
-                       "--threads", str(a.threads), "--methods", "torch_autograd", "--json"])
+        ours, _ = json_rows([a.opforge, "bench", "lstsq", "--sizes", a.sizes, "--dtype", a.dtype, "--repeat",
+                             str(a.repeat), "--threads", str(a.threads), "--methods", "fused,graph,bandwidth",
+                             "--json"], "vs_peers")
+        theirs, said = json_rows([sys.executable, peers, "--sizes", a.sizes, "--dtype", a.dtype, "--repeat",
+                                  str(a.repeat), "--threads", str(a.threads), "--methods", "torch_autograd",
+                                  "--json"], "vs_peers")
+        notes.update(line for line in said.splitlines() if line.strip())
         fused = {(r["d"], r["dtype"]): r for r in ours if r["method"] == "fused"}
         graph = {(r["d"], r["dtype"]): r for r in ours if r["method"] == "graph"}
         read = {(r["d"], r["dtype"]): r for r in ours if r["method"] == "bandwidth"}
@@ -59,6 +61,12 @@ def main(argv=None):
                 read_ratio.setdefault(key, []).append(fused[key]["ratio_bandwidth"])
                 torch_read_ratio.setdefault(key, []).append(r["median_ms"] / read[key]["median_ms"])
 
+    if not torch_ratio:
+        for line in sorted(notes):
+            print(line, file=sys.stderr)
+        print("vs_peers: no result: peers.py gave no torch_autograd row to compare with (is PyTorch installed? "
+              "Debian: python3-torch)", file=sys.stderr)
+        return 1
     for key in sorted(torch_ratio, key=lambda k: (k[1] != "float64", k[0])):
         t, b, gr, tr = torch_ratio[key], read_ratio[key], graph_ratio[key], torch_read_ratio[key]
         if a.json:

@@ -356,14 +356,15 @@ TEST_CASE("cli: the benchmarks refuse stray arguments and malformed lists", "[cl
   }
 }
 
-TEST_CASE("cli: --threads out of int's range is refused, and every option is checked before any work", "[cli]") {
+TEST_CASE("cli: --threads past OPFORGE_NUM_THREADS's limit is refused, and every option is checked before any work",
+          "[cli]") {
   for (const char* bench : {"bench lstsq", "bench ops"}) {
-    for (const char* value : {"2147483648", "4294967297", "1,99999999999999999999999"}) {
+    for (const char* value : {"1048577", "2147483648", "4294967297", "1,99999999999999999999999"}) {
       const Run r = run(std::string(bench) + " --threads " + value, true);
       INFO(bench << " --threads " << value << "\n" << r.out);
       CHECK(r.status == 2);
       CHECK_THAT(r.out, Catch::Contains("--threads: expected a comma-separated list of positive integers up to "
-                                        "2147483647, got '"));
+                                        "1048576 (OPFORGE_NUM_THREADS's limit too), got '"));
       CHECK_THAT(r.out, !Catch::Contains("BLAS:"));  // nothing was printed before the options were checked
     }
   }

@@ -150,7 +150,7 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
   }
   if (caches_s != "warm" && caches_s != "cold")
     throw UsageError("--caches: expected warm or cold, got '" + caches_s + "'");
-  const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s, INT_MAX)
+  const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s, kMaxThreads, "OPFORGE_NUM_THREADS's limit too")
                                                         : std::vector<long>{default_threads()};
   // Every option is valid from here on: now the work (and the output) begins.
   print_blas_kernels("bench lstsq");
@@ -161,11 +161,13 @@ int run_bench_lstsq(const std::vector<std::string>& args) {
               << "timed call (last-level cache: " << flusher->cache_bytes() / (1 << 20) << " MiB)" << std::endl;
   }
 
-  const opforge::OpHandle lstsq = opforge::op("loss.lstsq");
-  const opforge::OpHandle mv = opforge::op("linalg.mv");
-  const opforge::OpHandle sub = opforge::op("elementwise.sub");
-  const opforge::OpHandle square = opforge::op("elementwise.square");
-  const opforge::OpHandle sum = opforge::op("reduce.sum");
+  // Only the ops of the methods asked for: `--methods graph` runs without the loss plugin.
+  const bool graph_ops = wanted[kGraph];
+  const opforge::OpHandle lstsq = wanted[kFused] ? opforge::op("loss.lstsq") : opforge::OpHandle();
+  const opforge::OpHandle mv = graph_ops ? opforge::op("linalg.mv") : opforge::OpHandle();
+  const opforge::OpHandle sub = graph_ops ? opforge::op("elementwise.sub") : opforge::OpHandle();
+  const opforge::OpHandle square = graph_ops ? opforge::op("elementwise.square") : opforge::OpHandle();
+  const opforge::OpHandle sum = graph_ops ? opforge::op("reduce.sum") : opforge::OpHandle();
 
   if (!json) {
     std::cout << std::left << std::setw(6) << "d" << std::setw(9) << "dtype" << std::setw(8) << "threads"

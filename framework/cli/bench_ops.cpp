@@ -115,7 +115,7 @@ int run_bench_ops(const std::vector<std::string>& args) {
   const std::vector<long> elementwise_sizes = parse_int_list("elementwise-sizes", elementwise_s, kMaxElementwiseN,
                                                              "the tensor's size in bytes must fit in 64 bits");
   const std::vector<DType> dtypes = parse_dtypes(dtype_s);
-  const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s, INT_MAX)
+  const std::vector<long> threads = vm.count("threads") ? parse_int_list("threads", threads_s, kMaxThreads, "OPFORGE_NUM_THREADS's limit too")
                                                         : std::vector<long>{default_threads()};
   // Every option is valid from here on: now the work (and the output) begins.
   print_blas_kernels("bench ops");

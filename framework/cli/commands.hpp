@@ -43,6 +43,9 @@ std::vector<std::string> split_list(const std::string& option, const std::string
 std::vector<long> parse_int_list(const std::string& option, const std::string& text, long max = LONG_MAX,
                                  const std::string& max_reason = "");
 
+/// The most threads --threads may ask for: OPFORGE_NUM_THREADS's own limit.
+constexpr long kMaxThreads = 1L << 20;
+
 /// One integer in [min, max] ("--repeat 20"); throws UsageError naming `option`
 /// with the range and `text` otherwise (not a number, out of range).
 long parse_int_option(const std::string& option, const std::string& text, long min, long max);
