@@ -278,6 +278,50 @@ TEST_CASE("linalg_matmul_batched_gradcheck", "[linalg][matmul][grad]") {
   require_gradcheck("linalg.matmul", {Tensor::randn(c.a, DType::Float64, 8), Tensor::randn(c.b, DType::Float64, 9)});
 }
 
+// A transposed operand (Aᵀ B, A Bᵀ) goes to gemm with its transpose flag, with no
+// copy: the same values and gradients as a contiguous operand, and no temporary of
+// its size. Other strided operands (a slice with a step, a batched view) are copied.
+TEST_CASE("linalg_matmul_of_transposed_views_uses_the_transpose_flag_not_a_copy", "[linalg][matmul]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(name(dtype));
+  const Tensor At = Tensor::randn({300, 200}, dtype, 3), Bt = Tensor::randn({50, 300}, dtype, 4);
+  const Tensor A = At.transpose(0, 1), B = Bt.transpose(0, 1);  // [200, 300], [300, 50]
+  REQUIRE_FALSE(A.is_contiguous());
+  const OpHandle mm = opforge::op("linalg.matmul");
+  for (int mode = 0; mode < 3; ++mode) {
+    const Tensor a = mode == 1 ? A.contiguous() : A, b = mode == 2 ? B.contiguous() : B;
+    INFO("mode " << mode);
+    Dims want_shape;
+    const std::vector<double> want = naive_matmul(a.contiguous(), b.contiguous(), &want_shape);
+    opforge::reset_peak_bytes();
+    const std::int64_t before = opforge::live_bytes();
+    const Tensor C = mm({a, b});
+    const std::int64_t extra = opforge::peak_bytes() - before;
+    CHECK(extra == static_cast<std::int64_t>(C.nbytes()));  // the output only: no copy of an operand
+    REQUIRE(C.shape() == want_shape);
+    require_values(C, want, dtype == DType::Float32 ? 1e-4 : 1e-12, dtype == DType::Float32 ? 1e-4 : 1e-12);
+  }
+  const Tensor step = Tensor::randn({200, 600}, dtype, 5).slice(1, 0, 600, 2);  // [200, 300], stride 2
+  Dims want_shape;
+  const std::vector<double> want = naive_matmul(step.contiguous(), B.contiguous(), &want_shape);
+  require_values(mm({step, B}), want, dtype == DType::Float32 ? 1e-4 : 1e-12, dtype == DType::Float32 ? 1e-4 : 1e-12);
+}
+
+TEST_CASE("linalg_matmul_gradcheck_through_transposed_and_strided_views", "[linalg][matmul][grad]") {
+  const Tensor At = Tensor::randn({4, 3}, DType::Float64, 6), Bt = Tensor::randn({5, 4}, DType::Float64, 7);
+  require_gradcheck("linalg.matmul", {At.transpose(0, 1), Bt.transpose(0, 1)});
+  require_gradcheck("linalg.matmul", {Tensor::randn({3, 8}, DType::Float64, 8).slice(1, 0, 8, 2), Bt.transpose(0, 1)});
+  // Backward through views of leaves: the gradients land on the leaves, transposed back.
+  Tensor P = Tensor::randn({4, 3}, DType::Float64, 9).requires_grad_();
+  Tensor Q = Tensor::randn({4, 2}, DType::Float64, 10).requires_grad_();
+  Tensor C = opforge::op("linalg.matmul")({P.transpose(0, 1), Q});  // Pᵀ Q: [3, 2]
+  opforge::op("reduce.sum")({C}).backward();
+  // d/dP Σ (Pᵀ Q) = Q 1ᵀ (each row of P gets its row of Q summed): P.grad[i][j] = Σ_c Q[i][c]
+  const std::vector<double> q = Q.to_vector(), gp = P.grad().to_vector();
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 3; ++j) CHECK(gp[i * 3 + j] == Approx(q[i * 2] + q[i * 2 + 1]));
+}
+
 // With one input requiring grad, it gets the same gradient as when both do.
 TEST_CASE("linalg_two_input_ops_give_the_same_gradient_when_only_one_input_requires_grad", "[linalg][grad]") {
   struct Case {

@@ -236,11 +236,14 @@ bool single_gemm(const BatchPlan& p, const MatSizes& z) {
 
 class Matmul final : public opforge::Function {
  public:
+  // The schema takes strided inputs: a 2-D operand that is the transpose of a
+  // contiguous matrix (x.transpose(0, 1), as Aᵀ B is written) goes to gemm as that
+  // matrix with its transpose flag, with no copy; other strided operands are copied.
   TensorList forward(Context& ctx, TensorSpan in) const override {
     const Tensor& A = in[0];
     const Tensor& B = in[1];
     if (A.dim() == 2 && B.dim() == 2) return forward_2d(ctx, A, B);
-    return forward_batched(ctx, A, B);
+    return forward_batched(ctx, contiguous(A), contiguous(B));
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
     if (ctx.saved_int(0) == 0) return backward_2d(ctx, grads);
@@ -249,12 +252,22 @@ class Matmul final : public opforge::Function {
 
  private:
   // ---- 2-D x 2-D: one gemm ----
+  // A matrix as gemm reads it: contiguous, or the contiguous matrix it is the
+  // transpose of (trans = true), or else a contiguous copy.
+  struct GemmOperand {
+    Tensor t;
+    bool trans = false;
+  };
+  static GemmOperand gemm_operand(const Tensor& x) {
+    if (x.is_contiguous()) return {x, false};
+    Tensor xt = x.transpose(0, 1);
+    if (xt.is_contiguous()) return {std::move(xt), true};
+    return {x.clone(), false};
+  }
   static TensorList forward_2d(Context& ctx, const Tensor& A, const Tensor& B) {
     sdk::expect_rank(ctx, A, "A", 2);
     sdk::expect_rank(ctx, B, "B", 2);
     sdk::expect_shape(ctx, B, "B", Dims{A.size(1), B.size(1)}, "its rows must match the columns of 'A'");
-    sdk::expect_contiguous(ctx, A, "A");
-    sdk::expect_contiguous(ctx, B, "B");
     expect_blas_sizes(ctx, A, "A");
     expect_blas_sizes(ctx, B, "B");
     // dA = G Bᵀ reads B; dB = Aᵀ G reads A. Slot 0: B, slot 1: A, each undefined when not needed.
@@ -265,7 +278,8 @@ class Matmul final : public opforge::Function {
     return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
       Tensor C = Tensor::empty(Dims{A.size(0), B.size(1)}, A.dtype());
-      gemm_into<T>(A, false, B, false, C);  // [m, k] x [k, n] -> [m, n]
+      const GemmOperand a = gemm_operand(A), b = gemm_operand(B);
+      gemm_into<T>(a.t, a.trans, b.t, b.trans, C);  // [m, k] x [k, n] -> [m, n]
       return C;
     })};
   }
@@ -276,14 +290,14 @@ class Matmul final : public opforge::Function {
     sdk::dispatch_floating(G.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
       if (ctx.needs_input_grad(0)) {
-        const Tensor& B = s[0];
-        gA = Tensor::empty(Dims{G.size(0), B.size(0)}, G.dtype());
-        gemm_into<T>(G, false, B, true, gA);  // G Bᵀ: [m, n] x [n, k] -> [m, k]
+        const GemmOperand b = gemm_operand(s[0]);
+        gA = Tensor::empty(Dims{G.size(0), s[0].size(0)}, G.dtype());
+        gemm_into<T>(G, false, b.t, !b.trans, gA);  // G Bᵀ: [m, n] x [n, k] -> [m, k]
       }
       if (ctx.needs_input_grad(1)) {
-        const Tensor& A = s[1];
-        gB = Tensor::empty(Dims{A.size(1), G.size(1)}, G.dtype());
-        gemm_into<T>(A, true, G, false, gB);  // Aᵀ G: [k, m] x [m, n] -> [k, n]
+        const GemmOperand a = gemm_operand(s[1]);
+        gB = Tensor::empty(Dims{s[1].size(1), G.size(1)}, G.dtype());
+        gemm_into<T>(a.t, !a.trans, G, false, gB);  // Aᵀ G: [k, m] x [m, n] -> [k, n]
       }
     });
     return {gA, gB};
@@ -497,6 +511,7 @@ OPFORGE_PLUGIN("linalg", "0.1.0") {
                         .describe("A x: matrix [m, n] times vector [n]")
                         .samples(mv_samples));
   registrar.add<Matmul>(OpSchema("linalg.matmul")
+                            .takes_strided_inputs()
                             .input_names({"A", "B"})
                             .describe("A B as NumPy's matmul: [..., m, k] x [..., k, n] -> [..., m, n], batch axes "
                                       "broadcast, 1-D operands a row / a column")
