@@ -68,7 +68,7 @@ constexpr std::int64_t kChunk = 4096;
 // Reduced positions per partial result when the innermost block is kept.
 constexpr std::int64_t kRowChunk = 1024;
 // Outputs per task along a kept innermost block (the accumulators of one task).
-constexpr std::int64_t kColumnBlock = 2048;
+constexpr std::int64_t kColumnBlock = 8192;
 // Blocks after merging: at most one per axis, plus one placeholder.
 constexpr int kMaxBlocks = opforge::kMaxDims + 1;
 
@@ -202,7 +202,9 @@ std::int64_t reduced_offset(const Geometry& g, std::int64_t r, int end) {
 // An accumulator folds the elements of one output, visited in order:
 //   State init()                                  the empty fold
 //   run(State&, const T* p, n, r0, o)             n contiguous elements, the first at reduced position r0
-//   row(State* st, const T* p, n, r, o0)          p[j] into st[j], outputs o0 + j (j < n), at reduced position r
+//   rows(State* st, const T* const* p, count, n, r, o0)
+//                                                 rows p[0..count) (count <= kRowsAtOnce), at reduced positions
+//                                                 r, r + 1, ...: p[k][j] into st[j] (output o0 + j), in order
 //   merge(State& a, const State& b)               b's elements come after a's
 
 // The kernels below are compiled for baseline x86-64, AVX2 and AVX-512
@@ -239,12 +241,41 @@ struct SumRun {
   }
 };
 
-// st[j] += f(p[j], o0 + j) for j < n: one reduced position of n neighbouring outputs.
-struct SumRow {
-  template <class T, class F>
-  OPFORGE_KERNEL_BODY static void run(double* st, const T* p, std::int64_t n, std::int64_t o0, const F& f) {
+// Up to kRowsAtOnce reduced positions (rows p[0..count)) of n neighbouring outputs,
+// folded in one pass over the outputs: each state is loaded and stored once for
+// them all, and each output still takes its rows one after another, in order.
+constexpr int kRowsAtOnce = 4;
+template <class Step, class S, class T>
+OPFORGE_KERNEL_BODY void fold_rows(S* st, const T* const* p, int count, std::int64_t n, const Step& step) {
+  const T* p0 = p[0];
+  const T* p1 = p[count > 1 ? 1 : 0];
+  const T* p2 = p[count > 2 ? 2 : 0];
+  const T* p3 = p[count > 3 ? 3 : 0];
+  switch (count) {
+    case 4:
 #pragma omp simd
-    for (std::int64_t j = 0; j < n; ++j) st[j] += f(p[j], o0 + j);
+      for (std::int64_t j = 0; j < n; ++j) st[j] = step(step(step(step(st[j], p0[j], j, 0), p1[j], j, 1), p2[j], j, 2), p3[j], j, 3);
+      break;
+    case 3:
+#pragma omp simd
+      for (std::int64_t j = 0; j < n; ++j) st[j] = step(step(step(st[j], p0[j], j, 0), p1[j], j, 1), p2[j], j, 2);
+      break;
+    case 2:
+#pragma omp simd
+      for (std::int64_t j = 0; j < n; ++j) st[j] = step(step(st[j], p0[j], j, 0), p1[j], j, 1);
+      break;
+    default:
+#pragma omp simd
+      for (std::int64_t j = 0; j < n; ++j) st[j] = step(st[j], p0[j], j, 0);
+  }
+}
+
+// st[j] += f(p_k[j], o0 + j) for each row k, j < n.
+struct SumRows {
+  template <class T, class F>
+  OPFORGE_KERNEL_BODY static void run(double* st, const T* const* p, int count, std::int64_t n, std::int64_t o0,
+                                      const F& f) {
+    fold_rows(st, p, count, n, [&](double s, T v, std::int64_t j, int) { return s + f(v, o0 + j); });
   }
 };
 
@@ -257,11 +288,11 @@ struct SumAcc {
   void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t o) const {
     s += n >= kVectorRun ? sdk::run_vectorized<SumRun>(p, n, o, f) : SumRun::run(p, n, o, f);
   }
-  void row(State* st, const T* p, std::int64_t n, std::int64_t, std::int64_t o0) const {
+  void rows(State* st, const T* const* p, int count, std::int64_t n, std::int64_t, std::int64_t o0) const {
     if (n >= kVectorRun)
-      sdk::run_vectorized<SumRow>(st, p, n, o0, f);
+      sdk::run_vectorized<SumRows>(st, p, count, n, o0, f);
     else
-      SumRow::run(st, p, n, o0, f);
+      SumRows::run(st, p, count, n, o0, f);
   }
   void merge(State& a, const State& b) const { a += b; }
 };
@@ -280,11 +311,10 @@ struct MaxRun {
     return m;
   }
 };
-struct MaxRow {
+struct MaxRows {
   template <class T>
-  OPFORGE_KERNEL_BODY static void run(T* st, const T* p, std::int64_t n) {
-#pragma omp simd
-    for (std::int64_t j = 0; j < n; ++j) st[j] = p[j] > st[j] ? p[j] : st[j];
+  OPFORGE_KERNEL_BODY static void run(T* st, const T* const* p, int count, std::int64_t n) {
+    fold_rows(st, p, count, n, [](T m, T v, std::int64_t, int) { return v > m ? v : m; });
   }
 };
 template <class T>
@@ -294,11 +324,11 @@ struct MaxAcc {
   void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t) const {
     s = n >= kVectorRun ? sdk::run_vectorized<MaxRun>(s, p, n) : MaxRun::run(s, p, n);
   }
-  void row(State* st, const T* p, std::int64_t n, std::int64_t, std::int64_t) const {
+  void rows(State* st, const T* const* p, int count, std::int64_t n, std::int64_t, std::int64_t) const {
     if (n >= kVectorRun)
-      sdk::run_vectorized<MaxRow>(st, p, n);
+      sdk::run_vectorized<MaxRows>(st, p, count, n);
     else
-      MaxRow::run(st, p, n);
+      MaxRows::run(st, p, count, n);
   }
   void merge(State& a, const State& b) const { a = b > a ? b : a; }
 };
@@ -371,8 +401,9 @@ struct ArgAcc {
     if (s.i < 0 || better(v, s.v)) s = {v, r};
   }
   // (Extreme runs a kept innermost block through extreme_kept instead.)
-  void row(State* st, const T* p, std::int64_t n, std::int64_t r, std::int64_t) const {
-    for (std::int64_t j = 0; j < n; ++j) elem(st[j], p[j], r, 0);
+  void rows(State* st, const T* const* p, int count, std::int64_t n, std::int64_t r, std::int64_t) const {
+    for (int k = 0; k < count; ++k)
+      for (std::int64_t j = 0; j < n; ++j) elem(st[j], p[k][j], r + k, 0);
   }
   void merge(State& a, const State& b) const {
     if (b.i >= 0 && (a.i < 0 || better(b.v, a.v))) a = b;
@@ -477,7 +508,13 @@ void reduce_kernel(const Geometry& g, const T* x, const Acc& acc, Finish&& finis
   // Folds reduced positions [r0, r1) into st[0, jn) for outputs o0 .. o0 + jn - 1.
   auto fold = [&](State* st, std::int64_t o0, std::int64_t jn, std::int64_t r0, std::int64_t r1) {
     const T* base = x + kept_offset(g, o0);
-    for (ReducedCursor c(g, r0); c.r < r1; c.next()) acc.row(st, base + c.off, jn, c.r, o0);
+    for (ReducedCursor c(g, r0); c.r < r1;) {
+      const T* rows[kRowsAtOnce];
+      const std::int64_t first = c.r;
+      int count = 0;
+      for (; count < kRowsAtOnce && c.r < r1; ++count, c.next()) rows[count] = base + c.off;
+      acc.rows(st, rows, count, jn, first, o0);
+    }
   };
   const std::int64_t grain =
       std::max<std::int64_t>(1, sdk::kElementwiseGrain / (std::min(R, kRowChunk) * jb));
