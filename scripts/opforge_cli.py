@@ -11,9 +11,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def default_opforge():
-    """build/bin/opforge of this checkout (or of $OPFORGE_BUILD_DIR), wherever the script is run from."""
-    build = os.environ.get("OPFORGE_BUILD_DIR") or os.path.join(ROOT, "build")
-    return os.path.join(build if os.path.isabs(build) else os.path.join(ROOT, build), "bin", "opforge")
+    """bin/opforge in $OPFORGE_BUILD_DIR (relative to the working directory, as build.sh takes it), or in
+    this checkout's build/, wherever the script is run from."""
+    build = os.environ.get("OPFORGE_BUILD_DIR")
+    return os.path.join(os.path.abspath(build) if build else os.path.join(ROOT, "build"), "bin", "opforge")
 
 
 def json_rows(cmd, who):

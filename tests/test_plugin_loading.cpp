@@ -502,6 +502,12 @@ TEST_CASE("plugin: an input without a name, or two inputs of one name, are refus
         "op 'fam.op': attribute 0 is named 'a b'; use letters, digits and '_' in attribute names");
   CHECK(schema_problem(OpSchema("fam.op").input_names({"x_1"}).attr("axis_2", opforge::AttrKind::Int, 1)) ==
         "(accepted)");
+  // A sample attribute given twice: the second silently won.
+  CHECK(schema_problem(OpSchema("fam.op")
+                           .input_names({"x"})
+                           .attr("k", opforge::AttrKind::Int, 1)
+                           .sample_attrs({{"k", std::int64_t{2}}, {"k", std::int64_t{3}}})) ==
+        "op 'fam.op': sample attribute 'k' is given twice in sample_attrs(); give it once");
 }
 
 TEST_CASE("plugin: a duplicate op name is refused naming the op and both files") {

@@ -281,7 +281,13 @@ std::string OpSchema::validate() const {
       return "op '" + name + "': attribute '" + a.name + "' is declared " + attr_kind_name(a.kind) +
              " but its default is " + attr_kind_name(a.default_value.kind());
   }
-  for (const auto& [sample_name, value] : sample_attributes) {
+  for (std::size_t i = 0; i < sample_attributes.size(); ++i) {
+    const std::string& sample_name = sample_attributes[i].first;
+    const Attr& value = sample_attributes[i].second;
+    for (std::size_t j = 0; j < i; ++j)
+      if (sample_attributes[j].first == sample_name)
+        return "op '" + name + "': sample attribute '" + sample_name + "' is given twice in sample_attrs(); give "
+               "it once";
     const AttrSpec* spec = nullptr;
     for (const AttrSpec& a : attrs)
       if (a.name == sample_name) spec = &a;

@@ -205,7 +205,7 @@ struct Image {
   std::weak_ptr<void> library;  // every op entry of it holds the library; so does the loader while loaded
   Closed closed;
   // [lo, hi) of each PT_LOAD, as mapped, of the plugin's file and of the
-  // libraries its dlopen mapped with it (dlclose unmaps those too).
+  // libraries it needs that the program did not have first (image_objects).
   std::vector<std::pair<std::uintptr_t, std::uintptr_t>> segments;
   // The one reference to the library that tensors, hooks and make_op entries
   // made by plugin code share: its use count is how many of them there are.

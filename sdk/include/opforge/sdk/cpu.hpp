@@ -39,9 +39,10 @@ inline bool cpu_has_avx512() noexcept {
 enum class VectorIsa { baseline, avx2, avx512 };
 
 /// The widest VectorIsa this CPU and OS run; VectorIsa::baseline on other
-/// architectures and compilers.
+/// architectures and compilers, and with Clang (which gets one baseline copy of
+/// each kernel: OPFORGE_VECTOR_COPIES below).
 inline VectorIsa cpu_vector_isa() noexcept {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)  // where the copies exist (below)
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                     __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");

@@ -1,5 +1,5 @@
 // gradcheck: compares an op's analytic gradients (its backward, run by the engine)
-// with central finite differences, in float64.
+// with central finite differences, in float64 (float32 for an op that takes only that).
 //
 // Each output k gets a fixed random weight tensor w_k; the checked scalar is
 // s = sum_k <w_k, out_k>. Its gradient with respect to every element of every
