@@ -557,16 +557,16 @@ struct KeptHook {
 };
 // ---- removable hooks ----
 // Each registered hook is held through a RemovableHook: the user's function
-// behind a shared pointer that remove() drops (under the hook's own mutex; a call
+// behind a shared pointer that remove() swaps for null (atomically; a call
 // running at that moment holds its own reference and finishes). Handles find the
 // hook by number in a table of weak references, so a HookHandle is a plain
 // number (returned in a register: plugins built when register_hook returned
 // void still call it safely) and never keeps anything alive.
 struct HookState {
   std::uint64_t id = 0;
-  std::atomic<bool> removed{false};  // read without the lock: a removed hook costs a load per pass
-  std::mutex mu;
-  std::shared_ptr<const Tensor::GradHook> fn;  // null once removed
+  // Null once removed. Set before the hook is shared; after that read and written
+  // only with std::atomic_load / atomic_exchange.
+  std::shared_ptr<const Tensor::GradHook> fn;
   ~HookState();
 };
 struct HookTable {
@@ -586,19 +586,14 @@ HookState::~HookState() {
 struct RemovableHook {
   std::shared_ptr<HookState> state;
   Tensor operator()(const Tensor& g) const {
-    if (state->removed.load(std::memory_order_acquire)) return Tensor();
-    std::shared_ptr<const Tensor::GradHook> fn;
-    {
-      std::lock_guard<std::mutex> lock(state->mu);
-      fn = state->fn;
-    }
+    const auto fn = std::atomic_load(&state->fn);
     return fn ? (*fn)(g) : Tensor();  // removed: the gradient passes as it is
   }
 };
 // Whether a list entry is a hook that was removed (every entry is a RemovableHook).
 bool is_removed(const Tensor::GradHook& h) {
   const auto* r = h.target<RemovableHook>();
-  return r && r->state->removed.load(std::memory_order_acquire);
+  return r && !std::atomic_load(&r->state->fn);
 }
 }  // namespace
 
@@ -613,13 +608,8 @@ void HookHandle::remove() const {
     state = it->second.lock();
   }
   if (!state) return;
-  std::shared_ptr<const Tensor::GradHook> dropped;
-  {
-    std::lock_guard<std::mutex> lock(state->mu);
-    state->removed.store(true, std::memory_order_release);
-    dropped.swap(state->fn);
-  }
-  // `dropped` (and what the hook captured) goes here, with no lock held.
+  // The old value, returned and dropped right after the exchange, takes the hook and its captures with it.
+  std::atomic_exchange(&state->fn, std::shared_ptr<const Tensor::GradHook>());
 }
 
 HookHandle Tensor::register_hook(GradHook hook) const {

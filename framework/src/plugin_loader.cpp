@@ -47,12 +47,12 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
-#include <exception>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -354,14 +354,13 @@ bool still_mapped(const MappedObject& o) {
   ::dl_iterate_phdr(
       [](struct dl_phdr_info* info, std::size_t, void* arg) -> int {
         auto* s = static_cast<Search*>(arg);
-        if (info->dlpi_addr != s->o->base || !info->dlpi_name || s->o->name != info->dlpi_name) return 0;
+        if (!same_object(*s->o, info->dlpi_addr, info->dlpi_name)) return 0;
         s->found = true;
         return 1;
       },
       &search);
   return search.found;
 }
-
 
 // The buffer a plugin's registration entry point writes its error message into.
 constexpr std::size_t kRegistrationMessageBytes = 64 * 1024;
@@ -446,13 +445,12 @@ struct LoaderState {
   std::string dl_broken_file;
   std::string dl_broken_message;
 
+  // Closed plugins leave `unloaded`; those the dynamic loader kept mapped go to
+  // `resident` while they stay mapped (checked again on each prune: another
+  // dlopen of the same file may have reopened it, or its last thread ended).
   void prune() {
     for (UnloadedPlugin& u : unloaded)
-      if (!u.open() && u.image->closed->resident.load(std::memory_order_acquire)) {
-        // Checked again here: another dlopen of the same file may have reopened it since.
-        const auto& objects = u.image->closed->objects;
-        if (!objects.empty() && still_mapped(objects.front())) resident.push_back(u);
-      }
+      if (!u.open() && u.image->closed->resident.load(std::memory_order_acquire)) resident.push_back(u);
     unloaded.erase(std::remove_if(unloaded.begin(), unloaded.end(), [](const UnloadedPlugin& u) { return !u.open(); }),
                    unloaded.end());
     resident.erase(std::remove_if(resident.begin(), resident.end(),
@@ -604,6 +602,18 @@ void check_elf_file(const std::string& file) {
 }
 
 std::string read_str(const char* s) { return s ? std::string(s) : std::string("(null)"); }
+
+// Inside a catch block only: the exception in flight as "TYPE (WHAT)", or words for
+// one of a type that is not a std::exception (read while its library is open).
+std::string thrown_text() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return demangle(typeid(e).name()) + " (" + e.what() + ")";
+  } catch (...) {
+    return "an exception of a type opforge does not know (not derived from std::exception)";
+  }
+}
 
 // `s` with control characters, quotes, backslashes and bytes past ASCII as \xNN.
 std::string printable(const std::string& s) {
@@ -821,10 +831,8 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
   (void)core_objects();  // taken before the first plugin is mapped
   try {
     lib->load(file, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local, ec);
-  } catch (const std::exception& e) {
-    static_initialiser_threw(st, file, demangle(typeid(e).name()) + " (" + e.what() + ")");
   } catch (...) {
-    static_initialiser_threw(st, file, "an exception of a type opforge does not know (not derived from std::exception)");
+    static_initialiser_threw(st, file, thrown_text());
   }
   if (ec || !lib->is_loaded()) {
     // dlerror() holds the loader's own words (bad ELF header, undefined symbol...).
@@ -897,10 +905,8 @@ PluginInfo load_file(LoaderState& st, const std::string& path, const LoadOptions
   std::string thrown;
   try {
     d = describe();
-  } catch (const std::exception& e) {
-    thrown = demangle(typeid(e).name()) + " (" + e.what() + ")";
   } catch (...) {
-    thrown = "an exception of a type opforge does not know (not derived from std::exception)";
+    thrown = thrown_text();
   }
   if (!thrown.empty())
     fail(file, "its " OPFORGE_PLUGIN_DESCRIPTOR_SYMBOL " threw " + thrown,

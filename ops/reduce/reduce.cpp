@@ -40,6 +40,7 @@
 #include <limits>
 #include <memory>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <boost/container/small_vector.hpp>
@@ -216,6 +217,13 @@ std::int64_t reduced_offset(const Geometry& g, std::int64_t r, int end) {
 // Runs shorter than kVectorRun elements stay inline: the call costs more than it saves.
 constexpr std::int64_t kVectorRun = 32;
 
+// K::run(a...) over a run of n elements: through the vector copies, or inline when short.
+template <class K, class... A>
+decltype(auto) run_kernel(std::int64_t n, A&&... a) {
+  if (n >= kVectorRun) return sdk::run_vectorized<K>(std::forward<A>(a)...);
+  return K::run(std::forward<A>(a)...);
+}
+
 // Σ f(p[i], o) for i < n in double: eight accumulators, lane l taking i = l mod 8, in
 // order, then added as a tree. f goes into a buffer first, one vector loop per kBuf
 // elements (so that an exp in f runs vectorised), which changes no addition.
@@ -286,13 +294,10 @@ struct SumAcc {
   F f;
   State init() const { return 0.0; }
   void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t o) const {
-    s += n >= kVectorRun ? sdk::run_vectorized<SumRun>(p, n, o, f) : SumRun::run(p, n, o, f);
+    s += run_kernel<SumRun>(n, p, n, o, f);
   }
   void rows(State* st, const T* const* p, int count, std::int64_t n, std::int64_t, std::int64_t o0) const {
-    if (n >= kVectorRun)
-      sdk::run_vectorized<SumRows>(st, p, count, n, o0, f);
-    else
-      SumRows::run(st, p, count, n, o0, f);
+    run_kernel<SumRows>(n, st, p, count, n, o0, f);
   }
   void merge(State& a, const State& b) const { a += b; }
 };
@@ -322,13 +327,10 @@ struct MaxAcc {
   using State = T;
   State init() const { return -std::numeric_limits<T>::infinity(); }
   void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t) const {
-    s = n >= kVectorRun ? sdk::run_vectorized<MaxRun>(s, p, n) : MaxRun::run(s, p, n);
+    s = run_kernel<MaxRun>(n, s, p, n);
   }
   void rows(State* st, const T* const* p, int count, std::int64_t n, std::int64_t, std::int64_t) const {
-    if (n >= kVectorRun)
-      sdk::run_vectorized<MaxRows>(st, p, count, n);
-    else
-      MaxRows::run(st, p, count, n);
+    run_kernel<MaxRows>(n, st, p, count, n);
   }
   void merge(State& a, const State& b) const { a = b > a ? b : a; }
 };
@@ -393,8 +395,7 @@ struct ArgAcc {
   // vector copy makes the same comparisons, so finds the same element).
   void run(State& s, const T* p, std::int64_t n, std::int64_t r0, std::int64_t) const {
     if (n <= 0) return;
-    const std::int64_t k =
-        n >= kVectorRun ? sdk::run_vectorized<FirstExtreme<T, kMax>>(p, n) : FirstExtreme<T, kMax>::run(p, n);
+    const std::int64_t k = run_kernel<FirstExtreme<T, kMax>>(n, p, n);
     elem(s, p[k], r0 + k, 0);
   }
   void elem(State& s, T v, std::int64_t r, std::int64_t) const {
@@ -693,7 +694,6 @@ void extreme_kept(const Geometry& g, const T* x, T* pv, std::int64_t* pi) {
   const auto nparts = static_cast<std::size_t>((nchunks - 1) * O);
   const std::unique_ptr<T[]> vpart(new T[nparts]);  // (not std::vector: T may be bool)
   const std::unique_ptr<std::int64_t[]> ipart(new std::int64_t[nparts]);
-  const sdk::VectorIsa isa = sdk::vector_isa();
   const std::int64_t grain = std::max<std::int64_t>(1, sdk::kElementwiseGrain / (std::min(R, kRowChunk) * jb));
   sdk::parallel_for(0, rows * nj * nchunks, grain, [&](std::int64_t lo, std::int64_t hi) {
     for (std::int64_t t = lo; t < hi; ++t) {
@@ -707,12 +707,7 @@ void extreme_kept(const Geometry& g, const T* x, T* pv, std::int64_t* pi) {
       ReducedCursor cur(g, c * kRowChunk);
       std::copy(base + cur.off, base + cur.off + jn, v);
       std::fill(i, i + jn, cur.r);
-      for (cur.next(); cur.r < r1; cur.next()) {
-        if (jn >= kVectorRun)
-          sdk::run_for_isa<ExtremeRow<T, kMax>>(isa, v, i, base + cur.off, jn, cur.r);
-        else
-          ExtremeRow<T, kMax>::run(v, i, base + cur.off, jn, cur.r);
-      }
+      for (cur.next(); cur.r < r1; cur.next()) run_kernel<ExtremeRow<T, kMax>>(jn, v, i, base + cur.off, jn, cur.r);
     }
   });
   if (nchunks == 1) return;
