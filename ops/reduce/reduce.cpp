@@ -665,16 +665,26 @@ class SumMean final : public opforge::Function {
 
 // One reduced position of n neighbouring outputs: where p[j] beats v[j] (ArgAcc::better),
 // it and r replace v[j] and i[j]. In vector code, values and positions in two arrays.
+// The NaN test is written so that GCC forms `up` in one masked compare and stores the
+// positions through the mask (the old `a != a ? b == b : up` gave three compares, an
+// or of masks and a blend with a full store): max along axis 0, one thread, normal
+// data, 2048 x 2048 float64 1.9 -> 1.2 ms, 64 x 65536 2.6 -> 2.0 ms (a sum of either
+// 0.5-0.6 ms). Skipping the stores where no lane is beaten (a branch) pays once the
+// maxima settle (2048 rows: 0.9 ms) and costs where they do not (64 rows: 2.7 ms).
 template <class T, bool kMax>
 struct ExtremeRow {
-  OPFORGE_KERNEL_BODY static void run(T* v, std::int64_t* i, const T* p, std::int64_t n, std::int64_t r) {
+  OPFORGE_KERNEL_BODY static void run(T* __restrict v, std::int64_t* __restrict i, const T* __restrict p, std::int64_t n,
+                                      std::int64_t r) {
 #pragma omp simd
     for (std::int64_t j = 0; j < n; ++j) {
       const T a = p[j], b = v[j];
-      bool up = kMax ? a > b : a < b;
-      if constexpr (std::is_floating_point_v<T>) up = a != a ? b == b : up;
+      bool up;
+      if constexpr (std::is_floating_point_v<T>)
+        up = (kMax ? !(a <= b) : !(a >= b)) & (b == b);  // a NaN beats a number, never another NaN
+      else
+        up = kMax ? a > b : a < b;
       v[j] = up ? a : b;
-      i[j] = up ? r : i[j];
+      i[j] = up ? r : i[j];  // a masked store
     }
   }
 };
