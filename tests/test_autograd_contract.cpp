@@ -620,6 +620,84 @@ TEST_CASE("contract: grad() for an input that does not require grad is an error"
 
 // ---- hooks ---------------------------------------------------------------------------------------
 
+// ---- retain_grad ---------------------------------------------------------------------------------
+
+TEST_CASE("contract: retain_grad keeps a non-leaf's gradient, after its hooks, and accumulates it", "[contract]") {
+  Tensor x = leaf({1, 2, 3});
+  Tensor y = square(x);  // d(sum(3 y))/dy = 3, dy/dx = 2x
+  CHECK_FALSE(y.retains_grad());
+  // A hook registered before retain_grad and one after: the retained gradient is
+  // taken after both, whatever the order (as in PyTorch).
+  y.register_hook([](const Tensor& g) { return scaled(g, 2); });
+  y.retain_grad();
+  y.retain_grad();  // twice: one slot
+  y.register_hook([](const Tensor& g) { return scaled(g, 5); });
+  CHECK(y.retains_grad());
+  CHECK_FALSE(y.grad().defined());
+  Tensor L = sum(mul(y, Tensor::from_values({3, 3, 3})));
+  L.backward(Tensor(), /*retain_graph=*/true);
+  CHECK(y.grad().to_vector() == V{30, 30, 30});
+  CHECK(x.grad().to_vector() == V{60, 120, 180});  // what flowed on is what was retained
+  const Tensor kept = y.grad();
+  L.backward();
+  CHECK(y.grad().to_vector() == V{60, 60, 60});  // accumulates across passes, as a leaf's .grad
+  CHECK(kept.to_vector() == V{30, 30, 30});      // a handle the user keeps is never written to
+  CHECK_FALSE(y.grad().requires_grad());
+  y.zero_grad();
+  CHECK_FALSE(y.grad().defined());
+  y.set_grad(Tensor::from_values({1, 1, 1}));
+  CHECK(y.grad().to_vector() == V{1, 1, 1});
+  // The functional grad() leaves retained gradients alone, as it leaves leaves' .grad.
+  Tensor y2 = square(x);
+  y2.retain_grad();
+  const TensorList g = opforge::grad({sum(y2)}, {x}, {}, /*retain_graph=*/true);
+  CHECK(g[0].to_vector() == V{2, 4, 6});
+  CHECK_FALSE(y2.grad().defined());
+  sum(y2).backward();
+  CHECK(y2.grad().to_vector() == V{1, 1, 1});
+}
+
+TEST_CASE("contract: retain_grad on a root, on a leaf, on a tensor without grad, and on one dropped early",
+          "[contract]") {
+  Tensor x = leaf({1, 2});
+  // The root itself, with the gradient the caller passed: a copy is retained.
+  Tensor y = square(x);
+  y.retain_grad();
+  Tensor gy = Tensor::from_values({10, 20});
+  y.backward(gy);
+  CHECK(y.grad().to_vector() == V{10, 20});
+  CHECK_FALSE(y.grad().is_same(gy));
+  CHECK(x.grad().to_vector() == V{20, 80});
+  // A leaf that requires grad keeps its .grad anyway: a no-op, and it does not "retain".
+  x.retain_grad();
+  CHECK_FALSE(x.retains_grad());
+  // A tensor outside the graph would never have a gradient.
+  Tensor c = Tensor::from_values({1, 2});
+  REQUIRE_THROWS_MATCHES(c.retain_grad(), AutogradError,
+                         Message("Tensor::retain_grad: the tensor (float64[2]) does not require grad, so it will "
+                                 "never have a gradient to retain"));
+  CHECK_THROWS_AS(Tensor().retain_grad(), opforge::ValueError);
+  // The tensor dropped before backward: its node keeps the slot, nothing dangles.
+  x.zero_grad();
+  Tensor L;
+  {
+    Tensor t = square(x);
+    t.retain_grad();
+    L = sum(t);
+  }
+  L.backward();
+  CHECK(x.grad().to_vector() == V{2, 4});
+  // The graph dropped after backward: the retained gradient stays with the tensor.
+  Tensor t = square(x);
+  t.retain_grad();
+  sum(t).backward();
+  CHECK(t.grad().to_vector() == V{1, 1});
+  // A detached alias is a new leaf: it does not share the slot.
+  CHECK_FALSE(t.detach().retains_grad());
+  CHECK_FALSE(t.detach().grad().defined());
+}
+
+
 TEST_CASE("contract: a leaf hook sees the gradient and may replace it", "[contract]") {
   Tensor x = leaf({1, 2, 3});
   V seen;

@@ -108,6 +108,14 @@ Tensor run_hook(const Tensor::GradHook& hook, const Tensor& g, const char* where
   return r;
 }
 
+// retain_grad()'s entry in a node's output_hooks: not run as a hook; after the
+// output's hooks have run, backward() (not grad()) accumulates the gradient into
+// the slot the tensor shares.
+struct RetainEntry {
+  std::shared_ptr<RetainedGrad> slot;
+  Tensor operator()(const Tensor&) const { return Tensor(); }
+};
+
 // What backward computes goes either into leaves' .grad (backward) or into the
 // caller's result list (grad): `Capture` says where.
 struct Capture {
@@ -445,9 +453,23 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
         // Read by index up to the count at the start: a hook may register another
         // (the deque keeps the running one in place), which runs from the next pass.
         auto& hooks = *n->output_hooks;
-        for (std::size_t i = 0, count = hooks.size(); i < count; ++i) {
+        const std::size_t count = hooks.size();
+        bool retains = false;
+        for (std::size_t i = 0; i < count; ++i) {
           auto& [k, hook] = hooks[i];
-          if (n->grad_buffer[k].defined()) n->grad_buffer[k] = run_hook(hook, n->grad_buffer[k], "an op's output");
+          if (hook.target<RetainEntry>()) retains = true;
+          else if (n->grad_buffer[k].defined()) n->grad_buffer[k] = run_hook(hook, n->grad_buffer[k], "an op's output");
+        }
+        // Retained gradients are taken after every hook, as in PyTorch.
+        for (std::size_t i = 0; retains && runs && !cap.active() && i < count; ++i) {
+          const auto& [k, hook] = hooks[i];
+          const auto* entry = hook.target<RetainEntry>();
+          if (!entry || !n->grad_buffer[k].defined()) continue;
+          const Tensor& g = n->grad_buffer[k];
+          SpinLock lock(entry->slot->lock);
+          // Like a leaf's .grad: shares no memory with what backward still uses.
+          if (!entry->slot->grad.defined()) entry->slot->grad = g.clone();
+          else accumulate(entry->slot->grad, g);
         }
       }
       if (cap.active()) {
@@ -590,7 +612,7 @@ struct RemovableHook {
     return fn ? (*fn)(g) : Tensor();  // removed: the gradient passes as it is
   }
 };
-// Whether a list entry is a hook that was removed (every entry is a RemovableHook).
+// Whether a list entry is a hook that was removed (every entry but a RetainEntry is a RemovableHook).
 bool is_removed(const Tensor::GradHook& h) {
   const auto* r = h.target<RemovableHook>();
   return r && !std::atomic_load(&r->state->fn);
@@ -648,6 +670,22 @@ HookHandle Tensor::register_hook(GradHook hook) const {
     hooks.push_back(std::move(held));
   }
   return handle;
+}
+
+void Tensor::retain_grad() const {
+  check_defined("retain_grad");
+  OPFORGE_CHECK(impl_->grad_fn || impl_->requires_grad, AutogradError, "Tensor::retain_grad: the tensor (", describe(),
+                ") does not require grad, so it will never have a gradient to retain");
+  if (!impl_->grad_fn || impl_->retained) return;  // a leaf keeps its .grad anyway
+  auto slot = std::make_shared<RetainedGrad>();
+  auto& hooks = impl_->grad_fn->output_hooks;
+  if (!hooks) hooks = std::make_unique<std::deque<std::pair<std::uint32_t, Tensor::GradHook>>>();
+  hooks->emplace_back(impl_->output_nr, RetainEntry{slot});
+  impl_->retained = std::move(slot);
+}
+bool Tensor::retains_grad() const {
+  check_defined("retains_grad");
+  return static_cast<bool>(impl_->retained);
 }
 
 const Dims& Context::input_shape(std::size_t i) const { return recorded_input(*this, i, "input_shape").shape; }

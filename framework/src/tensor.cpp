@@ -475,7 +475,28 @@ Tensor& Tensor::requires_grad_(bool flag) {
 }
 
 bool Tensor::is_leaf() const { check_defined("is_leaf"); return !impl_->grad_fn; }
-Tensor Tensor::grad() const { check_defined("grad"); return impl_->grad; }
+namespace {
+// Where a tensor's .grad lives: its own member, or, for a non-leaf after
+// retain_grad(), the slot backward writes to (read and written under its lock:
+// another thread's backward may be accumulating into it).
+template <class F>
+auto with_grad_slot(TensorImpl& impl, F f) {
+  if (!impl.retained) return f(impl.grad);
+  RetainedGrad& r = *impl.retained;
+  while (r.lock.test_and_set(std::memory_order_acquire)) {
+  }
+  struct Unlock {
+    std::atomic_flag& f;
+    ~Unlock() { f.clear(std::memory_order_release); }
+  } unlock{r.lock};
+  return f(r.grad);
+}
+}  // namespace
+
+Tensor Tensor::grad() const {
+  check_defined("grad");
+  return with_grad_slot(*impl_, [](const Tensor& g) { return g; });
+}
 void Tensor::set_grad(const Tensor& g) const {
   check_defined("set_grad");
   if (g.defined()) {
@@ -488,9 +509,14 @@ void Tensor::set_grad(const Tensor& g) const {
   // .grad holds data, never history: a gradient that requires grad (an op's
   // output, or another leaf) is stored detached, so it keeps no graph alive and
   // .grad never requires grad.
-  impl_->grad = g.defined() && g.requires_grad() ? g.detach() : g;
+  Tensor stored = g.defined() && g.requires_grad() ? g.detach() : g;
+  with_grad_slot(*impl_, [&](Tensor& slot) { std::swap(slot, stored); });  // the old one dies unlocked
 }
-void Tensor::zero_grad() const { check_defined("zero_grad"); impl_->grad = Tensor(); }
+void Tensor::zero_grad() const {
+  check_defined("zero_grad");
+  Tensor old;  // released after the lock
+  with_grad_slot(*impl_, [&](Tensor& slot) { old = std::move(slot); slot = Tensor(); });
+}
 Node* Tensor::grad_fn() const { check_defined("grad_fn"); return impl_->grad_fn.get(); }
 std::uint32_t Tensor::output_nr() const { check_defined("output_nr"); return impl_->output_nr; }
 Tensor Tensor::detach() const { check_defined("detach"); return Tensor(alias_impl(*impl_)); }

@@ -16,6 +16,11 @@
 namespace opforge {
 
 // Made and dropped by every op call: blocks come from a per-thread cache.
+struct RetainedGrad {
+  std::atomic_flag lock = ATOMIC_FLAG_INIT;  // guards `grad` while backward accumulates
+  Tensor grad;
+};
+
 struct TensorImpl : CacheAllocated<SmallBlockCache> {
   std::atomic<std::uint32_t> refcount{0};
   DType dtype = DType::Float64;
@@ -32,6 +37,10 @@ struct TensorImpl : CacheAllocated<SmallBlockCache> {
   Tensor grad;
   // Leaves only; null until the first hook. A deque: a hook may register another while it runs.
   std::unique_ptr<std::deque<Tensor::GradHook>> hooks;
+  // Non-leaves only, after retain_grad(): where backward accumulates this tensor's
+  // gradient. Shared with the entry retain_grad() puts on the node, so that neither
+  // the tensor nor its node keeps the other alive.
+  std::shared_ptr<struct RetainedGrad> retained;
 
   void* data() const noexcept {
     return static_cast<char*>(storage->data()) + offset * static_cast<std::int64_t>(itemsize(dtype));

@@ -207,8 +207,16 @@ class OPFORGE_API Tensor {
   Tensor& requires_grad_(bool flag = true);
   /// A leaf is a tensor the user made (not the output of a recorded op).
   bool is_leaf() const;
-  /// The accumulated gradient of a leaf (undefined until backward reaches it).
+  /// The accumulated gradient of a leaf, or of a non-leaf after retain_grad()
+  /// (undefined until backward reaches it; always undefined on another non-leaf).
   Tensor grad() const;
+  /// Makes backward() accumulate this non-leaf's gradient into grad(), as it does a
+  /// leaf's: the gradient that flows on from it, after its hooks (whenever they were
+  /// registered). opforge::grad() leaves it alone. A no-op on a leaf that requires
+  /// grad; refused (AutogradError) on a tensor that does not require grad.
+  void retain_grad() const;
+  /// Whether retain_grad() was called on this non-leaf (false on leaves).
+  bool retains_grad() const;
   /// Replaces the accumulated gradient (undefined: forgets it). `g` must have this
   /// tensor's shape and dtype and be another tensor; one that requires grad is
   /// stored detached (data, no history).
