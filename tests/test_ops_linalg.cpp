@@ -989,6 +989,56 @@ TEST_CASE("linalg_lstsq_solve_rcond_accepts_an_ill_conditioned_tall_matrix", "[l
   }
 }
 
+// Kahan's matrix: upper triangular, condition ~1e17 at n = 100, yet the smallest |R[i, i]|
+// of its (unpivoted) QR is 1e-3 of the largest. The diagonal test passed it and the solve
+// returned |x| ~ 1e16; the condition estimate refuses it.
+TEST_CASE("linalg_lstsq_solve_refuses_a_rank_deficient_matrix_its_qr_diagonal_hides", "[linalg][errors]") {
+  const std::int64_t n = 100;
+  const double s = std::sin(1.2), c = std::cos(1.2);
+  std::vector<double> k(static_cast<std::size_t>(n * n), 0.0);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = i; j < n; ++j) k[static_cast<std::size_t>(i * n + j)] = std::pow(s, i) * (i == j ? 1 : -c);
+  const Tensor K = values(k, {n, n}), y = Tensor::ones({n}, DType::Float64);
+  const OpHandle lstsq = opforge::op("linalg.lstsq_solve");
+  CHECK_THROWS_AS(lstsq({K, y}), opforge::ValueError);
+  CHECK_THROWS_WITH(lstsq({K, y}),
+                       Catch::Matchers::StartsWith(
+                           "linalg.lstsq_solve: argument 'A': expected full column rank, got a rank-deficient matrix "
+                           "(to rounding: its reciprocal condition number, estimated from its QR factorization A = Q "
+                           "R as 1/(‖R‖₁‖R⁻¹‖₁), is ") &&
+                           Catch::Matchers::EndsWith(", at most rcond = 2.22045e-14, the default max(m, n)·ε); if A "
+                                                     "is only ill-conditioned, pass a smaller 'rcond'"));
+  // A well-conditioned square system is still solved, to the solution of solve().
+  std::vector<double> b = Tensor::randn({n, n}, DType::Float64, 5).to_vector();
+  for (std::int64_t i = 0; i < n; ++i) b[static_cast<std::size_t>(i * n + i)] += static_cast<double>(n);
+  const Tensor B = values(b, {n, n});
+  const Tensor x = lstsq({B, y});
+  require_values(x, opforge::op("linalg.solve")({B, y}).to_vector(), 1e-10, 1e-12);
+}
+
+// ½(A + Aᵀ) overflowed for entries over half the dtype's largest: cholesky gave inf.
+TEST_CASE("linalg_cholesky_of_entries_near_the_dtype_limit", "[linalg]") {
+  const OpHandle chol = opforge::op("linalg.cholesky");
+  require_values(chol({values({1.5e308, 0, 0, 1.5e308}, {2, 2})}), {std::sqrt(1.5e308), 0, 0, std::sqrt(1.5e308)},
+                 1e-15);
+  const double l00 = std::sqrt(3e38), l10 = 1.8e38 / l00, l11 = std::sqrt(3e38 - l10 * l10);
+  require_values(chol({values({3e38, 1.8e38, 1.8e38, 3e38}, {2, 2}, DType::Float32)}), {l00, 0, l10, l11}, 1e-6);
+}
+
+// logdet of a matrix with a NaN is NaN wherever the NaN sits (a NaN pivot made the sign
+// meaningless: one place gave NaN, another "a negative determinant").
+TEST_CASE("linalg_logdet_of_a_nan_is_nan", "[linalg]") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const auto& v : {std::vector<double>{1, 2, 2, nan}, std::vector<double>{1, 1, 1, nan},
+                        std::vector<double>{nan, 1, 1, 1}}) {
+    CAPTURE(v);
+    CHECK(std::isnan(opforge::op("linalg.logdet")({values(v, {2, 2})}).item()));
+  }
+  // A true negative determinant, infinite, is still refused as one.
+  CHECK_THROWS_WITH(opforge::op("linalg.logdet")({values({2, 1, std::numeric_limits<double>::infinity(), 3}, {2, 2})}),
+                    Catch::Matchers::EndsWith("got a negative determinant (log|det(A)| = inf)"));
+}
+
 TEST_CASE("linalg_nan_and_inf_are_named_where_they_make_a_factorization_fail", "[linalg][errors]") {
   // A NaN made svd say "did not converge (LAPACK gesdd info -4)" and
   // lstsq_solve "rank-deficient": the failure it caused, not its cause.

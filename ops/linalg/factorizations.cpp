@@ -1,5 +1,5 @@
 // linalg factorizations: Cholesky, QR and SVD, through LAPACK (OpenBLAS) called
-// via xtensor-blas' cxxlapack bindings (potrf, gelqf + orglq, gesdd; see
+// via xtensor-blas' cxxlapack bindings (potrf, geqrf + orgqr, gesdd; see
 // linalg_common.hpp for why this layer and for the row-major/column-major trick).
 //
 //   cholesky(A) = L, lower with a positive diagonal, L Lᵀ = sym(A) = ½(A + Aᵀ)
@@ -44,6 +44,13 @@ namespace {
 
 using namespace opforge_ops::linalg;  // NOLINT: this plugin's own helpers
 
+// ½(a + b) that does not overflow where a + b would (entries over half the dtype's
+// largest: cholesky of diag(1.5e308) gave inf); exact for a == b, the symmetric case.
+template <class T>
+T half_sum(T a, T b) {
+  return a == b ? a : T(0.5) * a + T(0.5) * b;
+}
+
 class Cholesky final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
@@ -56,7 +63,7 @@ class Cholesky final : public opforge::Function {
       const T* a = A.data<T>();
       T* l = L.data<T>();
       for_rows(n, n, [&](std::int64_t i) {  // sym(A) = ½(A + Aᵀ): [n, n]
-        for (std::int64_t j = 0; j < n; ++j) l[i * n + j] = T(0.5) * (a[i * n + j] + a[j * n + i]);
+        for (std::int64_t j = 0; j < n; ++j) l[i * n + j] = half_sum(a[i * n + j], a[j * n + i]);
       });
       if (n > 0) {
         // potrf('U') on the symmetric buffer: S = Uᵀ U column-major, i.e. L = Uᵀ row-major.
@@ -94,7 +101,7 @@ class Cholesky final : public opforge::Function {
       trsm<T>(false, false, false, n, n, T(1), l, n, W.data(), n);
       T* g = gA.data<T>();
       for_rows(n, n, [&](std::int64_t i) {  // gA = ½(W + Wᵀ): exactly symmetric [n, n]
-        for (std::int64_t j = 0; j < n; ++j) g[i * n + j] = T(0.5) * (W[i * n + j] + W[j * n + i]);
+        for (std::int64_t j = 0; j < n; ++j) g[i * n + j] = half_sum(W[i * n + j], W[j * n + i]);
       });
     });
     return {gA};
@@ -113,15 +120,12 @@ class Qr final : public opforge::Function {
     expect_blas_sizes(ctx, A, "A");
     TensorList out = sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
-      Tensor Q = A.clone();  // becomes the reflectors, then Q [m, n]
+      Tensor Qt = A.transpose(0, 1).clone();  // A column-major (a copy: contiguous() may alias A); becomes Q
       Tensor R = Tensor::zeros(Dims{n, n}, A.dtype());
-      T* q = Q.data<T>();
       T* r = R.data<T>();
-      std::vector<T> tau;
-      lq_factor<T>(q, m, n, tau);  // A = Q R
-      for (std::int64_t i = 0; i < n; ++i)
-        for (std::int64_t j = i; j < n; ++j) r[i * n + j] = q[i * n + j];
-      lq_form_q<T>(q, m, n, tau);
+      qr_column_major<T>(Qt.data<T>(), m, n, r);  // A = Q R
+      Tensor Q = Qt.transpose(0, 1).contiguous();
+      T* q = Q.data<T>();
       // Unique signs: R[j, j] >= 0 (negate row j of R and column j of Q together).
       for (std::int64_t j = 0; j < n; ++j) {
         if (!(r[j * n + j] < T(0))) continue;

@@ -29,7 +29,8 @@
 // returns 0 for it, and its gradient is the transposed adjugate (as PyTorch's):
 // det(A)·A⁻ᵀ needs A⁻¹, so backward takes the SVD instead. logdet also refuses a
 // negative determinant.
-// lstsq_solve refuses a rank-deficient A: some |R[i, i]| <= rcond·max_j |R[j, j]|, rcond
+// lstsq_solve refuses a rank-deficient A: some |R[i, i]| <= rcond·max_j |R[j, j]|, or
+// an estimated reciprocal condition number 1/(‖R‖₁‖R⁻¹‖₁) <= rcond (trcon), rcond
 // an attribute, by default max(m, n)·ε of the dtype (NumPy's default for lstsq, whose
 // float32 inputs are solved in float64: a tall float32 A whose condition number is
 // near 1/(max(m, n)·ε) is refused here, where a smaller rcond accepts it).
@@ -247,7 +248,10 @@ class Determinant final : public opforge::Function {
       const double product =
           std::ldexp(fraction, static_cast<int>(std::clamp<long>(exponent, std::numeric_limits<int>::min() / 2,
                                                                   std::numeric_limits<int>::max() / 2)));
-      if (kLog)
+      // A NaN pivot (a NaN in A) leaves the sign meaningless: logdet is NaN, as in PyTorch,
+      // wherever the NaN sits (the sign of the pivots around it decided between NaN and a
+      // "negative determinant" error).
+      if (kLog && !std::isnan(log_abs))
         OPFORGE_CHECK(!negative, ValueError, ctx.op_name(),
                       ": argument 'A': expected a matrix with a positive determinant, got a negative determinant "
                       "(log|det(A)| = ", log_abs, ")");
@@ -327,6 +331,19 @@ class LstsqSolve final : public opforge::Function {
             "·max_j |R[j, j]|, at most rcond = ", rcond,
             by_default ? ", the default max(m, n)·ε" : "", "); if A is only ill-conditioned, pass a smaller "
             "'rcond'", std::is_same_v<T, float> ? " or solve in float64" : ""));
+      }
+      // An unpivoted R's diagonal does not reveal every rank deficiency (Kahan's matrix:
+      // condition ~1e17, smallest |R[i, i]| 1e-3 of the largest): its condition number
+      // does. LAPACK's estimate, O(n²) after the O(m n²) factorization.
+      const double rc = triangular_rcond<T>(R, n);
+      if (!(rc > rcond)) {
+        throw_if_not_finite<T>(ctx, A, "A");
+        throw opforge::ValueError(opforge::detail::concat(
+            ctx.op_name(), ": argument 'A': expected full column rank, got a rank-deficient matrix (to rounding: "
+            "its reciprocal condition number, estimated from its QR factorization A = Q R as 1/(‖R‖₁‖R⁻¹‖₁), is ",
+            rc, ", at most rcond = ", rcond, by_default ? ", the default max(m, n)·ε" : "",
+            "); if A is only ill-conditioned, pass a smaller 'rcond'",
+            std::is_same_v<T, float> ? " or solve in float64" : ""));
       }
       Scratch<T> qty(y.data<T>(), m);
       lq_apply_qt<T>(qr.data<T>(), m, n, tau, qty.data());  // Qᵀ y: [n, m] x [m] -> [n] (first n entries)
