@@ -278,6 +278,22 @@ TEST_CASE("clamp and pow_scalar pass gradcheck with their attributes set", "[ele
   }
 }
 
+// A bound handle's attributes stay for the ones a call does not name; bind adds to them.
+TEST_CASE("a bound handle merges the attributes a call or a further bind gives", "[elementwise][attrs]") {
+  const Tensor x = Tensor::from_values({-2, -0.25, 0.5, 3});
+  const OpHandle clamp = opforge::op("elementwise.clamp");
+  const OpHandle lo = clamp.bind({{"min", -1.0}});
+  CHECK(lo({x}).to_vector() == std::vector<double>{-1, -0.25, 0.5, 3});
+  CHECK(lo({x}, {{"max", 1.0}}).to_vector() == std::vector<double>{-1, -0.25, 0.5, 1});   // min stays bound
+  CHECK(lo({x}, {{"min", 0.0}}).to_vector() == std::vector<double>{0, 0, 0.5, 3});         // the call's min wins
+  const OpHandle both = lo.bind({{"max", 2.0}});
+  CHECK(both({x}).to_vector() == std::vector<double>{-1, -0.25, 0.5, 2});
+  CHECK(both.bind({{"min", -3.0}})({x}).to_vector() == std::vector<double>{-2, -0.25, 0.5, 2});
+  CHECK(lo({x}).to_vector() == std::vector<double>{-1, -0.25, 0.5, 3});  // binding made new handles
+  CHECK_THROWS_WITH(lo({x}, {opforge::Attr(0.0), opforge::Attr(1.0), opforge::Attr(2.0)}),
+                    "elementwise.clamp: expected at most 2 attributes, got 3");
+}
+
 TEST_CASE("pow_scalar with a small integer exponent agrees with std::pow to rounding, in both dtypes",
           "[elementwise][unary]") {
   const OpHandle pow = opforge::op("elementwise.pow_scalar");

@@ -267,6 +267,76 @@ TEST_CASE("loss_cross_entropy_gradient_is_softmax_minus_onehot", "[ops][loss][gr
   require_values(logits2.grad(), {2 * p[0], 2 * (p[1] - 1), 2 * p[2], -p[3], -p[4], -(p[5] - 1)}, tolerance(dtype));
 }
 
+// ignore_index and label_smoothing, as PyTorch's: against a naive loop, every reduction,
+// and the gradient against finite differences.
+TEST_CASE("loss_cross_entropy_ignores_rows_and_smooths_labels", "[ops][loss][grad]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  const double eps = GENERATE(0.0, 0.1, 1.0);
+  const std::int64_t ignore = GENERATE(-100, 2);
+  INFO(opforge::dtype_name(dtype) << " label_smoothing " << eps << " ignore_index " << ignore);
+  const std::int64_t N = 7, C = 5;
+  const std::vector<double> t = {1, -100, 4, 2, 0, -100, 2};
+  const Tensor logits = Tensor::randn({N, C}, dtype, 11), target = classes(t);
+  const std::vector<double> x = logits.to_vector();
+  std::vector<double> want(N, 0.0);
+  std::int64_t kept = 0;
+  for (std::int64_t n = 0; n < N; ++n) {
+    const auto tn = static_cast<std::int64_t>(t[std::size_t(n)]);
+    if (tn == ignore) continue;
+    ++kept;
+    double m = -std::numeric_limits<double>::infinity(), s = 0;
+    for (std::int64_t c = 0; c < C; ++c) m = std::max(m, x[std::size_t(n * C + c)]);
+    for (std::int64_t c = 0; c < C; ++c) s += std::exp(x[std::size_t(n * C + c)] - m);
+    const double lse = m + std::log(s);
+    double l = 0;  // -Σ_c q_c log_softmax_c
+    for (std::int64_t c = 0; c < C; ++c)
+      l += ((c == tn ? 1 - eps : 0) + eps / C) * (lse - x[std::size_t(n * C + c)]);
+    want[std::size_t(n)] = l;
+  }
+  double total = 0;
+  for (double l : want) total += l;
+  const OpHandle ce = opforge::op("loss.cross_entropy")
+                          .bind({{"ignore_index", Attr(ignore)}, {"label_smoothing", Attr(eps)}});
+  if (ignore == -100) {  // targets of -100 would be out of range otherwise
+    require_values(ce.call({logits, target}, {{"reduction", kNone}})[0], want, tolerance(dtype), tolerance(dtype));
+    require_values(ce.call({logits, target}, {{"reduction", kSum}})[0], {total}, tolerance(dtype));
+    require_values(ce({logits, target}), {total / static_cast<double>(kept)}, tolerance(dtype));
+    // Ignored rows get no gradient; the others (softmax - q) / kept.
+    Tensor leaf = logits.detach().requires_grad_();
+    ce({leaf, target}).backward();
+    const std::vector<double> g = leaf.grad().to_vector();
+    for (std::int64_t c = 0; c < C; ++c) CHECK(g[std::size_t(1 * C + c)] == 0.0);
+    if (dtype == DType::Float64) {
+      for (const std::int64_t red : {kMean, kSum, kNone})
+        require_gradcheck(ce.bind({{"reduction", Attr(red)}}), {Tensor::randn({N, C}, DType::Float64, 3), target});
+    }
+  } else {
+    // ignore_index 2, a real class: its rows are ignored, and -100 is an out-of-range target.
+    CHECK_THROWS_MATCHES(ce({logits, target}), opforge::IndexError,
+                         Message("loss.cross_entropy: argument 'target': class index -100 at position 1 is out of "
+                                 "range for C = 5 classes (expected 0 <= index < 5, or ignore_index = 2)"));
+    const Tensor t2 = classes({1, 3, 4, 2, 0, 3, 2});
+    const Tensor l = ce.call({logits, t2}, {{"reduction", kNone}})[0];
+    CHECK(l.to_vector()[3] == 0.0);
+    CHECK(l.to_vector()[6] == 0.0);
+    if (dtype == DType::Float64) require_gradcheck(ce, {Tensor::randn({N, C}, DType::Float64, 4), t2});
+  }
+}
+
+TEST_CASE("loss_cross_entropy_with_every_row_ignored", "[ops][loss]") {
+  const OpHandle ce = opforge::op("loss.cross_entropy");
+  Tensor logits = Tensor::randn({2, 3}, DType::Float64, 1).requires_grad_();
+  const Tensor target = classes({-100, -100});
+  const Tensor mean = ce({logits, target});
+  CHECK(std::isnan(mean.item()));  // 0 / 0, as PyTorch
+  CHECK(ce.call({logits, target}, {{"reduction", kSum}})[0].item() == 0.0);
+  mean.backward();
+  for (double g : logits.grad().to_vector()) CHECK(g == 0.0);
+  CHECK_THROWS_MATCHES(ce.call({logits, classes({0, 1})}, {{"label_smoothing", 1.5}}), opforge::ValueError,
+                       Message("loss.cross_entropy: attribute 'label_smoothing': expected a number in [0, 1], got "
+                               "1.5"));
+}
+
 // ---- every loss against the naive loop ---------------------------------------------------------
 
 // Above the parallel grain and the 4096-term chunks of the sums.
@@ -436,10 +506,10 @@ TEST_CASE("loss_cross_entropy_refuses_bad_logits_and_targets", "[ops][loss][erro
   const Tensor logits = Tensor::ones({3, 4});
   CHECK_THROWS_MATCHES(ce({logits, classes({0, 4, 1})}), opforge::IndexError,
                        Message("loss.cross_entropy: argument 'target': class index 4 at position 1 is out of range for "
-                               "C = 4 classes (expected 0 <= index < 4)"));
+                               "C = 4 classes (expected 0 <= index < 4, or ignore_index = -100)"));
   CHECK_THROWS_MATCHES(ce({logits, classes({0, 1, -1})}), opforge::IndexError,
                        Message("loss.cross_entropy: argument 'target': class index -1 at position 2 is out of range "
-                               "for C = 4 classes (expected 0 <= index < 4)"));
+                               "for C = 4 classes (expected 0 <= index < 4, or ignore_index = -100)"));
   CHECK_THROWS_MATCHES(ce({Tensor::ones({4}), classes({0})}), opforge::ShapeError,
                        Message("loss.cross_entropy: argument 'logits': expected a 2-D tensor, got float64[4]"));
   CHECK_THROWS_MATCHES(ce({logits, classes({0, 1})}), opforge::ShapeError,

@@ -639,20 +639,32 @@ TensorList OpHandle::call(TensorSpan inputs, std::initializer_list<NamedAttr> na
   return call(inputs, AttrSpan(positional.data(), positional.size()));
 }
 
+namespace {
+// A handle binding `more` on top of what `bound` (may be null) binds already.
+std::shared_ptr<const std::vector<Attr>> bind_over(const std::shared_ptr<const std::vector<Attr>>& bound,
+                                                   std::vector<Attr> more) {
+  if (bound)
+    for (std::size_t i = 0; i < more.size() && i < bound->size(); ++i)
+      if (!more[i].is_set()) more[i] = (*bound)[i];
+  return std::make_shared<const std::vector<Attr>>(std::move(more));
+}
+}  // namespace
+
 OpHandle OpHandle::bind(std::initializer_list<NamedAttr> named) const {
   if (!entry_) throw_empty_handle("bind");
   OpHandle h(entry_);
-  h.bound_ = std::make_shared<const std::vector<Attr>>(positional_attrs(
-      entry_->schema, named, [](const NamedAttr& a) { return a.name; }, [](const NamedAttr& a) { return a.value; }));
+  h.bound_ = bind_over(bound_, positional_attrs(
+                                   entry_->schema, named, [](const NamedAttr& a) { return a.name; },
+                                   [](const NamedAttr& a) { return a.value; }));
   return h;
 }
 
 OpHandle OpHandle::bind(const std::vector<std::pair<std::string, Attr>>& named) const {
   if (!entry_) throw_empty_handle("bind");
   OpHandle h(entry_);
-  h.bound_ = std::make_shared<const std::vector<Attr>>(positional_attrs(
-      entry_->schema, named, [](const auto& a) { return std::string_view(a.first); },
-      [](const auto& a) { return a.second; }));
+  h.bound_ = bind_over(bound_, positional_attrs(
+                                   entry_->schema, named, [](const auto& a) { return std::string_view(a.first); },
+                                   [](const auto& a) { return a.second; }));
   return h;
 }
 
@@ -674,7 +686,18 @@ Tensor OpHandle::operator()(TensorSpan inputs, std::initializer_list<NamedAttr> 
 #endif
 TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
   if (!entry_) throw_empty_handle("call");
-  if (bound_ && attrs.size() == 0) attrs = AttrSpan(bound_->data(), bound_->size());
+  // Bound attributes, with those the call sets on top (position by position; a named
+  // call sets only the ones it names). The merge copies only when both are given.
+  std::vector<Attr> merged;
+  if (bound_ && attrs.size() == 0) {
+    attrs = AttrSpan(bound_->data(), bound_->size());
+  } else if (bound_) {
+    merged = *bound_;
+    for (std::size_t i = 0; i < attrs.size() && i < merged.size(); ++i)
+      if (attrs[i].is_set()) merged[i] = attrs[i];
+    for (std::size_t i = merged.size(); i < attrs.size(); ++i) merged.push_back(attrs[i]);  // too many: refused below
+    attrs = AttrSpan(merged.data(), merged.size());
+  }
   OpEntry& e = *entry_;
   const OpSchema& s = e.schema;
   const std::size_t n = inputs.size();

@@ -19,9 +19,13 @@
 //                                  l_i = d_i^2 / 2                 where |d_i| <= delta
 //                                      = delta (|d_i| - delta / 2) elsewhere
 //                                  dpred_i = clamp(d_i, -delta, delta) g_i,   dtarget = -dpred
-//   cross_entropy(logits [N, C], target [N] int64 class indices)
-//                                  l_n = logsumexp(logits_n) - logits_n[target_n]   (= -log_softmax[target])
-//                                  dlogits_n = (softmax(logits_n) - onehot(target_n)) g_n;  target: none
+//   cross_entropy(logits [N, C], target [N] int64 class indices; ignore_index = -100,
+//                 label_smoothing = ε in [0, 1], as PyTorch's)
+//                                  q_n = (1 - ε) onehot(target_n) + ε / C   (the smoothed target)
+//                                  l_n = logsumexp(logits_n) - Σ_c q_nc logits_nc   (= -Σ_c q_nc log_softmax_nc)
+//                                  dlogits_n = (softmax(logits_n) - q_n) g_n;  target: none
+//                                  A row whose target is ignore_index has l_n = 0 and no gradient,
+//                                  and mean divides by the rows not ignored (0 of them: NaN).
 //
 // pred and target have one shape (no broadcasting) and one dtype. The sums of mean
 // and sum are accumulated in double by sdk::deterministic_sum (fixed chunks added in
@@ -62,7 +66,7 @@ Reduction read_reduction(const Context& ctx) {
 
 // The loss tensor from the per-term losses: term(i) for i < n, as double.
 template <class T, class Term>
-Tensor reduce_losses(Reduction red, const Dims& none_shape, std::int64_t n, Term term) {
+Tensor reduce_losses(Reduction red, const Dims& none_shape, std::int64_t n, std::int64_t count, Term term) {
   if (red == Reduction::None) {
     Tensor out = Tensor::empty(none_shape, opforge::dtype_v<T>);
     T* po = out.data<T>();
@@ -73,7 +77,15 @@ Tensor reduce_losses(Reduction red, const Dims& none_shape, std::int64_t n, Term
   }
   const double s = deterministic_sum(n, term);
   // The mean of no terms is 0 / 0: NaN.
-  return Tensor::scalar(red == Reduction::Mean ? s / static_cast<double>(n) : s, opforge::dtype_v<T>);
+  return Tensor::scalar(red == Reduction::Mean ? s / static_cast<double>(count) : s, opforge::dtype_v<T>);
+}
+
+// cross_entropy's attribute 'label_smoothing' (ε), checked.
+double label_smoothing(const Context& ctx) {
+  const double eps = ctx.attr_float(2);
+  OPFORGE_CHECK(eps >= 0 && eps <= 1, ValueError, ctx.op_name(),
+                ": attribute 'label_smoothing': expected a number in [0, 1], got ", eps);
+  return eps;
 }
 
 // Calls f(scale) where scale(i) is what term i's gradient is scaled by: g / count
@@ -139,7 +151,7 @@ class Pointwise final : public opforge::Function {
       using T = decltype(tag);
       const T* pp = pred.data<T>();
       const T* pt = target.data<T>();
-      return reduce_losses<T>(red, pred.shape(), pred.numel(), [&](std::int64_t i) {
+      return reduce_losses<T>(red, pred.shape(), pred.numel(), pred.numel(), [&](std::int64_t i) {
         return kind.loss(static_cast<double>(pp[i]) - static_cast<double>(pt[i]));
       });
     });
@@ -200,9 +212,16 @@ class CrossEntropy final : public opforge::Function {
     const std::int64_t N = logits.size(0), C = logits.size(1);
     sdk::expect_shape(ctx, target, "target", Dims{N}, "one class index per row of 'logits'");
     const std::int64_t* pt = target.data<std::int64_t>();
-    for (std::int64_t n = 0; n < N; ++n)
+    const std::int64_t ignore = ctx.attr_int(1);
+    const double eps = label_smoothing(ctx);
+    std::int64_t kept = 0;
+    for (std::int64_t n = 0; n < N; ++n) {
+      if (pt[n] == ignore) continue;
+      ++kept;
       OPFORGE_CHECK(pt[n] >= 0 && pt[n] < C, IndexError, ctx.op_name(), ": argument 'target': class index ", pt[n],
-                    " at position ", n, " is out of range for C = ", C, " classes (expected 0 <= index < ", C, ")");
+                    " at position ", n, " is out of range for C = ", C, " classes (expected 0 <= index < ", C,
+                    ", or ignore_index = ", ignore, ")");
+    }
     const Reduction red = read_reduction(ctx);
 
     // Per row n, the shift m_n (the row's max, 0 when it is infinite) and log Σ_c exp(x_nc - m_n),
@@ -210,6 +229,8 @@ class CrossEntropy final : public opforge::Function {
     // backward's softmax is exp((x - m_n) - log Σ): never m_n + log Σ, which loses log Σ to rounding
     // once |m_n| is large (logits of 1e30 in float64, 1e7 in float32).
     Tensor shift_log = Tensor::empty(Dims{N, 2}, DType::Float64);
+    // With label smoothing, Σ_c (x_nc - m_n) per row (forward only).
+    std::vector<double> row_sums(eps > 0 ? static_cast<std::size_t>(N) : 0);
     Tensor out = sdk::dispatch_floating(logits.dtype(), ctx, "logits", [&](auto tag) {
       using T = decltype(tag);
       const T* px = logits.data<T>();
@@ -229,19 +250,32 @@ class CrossEntropy final : public opforge::Function {
                             for (std::int64_t c = 0; c < C; ++c) s += static_cast<double>(std::exp(row[c] - m));
                             pl[2 * n] = static_cast<double>(m);
                             pl[2 * n + 1] = std::log(s);
+                            if (row_sums.empty()) continue;
+                            double sx = 0;
+#pragma omp simd reduction(+ : sx)
+                            for (std::int64_t c = 0; c < C; ++c) sx += static_cast<double>(row[c] - m);
+                            row_sums[static_cast<std::size_t>(n)] = sx;
                           }
                         });
-      return reduce_losses<T>(red, Dims{N}, N, [&](std::int64_t n) {
-        return pl[2 * n + 1] - (static_cast<double>(px[n * C + pt[n]]) - pl[2 * n]);
+      return reduce_losses<T>(red, Dims{N}, N, kept, [&](std::int64_t n) {
+        if (pt[n] == ignore) return 0.0;
+        const double target_term = static_cast<double>(px[n * C + pt[n]]) - pl[2 * n];  // x_t - m
+        if (row_sums.empty()) return pl[2 * n + 1] - target_term;
+        return pl[2 * n + 1] - (1 - eps) * target_term - eps / static_cast<double>(C) * row_sums[std::size_t(n)];
       });
     });
-    if (ctx.any_input_needs_grad()) ctx.save_for_backward({logits, target, shift_log});
+    if (ctx.any_input_needs_grad()) {
+      ctx.save_for_backward({logits, target, shift_log});
+      ctx.save_int(kept);
+    }
     return {out};
   }
 
   TensorList backward(Context& ctx, TensorSpan grads) const override {
     const TensorList& s = ctx.saved_tensors();  // logits, target, (shift, log Σ exp) per row
     const Reduction red = read_reduction(ctx);
+    const std::int64_t ignore = ctx.attr_int(1);
+    const double eps = label_smoothing(ctx);
     const Tensor g = grads[0].contiguous();
     const Tensor& logits = s[0];
     const std::int64_t N = logits.size(0), C = logits.size(1);
@@ -252,16 +286,26 @@ class CrossEntropy final : public opforge::Function {
       const double* pl = s[2].data<double>();
       Tensor d = Tensor::empty(logits.shape(), logits.dtype());
       T* pd = d.data<T>();
-      with_scale<T>(red, g, N, [&](auto k) {
+      const T spread = static_cast<T>(C > 0 ? eps / static_cast<double>(C) : 0.0), hit = static_cast<T>(1 - eps);
+      with_scale<T>(red, g, ctx.saved_int(0), [&](auto k) {
         sdk::parallel_for(0, N, std::max<std::int64_t>(1, sdk::kElementwiseGrain / std::max<std::int64_t>(C, 1)),
                           [&](std::int64_t lo, std::int64_t hi) {
                             for (std::int64_t n = lo; n < hi; ++n) {
+                              T* drow = pd + n * C;
+                              if (pt[n] == ignore) {
+                                std::fill(drow, drow + C, T(0));
+                                continue;
+                              }
                               const T kn = k(n);
                               const T m = static_cast<T>(pl[2 * n]), ls = static_cast<T>(pl[2 * n + 1]);
                               const T* row = px + n * C;
-                              T* drow = pd + n * C;
-                              for (std::int64_t c = 0; c < C; ++c) drow[c] = kn * std::exp((row[c] - m) - ls);  // softmax g_n
-                              drow[pt[n]] -= kn;                                                       // - onehot g_n
+                              if (spread == T(0)) {
+                                for (std::int64_t c = 0; c < C; ++c) drow[c] = kn * std::exp((row[c] - m) - ls);  // softmax g_n
+                                drow[pt[n]] -= kn;                                                       // - onehot g_n
+                                continue;
+                              }
+                              for (std::int64_t c = 0; c < C; ++c) drow[c] = kn * (std::exp((row[c] - m) - ls) - spread);
+                              drow[pt[n]] -= kn * hit;  // (softmax - q_n) g_n
                             }
                           });
       });
@@ -285,10 +329,11 @@ TensorList huber_samples(DType dtype, std::uint64_t seed) {
   return {Tensor::from_values(p, Dims{4, 5}, dtype), Tensor::randn({4, 5}, dtype, seed + 1)};
 }
 
-// logits [5, 4] standard normal, target [5] int64 classes.
+// logits [5, 4] standard normal, target [5] int64 classes, row 2 ignored (-100, the
+// default ignore_index).
 TensorList cross_entropy_samples(DType dtype, std::uint64_t seed) {
   std::vector<double> t(5);
-  for (std::size_t n = 0; n < t.size(); ++n) t[n] = static_cast<double>((seed + 3 * n) % 4);
+  for (std::size_t n = 0; n < t.size(); ++n) t[n] = n == 2 ? -100.0 : static_cast<double>((seed + 3 * n) % 4);
   return {Tensor::randn({5, 4}, dtype, seed), Tensor::from_values(t, Dims{5}, DType::Int64)};
 }
 
@@ -318,7 +363,12 @@ void register_losses(opforge::PluginRegistrar& registrar) {
           // check would offer every dtype of the set for either input.
           .accepts(opforge::DTypeSet::all())
           .mixed_dtypes()
-          .attr("reduction", AttrKind::Int, 0, "0 = mean over rows (default), 1 = sum, 2 = none (one loss per row)")
+          .attr("reduction", AttrKind::Int, 0,
+                "0 = mean over the rows not ignored (default), 1 = sum, 2 = none (one loss per row)")
+          .attr("ignore_index", AttrKind::Int, -100,
+                "a target value whose rows add no loss and get no gradient (padding), as PyTorch's")
+          .attr("label_smoothing", AttrKind::Float, 0.0,
+                "ε in [0, 1]: the target is (1 - ε) onehot + ε / C, as PyTorch's")
           .describe("cross-entropy of logits [N, C] (float) against class indices [N] (int64), via log-softmax")
           .samples(cross_entropy_samples));
 }

@@ -147,9 +147,12 @@ class OPFORGE_API OpHandle {
   Tensor operator()(TensorSpan inputs, AttrSpan attrs = {}) const;
   Tensor operator()(TensorSpan inputs, std::initializer_list<NamedAttr> attrs) const;
 
-  /// A handle whose calls without attributes use these (by name): the op with
-  /// its attributes fixed, for code that calls ops generically (gradcheck, the
-  /// harness). Throws ValueError on a name the schema does not declare.
+  /// A handle whose calls use these attributes (by name): the op with its
+  /// attributes fixed, for code that calls ops generically (gradcheck, the
+  /// harness). Attributes a call gives take precedence, one by one (a named call
+  /// overrides the ones it names, the others stay bound), and bind on a bound
+  /// handle adds to what it binds. Throws ValueError on a name the schema does
+  /// not declare.
   OpHandle bind(std::initializer_list<NamedAttr> attrs) const;
   OpHandle bind(const std::vector<std::pair<std::string, Attr>>& attrs) const;
   /// The attributes bound to this handle (empty for a plain handle).
