@@ -682,27 +682,44 @@ TEST_CASE("linalg_qr_matches_hand_computed_values", "[linalg][qr]") {
 
 TEST_CASE("linalg_qr_is_orthonormal_upper_triangular_and_reproduces_the_matrix", "[linalg][qr]") {
   const DType dtype = GENERATE(DType::Float32, DType::Float64);
-  const auto mn = GENERATE(std::make_pair(9, 4), std::make_pair(5, 5), std::make_pair(6, 1));
-  const std::int64_t m = mn.first, n = mn.second;
+  const auto mn = GENERATE(std::make_pair(9, 4), std::make_pair(5, 5), std::make_pair(6, 1), std::make_pair(3, 7),
+                           std::make_pair(1, 4));
+  const std::int64_t m = mn.first, n = mn.second, k = std::min(m, n);
   INFO(name(dtype) << " A [" << m << ", " << n << "]");
   const Tensor A = Tensor::randn({m, n}, dtype, 70);
+  const Tensor A_before = A.clone();
   const TensorList qr = opforge::op("linalg.qr").call({A});
-  REQUIRE(qr[0].shape() == Dims{m, n});
-  REQUIRE(qr[1].shape() == Dims{n, n});
+  REQUIRE(qr[0].shape() == Dims{m, k});
+  REQUIRE(qr[1].shape() == Dims{k, n});
   const std::vector<double> q = qr[0].to_vector(), r = qr[1].to_vector();
-  for (std::int64_t i = 0; i < n; ++i) {
+  for (std::int64_t i = 0; i < k; ++i) {
     REQUIRE(r[i * n + i] > 0);
     for (std::int64_t j = 0; j < i; ++j) REQUIRE(r[i * n + j] == 0.0);
   }
   const double t = dtype == DType::Float32 ? 1e-5 : 1e-13;
-  require_values(values(mm(transposed(q, m, n), q, n, m, n), {n, n}), identity(n), 0, t);
-  require_values(values(mm(q, r, m, n, n), {m, n}), A.to_vector(), 0, 10 * t);
+  require_values(values(mm(transposed(q, m, k), q, k, m, k), {k, k}), identity(k), 0, t);
+  require_values(values(mm(q, r, m, k, n), {m, n}), A.to_vector(), 0, 10 * t);
+  CHECK(A.to_vector() == A_before.to_vector());  // the input is never the work buffer
 }
 
 TEST_CASE("linalg_qr_gradcheck", "[linalg][qr][grad]") {
   require_gradcheck("linalg.qr", {Tensor::randn({6, 3}, DType::Float64, 71)});
   require_gradcheck("linalg.qr", {Tensor::randn({4, 4}, DType::Float64, 72)});
   require_gradcheck("linalg.qr", {Tensor::randn({5, 1}, DType::Float64, 73)});
+  // Wide: A = [X | Y], the gradient through X = Q U and Y = Q V (as PyTorch's).
+  require_gradcheck("linalg.qr", {Tensor::randn({3, 7}, DType::Float64, 74)});
+  require_gradcheck("linalg.qr", {Tensor::randn({1, 4}, DType::Float64, 75)});
+  require_gradcheck("linalg.qr", {Tensor::randn({4, 5}, DType::Float64, 76)});
+}
+
+// A wide A = [X | Y] has a gradient only where X (its first m columns) is of full rank.
+TEST_CASE("linalg_qr_wide_refuses_a_gradient_when_its_first_columns_are_singular", "[linalg][qr][errors]") {
+  Tensor A = values({1, 0, 3, 0, 0, 5}, {2, 3});  // column 1 is zero
+  A.requires_grad_(true);
+  const TensorList qr = opforge::op("linalg.qr").call({A});
+  CHECK_THROWS_MATCHES(qr[1].backward(Tensor::ones({2, 3})), opforge::ValueError,
+                       Message("in backward of 'linalg.qr': the gradient of the QR factorization needs the first m "
+                               "columns of A of full rank, got R[1, 1] = 0"));
 }
 
 // ---- svd ----------------------------------------------------------------------------------------
@@ -901,8 +918,6 @@ TEST_CASE("linalg_wrong_rank_or_shape_is_refused_naming_op_argument_expected_and
       {"linalg.logdet", {f64({1, 3})}, "linalg.logdet: argument 'A': expected a square matrix [n, n], got float64[1, 3]"},
       {"linalg.cholesky", {f64({3, 2})},
        "linalg.cholesky: argument 'A': expected a square matrix [n, n], got float64[3, 2]"},
-      {"linalg.qr", {f64({2, 3})},
-       "linalg.qr: argument 'A': expected at least as many rows as columns (m >= n, reduced QR), got float64[2, 3]"},
       {"linalg.qr", {f64({4})}, "linalg.qr: argument 'A': expected a 2-D tensor, got float64[4]"},
       {"linalg.svd", {f64({2, 2, 2})}, "linalg.svd: argument 'A': expected a 2-D tensor, got float64[2, 2, 2]"},
       {"linalg.lstsq_solve", {f64({2, 3}), f64({2})},

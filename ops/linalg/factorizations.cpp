@@ -13,14 +13,17 @@
 //                 S  = L⁻ᵀ Φ(P) L⁻¹      (gradient with respect to sym(A))
 //                 gA = ½(S + Sᵀ) = ½ L⁻ᵀ (Φ(P) + Φ(P)ᵀ) L⁻¹   (two triangular solves)
 //
-//   qr(A) = (Q, R), reduced: A [m, n], m >= n -> Q [m, n] with QᵀQ = I, R [n, n]
-//                 upper with R[i, i] >= 0 (signs fixed so the factorization is unique
-//                 for full column rank).
+//   qr(A) = (Q, R), reduced: A [m, n], k = min(m, n) -> Q [m, k] with QᵀQ = I, R [k, n]
+//                 upper (trapezoidal for m < n) with R[i, i] >= 0 (signs fixed so the
+//                 factorization is unique for full rank).
 //     Backward for m >= n (e.g. Walter & Lehmann 2018; Liao et al. 2019; PyTorch's
 //     linalg_qr_backward), with copyutl(M) the symmetric matrix with M's upper triangle:
 //                 M  = Ḡ_R Rᵀ − Qᵀ Ḡ_Q                      [n, n]
 //                 gA = (Ḡ_Q + Q copyutl(M)) R⁻ᵀ             [m, n] (a triangular solve)
 //     It needs R invertible (full column rank): refused in backward otherwise.
+//     For m < n, A = [X | Y] with X [m, m] and R = [U | V]: X = Q U is a square QR and
+//     Y = Q V, so (as PyTorch) gY = Q Ḡ_V and gX is the square case's formula with
+//     Ḡ_Q + Y Ḡ_Vᵀ = Ḡ_Q + Q V Ḡ_Vᵀ in place of Ḡ_Q; it needs U invertible.
 //
 //   svd(A) = (U, S, Vᵀ), reduced: A [m, n], k = min(m, n) -> U [m, k], S [k]
 //                 (descending, >= 0), Vᵀ [k, n], A = U diag(S) Vᵀ. Each singular pair's
@@ -113,24 +116,22 @@ class Qr final : public opforge::Function {
   TensorList forward(Context& ctx, TensorSpan in) const override {
     const Tensor& A = in[0];
     sdk::expect_rank(ctx, A, "A", 2);
-    const std::int64_t m = A.size(0), n = A.size(1);
-    OPFORGE_CHECK(m >= n, ShapeError, ctx.op_name(),
-                  ": argument 'A': expected at least as many rows as columns (m >= n, reduced QR), got ",
-                  A.describe());
+    const std::int64_t m = A.size(0), n = A.size(1), k = std::min(m, n);
     expect_blas_sizes(ctx, A, "A");
     TensorList out = sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
-      Tensor Qt = A.transpose(0, 1).clone();  // A column-major (a copy: contiguous() may alias A); becomes Q
-      Tensor R = Tensor::zeros(Dims{n, n}, A.dtype());
+      Tensor work = A.transpose(0, 1).clone();  // A column-major (a copy: contiguous() may alias A); becomes Q
+      Tensor R = Tensor::zeros(Dims{k, n}, A.dtype());
       T* r = R.data<T>();
-      qr_column_major<T>(Qt.data<T>(), m, n, r);  // A = Q R
-      Tensor Q = Qt.transpose(0, 1).contiguous();
+      qr_column_major<T>(work.data<T>(), m, n, r);  // A = Q R
+      Tensor Q = Tensor::empty(Dims{m, k}, A.dtype());
       T* q = Q.data<T>();
+      transpose_into<T>(work.data<T>(), k, m, q);  // Q's k columns, column-major: [k, m] -> [m, k]
       // Unique signs: R[j, j] >= 0 (negate row j of R and column j of Q together).
-      for (std::int64_t j = 0; j < n; ++j) {
+      for (std::int64_t j = 0; j < k; ++j) {
         if (!(r[j * n + j] < T(0))) continue;
         for (std::int64_t c = j; c < n; ++c) r[j * n + c] = -r[j * n + c];
-        for (std::int64_t i = 0; i < m; ++i) q[i * n + j] = -q[i * n + j];
+        for (std::int64_t i = 0; i < m; ++i) q[i * k + j] = -q[i * k + j];
       }
       return TensorList{Q, R};
     });
@@ -138,36 +139,49 @@ class Qr final : public opforge::Function {
     return out;
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
-    const TensorList& s = ctx.saved_tensors();  // Q [m, n], R [n, n]
+    const TensorList& s = ctx.saved_tensors();  // Q [m, k], R [k, n], k = min(m, n)
     const Tensor& Q = s[0];
     const Tensor& R = s[1];
-    const Tensor gQ = contiguous(grads[0]);  // Ḡ_Q [m, n]
-    const Tensor gR = contiguous(grads[1]);  // Ḡ_R [n, n]
-    const std::int64_t m = Q.size(0), n = Q.size(1);
+    const Tensor gQ = contiguous(grads[0]);  // Ḡ_Q [m, k]
+    const Tensor gR = contiguous(grads[1]);  // Ḡ_R [k, n]
+    const std::int64_t m = Q.size(0), k = Q.size(1), n = R.size(1);
     Tensor gA = Tensor::empty(Dims{m, n}, gQ.dtype());
     sdk::dispatch_floating(gQ.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
       const T* q = Q.data<T>();
-      const T* r = R.data<T>();
-      for (std::int64_t i = 0; i < n; ++i)
-        OPFORGE_CHECK(r[i * n + i] != T(0), ValueError, ctx.op_name(),
-                      ": the gradient of the QR factorization needs A of full column rank, got R[", i, ", ", i,
-                      "] = 0");
-      Scratch<T> M(n * n);  // written whole by the first gemm (beta 0)
-      // M = Ḡ_R Rᵀ: [n, n] x [n, n] -> [n, n]
-      gemm<T>(false, true, n, n, n, T(1), gR.data<T>(), n, r, n, T(0), M.data(), n);
-      // M −= Qᵀ Ḡ_Q: [n, m] x [m, n] -> [n, n]
-      gemm<T>(true, false, n, n, m, T(-1), q, n, gQ.data<T>(), n, T(1), M.data(), n);
-      // M = copyutl(M): the upper triangle mirrored into the lower: [n, n]
-      for_rows(n, n, [&](std::int64_t i) {
-        for (std::int64_t j = 0; j < i; ++j) M[i * n + j] = M[j * n + i];
-      });
+      const T* r = R.data<T>();  // U = R[:, :k] (leading dimension n), V = R[:, k:] (wide A)
+      const T* gr = gR.data<T>();
       T* g = gA.data<T>();
-      std::copy(gQ.data<T>(), gQ.data<T>() + m * n, g);  // Ḡ_Q [m, n]
-      // gA = Ḡ_Q + Q M: [m, n] x [n, n] -> [m, n]
-      gemm<T>(false, false, m, n, n, T(1), q, n, M.data(), n, T(1), g, n);
-      // gA = gA R⁻ᵀ: [m, n] x [n, n]⁻ᵀ -> [m, n]
-      trsm<T>(false, true, true, m, n, T(1), r, n, g, n);
+      for (std::int64_t i = 0; i < k; ++i)
+        OPFORGE_CHECK(r[i * n + i] != T(0), ValueError, ctx.op_name(), ": the gradient of the QR factorization needs ",
+                      m >= n ? "A of full column rank" : "the first m columns of A of full rank", ", got R[", i, ", ",
+                      i, "] = 0");
+      // Ḡ_Q' = Ḡ_Q, or for a wide A = [X | Y] (X = Q U, Y = Q V) Ḡ_Q + Y Ḡ_Vᵀ = Ḡ_Q + Q (V Ḡ_Vᵀ).
+      Scratch<T> gq(gQ.data<T>(), m * k);  // [m, k]
+      if (n > k) {
+        Scratch<T> W(k * k);
+        // W = V Ḡ_Vᵀ: [k, n − k] x [n − k, k] -> [k, k]
+        gemm<T>(false, true, k, k, n - k, T(1), r + k, n, gr + k, n, T(0), W.data(), k);
+        // Ḡ_Q' += Q W: [m, k] x [k, k] -> [m, k]
+        gemm<T>(false, false, m, k, k, T(1), q, k, W.data(), k, T(1), gq.data(), k);
+        // g[:, k:] = Q Ḡ_V: [m, k] x [k, n − k] -> [m, n − k]
+        gemm<T>(false, false, m, n - k, k, T(1), q, k, gr + k, n, T(0), g + k, n);
+      }
+      // The square or tall part, on X = Q U: M = Ḡ_U Uᵀ − Qᵀ Ḡ_Q'.
+      Scratch<T> M(k * k);  // written whole by the first gemm (beta 0)
+      // M = Ḡ_U Uᵀ: [k, k] x [k, k] -> [k, k]
+      gemm<T>(false, true, k, k, k, T(1), gr, n, r, n, T(0), M.data(), k);
+      // M −= Qᵀ Ḡ_Q': [k, m] x [m, k] -> [k, k]
+      gemm<T>(true, false, k, k, m, T(-1), q, k, gq.data(), k, T(1), M.data(), k);
+      // M = copyutl(M): the upper triangle mirrored into the lower: [k, k]
+      for_rows(k, k, [&](std::int64_t i) {
+        for (std::int64_t j = 0; j < i; ++j) M[i * k + j] = M[j * k + i];
+      });
+      // g[:, :k] = Ḡ_Q' + Q M: [m, k] x [k, k] -> [m, k]
+      for (std::int64_t i = 0; i < m; ++i) std::copy(gq.data() + i * k, gq.data() + (i + 1) * k, g + i * n);
+      gemm<T>(false, false, m, k, k, T(1), q, k, M.data(), k, T(1), g, n);
+      // g[:, :k] = g[:, :k] U⁻ᵀ: [m, k] x [k, k]⁻ᵀ -> [m, k]
+      trsm<T>(false, true, true, m, k, T(1), r, n, g, n);
     });
     return {gA};
   }
@@ -364,7 +378,7 @@ void register_factorizations(opforge::PluginRegistrar& registrar) {
   registrar.add<Qr>(OpSchema("linalg.qr")
                         .input_names({"A"})
                         .outputs(2)
-                        .describe("reduced QR, A = Q R: A [m, n] (m >= n) -> Q [m, n], R [n, n] (diagonal >= 0)")
+                        .describe("reduced QR, A = Q R: A [m, n], k = min(m, n) -> Q [m, k], R [k, n] (upper, diagonal >= 0)")
                         .samples(qr_samples));
   registrar.add<Svd>(OpSchema("linalg.svd")
                          .input_names({"A"})
