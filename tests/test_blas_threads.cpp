@@ -162,3 +162,18 @@ TEST_CASE("blas threads: OpenBLAS's workers stop spinning milliseconds after a p
   }
   opforge::set_num_threads(0);
 }
+
+TEST_CASE("blas threads: set_num_threads refuses more than kMaxThreads and keeps the setting it had",
+          "[threads]") {
+  opforge::set_num_threads(2);
+  CHECK_THROWS_MATCHES(opforge::set_num_threads(opforge::kMaxThreads + 1), opforge::ValueError,
+                       Catch::Matchers::Message(
+                           "set_num_threads: argument 'n': expected at most 1024 threads (or <= 0 for every core), "
+                           "got 1025 (a million threads made oneTBB reserve gigabytes; OpenBLAS stops at 64 anyway)"));
+  CHECK_THROWS_AS(opforge::set_num_threads(2147483647), opforge::ValueError);
+  CHECK(opforge::num_threads() == 2);
+  opforge::set_num_threads(opforge::kMaxThreads);  // the limit itself is taken
+  CHECK(opforge::num_threads() == opforge::kMaxThreads);
+  opforge::set_num_threads(0);
+  CHECK(opforge::num_threads() == opforge::hardware_threads());
+}

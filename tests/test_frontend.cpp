@@ -36,24 +36,45 @@ TEST_CASE("front end: operators broadcast and take scalars", "[frontend]") {
   CHECK((f * 3.0).dtype() == DType::Float32);  // the scalar takes the tensor's dtype
 }
 
-TEST_CASE("front end: an int64 tensor and a double int64 cannot hold go to float64, never truncated", "[frontend]") {
-  // x * 2.5 once made 2.5 an int64 scalar: x * 2, in silence.
+TEST_CASE("front end: an int64 tensor with a double computes in float64, with an integer in int64, as NumPy",
+          "[frontend]") {
   const Tensor x = Tensor::from_values({1, 2, 3}, DType::Int64);
-  CHECK((x * 2.0).dtype() == DType::Int64);  // a whole number keeps int64
+  // A double makes float64, whole or not (x * 2.5 was once x * 2; x * 1e18 wrapped).
+  CHECK((x * 2.0).dtype() == DType::Float64);
   CHECK((x * 2.0).to_vector() == std::vector<double>{2, 4, 6});
   const Tensor h = x * 2.5;
   CHECK(h.dtype() == DType::Float64);
   CHECK(h.to_vector() == std::vector<double>{2.5, 5, 7.5});
   CHECK((0.5 + x).to_vector() == std::vector<double>{1.5, 2.5, 3.5});
-  CHECK((10.0 - x).dtype() == DType::Int64);
-  CHECK((x - 1e30).dtype() == DType::Float64);  // beyond int64's range
+  CHECK((10.0 - x).dtype() == DType::Float64);
+  CHECK((x * 1e18).to_vector() == std::vector<double>{1e18, 2e18, 3e18});
+  CHECK((Tensor::from_values({100}, DType::Int64) * 1e18).to_vector()[0] == 1e20);
   CHECK((x - 1e30).to_vector()[0] == -1e30 + 1);
   CHECK(std::isnan((x * std::nan("")).to_vector()[1]));
-  // INT64_MIN = −2^63 is an int64 value: the result stays int64 and wraps, as in NumPy.
-  const Tensor w = x + -0x1p63;
+  const std::vector<double> by_neg_zero = (x / -0.0).to_vector();  // the sign of -0.0 is kept
+  CHECK(by_neg_zero[0] == -std::numeric_limits<double>::infinity());
+  CHECK(std::signbit((x * -0.0).to_vector()[0]));
+  // An integer keeps int64, exactly past 2^53, and wraps as NumPy's int64 does.
+  CHECK((x * 2).dtype() == DType::Int64);
+  CHECK((x * 2).to_vector() == std::vector<double>{2, 4, 6});
+  CHECK((10 - x).dtype() == DType::Int64);
+  CHECK((x + (std::int64_t{1} << 60)).dtype() == DType::Int64);
+  const Tensor big = x + ((std::int64_t{1} << 53) + 1);
+  CHECK(big.data<std::int64_t>()[0] == (std::int64_t{1} << 53) + 2);
+  const Tensor w = x + std::numeric_limits<std::int64_t>::min();
   CHECK(w.dtype() == DType::Int64);
   CHECK(w.data<std::int64_t>()[0] == std::numeric_limits<std::int64_t>::min() + 1);
-  CHECK((x * 0x1p63).dtype() == DType::Float64);  // 2^63 is not
+  CHECK((x * 3u).dtype() == DType::Int64);
+  CHECK((x * (std::uint64_t{1} << 63)).dtype() == DType::Float64);  // past int64: the double it is
+  CHECK((x / 2).to_vector() == std::vector<double>{0.5, 1, 1.5});  // true division
+  // A float tensor keeps its dtype with either; a bool tensor goes to int64 with an integer.
+  const Tensor f = Tensor::from_values({1, 2}, DType::Float32);
+  CHECK((f * 3).dtype() == DType::Float32);
+  CHECK((f * 3.0).dtype() == DType::Float32);
+  const Tensor mask = Tensor::from_values({1, 0}, DType::Bool);
+  CHECK((mask + 1).dtype() == DType::Int64);
+  CHECK((mask + 1).to_vector() == std::vector<double>{2, 1});
+  CHECK((mask * 1.5).dtype() == DType::Float64);
 }
 
 TEST_CASE("front end: a gradient through operators and methods", "[frontend]") {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -138,6 +139,52 @@ TEST_CASE("threads: 4 threads x 500 backward passes into one shared leaf W give 
   }
   CHECK(W.is_leaf());
   CHECK(W.to_vector() == V{1, 2, 0, -1, 3, 1, 2, -2, 1, 0, 1, 1});  // W itself is only read
+}
+
+// A non-leaf two graphs share is backpropagated by one thread at a time: a pass that
+// reaches a node another thread's pass holds is refused (before it has run anything),
+// where it used to reset that node's fields under the other pass (heap corruption).
+// Every pass either completes or is refused whole: W.grad is the completed passes'.
+TEST_CASE("threads: passes on 4 threads through a shared non-leaf complete or are refused, never corrupt",
+          "[threads]") {
+  const int threads = 4, passes = 200;
+  const OpHandle mul = opforge::op("elementwise.mul"), exp = opforge::op("elementwise.exp"),
+                 log = opforge::op("elementwise.log"), sum = opforge::op("reduce.sum");
+  Tensor W = Tensor::ones({20000}).requires_grad_();
+  const Tensor two = Tensor::scalar(2.0), one = Tensor::scalar(1.0);
+  const Tensor h = log({exp({mul({W, two})})});  // 2 W, through three shared nodes: dh/dW = 2
+  std::atomic<int> completed{0}, refused{0}, other{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      while (!go.load()) std::this_thread::yield();
+      for (int i = 0; i < passes; ++i) {
+        try {
+          sum({mul({h, one})}).backward(Tensor(), /*retain_graph=*/true);
+          ++completed;
+        } catch (const opforge::AutogradError& e) {
+          const std::string m = e.what();
+          if (m.find("is being backpropagated by a pass on another thread") != std::string::npos) ++refused;
+          else ++other;
+        } catch (...) {
+          ++other;
+        }
+      }
+    });
+  }
+  go = true;
+  for (auto& th : pool) th.join();
+  CHECK(other == 0);
+  CHECK(completed + refused == threads * passes);
+  CHECK(completed > 0);
+  INFO(completed << " completed, " << refused << " refused");
+  const V g = W.grad().to_vector();
+  for (double v : g) REQUIRE(v == 2.0 * completed);
+  // Nothing stays claimed: one more pass on this thread runs.
+  W.zero_grad();
+  sum({h}).backward(Tensor(), true);
+  CHECK(W.grad().to_vector()[0] == 2.0);
 }
 
 TEST_CASE("threads: 2 threads x 20 passes of a large lstsq (kernels parallel inside each op) match one thread",

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include <boost/program_options/cmdline.hpp>
+
+#include <opforge/threads.hpp>
 #include <opforge/dtype.hpp>
 
 namespace opforge_cli {
@@ -43,8 +45,8 @@ std::vector<std::string> split_list(const std::string& option, const std::string
 std::vector<long> parse_int_list(const std::string& option, const std::string& text, long max = LONG_MAX,
                                  const std::string& max_reason = "");
 
-/// The most threads --threads may ask for: OPFORGE_NUM_THREADS's own limit.
-constexpr long kMaxThreads = 1L << 20;
+/// The most threads --threads may ask for: set_num_threads's and OPFORGE_NUM_THREADS's limit.
+constexpr long kMaxThreads = opforge::kMaxThreads;
 
 /// One integer in [min, max] ("--repeat 20"); throws UsageError naming `option`
 /// with the range and `text` otherwise (not a number, out of range).

@@ -204,8 +204,9 @@ const TensorMeta& recorded_input(const Context& c, std::size_t i, const char* wh
 // outer pass's.
 void release_claims(Scratch& s) noexcept {
   for (Node* n : s.visited) {
+    if (n->epoch.load(std::memory_order_relaxed) != s.epoch) continue;  // run already, or never claimed
     n->grad_buffer.clear();
-    n->epoch = 0;
+    n->epoch.store(0, std::memory_order_release);
   }
 }
 
@@ -216,7 +217,7 @@ void release_claims(Scratch& s) noexcept {
 // once its pass has run it.
 void refuse_outer_node(const Node& n, std::size_t depth, Scratch& s) {
   for (std::size_t d = 0; d + 1 < depth; ++d) {
-    if (t_scratch[d]->epoch != n.epoch) continue;
+    if (t_scratch[d]->epoch != n.epoch.load(std::memory_order_relaxed)) continue;
     release_claims(s);
     throw AutogradError("backward: this pass reaches the node of '" + n.name() +
                         "', which the backward or grad() running around it on this thread (this pass was started "
@@ -357,10 +358,18 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
   // 1. Count, for every node reachable from the roots, how many edges lead to it.
   bool hooks_seen = false;  // user code runs during the pass only in hooks
   auto visit = [&](Node* n) {
-    if (n->epoch == epoch) return false;
+    std::uint64_t held = n->epoch.load(std::memory_order_acquire);
+    if (held == epoch) return false;
+    if (held != 0 && depth > 1) refuse_outer_node(*n, depth, s);
+    // Claimed: unclaimed (0) -> this pass. Another thread's pass holding it is refused.
+    if (held != 0 || !n->epoch.compare_exchange_strong(held, epoch, std::memory_order_acquire)) {
+      release_claims(s);
+      throw AutogradError("backward: the node of '" + n->name() +
+                          "' is being backpropagated by a pass on another thread; one graph (and any non-leaf "
+                          "that two graphs share) is backpropagated by one thread at a time. Wait for the other "
+                          "pass, or give each thread its own graph (leaves, such as parameters, may be shared)");
+    }
     hooks_seen = hooks_seen || n->output_hooks;
-    if (depth > 1 && n->epoch != 0) refuse_outer_node(*n, depth, s);
-    n->epoch = epoch;
     n->dependencies = 0;
     n->needed = kNeedUnknown;
     n->grad_buffer.clear();
@@ -506,8 +515,10 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
         grads_in.resize(n->edges.size());
       }
       n->grad_buffer.clear();
-      n->epoch = 0;  // done: a pass nested in this one may go through it
       if (!retain_graph && runs) ContextAccess::release(n->ctx);
+      // Done: a pass nested in this one, or one on another thread, may go through it (after
+      // this store this pass touches only the node's edges, which never change).
+      n->epoch.store(0, std::memory_order_release);
 
       for (std::size_t i = 0; i < n->edges.size(); ++i) {
         Edge& e = n->edges[i];

@@ -13,20 +13,23 @@
 namespace opforge {
 namespace {
 
-// `f(tensor, scalar)` with the double as a 0-d tensor of the tensor's dtype,
-// except where that dtype cannot take part: both go to float64 then, as NumPy
-// promotes, for an int64 tensor and a double int64 cannot hold exactly (2.5,
-// 1e30, nan; the double was once truncated: x * 2.5 was x * 2), and for a bool
-// tensor (no arithmetic op takes bool: mask * 1.0 was refused).
+// `f(tensor, scalar)` with the scalar as a 0-d tensor of the tensor's dtype where
+// that is floating. With an int64 or bool tensor, NumPy's rule for a Python
+// scalar: a double makes both float64 (whatever its value: x * 1e18 once stayed
+// int64 and wrapped), an integer is an int64 scalar (exact, past 2^53 too).
 template <class F>
 Tensor with_scalar(const Tensor& t, double v, F f) {
-  if (t.defined()) {
-    const DType d = t.dtype();
-    const bool exact = std::trunc(v) == v && v >= -0x1p63 && v < 0x1p63;  // [INT64_MIN, INT64_MAX]
-    if (d == DType::Bool || (d == DType::Int64 && !exact)) return f(t.to(DType::Float64), Tensor::scalar(v));
-    return f(t, Tensor::scalar(v, d));
-  }
+  if (t.defined() && is_floating(t.dtype())) return f(t, Tensor::scalar(v, t.dtype()));
+  if (t.defined()) return f(t.to(DType::Float64), Tensor::scalar(v));
   return f(t, Tensor::scalar(v));
+}
+template <class F>
+Tensor with_scalar(const Tensor& t, std::int64_t v, F f) {
+  if (t.defined() && is_floating(t.dtype())) return f(t, Tensor::scalar(static_cast<double>(v), t.dtype()));
+  Tensor s = Tensor::empty({}, DType::Int64);
+  *s.data<std::int64_t>() = v;
+  if (t.defined() && t.dtype() == DType::Bool) return f(t.to(DType::Int64), s);  // bool + 1 is int64, as in NumPy
+  return f(t, s);
 }
 
 bool is_integral(const Tensor& t) { return t.defined() && !is_floating(t.dtype()); }
@@ -76,5 +79,13 @@ Tensor operator+(double a, const Tensor& b) { return with_scalar(b, a, [](const 
 Tensor operator-(double a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s - t; }); }
 Tensor operator*(double a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s * t; }); }
 Tensor operator/(double a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s / t; }); }
+Tensor operator+(const Tensor& a, std::int64_t b) { return with_scalar(a, b, [](const Tensor& t, const Tensor& s) { return t + s; }); }
+Tensor operator-(const Tensor& a, std::int64_t b) { return with_scalar(a, b, [](const Tensor& t, const Tensor& s) { return t - s; }); }
+Tensor operator*(const Tensor& a, std::int64_t b) { return with_scalar(a, b, [](const Tensor& t, const Tensor& s) { return t * s; }); }
+Tensor operator/(const Tensor& a, std::int64_t b) { return with_scalar(a, b, [](const Tensor& t, const Tensor& s) { return t / s; }); }
+Tensor operator+(std::int64_t a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s + t; }); }
+Tensor operator-(std::int64_t a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s - t; }); }
+Tensor operator*(std::int64_t a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s * t; }); }
+Tensor operator/(std::int64_t a, const Tensor& b) { return with_scalar(b, a, [](const Tensor& t, const Tensor& s) { return s / t; }); }
 
 }  // namespace opforge

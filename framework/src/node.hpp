@@ -49,7 +49,10 @@ class Node : public CacheAllocated<NodeBlockCache> {
 
   // Engine scratch: valid during one backward pass (a graph is backpropagated
   // by one thread at a time; independent graphs run in parallel freely).
-  std::uint64_t epoch = 0;
+  // The pass that has claimed this node and not yet run it, 0 when none. Atomic: a
+  // pass on another thread that reaches a claimed node is refused instead of
+  // resetting the fields below under the pass that owns them.
+  std::atomic<std::uint64_t> epoch{0};
   std::uint32_t dependencies = 0;
   // grad() only: whether this node's backward leads to an input asked for
   // (kNeedUnknown before the pass has looked, kNeedExpanded while it looks).

@@ -8,6 +8,8 @@
 // (tests/test_blas_threads.cpp watches OpenBLAS's workers to show it).
 #include "opforge/threads.hpp"
 
+#include "opforge/error.hpp"
+
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
@@ -32,9 +34,7 @@ std::mutex g_mu;
 std::unique_ptr<oneapi::tbb::global_control> g_control;
 int g_threads = 0;
 
-// The most threads OPFORGE_NUM_THREADS may ask for (far above any machine's
-// cores; it keeps the value inside an int).
-constexpr long kMaxEnvThreads = 1L << 20;
+constexpr long kMaxEnvThreads = kMaxThreads;
 
 int default_threads() {
   if (const char* env = std::getenv("OPFORGE_NUM_THREADS")) {
@@ -86,6 +86,9 @@ int hardware_threads() {
 }
 
 void set_num_threads(int n) {
+  OPFORGE_CHECK(n <= kMaxThreads, ValueError, "set_num_threads: argument 'n': expected at most ", kMaxThreads,
+                " threads (or <= 0 for every core), got ", n,
+                " (a million threads made oneTBB reserve gigabytes; OpenBLAS stops at 64 anyway)");
   std::lock_guard<std::mutex> lock(g_mu);
   apply(n <= 0 ? hardware_threads() : n);
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <boost/smart_ptr/intrusive_ptr.hpp>
@@ -258,13 +259,14 @@ class OPFORGE_API Tensor {
 
 OPFORGE_API std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
-// Arithmetic through the elementwise plugin, with NumPy broadcasting. A double
-// operand becomes a 0-d tensor of the other operand's dtype; with an int64
-// tensor, a double that int64 cannot hold exactly (2.5, 1e30, nan) makes both
-// float64, as NumPy promotes (the value is never truncated), and so does a bool
-// tensor with any double. Division is true division, as in NumPy and PyTorch:
-// two int64 (or bool) operands are divided as float64. Two tensors of different
-// dtypes are refused (convert one with to()).
+// Arithmetic through the elementwise plugin, with NumPy broadcasting and NumPy's
+// rules for a Python scalar. A scalar operand becomes a 0-d tensor of the other
+// operand's dtype when that is floating. With an int64 or bool tensor, a double
+// (2.0 as much as 2.5) makes both float64, and an integer (2, 2L) stays integral:
+// int64 (which wraps on overflow, as NumPy's does). (A whole double once kept
+// int64: x * 1e18 wrapped, x * -0.0 lost its sign.) Division is true division, as
+// in NumPy and PyTorch: two int64 (or bool) operands are divided as float64. Two
+// tensors of different dtypes are refused (convert one with to()).
 OPFORGE_API Tensor operator+(const Tensor& a, const Tensor& b);
 OPFORGE_API Tensor operator-(const Tensor& a, const Tensor& b);
 OPFORGE_API Tensor operator*(const Tensor& a, const Tensor& b);
@@ -278,6 +280,41 @@ OPFORGE_API Tensor operator+(double a, const Tensor& b);
 OPFORGE_API Tensor operator-(double a, const Tensor& b);
 OPFORGE_API Tensor operator*(double a, const Tensor& b);
 OPFORGE_API Tensor operator/(double a, const Tensor& b);
+OPFORGE_API Tensor operator+(const Tensor& a, std::int64_t b);
+OPFORGE_API Tensor operator-(const Tensor& a, std::int64_t b);
+OPFORGE_API Tensor operator*(const Tensor& a, std::int64_t b);
+OPFORGE_API Tensor operator/(const Tensor& a, std::int64_t b);
+OPFORGE_API Tensor operator+(std::int64_t a, const Tensor& b);
+OPFORGE_API Tensor operator-(std::int64_t a, const Tensor& b);
+OPFORGE_API Tensor operator*(std::int64_t a, const Tensor& b);
+OPFORGE_API Tensor operator/(std::int64_t a, const Tensor& b);
+namespace detail {
+// Any other integer type (int, unsigned, ...) takes the int64 overloads, as an
+// exact match (an int literal would otherwise be ambiguous between double and
+// int64); an unsigned value past int64's range goes as the double it is.
+template <class I>
+constexpr bool is_other_integer_v =
+    std::is_integral_v<I> && !std::is_same_v<I, bool> && !std::is_same_v<I, std::int64_t>;
+template <class I>
+constexpr bool fits_int64(I v) {
+  if constexpr (std::is_unsigned_v<I>) return v <= static_cast<std::uint64_t>(INT64_MAX);
+  else return true;
+}
+}  // namespace detail
+#define OPFORGE_INTEGER_SCALAR_OP(OP)                                                                   \
+  template <class I, std::enable_if_t<detail::is_other_integer_v<I>, int> = 0>                         \
+  Tensor operator OP(const Tensor& a, I b) {                                                            \
+    return detail::fits_int64(b) ? a OP static_cast<std::int64_t>(b) : a OP static_cast<double>(b);     \
+  }                                                                                                     \
+  template <class I, std::enable_if_t<detail::is_other_integer_v<I>, int> = 0>                         \
+  Tensor operator OP(I a, const Tensor& b) {                                                            \
+    return detail::fits_int64(a) ? static_cast<std::int64_t>(a) OP b : static_cast<double>(a) OP b;     \
+  }
+OPFORGE_INTEGER_SCALAR_OP(+)
+OPFORGE_INTEGER_SCALAR_OP(-)
+OPFORGE_INTEGER_SCALAR_OP(*)
+OPFORGE_INTEGER_SCALAR_OP(/)
+#undef OPFORGE_INTEGER_SCALAR_OP
 
 /// RAII guard: no graph is recorded while it is alive (thread-local).
 class OPFORGE_API NoGradGuard {
