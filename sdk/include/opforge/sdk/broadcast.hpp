@@ -32,14 +32,30 @@ Tensor broadcast_map2(const Context& ctx, const Tensor& a, const Tensor& b, F f,
   }
   if (n == 0) return out;
   const Tensor ea = a.expand(shape), eb = b.expand(shape);  // stride-0 views, no copy
-  const Dims& sa = ea.strides();
-  const Dims& sb = eb.strides();
-  const std::size_t r = shape.size();
+  // The walk's axes: size-1 axes dropped, and neighbours merged where both operands
+  // step through them as one axis, so the innermost run is as long as it can be
+  // (a column [n, 1] times a scalar was n rows of one element: 10-20x NumPy).
+  std::int64_t dims[kMaxDims], sa[kMaxDims], sb[kMaxDims];
+  std::size_t r = 0;
+  for (std::size_t k = 0; k < shape.size(); ++k) {
+    if (shape[k] == 1) continue;
+    const std::int64_t as = ea.strides()[k], bs = eb.strides()[k];
+    if (r > 0 && sa[r - 1] == as * shape[k] && sb[r - 1] == bs * shape[k]) {
+      dims[r - 1] *= shape[k];
+      sa[r - 1] = as;
+      sb[r - 1] = bs;
+      continue;
+    }
+    dims[r] = shape[k];
+    sa[r] = as;
+    sb[r] = bs;
+    ++r;
+  }
   if (r == 0) {
     po[0] = f(pa[0], pb[0]);
     return out;
   }
-  const std::int64_t inner = shape[r - 1], rows = n / inner;
+  const std::int64_t inner = dims[r - 1], rows = n / inner;
   const std::int64_t ia = sa[r - 1], ib = sb[r - 1];
   parallel_for(0, rows, std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(inner, 1)),
                [&](std::int64_t lo, std::int64_t hi) {
@@ -47,8 +63,8 @@ Tensor broadcast_map2(const Context& ctx, const Tensor& a, const Tensor& b, F f,
                    // Offsets of this row's first element in a and b.
                    std::int64_t rem = row, oa = 0, ob = 0;
                    for (std::size_t k = r - 1; k-- > 0;) {
-                     const std::int64_t idx = rem % shape[k];
-                     rem /= shape[k];
+                     const std::int64_t idx = rem % dims[k];
+                     rem /= dims[k];
                      oa += idx * sa[k];
                      ob += idx * sb[k];
                    }
