@@ -168,7 +168,33 @@ TEST_CASE("interop: from_blob errors do not adopt the memory (no deleter call)",
                          opforge::ShapeError,
                          Message("Tensor::from_blob: shape [4] with strides [2305843009213693952] reaches more than "
                                  "2^63 bytes past 'data'"));
+  // Bool bytes other than 0 and 1 (a mask of 2 and 255 once summed to 258).
+  unsigned char mask[4] = {0, 1, 2, 255};
+  REQUIRE_THROWS_MATCHES(Tensor::from_blob(mask, {4}, DType::Bool, count_deleter, &counter), opforge::DTypeError,
+                         Message("Tensor::from_blob: argument 'data': bool elements must hold 0 or 1 in each byte; "
+                                 "the byte 2 past 'data' is 2 (make it a 0/1 mask first, or adopt the bytes as "
+                                 "another dtype)"));
   CHECK(counter.calls == 0);
+  // Only the bytes the view reaches are read: a strided view over the 0/1 ones is taken.
+  CHECK(Tensor::from_blob(mask, {2}, {1}, DType::Bool).to(DType::Float64).sum().item() == 1.0);
+}
+
+// Backward adds into a gradient only where it is opforge's own memory: a hook's
+// result or a .grad over the caller's buffer (from_blob) is never written to.
+TEST_CASE("interop: backward never accumulates into memory the caller adopted into a tensor", "[interop]") {
+  static double ext[3] = {1, 1, 1};
+  Tensor w = Tensor::from_values({1, 2, 3}).requires_grad_();
+  w.register_hook([](const Tensor&) { return Tensor::from_blob(ext, {3}, DType::Float64); });
+  for (int pass = 0; pass < 3; ++pass) (w * w).sum().backward();
+  CHECK(w.grad().to_vector() == std::vector<double>{3, 3, 3});
+  CHECK(ext[0] == 1.0);
+  // set_grad over a caller's buffer, then backward: the buffer stays as it was.
+  double buf[3] = {10, 20, 30};
+  Tensor v = Tensor::from_values({1, 2, 3}).requires_grad_();
+  v.set_grad(Tensor::from_blob(buf, {3}, DType::Float64));
+  (v * v).sum().backward();
+  CHECK(v.grad().to_vector() == std::vector<double>{12, 24, 36});
+  CHECK(buf[0] == 10.0);
 }
 
 // ---- DLPack export ------------------------------------------------------------------------

@@ -130,7 +130,8 @@ Tensor from_dlpack(DLManagedTensor* dl) {
     check_bool_bytes(static_cast<const std::uint8_t*>(data), shape, strides, d.dtype.code);
   // From here on the tensor owns dl: its storage calls dl->deleter exactly once.
   // The producer's deleter may be plugin code: the storage keeps that plugin loaded.
-  return adopt_memory(data, shape, strides, dtype, &call_dl_deleter, dl, reinterpret_cast<const void*>(dl->deleter));
+  return adopt_memory(data, shape, strides, dtype, &call_dl_deleter, dl, reinterpret_cast<const void*>(dl->deleter),
+                      /*check_bools=*/false);
 }
 
 }  // namespace opforge

@@ -61,9 +61,13 @@ void add_new(T* out, const T* a, const T* b, std::int64_t n) {
 
 Tensor contiguous_copy_if_needed(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
 
+// Whether backward may write into t: no other handle, no other view, opforge's own
+// memory (a from_blob or DLPack tensor, as a hook's result or set_grad's, is the
+// caller's: adding into it wrote into their buffer, or faulted on read-only memory).
 bool uniquely_owned(const Tensor& t) {
   const TensorImpl* impl = t.unsafe_impl();
-  return impl->use_count() == 1 && impl->storage->use_count() == 1 && impl->contiguous && !impl->grad_fn;
+  return impl->use_count() == 1 && impl->storage->use_count() == 1 && impl->storage->owns_data() &&
+         impl->contiguous && !impl->grad_fn;
 }
 
 // acc <- acc + g. Reuses acc's memory when nobody else can see it; otherwise

@@ -28,6 +28,8 @@ class Storage {
   void* data() const noexcept { return data_; }
   std::size_t nbytes() const noexcept { return nbytes_; }
   std::uint32_t use_count() const noexcept { return refcount_.load(std::memory_order_acquire); }
+  /// Whether the data is opforge's own (allocate), not memory adopted from a caller.
+  bool owns_data() const noexcept { return owned_; }
 
   std::atomic<std::uint32_t> version{0};
 

@@ -95,9 +95,10 @@ inline bool element_span(const Dims& shape, const Dims& strides, std::int64_t& s
 /// messages ("Tensor::zeros"); null for the core's own tensors.
 TensorImplPtr make_contiguous_impl(const Dims& shape, DType dtype, const char* who = nullptr);
 /// Tensor::from_blob, with the address of the code that frees the memory (the
-/// plugin holding it stays loaded while the memory is in use).
+/// plugin holding it stays loaded while the memory is in use). With check_bools,
+/// bool data must hold 0 or 1 in each byte (from_dlpack checks with its own words).
 Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dtype, Tensor::Deleter deleter,
-                    void* context, const void* deleter_code);
+                    void* context, const void* deleter_code, bool check_bools = true);
 /// Throws ValueError (naming `what` and the value) when `dtype` cannot hold
 /// `value`: NaN, an infinity or a value outside [-2^63, 2^63) for int64.
 void check_storable(DType dtype, double value, const char* what);

@@ -276,7 +276,7 @@ Tensor Tensor::from_blob(void* data, const Dims& shape, const Dims& strides, DTy
 
 
 Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dtype, Tensor::Deleter deleter,
-                    void* context, const void* deleter_code) {
+                    void* context, const void* deleter_code, bool check_bools) {
   OPFORGE_CHECK(strides.size() == shape.size(), ShapeError, "Tensor::from_blob: argument 'strides': expected ",
                 shape.size(), " strides for shape ", shape, ", got ", strides);
   for (std::size_t i = 0; i < shape.size(); ++i)
@@ -293,6 +293,17 @@ Tensor adopt_memory(void* data, const Dims& shape, const Dims& strides, DType dt
   overflow = __builtin_mul_overflow(span, static_cast<std::int64_t>(itemsize(dtype)), &bytes) || overflow;
   OPFORGE_CHECK(numel == 0 || !overflow, ShapeError, "Tensor::from_blob: shape ", shape, " with strides ", strides,
                 " reaches more than 2^63 bytes past 'data'");
+  // Bool kernels read a byte as 0 or 1 (a mask of 2 and 255 summed to 258, as a
+  // float64 tensor). Checked before anything is adopted: a refusal calls no deleter.
+  if (check_bools && dtype == DType::Bool && numel > 0) {
+    const auto* b = static_cast<const std::uint8_t*>(data);
+    for_each_offset(shape, strides, [&](std::int64_t off) {
+      if (b[off] > 1)
+        throw DTypeError(detail::concat("Tensor::from_blob: argument 'data': bool elements must hold 0 or 1 in each "
+                                        "byte; the byte ", off, " past 'data' is ", int(b[off]),
+                                        " (make it a 0/1 mask first, or adopt the bytes as another dtype)"));
+    });
+  }
   TensorImplPtr t = new_tensor_impl();
   t->dtype = dtype;
   t->shape = shape;
