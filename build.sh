@@ -36,7 +36,7 @@ Modes (each first installs missing Debian packages and builds the project):
                     to the program's own; see `./build.sh bench --help`)
   test              run the whole test suite: ctest --output-on-failure
   build             only install dependencies and build
-  sanitize          build the engine, plugin-loading, lifetime, harness and lstsq-kernel tests with
+  sanitize          build the engine, autograd-contract, plugin-loading, lifetime, harness and lstsq-kernel tests with
                     AddressSanitizer + UndefinedBehaviorSanitizer (in <build dir>-asan)
                     and run them; any report fails the run
   tsan              build the thread and engine tests with ThreadSanitizer (in
@@ -171,13 +171,14 @@ if [[ "$mode" == sanitize ]]; then
     cmake -S "$REPO_ROOT" -B "$san_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOPFORGE_SANITIZE=ON \
       || die "cmake configure failed (see above)"
   fi
-  san_tests=(test_engine test_plugin_loading test_plugin_lifetime test_harness test_lstsq_kernel test_ops_bad_inputs)
+  san_tests=(test_engine test_autograd_contract test_plugin_loading test_plugin_lifetime test_harness test_lstsq_kernel
+             test_ops_bad_inputs)
   say "building ${san_tests[*]} with sanitizers in $san_dir"
   cmake --build "$san_dir" -j"$(ncpu)" --target "${san_tests[@]}" || die "sanitizer build failed (see above)"
   say "running them under ASan + UBSan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir "$san_dir" --output-on-failure --timeout 900 -j"$(ncpu)" \
-    -R '^(engine|lifetime|harness|plugin|lstsq kernel|bad inputs)|plugin' -E 'NOT_BUILT'
+    -R '^(engine|contract|lifetime|harness|plugin|lstsq kernel|bad inputs)|plugin' -E 'NOT_BUILT'
   exit $?
 fi
 
