@@ -247,7 +247,10 @@ TEST_CASE("unary gradients at hand-worked points", "[elementwise][unary][grad]")
   require_values(grad_of("elementwise.sin", {0}), {1}, 0);
   require_values(grad_of("elementwise.cos", {0}), {0}, 0);
   // Only strictly inside the bounds.
-  require_values(grad_of("elementwise.clamp", {-2, -1, 0, 1, 2}, {Attr(-1.0), Attr(1.0)}), {0, 0, 1, 0, 0}, 0);
+  // On a bound the gradient passes, as in PyTorch (relu's zeros clamped to [0, 1] keep theirs).
+  require_values(grad_of("elementwise.clamp", {-2, -1, 0, 1, 2}, {Attr(-1.0), Attr(1.0)}), {0, 1, 1, 1, 0}, 0);
+  const double inf = std::numeric_limits<double>::infinity();
+  require_values(grad_of("elementwise.clamp", {-inf, 0, inf}, {}), {1, 1, 1}, 0);  // no bounds: every x passes
   require_values(grad_of("elementwise.pow_scalar", {0.5, 2, 0}, {Attr(3.0)}), {0.75, 12, 0}, 0);
   require_values(grad_of("elementwise.pow_scalar", {0.5, 2, 0}, {Attr(0.0)}), {0, 0, 0}, 0);  // a constant
   require_values(grad_of("elementwise.pow_scalar", {0.5, -2}, {Attr(1.0)}), {1, 1}, 0);

@@ -12,7 +12,10 @@
 //   sigmoid(x)  = 1 / (1 + e⁻ˣ)               dx = g y (1 - y)
 //   relu(x)     = max(x, 0)                   dx = g where x > 0, else 0
 //   clamp(x; min, max) = min(max(x, min), max)
-//                                             dx = g where min < x < max, else 0
+//                                             dx = g where min <= x <= max, else 0
+//                                             (PyTorch's convention: a value on a bound, such
+//                                             as relu's zeros clamped to [0, 1], passes its
+//                                             gradient; the default bounds pass every x)
 //   pow_scalar(x; exponent p) = xᵖ            dx = g p xᵖ⁻¹             (0 when p = 0)
 //
 // neg and abs also take int64 (wrapping on overflow, as NumPy: -INT64_MIN is
@@ -182,8 +185,8 @@ class Clamp final : public opforge::Function {
     return {sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
       const T l = static_cast<T>(lo), h = static_cast<T>(hi);
-      // [x] -> [x]: g where min < x < max
-      return broadcast_map<T, T, T>(x.shape(), x.dtype(), [l, h](T gv, T xv) { return l < xv && xv < h ? gv : T(0); },
+      // [x] -> [x]: g where min <= x <= max (NaN: 0)
+      return broadcast_map<T, T, T>(x.shape(), x.dtype(), [l, h](T gv, T xv) { return l <= xv && xv <= h ? gv : T(0); },
                                     g[0], x);
     })};
   }
