@@ -7,8 +7,8 @@
 //     sdk views (xtensor-blas' top layer).
 //   - Batched products, triangular solves and every LAPACK routine call the layer
 //     underneath it, also shipped with xtensor-blas: cxxblas::gemm/gemv/trsm (which
-//     call OpenBLAS' cblas_*) and cxxlapack::getrf/getrs/getri/potrf/gelqf/orglq/
-//     gesdd/gels (OpenBLAS' LAPACK). xt::lapack's wrappers are awkward here: they
+//     call OpenBLAS' cblas_*) and cxxlapack::getrf/getrs/getri/potrf/geqrf/orgqr/
+//     ormqr/gesdd (OpenBLAS' LAPACK), and trcon directly. xt::lapack's wrappers are awkward here: they
 //     need column-major xtensor containers, take leading dimensions from strides
 //     (which xtensor sets to 0 on size-1 axes), lack getrs and gels, and return
 //     freshly allocated outputs; the pointer-level calls take our buffers and
@@ -17,8 +17,10 @@
 // Layout trick used throughout: LAPACK is column-major, tensors are row-major, and
 // a row-major [r, c] buffer read column-major is the [c, r] transpose. So LU of the
 // buffer of A factors Aᵀ (solved with trans = 'T' for A itself), potrf('U') of a
-// symmetric buffer leaves L of S = L Lᵀ in row-major order, gelqf of Aᵀ gives A's
-// QR, and gesdd of Aᵀ hands back U and Vᵀ already in row-major order.
+// symmetric buffer leaves L of S = L Lᵀ in row-major order, and gesdd of Aᵀ hands
+// back U and Vᵀ already in row-major order. QR is the exception: the LQ of Aᵀ
+// (gelqf) would need no copy, but ran 2-3x slower than geqrf on a column-major
+// copy, so qr and lstsq_solve transpose first.
 #pragma once
 
 #include <algorithm>
@@ -231,57 +233,55 @@ void lu_inverse(Tensor& lu, const std::vector<blas_int>& piv) {
   cxxlapack::getri<blas_int>(bi(n), lu.data<T>(), ld(n), piv.data(), work.data(), bi(lwork));
 }
 
-// ---- QR through the LQ factorization of the buffer (gelqf of Aᵀ) ------------------------
+// ---- QR in LAPACK's own layout -----------------------------------------------------------
 
-/// A [m, n] (m >= n) in `buf` row-major is Aᵀ [n, m] to LAPACK; gelqf gives
-/// Aᵀ = L Q' with L [n, n] lower and Q' [n, m] of orthonormal rows, so
-/// A = Q R with Q = Q'ᵀ [m, n] and R = Lᵀ [n, n] upper. After the call, the top n
-/// rows of `buf` hold R in their upper triangle (row-major, leading dimension n),
-/// and the reflectors that define Q' elsewhere; tau gets n entries.
+/// geqrf of a column-major A [m, n] in `buf` (leading dimension m): R on and above
+/// the diagonal of the top min(m, n) rows, the reflectors of Q below; tau gets
+/// min(m, n) entries. LAPACK's own layout: faster than the LQ of the row-major
+/// buffer (gelqf), above all on two threads (qr of 2048 x 512: 159 -> 51 ms;
+/// lstsq_solve of 4000 x 500: 67 -> 52 ms on one thread, 77-102 -> 31 ms on two,
+/// PyTorch's lstsq 40), at the price of a transposing copy.
 template <class T>
-void lq_factor(T* buf, std::int64_t m, std::int64_t n, std::vector<T>& tau) {
-  tau.assign(static_cast<std::size_t>(n), T(0));
+void qr_factor_column_major(T* buf, std::int64_t m, std::int64_t n, std::vector<T>& tau) {
+  const std::int64_t k = std::min(m, n);
+  tau.assign(static_cast<std::size_t>(k), T(0));
+  if (k == 0) return;
+  T query = 0;
+  cxxlapack::geqrf<blas_int>(bi(m), bi(n), buf, ld(m), tau.data(), &query, -1);
+  const std::int64_t lwork = static_cast<std::int64_t>(std::max<T>(query, T(n)));
+  Scratch<T> work(lwork);
+  cxxlapack::geqrf<blas_int>(bi(m), bi(n), buf, ld(m), tau.data(), work.data(), bi(lwork));
+}
+
+/// After qr_factor_column_major (m >= n): y [m] := Qᵀ y, whose first n entries are
+/// the reduced Qᵀ y (the reflectors applied without forming Q; what gels does).
+template <class T>
+void qr_apply_qt(T* buf, std::int64_t m, std::int64_t n, const std::vector<T>& tau, T* y) {
   if (n == 0 || m == 0) return;
   T query = 0;
-  cxxlapack::gelqf<blas_int>(bi(n), bi(m), buf, ld(n), tau.data(), &query, -1);
-  const std::int64_t lwork = static_cast<std::int64_t>(std::max<T>(query, T(std::max<std::int64_t>(n, 1))));
+  cxxlapack::ormqr<blas_int>('L', 'T', bi(m), 1, bi(n), buf, ld(m), tau.data(), y, ld(m), &query, -1);
+  const std::int64_t lwork = static_cast<std::int64_t>(std::max<T>(query, T(1)));
   Scratch<T> work(lwork);
-  cxxlapack::gelqf<blas_int>(bi(n), bi(m), buf, ld(n), tau.data(), work.data(), bi(lwork));
+  cxxlapack::ormqr<blas_int>('L', 'T', bi(m), 1, bi(n), buf, ld(m), tau.data(), y, ld(m), work.data(), bi(lwork));
 }
 
 /// QR of a column-major A [m, n] in `buf`, leading dimension m, k = min(m, n):
 /// geqrf then orgqr. Afterwards R [k, n] (upper trapezoidal) is in `r` (row-major,
 /// its lower part untouched) and the first k columns of `buf` hold Q [m, k],
-/// column-major. LAPACK's own layout: faster than the LQ of the row-major buffer
-/// (gelqf + orglq), above all on two threads (2048 x 512, OpenBLAS: 159 -> 51 ms),
-/// at the price of a transposing copy in and out.
+/// column-major.
 template <class T>
 void qr_column_major(T* buf, std::int64_t m, std::int64_t n, T* r) {
   const std::int64_t k = std::min(m, n);
+  std::vector<T> tau;
+  qr_factor_column_major<T>(buf, m, n, tau);
   if (k == 0) return;
-  std::vector<T> tau(static_cast<std::size_t>(k));
-  T query = 0;
-  cxxlapack::geqrf<blas_int>(bi(m), bi(n), buf, ld(m), tau.data(), &query, -1);
-  std::int64_t lwork = static_cast<std::int64_t>(std::max<T>(query, T(n)));
-  cxxlapack::orgqr<blas_int>(bi(m), bi(k), bi(k), buf, ld(m), tau.data(), &query, -1);
-  lwork = std::max(lwork, static_cast<std::int64_t>(query));
-  Scratch<T> work(lwork);
-  cxxlapack::geqrf<blas_int>(bi(m), bi(n), buf, ld(m), tau.data(), work.data(), bi(lwork));
   for (std::int64_t i = 0; i < k; ++i)
     for (std::int64_t j = i; j < n; ++j) r[i * n + j] = buf[i + j * m];
-  cxxlapack::orgqr<blas_int>(bi(m), bi(k), bi(k), buf, ld(m), tau.data(), work.data(), bi(lwork));
-}
-
-/// After lq_factor: y [m] := Q_full y, whose first n entries are Q' y = Qᵀ y (the
-/// reflectors applied without forming Q; what gels does).
-template <class T>
-void lq_apply_qt(T* buf, std::int64_t m, std::int64_t n, const std::vector<T>& tau, T* y) {
-  if (n == 0 || m == 0) return;
   T query = 0;
-  cxxlapack::ormlq<blas_int>('L', 'N', bi(m), 1, bi(n), buf, ld(n), tau.data(), y, ld(m), &query, -1);
-  const std::int64_t lwork = static_cast<std::int64_t>(std::max<T>(query, T(1)));
+  cxxlapack::orgqr<blas_int>(bi(m), bi(k), bi(k), buf, ld(m), tau.data(), &query, -1);
+  const std::int64_t lwork = static_cast<std::int64_t>(std::max<T>(query, T(k)));
   Scratch<T> work(lwork);
-  cxxlapack::ormlq<blas_int>('L', 'N', bi(m), 1, bi(n), buf, ld(n), tau.data(), y, ld(m), work.data(), bi(lwork));
+  cxxlapack::orgqr<blas_int>(bi(m), bi(k), bi(k), buf, ld(m), tau.data(), work.data(), bi(lwork));
 }
 
 /// LAPACK's estimate of the reciprocal condition number 1/(‖R‖₁‖R⁻¹‖₁) of an upper

@@ -17,7 +17,8 @@
 //   logdet(A)   = log det(A) = Σ_i log|U[i, i]|, for det(A) > 0    A [n, n] -> 0-d
 //                 gA = g · A⁻ᵀ                     [] x [n, n] -> [n, n]
 //   lstsq_solve(A, y) = x* = argmin_x ||y − A x||²   A [m, n] (m >= n, full column rank), y [m] -> [n]
-//                 through the QR of A (gelqf of Aᵀ, ormlq, a triangular solve: what gels does):
+//                 through the QR of A (geqrf on a column-major copy, ormqr, a triangular solve:
+//                 what gels does):
 //                 x* = R⁻¹ Qᵀ y. Backward through the normal equations AᵀA x* = Aᵀ y, with
 //                 AᵀA = RᵀR:
 //                 z  = (AᵀA)⁻¹ g = R⁻¹ R⁻ᵀ g      [n]
@@ -311,10 +312,16 @@ class LstsqSolve final : public opforge::Function {
                   "max(m, n)·ε of the dtype), got ", rcond_attr);
     return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
-      Tensor qr = A.clone();  // becomes R (top n rows, upper triangle) and the reflectors of Q
+      // A column-major (a copy: contiguous() may alias A); geqrf leaves R on top and
+      // the reflectors of Q below it.
+      Tensor work = A.transpose(0, 1).clone();
       std::vector<T> tau;
-      lq_factor<T>(qr.data<T>(), m, n, tau);  // A = Q R
-      const T* R = qr.data<T>();              // [n, n] upper, leading dimension n
+      qr_factor_column_major<T>(work.data<T>(), m, n, tau);  // A = Q R
+      Tensor Rt = Tensor::zeros(Dims{n, n}, A.dtype());     // R alone [n, n], row-major
+      T* pr = Rt.data<T>();
+      for (std::int64_t i = 0; i < n; ++i)
+        for (std::int64_t j = i; j < n; ++j) pr[i * n + j] = work.data<T>()[i + j * m];
+      const T* R = pr;  // [n, n] upper, leading dimension n
       double rmax = 0;
       for (std::int64_t i = 0; i < n; ++i) rmax = std::max(rmax, std::abs(static_cast<double>(R[i * n + i])));
       const bool by_default = rcond_attr < 0;
@@ -346,15 +353,11 @@ class LstsqSolve final : public opforge::Function {
             std::is_same_v<T, float> ? " or solve in float64" : ""));
       }
       Scratch<T> qty(y.data<T>(), m);
-      lq_apply_qt<T>(qr.data<T>(), m, n, tau, qty.data());  // Qᵀ y: [n, m] x [m] -> [n] (first n entries)
+      qr_apply_qt<T>(work.data<T>(), m, n, tau, qty.data());  // Qᵀ y: [n, m] x [m] -> [n] (first n entries)
       trsm<T>(true, true, false, n, 1, T(1), R, n, qty.data(), 1);  // x = R⁻¹ Qᵀ y: [n, n]⁻¹ x [n] -> [n]
       Tensor x = Tensor::empty(Dims{n}, A.dtype());
       std::copy(qty.data(), qty.data() + n, x.data<T>());
       if (ctx.any_input_needs_grad()) {
-        Tensor Rt = Tensor::zeros(Dims{n, n}, A.dtype());  // R alone [n, n]
-        T* pr = Rt.data<T>();
-        for (std::int64_t i = 0; i < n; ++i)
-          for (std::int64_t j = i; j < n; ++j) pr[i * n + j] = R[i * n + j];
         // Slot 0: A, 1: R, 2: x (if A needs grad), 3: y (if A needs grad).
         const bool a_grad = ctx.needs_input_grad(0);
         ctx.save_for_backward({A, Rt, a_grad ? x : Tensor(), a_grad ? y : Tensor()});
