@@ -423,6 +423,15 @@ TEST_CASE("interop: to_dlpack then from_dlpack round-trips the same memory and f
   CHECK(w.data_ptr() == v.data_ptr());
   CHECK(w.strides() == Dims{4, 2});
   CHECK(w.to_vector() == V{1, 3, 5, 7, 9, 11});
+  // The round trip is a view of the same storage, version counter included: an
+  // in-place write through it is seen by a graph that saved the original.
+  Tensor x = Tensor::from_values({1, 2, 3});
+  Tensor wl = Tensor::from_values({1, 1, 1}).requires_grad_();
+  const Tensor loss = (wl * x).sum();  // mul saves x for wl's gradient
+  Tensor x2 = opforge::from_dlpack(opforge::to_dlpack(x));
+  x2.mul_(5.0);
+  CHECK(x.version() == x2.version());
+  CHECK_THROWS_WITH(loss.backward(), Catch::Matchers::Contains("modified in place"));
   // bool leaves as uint8 and comes back as bool.
   const Tensor m = Tensor::from_values({1, 0, 1}, DType::Bool);
   const Tensor mb = opforge::from_dlpack(opforge::to_dlpack(m));

@@ -239,6 +239,7 @@ TEST_CASE("unary gradients at hand-worked points", "[elementwise][unary][grad]")
   require_values(grad_of("elementwise.neg", {1, -2}), {-1, -1}, 0);
   require_values(grad_of("elementwise.abs", {-2, 0, 3}), {-1, 0, 1}, 0);  // sign(x); 0 at the kink
   require_values(grad_of("elementwise.relu", {-2, 0, 3}), {0, 0, 1}, 0);
+  require_values(grad_of("elementwise.relu", {kNaN, -kNaN}), {1, 1}, 0);  // NaN passes its gradient, as PyTorch's
   require_values(grad_of("elementwise.sqrt", {4, 0}), {0.25, kInf}, 0);
   require_values(grad_of("elementwise.log", {0.5, 4}), {2, 0.25}, 0);
   require_values(grad_of("elementwise.exp", {0}), {1}, 0);

@@ -69,6 +69,8 @@ void call_dl_deleter(void* /*data*/, void* context) {
 
 }  // namespace
 
+static void release_export(DLManagedTensor* self) { delete static_cast<ExportHolder*>(self->manager_ctx); }
+
 DLManagedTensor* to_dlpack(const Tensor& t) {
   OPFORGE_CHECK(t.defined(), ValueError, "to_dlpack: argument 't' is undefined");
   auto holder = std::make_unique<ExportHolder>();
@@ -87,12 +89,20 @@ DLManagedTensor* to_dlpack(const Tensor& t) {
   d.strides = holder->strides;
   d.byte_offset = 0;
   holder->managed.manager_ctx = holder.get();
-  holder->managed.deleter = [](DLManagedTensor* self) { delete static_cast<ExportHolder*>(self->manager_ctx); };
+  holder->managed.deleter = &release_export;
   return &holder.release()->managed;
 }
 
 Tensor from_dlpack(DLManagedTensor* dl) {
   OPFORGE_CHECK(dl != nullptr, ValueError, "from_dlpack: argument 'dl' is null");
+  // One of this library's own exports coming back: a view of the exported tensor's
+  // storage, so that it shares its version counter (an in-place write through it is
+  // seen by a graph that saved the original, as for any other view).
+  if (dl->deleter == &release_export) {
+    Tensor view(alias_impl(*static_cast<ExportHolder*>(dl->manager_ctx)->keep.unsafe_impl()));
+    dl->deleter(dl);
+    return view;
+  }
   const DLTensor& d = dl->dl_tensor;
   OPFORGE_CHECK(d.device.device_type == kDLCPU, ValueError,
                 "from_dlpack: argument 'dl': expected CPU memory (device type ", int(kDLCPU), "), got device type ",

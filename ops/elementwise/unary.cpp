@@ -10,7 +10,7 @@
 //   cos(x)                                    dx = -g sin x
 //   tanh(x)                                   dx = g (1 - y²)
 //   sigmoid(x)  = 1 / (1 + e⁻ˣ)               dx = g y (1 - y)
-//   relu(x)     = max(x, 0)                   dx = g where x > 0, else 0
+//   relu(x)     = max(x, 0)                   dx = g where x > 0 or x is NaN, else 0
 //   clamp(x; min, max) = min(max(x, min), max)
 //                                             dx = g where min <= x <= max, else 0
 //                                             (PyTorch's convention: a value on a bound, such
@@ -113,7 +113,9 @@ struct Relu {
   static constexpr bool ints = false;
   static constexpr Saves saves = Saves::Output;  // y > 0 exactly where x > 0
   template <class T> static T f(T x) { return x <= T(0) ? T(0) : x; }  // relu(−0.0) = +0.0; NaN stays NaN
-  template <class T> static T df(T g, T y) { return y > T(0) ? g : T(0); }
+  // !(y <= 0), not y > 0: at a NaN the gradient passes, as in PyTorch (it was cut to 0,
+  // hiding where a NaN came from).
+  template <class T> static T df(T g, T y) { return !(y <= T(0)) ? g : T(0); }
 };
 
 template <class Op, class F>

@@ -23,7 +23,10 @@ OPFORGE_API DLManagedTensor* to_dlpack(const Tensor& t);
 /// data aligned to its element size. Refused with a message: a null shape or
 /// data for a non-empty tensor, a shape whose element count or byte extent
 /// overflows. On error nothing is taken over: the caller still owns `dl` and
-/// must call its deleter.
+/// must call its deleter. One of to_dlpack's own exports coming back is a view of
+/// the exported tensor (its deleter runs at once): it shares that tensor's
+/// version counter, so an in-place write through it is caught by a graph that
+/// saved the original.
 OPFORGE_API Tensor from_dlpack(DLManagedTensor* dl);
 
 }  // namespace opforge
