@@ -33,25 +33,13 @@ void sum_into(const TensorImpl& g, TensorImpl& out, const Dims& out_strides_in_g
   const T* src = static_cast<const T*>(g.data());
   for (std::int64_t s : g.shape)
     if (s == 0) return;
-  // The walk's axes: size-1 axes dropped, neighbours merged where g and out both
-  // step through them as one axis (a [n, 1] gradient summed to a scalar walked n
-  // rows of one element: 5x PyTorch's time).
-  std::int64_t shape[kMaxDims], gstride[kMaxDims], ostride[kMaxDims];
-  std::size_t r = 0;
-  for (std::size_t k = 0; k < g.shape.size(); ++k) {
-    const std::int64_t n = g.shape[k], gk = g.strides[k], ok = out_strides_in_g_layout[k];
-    if (n == 1) continue;
-    if (r > 0 && gstride[r - 1] == gk * n && ostride[r - 1] == ok * n) {
-      shape[r - 1] *= n;
-      gstride[r - 1] = gk;
-      ostride[r - 1] = ok;
-      continue;
-    }
-    shape[r] = n;
-    gstride[r] = gk;
-    ostride[r] = ok;
-    ++r;
-  }
+  // Size-1 axes dropped and neighbours merged (a [n, 1] gradient summed to a scalar
+  // walked n rows of one element: 5x PyTorch's time).
+  const MergedAxes walk = merge_axes(g.shape, g.strides, out_strides_in_g_layout);
+  const std::size_t r = walk.rank;
+  const std::int64_t* shape = walk.size;
+  const std::int64_t* gstride = walk.a;
+  const std::int64_t* ostride = walk.b;
   if (r == 0) {
     o[0] += src[0];
     return;

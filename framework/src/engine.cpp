@@ -91,18 +91,6 @@ void accumulate(Tensor& acc, const Tensor& g) {
   acc = std::move(out);
 }
 
-class SpinLock {
- public:
-  explicit SpinLock(std::atomic_flag& f) : f_(f) {
-    while (f_.test_and_set(std::memory_order_acquire)) {
-    }
-  }
-  ~SpinLock() { f_.clear(std::memory_order_release); }
-
- private:
-  std::atomic_flag& f_;
-};
-
 // Runs a gradient hook and checks what it returned.
 Tensor run_hook(const Tensor::GradHook& hook, const Tensor& g, const char* where) {
   Tensor r = hook(g);
@@ -141,6 +129,17 @@ bool captures_output_of(const Capture& cap, const Node* n) {
   return false;
 }
 
+// grad += g for a .grad (a leaf's, or a retained non-leaf's), under its lock.
+void accumulate_grad(std::atomic_flag& lock, Tensor& grad, Tensor g) {
+  SpinLock hold(lock);
+  if (!grad.defined()) {
+    // A .grad must not share memory with anything backward still uses.
+    grad = uniquely_owned(g) ? std::move(g) : g.clone();
+    return;
+  }
+  accumulate(grad, g);
+}
+
 // Hands a leaf's gradient (its hooks already run) to its destination.
 void deliver_to_leaf(TensorImpl& leaf, Tensor g, const Capture& cap) {
   if (cap.active()) {
@@ -150,13 +149,7 @@ void deliver_to_leaf(TensorImpl& leaf, Tensor g, const Capture& cap) {
   }
   // Turned off (requires_grad_(false)) since the graph was recorded: no .grad.
   if (!leaf.requires_grad) return;
-  SpinLock lock(leaf.grad_lock);
-  if (!leaf.grad.defined()) {
-    // The leaf's .grad must not share memory with anything backward still uses.
-    leaf.grad = uniquely_owned(g) ? g : g.clone();
-    return;
-  }
-  accumulate(leaf.grad, g);
+  accumulate_grad(leaf.grad_lock, leaf.grad, std::move(g));
 }
 
 // Scratch lists reused across backward calls on a thread (no heap traffic once
@@ -477,12 +470,8 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
         for (std::size_t i = 0; retains && runs && !cap.active() && i < count; ++i) {
           const auto& [k, hook] = hooks[i];
           const auto* entry = hook.target<RetainEntry>();
-          if (!entry || !n->grad_buffer[k].defined()) continue;
-          const Tensor& g = n->grad_buffer[k];
-          SpinLock lock(entry->slot->lock);
-          // Like a leaf's .grad: shares no memory with what backward still uses.
-          if (!entry->slot->grad.defined()) entry->slot->grad = g.clone();
-          else accumulate(entry->slot->grad, g);
+          if (entry && n->grad_buffer[k].defined())
+            accumulate_grad(entry->slot->lock, entry->slot->grad, n->grad_buffer[k]);
         }
       }
       if (cap.active()) {

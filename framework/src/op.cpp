@@ -640,13 +640,21 @@ TensorList OpHandle::call(TensorSpan inputs, std::initializer_list<NamedAttr> na
 }
 
 namespace {
-// A handle binding `more` on top of what `bound` (may be null) binds already.
+// `base` with the attributes `top` sets put over it, position by position (entries
+// of `top` past the end of `base` are appended: a call with too many is refused later).
+std::vector<Attr> overlay(const std::vector<Attr>& base, AttrSpan top) {
+  std::vector<Attr> out = base;
+  for (std::size_t i = 0; i < top.size(); ++i) {
+    if (i >= out.size()) out.push_back(top[i]);
+    else if (top[i].is_set()) out[i] = top[i];
+  }
+  return out;
+}
+// A handle's bound attributes: `more` over what `bound` (may be null) binds already.
 std::shared_ptr<const std::vector<Attr>> bind_over(const std::shared_ptr<const std::vector<Attr>>& bound,
                                                    std::vector<Attr> more) {
-  if (bound)
-    for (std::size_t i = 0; i < more.size() && i < bound->size(); ++i)
-      if (!more[i].is_set()) more[i] = (*bound)[i];
-  return std::make_shared<const std::vector<Attr>>(std::move(more));
+  return std::make_shared<const std::vector<Attr>>(bound ? overlay(*bound, AttrSpan(more.data(), more.size()))
+                                                         : std::move(more));
 }
 }  // namespace
 
@@ -692,10 +700,7 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
   if (bound_ && attrs.size() == 0) {
     attrs = AttrSpan(bound_->data(), bound_->size());
   } else if (bound_) {
-    merged = *bound_;
-    for (std::size_t i = 0; i < attrs.size() && i < merged.size(); ++i)
-      if (attrs[i].is_set()) merged[i] = attrs[i];
-    for (std::size_t i = merged.size(); i < attrs.size(); ++i) merged.push_back(attrs[i]);  // too many: refused below
+    merged = overlay(*bound_, attrs);
     attrs = AttrSpan(merged.data(), merged.size());
   }
   OpEntry& e = *entry_;

@@ -490,14 +490,8 @@ namespace {
 template <class F>
 auto with_grad_slot(TensorImpl& impl, F f) {
   if (!impl.retained) return f(impl.grad);
-  RetainedGrad& r = *impl.retained;
-  while (r.lock.test_and_set(std::memory_order_acquire)) {
-  }
-  struct Unlock {
-    std::atomic_flag& f;
-    ~Unlock() { f.clear(std::memory_order_release); }
-  } unlock{r.lock};
-  return f(r.grad);
+  SpinLock lock(impl.retained->lock);
+  return f(impl.retained->grad);
 }
 }  // namespace
 

@@ -15,12 +15,27 @@
 
 namespace opforge {
 
-// Made and dropped by every op call: blocks come from a per-thread cache.
+/// Holds a .grad's spin lock (TensorImpl::grad_lock, RetainedGrad::lock) for a scope.
+class SpinLock {
+ public:
+  explicit SpinLock(std::atomic_flag& f) : f_(f) {
+    while (f_.test_and_set(std::memory_order_acquire)) {
+    }
+  }
+  ~SpinLock() { f_.clear(std::memory_order_release); }
+  SpinLock(const SpinLock&) = delete;
+  SpinLock& operator=(const SpinLock&) = delete;
+
+ private:
+  std::atomic_flag& f_;
+};
+
 struct RetainedGrad {
   std::atomic_flag lock = ATOMIC_FLAG_INIT;  // guards `grad` while backward accumulates
   Tensor grad;
 };
 
+// Made and dropped by every op call: blocks come from a per-thread cache.
 struct TensorImpl : CacheAllocated<SmallBlockCache> {
   std::atomic<std::uint32_t> refcount{0};
   DType dtype = DType::Float64;

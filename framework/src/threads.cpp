@@ -34,21 +34,19 @@ std::mutex g_mu;
 std::unique_ptr<oneapi::tbb::global_control> g_control;
 int g_threads = 0;
 
-constexpr long kMaxEnvThreads = kMaxThreads;
-
 int default_threads() {
   if (const char* env = std::getenv("OPFORGE_NUM_THREADS")) {
     char* end = nullptr;
     errno = 0;
     const long v = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && errno == 0 && v > 0 && v <= kMaxEnvThreads && !std::isspace(static_cast<unsigned char>(*env)))
+    if (end != env && *end == '\0' && errno == 0 && v > 0 && v <= kMaxThreads && !std::isspace(static_cast<unsigned char>(*env)))
       return static_cast<int>(v);
     // Read when the library loads: no caller to throw to, so say it once on
     // stderr and go on with every core, rather than ignore it silently.
     std::fprintf(stderr,
                  "opforge: OPFORGE_NUM_THREADS='%s' is not a whole number from 1 to %ld; using all %d cores "
                  "(unset it, or set it to a thread count)\n",
-                 env, kMaxEnvThreads, hardware_threads());
+                 env, static_cast<long>(kMaxThreads), hardware_threads());
   }
   return hardware_threads();
 }

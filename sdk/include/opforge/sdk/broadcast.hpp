@@ -32,25 +32,13 @@ Tensor broadcast_map2(const Context& ctx, const Tensor& a, const Tensor& b, F f,
   }
   if (n == 0) return out;
   const Tensor ea = a.expand(shape), eb = b.expand(shape);  // stride-0 views, no copy
-  // The walk's axes: size-1 axes dropped, and neighbours merged where both operands
-  // step through them as one axis, so the innermost run is as long as it can be
-  // (a column [n, 1] times a scalar was n rows of one element: 10-20x NumPy).
-  std::int64_t dims[kMaxDims], sa[kMaxDims], sb[kMaxDims];
-  std::size_t r = 0;
-  for (std::size_t k = 0; k < shape.size(); ++k) {
-    if (shape[k] == 1) continue;
-    const std::int64_t as = ea.strides()[k], bs = eb.strides()[k];
-    if (r > 0 && sa[r - 1] == as * shape[k] && sb[r - 1] == bs * shape[k]) {
-      dims[r - 1] *= shape[k];
-      sa[r - 1] = as;
-      sb[r - 1] = bs;
-      continue;
-    }
-    dims[r] = shape[k];
-    sa[r] = as;
-    sb[r] = bs;
-    ++r;
-  }
+  // Size-1 axes dropped and neighbours merged (a column [n, 1] times a scalar was n
+  // rows of one element: 10-20x NumPy).
+  const MergedAxes walk = merge_axes(shape, ea.strides(), eb.strides());
+  const std::size_t r = walk.rank;
+  const std::int64_t* dims = walk.size;
+  const std::int64_t* sa = walk.a;
+  const std::int64_t* sb = walk.b;
   if (r == 0) {
     po[0] = f(pa[0], pb[0]);
     return out;
