@@ -86,36 +86,15 @@ void dispatch_bits(DType dtype, F&& f) {
   }
 }
 
-// A layout with size-1 axes dropped and axes merged where both operands are
-// contiguous across them (a contiguous copy becomes one row).
-struct Layout2 {
-  int rank = 0;
-  std::int64_t n[opforge::kMaxDims] = {};
-  std::int64_t a[opforge::kMaxDims] = {};  // strides of operand 0
-  std::int64_t b[opforge::kMaxDims] = {};  // strides of operand 1
-};
+// A layout with size-1 axes dropped and axes merged where both operands step
+// through them as one (a contiguous copy becomes one row); at least one axis.
+using Layout2 = opforge::MergedAxes;
 
 Layout2 collapse(const Dims& shape, const Dims& sa, const Dims& sb) {
-  Layout2 L;
-  for (std::size_t k = 0; k < shape.size(); ++k) {
-    if (shape[k] == 1) continue;
-    if (L.rank > 0) {
-      const int p = L.rank - 1;
-      if (L.a[p] == sa[k] * shape[k] && L.b[p] == sb[k] * shape[k]) {  // previous axis steps over this one
-        L.n[p] *= shape[k];
-        L.a[p] = sa[k];
-        L.b[p] = sb[k];
-        continue;
-      }
-    }
-    L.n[L.rank] = shape[k];
-    L.a[L.rank] = sa[k];
-    L.b[L.rank] = sb[k];
-    ++L.rank;
-  }
+  Layout2 L = opforge::merge_axes(shape, sa, sb);
   if (L.rank == 0) {  // one element
     L.rank = 1;
-    L.n[0] = 1;
+    L.size[0] = 1;
     L.a[0] = L.b[0] = 1;
   }
   return L;
@@ -128,7 +107,7 @@ Layout2 collapse(const Dims& shape, const Dims& sa, const Dims& sb) {
 template <class U>
 bool copy_tiled(U* dst, const U* src, const Layout2& L) {
   constexpr std::int64_t kTile = 32;
-  const int last = L.rank - 1;
+  const int last = static_cast<int>(L.rank) - 1;
   if (last < 1 || L.a[last] != 1 || L.b[last] == 1) return false;
   int q = -1;
   for (int k = 0; k < last; ++k)
@@ -140,13 +119,13 @@ bool copy_tiled(U* dst, const U* src, const Layout2& L) {
   std::int64_t orows = 1;
   for (int k = 0; k < last; ++k) {
     if (k == q) continue;
-    on[orank] = L.n[k];
+    on[orank] = L.size[k];
     oa[orank] = L.a[k];
     ob[orank] = L.b[k];
-    orows *= L.n[k];
+    orows *= L.size[k];
     ++orank;
   }
-  const std::int64_t R = L.n[q], C = L.n[last], dq = L.a[q], sl = L.b[last];
+  const std::int64_t R = L.size[q], C = L.size[last], dq = L.a[q], sl = L.b[last];
   const std::int64_t tiles_r = (R + kTile - 1) / kTile, tiles_c = (C + kTile - 1) / kTile;
   const std::int64_t per_row = tiles_r * tiles_c;
   sdk::parallel_for(0, orows * per_row, task_grain(kTile * kTile), [&](std::int64_t lo, std::int64_t hi) {
@@ -184,12 +163,12 @@ bool copy_tiled(U* dst, const U* src, const Layout2& L) {
 template <class U>
 void copy_kernel(U* dst, const U* src, const Layout2& L) {
   if (copy_tiled(dst, src, L)) return;
-  const int outer = L.rank - 1;
-  const std::int64_t inner = L.n[outer], da = L.a[outer], sb = L.b[outer];
+  const int outer = static_cast<int>(L.rank) - 1;
+  const std::int64_t inner = L.size[outer], da = L.a[outer], sb = L.b[outer];
   std::int64_t rows = 1;
-  for (int k = 0; k < outer; ++k) rows *= L.n[k];
+  for (int k = 0; k < outer; ++k) rows *= L.size[k];
   const std::int64_t* strides[2] = {L.a, L.b};
-  for_each_chunk<2>(outer, L.n, strides, rows, inner, [&](const RowWalker<2>& w, std::int64_t j0, std::int64_t j1) {
+  for_each_chunk<2>(outer, L.size, strides, rows, inner, [&](const RowWalker<2>& w, std::int64_t j0, std::int64_t j1) {
     U* d = dst + w.off[0];
     const U* s = src + w.off[1];
     if (da == 1 && sb == 1) {
