@@ -520,6 +520,32 @@ TEST_CASE("reduce_softmax_of_no_elements_behind_its_axis_is_empty_not_a_crash", 
   }
 }
 
+TEST_CASE("reduce_along_short_rows_adds_as_each_row_alone_does", "[ops][reduce]") {
+  // Rows shorter than 128 are summed across rows, a vector lane a row; each must
+  // still get the additions of the 1-D path (eight accumulators, then the tail).
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  const std::int64_t R = GENERATE(as<std::int64_t>{}, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 40, 127, 128, 129);
+  const std::int64_t O = GENERATE(as<std::int64_t>{}, 5, 3001);
+  INFO(opforge::dtype_name(dtype) << ", [" << O << ", " << R << "]");
+  const Tensor x = Tensor::randn({O, R}, dtype, 11) * 100.0;
+  for (const double p : {0.0, 1.0, 2.0}) {  // 0: sum; 1, 2: norm of that order
+    const std::string name = p == 0.0 ? "reduce.sum" : "reduce.norm";
+    INFO(name << " p " << p);
+    const std::vector<double> rows = (p == 0.0 ? call(name, x, {{"axes", Dims{1}}})
+                                               : call(name, x, {{"axes", Dims{1}}, {"p", p}}))[0]
+                                         .to_vector();
+    REQUIRE(rows.size() == static_cast<std::size_t>(O));
+    for (std::int64_t i = 0; i < O; i += (O > 100 ? 97 : 1)) {
+      const Tensor row = x.slice(0, i, i + 1).reshape({R});
+      const double alone = (p == 0.0 ? call(name, row) : call(name, row, {{"p", p}}))[0].item();
+      REQUIRE(rows[static_cast<std::size_t>(i)] == alone);
+    }
+  }
+  // mean divides the same sum.
+  const std::vector<double> means = call("reduce.mean", x, {{"axes", Dims{1}}})[0].to_vector();
+  REQUIRE(means[0] == call("reduce.mean", x.slice(0, 0, 1).reshape({R}))[0].item());
+}
+
 TEST_CASE("reduce_sums_that_are_nan_are_the_same_nan_in_every_vector_copy", "[ops][reduce]") {
   // inf + -inf is a negative NaN on x86, and NaN + NaN keeps one operand's sign:
   // the baseline copy gave +NaN where the wider ones gave -NaN.

@@ -249,6 +249,37 @@ struct SumRun {
   }
 };
 
+// SumRun over each of n rows of R elements (row j at p + j * R, output o0 + j),
+// into out[j]: the same additions in the same order, vectorised across the rows
+// rather than along one, for rows too short to fill a vector (a [10^6, 10] sum
+// along axis 1: 14.9 -> 3 ms, one thread).
+struct SumShortRows {
+  template <class T, class F>
+  OPFORGE_KERNEL_BODY static void run(double* out, const T* p, std::int64_t R, std::int64_t n, std::int64_t o0,
+                                      const F& f) {
+    const std::int64_t n8 = R - R % 8;
+#pragma omp simd
+    for (std::int64_t j = 0; j < n; ++j) {
+      const T* q = p + j * R;
+      const std::int64_t o = o0 + j;
+      double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+      for (std::int64_t k = 0; k < n8; k += 8) {
+        a0 += f(q[k], o);
+        a1 += f(q[k + 1], o);
+        a2 += f(q[k + 2], o);
+        a3 += f(q[k + 3], o);
+        a4 += f(q[k + 4], o);
+        a5 += f(q[k + 5], o);
+        a6 += f(q[k + 6], o);
+        a7 += f(q[k + 7], o);
+      }
+      double t = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));
+      for (std::int64_t i = n8; i < R; ++i) t += f(q[i], o);
+      out[j] = t;
+    }
+  }
+};
+
 // Up to kRowsAtOnce reduced positions (rows p[0..count)) of n neighbouring outputs,
 // folded in one pass over the outputs: each state is loaded and stored once for
 // them all, and each output still takes its rows one after another, in order.
@@ -288,7 +319,9 @@ struct SumRows {
 };
 
 // Σ f(x, o) in double.
-template <class T, class F>
+// kShortRows: short rows go through SumShortRows (for an f as cheap as a load: its
+// loop across rows keeps a libmvec exp from vectorising, and logsumexp got slower).
+template <class T, class F, bool kShort>
 struct SumAcc {
   using State = double;
   F f;
@@ -300,10 +333,14 @@ struct SumAcc {
     run_kernel<SumRows>(n, st, p, count, n, o0, f);
   }
   void merge(State& a, const State& b) const { a += b; }
+  static constexpr bool kShortRows = kShort;
+  void short_rows(State* out, const T* p, std::int64_t R, std::int64_t n, std::int64_t o0) const {
+    sdk::run_vectorized<SumShortRows>(out, p, R, n, o0, f);
+  }
 };
-template <class T, class F>
-SumAcc<T, F> sum_of(F f) {
-  return SumAcc<T, F>{f};
+template <class T, bool kShort = false, class F>
+SumAcc<T, F, kShort> sum_of(F f) {
+  return SumAcc<T, F, kShort>{f};
 }
 
 // The largest element, NaN ignored (logsumexp's shift; a NaN still reaches its sum).
@@ -439,6 +476,15 @@ struct ReducedCursor {
   }
 };
 
+// Rows shorter than kShortRow go through Acc::short_rows, kShortBlock at a time,
+// when the accumulator has it (kShortRows).
+constexpr std::int64_t kShortRow = 128;
+constexpr std::int64_t kShortBlock = 256;
+template <class Acc, class = void>
+struct has_short_rows : std::false_type {};
+template <class Acc>
+struct has_short_rows<Acc, std::void_t<decltype(Acc::kShortRows)>> : std::bool_constant<Acc::kShortRows> {};
+
 // Folds every output's elements with `acc` and calls finish(o, state) once per output
 // (from several threads at once, each o once). See "Determinism" above.
 template <class T, class Acc, class Finish>
@@ -466,6 +512,19 @@ void reduce_kernel(const Geometry& g, const T* x, const Acc& acc, Finish&& finis
       }
     };
     const std::int64_t grain = std::max<std::int64_t>(1, sdk::kElementwiseGrain / std::min(R, kChunk));
+    if constexpr (has_short_rows<Acc>::value) {
+      if (g.nd == 2 && L == R && R < kShortRow) {  // x is O rows of R, one after another
+        sdk::parallel_for(0, O, grain, [&](std::int64_t lo, std::int64_t hi) {
+          State buf[kShortBlock];
+          for (std::int64_t o = lo; o < hi; o += kShortBlock) {
+            const std::int64_t n = std::min(kShortBlock, hi - o);
+            acc.short_rows(buf, x + o * R, R, n, o);
+            for (std::int64_t j = 0; j < n; ++j) finish(o + j, buf[j]);
+          }
+        });
+        return;
+      }
+    }
     if (nchunks == 1) {
       sdk::parallel_for(0, O, grain, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t o = lo; o < hi; ++o) {
@@ -637,7 +696,7 @@ class SumMean final : public opforge::Function {
       T* po = out.data<T>();
       const double count = static_cast<double>(g.red_numel);  // mean of nothing: 0 / 0 = NaN
       auto value = [](T v, std::int64_t) { return static_cast<double>(v); };
-      reduce_kernel<T>(g, x.data<T>(), sum_of<T>(value), [&](std::int64_t o, double s) {
+      reduce_kernel<T>(g, x.data<T>(), sum_of<T, true>(value), [&](std::int64_t o, double s) {
         po[o] = canonical_nan(static_cast<T>(kMean ? s / count : s));
       });
       return out;
@@ -823,11 +882,11 @@ class Norm final : public opforge::Function {
       const T* px = x.data<T>();
       switch (norm_kind(p)) {
         case NormKind::L1:
-          reduce_kernel<T>(g, px, sum_of<T>([](T v, std::int64_t) { return static_cast<double>(std::abs(v)); }),
+          reduce_kernel<T>(g, px, sum_of<T, true>([](T v, std::int64_t) { return static_cast<double>(std::abs(v)); }),
                            [&](std::int64_t k, double s) { po[k] = canonical_nan(static_cast<T>(s)); });
           break;
         case NormKind::L2:
-          reduce_kernel<T>(g, px, sum_of<T>([](T v, std::int64_t) { return static_cast<double>(v) * v; }),
+          reduce_kernel<T>(g, px, sum_of<T, true>([](T v, std::int64_t) { return static_cast<double>(v) * v; }),
                            [&](std::int64_t k, double s) { po[k] = canonical_nan(static_cast<T>(std::sqrt(s))); });
           break;
         case NormKind::Lp:
