@@ -10,9 +10,13 @@
 // signed-zero handling everywhere). The vector versions are within 4 ulp of
 // the exact result (measured: exp 3, log 2, sin 3 ulp from the scalar ones
 // over 10^6 values), not the scalar functions' correctly rounded or 1-ulp
-// results, and their SSE, AVX2 and AVX-512 versions can differ in the last bits: an
-// op's results are the same from run to run and for any thread count on one
-// machine, as before, but not bit for bit across CPUs of different vector width.
+// results, and their SSE, AVX2 and AVX-512 versions can differ in the last bits
+// (from each other, and from the scalar call a loop's tail makes). The elementwise
+// maps run such a function over every element through one vector loop
+// (uniform(), elementwise_ops.hpp): an element's bits then do not depend on
+// where a thread's range was cut, and an op's results are the same from run to
+// run and for any thread count on one machine, but not bit for bit across CPUs
+// of different vector width.
 // Included after <cmath> by the sources whose loops call these functions (the
 // elementwise, reduce and loss plugins, which link libmvec).
 #pragma once

@@ -174,6 +174,49 @@ TEST_CASE("unary ops match a naive loop in float64, and float32 agrees", "[eleme
   }
 }
 
+TEST_CASE("vector-math ops give an element the same bits wherever it sits in the tensor", "[elementwise][unary]") {
+  // exp, log, sin, cos, tanh and pow come from libmvec, whose vector lanes may
+  // round unlike the scalar call: an element computed in a loop's tail would
+  // then differ from the same element in a vector lane, and results would
+  // depend on where a range was cut (the thread count). Each element of a
+  // 1003-element tensor is compared with itself in views that start 1, 5 and
+  // 999 elements in, and alone.
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const Tensor x = Tensor::randn({1003}, dtype, 41).abs() + 0.25;  // in every op's domain
+  const Tensor e = Tensor::randn({1003}, dtype, 42);
+  struct Case {
+    std::string name;
+    std::function<Tensor(const Tensor&, const Tensor&)> call;
+  };
+  const std::vector<Case> cases = {
+      {"exp", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.exp")({a}); }},
+      {"log", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.log")({a}); }},
+      {"sin", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.sin")({a}); }},
+      {"cos", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.cos")({a}); }},
+      {"tanh", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.tanh")({a}); }},
+      {"sigmoid", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.sigmoid")({a}); }},
+      {"pow_scalar 2.5",
+       [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.pow_scalar")({a}, {{"exponent", 2.5}}); }},
+      {"pow", [](const Tensor& a, const Tensor& b) { return opforge::op("elementwise.pow")({a, b}); }},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    const std::vector<double> whole = c.call(x, e).to_vector();
+    for (const std::int64_t from : {1, 5, 999}) {
+      const std::vector<double> part = c.call(x.slice(0, from, 1003), e.slice(0, from, 1003)).to_vector();
+      for (std::size_t i = 0; i < part.size(); ++i) {
+        INFO("element " << from + static_cast<std::int64_t>(i) << " in a view from " << from);
+        REQUIRE(part[i] == whole[static_cast<std::size_t>(from) + i]);
+      }
+    }
+    for (const std::int64_t i : {0, 17, 1002}) {
+      INFO("element " << i << " alone");
+      REQUIRE(c.call(x.slice(0, i, i + 1), e.slice(0, i, i + 1)).item() == whole[static_cast<std::size_t>(i)]);
+    }
+  }
+}
+
 TEST_CASE("unary ops on hand-worked values, including the edges of their domains", "[elementwise][unary]") {
   const DType dtype = GENERATE(DType::Float32, DType::Float64);
   INFO(opforge::dtype_name(dtype));
@@ -858,7 +901,7 @@ TEST_CASE("every elementwise op passes the test harness", "[elementwise][harness
       // Only the comparisons (bool output, int64 samples) have nothing to differentiate.
       const bool no_gradient = name == "elementwise.eq" || name == "elementwise.ne" || name == "elementwise.lt" ||
                                name == "elementwise.le" || name == "elementwise.gt" || name == "elementwise.ge";
-      if (!no_gradient) CHECK_FALSE(r.skipped);
+      if (!no_gradient && !opforge_tests::skipped_for_want_of_inputs(r)) CHECK_FALSE(r.skipped);
     }
     CHECK(sdk::all_passed(report));
   }

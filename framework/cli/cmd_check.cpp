@@ -1,13 +1,19 @@
-// `opforge check PLUGIN.so [--op NAME] [--json]`: the test harness
+// `opforge check PLUGIN.so [--op NAME] [--skip CHECK,...] [--json]`: the test harness
 // (opforge::sdk::check_op) over every op of one plugin, one line per op and check.
 //
 // Exit status: 0 when every check passed (or was skipped), 1 when any failed or
 // the plugin registers no op (nothing checked is not a pass), 2 when the plugin
 // cannot be loaded or the arguments are wrong.
+#include <algorithm>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include <boost/program_options.hpp>
 #include <opforge/opforge.hpp>
@@ -57,12 +63,65 @@ std::string find_op(const opforge::PluginInfo& plugin, const std::string& name) 
   return {};
 }
 
+// What runs now, for a crash report: "opforge check: <op> <check> crashed the
+// process (signal N) ..." written by the signal handler, which may only call
+// async-signal-safe functions (write, raise): the text is made before each check.
+char g_crash_note[1024] = "";
+std::size_t g_crash_note_len = 0;
+
+void set_crash_note(const std::string& op, const std::string& check) {
+  const std::string note = "\nopforge check: the op " + op + " crashed the process during the check '" + check +
+                           "' (the lines above are the checks that finished). Run that check alone under a "
+                           "debugger or a sanitizer: opforge check PLUGIN.so --op " + op + "; a check can be "
+                           "skipped with --skip " + check + "\n";
+  g_crash_note_len = std::min(note.size(), sizeof g_crash_note);
+  std::memcpy(g_crash_note, note.data(), g_crash_note_len);
+}
+
+extern "C" void on_crash(int sig) {
+  if (g_crash_note_len > 0) {
+    ssize_t ignored = ::write(STDERR_FILENO, g_crash_note, g_crash_note_len);
+    (void)ignored;
+  }
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);  // the status still says which signal
+}
+
+void install_crash_report() {
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) {
+    struct sigaction sa {};
+    sa.sa_handler = on_crash;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(sig, &sa, nullptr);
+  }
+}
+
+// "a,b" -> {"a", "b"}; every name must be a check of the harness.
+std::vector<std::string> parse_skip(const std::string& list, std::string& error) {
+  std::vector<std::string> names;
+  std::stringstream in(list);
+  std::string name;
+  const auto& all = opforge::sdk::check_names();
+  while (std::getline(in, name, ',')) {
+    if (std::find(all.begin(), all.end(), name) == all.end()) {
+      std::string known;
+      for (const std::string& c : all) known += (known.empty() ? "" : ", ") + c;
+      error = "option '--skip': '" + name + "' is no check (the checks: " + known + ")";
+      return {};
+    }
+    names.push_back(name);
+  }
+  return names;
+}
+
 }  // namespace
 
 int run_check(const std::vector<std::string>& args) {
-  po::options_description desc("opforge check PLUGIN.so [--op NAME] [--json]");
+  po::options_description desc("opforge check PLUGIN.so [--op NAME] [--skip CHECK,...] [--json]");
   desc.add_options()("help,h", "this help")("op", po::value<std::string>(), "check only this op of the plugin")(
       "json", "one JSON object per line: op, check, passed, skipped, detail (the summary goes to stderr)")(
+      "skip", po::value<std::string>(), "checks not to run, comma-separated (each reported SKIP)")(
       "plugin", po::value<std::string>(), "the plugin file (.so) to load and check");
   po::positional_options_description pos;
   pos.add("plugin", 1);
@@ -90,6 +149,17 @@ int run_check(const std::vector<std::string>& args) {
   }
   const std::string path = vm["plugin"].as<std::string>();
   const bool json = vm.count("json") > 0;
+  opforge::sdk::CheckOptions options;
+  if (vm.count("skip")) {
+    std::string error;
+    options.skip = parse_skip(vm["skip"].as<std::string>(), error);
+    if (!error.empty()) {
+      std::cerr << "opforge check: " << error << "\n";
+      return kUsageOrLoadError;
+    }
+  }
+  options.on_check = set_crash_note;
+  install_crash_report();
 
   opforge::PluginInfo plugin;
   try {
@@ -123,7 +193,7 @@ int run_check(const std::vector<std::string>& args) {
   int passed = 0, failed = 0, skipped = 0;
   std::vector<std::string> failed_ops;
   for (const std::string& name : ops) {
-    const opforge::sdk::CheckReport report = opforge::sdk::check_op(opforge::op(name));
+    const opforge::sdk::CheckReport report = opforge::sdk::check_op(opforge::op(name), options);
     bool op_failed = false;
     for (const opforge::sdk::CheckResult& r : report) {
       if (r.skipped) {

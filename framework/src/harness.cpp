@@ -18,8 +18,14 @@
 #include "opforge/autograd.hpp"
 #include "opforge/error.hpp"
 #include "opforge/sdk/grad_mode.hpp"
+#include "opforge/sdk/parallel.hpp"
 
 namespace opforge::sdk {
+
+namespace detail {
+std::atomic<int> split_work{0};
+}  // namespace detail
+
 namespace {
 
 // ---- helpers ----------------------------------------------------------------------
@@ -188,21 +194,37 @@ struct Run {
   TensorList grads;
 };
 
-/// The outputs (detached) of a call on `xs`, and the gradients `xs` hold.
+/// Copies of the outputs of a call on `xs`, and the gradients `xs` hold. Copies:
+/// an op that hands out one buffer on every call would otherwise change a
+/// reference run's outputs under the check's feet (and pass any comparison).
 Run collect(const TensorList& outs, const TensorList& xs) {
   Run r;
-  for (const Tensor& o : outs) r.outputs.push_back(o.detach());
+  for (const Tensor& o : outs) r.outputs.push_back(o.defined() ? o.detach().clone() : Tensor());
   for (const Tensor& x : xs) r.grads.push_back(x.grad());
   return r;
 }
 
-enum class Layout { contiguous, strided };
+/// New leaves that share the sample's memory (what concurrent callers of one
+/// model do with its parameters); floating ones require grad.
+TensorList shared_leaves(const TensorList& sample) {
+  TensorList xs;
+  for (const Tensor& t : sample) {
+    Tensor v = t.detach();
+    if (is_floating(v.dtype())) v.requires_grad_(true);
+    xs.push_back(std::move(v));
+  }
+  return xs;
+}
+
+enum class Layout { contiguous, strided, shared };
 
 /// `weights` empty: made from the first run's outputs and kept for the next runs.
 Run run_forward_backward(const OpHandle& op, const TensorList& sample, TensorList& weights, std::uint64_t seed,
                          Layout layout = Layout::contiguous) {
   GradModeScope grad_on(true);
-  TensorList xs = layout == Layout::strided ? strided_leaves(sample, true) : fresh_leaves(sample, true);
+  TensorList xs = layout == Layout::strided  ? strided_leaves(sample, true)
+                  : layout == Layout::shared ? shared_leaves(sample)
+                                             : fresh_leaves(sample, true);
   TensorList outs = op.call(xs);
   if (weights.empty()) weights = output_weights(outs, seed);
   backward_weighted(outs, weights);
@@ -538,6 +560,15 @@ void check_interleaved_calls(const OpHandle& op, const CheckOptions& opt, CheckR
   TensorList xa = fresh_leaves(a, true), xb = fresh_leaves(b, true);
   const TensorList outs_a = op.call(xa);
   const TensorList outs_b = op.call(xb);
+  for (std::size_t i = 0; i < outs_a.size(); ++i)
+    for (std::size_t j = 0; j < outs_b.size(); ++j) {
+      if (!outs_a[i].defined() || !outs_b[j].defined() || outs_a[i].nbytes() == 0) continue;
+      if (outs_a[i].storage() != outs_b[j].storage()) continue;
+      return fail(r, "output " + std::to_string(i) + " of the call on sample A and output " + std::to_string(j) +
+                         " of the call on sample B share one buffer: a caller that keeps A's result sees it "
+                         "change when the op runs again. Return a new tensor from every call (Tensor::empty), "
+                         "not one kept in a static or in the Function object");
+    }
   backward_weighted(outs_a, wa);
   backward_weighted(outs_b, wb);
   const std::string advice =
@@ -573,12 +604,14 @@ void check_thread_safe(const OpHandle& op, const CheckOptions& opt, CheckResult&
   const int threads = opt.threads < 1 ? 1 : opt.threads;
   const int calls = opt.calls_per_thread < 1 ? 1 : opt.calls_per_thread;
 
-  // Each thread gets its own copies of the sample and of the output weights.
-  std::vector<TensorList> samples(static_cast<std::size_t>(threads)), thread_weights(samples.size());
-  for (std::size_t t = 0; t < samples.size(); ++t) {
-    for (const Tensor& x : sample) samples[t].push_back(x.clone());
-    for (const Tensor& w : weights) thread_weights[t].push_back(w.defined() ? w.clone() : Tensor());
-  }
+  // The threads share one copy of the inputs, as concurrent callers of a model
+  // share its parameters (each call makes leaves of its own that view it); each
+  // thread has its own copy of the output weights.
+  TensorList shared;
+  for (const Tensor& x : sample) shared.push_back(x.clone());
+  std::vector<TensorList> thread_weights(static_cast<std::size_t>(threads));
+  for (TensorList& tw : thread_weights)
+    for (const Tensor& w : weights) tw.push_back(w.defined() ? w.clone() : Tensor());
   std::mutex mu;
   std::string first_failure;
   int failed_threads = 0;
@@ -590,7 +623,7 @@ void check_thread_safe(const OpHandle& op, const CheckOptions& opt, CheckResult&
     int c = 0;
     try {
       for (; c < calls && failure.empty(); ++c) {
-        const Run run = run_forward_backward(op, samples[t], thread_weights[t], opt.seed);
+        const Run run = run_forward_backward(op, shared, thread_weights[t], opt.seed, Layout::shared);
         failure = compare_runs(s, reference, run);
         if (!failure.empty()) {
           // compare_runs says "first run" / "second": here, the single-thread run and this call.
@@ -611,9 +644,9 @@ void check_thread_safe(const OpHandle& op, const CheckOptions& opt, CheckResult&
     }
   };
   std::vector<std::thread> pool;
-  pool.reserve(samples.size());
+  pool.reserve(thread_weights.size());
   try {
-    for (std::size_t t = 0; t < samples.size(); ++t) pool.emplace_back(body, t);
+    for (std::size_t t = 0; t < thread_weights.size(); ++t) pool.emplace_back(body, t);
   } catch (...) {
     arrived.store(threads);  // release the threads that did start, so they can be joined
     for (auto& th : pool) th.join();
@@ -623,9 +656,204 @@ void check_thread_safe(const OpHandle& op, const CheckOptions& opt, CheckResult&
 
   if (!first_failure.empty())
     return fail(r, first_failure + " [" + std::to_string(failed_threads) + " of " + std::to_string(threads) +
-                       " threads saw a difference]");
+                       " threads saw a difference]: calls that overlap in time changed each other's results. Does "
+                       "the op keep state in a static or in its Function object (one serves every call), or write "
+                       "into an input, even for a moment (the threads share one copy of the inputs)?");
   pass(r, std::to_string(threads) + " threads x " + std::to_string(calls) + " " + dtype_name(dtype) +
-              " forward+backward calls: outputs and gradients bit-identical to the single-thread run");
+              " forward+backward calls on one shared copy of the inputs: outputs and gradients bit-identical to "
+              "the single-thread run");
+}
+
+/// `t` in `dtype` when it is floating (as it is otherwise); undefined stays undefined.
+Tensor floating_as(const Tensor& t, DType dtype) {
+  return t.defined() && is_floating(t.dtype()) ? t.to(dtype) : t;
+}
+
+/// "" when `got` (a float32 or int64 run) agrees with `want` (float64, on the same
+/// values) to `rel` of the largest |want| (at least 1), else the first element
+/// that does not. `got` keeps float64's kind: floating where it is floating.
+std::string agree_diff(const std::string& what, const Tensor& want, const Tensor& got, DType dtype, double rel) {
+  if (want.defined() != got.defined() || (want.defined() && want.shape() != got.shape()))
+    return what + " is " + (got.defined() ? got.describe() : std::string("undefined")) + " in " + dtype_name(dtype) +
+           " where float64 gives " + (want.defined() ? want.describe() : std::string("undefined"));
+  if (!want.defined()) return {};
+  if (dtype == DType::Float32 && is_floating(want.dtype()) && got.dtype() != DType::Float32)
+    return what + " is " + got.describe() + " from float32 inputs: expected float32 (the inputs' dtype)";
+  const std::vector<double> a = want.to_vector(), b = got.to_vector();
+  double scale = 1;
+  for (double v : a)
+    if (std::isfinite(v)) scale = std::max(scale, std::abs(v));
+  for (std::size_t j = 0; j < a.size(); ++j) {
+    if (std::abs(a[j] - b[j]) <= rel * scale || (std::isnan(a[j]) && std::isnan(b[j])) || a[j] == b[j]) continue;
+    return what + " element " + std::to_string(j) + " is " + format_value(b[j], got.dtype()) + " in " +
+           dtype_name(dtype) + ", " + format_value(a[j], want.dtype()) + " in float64 on the same values";
+  }
+  return {};
+}
+
+void check_dtypes_agree(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  const bool f32 = s.dtypes.contains(DType::Float32), i64 = s.dtypes.contains(DType::Int64);
+  if (!s.dtypes.contains(DType::Float64) || (!f32 && !i64))
+    return skip(r, "the schema takes " + s.dtypes.to_string() +
+                       ": float64 and float32 or int64 are needed to compare one with the other");
+  const TensorList sample = harness_inputs(op, DType::Float64, opt.seed);
+  // The inputs whose dtype follows the call's: the floating ones, and int64 ones
+  // when every input shares one dtype (a comparison's samples are integers).
+  auto follows = [&](const Tensor& t) {
+    return t.defined() && (is_floating(t.dtype()) || (s.same_dtype && t.dtype() == DType::Int64));
+  };
+  bool any = false;
+  for (const Tensor& t : sample) any = any || follows(t);
+  if (!any) return skip(r, "no input takes the call's dtype: there is nothing to compare across dtypes");
+  std::string done;
+  if (f32) {
+    // The float64 reference runs on the values float32 holds, with the same output weights.
+    TensorList narrow, exact;
+    for (const Tensor& t : sample) {
+      narrow.push_back(follows(t) ? t.to(DType::Float32) : t);
+      exact.push_back(follows(t) ? narrow.back().to(DType::Float64) : t);
+    }
+    TensorList w64;
+    const Run want = run_forward_backward(op, exact, w64, opt.seed);
+    TensorList w32;
+    for (const Tensor& w : w64) w32.push_back(floating_as(w, DType::Float32));
+    const Run got = run_forward_backward(op, narrow, w32, opt.seed);
+    const std::string d = first_run_difference(s, want, got, true, [](const std::string& what, const Tensor& a, const Tensor& b) {
+      return agree_diff(what, a, b, DType::Float32, 1e-3);
+    });
+    if (!d.empty())
+      return fail(r, "float32 against float64 (the same sample values, to 1e-3 of the largest): " + d +
+                         ": is a float32 kernel or its backward (a dtype branch, a float32-only path) wrong, or "
+                         "does the op lose float32's precision (accumulate in double)?");
+    done = "float32 outputs and gradients within 1e-3 of float64's";
+  }
+  if (i64) {
+    // Small integers (a floating sample times 4, rounded), as int64 and as float64.
+    TensorList ints, whole;
+    for (const Tensor& t : sample) {
+      if (!follows(t)) {
+        ints.push_back(t);
+        whole.push_back(t);
+        continue;
+      }
+      std::vector<double> v = t.to_vector();
+      if (is_floating(t.dtype()))
+        for (double& e : v) e = std::nearbyint(e * 4);
+      whole.push_back(Tensor::from_values(v, t.shape(), DType::Float64));
+      ints.push_back(Tensor::from_values(v, t.shape(), DType::Int64));
+    }
+    NoGradGuard no_grad;
+    const TensorList want = op.call(whole);
+    TensorList got;
+    bool refused = false;
+    try {
+      got = op.call(ints);
+    } catch (const DTypeError& e) {
+      // With mixed dtypes the schema's int64 may be meant for another input (an index).
+      if (s.same_dtype)
+        return fail(r, std::string("the schema takes int64, but the call on int64 inputs threw: ") + e.what() +
+                           ": handle int64 in forward, or leave it out of OpSchema::accepts");
+      refused = true;
+    } catch (const std::exception& e) {
+      return fail(r, std::string("the call on int64 inputs threw: ") + e.what());
+    }
+    if (refused) {
+      if (done.empty())
+        return skip(r, "the op refused int64 for the inputs the sample has floating (its schema has mixed dtypes: "
+                       "int64 is for another input), and takes no float32");
+      pass(r, done + "; int64 not compared: the op refused it for the inputs the sample has floating (mixed dtypes)");
+      return;
+    }
+    if (got.size() != want.size())
+      return fail(r, "int64 inputs gave " + std::to_string(got.size()) + " outputs, float64 ones " +
+                         std::to_string(want.size()));
+    for (std::size_t k = 0; k < want.size(); ++k) {
+      const std::string d = agree_diff("output " + std::to_string(k), want[k], got[k], DType::Int64, 0.0);
+      if (!d.empty())
+        return fail(r, "int64 against float64 (the same small integers): " + d +
+                           ": does the int64 kernel compute what the float64 one does? (If the op's int64 results "
+                           "differ from float64's by design, skip this check: CheckOptions::skip, "
+                           "`opforge check --skip dtypes_agree`)");
+    }
+    done += std::string(done.empty() ? "" : "; ") + "int64 outputs equal to float64's on the same small integers";
+  }
+  pass(r, done);
+}
+
+void check_subset_grads(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  const DType dtype = primary_dtype(s);
+  const TensorList sample = harness_inputs(op, dtype, opt.seed);
+  std::vector<std::size_t> floating;
+  for (std::size_t i = 0; i < sample.size(); ++i)
+    if (is_floating(sample[i].dtype())) floating.push_back(i);
+  TensorList weights;
+  const Run all = run_forward_backward(op, sample, weights, opt.seed);
+  if (floating.size() < 2)  // holds by itself: there is no other input to leave out
+    return pass(r, std::to_string(floating.size()) +
+                       " floating input(s): every call that asks for a gradient asks for all of them");
+  std::size_t checked = 0;
+  for (std::size_t i : floating) {
+    GradModeScope grad_on(true);
+    TensorList xs = fresh_leaves(sample, false);
+    xs[i].requires_grad_(true);
+    const TensorList outs = op.call(xs);
+    TensorList w;
+    for (std::size_t k = 0; k < outs.size(); ++k)
+      w.push_back(k < weights.size() && outs[k].requires_grad() ? weights[k] : Tensor());
+    backward_weighted(outs, w);
+    const std::string d = close_diff("the gradient of " + input_label(s, i), all.grads[i], xs[i].grad());
+    if (!d.empty())
+      return fail(r, std::string(dtype_name(dtype)) + ": with only " + input_label(s, i) + " requiring grad, " + d +
+                         " (all inputs requiring grad vs this one alone): does backward compute this gradient from "
+                         "something it skips when ctx.needs_input_grad() is false for another input?");
+    ++checked;
+  }
+  pass(r, std::string(dtype_name(dtype)) + ": each of " + std::to_string(checked) +
+              " floating inputs requiring grad alone got the gradient it gets when all do");
+}
+
+/// While alive, sdk::parallel_for cuts every range (detail::split_work).
+struct SplitWorkScope {
+  SplitWorkScope() { detail::split_work.fetch_add(1); }
+  ~SplitWorkScope() { detail::split_work.fetch_sub(1); }
+  SplitWorkScope(const SplitWorkScope&) = delete;
+  SplitWorkScope& operator=(const SplitWorkScope&) = delete;
+};
+
+void check_split_work(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
+  const OpSchema& s = op.schema();
+  const TensorList sample = harness_inputs(op, primary_dtype(s), opt.seed);
+  TensorList weights;
+  const Run reference = run_forward_backward(op, sample, weights, opt.seed);
+  {
+    const std::string d = compare_runs(s, reference, run_forward_backward(op, sample, weights, opt.seed));
+    if (!d.empty())
+      return skip(r, "two runs already differ (" + d + "), so split runs cannot be compared bit for bit; see "
+                     "deterministic");
+  }
+  Run split;
+  {
+    SplitWorkScope scope;
+    split = run_forward_backward(op, sample, weights, opt.seed);
+  }
+  const std::string d = compare_runs(s, reference, split);
+  if (!d.empty()) {
+    const bool close = compare_close(s, reference, split, true).empty();
+    return fail(r, std::string(dtype_name(primary_dtype(s))) + ": with every sdk::parallel_for range cut into "
+                   "pieces of unequal sizes, run last to first (as threads may), " + d + " (whole vs cut): " +
+                   (close ? "the results depend on where the work is cut, by rounding: with more threads or "
+                            "another machine they change. Fix the order of additions by the shape alone "
+                            "(sdk::deterministic_sum, or partial sums over fixed chunks added in order)"
+                          : "the body of a parallel_for assumes its range starts at the beginning, or that the "
+                            "pieces run in order: index with the range's own [begin, end), and keep per-piece "
+                            "results apart") +
+                   "; with the samples small, a range runs in one piece unless split, so this shows only here");
+  }
+  pass(r, std::string(dtype_name(primary_dtype(s))) +
+              ": with every parallel_for range cut into unequal pieces run last to first, outputs and gradients "
+              "bit-identical");
 }
 
 using CheckFn = void (*)(const OpHandle&, const CheckOptions&, CheckResult&);
@@ -679,11 +907,19 @@ TensorList harness_inputs(const OpHandle& op, DType dtype, std::uint64_t seed, s
 
 CheckReport check_op(const OpHandle& op, const CheckOptions& options) {
   OPFORGE_CHECK(op.valid(), ValueError, "sdk::check_op: the op handle is empty");
+  for (const std::string& name : options.skip) {
+    const auto& all = check_names();
+    if (std::find(all.begin(), all.end(), name) != all.end()) continue;
+    std::string known;
+    for (const std::string& c : all) known += (known.empty() ? "" : ", ") + c;
+    throw ValueError("sdk::check_op: CheckOptions::skip names no check: '" + name + "' (the checks: " + known + ")");
+  }
   static const CheckFn fns[] = {check_gradcheck,         check_backward_contract, check_strided_grads,
-                                check_strided_inputs,    check_inputs_unchanged,  check_no_grad_records_nothing,
-                                check_deterministic,     check_interleaved_calls, check_thread_safe};
+                                check_strided_inputs,    check_subset_grads,      check_dtypes_agree,
+                                check_inputs_unchanged,  check_no_grad_records_nothing, check_deterministic,
+                                check_split_work,        check_interleaved_calls, check_thread_safe};
   const auto& names = check_names();
-  static_assert(sizeof fns / sizeof fns[0] == 9, "one function per name in check_names()");
+  static_assert(sizeof fns / sizeof fns[0] == 12, "one function per name in check_names()");
   // The schema's sample attributes travel with every call the checks make.
   const auto& sample_attrs = op.schema().sample_attributes;
   CheckReport report;
@@ -703,7 +939,18 @@ CheckReport check_op(const OpHandle& op, const CheckOptions& options) {
       return report;
     }
   }
-  for (std::size_t i = 0; i < names.size(); ++i) report.push_back(run_check(bound, options, names[i], fns[i]));
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (std::find(options.skip.begin(), options.skip.end(), names[i]) != options.skip.end()) {
+      CheckResult r;
+      r.op = op.name();
+      r.check = names[i];
+      skip(r, "skipped on request (CheckOptions::skip, opforge check --skip)");
+      report.push_back(std::move(r));
+      continue;
+    }
+    if (options.on_check) options.on_check(op.name(), names[i]);
+    report.push_back(run_check(bound, options, names[i], fns[i]));
+  }
   return report;
 }
 

@@ -99,7 +99,7 @@ class Pow final : public opforge::Function {
   TensorList forward(Context& ctx, TensorSpan in) const override {
     Tensor y = sdk::dispatch_floating(in[0].dtype(), ctx, "a", [&](auto tag) {
       using T = decltype(tag);
-      return binary_map<T>(ctx, in[0], in[1], [](T x, T e) { return std::pow(x, e); });
+      return binary_map<T>(ctx, in[0], in[1], uniform([](T x, T e) { return std::pow(x, e); }));
     });
     if (ctx.any_input_needs_grad()) {
       // a for both gradients; b for da; a^b for db.
@@ -118,13 +118,13 @@ class Pow final : public opforge::Function {
       if (ctx.needs_input_grad(0))
         ga = sum_to(broadcast_map<T, T, T, T>(
                         out, g[0].dtype(),
-                        [](T gv, T av, T bv) { return bv == T(0) ? T(0) : gv * bv * std::pow(av, bv - T(1)); }, g[0],
+                        uniform([](T gv, T av, T bv) { return bv == T(0) ? T(0) : gv * bv * std::pow(av, bv - T(1)); }), g[0],
                         s[0], s[1]),
                     ctx.input_shape(0));
       // [out] [out: a^b] ln [a] -> [out] -> [b]
       if (ctx.needs_input_grad(1))
         gb = sum_to(broadcast_map<T, T, T, T>(
-                        out, g[0].dtype(), [](T gv, T av, T yv) { return av == T(0) ? T(0) : gv * yv * std::log(av); },
+                        out, g[0].dtype(), uniform([](T gv, T av, T yv) { return av == T(0) ? T(0) : gv * yv * std::log(av); }),
                         g[0], s[0], s[2]),
                     ctx.input_shape(1));
     });

@@ -61,12 +61,14 @@ struct Sqrt {
 };
 struct Exp {
   static constexpr bool ints = false;
+  static constexpr bool vector_math = true;  // f calls libmvec: its map runs uniform()
   static constexpr Saves saves = Saves::Output;
   template <class T> static T f(T x) { return std::exp(x); }
   template <class T> static T df(T g, T y) { return g * y; }
 };
 struct Log {
   static constexpr bool ints = false;
+  static constexpr bool vector_math = true;  // f calls libmvec: its map runs uniform()
   static constexpr Saves saves = Saves::Input;
   template <class T> static T f(T x) { return std::log(x); }
   template <class T> static T df(T g, T x) { return g / x; }
@@ -83,24 +85,30 @@ struct Abs {
 };
 struct Sin {
   static constexpr bool ints = false;
+  static constexpr bool vector_math = true;  // f calls libmvec: its map runs uniform()
+  static constexpr bool vector_math_df = true;  // so does df
   static constexpr Saves saves = Saves::Input;
   template <class T> static T f(T x) { return std::sin(x); }
   template <class T> static T df(T g, T x) { return g * std::cos(x); }
 };
 struct Cos {
   static constexpr bool ints = false;
+  static constexpr bool vector_math = true;  // f calls libmvec: its map runs uniform()
+  static constexpr bool vector_math_df = true;  // so does df
   static constexpr Saves saves = Saves::Input;
   template <class T> static T f(T x) { return std::cos(x); }
   template <class T> static T df(T g, T x) { return -g * std::sin(x); }
 };
 struct Tanh {
   static constexpr bool ints = false;
+  static constexpr bool vector_math = true;  // f calls libmvec: its map runs uniform()
   static constexpr Saves saves = Saves::Output;
   template <class T> static T f(T x) { return std::tanh(x); }
   template <class T> static T df(T g, T y) { return g * (T(1) - y * y); }
 };
 struct Sigmoid {
   static constexpr bool ints = false;
+  static constexpr bool vector_math = true;  // f calls libmvec: its map runs uniform()
   static constexpr Saves saves = Saves::Output;
   // One exp of -|x|, so it never overflows: 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below.
   template <class T> static T f(T x) {
@@ -126,6 +134,24 @@ decltype(auto) dispatch(DType t, const Context& ctx, const char* arg, F&& f) {
     return sdk::dispatch_floating(t, ctx, arg, std::forward<F>(f));
 }
 
+// f wrapped by uniform() when Op says it calls a vector-math function (vector_math = true;
+// vector_math_df for its df).
+template <class Op, class = void>
+struct calls_vector_math : std::false_type {};
+template <class Op>
+struct calls_vector_math<Op, std::void_t<decltype(Op::vector_math)>> : std::bool_constant<Op::vector_math> {};
+template <class Op, class = void>
+struct df_calls_vector_math : std::false_type {};
+template <class Op>
+struct df_calls_vector_math<Op, std::void_t<decltype(Op::vector_math_df)>> : std::bool_constant<Op::vector_math_df> {};
+template <bool kUniform, class F>
+auto maybe_uniform(F f) {
+  if constexpr (kUniform)
+    return uniform(f);
+  else
+    return f;
+}
+
 template <class Op>
 class Unary final : public opforge::Function {
  public:
@@ -133,7 +159,7 @@ class Unary final : public opforge::Function {
     const Tensor& x = in[0];
     Tensor y = dispatch<Op>(x.dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
-      return map1<T, T>(x, x.dtype(), [](T v) { return Op::f(v); });
+      return map1<T, T>(x, x.dtype(), maybe_uniform<calls_vector_math<Op>::value>([](T v) { return Op::f(v); }));
     });
     if (ctx.any_input_needs_grad()) {
       if constexpr (Op::saves == Saves::Input) ctx.save_for_backward(x);
@@ -145,10 +171,11 @@ class Unary final : public opforge::Function {
     return {sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
       if constexpr (Op::saves == Saves::Nothing) {
-        return map1<T, T>(g[0], g[0].dtype(), [](T gv) { return Op::df(gv); });
+        return map1<T, T>(g[0], g[0].dtype(), maybe_uniform<df_calls_vector_math<Op>::value>([](T gv) { return Op::df(gv); }));
       } else {
         const Tensor& s = ctx.saved_tensors()[0];  // x or y, of x's shape
-        return broadcast_map<T, T, T>(s.shape(), s.dtype(), [](T gv, T sv) { return Op::df(gv, sv); }, g[0], s);
+        return broadcast_map<T, T, T>(s.shape(), s.dtype(), maybe_uniform<df_calls_vector_math<Op>::value>([](T gv, T sv) { return Op::df(gv, sv); }),
+                                      g[0], s);
       }
     })};
   }
@@ -213,7 +240,7 @@ class PowScalar final : public opforge::Function {
       if (p == -1) return map1<T, T>(x, x.dtype(), [](T v) { return T(1) / v; });
       if (p == -2) return map1<T, T>(x, x.dtype(), [](T v) { return T(1) / (v * v); });
       const T e = static_cast<T>(p);
-      return map1<T, T>(x, x.dtype(), [e](T v) { return std::pow(v, e); });
+      return map1<T, T>(x, x.dtype(), uniform([e](T v) { return std::pow(v, e); }));
     })};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
@@ -238,7 +265,7 @@ class PowScalar final : public opforge::Function {
       if (p == -2)
         return broadcast_map<T, T, T>(x.shape(), x.dtype(), [](T gv, T xv) { return T(-2) * gv / (xv * xv * xv); },
                                       g[0], x);
-      return broadcast_map<T, T, T>(x.shape(), x.dtype(), [e, e1](T gv, T xv) { return gv * e * std::pow(xv, e1); },
+      return broadcast_map<T, T, T>(x.shape(), x.dtype(), uniform([e, e1](T gv, T xv) { return gv * e * std::pow(xv, e1); }),
                                     g[0], x);
     })};
   }

@@ -1,6 +1,6 @@
-// "shady": ops that each break exactly one check of the op test harness, the
-// way real op code goes wrong. Every other check must pass (or be skipped, with
-// a reason) for each of them.
+// "shady": ops that each break one check of the op test harness (reused_output
+// two), the way real op code goes wrong. Every other check must pass (or be
+// skipped, with a reason) for each of them.
 //
 //   shady.wrong_grad(x)            = x^2, backward says 3 x g          -> gradcheck
 //   shady.float64_grad(x)          = 2 x, backward always in float64   -> backward_contract (float32)
@@ -11,6 +11,13 @@
 //   shady.nan_grad(x)              = x^2, backward returns NaN         -> gradcheck
 //   shady.flat_input(x)            = x^2, takes strided inputs but reads x as flat memory -> strided_inputs
 //   shady.kept_input(x)            = x^2, keeps x in a member for backward -> interleaved_calls
+//   shady.float32_grad(x)          = 2 x, backward 3 g in float32 only  -> dtypes_agree
+//   shady.int64_off(x)             = x, but x + 1 for int64              -> dtypes_agree
+//   shady.partial_grad(a, b)       = a b, gb off by 1 when a needs no gradient -> subset_grads
+//   shady.chunk_offset(x)          = 2 x, a parallel_for body that indexes from 0 -> split_work
+//   shady.borrows_input(x)         = 2 x, negating x in place for a moment -> thread_safe
+//   shady.reused_output(x)         = 2 x, into one buffer kept for every call -> interleaved_calls
+//                                    (and thread_safe: overlapping calls share it too)
 //
 // wrong_grad has no sample provider on purpose: the harness falls back to randn [3, 4].
 #include <atomic>
@@ -191,10 +198,113 @@ class KeptInput final : public opforge::Function {
   mutable std::vector<double> kept_;
 };
 
+// 2 x, whose float32 backward has the wrong factor: float64 is right, so only a
+// comparison of the two dtypes sees it.
+class Float32Grad final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override { return {twice(in[0])}; }
+  TensorList backward(Context&, TensorSpan g) const override {
+    const double k = g[0].dtype() == DType::Float32 ? 3 : 2;  // bug: float32 path
+    return {map1(g[0], [k](double v) { return k * v; })};
+  }
+};
+
+// The identity, whose int64 path adds one.
+class Int64Off final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    if (in[0].dtype() == DType::Int64) return {map1(in[0], [](double v) { return v + 1; })};  // bug
+    return {in[0].clone()};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {g[0]}; }
+};
+
+// a b, whose gradient for b is off by one when a needs none (a shortcut taken
+// only on that path).
+class PartialGrad final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    ctx.save_for_backward({in[0], in[1]});
+    return {map2(in[0], in[1], [](double a, double b) { return a * b; })};
+  }
+  TensorList backward(Context& ctx, TensorSpan g) const override {
+    const Tensor& a = ctx.saved_tensors()[0];
+    const Tensor& b = ctx.saved_tensors()[1];
+    Tensor ga, gb;
+    if (ctx.needs_input_grad(0)) ga = map2(g[0], b, [](double gv, double bv) { return gv * bv; });
+    if (ctx.needs_input_grad(1)) {
+      const double off = ctx.needs_input_grad(0) ? 0 : 1;  // bug
+      gb = map2(g[0], a, [off](double gv, double av) { return gv * av + off; });
+    }
+    return {ga, gb};
+  }
+};
+
+// 2 x through sdk::parallel_for, whose body reads x from the start of its
+// range as if every range began at 0: right while the range runs in one piece
+// (any tensor below the grain), wrong once it is cut.
+class ChunkOffset final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    const Tensor x = in[0].to(DType::Float64);
+    Tensor y = Tensor::empty(x.shape(), DType::Float64);
+    const double* px = x.data<double>();
+    double* py = y.data<double>();
+    sdk::parallel_for(0, x.numel(), 1 << 20, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t i = lo; i < hi; ++i) py[i] = 2 * px[i - lo];  // bug: px[i]
+    });
+    return {y.to(in[0].dtype())};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {twice(g[0])}; }
+};
+
+// 2 x, computed as -2 (-x) with x negated in place for a moment and put back:
+// every input is as it was after the call, but two calls on one tensor at once
+// see each other's sign.
+class BorrowsInput final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    const Tensor& x = in[0];
+    auto negate = [&] {
+      if (x.dtype() == DType::Float32)
+        for (float* p = x.data<float>(), *e = p + x.numel(); p != e; ++p) *p = -*p;
+      else
+        for (double* p = x.data<double>(), *e = p + x.numel(); p != e; ++p) *p = -*p;
+    };
+    negate();  // bug: writes into an input, if only for a while
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    Tensor y = map1(x, [](double v) { return -2 * v; });
+    negate();
+    return {y};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {twice(g[0])}; }
+};
+
+// 2 x, written into one buffer the Function keeps and hands out on every call:
+// a caller that keeps one result sees it change when the op runs again.
+class ReusedOutput final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!buffer_.defined() || buffer_.shape() != in[0].shape() || buffer_.dtype() != in[0].dtype())
+      buffer_ = Tensor::empty(in[0].shape(), in[0].dtype());
+    buffer_.copy_(twice(in[0]));  // bug: the same storage for every call
+    return {buffer_};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {twice(g[0])}; }
+
+ private:
+  mutable std::mutex mu_;
+  mutable Tensor buffer_;
+};
+
 }  // namespace
 
 // Sample inputs: x [3, 5] (and work [3, 5]).
 static TensorList x_samples(DType dtype, std::uint64_t seed) { return {Tensor::randn({3, 5}, dtype, seed)}; }
+static TensorList ab_samples(DType dtype, std::uint64_t seed) {
+  return {Tensor::randn({3, 5}, dtype, seed), Tensor::randn({3, 5}, dtype, seed + 1)};
+}
 static TensorList x_work_samples(DType dtype, std::uint64_t seed) {
   return {Tensor::randn({3, 5}, dtype, seed), Tensor::randn({3, 5}, dtype, seed + 1)};
 }
@@ -232,4 +342,29 @@ OPFORGE_PLUGIN("shady", "1.0.0") {
                                .samples(x_samples));
   registrar.add<NanGrad>(
       OpSchema("shady.nan_grad").input_names({"x"}).describe("x^2, with a backward that returns NaN").samples(x_samples));
+  registrar.add<Float32Grad>(OpSchema("shady.float32_grad")
+                                 .input_names({"x"})
+                                 .describe("2 x, with a backward wrong in float32 only")
+                                 .samples(x_samples));
+  registrar.add<Int64Off>(OpSchema("shady.int64_off")
+                              .input_names({"x"})
+                              .accepts(opforge::DTypeSet{DType::Float32, DType::Float64, DType::Int64})
+                              .describe("x, plus one for int64")
+                              .samples(x_samples));
+  registrar.add<PartialGrad>(OpSchema("shady.partial_grad")
+                                 .input_names({"a", "b"})
+                                 .describe("a b, whose gradient for b is off when a needs none")
+                                 .samples(ab_samples));
+  registrar.add<ChunkOffset>(OpSchema("shady.chunk_offset")
+                                 .input_names({"x"})
+                                 .describe("2 x, through a parallel_for body that indexes from 0")
+                                 .samples(x_samples));
+  registrar.add<BorrowsInput>(OpSchema("shady.borrows_input")
+                                  .input_names({"x"})
+                                  .describe("2 x, negating x in place for a moment")
+                                  .samples(x_samples));
+  registrar.add<ReusedOutput>(OpSchema("shady.reused_output")
+                                  .input_names({"x"})
+                                  .describe("2 x, into one buffer kept for every call")
+                                  .samples(x_samples));
 }

@@ -16,13 +16,22 @@
 //                           they arrive contiguous
 //   strided_inputs          forward and backward give the same outputs and input
 //                           gradients when the inputs are strided views (same values)
+//   subset_grads            with only one input requiring grad, it gets the gradient
+//                           it gets when every input does (each floating input in turn)
+//   dtypes_agree            float32 outputs and gradients within 1e-3 of float64's on
+//                           the same values; int64 outputs equal to float64's on the
+//                           same small integers (for each dtype the schema takes)
 //   inputs_unchanged        forward (and backward) leave the inputs bit-identical
 //   no_grad_records_nothing under NoGradGuard the outputs have no grad_fn and do not require grad
 //   deterministic           two forward+backward runs give bit-identical outputs and gradients
+//   split_work              the same bits when every sdk::parallel_for range is cut into
+//                           unequal pieces run last to first (small samples otherwise
+//                           run in one piece, hiding a body that assumes it starts at 0)
 //   interleaved_calls       two calls on different inputs, both forwards before either
-//                           backward, give each call's own results, bit for bit
-//   thread_safe             the op called from several threads at once gives the
-//                           single-thread results, bit for bit
+//                           backward, give each call's own results, bit for bit, in
+//                           outputs that share no buffer
+//   thread_safe             the op called from several threads at once, on one shared
+//                           copy of the inputs, gives the single-thread results, bit for bit
 //
 // Inputs come from the schema's sample provider (OpSchema::samples); an op without
 // one gets randn of shape [3, 4] for every input, and gradcheck's detail says so.
@@ -31,6 +40,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -42,9 +52,10 @@ namespace opforge::sdk {
 
 /// The checks check_op runs, in order.
 inline const std::vector<std::string>& check_names() {
-  static const std::vector<std::string> names = {"gradcheck",         "backward_contract", "strided_grads",
-                                                 "strided_inputs",    "inputs_unchanged",  "no_grad_records_nothing",
-                                                 "deterministic",     "interleaved_calls", "thread_safe"};
+  static const std::vector<std::string> names = {
+      "gradcheck",        "backward_contract", "strided_grads",           "strided_inputs",
+      "subset_grads",     "dtypes_agree",      "inputs_unchanged",        "no_grad_records_nothing",
+      "deterministic",    "split_work",        "interleaved_calls",       "thread_safe"};
   return names;
 }
 
@@ -64,6 +75,12 @@ struct CheckOptions {
   GradcheckOptions gradcheck{};  ///< tolerances of the gradcheck check
   int threads = 4;               ///< thread_safe: threads calling the op at once
   int calls_per_thread = 50;     ///< thread_safe: forward+backward calls per thread
+  /// Checks not to run, by name (each reported as skipped, "on request"); a name
+  /// that is no check makes check_op throw ValueError listing the checks.
+  std::vector<std::string> skip;
+  /// Called just before each check runs (op name, check name): a program can say
+  /// which check was running if the op crashes the process.
+  std::function<void(const std::string& op, const std::string& check)> on_check;
 };
 
 /// Runs every check on `op`; one result per check, in check_names() order.

@@ -5,24 +5,56 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 
+#include "opforge/export.hpp"
 #include "opforge/sdk/grad_mode.hpp"
 
 namespace opforge::sdk {
+
+namespace detail {
+/// Non-zero while the harness's split_work check runs (SplitWorkScope): every
+/// parallel_for then cuts its range, however small, into pieces of unequal
+/// sizes and runs them last to first on the calling thread, so that a body
+/// whose results depend on where the range is cut (or in which order the pieces
+/// run) shows it on a small sample.
+OPFORGE_API extern std::atomic<int> split_work;
+
+template <class Body>
+void run_split(std::int64_t begin, std::int64_t end, Body& body) {
+  constexpr int kMaxPieces = 16;
+  std::int64_t cut[kMaxPieces + 1];
+  const std::int64_t unit = std::max<std::int64_t>(1, (end - begin) / 24);
+  int k = 0;
+  cut[k++] = begin;
+  for (std::int64_t at = begin; at < end && k < kMaxPieces;) {
+    at = std::min(end, at + unit * (1 + (k - 1) % 3));  // 1, 2, 3, 1, 2, 3 ... units
+    cut[k++] = at;
+  }
+  cut[k - 1] = end;
+  for (int p = k - 1; p-- > 0;) body(cut[p], cut[p + 1]);
+}
+}  // namespace detail
 
 /// Calls body(b, e) on disjoint chunks [b, e) that cover [begin, end), in
 /// parallel when the range holds more than one grain. Every chunk runs in the
 /// caller's grad mode (per thread): inside an op's forward or backward, ops and
 /// views called from a worker record nothing, as on the op's own thread.
+/// A body must give the same results however the range is cut and in whatever
+/// order the chunks run (the harness's split_work check cuts it).
 template <class Body>
 void parallel_for(std::int64_t begin, std::int64_t end, std::int64_t grain, Body&& body) {
   if (end <= begin) return;
   if (grain < 1) grain = 1;
+  if (detail::split_work.load(std::memory_order_relaxed) != 0) {
+    detail::run_split(begin, end, body);
+    return;
+  }
   if (end - begin <= grain) {
     body(begin, end);
     return;
