@@ -9,6 +9,7 @@
 #include "opforge/threads.hpp"
 
 #include "opforge/error.hpp"
+#include "opforge/sdk/cpu.hpp"
 
 #include <cctype>
 #include <cerrno>
@@ -105,6 +106,18 @@ namespace {
 // Applies OPFORGE_NUM_THREADS as soon as the core library is loaded, so that
 // every path (ops from plugins, make_op, BLAS called by the program) sees it.
 const int g_initial_threads = num_threads();
+
+// OPFORGE_VECTOR_ISA is read by each plugin (sdk::vector_isa()), which takes a
+// value it does not know as no cap; say so once, here.
+const bool g_vector_isa_checked = [] {
+  const char* env = std::getenv("OPFORGE_VECTOR_ISA");
+  if (!sdk::valid_vector_isa_cap(env))
+    std::fprintf(stderr,
+                 "opforge: OPFORGE_VECTOR_ISA='%s' is not baseline or avx2; kernels use the widest vector code "
+                 "this CPU runs (unset it, or set it to baseline or avx2)\n",
+                 env);
+  return true;
+}();
 }  // namespace
 
 }  // namespace opforge

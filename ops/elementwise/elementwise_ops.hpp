@@ -81,8 +81,8 @@ namespace detail {
 // The loops below are compiled three times (sdk::run_vectorized): for baseline
 // x86-64 (SSE2, 16-byte vectors), AVX2 (32-byte) and AVX-512 (64-byte), and the
 // widest copy the CPU runs is used (OPFORGE_VECTOR_ISA=baseline or avx2 in the
-// environment caps it: the tests run every copy; other values make the ops
-// throw). No FMA: GCC would fuse a*b+c and round differently from the baseline
+// environment caps it: the tests run every copy; another value is reported
+// when opforge loads and caps nothing). No FMA: GCC would fuse a*b+c and round differently from the baseline
 // copy, so the plugin is built with -ffp-contract=off
 // (tests/test_ops_elementwise.cpp checks tanh's backward bit for bit, which
 // fails without it); for arithmetic, sqrt and comparisons every copy gives the

@@ -64,10 +64,14 @@ class AttrSpan {
  public:
   AttrSpan() = default;
   AttrSpan(const Attr* p, std::size_t n) : p_(p), n_(n) {}
+#if defined(__GNUC__) && !defined(__clang__)  // a GCC warning; Clang does not know the group
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Winit-list-lifetime"
+#endif
   AttrSpan(std::initializer_list<Attr> l) : p_(l.begin()), n_(l.size()) {}  // NOLINT: for calls only
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
   std::size_t size() const noexcept { return n_; }
   const Attr& operator[](std::size_t i) const noexcept { return p_[i]; }
   const Attr* begin() const noexcept { return p_; }

@@ -115,8 +115,8 @@ struct OPFORGE_API OpSchema {
   OpSchema& takes_strided_inputs() { strided_inputs = true; return *this; }
   OpSchema& describe(std::string line) { doc = std::move(line); return *this; }
   OpSchema& samples(SampleInputs f) { sample_inputs = f; return *this; }
-  OpSchema& sample_attrs(std::initializer_list<NamedAttr> attrs) {
-    for (const NamedAttr& a : attrs) sample_attributes.emplace_back(std::string(a.name), a.value);
+  OpSchema& sample_attrs(std::initializer_list<NamedAttr> named) {
+    for (const NamedAttr& a : named) sample_attributes.emplace_back(std::string(a.name), a.value);
     return *this;
   }
   /// Declares an attribute; an unset default makes it required.

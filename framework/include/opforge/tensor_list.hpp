@@ -23,10 +23,14 @@ class TensorSpan {
   TensorSpan(const std::vector<Tensor>& v) : p_(v.data()), n_(v.size()) {}   // NOLINT
   // For calls such as mv({A, x}): the list lives until the end of the full
   // expression, as long as the call. Do not keep such a span in a variable.
+#if defined(__GNUC__) && !defined(__clang__)  // a GCC warning; Clang does not know the group
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Winit-list-lifetime"
+#endif
   TensorSpan(std::initializer_list<Tensor> l) : p_(l.begin()), n_(l.size()) {}  // NOLINT
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
   TensorSpan(const Tensor& t) : p_(&t), n_(1) {}                              // NOLINT
 
   std::size_t size() const noexcept { return n_; }

@@ -53,23 +53,29 @@ inline VectorIsa cpu_vector_isa() noexcept {
 #endif
 }
 
-/// Reads a cap on VectorIsa from OPFORGE_VECTOR_ISA: unset or empty, none (the
-/// CPU's widest); "baseline" or "avx2", at most that; anything else throws
-/// std::invalid_argument naming the variable, what it takes and what it holds.
-inline VectorIsa capped_vector_isa(VectorIsa cpu, const char* env) {
+/// True when `env` (OPFORGE_VECTOR_ISA's value, or null) is a cap opforge
+/// knows: unset, empty, "baseline" or "avx2".
+inline bool valid_vector_isa_cap(const char* env) noexcept {
   const std::string_view cap = env ? env : "";
-  if (cap.empty()) return cpu;
+  return cap.empty() || cap == "baseline" || cap == "avx2";
+}
+
+/// Reads a cap on VectorIsa from OPFORGE_VECTOR_ISA: unset or empty, none (the
+/// CPU's widest); "baseline" or "avx2", at most that. Anything else is no cap:
+/// the core library says so once on stderr when it loads (as it does for a bad
+/// OPFORGE_NUM_THREADS), rather than every op throwing at its first call, which
+/// stopped a long job minutes in.
+inline VectorIsa capped_vector_isa(VectorIsa cpu, const char* env) noexcept {
+  const std::string_view cap = env ? env : "";
   if (cap == "baseline") return VectorIsa::baseline;
   if (cap == "avx2") return cpu == VectorIsa::avx512 ? VectorIsa::avx2 : cpu;
-  throw std::invalid_argument("environment variable OPFORGE_VECTOR_ISA: expected baseline or avx2 (or unset), got '" +
-                              std::string(cap) + "'");
+  return cpu;
 }
 
 /// The copy of a vectorised kernel to run (run_vectorized below): the CPU's
 /// widest, capped by OPFORGE_VECTOR_ISA (which the tests use to run every copy on
-/// one machine). Found once per plugin; an invalid OPFORGE_VECTOR_ISA throws
-/// here, at every call.
-inline VectorIsa vector_isa() {
+/// one machine). Found once per plugin.
+inline VectorIsa vector_isa() noexcept {
   static const VectorIsa isa = capped_vector_isa(cpu_vector_isa(), std::getenv("OPFORGE_VECTOR_ISA"));
   return isa;
 }
