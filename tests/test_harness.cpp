@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <cmath>
 #include <csignal>
@@ -326,6 +327,9 @@ TEST_CASE("harness: each shady op fails exactly the check it breaks, with a usef
        {"split_work",
         {"float64: with every sdk::parallel_for range cut into pieces of unequal sizes, run last to first",
          "output 0 element ", "(whole vs cut): the body of a parallel_for assumes its range starts at the beginning"}}},
+      {"shady.thread_count_sum",
+       {"split_work", {"float64: with opforge::set_num_threads(", " (before vs after): the results depend on the thread "
+                       "count. Cut the work by the shape alone, never by num_threads()"}}},
       {"shady.borrows_input",
        {"thread_safe",
         {"thread ", " differs: ", "(single-thread result vs this call)", "threads saw a difference]",
@@ -364,6 +368,41 @@ TEST_CASE("harness: each shady op fails exactly the check it breaks, with a usef
   }
 }
 
+// 2 x, plus a counter while g_flaky_on: noise that shows only now and then.
+std::atomic<bool> g_flaky_on{false};
+std::atomic<int> g_flaky_calls{0};
+class Flaky final : public opforge::Function {
+ public:
+  TensorList forward(opforge::Context&, TensorSpan in) const override {
+    std::vector<double> v = in[0].to_vector();
+    const double noise = g_flaky_on ? 1e-9 * g_flaky_calls.fetch_add(1) : 0.0;
+    for (double& e : v) e = 2 * e + noise;
+    return {Tensor::from_values(v, in[0].shape(), in[0].dtype())};
+  }
+  TensorList backward(opforge::Context&, TensorSpan g) const override { return {g[0] * 2.0}; }
+};
+
+TEST_CASE("harness: nondeterminism that a later check sees fails deterministic, even when its own runs agreed") {
+  const OpHandle op = opforge::make_op(OpSchema("test.flaky").input_names({"x"}), std::make_unique<Flaky>());
+  sdk::CheckOptions options;
+  std::vector<std::string> streamed;
+  options.on_check = [](const std::string&, const std::string& check) { g_flaky_on = check == "split_work"; };
+  options.on_result = [&](const sdk::CheckResult& r) { streamed.push_back(sdk::format_result(r)); };
+  const sdk::CheckReport report = sdk::check_op(op, options);
+  g_flaky_on = false;
+  INFO(report_text(report));
+  require_complete(report, "test.flaky");
+  CHECK_THAT(result_of(report, "split_work").detail,
+             StartsWith("two runs on the same inputs, one thread, already differ (output 0 element 0 differs: "));
+  const sdk::CheckResult& d = result_of(report, "deterministic");
+  CHECK_FALSE(d.passed);
+  CHECK_THAT(d.detail, StartsWith("its two runs agreed, but the two runs split_work made first did not: two runs"));
+  CHECK_FALSE(sdk::all_passed(report));
+  // on_result saw each result as its check finished: deterministic as it was then.
+  REQUIRE(streamed.size() == sdk::check_names().size());
+  CHECK_THAT(streamed[8], StartsWith("PASS test.flaky deterministic"));
+}
+
 TEST_CASE("harness: the failures quote values at full precision, and the skip says why") {
   shady_ops();
   const sdk::CheckReport noisy = sdk::check_op(opforge::op("shady.noisy"));
@@ -383,9 +422,9 @@ TEST_CASE("harness: the failures quote values at full precision, and the skip sa
   const sdk::CheckResult& skipped = result_of(noisy, "thread_safe");
   CHECK(skipped.passed);
   CHECK(skipped.skipped);
-  CHECK_THAT(skipped.detail, StartsWith("two runs on one thread already differ (output 0 element 0 differs: "));
+  CHECK_THAT(skipped.detail, StartsWith("two runs on the same inputs, one thread, already differ (output 0 element 0 differs: "));
   CHECK_THAT(skipped.detail, Contains("see deterministic"));
-  CHECK_THAT(sdk::format_result(skipped), StartsWith("SKIP shady.noisy thread_safe: two runs on one thread"));
+  CHECK_THAT(sdk::format_result(skipped), StartsWith("SKIP shady.noisy thread_safe: two runs on the same inputs, one thread"));
 }
 
 // ---- exceptions, sample providers, dtypes ------------------------------------------------
@@ -664,7 +703,7 @@ TEST_CASE("harness: `opforge check` on the shady plugin fails (exit 1), one line
   CHECK(r.status == 1);
   const auto lines = r.lines();
   const std::size_t checks = sdk::check_names().size();
-  constexpr std::size_t kShadyOps = 15;
+  constexpr std::size_t kShadyOps = 16;
   REQUIRE(lines.size() == kShadyOps * checks + 1);
   const std::string output = "\n" + r.output;  // every line, the first included, follows a newline
   CHECK_THAT(output, Contains("\nFAIL shady.wrong_grad gradcheck: gradcheck failed for 'shady.wrong_grad': input 0"));
@@ -672,21 +711,21 @@ TEST_CASE("harness: `opforge check` on the shady plugin fails (exit 1), one line
   CHECK_THAT(output, Contains("\nFAIL shady.float64_grad backward_contract: float32: in backward of"));
   CHECK_THAT(output, Contains("\nFAIL shady.clobbers_input inputs_unchanged: input 1 'work' element 0 changed"));
   CHECK_THAT(output, Contains("\nFAIL shady.noisy deterministic: output 0 element 0 differs: "));
-  CHECK_THAT(output, Contains("\nSKIP shady.noisy thread_safe: two runs on one thread already differ"));
+  CHECK_THAT(output, Contains("\nSKIP shady.noisy thread_safe: two runs on the same inputs, one thread, already differ"));
   CHECK_THAT(output, Contains("\nFAIL shady.shared_buffer thread_safe: thread "));
   CHECK_THAT(output, Contains("\nFAIL shady.flat_grad strided_grads: float64: given output gradients with doubled"));
   CHECK_THAT(output, Contains("\nFAIL shady.nan_grad gradcheck: gradcheck failed for 'shady.nan_grad': input 0"));
   CHECK_THAT(output, Contains("\nFAIL shady.flat_input strided_inputs: float64: given inputs with doubled strides"));
   CHECK_THAT(output, Contains("\nFAIL shady.kept_input interleaved_calls: forward on sample A (seed "));
-  CHECK_THAT(output, Contains("\nSKIP shady.noisy interleaved_calls: two runs on the same inputs already differ"));
+  CHECK_THAT(output, Contains("\nSKIP shady.noisy interleaved_calls: two runs on the same inputs, one thread, already differ"));
   CHECK_THAT(output, Contains("\nFAIL shady.partial_grad subset_grads: float64: with only input 1 'b'"));
   CHECK_THAT(output, Contains("\nFAIL shady.chunk_offset split_work: float64: with every sdk::parallel_for range"));
   CHECK_THAT(output, Contains("\nFAIL shady.reused_output interleaved_calls: output 0 of the call on sample A"));
-  // Fifteen ops, each failing one check (float64_grad two); shady.noisy's
+  // Sixteen ops, each failing one check (float64_grad two); shady.noisy's
   // split_work, interleaved_calls and thread_safe are skipped.
   CHECK_THAT(lines.back(), StartsWith("FAILED: plugin 'shady' (") &&
-                               Contains("): 15 ops, " + std::to_string(kShadyOps * checks - 16 - 3) +
-                                        " passed, 16 failed, 3 skipped; failing ops: "));
+                               Contains("): 16 ops, " + std::to_string(kShadyOps * checks - 17 - 3) +
+                                        " passed, 17 failed, 3 skipped; failing ops: "));
 }
 
 TEST_CASE("harness: `opforge check` on the standard loss.so passes (exit 0)") {
@@ -708,7 +747,7 @@ TEST_CASE("harness: `opforge check --json` writes one JSON object per op and che
   INFO(r.output);
   CHECK(r.status == 1);
   const auto lines = r.lines();
-  REQUIRE(lines.size() == 15 * sdk::check_names().size());  // the summary goes to stderr
+  REQUIRE(lines.size() == 16 * sdk::check_names().size());  // the summary goes to stderr
   for (const std::string& line : lines) {
     CHECK_THAT(line, StartsWith("{\"op\": \"shady.") && Contains("\", \"check\": \"") &&
                          Contains(", \"detail\": \""));
@@ -742,7 +781,9 @@ TEST_CASE("harness: when an op crashes the process, `opforge check` says which o
   INFO(r.output);
   CHECK((r.status == -1 || r.status == 128 + SIGSEGV));  // killed by the signal (a shell reports 128 + it)
   CHECK_THAT(r.output, Contains("opforge check: the op crashy.segv crashed the process during the check 'gradcheck'"));
-  CHECK_THAT(r.output, Contains("opforge check PLUGIN.so --op crashy.segv; a check can be skipped with --skip gradcheck"));
+  CHECK_THAT(r.output, Contains("To look into it, run `opforge check " OPFORGE_CRASHY_PLUGIN
+                                " --op crashy.segv` under a debugger or a sanitizer; `--skip gradcheck` lets the "
+                                "other checks run"));
 }
 
 TEST_CASE("harness: `opforge check --help` names every check the harness runs, and exits 0") {

@@ -5,6 +5,7 @@
 // the plugin registers no op (nothing checked is not a pass), 2 when the plugin
 // cannot be loaded or the arguments are wrong.
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -66,21 +67,32 @@ std::string find_op(const opforge::PluginInfo& plugin, const std::string& name) 
 // What runs now, for a crash report: "opforge check: <op> <check> crashed the
 // process (signal N) ..." written by the signal handler, which may only call
 // async-signal-safe functions (write, raise): the text is made before each check.
-char g_crash_note[1024] = "";
-std::size_t g_crash_note_len = 0;
+char g_crash_note[2048] = "";
+std::atomic<std::size_t> g_crash_note_len{0};
+std::atomic<bool> g_crashing{false};
+std::string g_plugin_path;
 
 void set_crash_note(const std::string& op, const std::string& check) {
   const std::string note = "\nopforge check: the op " + op + " crashed the process during the check '" + check +
-                           "' (the lines above are the checks that finished). Run that check alone under a "
-                           "debugger or a sanitizer: opforge check PLUGIN.so --op " + op + "; a check can be "
-                           "skipped with --skip " + check + "\n";
-  g_crash_note_len = std::min(note.size(), sizeof g_crash_note);
-  std::memcpy(g_crash_note, note.data(), g_crash_note_len);
+                           "' (the lines above are the checks that finished). To look into it, run `opforge check " +
+                           g_plugin_path + " --op " + op + "` under a debugger or a sanitizer; `--skip " + check +
+                           "` lets the other checks run\n";
+  g_crash_note_len.store(0);
+  const std::size_t n = std::min(note.size(), sizeof g_crash_note);
+  std::memcpy(g_crash_note, note.data(), n);
+  g_crash_note_len.store(n);
 }
 
+// Not SA_RESETHAND: a second thread faulting at the same moment would then die
+// of the default action before the first had written the note. The first one in
+// writes it and dies of the signal; any other waits for that.
 extern "C" void on_crash(int sig) {
-  if (g_crash_note_len > 0) {
-    ssize_t ignored = ::write(STDERR_FILENO, g_crash_note, g_crash_note_len);
+  if (g_crashing.exchange(true)) {
+    for (;;) ::pause();
+  }
+  const std::size_t n = g_crash_note_len.load();
+  if (n > 0) {
+    ssize_t ignored = ::write(STDERR_FILENO, g_crash_note, n);
     (void)ignored;
   }
   std::signal(sig, SIG_DFL);
@@ -92,7 +104,7 @@ void install_crash_report() {
     struct sigaction sa {};
     sa.sa_handler = on_crash;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESETHAND;
+    sa.sa_flags = 0;
     sigaction(sig, &sa, nullptr);
   }
 }
@@ -158,6 +170,7 @@ int run_check(const std::vector<std::string>& args) {
       return kUsageOrLoadError;
     }
   }
+  g_plugin_path = path;
   options.on_check = set_crash_note;
   install_crash_report();
 
@@ -192,10 +205,28 @@ int run_check(const std::vector<std::string>& args) {
 
   int passed = 0, failed = 0, skipped = 0;
   std::vector<std::string> failed_ops;
+  // Each line as soon as its check has run (flushed: if a later check crashes
+  // the process, the lines before it are out).
+  auto print = [json](const opforge::sdk::CheckResult& r) {
+    if (json) {
+      Json o = Json::object();
+      o.set("op", r.op).set("check", r.check).set("passed", r.passed).set("skipped", r.skipped).set("detail", r.detail);
+      std::cout << o.dump() << std::endl;
+    } else {
+      std::cout << opforge::sdk::format_result(r) << std::endl;
+    }
+  };
+  std::vector<opforge::sdk::CheckResult> printed;
+  options.on_result = [&](const opforge::sdk::CheckResult& r) {
+    print(r);
+    printed.push_back(r);
+  };
   for (const std::string& name : ops) {
+    printed.clear();
     const opforge::sdk::CheckReport report = opforge::sdk::check_op(opforge::op(name), options);
     bool op_failed = false;
-    for (const opforge::sdk::CheckResult& r : report) {
+    for (std::size_t i = 0; i < report.size(); ++i) {
+      const opforge::sdk::CheckResult& r = report[i];
       if (r.skipped) {
         ++skipped;
       } else if (r.passed) {
@@ -204,15 +235,9 @@ int run_check(const std::vector<std::string>& args) {
         ++failed;
         op_failed = true;
       }
-      if (json) {
-        Json o = Json::object();
-        o.set("op", r.op).set("check", r.check).set("passed", r.passed).set("skipped", r.skipped).set("detail", r.detail);
-        std::cout << o.dump() << "\n";
-      } else {
-        std::cout << opforge::sdk::format_result(r) << "\n";
-      }
+      // A later check can fail deterministic after its line went out: say it again.
+      if (i < printed.size() && printed[i].passed != r.passed) print(r);
     }
-    std::cout.flush();
     if (op_failed) failed_ops.push_back(name);
   }
 

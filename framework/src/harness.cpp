@@ -19,6 +19,7 @@
 #include "opforge/error.hpp"
 #include "opforge/sdk/grad_mode.hpp"
 #include "opforge/sdk/parallel.hpp"
+#include "opforge/threads.hpp"
 
 namespace opforge::sdk {
 
@@ -273,6 +274,9 @@ void skip(CheckResult& r, std::string detail) {
 }
 
 // ---- the checks --------------------------------------------------------------------
+
+/// How a check that needs two equal runs first says it did not get them.
+constexpr const char* kRunsDiffer = "two runs on the same inputs, one thread, already differ";
 
 void check_gradcheck(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
   const OpSchema& s = op.schema();
@@ -551,7 +555,7 @@ void check_interleaved_calls(const OpHandle& op, const CheckOptions& opt, CheckR
   {
     const std::string d = compare_runs(s, alone_a, run_forward_backward(op, a, wa, opt.seed));
     if (!d.empty())
-      return skip(r, "two runs on the same inputs already differ (" + d +
+      return skip(r, std::string(kRunsDiffer) + " (" + d +
                          "), so interleaved runs cannot be compared bit for bit; see deterministic");
   }
   // Both forwards, then both backwards: what a program does with two losses, or
@@ -598,7 +602,7 @@ void check_thread_safe(const OpHandle& op, const CheckOptions& opt, CheckResult&
     const Run again = run_forward_backward(op, sample, weights, opt.seed);
     const std::string d = compare_runs(s, reference, again);
     if (!d.empty())
-      return skip(r, "two runs on one thread already differ (" + d +
+      return skip(r, std::string(kRunsDiffer) + " (" + d +
                          "), so runs on several threads cannot be compared bit for bit; see deterministic");
   }
   const int threads = opt.threads < 1 ? 1 : opt.threads;
@@ -716,6 +720,17 @@ void check_dtypes_agree(const OpHandle& op, const CheckOptions& opt, CheckResult
     }
     TensorList w64;
     const Run want = run_forward_backward(op, exact, w64, opt.seed);
+    {
+      NoGradGuard no_grad;  // the outputs' dtypes first: a backward would blame the gradient the check makes
+      const TensorList outs = op.call(narrow);
+      for (std::size_t k = 0; k < outs.size() && k < want.outputs.size(); ++k) {
+        if (!outs[k].defined() || !want.outputs[k].defined() || !is_floating(want.outputs[k].dtype())) continue;
+        if (outs[k].dtype() != DType::Float32)
+          return fail(r, "output " + std::to_string(k) + " is " + outs[k].describe() +
+                             " from float32 inputs: expected float32 (the inputs' dtype; float64 inputs give " +
+                             want.outputs[k].describe() + "): make the output in the inputs' dtype");
+      }
+    }
     TensorList w32;
     for (const Tensor& w : w64) w32.push_back(floating_as(w, DType::Float32));
     const Run got = run_forward_backward(op, narrow, w32, opt.seed);
@@ -822,6 +837,15 @@ struct SplitWorkScope {
   SplitWorkScope& operator=(const SplitWorkScope&) = delete;
 };
 
+/// While alive, opforge runs `n` threads (set_num_threads), then the count it had.
+struct ThreadCountScope {
+  explicit ThreadCountScope(int n) : saved(num_threads()) { set_num_threads(n); }
+  ~ThreadCountScope() { set_num_threads(saved); }
+  ThreadCountScope(const ThreadCountScope&) = delete;
+  ThreadCountScope& operator=(const ThreadCountScope&) = delete;
+  int saved;
+};
+
 void check_split_work(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
   const OpSchema& s = op.schema();
   const TensorList sample = harness_inputs(op, primary_dtype(s), opt.seed);
@@ -830,8 +854,24 @@ void check_split_work(const OpHandle& op, const CheckOptions& opt, CheckResult& 
   {
     const std::string d = compare_runs(s, reference, run_forward_backward(op, sample, weights, opt.seed));
     if (!d.empty())
-      return skip(r, "two runs already differ (" + d + "), so split runs cannot be compared bit for bit; see "
-                     "deterministic");
+      return skip(r, std::string(kRunsDiffer) + " (" + d +
+                         "), so split runs cannot be compared bit for bit; see deterministic");
+  }
+  // With 1 and 3 threads (an op that cuts its work by num_threads() itself),
+  // then with every range cut.
+  for (const int threads : {1, 3}) {
+    Run other;
+    {
+      ThreadCountScope count(threads);
+      other = run_forward_backward(op, sample, weights, opt.seed);
+    }
+    const std::string d = compare_runs(s, reference, other);
+    if (!d.empty())
+      return fail(r, std::string(dtype_name(primary_dtype(s))) + ": with opforge::set_num_threads(" +
+                         std::to_string(threads) + ") instead of " + std::to_string(num_threads()) + ", " + d +
+                         " (before vs after): the results depend on the thread count. Cut the work by the shape "
+                         "alone, never by num_threads() (sdk::parallel_for over fixed chunks, "
+                         "sdk::deterministic_sum)");
   }
   Run split;
   {
@@ -852,8 +892,8 @@ void check_split_work(const OpHandle& op, const CheckOptions& opt, CheckResult& 
                    "; with the samples small, a range runs in one piece unless split, so this shows only here");
   }
   pass(r, std::string(dtype_name(primary_dtype(s))) +
-              ": with every parallel_for range cut into unequal pieces run last to first, outputs and gradients "
-              "bit-identical");
+              ": with 1 and 3 threads, and with every parallel_for range cut into unequal pieces run last to "
+              "first, outputs and gradients bit-identical");
 }
 
 using CheckFn = void (*)(const OpHandle&, const CheckOptions&, CheckResult&);
@@ -946,10 +986,20 @@ CheckReport check_op(const OpHandle& op, const CheckOptions& options) {
       r.check = names[i];
       skip(r, "skipped on request (CheckOptions::skip, opforge check --skip)");
       report.push_back(std::move(r));
+      if (options.on_result) options.on_result(report.back());
       continue;
     }
     if (options.on_check) options.on_check(op.name(), names[i]);
     report.push_back(run_check(bound, options, names[i], fns[i]));
+    CheckResult& last = report.back();
+    // A later check's own two runs differed where deterministic's two agreed
+    // (nondeterminism that shows now and then): deterministic fails, saying so.
+    if (last.skipped && last.detail.find(kRunsDiffer) != std::string::npos) {
+      for (CheckResult& d : report)
+        if (d.check == "deterministic" && d.passed && !d.skipped)
+          fail(d, "its two runs agreed, but the two runs " + last.check + " made first did not: " + last.detail);
+    }
+    if (options.on_result) options.on_result(last);
   }
   return report;
 }

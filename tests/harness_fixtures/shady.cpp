@@ -15,6 +15,8 @@
 //   shady.int64_off(x)             = x, but x + 1 for int64              -> dtypes_agree
 //   shady.partial_grad(a, b)       = a b, gb off by 1 when a needs no gradient -> subset_grads
 //   shady.chunk_offset(x)          = 2 x, a parallel_for body that indexes from 0 -> split_work
+//   shady.thread_count_sum(x)      = x + a weighted sum of x cut into num_threads() parts
+//                                    (its rounding changes with the thread count) -> split_work
 //   shady.borrows_input(x)         = 2 x, negating x in place for a moment -> thread_safe
 //   shady.reused_output(x)         = 2 x, into one buffer kept for every call -> interleaved_calls
 //                                    (and thread_safe: overlapping calls share it too)
@@ -258,6 +260,32 @@ class ChunkOffset final : public opforge::Function {
   TensorList backward(Context&, TensorSpan g) const override { return {twice(g[0])}; }
 };
 
+// x + Σ_i Σ_k w_k x_i (w_k = 0.001 (k + 1), k < 100), the 100 n terms summed as
+// num_threads() partial sums added in order: the rounding depends on the thread
+// count (the derivative does not: each x_i gets g_i + 5.05 Σ g).
+class ThreadCountSum final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override {
+    const std::vector<double> v = in[0].to_vector();
+    const std::size_t terms = v.size() * 100;
+    const std::size_t parts = static_cast<std::size_t>(opforge::num_threads());  // bug: cut by the thread count
+    double total = 0;
+    for (std::size_t p = 0; p < parts; ++p) {
+      double partial = 0;
+      for (std::size_t t = p * terms / parts; t < (p + 1) * terms / parts; ++t)
+        partial += v[t / 100] * (0.001 * static_cast<double>(t % 100 + 1));
+      total += partial;
+    }
+    return {map1(in[0], [total](double e) { return e + total; })};
+  }
+  TensorList backward(Context&, TensorSpan g) const override {
+    const std::vector<double> v = g[0].to_vector();
+    double total = 0;
+    for (double e : v) total += e * 5.05;
+    return {map1(g[0], [total](double e) { return e + total; })};
+  }
+};
+
 // 2 x, computed as -2 (-x) with x negated in place for a moment and put back:
 // every input is as it was after the call, but two calls on one tensor at once
 // see each other's sign.
@@ -359,6 +387,10 @@ OPFORGE_PLUGIN("shady", "1.0.0") {
                                  .input_names({"x"})
                                  .describe("2 x, through a parallel_for body that indexes from 0")
                                  .samples(x_samples));
+  registrar.add<ThreadCountSum>(OpSchema("shady.thread_count_sum")
+                                    .input_names({"x"})
+                                    .describe("x + a weighted sum of x, summed in num_threads() parts")
+                                    .samples(x_samples));
   registrar.add<BorrowsInput>(OpSchema("shady.borrows_input")
                                   .input_names({"x"})
                                   .describe("2 x, negating x in place for a moment")

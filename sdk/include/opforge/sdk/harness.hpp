@@ -81,6 +81,10 @@ struct CheckOptions {
   /// Called just before each check runs (op name, check name): a program can say
   /// which check was running if the op crashes the process.
   std::function<void(const std::string& op, const std::string& check)> on_check;
+  /// Called with each result as soon as its check has run (a program can print
+  /// it before the next check, which may crash). A later check can still turn
+  /// `deterministic` from passed to failed in the report check_op returns.
+  std::function<void(const CheckResult& result)> on_result;
 };
 
 /// Runs every check on `op`; one result per check, in check_names() order.
