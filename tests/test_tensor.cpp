@@ -297,13 +297,57 @@ TEST_CASE("tensor: clone is a deep copy", "[tensor]") {
   CHECK(b.to_vector() == std::vector<double>{100, 2, 3, 4});
 }
 
-TEST_CASE("tensor: clone has no graph history", "[tensor]") {
+TEST_CASE("tensor: clone and to() are recorded on a tensor that requires grad, as in PyTorch", "[tensor][grad]") {
+  // They copied without recording: (h.tanh() + h.clone().square()).sum() gave w
+  // the gradient of the first term only, silently.
   Tensor x = Tensor::from_values({1, 2}).requires_grad_();
   Tensor y = twice_op()({x});
   Tensor c = y.clone();
-  CHECK(c.is_leaf());
-  CHECK_FALSE(c.requires_grad());
+  CHECK_FALSE(c.is_leaf());
+  CHECK(c.requires_grad());
   CHECK(c.to_vector() == std::vector<double>{2, 4});
+  CHECK(c.data_ptr() != y.data_ptr());
+  (c * c).sum().backward();  // d/dx (2x)^2 = 8x
+  CHECK(x.grad().to_vector() == std::vector<double>{8, 16});
+
+  // A strided tensor's clone, and -0.0 kept.
+  Tensor z = Tensor::from_values({-0.0, 3, 4, 5}, Dims{2, 2}).requires_grad_();
+  Tensor zc = z.transpose(0, 1).clone();
+  CHECK(zc.is_contiguous());
+  CHECK(std::signbit(zc.to_vector()[0]));
+  zc.sum().backward();
+  CHECK(z.grad().to_vector() == std::vector<double>{1, 1, 1, 1});
+
+  // float64 -> float32 -> float64 inside a graph: the gradient comes back in each dtype.
+  Tensor w = Tensor::from_values({0.5, -1.5}).requires_grad_();
+  Tensor f = w.to(DType::Float32);
+  CHECK(f.dtype() == DType::Float32);
+  CHECK(f.requires_grad());
+  Tensor back = (f * f).to(DType::Float64);
+  back.sum().backward();
+  CHECK(w.grad().dtype() == DType::Float64);
+  CHECK(w.grad().to_vector() == std::vector<double>{1.0, -3.0});
+
+  // To an integer dtype, or with grad mode off, or on a detached tensor: a plain copy.
+  CHECK_FALSE(w.to(DType::Int64).requires_grad());
+  {
+    opforge::NoGradGuard no_grad;
+    CHECK(y.clone().is_leaf());
+    CHECK_FALSE(y.clone().requires_grad());
+    CHECK_FALSE(w.to(DType::Float32).requires_grad());
+  }
+  CHECK_FALSE(y.detach().clone().requires_grad());
+}
+
+TEST_CASE("tensor: to() between floating dtypes passes the gradient through a round trip", "[tensor][grad]") {
+  Tensor x = Tensor::randn({3, 4}, DType::Float64, 5).requires_grad_();
+  Tensor y = (x.to(DType::Float32).to(DType::Float64) * x).sum();
+  y.backward();
+  // d/dx (q(x) x) = q(x) + x, where q rounds to float32 (its derivative taken as
+  // 1); the second term comes back through the float32 path, so rounded too, as
+  // in PyTorch: q(x) + q(x).
+  const std::vector<double> v = x.detach().to_vector(), g = x.grad().to_vector();
+  for (std::size_t i = 0; i < v.size(); ++i) CHECK(g[i] == 2.0 * static_cast<double>(static_cast<float>(v[i])));
 }
 
 TEST_CASE("tensor: to(dtype) converts values into a new tensor", "[tensor]") {

@@ -100,11 +100,17 @@ extern "C" void on_crash(int sig) {
 }
 
 void install_crash_report() {
+  // On a stack of its own: a stack overflow (runaway recursion) leaves none to run on.
+  static std::vector<char> alt_stack(std::max<std::size_t>(SIGSTKSZ, 64 * 1024));
+  stack_t ss{};
+  ss.ss_sp = alt_stack.data();
+  ss.ss_size = alt_stack.size();
+  sigaltstack(&ss, nullptr);
   for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) {
     struct sigaction sa {};
     sa.sa_handler = on_crash;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
+    sa.sa_flags = SA_ONSTACK;
     sigaction(sig, &sa, nullptr);
   }
 }

@@ -59,7 +59,7 @@ void add_new(T* out, const T* a, const T* b, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
-Tensor contiguous_copy_if_needed(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
+Tensor contiguous_copy_if_needed(const Tensor& t) { return t.is_contiguous() ? t : t.detach().clone(); }
 
 // Whether backward may write into t: no other handle, no other view, opforge's own
 // memory (a from_blob or DLPack tensor, as a hook's result or set_grad's, is the
@@ -134,7 +134,7 @@ void accumulate_grad(std::atomic_flag& lock, Tensor& grad, Tensor g) {
   SpinLock hold(lock);
   if (!grad.defined()) {
     // A .grad must not share memory with anything backward still uses.
-    grad = uniquely_owned(g) ? std::move(g) : g.clone();
+    grad = uniquely_owned(g) ? std::move(g) : g.detach().clone();
     return;
   }
   accumulate(grad, g);
@@ -552,7 +552,7 @@ TensorList grad(TensorSpan outputs, TensorSpan inputs, TensorSpan grad_outputs, 
                   inputs[i].describe(),
                   ") was not used to compute the outputs; pass allow_unused=true to get an undefined gradient");
     // Results must not share memory with buffers the engine reused.
-    if (results[i].defined() && !uniquely_owned(results[i])) results[i] = results[i].clone();
+    if (results[i].defined() && !uniquely_owned(results[i])) results[i] = results[i].detach().clone();
   }
   return results;
 }

@@ -65,7 +65,7 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
     const Tensor& in = inputs[i];
     if (in.dtype() == DType::Float32 && work == DType::Float64)
       converted += (converted.empty() ? "" : ", ") + std::to_string(i);
-    Tensor x = is_floating(in.dtype()) ? in.to(work).clone() : in.clone();
+    Tensor x = is_floating(in.dtype()) ? in.detach().to(work).clone() : in.detach().clone();
     if (is_floating(x.dtype())) x.requires_grad_(true);
     xs.push_back(std::move(x));
   }
@@ -125,7 +125,7 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
   for (std::size_t k = 0; k < outs.size(); ++k) {
     if (!weights[k].defined() || !outs[k].requires_grad()) continue;
     diff_outs.push_back(outs[k]);
-    diff_weights.push_back(weights[k].clone());
+    diff_weights.push_back(weights[k].detach().clone());
     diff_index.push_back(k);
   }
   if (!diff_outs.empty()) backward(diff_outs, diff_weights);

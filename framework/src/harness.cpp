@@ -69,8 +69,8 @@ std::string format_small(double v) {
 
 /// Index of the first element whose bits differ, or -1. Same dtype and shape assumed.
 std::int64_t first_bit_difference(const Tensor& a, const Tensor& b) {
-  const Tensor ca = a.is_contiguous() ? a : a.clone();
-  const Tensor cb = b.is_contiguous() ? b : b.clone();
+  const Tensor ca = a.is_contiguous() ? a : a.detach().clone();
+  const Tensor cb = b.is_contiguous() ? b : b.detach().clone();
   const std::size_t size = itemsize(a.dtype());
   const auto* pa = static_cast<const unsigned char*>(ca.data_ptr());
   const auto* pb = static_cast<const unsigned char*>(cb.data_ptr());
@@ -127,7 +127,7 @@ DType primary_dtype(const OpSchema& s) {
 TensorList fresh_leaves(const TensorList& sample, bool requires_grad) {
   TensorList xs;
   for (const Tensor& t : sample) {
-    Tensor c = t.clone();
+    Tensor c = t.detach().clone();
     if (requires_grad && is_floating(c.dtype())) c.requires_grad_(true);
     xs.push_back(std::move(c));
   }

@@ -726,7 +726,7 @@ TensorList OpHandle::call(TensorSpan inputs, AttrSpan attrs) const {
   TensorList dense;
   TensorSpan fwd_inputs = inputs;
   if (strided && !s.strided_inputs) {
-    for (std::size_t i = 0; i < n; ++i) dense.push_back(inputs[i].is_contiguous() ? inputs[i] : inputs[i].clone());  // clone: never recorded
+    for (std::size_t i = 0; i < n; ++i) dense.push_back(inputs[i].is_contiguous() ? inputs[i] : inputs[i].detach().clone());  // detached: never recorded
     fwd_inputs = dense;
   }
 

@@ -1,5 +1,7 @@
 #include "opforge/tensor.hpp"
 
+#include "opforge/function.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -8,6 +10,7 @@
 #include <ostream>
 #include <sstream>
 
+#include "cached_op.hpp"
 #include "node.hpp"
 #include "refcount.hpp"
 #include "strided.hpp"
@@ -334,8 +337,40 @@ std::vector<double> Tensor::to_vector() const {
   return v;
 }
 
+namespace {
+
+// to(dtype) in the graph: a copy in another floating dtype, whose gradient is
+// the incoming one converted back to the input's dtype. A core op (not a
+// plugin's): a conversion belongs to the tensor, like its views.
+class ConvertFunction final : public Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    return {in[0].to(static_cast<DType>(ctx.attr_int(0)))};  // forward runs with grad mode off: a plain copy
+  }
+  TensorList backward(Context& ctx, TensorSpan g) const override { return {g[0].to(ctx.input_dtype(0))}; }
+};
+
+const OpHandle& convert_op() {
+  static const OpHandle handle =
+      make_op(OpSchema("tensor.to")
+                  .input_names({"x"})
+                  .attr("dtype", AttrKind::Int, Attr(), "the dtype to convert to (float32 or float64)")
+                  .describe("x in another floating dtype; its gradient converted back"),
+              std::make_unique<ConvertFunction>());
+  return handle;
+}
+
+}  // namespace
+
 Tensor Tensor::clone() const {
-  check_defined("clone");
+  // Recorded on a tensor that requires grad (x + -0.0: a new tensor with every
+  // value, -0.0 included, and the identity for gradient), as PyTorch's clone().
+  if (check_view_allowed("clone")) {
+    // A strided tensor: contiguous() makes the recorded copy (the op call would
+    // otherwise copy its input through clone() again).
+    if (!impl_->contiguous) return contiguous();
+    return OPFORGE_CACHED_OP("elementwise.add")({*this, Tensor::scalar(-0.0, impl_->dtype)});
+  }
   TensorImplPtr t = make_contiguous_impl(impl_->shape, impl_->dtype);
   copy_elements(*t, *impl_);
   return Tensor(std::move(t));
@@ -345,6 +380,11 @@ Tensor Tensor::to(DType dtype) const {
   check_defined("to");
   if (dtype == impl_->dtype) return *this;
   check_convertible(dtype, *impl_, "Tensor::to");
+  // Between floating dtypes, recorded on a tensor that requires grad (mixed
+  // precision inside a model); to an integer or bool dtype the result has no
+  // gradient, as in PyTorch.
+  if (is_floating(dtype) && is_floating(impl_->dtype) && check_view_allowed("to"))
+    return convert_op()({*this}, {{"dtype", static_cast<std::int64_t>(dtype)}});
   TensorImplPtr t = make_contiguous_impl(impl_->shape, dtype);
   copy_elements(*t, *impl_);
   return Tensor(std::move(t));

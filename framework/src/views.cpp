@@ -417,7 +417,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
                 "Tensor::copy_: argument 'src': expected shape ", impl_->shape, ", got ", src.describe());
   check_convertible(impl_->dtype, *src.impl_, "Tensor::copy_");
   // A source overlapping this tensor's memory is read from a copy first.
-  if (shares_memory(*src.impl_, *impl_)) copy_elements(*impl_, *src.clone().impl_);
+  if (shares_memory(*src.impl_, *impl_)) copy_elements(*impl_, *src.detach().clone().impl_);
   else copy_elements(*impl_, *src.impl_);
   bump_version();
   return *this;
@@ -435,7 +435,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   OPFORGE_CHECK(is_floating(impl_->dtype), DTypeError, "Tensor::add_: expected dtype float32 or float64, got ",
                 dtype_name(impl_->dtype));
   // A contiguous copy; a fresh one when other shares this tensor's memory.
-  const Tensor o = shares_memory(*other.impl_, *impl_) ? other.clone() : other.contiguous();
+  const Tensor o = shares_memory(*other.impl_, *impl_) ? other.detach().clone() : other.contiguous();
   std::int64_t i = 0;
   auto run = [&](auto* dst, const auto* src) {
     using T = std::remove_pointer_t<decltype(dst)>;

@@ -133,9 +133,13 @@ class OPFORGE_API Tensor {
   double item() const;
   /// All elements in row-major order, converted to double.
   std::vector<double> to_vector() const;
-  /// A new tensor with its own contiguous copy of the data (no graph history).
+  /// A new tensor with its own contiguous copy of the data. Recorded when the
+  /// tensor requires grad and grad mode is on (the gradient passes unchanged), as
+  /// PyTorch's clone(); detach().clone() copies without history.
   Tensor clone() const;
-  /// The same data in another dtype (a copy; returns *this when the dtype is the same).
+  /// The same data in another dtype (a copy; returns *this when the dtype is the
+  /// same). Between float32 and float64 recorded when the tensor requires grad and
+  /// grad mode is on (the gradient is converted back); to int64 or bool, no gradient.
   Tensor to(DType dtype) const;
   /// Storage shared by views of the same data.
   Storage* storage() const;
