@@ -191,6 +191,25 @@ TEST_CASE("tensor: randn: same seed gives the same tensor, another seed another"
   CHECK(std::vector<double>(longer.begin(), longer.begin() + 7) == shorter);
 }
 
+TEST_CASE("tensor: randn without a seed draws a new one each call, and manual_seed restarts the stream", "[tensor]") {
+  // Every call without a seed gave seed 0's numbers: two weight matrices
+  // initialised that way started with the same values.
+  opforge::manual_seed(7);
+  const std::vector<double> a = Tensor::randn({4, 4}).to_vector();
+  const std::vector<double> b = Tensor::randn({4, 4}).to_vector();
+  const std::vector<double> c = Tensor::randn({2, 3}, DType::Float32).to_vector();
+  CHECK(a != b);
+  CHECK(std::vector<double>(a.begin(), a.begin() + 6) != c);
+  CHECK(a != Tensor::randn({4, 4}, DType::Float64, 0).to_vector());
+  opforge::manual_seed(7);  // the same stream again
+  CHECK(Tensor::randn({4, 4}).to_vector() == a);
+  CHECK(Tensor::randn({4, 4}).to_vector() == b);
+  opforge::manual_seed(8);
+  CHECK(Tensor::randn({4, 4}).to_vector() != a);
+  // An explicit seed is the same tensor whatever the stream did.
+  CHECK(Tensor::randn({4, 4}, DType::Float64, 3).to_vector() == Tensor::randn({4, 4}, DType::Float64, 3).to_vector());
+}
+
 TEST_CASE("tensor: randn is standard normal: mean ~ 0, variance ~ 1 over 1e5 samples", "[tensor]") {
   const std::int64_t n = 100000;
   for (DType dt : {DType::Float32, DType::Float64}) {

@@ -3,6 +3,7 @@
 #include "opforge/function.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <iomanip>
@@ -242,6 +243,23 @@ Tensor Tensor::from_values(const std::vector<double>& values, const Dims& shape,
 
 Tensor Tensor::from_values(const std::vector<double>& values, DType dtype) {
   return from_values(values, Dims{static_cast<std::int64_t>(values.size())}, dtype);
+}
+
+namespace {
+// Tensor::randn without a seed: the n-th call since manual_seed(base) uses seed
+// splitmix64(base + n), far from the small seeds programs pass by hand.
+std::atomic<std::uint64_t> g_seed_base{0};
+std::atomic<std::uint64_t> g_seed_count{0};
+}  // namespace
+
+void manual_seed(std::uint64_t seed) {
+  g_seed_base.store(seed);
+  g_seed_count.store(0);
+}
+
+Tensor Tensor::randn(const Dims& shape, DType dtype) {
+  const std::uint64_t n = g_seed_count.fetch_add(1);
+  return randn(shape, dtype, splitmix64(g_seed_base.load() ^ 0x72616E646E2121ull) + n);
 }
 
 Tensor Tensor::randn(const Dims& shape, DType dtype, std::uint64_t seed) {

@@ -89,7 +89,12 @@ class OPFORGE_API Tensor {
   static Tensor from_values(const std::vector<double>& values, DType dtype = DType::Float64);
   /// Standard normal samples from a seeded generator: same seed, same tensor,
   /// on every machine (the generator is opforge's own, not std::normal_distribution).
-  static Tensor randn(const Dims& shape, DType dtype = DType::Float64, std::uint64_t seed = 0);
+  static Tensor randn(const Dims& shape, DType dtype, std::uint64_t seed);
+  /// Standard normal samples with the next seed of the process's stream: each
+  /// call gives other values (two weight matrices initialised without seeds are
+  /// not the same numbers); opforge::manual_seed(s) restarts the stream, so a
+  /// program that sets it once is reproducible.
+  static Tensor randn(const Dims& shape, DType dtype = DType::Float64);
 
   /// Called once with (data, context) when the last view of adopted memory is gone.
   using Deleter = void (*)(void* data, void* context);
@@ -335,5 +340,9 @@ class OPFORGE_API NoGradGuard {
 /// Whether ops record the graph on this thread (true unless a NoGradGuard is alive).
 OPFORGE_API bool grad_enabled() noexcept;
 OPFORGE_API void set_grad_enabled(bool enabled) noexcept;
+
+/// Restarts the stream of seeds that Tensor::randn without a seed draws from
+/// (thread-safe). At start the stream is manual_seed(0)'s.
+OPFORGE_API void manual_seed(std::uint64_t seed);
 
 }  // namespace opforge
