@@ -939,12 +939,30 @@ TEST_CASE("reduce_refuses_bad_axes_naming_op_attribute_and_axis", "[ops][reduce]
   CHECK_THROWS_MATCHES(opforge::op("reduce.logsumexp")({x}, {{"axes", Dims{0, 0}}}), ValueError,
                        Message("reduce.logsumexp: attribute 'axes': [0, 0] names axis 0 twice (each axis may be "
                                "given once)"));
-  CHECK_THROWS_MATCHES(opforge::op("reduce.sum")({Tensor::scalar(1.0)}, {{"axes", Dims{0}}}), IndexError,
-                       Message("reduce.sum: attribute 'axes': axis 0 is out of range for a 0-D tensor (it has no axes; "
-                               "[] reduces its one element)"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.sum")({Tensor::scalar(1.0)}, {{"axes", Dims{1}}}), IndexError,
+                       Message("reduce.sum: attribute 'axes': [1] is out of range for a 0-D tensor (it takes [], [0] "
+                               "or [-1], each meaning its one element)"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.sum")({Tensor::scalar(1.0)}, {{"axes", Dims{0, -1}}}), IndexError,
+                       Message("reduce.sum: attribute 'axes': [0, -1] is out of range for a 0-D tensor (it takes [], "
+                               "[0] or [-1], each meaning its one element)"));
   CHECK_THROWS_MATCHES(opforge::op("reduce.max").call({x}, {{"axes", Dims{3}}}), IndexError,
                        Message("reduce.max: attribute 'axes': axis 3 is out of range for a 2-D tensor "
                                "(expected -2 to 1)"));
+}
+
+TEST_CASE("reduce_ops_take_axis_0_or_minus_1_on_a_0d_tensor_as_numpy_and_pytorch_do", "[ops][reduce]") {
+  const Tensor x = Tensor::scalar(2.5);
+  for (const std::string name : {"reduce.sum", "reduce.mean", "reduce.norm", "reduce.logsumexp", "reduce.max", "reduce.min"}) {
+    for (const std::int64_t axis : {0, -1}) {
+      for (const bool keep : {false, true}) {
+        INFO(name << " axes [" << axis << "] keepdims " << keep);
+        const TensorList out = opforge::op(name).call({x}, {{"axes", Dims{axis}}, {"keepdims", keep}});
+        CHECK(out[0].shape() == Dims{});
+        CHECK(out[0].item() == opforge::op(name).call({x})[0].item());
+      }
+    }
+  }
+  CHECK(opforge::op("reduce.max").call({x}, {{"axes", Dims{0}}})[1].item() == 0);
 }
 
 TEST_CASE("reduce_max_and_min_refuse_several_axes_and_empty_axes", "[ops][reduce][errors]") {

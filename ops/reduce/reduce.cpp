@@ -20,7 +20,7 @@
 //                  m = max_R x (so no exp overflows; the value does not depend on m;
 //                  all -inf gives -inf, with a NaN gradient; no elements give -inf)
 //
-// max and min take at most one axis. Their second output, indices (int64, not
+// max and min take at most one axis. A 0-D x takes axes [], [0] or [-1] alike. Their second output, indices (int64, not
 // differentiable), is the position of the extreme element along that axis, or with
 // axes = [] its flat row-major index in x. Ties go to the first position; a NaN
 // beats every number (the first NaN is the max and the min). max and min accept
@@ -79,11 +79,14 @@ constexpr int kMaxBlocks = opforge::kMaxDims + 1;
 std::uint32_t axes_mask(const Context& ctx, std::int64_t rank, const Dims& axes) {
   if (axes.empty()) return rank == 0 ? 0u : (1u << rank) - 1u;
   std::uint32_t mask = 0;
+  if (rank == 0) {
+    // As NumPy and PyTorch: a 0-D tensor takes axis 0 (or -1), once, meaning its one element.
+    OPFORGE_CHECK(axes.size() == 1 && (axes[0] == 0 || axes[0] == -1), IndexError, ctx.op_name(),
+                  ": attribute 'axes': ", axes, " is out of range for a 0-D tensor (it takes [], [0] or [-1], "
+                  "each meaning its one element)");
+    return 0;
+  }
   for (std::int64_t a : axes) {
-    if (rank == 0)
-      throw opforge::IndexError(opforge::detail::concat(ctx.op_name(), ": attribute 'axes': axis ", a,
-                                                        " is out of range for a 0-D tensor (it has no axes; [] "
-                                                        "reduces its one element)"));
     OPFORGE_CHECK(a >= -rank && a < rank, IndexError, ctx.op_name(), ": attribute 'axes': axis ", a,
                   " is out of range for a ", rank, "-D tensor (expected -", rank, " to ", rank - 1, ")");
     const std::int64_t k = a < 0 ? a + rank : a;
@@ -1045,12 +1048,18 @@ OPFORGE_PLUGIN("reduce", "0.2.0") {
   };
   registrar.add<SumMean<false>>(reduction("reduce.sum", "sum over the given axes (default: all, to a 0-d tensor)"));
   registrar.add<SumMean<true>>(reduction("reduce.mean", "mean over the given axes (default: all)"));
+  // max and min: the same attributes, but 'axes' names at most one axis.
+  auto extreme = [&reduction](const char* name, const char* doc) {
+    OpSchema s = reduction(name, doc);
+    s.attrs[0].doc = "the one axis to reduce (negative from the end), or [] for every axis (a flat index)";
+    return s;
+  };
   registrar.add<Extreme<true>>(
-      reduction("reduce.max", "max over one axis or all, and its int64 index (first of equals)")
+      extreme("reduce.max", "max over one axis or all, and its int64 index (first of equals)")
           .outputs(2)
           .accepts(opforge::DTypeSet::all()));
   registrar.add<Extreme<false>>(
-      reduction("reduce.min", "min over one axis or all, and its int64 index (first of equals)")
+      extreme("reduce.min", "min over one axis or all, and its int64 index (first of equals)")
           .outputs(2)
           .accepts(opforge::DTypeSet::all()));
   registrar.add<Norm>(reduction("reduce.norm", "p-norm (Σ |x|^p)^(1/p) over the given axes (default: all)")
