@@ -24,7 +24,8 @@
 // differentiable), is the position of the extreme element along that axis, or with
 // axes = [] its flat row-major index in x. Ties go to the first position; a NaN
 // beats every number (the first NaN is the max and the min). max and min accept
-// float32, float64, int64 and bool; the other reductions float32 and float64.
+// float32, float64, int64 and bool; sum too (int64 and bool to int64, wrapping on
+// overflow as NumPy: a bool mask's sum counts it); the others float32 and float64.
 // float32 sums (sum, mean, norm, logsumexp) are accumulated in double.
 //
 // Determinism. After dropping size-1 axes and merging neighbouring axes of the
@@ -345,6 +346,25 @@ template <class T, bool kShort = false, class F>
 SumAcc<T, F, kShort> sum_of(F f) {
   return SumAcc<T, F, kShort>{f};
 }
+
+// Σ x of int64 or bool in int64, wrapping on overflow as NumPy does (unsigned
+// arithmetic): exact, so the order of the additions changes nothing.
+template <class T>
+struct IntSumAcc {
+  using State = std::uint64_t;
+  State init() const { return 0; }
+  void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t) const {
+    std::uint64_t t = 0;
+#pragma omp simd reduction(+ : t)
+    for (std::int64_t i = 0; i < n; ++i) t += static_cast<std::uint64_t>(p[i]);
+    s += t;
+  }
+  void rows(State* st, const T* const* p, int count, std::int64_t n, std::int64_t, std::int64_t) const {
+    for (int k = 0; k < count; ++k)
+      for (std::int64_t j = 0; j < n; ++j) st[j] += static_cast<std::uint64_t>(p[k][j]);
+  }
+  void merge(State& a, const State& b) const { a += b; }
+};
 
 // The largest element, NaN ignored (logsumexp's shift; a NaN still reaches its sum).
 // A max does not depend on the order it is taken in: the vector reductions are exact.
@@ -693,6 +713,20 @@ class SumMean final : public opforge::Function {
     sdk::expect_contiguous(ctx, x, "x");
     const Plan p = plan_of(ctx, x);
     const Geometry g = make_geometry(x.shape(), p.mask);
+    if (!kMean && (x.dtype() == DType::Int64 || x.dtype() == DType::Bool)) {  // sum: int64 out (a mask's count)
+      Tensor out = Tensor::empty(p.out_shape, DType::Int64);
+      std::int64_t* po = out.data<std::int64_t>();
+      auto run = [&](auto tag) {
+        using T = decltype(tag);
+        reduce_kernel<T>(g, x.data<T>(), IntSumAcc<T>{},
+                         [&](std::int64_t o, std::uint64_t s) { po[o] = static_cast<std::int64_t>(s); });
+      };
+      if (x.dtype() == DType::Int64)
+        run(std::int64_t{});
+      else
+        run(bool{});
+      return {out};
+    }
     return {sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
       Tensor out = Tensor::empty(p.out_shape, x.dtype());
@@ -1046,7 +1080,9 @@ OPFORGE_PLUGIN("reduce", "0.2.0") {
         .describe(doc)
         .samples(sum_samples);
   };
-  registrar.add<SumMean<false>>(reduction("reduce.sum", "sum over the given axes (default: all, to a 0-d tensor)"));
+  registrar.add<SumMean<false>>(
+      reduction("reduce.sum", "sum over the given axes (default: all, to a 0-d tensor); int64 and bool sum to int64")
+          .accepts(opforge::DTypeSet::all()));
   registrar.add<SumMean<true>>(reduction("reduce.mean", "mean over the given axes (default: all)"));
   // max and min: the same attributes, but 'axes' names at most one axis.
   auto extreme = [&reduction](const char* name, const char* doc) {
