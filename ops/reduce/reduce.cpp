@@ -15,7 +15,10 @@
 //   min(x)       -> (values = min_R x, indices)   dx = g at the arg-min element, 0 elsewhere
 //   norm(x)      = (Σ_R |x|^p)^(1/p)              dx = g sign(x) |x|^(p-1) / norm^(p-1)
 //                  (third attribute p: Float = 2;    p = 2: dx = g x / norm;  p = 1: dx = g sign(x);
-//                   any finite p >= 1)               dx = 0 where norm = 0)
+//                   any p > 0)                       dx = 0 where x = 0 (and where norm = 0)
+//                  p = inf: max_R |x|; -inf: min_R |x|   dx = g sign(x) / c where |x| = norm (c such
+//                                                        elements: ties share it), 0 elsewhere
+//                  p = 0: the count of nonzero x    dx = 0 (NumPy's and PyTorch's orders)
 //   logsumexp(x) = m + log Σ_R exp(x - m),        dx = g exp((x - m) - log Σ_R exp(x - m))
 //                  m = max_R x (so no exp overflows; the value does not depend on m;
 //                  all -inf gives -inf, with a NaN gradient; no elements give -inf)
@@ -893,16 +896,50 @@ class Extreme final : public opforge::Function {
 
 // ---- norm --------------------------------------------------------------------------------------
 
-enum class NormKind { L1, L2, Lp };
+enum class NormKind { L1, L2, Lp, Zero, Max, Min };
 
-NormKind norm_kind(double p) { return p == 1.0 ? NormKind::L1 : p == 2.0 ? NormKind::L2 : NormKind::Lp; }
+NormKind norm_kind(double p) {
+  if (p == 1.0) return NormKind::L1;
+  if (p == 2.0) return NormKind::L2;
+  if (p == 0.0) return NormKind::Zero;
+  if (std::isinf(p)) return p > 0 ? NormKind::Max : NormKind::Min;
+  return NormKind::Lp;
+}
 
 double read_p(const Context& ctx) {
   const double p = ctx.attr_float(2);
-  OPFORGE_CHECK(std::isfinite(p) && p >= 1.0, ValueError, ctx.op_name(),
-                ": attribute 'p': expected a finite number >= 1, got ", p);
+  OPFORGE_CHECK(!std::isnan(p) && (p >= 0.0 || std::isinf(p)), ValueError, ctx.op_name(),
+                ": attribute 'p': expected a number > 0, 0 (the count of nonzeros), inf (max |x|) or -inf "
+                "(min |x|), got ", p);
   return p;
 }
+
+// max |x| (kMax) or min |x| over the elements, NaN if any is NaN: the norms of
+// order inf and -inf. A max or min does not depend on the order it is taken in.
+template <class T, bool kMax>
+struct AbsExtremeAcc {
+  struct State {
+    double v;
+    bool nan;
+  };
+  State init() const { return {kMax ? 0.0 : std::numeric_limits<double>::infinity(), false}; }
+  static void fold(State& s, T x) {
+    const double a = std::abs(static_cast<double>(x));
+    if (a != a) s.nan = true;
+    else if (kMax ? a > s.v : a < s.v) s.v = a;
+  }
+  void run(State& s, const T* p, std::int64_t n, std::int64_t, std::int64_t) const {
+    for (std::int64_t i = 0; i < n; ++i) fold(s, p[i]);
+  }
+  void rows(State* st, const T* const* p, int count, std::int64_t n, std::int64_t, std::int64_t) const {
+    for (int k = 0; k < count; ++k)
+      for (std::int64_t j = 0; j < n; ++j) fold(st[j], p[k][j]);
+  }
+  void merge(State& a, const State& b) const {
+    a.nan = a.nan || b.nan;
+    if (kMax ? b.v > a.v : b.v < a.v) a.v = b.v;
+  }
+};
 
 class Norm final : public opforge::Function {
  public:
@@ -933,17 +970,35 @@ class Norm final : public opforge::Function {
                              po[k] = canonical_nan(static_cast<T>(std::pow(s, 1.0 / p)));
                            });
           break;
+        case NormKind::Zero:  // the count of nonzeros (a NaN is nonzero)
+          reduce_kernel<T>(g, px, sum_of<T, true>([](T v, std::int64_t) { return v != T(0) ? 1.0 : 0.0; }),
+                           [&](std::int64_t k, double s) { po[k] = static_cast<T>(s); });
+          break;
+        case NormKind::Max:
+        case NormKind::Min: {
+          auto store = [&](std::int64_t k, auto st) {
+            po[k] = st.nan ? std::numeric_limits<T>::quiet_NaN() : static_cast<T>(st.v);
+          };
+          if (norm_kind(p) == NormKind::Max)
+            reduce_kernel<T>(g, px, AbsExtremeAcc<T, true>{}, store);
+          else
+            reduce_kernel<T>(g, px, AbsExtremeAcc<T, false>{}, store);
+          break;
+        }
       }
       return o;
     });
     if (ctx.any_input_needs_grad()) {
-      // The 1-norm's gradient reads x only; the others the norm too.
-      ctx.save_for_backward({x, norm_kind(p) == NormKind::L1 ? Tensor() : out});
+      // The 1-norm's gradient reads x only; the 0-"norm" has none; the others read the norm too.
+      const NormKind kind = norm_kind(p);
+      if (kind != NormKind::Zero) ctx.save_for_backward({x, kind == NormKind::L1 ? Tensor() : out});
     }
     return {out};
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
     const double p = read_p(ctx);
+    // The count of nonzeros is constant where it is defined: nothing saved, zeros.
+    if (norm_kind(p) == NormKind::Zero) return {Tensor::zeros(ctx.input_shape(0), grads[0].dtype())};
     const Geometry g = make_geometry(ctx.input_shape(0), recorded_mask(ctx));
     const TensorList& s = ctx.saved_tensors();  // x, norm (undefined for p = 1)
     const Tensor gout = grads[0].contiguous();
@@ -955,6 +1010,28 @@ class Norm final : public opforge::Function {
       const T* pg = gout.data<T>();
       T* pd = dx.data<T>();
       const NormKind kind = norm_kind(p);
+      if (kind == NormKind::Max || kind == NormKind::Min) {
+        // g sign(x) / c at the elements with |x| = norm (c of them: ties share it
+        // evenly, as in PyTorch), 0 elsewhere; NaN where the norm is NaN.
+        const T* pn = s[1].data<T>();
+        std::vector<double> share(static_cast<std::size_t>(g.out_numel));
+        reduce_kernel<T>(g, px, sum_of<T>([pn](T v, std::int64_t o) { return std::abs(v) == pn[o] ? 1.0 : 0.0; }),
+                         [&](std::int64_t k, double c) { share[static_cast<std::size_t>(k)] = c > 0 ? 1.0 / c : 0.0; });
+        for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
+          for (std::int64_t j = 0; j < n; ++j) {
+            const std::int64_t k = o + j * step;
+            const T v = px[i + j], nrm = pn[k];
+            if (nrm != nrm) {
+              pd[i + j] = nrm;
+              continue;
+            }
+            const T sign = static_cast<T>((v > T(0)) - (v < T(0)));
+            pd[i + j] = std::abs(v) == nrm ? static_cast<T>(static_cast<double>(pg[k] * sign) * share[std::size_t(k)])
+                                            : T(0);
+          }
+        });
+        return dx;
+      }
       if (kind == NormKind::L1) {  // g sign(x)
         for_each_run(g, [&](std::int64_t i, std::int64_t n, std::int64_t o, auto step) {
           for (std::int64_t j = 0; j < n; ++j) {
@@ -1099,7 +1176,8 @@ OPFORGE_PLUGIN("reduce", "0.2.0") {
           .outputs(2)
           .accepts(opforge::DTypeSet::all()));
   registrar.add<Norm>(reduction("reduce.norm", "p-norm (Σ |x|^p)^(1/p) over the given axes (default: all)")
-                          .attr("p", AttrKind::Float, 2.0, "the order of the norm: a finite number >= 1"));
+                          .attr("p", AttrKind::Float, 2.0,
+                                "the order: a number > 0, 0 (count of nonzeros), inf (max |x|) or -inf (min |x|)"));
   registrar.add<LogSumExp>(
       reduction("reduce.logsumexp", "log Σ exp(x) over the given axes (default: all), without overflow"));
   opforge_ops::reduce::register_softmax(registrar);
