@@ -312,7 +312,10 @@ TEST_CASE("contract: mark_non_differentiable: no grad_fn, requires_grad false, b
                          Message("backward: output 0 (float64[3]) does not require grad and has no grad_fn: it is a "
                                  "leaf that was not marked (call requires_grad_(true) on it to differentiate with "
                                  "respect to it), or the output of ops none of whose inputs required grad, of a call "
-                                 "made under a NoGradGuard, or of an output its op marked non-differentiable"));
+                                 "made under a NoGradGuard, or of an output its op marked non-differentiable. (A "
+                                 "gradient from backward() or grad() has no history: opforge computes first "
+                                 "derivatives only, so a gradient penalty or a Hessian-vector product cannot be "
+                                 "backpropagated)"));
   // Both outputs used downstream: only output 0 carries a gradient back.
   Tensor L = sum(add(out[0], out[1]));
   L.backward();

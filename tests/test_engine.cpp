@@ -598,7 +598,9 @@ TEST_CASE("engine: backward on a tensor that does not require grad", "[engine]")
   const char* msg =
       "backward: output 0 (float64[2]) does not require grad and has no grad_fn: it is a leaf that was not marked "
       "(call requires_grad_(true) on it to differentiate with respect to it), or the output of ops none of whose "
-      "inputs required grad, of a call made under a NoGradGuard, or of an output its op marked non-differentiable";
+      "inputs required grad, of a call made under a NoGradGuard, or of an output its op marked non-differentiable. "
+      "(A gradient from backward() or grad() has no history: opforge computes first derivatives only, so a "
+      "gradient penalty or a Hessian-vector product cannot be backpropagated)";
   Tensor plain = Tensor::ones({2});
   REQUIRE_THROWS_MATCHES(plain.backward(Tensor::ones({2})), AutogradError, Message(msg));
   Tensor y = ew("mul")({plain, plain});  // no input requires grad: no node

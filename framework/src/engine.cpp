@@ -330,7 +330,9 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
                 "never does); backpropagate from a floating output"
               : ": it is a leaf that was not marked (call requires_grad_(true) on it to differentiate with respect "
                 "to it), or the output of ops none of whose inputs required grad, of a call made under a "
-                "NoGradGuard, or of an output its op marked non-differentiable";
+                "NoGradGuard, or of an output its op marked non-differentiable. (A gradient from backward() or "
+                "grad() has no history: opforge computes first derivatives only, so a gradient penalty or a "
+                "Hessian-vector product cannot be backpropagated)";
       throw AutogradError(detail::concat("backward: output ", r, " (", out.describe(),
                                          ") does not require grad and has no grad_fn", why));
     }
