@@ -563,6 +563,22 @@ TEST_CASE("int64_input_is_refused_by_every_float_only_op", "[ops][errors]") {
   require_refused<opforge::DTypeError>(calls);
 }
 
+TEST_CASE("an_undefined_input_is_refused_naming_where_undefined_tensors_come_from", "[ops][errors]") {
+  // W = W - lr * W.grad() makes W a non-leaf, whose .grad() stays undefined: the
+  // next step's call said only "expected a tensor, got an undefined one".
+  Tensor w = Tensor::from_values({1.0, 2.0}).requires_grad_();
+  Tensor w2 = w - 0.1 * Tensor::ones({2});
+  CHECK_FALSE(w2.grad().defined());
+  const std::vector<BadCall> calls = {
+      {"elementwise.mul", {f64({2}), w2.grad()},
+       "elementwise.mul: argument 'b' (input 1): expected a tensor, got an undefined one (a default-constructed "
+       "Tensor, or the .grad() of a tensor that has none: a non-leaf without retain_grad(), for instance a parameter "
+       "reassigned with w = w - lr * w.grad() instead of updated in place under a NoGradGuard, or a leaf before its "
+       "first backward or after zero_grad())"},
+  };
+  require_refused<opforge::ValueError>(calls);
+}
+
 TEST_CASE("wrong_number_of_inputs_is_refused_listing_the_inputs", "[ops][errors]") {
   const std::vector<BadCall> calls = {
       {"elementwise.add", {f64({3})}, "elementwise.add: expected 2 inputs (a, b), got 1"},
