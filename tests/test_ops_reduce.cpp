@@ -1026,6 +1026,46 @@ TEST_CASE("reduce_sum_of_int64_and_bool_is_int64_and_counts_a_mask", "[ops][redu
   CHECK(opforge::op("reduce.sum")({huge}).data<std::int64_t>()[0] == std::numeric_limits<std::int64_t>::min());
 }
 
+TEST_CASE("reduce_sum_and_mean_of_expanded_and_transposed_views_read_the_view_without_copying_it", "[ops][reduce]") {
+  // An expanded [1, 10^6] row as [10^5, 10^6] needed a 745 GiB copy; now its one row is read.
+  const Tensor row = Tensor::randn({1, 1000000}, DType::Float64, 3);
+  const Tensor huge = row.expand({100000, 1000000});
+  CHECK(opforge::op("reduce.sum")({huge}).item() ==
+        Approx(opforge::op("reduce.sum")({row}).item() * 100000).epsilon(1e-12));
+  CHECK(opforge::live_bytes() < (std::int64_t{1} << 30));
+  // Against the same values laid out contiguously: every subset of axes, keepdims, both ops.
+  const Tensor base = Tensor::randn({4, 1, 6}, DType::Float64, 4);
+  const std::vector<Tensor> views = {
+      base.expand({4, 5, 6}),                                        // a kept or reduced expanded axis
+      Tensor::randn({6, 5, 4}, DType::Float64, 5).permute({2, 1, 0}),  // a permutation of a dense tensor
+      Tensor::randn({4, 5, 12}, DType::Float64, 6).slice(2, 0, 12, 2),  // not dense: a copy
+      Tensor::randn({5, 1, 4}, DType::Float64, 7).permute({2, 1, 0}).expand({4, 3, 5}),  // both
+  };
+  for (std::size_t v = 0; v < views.size(); ++v) {
+    const Tensor& x = views[v];
+    REQUIRE_FALSE(x.is_contiguous());
+    const Tensor c = x.contiguous();
+    for (const std::string name : {"reduce.sum", "reduce.mean"})
+      for (const Dims& axes : {Dims{}, Dims{0}, Dims{1}, Dims{2}, Dims{0, 1}, Dims{1, 2}, Dims{0, 2}})
+        for (const bool keep : {false, true}) {
+          INFO("view " << v << " " << name << " axes " << axes << " keepdims " << keep);
+          const Tensor got = opforge::op(name)({x}, {{"axes", axes}, {"keepdims", keep}});
+          const Tensor want = opforge::op(name)({c}, {{"axes", axes}, {"keepdims", keep}});
+          REQUIRE(got.shape() == want.shape());
+          REQUIRE(got.is_contiguous());
+          require_values(got, want.to_vector(), 1e-12, 1e-13);
+        }
+  }
+  // int64: exact, the repeat included.
+  const Tensor ints = Tensor::from_values({1, -2, 3}, Dims{1, 3}, DType::Int64).expand({4, 3});
+  CHECK(opforge::op("reduce.sum")({ints}).item() == 8);
+  CHECK(opforge::op("reduce.sum")({ints}, {{"axes", Dims{0}}}).to_vector() == std::vector<double>{4, -8, 12});
+  // The gradient reaches the expanded tensor's base.
+  Tensor leaf = Tensor::randn({1, 3}, DType::Float64, 8).requires_grad_();
+  opforge::op("reduce.sum")({leaf.expand({4, 3})}).backward();
+  CHECK(leaf.grad().to_vector() == std::vector<double>{4, 4, 4});
+}
+
 TEST_CASE("reduce_max_and_min_refuse_several_axes_and_empty_axes", "[ops][reduce][errors]") {
   using opforge::ValueError;
   CHECK_THROWS_MATCHES(opforge::op("reduce.max").call({Tensor::ones({2, 3})}, {{"axes", Dims{0, 1}}}), ValueError,
