@@ -65,8 +65,8 @@ std::string modified_msg(const std::string& op, int index, const std::string& wh
   return "in backward of '" + op + "': saved tensor " + std::to_string(index) + " (" + what +
          ") was modified in place after forward saved it (version " + std::to_string(was) + ", now " +
          std::to_string(now) +
-         "); backward needs its value from forward. Modify a clone() instead, or do the in-place change before "
-         "the op";
+         "); backward needs its value from forward. Modify a copy instead (detach().clone()), or do the in-place "
+         "change before the op";
 }
 
 }  // namespace
@@ -145,7 +145,8 @@ TEST_CASE("contract: a saved output is covered by the version check too", "[cont
   REQUIRE_THROWS_MATCHES(y.fill_(0.0), AutogradError,
                          Message("Tensor::fill_: the tensor is the output of 'test.exp' and part of a recorded graph; "
                                  "in-place changes would corrupt its backward. Use an op that returns a new tensor, "
-                                 "or detach() first"));
+                                 "or detach() first (clone(), contiguous() and to() of a tensor that requires grad "
+                                 "are recorded too: detach().clone() is a copy of its own to write into)"));
   {
     opforge::NoGradGuard g;
     y.fill_(0.0);  // allowed here, but the Context's alias of y shares its counter
@@ -955,7 +956,9 @@ TEST_CASE("contract: in-place ops are refused on a leaf that requires grad and o
   const auto out_msg = [](const char* what) {
     return std::string("Tensor::") + what +
            ": the tensor is the output of 'elementwise.square' and part of a recorded graph; in-place changes "
-           "would corrupt its backward. Use an op that returns a new tensor, or detach() first";
+           "would corrupt its backward. Use an op that returns a new tensor, or detach() first (clone(), contiguous() "
+           "and to() of a tensor that requires grad are recorded too: detach().clone() is a copy of its own to write "
+           "into)";
   };
   REQUIRE_THROWS_MATCHES(h.fill_(0), AutogradError, Message(out_msg("fill_")));
   REQUIRE_THROWS_MATCHES(h.add_(other), AutogradError, Message(out_msg("add_")));

@@ -729,7 +729,8 @@ TEST_CASE("engine: a saved tensor modified in place before backward is an error"
   REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({2})), AutogradError,
                          Message("in backward of 'elementwise.square': saved tensor 0 (float64[2]) was modified in "
                                  "place after forward saved it (version 0, now 1); backward needs its value from "
-                                 "forward. Modify a clone() instead, or do the in-place change before the op"));
+                                 "forward. Modify a copy instead (detach().clone()), or do the in-place change "
+                                 "before the op"));
   CHECK_FALSE(x.grad().defined());
 }
 

@@ -118,8 +118,8 @@ const TensorList& Context::saved_tensors() const {
     OPFORGE_CHECK(now == saved_versions_[i], AutogradError, op_name_, ": saved tensor ", i, " (",
                   saved_[i].describe(), ") was modified in place after forward saved it (version ",
                   saved_versions_[i], ", now ", now,
-                  "); backward needs its value from forward. Modify a clone() instead, or do the in-place "
-                  "change before the op");
+                  "); backward needs its value from forward. Modify a copy instead (detach().clone()), or do the "
+                  "in-place change before the op");
   }
   return saved_;
 }

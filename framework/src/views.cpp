@@ -380,7 +380,8 @@ void Tensor::check_inplace_allowed(const char* what) const {
   OPFORGE_CHECK(!impl_->grad_fn, AutogradError, "Tensor::", what, ": the tensor is the output of '",
                 impl_->grad_fn->name(),
                 "' and part of a recorded graph; in-place changes would corrupt its backward. Use an op that "
-                "returns a new tensor, or detach() first");
+                "returns a new tensor, or detach() first (clone(), contiguous() and to() of a tensor that "
+                "requires grad are recorded too: detach().clone() is a copy of its own to write into)");
   OPFORGE_CHECK(!impl_->requires_grad, AutogradError, "Tensor::", what,
                 ": the tensor is a leaf that requires grad; changing it in place would corrupt the graphs that "
                 "use it. Update parameters under a NoGradGuard");
