@@ -115,6 +115,13 @@ void install_crash_report() {
   }
 }
 
+// "gradcheck, backward_contract, ...": from the harness itself, so no list here can miss a check.
+std::string joined_check_names() {
+  std::string joined;
+  for (const std::string& c : opforge::sdk::check_names()) joined += (joined.empty() ? "" : ", ") + c;
+  return joined;
+}
+
 // "a,b" -> {"a", "b"}; every name must be a check of the harness.
 std::vector<std::string> parse_skip(const std::string& list, std::string& error) {
   std::vector<std::string> names;
@@ -123,9 +130,7 @@ std::vector<std::string> parse_skip(const std::string& list, std::string& error)
   const auto& all = opforge::sdk::check_names();
   while (std::getline(in, name, ',')) {
     if (std::find(all.begin(), all.end(), name) == all.end()) {
-      std::string known;
-      for (const std::string& c : all) known += (known.empty() ? "" : ", ") + c;
-      error = "option '--skip': '" + name + "' is no check (the checks: " + known + ")";
+      error = "option '--skip': '" + name + "' is no check (the checks: " + joined_check_names() + ")";
       return {};
     }
     names.push_back(name);
@@ -152,11 +157,8 @@ int run_check(const std::vector<std::string>& args) {
     return kUsageOrLoadError;
   }
   if (vm.count("help")) {
-    // The names come from the harness itself, so the list cannot miss a check.
-    std::string checks;
-    for (const std::string& c : opforge::sdk::check_names()) checks += (checks.empty() ? "" : ", ") + c;
     std::cout << desc << "\n"
-              << "Checks: " << checks << "\n        (docs/harness.md says what each does).\n"
+              << "Checks: " << joined_check_names() << "\n        (docs/harness.md says what each does).\n"
               << "Exit status: 0 all passed, 1 a check failed (or the plugin registers no op), 2 the plugin\n"
                  "did not load, --op names no op of it, or bad arguments.\n";
     return 0;
@@ -222,13 +224,13 @@ int run_check(const std::vector<std::string>& args) {
       std::cout << opforge::sdk::format_result(r) << std::endl;
     }
   };
-  std::vector<opforge::sdk::CheckResult> printed;
+  std::vector<bool> printed_passed;  // each check's line as it went out
   options.on_result = [&](const opforge::sdk::CheckResult& r) {
     print(r);
-    printed.push_back(r);
+    printed_passed.push_back(r.passed);
   };
   for (const std::string& name : ops) {
-    printed.clear();
+    printed_passed.clear();
     const opforge::sdk::CheckReport report = opforge::sdk::check_op(opforge::op(name), options);
     bool op_failed = false;
     for (std::size_t i = 0; i < report.size(); ++i) {
@@ -242,7 +244,7 @@ int run_check(const std::vector<std::string>& args) {
         op_failed = true;
       }
       // A later check can fail deterministic after its line went out: say it again.
-      if (i < printed.size() && printed[i].passed != r.passed) print(r);
+      if (i < printed_passed.size() && printed_passed[i] != r.passed) print(r);
     }
     if (op_failed) failed_ops.push_back(name);
   }

@@ -848,7 +848,9 @@ struct ThreadCountScope {
 
 void check_split_work(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
   const OpSchema& s = op.schema();
-  const TensorList sample = harness_inputs(op, primary_dtype(s), opt.seed);
+  const DType dtype = primary_dtype(s);
+  const std::string tag = dtype_name(dtype);
+  const TensorList sample = harness_inputs(op, dtype, opt.seed);
   TensorList weights;
   const Run reference = run_forward_backward(op, sample, weights, opt.seed);
   {
@@ -867,7 +869,7 @@ void check_split_work(const OpHandle& op, const CheckOptions& opt, CheckResult& 
     }
     const std::string d = compare_runs(s, reference, other);
     if (!d.empty())
-      return fail(r, std::string(dtype_name(primary_dtype(s))) + ": with opforge::set_num_threads(" +
+      return fail(r, tag + ": with opforge::set_num_threads(" +
                          std::to_string(threads) + ") instead of " + std::to_string(num_threads()) + ", " + d +
                          " (before vs after): the results depend on the thread count. Cut the work by the shape "
                          "alone, never by num_threads() (sdk::parallel_for over fixed chunks, "
@@ -881,7 +883,7 @@ void check_split_work(const OpHandle& op, const CheckOptions& opt, CheckResult& 
   const std::string d = compare_runs(s, reference, split);
   if (!d.empty()) {
     const bool close = compare_close(s, reference, split, true).empty();
-    return fail(r, std::string(dtype_name(primary_dtype(s))) + ": with every sdk::parallel_for range cut into "
+    return fail(r, tag + ": with every sdk::parallel_for range cut into "
                    "pieces of unequal sizes, run last to first (as threads may), " + d + " (whole vs cut): " +
                    (close ? "the results depend on where the work is cut, by rounding: with more threads or "
                             "another machine they change. Fix the order of additions by the shape alone "
@@ -891,8 +893,7 @@ void check_split_work(const OpHandle& op, const CheckOptions& opt, CheckResult& 
                             "results apart") +
                    "; with the samples small, a range runs in one piece unless split, so this shows only here");
   }
-  pass(r, std::string(dtype_name(primary_dtype(s))) +
-              ": with 1 and 3 threads, and with every parallel_for range cut into unequal pieces run last to "
+  pass(r, tag + ": with 1 and 3 threads, and with every parallel_for range cut into unequal pieces run last to "
               "first, outputs and gradients bit-identical");
 }
 

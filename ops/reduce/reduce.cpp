@@ -714,7 +714,7 @@ class SumMean final : public opforge::Function {
   TensorList forward(Context& ctx, TensorSpan in) const override {
     const Tensor& x = in[0];
     const Plan p = plan_of(ctx, x);
-    if (x.is_contiguous()) return {dense(ctx, x, p.mask, p.out_shape)};
+    if (x.is_contiguous()) return {dense(ctx, x, p)};
     return {strided(ctx, x, p)};
   }
 
@@ -729,7 +729,7 @@ class SumMean final : public opforge::Function {
   static Tensor strided(const Context& ctx, const Tensor& x, const Plan& p) {
     const std::size_t r = x.shape().size();
     for (std::int64_t n : x.shape())
-      if (n == 0) return dense(ctx, x.contiguous(), p.mask, p.out_shape);
+      if (n == 0) return dense(ctx, x.contiguous(), p);
     Tensor base = x;
     std::uint64_t repeat = 1;  // elements each reduced one stands for
     bool expand_back = false;
@@ -755,26 +755,25 @@ class SumMean final : public opforge::Function {
       dense_layout = dense_layout && base.strides()[a] == step;
       step *= base.shape()[a];
     }
-    if (!dense_layout) return dense(ctx, x.contiguous(), p.mask, p.out_shape);
+    if (!dense_layout) return dense(ctx, x.contiguous(), p);
     const Tensor xp = base.permute(Dims(order.data(), order.size())).contiguous();  // dense: a view, no copy
-    std::uint32_t mask = 0;
-    Dims kept;  // xp's shape with its reduced axes as 1
+    Plan in_order;  // xp's reduced axes, kept as 1
     for (std::size_t k = 0; k < r; ++k) {
       const bool reduced = (p.mask >> order[k]) & 1u;
-      if (reduced) mask |= 1u << k;
-      kept.push_back(reduced ? 1 : xp.shape()[k]);
+      if (reduced) in_order.mask |= 1u << k;
+      in_order.out_shape.push_back(reduced ? 1 : xp.shape()[k]);
     }
     Dims inverse;
     inverse.resize(r);
     for (std::size_t k = 0; k < r; ++k) inverse[std::size_t(order[k])] = static_cast<std::int64_t>(k);
-    Tensor out = dense(ctx, xp, mask, kept).permute(inverse);  // x's axes, reduced ones (and expanded kept ones) 1
+    Tensor out = dense(ctx, xp, in_order).permute(inverse);  // x's axes, reduced ones (and expanded kept ones) 1
     if (expand_back) {
       Dims full = x.shape();
       for (std::size_t a = 0; a < r; ++a)
         if ((p.mask >> a) & 1u) full[a] = 1;
       out = out.expand(full);
     }
-    out = out.contiguous().reshape(p.out_shape).contiguous();
+    out = out.contiguous().reshape(p.out_shape);
     if (!kMean && repeat != 1) scale_by(ctx, out, repeat);  // (a mean of repeated elements is the mean of one)
     return out;
   }
@@ -795,11 +794,7 @@ class SumMean final : public opforge::Function {
     });
   }
 
-  static Tensor dense(const Context& ctx, const Tensor& x, std::uint32_t mask, const Dims& out_shape) {
-    struct {
-      std::uint32_t mask;
-      Dims out_shape;
-    } p{mask, out_shape};
+  static Tensor dense(const Context& ctx, const Tensor& x, const Plan& p) {
     const Geometry g = make_geometry(x.shape(), p.mask);
     if (!kMean && (x.dtype() == DType::Int64 || x.dtype() == DType::Bool)) {  // sum: int64 out (a mask's count)
       Tensor out = Tensor::empty(p.out_shape, DType::Int64);
