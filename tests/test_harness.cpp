@@ -861,6 +861,36 @@ TEST_CASE("harness: `opforge check FILE` checks FILE when a plugin of its name i
   CHECK_THAT(r.output, Contains("OK: plugin 'healthy_rename' (" + build + "): 1 op, "));
 }
 
+TEST_CASE("harness: `opforge check` refuses a plugin named like a standard one (exit 2), saying to rename it") {
+  // A plugin called "reduce" could never load beside the standard reduce plugin;
+  // checking it in that one's place would pass a plugin no program can load.
+  const std::string file = std::filesystem::canonical(OPFORGE_TEST_FIXTURES "/standard_name.so").string();
+  const RunResult r = run_command(opforge_check("'" + file + "'"));
+  INFO(r.output);
+  CHECK(r.status == 2);
+  CHECK_THAT(r.output, StartsWith("opforge check: plugin 'reduce' (" + file + ") has the name of the standard plugin "));
+  CHECK_THAT(r.output, Contains("/reduce.so, so no program can load it (a second plugin of one name is refused); "
+                                "rename it: OPFORGE_PLUGIN(\"another_name\", ...), with ops named "
+                                "\"another_name.op\"\n"));
+  CHECK_THAT(r.output, !Contains("OK:"));
+}
+
+TEST_CASE("harness: `opforge check` notes an op not named <plugin>.<op> (a likely typo) and still checks it") {
+  const std::string file = std::filesystem::canonical(OPFORGE_TEST_FIXTURES "/healthy_family.so").string();
+  const RunResult r = run_command(opforge_check("'" + file + "'"));
+  INFO(r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, StartsWith("opforge check: note: op 'healthy_famliy.twice' of plugin 'healthy_family' is not "
+                                  "named 'healthy_family.<op>', as ops are by convention (a typo in its name or in "
+                                  "the plugin's?)\n"));
+  CHECK_THAT(r.output, Contains("OK: plugin 'healthy_family' (" + file + "): 1 op, "));
+  // A plugin whose ops follow the convention gets no note.
+  const RunResult fine = run_command(opforge_check("'" + std::filesystem::canonical(OPFORGE_TEST_FIXTURES
+                                                                                    "/healthy_rename.so").string() +
+                                                   "'"));
+  CHECK_THAT(fine.output, !Contains("note:"));
+}
+
 TEST_CASE("harness: `opforge check` on a plugin that registers no op fails (exit 1): nothing checked is no pass") {
   const std::string file = std::filesystem::canonical(OPFORGE_TEST_FIXTURES "/no_ops.so").string();
   for (const bool json : {false, true}) {

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <cstdint>
 #include <string>
@@ -320,6 +321,65 @@ TEST_CASE("linalg_matmul_gradcheck_through_transposed_and_strided_views", "[lina
   const std::vector<double> q = Q.to_vector(), gp = P.grad().to_vector();
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 3; ++j) CHECK(gp[i * 3 + j] == Approx(q[i * 2] + q[i * 2 + 1]));
+}
+
+// A matrix times a vector (mv, matmul of a 1-D operand, a 2-D product with one
+// column or one row) is one gemv, and a transposed matrix is read in place: no
+// copy of it, the same values and gradients as a contiguous one.
+TEST_CASE("linalg_matrix_vector_products_read_a_transposed_matrix_in_place", "[linalg][matmul][mv]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(name(dtype));
+  const double tol = dtype == DType::Float32 ? 1e-4 : 1e-12;
+  const Tensor At = Tensor::randn({300, 200}, dtype, 3);
+  const Tensor A = At.transpose(0, 1);  // [200, 300], a view
+  const Tensor x = Tensor::randn({300}, dtype, 4), v = Tensor::randn({200}, dtype, 5);
+  REQUIRE_FALSE(A.is_contiguous());
+  const OpHandle mm = opforge::op("linalg.matmul"), mv = opforge::op("linalg.mv");
+  struct Case {
+    const char* what;
+    std::function<Tensor(const Tensor&)> call;  // of A, or of its contiguous copy
+    Tensor lhs, rhs;                            // the same product as a naive [m, k] x [k, n]
+  };
+  const Tensor xc = x.reshape({300, 1}), vr = v.reshape({1, 200});
+  const std::vector<Case> cases = {
+      {"mv(A, x)", [&](const Tensor& a) { return mv({a, x}); }, A, xc},
+      {"matmul(A, x)", [&](const Tensor& a) { return mm({a, x}); }, A, xc},
+      {"matmul(v, A)", [&](const Tensor& a) { return mm({v, a}); }, vr, A},
+      {"matmul(A, x[:, None])", [&](const Tensor& a) { return mm({a, xc}); }, A, xc},
+      {"matmul(v[None, :], A)", [&](const Tensor& a) { return mm({vr, a}); }, vr, A},
+  };
+  for (const Case& c : cases) {
+    INFO(c.what);
+    Dims naive_shape;
+    const std::vector<double> want = naive_matmul(c.lhs.contiguous(), c.rhs.contiguous(), &naive_shape);
+    for (const bool view : {true, false}) {
+      INFO("A " << (view ? "a transposed view" : "contiguous"));
+      const Tensor a = view ? A : A.contiguous();
+      opforge::reset_peak_bytes();
+      const std::int64_t before = opforge::live_bytes();
+      const Tensor y = c.call(a);
+      CHECK(opforge::peak_bytes() - before == static_cast<std::int64_t>(y.nbytes()));  // no copy of A
+      CHECK(y.numel() == naive_shape[0] * naive_shape[1]);
+      require_values(y, want, tol, tol);
+    }
+  }
+}
+
+TEST_CASE("linalg_matrix_vector_products_gradcheck_through_transposed_views", "[linalg][matmul][mv][grad]") {
+  const Tensor At = Tensor::randn({4, 3}, DType::Float64, 6);
+  const Tensor x = Tensor::randn({4}, DType::Float64, 7), v = Tensor::randn({3}, DType::Float64, 8);
+  require_gradcheck("linalg.mv", {At.transpose(0, 1), x});
+  require_gradcheck("linalg.mv", {At, v});
+  require_gradcheck("linalg.matmul", {At.transpose(0, 1), x});
+  require_gradcheck("linalg.matmul", {At, v});
+  require_gradcheck("linalg.matmul", {x, At});
+  require_gradcheck("linalg.matmul", {v, At.transpose(0, 1)});
+  require_gradcheck("linalg.matmul", {At.transpose(0, 1), x.reshape({4, 1})});
+  require_gradcheck("linalg.matmul", {x.reshape({1, 4}), At});
+  // A strided vector, and a matrix that is neither contiguous nor a transpose.
+  const Tensor stepped = Tensor::randn({8}, DType::Float64, 9).slice(0, 0, 8, 2);  // [4], stride 2
+  require_gradcheck("linalg.mv", {Tensor::randn({3, 8}, DType::Float64, 10).slice(1, 0, 8, 2), stepped});
+  require_gradcheck("linalg.matmul", {stepped, Tensor::randn({4, 6}, DType::Float64, 11).slice(1, 0, 6, 2)});
 }
 
 // With one input requiring grad, it gets the same gradient as when both do.

@@ -646,6 +646,25 @@ TEST_CASE("plugin: a backward returning a gradient of the wrong shape or dtype g
         ".to(ctx.input_dtype(i)))");
 }
 
+TEST_CASE("plugin: an op reading an input or gradient past what it was given gets an IndexError, not garbage") {
+  ensure_faulty_loaded();
+  const std::string span = "TensorSpan: index 1 is out of range for 1 tensor (an op's forward gets one tensor per "
+                           "input its schema declares, in the order of input_names; its backward one gradient per "
+                           "output)";
+  const Tensor x = Tensor::from_values({1, 2, 3}).requires_grad_();
+  CHECK_THROWS_MATCHES(opforge::op("faulty.reads_past_inputs")({x}), opforge::IndexError,
+                       Catch::Message("faulty.reads_past_inputs: " + span));
+  const Tensor y = opforge::op("faulty.reads_past_grads")({x});
+  try {
+    y.backward(Tensor::ones({3}));
+    FAIL("backward reading g[1] of 1 did not throw");
+  } catch (const opforge::Error& e) {
+    CHECK_THAT(e.what(), Catch::StartsWith("in backward of 'faulty.reads_past_grads': "));
+    CHECK_THAT(e.what(), Catch::Contains(span));
+  }
+  CHECK_FALSE(x.grad().defined());
+}
+
 TEST_CASE("plugin: a forward returning the wrong number of outputs, or an undefined one, names the plugin") {
   ensure_faulty_loaded();
   const std::string file = canonical_fixture("forward_throws.so");

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,10 @@ constexpr int kUsageOrLoadError = 2;
 // standard plugin, or one on OPFORGE_PLUGIN_PATH), else loaded now. A plugin of
 // the same name loaded from another file (an installed copy of the plugin being
 // developed) is replaced: the file named on the command line is the one checked.
+// A plugin named like a standard one is refused instead: it could never load
+// beside the standard plugin (load_plugin refuses a second plugin of one name),
+// and checking it in the standard one's place would pass a plugin no program can
+// load, or fail the checks of ops that call the standard one's.
 opforge::PluginInfo find_or_load(const std::string& path) {
   std::error_code ec;
   const std::filesystem::path canonical = std::filesystem::canonical(path, ec);
@@ -46,11 +51,28 @@ opforge::PluginInfo find_or_load(const std::string& path) {
   opforge::LoadOptions options;
   options.replace_same_name = true;
   opforge::PluginInfo plugin = opforge::load_plugin(path, options);
-  for (const opforge::PluginInfo& p : before)
-    if (p.name == plugin.name)
-      std::cerr << "opforge check: plugin '" << plugin.name << "' was also loaded from " << p.file << "; checking "
-                << plugin.file << " in its place\n";
+  const std::filesystem::path standard_dir = opforge::plugin_search_path().front();
+  for (const opforge::PluginInfo& p : before) {
+    if (p.name != plugin.name) continue;
+    if (std::filesystem::path(p.file).parent_path() == standard_dir)
+      throw std::runtime_error("plugin '" + plugin.name + "' (" + plugin.file +
+                               ") has the name of the standard plugin " + p.file +
+                               ", so no program can load it (a second plugin of one name is refused); rename it: "
+                               "OPFORGE_PLUGIN(\"another_name\", ...), with ops named \"another_name.op\"");
+    std::cerr << "opforge check: plugin '" << plugin.name << "' was also loaded from " << p.file << "; checking "
+              << plugin.file << " in its place\n";
+  }
   return plugin;
+}
+
+// A note on stderr for each op not named "<plugin>.<op>": the convention the
+// docs and `opforge ops` rely on, so most likely a typo in the op's name.
+void note_op_families(const opforge::PluginInfo& plugin) {
+  const std::string family = plugin.name + ".";
+  for (const std::string& op : plugin.ops)
+    if (op.compare(0, family.size(), family) != 0)
+      std::cerr << "opforge check: note: op '" << op << "' of plugin '" << plugin.name << "' is not named '"
+                << family << "<op>', as ops are by convention (a typo in its name or in the plugin's?)\n";
 }
 
 // The op of `plugin` called `name` ("loss.lstsq", or just "lstsq"); "" if none.
@@ -185,6 +207,7 @@ int run_check(const std::vector<std::string>& args) {
   opforge::PluginInfo plugin;
   try {
     plugin = find_or_load(path);
+    note_op_families(plugin);
   } catch (const std::exception& e) {
     std::cerr << "opforge check: " << e.what() << "\n";
     return kUsageOrLoadError;

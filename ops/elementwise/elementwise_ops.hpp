@@ -60,19 +60,7 @@ inline constexpr opforge::DTypeSet kNumeric{DType::Float32, DType::Float64, DTyp
 
 // ---- dtype dispatch ------------------------------------------------------------------------
 
-/// f(float{}), f(double{}) or f(std::int64_t{}); other dtypes raise a DTypeError
-/// naming the op and argument.
-template <class F>
-decltype(auto) dispatch_numeric(DType t, const Context& ctx, const char* arg, F&& f) {
-  switch (t) {
-    case DType::Float32: return f(float{});
-    case DType::Float64: return f(double{});
-    case DType::Int64: return f(std::int64_t{});
-    default: break;
-  }
-  throw opforge::DTypeError(opforge::detail::concat(
-      ctx.op_name(), ": argument '", arg, "': expected dtype float32, float64 or int64, got ", opforge::dtype_name(t)));
-}
+using sdk::dispatch_numeric;
 
 // ---- kernels -----------------------------------------------------------------------------
 

@@ -37,19 +37,6 @@ void fill_zero(Tensor& t) {
   std::fill(t.data<T>(), t.data<T>() + t.numel(), T(0));
 }
 
-// y = op(A) x, where A is stored [rows, cols] and op transposes it or not.
-template <class T>
-void gemv_into(const Tensor& A, bool transpose, const Tensor& x, Tensor& y) {
-  if (A.numel() == 0) {  // BLAS refuses a leading dimension of 0; an empty sum is 0
-    fill_zero<T>(y);
-    return;
-  }
-  auto a = sdk::matrix_view<T>(A);
-  auto xv = sdk::flat_view<T>(x);
-  auto yv = sdk::flat_view<T>(y);
-  xt::blas::gemv(a, xv, yv, transpose);
-}
-
 // C = op(A) op(B), each operand stored row-major and transposed by BLAS on the fly.
 template <class T>
 void gemm_into(const Tensor& A, bool transpose_a, const Tensor& B, bool transpose_b, Tensor& C) {
@@ -58,10 +45,10 @@ void gemm_into(const Tensor& A, bool transpose_a, const Tensor& B, bool transpos
     fill_zero<T>(C);
     return;
   }
-  auto a = sdk::matrix_view<T>(A);
-  auto b = sdk::matrix_view<T>(B);
-  auto c = sdk::matrix_view<T>(C);
-  xt::blas::gemm(a, b, c, transpose_a, transpose_b);
+  // gemm() below: a one-column or one-row C goes to gemv.
+  const std::int64_t k = transpose_a ? A.size(0) : A.size(1);
+  gemm<T>(transpose_a, transpose_b, C.size(0), C.size(1), k, T(1), A.data<T>(), A.size(1), B.data<T>(), B.size(1),
+          T(0), C.data<T>(), C.size(1));
 }
 
 // out[i, j] = g[i] * x[j]. A rank-1 product is memory-bound: one pass writing the
@@ -84,6 +71,32 @@ Tensor outer(const Tensor& g, const Tensor& x) {
   return out;
 }
 
+// A matrix as BLAS reads it: contiguous, or the contiguous matrix it is the
+// transpose of (trans = true: A.transpose(0, 1) as Aᵀ x is written), or else a
+// contiguous copy.
+struct GemmOperand {
+  Tensor t;
+  bool trans = false;
+};
+GemmOperand gemm_operand(const Tensor& x) {
+  if (x.is_contiguous()) return {x, false};
+  Tensor xt = x.transpose(0, 1);
+  if (xt.is_contiguous()) return {std::move(xt), true};
+  return {x.clone(), false};
+}
+
+// y = A v, or Aᵀ v with `transpose`: A a matrix in any layout (gemm_operand: a
+// transposed one read in place), v a contiguous vector.
+template <class T>
+Tensor matvec(const Tensor& A, bool transpose, const Tensor& v) {
+  const GemmOperand a = gemm_operand(A);
+  Tensor y = Tensor::empty(Dims{A.size(transpose ? 1 : 0)}, A.dtype());
+  gemv<T>(a.trans != transpose, a.t.size(0), a.t.size(1), T(1), a.t.data<T>(), v.data<T>(), T(0), y.data<T>());
+  return y;
+}
+
+// The schema takes strided inputs: a transposed A goes to gemv with its transpose
+// flag, with no copy (a copy of a [4000, 4000] float64 Aᵀ took 5x the product).
 class Mv final : public opforge::Function {
  public:
   TensorList forward(Context& ctx, TensorSpan in) const override {
@@ -92,17 +105,15 @@ class Mv final : public opforge::Function {
     sdk::expect_rank(ctx, A, "A", 2);
     sdk::expect_rank(ctx, x, "x", 1);
     sdk::expect_shape(ctx, x, "x", Dims{A.size(1)}, "the number of columns of 'A'");
-    sdk::expect_contiguous(ctx, A, "A");
-    sdk::expect_contiguous(ctx, x, "x");
     expect_blas_sizes(ctx, A, "A");
-    // dA = g xᵀ reads x; dx = Aᵀ g reads A. Slot 0: x, slot 1: A, each undefined when not needed.
+    const Tensor xc = contiguous(x);
+    // dA = g xᵀ reads x; dx = Aᵀ g reads A (as given: backward finds its layout again).
+    // Slot 0: x, slot 1: A, each undefined when not needed.
     if (ctx.any_input_needs_grad())
-      ctx.save_for_backward({ctx.needs_input_grad(0) ? x : Tensor(), ctx.needs_input_grad(1) ? A : Tensor()});
+      ctx.save_for_backward({ctx.needs_input_grad(0) ? xc : Tensor(), ctx.needs_input_grad(1) ? A : Tensor()});
     return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
-      Tensor y = Tensor::empty(Dims{A.size(0)}, A.dtype());
-      gemv_into<T>(A, false, x, y);  // [m, n] x [n] -> [m]
-      return y;
+      return matvec<T>(A, false, xc);  // [m, n] x [n] -> [m]
     })};
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
@@ -112,11 +123,7 @@ class Mv final : public opforge::Function {
     sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
       if (ctx.needs_input_grad(0)) gA = outer<T>(g, s[0]);  // g xᵀ: [m] x [n] -> [m, n]
-      if (ctx.needs_input_grad(1)) {
-        const Tensor& A = s[1];
-        gx = Tensor::empty(Dims{A.size(1)}, g.dtype());
-        gemv_into<T>(A, true, g, gx);  // Aᵀ g: [n, m] x [m] -> [n]
-      }
+      if (ctx.needs_input_grad(1)) gx = matvec<T>(s[1], true, g);  // Aᵀ g: [n, m] x [m] -> [n]
     });
     return {gA, gx};
   }
@@ -243,27 +250,78 @@ class Matmul final : public opforge::Function {
     const Tensor& A = in[0];
     const Tensor& B = in[1];
     if (A.dim() == 2 && B.dim() == 2) return forward_2d(ctx, A, B);
+    if (A.dim() == 2 && B.dim() == 1) return forward_mv(ctx, A, B);
+    if (A.dim() == 1 && B.dim() == 2) return forward_vm(ctx, A, B);
     return forward_batched(ctx, contiguous(A), contiguous(B));
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
-    if (ctx.saved_int(0) == 0) return backward_2d(ctx, grads);
-    return backward_batched(ctx, grads);
+    switch (ctx.saved_int(0)) {
+      case kMode2d: return backward_2d(ctx, grads);
+      case kModeMv: return backward_mv(ctx, grads);
+      case kModeVm: return backward_vm(ctx, grads);
+      default: return backward_batched(ctx, grads);
+    }
   }
 
  private:
-  // ---- 2-D x 2-D: one gemm ----
-  // A matrix as gemm reads it: contiguous, or the contiguous matrix it is the
-  // transpose of (trans = true), or else a contiguous copy.
-  struct GemmOperand {
-    Tensor t;
-    bool trans = false;
-  };
-  static GemmOperand gemm_operand(const Tensor& x) {
-    if (x.is_contiguous()) return {x, false};
-    Tensor xt = x.transpose(0, 1);
-    if (xt.is_contiguous()) return {std::move(xt), true};
-    return {x.clone(), false};
+  // Which path forward took (saved int 0).
+  static constexpr std::int64_t kMode2d = 0, kModeBatched = 1, kModeMv = 2, kModeVm = 3;
+
+  // ---- a matrix and a vector: one gemv, a transposed matrix read in place ----
+  // In each, slot 0 holds B (if A needs grad), slot 1 A (if B needs grad), as in the other paths.
+  static TensorList forward_mv(Context& ctx, const Tensor& A, const Tensor& B) {  // [m, k] x [k] -> [m]
+    sdk::expect_shape(ctx, B, "B", Dims{A.size(1)}, "the size of the last axis of 'A'");
+    expect_blas_sizes(ctx, A, "A");
+    expect_blas_sizes(ctx, B, "B");
+    const Tensor b = contiguous(B);
+    if (ctx.any_input_needs_grad()) {
+      ctx.save_for_backward({ctx.needs_input_grad(0) ? b : Tensor(), ctx.needs_input_grad(1) ? A : Tensor()});
+      ctx.save_int(kModeMv);
+    }
+    return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
+      using T = decltype(tag);
+      return matvec<T>(A, false, b);
+    })};
   }
+  static TensorList backward_mv(Context& ctx, TensorSpan grads) {
+    const TensorList& s = ctx.saved_tensors();
+    const Tensor g = contiguous(grads[0]);  // [m]
+    Tensor gA, gB;
+    sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      if (ctx.needs_input_grad(0)) gA = outer<T>(g, s[0]);  // g bᵀ: [m] x [k] -> [m, k]
+      if (ctx.needs_input_grad(1)) gB = matvec<T>(s[1], true, g);  // Aᵀ g: [k, m] x [m] -> [k]
+    });
+    return {gA, gB};
+  }
+  static TensorList forward_vm(Context& ctx, const Tensor& A, const Tensor& B) {  // [k] x [k, n] -> [n]
+    OPFORGE_CHECK(B.size(0) == A.size(0), ShapeError, ctx.op_name(), ": argument 'B': expected size ", A.size(0),
+                  " on axis -2 (the size of the last axis of 'A', of shape ", A.shape(), "), got shape ", B.shape());
+    expect_blas_sizes(ctx, A, "A");
+    expect_blas_sizes(ctx, B, "B");
+    const Tensor a = contiguous(A);
+    if (ctx.any_input_needs_grad()) {
+      ctx.save_for_backward({ctx.needs_input_grad(0) ? B : Tensor(), ctx.needs_input_grad(1) ? a : Tensor()});
+      ctx.save_int(kModeVm);
+    }
+    return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
+      using T = decltype(tag);
+      return matvec<T>(B, true, a);  // Bᵀ a
+    })};
+  }
+  static TensorList backward_vm(Context& ctx, TensorSpan grads) {
+    const TensorList& s = ctx.saved_tensors();
+    const Tensor g = contiguous(grads[0]);  // [n]
+    Tensor gA, gB;
+    sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) {
+      using T = decltype(tag);
+      if (ctx.needs_input_grad(0)) gA = matvec<T>(s[0], false, g);  // B g: [k, n] x [n] -> [k]
+      if (ctx.needs_input_grad(1)) gB = outer<T>(s[1], g);  // a gᵀ: [k] x [n] -> [k, n]
+    });
+    return {gA, gB};
+  }
+
+  // ---- 2-D x 2-D: one gemm ----
   static TensorList forward_2d(Context& ctx, const Tensor& A, const Tensor& B) {
     sdk::expect_rank(ctx, A, "A", 2);
     sdk::expect_rank(ctx, B, "B", 2);
@@ -273,7 +331,7 @@ class Matmul final : public opforge::Function {
     // dA = G Bᵀ reads B; dB = Aᵀ G reads A. Slot 0: B, slot 1: A, each undefined when not needed.
     if (ctx.any_input_needs_grad()) {
       ctx.save_for_backward({ctx.needs_input_grad(0) ? B : Tensor(), ctx.needs_input_grad(1) ? A : Tensor()});
-      ctx.save_int(0);  // the 2-D path
+      ctx.save_int(kMode2d);
     }
     return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
@@ -332,7 +390,7 @@ class Matmul final : public opforge::Function {
     // int 0 is the mode (1); backward reads A's and B's shapes with ctx.input_shape.
     if (ctx.any_input_needs_grad()) {
       ctx.save_for_backward({ctx.needs_input_grad(0) ? B : Tensor(), ctx.needs_input_grad(1) ? A : Tensor()});
-      ctx.save_int(1);
+      ctx.save_int(kModeBatched);
     }
     return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
@@ -472,14 +530,8 @@ class Outer final : public opforge::Function {
     Tensor ga, gb;
     sdk::dispatch_floating(G.dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
-      if (ctx.needs_input_grad(0)) {
-        ga = Tensor::empty(Dims{G.size(0)}, G.dtype());
-        gemv_into<T>(G, false, s[0], ga);  // G b: [m, n] x [n] -> [m]
-      }
-      if (ctx.needs_input_grad(1)) {
-        gb = Tensor::empty(Dims{G.size(1)}, G.dtype());
-        gemv_into<T>(G, true, s[1], gb);  // Gᵀ a: [n, m] x [m] -> [n]
-      }
+      if (ctx.needs_input_grad(0)) ga = matvec<T>(G, false, s[0]);  // G b: [m, n] x [n] -> [m]
+      if (ctx.needs_input_grad(1)) gb = matvec<T>(G, true, s[1]);   // Gᵀ a: [n, m] x [m] -> [n]
     });
     return {ga, gb};
   }
@@ -507,6 +559,7 @@ static TensorList outer_samples(opforge::DType dtype, std::uint64_t seed) {
 OPFORGE_PLUGIN("linalg", "0.1.0") {
   using opforge::OpSchema;
   registrar.add<Mv>(OpSchema("linalg.mv")
+                        .takes_strided_inputs()
                         .input_names({"A", "x"})
                         .describe("A x: matrix [m, n] times vector [n]")
                         .samples(mv_samples));

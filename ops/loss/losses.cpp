@@ -235,9 +235,7 @@ class CrossEntropy final : public opforge::Function {
     // The schema takes mixed dtypes: which input has which is checked here.
     OPFORGE_CHECK(opforge::is_floating(logits.dtype()), DTypeError, ctx.op_name(),
                   ": argument 'logits': expected dtype float32 or float64, got ", opforge::dtype_name(logits.dtype()));
-    OPFORGE_CHECK(target.dtype() == DType::Int64, DTypeError, ctx.op_name(),
-                  ": argument 'target': expected dtype int64 (class indices), got ",
-                  opforge::dtype_name(target.dtype()));
+    sdk::expect_dtype(ctx, target, "target", DType::Int64, "class indices");
     sdk::expect_rank(ctx, logits, "logits", 2);
     const std::int64_t N = logits.size(0), C = logits.size(1);
     sdk::expect_shape(ctx, target, "target", Dims{N}, "one class index per row of 'logits'");

@@ -80,7 +80,8 @@ constexpr int kMaxBlocks = opforge::kMaxDims + 1;
 // ---- axes -------------------------------------------------------------------------------
 
 // Bit mask of the axes a reduction runs over, from the 'axes' attribute ([] = all).
-std::uint32_t axes_mask(const Context& ctx, std::int64_t rank, const Dims& axes) {
+std::uint32_t axes_mask(const Context& ctx, const Dims& shape, const Dims& axes) {
+  const auto rank = static_cast<std::int64_t>(shape.size());
   if (axes.empty()) return rank == 0 ? 0u : (1u << rank) - 1u;
   std::uint32_t mask = 0;
   if (rank == 0) {
@@ -91,9 +92,7 @@ std::uint32_t axes_mask(const Context& ctx, std::int64_t rank, const Dims& axes)
     return 0;
   }
   for (std::int64_t a : axes) {
-    OPFORGE_CHECK(a >= -rank && a < rank, IndexError, ctx.op_name(), ": attribute 'axes': axis ", a,
-                  " is out of range for a ", rank, "-D tensor (expected -", rank, " to ", rank - 1, ")");
-    const std::int64_t k = a < 0 ? a + rank : a;
+    const std::int64_t k = sdk::normalize_axis(ctx, "axes", a, rank, shape);
     OPFORGE_CHECK(!((mask >> k) & 1u), ValueError, ctx.op_name(), ": attribute 'axes': ", axes, " names axis ", k,
                   " twice (each axis may be given once)");
     mask |= 1u << k;
@@ -121,7 +120,7 @@ struct Plan {
 
 Plan plan_of(const Context& ctx, const Tensor& x) {
   Plan p;
-  p.mask = axes_mask(ctx, x.dim(), ctx.attr_ints(0));
+  p.mask = axes_mask(ctx, x.shape(), ctx.attr_ints(0));
   p.out_shape = reduced_shape(x.shape(), p.mask, ctx.attr_bool(1));
   return p;
 }
@@ -131,7 +130,7 @@ Plan plan_of(const Context& ctx, const Tensor& x) {
 // Nothing is saved for them, and sum and mean, which read nothing else, can be
 // backpropagated twice.
 std::uint32_t recorded_mask(const Context& ctx) {
-  return axes_mask(ctx, static_cast<std::int64_t>(ctx.input_shape(0).size()), ctx.attr_ints(0));
+  return axes_mask(ctx, ctx.input_shape(0), ctx.attr_ints(0));
 }
 
 // ---- geometry -----------------------------------------------------------------------------
@@ -684,19 +683,6 @@ void for_each_run(const Geometry& g, Body&& body) {
                     });
 }
 
-// ---- dtype dispatch for max / min ------------------------------------------------------------
-
-template <class F>
-decltype(auto) dispatch_all(DType t, F&& f) {
-  switch (t) {
-    case DType::Float32: return f(float{});
-    case DType::Float64: return f(double{});
-    case DType::Int64: return f(std::int64_t{});
-    case DType::Bool: break;
-  }
-  return f(bool{});
-}
-
 // ---- sum, mean -------------------------------------------------------------------------------
 
 // A NaN result as the one quiet NaN: which NaN an addition of two NaNs keeps (its
@@ -932,7 +918,7 @@ class Extreme final : public opforge::Function {
     Tensor values = Tensor::empty(p.out_shape, x.dtype());
     Tensor indices = Tensor::empty(p.out_shape, DType::Int64);
     std::int64_t* pi = indices.data<std::int64_t>();
-    dispatch_all(x.dtype(), [&](auto tag) {
+    sdk::dispatch_all(x.dtype(), [&](auto tag) {
       using T = decltype(tag);
       T* pv = values.data<T>();
       using Acc = ArgAcc<T, kMax>;

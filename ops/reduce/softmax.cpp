@@ -39,12 +39,10 @@ struct Lines {
 Lines lines_of(const Context& ctx, const Dims& shape) {
   const std::int64_t axis = ctx.attr_int(0);
   const auto rank = static_cast<std::int64_t>(shape.size());
-  const std::int64_t r = std::max<std::int64_t>(rank, 1);
-  OPFORGE_CHECK(axis >= -r && axis < r, IndexError, ctx.op_name(), ": attribute 'axis': axis ", axis,
-                " is out of range for a ", rank, "-D tensor (expected -", r, " to ", r - 1, ")");
+  // A 0-D tensor is one line of one element: axis 0 or -1.
+  const std::int64_t a = sdk::normalize_axis(ctx, "axis", axis, std::max<std::int64_t>(rank, 1), shape);
   Lines l;
   if (rank == 0) return l;
-  const std::int64_t a = axis < 0 ? axis + rank : axis;
   for (std::int64_t k = 0; k < a; ++k) l.outer *= shape[static_cast<std::size_t>(k)];
   l.n = shape[static_cast<std::size_t>(a)];
   for (std::int64_t k = a + 1; k < rank; ++k) l.inner *= shape[static_cast<std::size_t>(k)];

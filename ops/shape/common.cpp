@@ -181,13 +181,6 @@ void copy_kernel(U* dst, const U* src, const Layout2& L) {
 
 }  // namespace
 
-std::int64_t normalize_axis(const Context& ctx, const char* attr, std::int64_t axis, std::int64_t rank,
-                            const Dims& shape) {
-  OPFORGE_CHECK(axis >= -rank && axis < rank, opforge::IndexError, ctx.op_name(), ": attribute '", attr,
-                "': expected an axis in [", -rank, ", ", rank, ") for a tensor of shape ", shape, ", got ", axis);
-  return axis < 0 ? axis + rank : axis;
-}
-
 void copy_into(const Tensor& dst, const Tensor& src) {
   OPFORGE_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype(), opforge::ShapeError,
                 "shape: internal copy from ", src.describe(), " into ", dst.describe());

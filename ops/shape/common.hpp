@@ -24,10 +24,9 @@ namespace sdk = opforge::sdk;
 
 // ---- argument checks ------------------------------------------------------------------
 
-/// `axis` of a tensor of rank `rank` (negative counts from the end), or IndexError:
-/// "<op>: attribute 'axis': expected an axis in [-2, 2) for a tensor of shape [3, 4], got 2".
-std::int64_t normalize_axis(const Context& ctx, const char* attr, std::int64_t axis, std::int64_t rank,
-                            const Dims& shape);
+/// `axis` of a tensor of rank `rank` (negative counts from the end), or IndexError
+/// (the SDK's check).
+using sdk::normalize_axis;
 
 /// "float64[3, 4]"-style description of a shape alone: "[3, 4]".
 inline std::string shape_str(const Dims& d) { return d.to_string(); }

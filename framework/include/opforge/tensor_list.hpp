@@ -14,6 +14,11 @@ namespace opforge {
 
 using TensorList = boost::container::small_vector<Tensor, 4>;
 
+namespace detail {
+/// Throws IndexError for TensorSpan::operator[] (out of line: the check inlines to a compare).
+[[noreturn]] OPFORGE_API void throw_span_index(std::size_t i, std::size_t n);
+}  // namespace detail
+
 /// A read-only view of consecutive tensors; cheap to pass by value.
 class TensorSpan {
  public:
@@ -35,7 +40,12 @@ class TensorSpan {
 
   std::size_t size() const noexcept { return n_; }
   bool empty() const noexcept { return n_ == 0; }
-  const Tensor& operator[](std::size_t i) const noexcept { return p_[i]; }
+  /// The tensor at i; IndexError when i >= size(): a forward that reads an input
+  /// its schema does not declare, or a backward a gradient past its op's outputs.
+  const Tensor& operator[](std::size_t i) const {
+    if (__builtin_expect(i >= n_, 0)) detail::throw_span_index(i, n_);
+    return p_[i];
+  }
   const Tensor* begin() const noexcept { return p_; }
   const Tensor* end() const noexcept { return p_ + n_; }
 
