@@ -585,13 +585,31 @@ TEST_CASE("engine: backward with a gradient of the wrong shape or dtype", "[engi
   REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({2})), opforge::ShapeError,
                          Message("backward: argument 'grad' 0: expected float64[3] (the output's dtype and shape), "
                                  "got float64[2]"));
-  REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({3}, DType::Float32)), opforge::ShapeError,
+  REQUIRE_THROWS_MATCHES(y.backward(Tensor::ones({3}, DType::Float32)), opforge::DTypeError,
                          Message("backward: argument 'grad' 0: expected float64[3] (the output's dtype and shape), "
-                                 "got float32[3]"));
+                                 "got float32[3]; convert it with .to() first"));
   CHECK_FALSE(x.grad().defined());
   // The graph was not consumed by the failed calls.
   y.backward(Tensor::ones({3}));
   CHECK(x.grad().to_vector() == std::vector<double>{2.0, 2.0, 2.0});
+}
+
+TEST_CASE("engine: grad() names itself and its argument grad_outputs in its errors, not backward's", "[engine]") {
+  Tensor x = leaf({1.0, 2.0, 3.0});
+  Tensor y = scale_op(2.0)({x});
+  REQUIRE_THROWS_MATCHES(opforge::grad({y}, {x}), AutogradError,
+                         Message("grad: output 0 has shape [3]; a gradient can be implied only for a one-element "
+                                 "output: pass grad_outputs with that shape"));
+  REQUIRE_THROWS_MATCHES(opforge::grad({y}, {x}, {Tensor::ones({2})}), opforge::ShapeError,
+                         Message("grad: argument 'grad_outputs' 0: expected float64[3] (the output's dtype and "
+                                 "shape), got float64[2]"));
+  REQUIRE_THROWS_MATCHES(opforge::grad({y}, {x}, {Tensor::ones({3}, DType::Float32)}), opforge::DTypeError,
+                         Message("grad: argument 'grad_outputs' 0: expected float64[3] (the output's dtype and "
+                                 "shape), got float32[3]; convert it with .to() first"));
+  REQUIRE_THROWS_MATCHES(opforge::grad({y, y}, {x}, {Tensor::ones({3})}), opforge::ValueError,
+                         Message("grad: argument 'grad_outputs': expected 2 gradients (one per output) or none, got 1"));
+  // The graph was not consumed by the failed calls.
+  CHECK(opforge::grad({y}, {x}, {Tensor::ones({3})})[0].to_vector() == std::vector<double>{2.0, 2.0, 2.0});
 }
 
 TEST_CASE("engine: backward on a tensor that does not require grad", "[engine]") {

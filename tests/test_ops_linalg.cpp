@@ -779,7 +779,37 @@ TEST_CASE("linalg_qr_wide_refuses_a_gradient_when_its_first_columns_are_singular
   const TensorList qr = opforge::op("linalg.qr").call({A});
   CHECK_THROWS_MATCHES(qr[1].backward(Tensor::ones({2, 3})), opforge::ValueError,
                        Message("in backward of 'linalg.qr': the gradient of the QR factorization needs the first m "
-                               "columns of A of full rank, got R[1, 1] = 0"));
+                               "columns of A of full rank, got R[1, 1] = 0 <= tol·max|R[j, j]| = 6.66134e-16 (tol = "
+                               "6.66134e-16, attribute 'tol'): A is numerically rank-deficient"));
+}
+
+// A numerically rank-deficient A (R[1, 1] is rounding, not 0) is refused too: its
+// gradient would be rounding divided by rounding (1e14 for this A in PyTorch).
+TEST_CASE("linalg_qr_refuses_a_gradient_for_a_numerically_rank_deficient_matrix", "[linalg][qr][errors]") {
+  Tensor A = values({1, 2, 2, 4, 3, 6}, {3, 2});  // column 1 = 2 x column 0
+  A.requires_grad_(true);
+  const TensorList qr = opforge::op("linalg.qr").call({A});
+  const double r11 = std::abs(qr[1].to_vector()[3]);
+  REQUIRE(r11 < 1e-12);  // not always exactly 0
+  try {
+    opforge::op("reduce.sum")({qr[1]}).backward();
+    FAIL("the QR gradient of a rank-1 matrix was not refused");
+  } catch (const opforge::ValueError& e) {
+    CHECK_THAT(e.what(), Catch::StartsWith("in backward of 'linalg.qr': the gradient of the QR factorization needs A "
+                                           "of full column rank, got R[1, 1] = "));
+    CHECK_THAT(e.what(), Catch::EndsWith("(tol = 6.66134e-16, attribute 'tol'): A is numerically rank-deficient"));
+  }
+  CHECK_FALSE(A.grad().defined());
+  // tol = 0 refuses only an exact 0 (as before): this A then gets a (meaningless) gradient.
+  Tensor B = values({1, 2, 2, 4, 3, 6}, {3, 2});
+  B.requires_grad_(true);
+  const TensorList qr0 = opforge::op("linalg.qr").call({B}, {{"tol", 0.0}});
+  if (qr0[1].to_vector()[3] != 0.0) {
+    opforge::op("reduce.sum")({qr0[1]}).backward();
+    CHECK(B.grad().defined());
+  }
+  // An ill-conditioned but full-rank A keeps its gradient.
+  require_gradcheck("linalg.qr", {values({1, 1, 1, 1.01, 1, 0.99}, {3, 2})});
 }
 
 // ---- svd ----------------------------------------------------------------------------------------
@@ -1031,7 +1061,8 @@ TEST_CASE("linalg_singular_and_indefinite_matrices_are_refused_naming_the_op", "
   const TensorList qr = opforge::op("linalg.qr").call({A});
   CHECK_THROWS_MATCHES(qr[1].backward(Tensor::ones({2, 2})), opforge::ValueError,
                        Message("in backward of 'linalg.qr': the gradient of the QR factorization needs A of full "
-                               "column rank, got R[1, 1] = 0"));
+                               "column rank, got R[1, 1] = 0 <= tol·max|R[j, j]| = 6.66134e-16 (tol = 6.66134e-16, "
+                               "attribute 'tol'): A is numerically rank-deficient"));
 }
 
 // A tall float32 A of condition number ~1e3 falls under the default tolerance

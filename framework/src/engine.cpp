@@ -314,13 +314,16 @@ class Engine {
 };
 
 void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const Capture& cap) {
-  OPFORGE_CHECK(grads.empty() || grads.size() == outputs.size(), ValueError, "backward: argument 'grads': expected ",
+  // The entry point and its gradients' argument, as the caller wrote them.
+  const char* fn = cap.active() ? "grad" : "backward";
+  const char* garg = cap.active() ? "grad_outputs" : "grads";
+  OPFORGE_CHECK(grads.empty() || grads.size() == outputs.size(), ValueError, fn, ": argument '", garg, "': expected ",
                 outputs.size(), " gradients (one per output) or none, got ", grads.size());
   // Root gradients, checked before anything runs.
   TensorList root_grads;
   for (std::size_t r = 0; r < outputs.size(); ++r) {
     const Tensor& out = outputs[r];
-    OPFORGE_CHECK(out.defined(), ValueError, "backward: output ", r, " is undefined");
+    OPFORGE_CHECK(out.defined(), ValueError, fn, ": output ", r, " is undefined");
     if (!out.requires_grad()) {
       // The likeliest reason first: a dtype that never carries a gradient, then
       // a leaf that was not asked to, then how an op's output ends up without one.
@@ -333,17 +336,23 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
                 "NoGradGuard, or of an output its op marked non-differentiable. (A gradient from backward() or "
                 "grad() has no history: opforge computes first derivatives only, so a gradient penalty or a "
                 "Hessian-vector product cannot be backpropagated)";
-      throw AutogradError(detail::concat("backward: output ", r, " (", out.describe(),
+      throw AutogradError(detail::concat(fn, ": output ", r, " (", out.describe(),
                                          ") does not require grad and has no grad_fn", why));
     }
     Tensor g = grads.empty() ? Tensor() : grads[r];
     if (!g.defined()) {
-      OPFORGE_CHECK(out.numel() == 1, AutogradError, "backward: output ", r, " has shape ", out.shape(),
-                    "; a gradient can be implied only for a one-element output: pass grad with that shape");
+      OPFORGE_CHECK(out.numel() == 1, AutogradError, fn, ": output ", r, " has shape ", out.shape(),
+                    "; a gradient can be implied only for a one-element output: pass ",
+                    cap.active() ? "grad_outputs" : "grad", " with that shape");
       g = Tensor::ones(out.shape(), out.dtype());
     } else {
-      OPFORGE_CHECK(g.shape() == out.shape() && g.dtype() == out.dtype(), ShapeError, "backward: argument 'grad' ",
-                    r, ": expected ", out.describe(), " (the output's dtype and shape), got ", g.describe());
+      // Tensor::backward(grad) and backward(outputs, grads) name it 'grad', as the error did before.
+      const char* arg = cap.active() ? "grad_outputs" : "grad";
+      OPFORGE_CHECK(g.shape() == out.shape(), ShapeError, fn, ": argument '", arg, "' ", r, ": expected ",
+                    out.describe(), " (the output's dtype and shape), got ", g.describe());
+      OPFORGE_CHECK(g.dtype() == out.dtype(), DTypeError, fn, ": argument '", arg, "' ", r, ": expected ",
+                    out.describe(), " (the output's dtype and shape), got ", g.describe(),
+                    "; convert it with .to() first");
     }
     root_grads.push_back(std::move(g));
   }

@@ -20,7 +20,10 @@
 //     linalg_qr_backward), with copyutl(M) the symmetric matrix with M's upper triangle:
 //                 M  = Ḡ_R Rᵀ − Qᵀ Ḡ_Q                      [n, n]
 //                 gA = (Ḡ_Q + Q copyutl(M)) R⁻ᵀ             [m, n] (a triangular solve)
-//     It needs R invertible (full column rank): refused in backward otherwise.
+//     It needs R invertible (full column rank): refused in backward when a diagonal
+//     entry |R[i, i]| is at most tol·max_j |R[j, j]| (attribute 'tol'; negative, the
+//     default: max(m, n)·ε, NumPy's matrix_rank tolerance), where A is numerically
+//     rank-deficient and R⁻ᵀ would turn rounding into gradients of 1e14 and more.
 //     For m < n, A = [X | Y] with X [m, m] and R = [U | V]: X = Q U is a square QR and
 //     Y = Q V, so (as PyTorch) gY = Q Ḡ_V and gX is the square case's formula with
 //     Ḡ_Q + Y Ḡ_Vᵀ = Ḡ_Q + Q V Ḡ_Vᵀ in place of Ḡ_Q; it needs U invertible.
@@ -118,6 +121,10 @@ class Qr final : public opforge::Function {
     sdk::expect_rank(ctx, A, "A", 2);
     const std::int64_t m = A.size(0), n = A.size(1), k = std::min(m, n);
     expect_blas_sizes(ctx, A, "A");
+    const double tol_attr = ctx.attr_float(0);
+    OPFORGE_CHECK(tol_attr < 0 || std::isfinite(tol_attr), ValueError, ctx.op_name(),
+                  ": attribute 'tol': expected a finite number (or a negative one for the default, max(m, n) times "
+                  "the dtype's epsilon), got ", tol_attr);
     TensorList out = sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
       Tensor work = A.transpose(0, 1).clone();  // A column-major (a copy: contiguous() may alias A); becomes Q
@@ -135,7 +142,12 @@ class Qr final : public opforge::Function {
       }
       return TensorList{Q, R};
     });
-    if (ctx.any_input_needs_grad()) ctx.save_for_backward({out[0], out[1]});
+    if (ctx.any_input_needs_grad()) {
+      ctx.save_for_backward({out[0], out[1]});
+      const double eps = A.dtype() == opforge::DType::Float32 ? std::numeric_limits<float>::epsilon()
+                                                               : std::numeric_limits<double>::epsilon();
+      ctx.save_value(tol_attr < 0 ? static_cast<double>(std::max(m, n)) * eps : tol_attr);
+    }
     return out;
   }
   TensorList backward(Context& ctx, TensorSpan grads) const override {
@@ -152,10 +164,17 @@ class Qr final : public opforge::Function {
       const T* r = R.data<T>();  // U = R[:, :k] (leading dimension n), V = R[:, k:] (wide A)
       const T* gr = gR.data<T>();
       T* g = gA.data<T>();
-      for (std::int64_t i = 0; i < k; ++i)
-        OPFORGE_CHECK(r[i * n + i] != T(0), ValueError, ctx.op_name(), ": the gradient of the QR factorization needs ",
+      const double tol = ctx.saved_value(0);
+      double largest = 0;  // max |R[j, j]|: R's diagonal is >= 0 (or NaN)
+      for (std::int64_t j = 0; j < k; ++j) largest = std::max(largest, static_cast<double>(r[j * n + j]));
+      const double limit = tol * largest;
+      for (std::int64_t i = 0; i < k; ++i) {
+        const double d = r[i * n + i];
+        OPFORGE_CHECK(!(d <= limit), ValueError, ctx.op_name(), ": the gradient of the QR factorization needs ",
                       m >= n ? "A of full column rank" : "the first m columns of A of full rank", ", got R[", i, ", ",
-                      i, "] = 0");
+                      i, "] = ", d, " <= tol·max|R[j, j]| = ", limit, " (tol = ", tol,
+                      ", attribute 'tol'): A is numerically rank-deficient");
+      }
       // Ḡ_Q' = Ḡ_Q, or for a wide A = [X | Y] (X = Q U, Y = Q V) Ḡ_Q + Y Ḡ_Vᵀ = Ḡ_Q + Q (V Ḡ_Vᵀ).
       Scratch<T> gq(gQ.data<T>(), m * k);  // [m, k]
       if (n > k) {
@@ -378,14 +397,18 @@ void register_factorizations(opforge::PluginRegistrar& registrar) {
   registrar.add<Qr>(OpSchema("linalg.qr")
                         .input_names({"A"})
                         .outputs(2)
+                        .attr("tol", AttrKind::Float, opforge::Attr(-1.0),
+                              "the gradient is refused when a diagonal entry |R[i, i]| is at most tol·max|R[j, j]| "
+                              "(A numerically rank-deficient); negative: max(m, n) times the dtype's epsilon")
                         .describe("reduced QR, A = Q R: A [m, n], k = min(m, n) -> Q [m, k], R [k, n] (upper, diagonal >= 0)")
                         .samples(qr_samples));
   registrar.add<Svd>(OpSchema("linalg.svd")
                          .input_names({"A"})
                          .outputs(3)
                          .attr("tol", AttrKind::Float, opforge::Attr(-1.0),
-                               "U/V gradients are refused when two singular values are closer than tol·S[0]; "
-                               "negative: the square root of the dtype's epsilon")
+                               "U/V gradients are refused when two singular values are closer than tol·S[0], "
+                               "or (A not square) when S's smallest is at most tol·S[0]; negative: the square root "
+                               "of the dtype's epsilon")
                          .describe("reduced SVD, A = U diag(S) Vᵀ: A [m, n] -> U [m, k], S [k], Vᵀ [k, n], k = min(m, n)")
                          .samples(svd_samples));
 }
