@@ -723,6 +723,16 @@ TEST_CASE("bad calls to shape ops name the op, the argument, what was expected a
           "[ops][shape][errors]") {
   const Tensor x = Tensor::zeros({3, 4});
   const Tensor x31 = Tensor::zeros({3, 1});
+  // Sizes whose sum overflows int64 (expanded views of one element, or of none).
+  const std::int64_t huge = std::int64_t{1} << 62;
+  const Tensor e = Tensor::zeros({1}).expand({huge});
+  CHECK_THROWS_MATCHES(call("shape.concat", {e, e}), opforge::ShapeError,
+                       Message("shape.concat: the output's size along axis 0 (the sum of the inputs' sizes there) "
+                               "overflows int64 at argument 'x[1]' (input 1) of shape [4611686018427387904]"));
+  const Tensor e0 = Tensor::zeros({1, 1}).expand({huge, 0});
+  CHECK_THROWS_MATCHES(call("shape.concat", {e0, e0, e0, e0}), opforge::ShapeError,
+                       Message("shape.concat: the output's size along axis 0 (the sum of the inputs' sizes there) "
+                               "overflows int64 at argument 'x[1]' (input 1) of shape [4611686018427387904, 0]"));
   CHECK_THROWS_MATCHES(call("shape.reshape", {x}, {Attr(Dims{5, -1})}), opforge::ShapeError,
                        Message("shape.reshape: attribute 'shape': cannot reshape float64[3, 4] (12 elements) into "
                                "[5, -1] (the other sizes multiply to 5, which does not divide 12)"));

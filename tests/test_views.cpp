@@ -387,8 +387,8 @@ TEST_CASE("views: expand, reshape and slice count elements without overflow", "[
   Tensor x = Tensor::scalar(2.0);
   x.requires_grad_();
   REQUIRE_THROWS_MATCHES(x.expand({big, big}), ShapeError,
-                         Message("shape.expand: Tensor::expand: argument 'shape': [1099511627776, 1099511627776] has "
-                                 "more elements than int64 can count (the product of its sizes overflows)"));
+                         Message("shape.expand: attribute 'shape': [1099511627776, 1099511627776] has more elements "
+                                 "than int64 can count (the product of its sizes overflows)"));
 }
 
 // ---- contiguous, clone, to, to_vector on strided views -----------------------------------
@@ -640,8 +640,8 @@ TEST_CASE("views: in-place writes into a tensor whose elements share memory are 
   Tensor base = Tensor::from_values({1});
   const Tensor e = base.expand({3});
   const std::string tail =
-      ") has elements that share memory: axis 0 has size 3 and stride 0 (a view made by expand() repeats one "
-      "element); an in-place write would land on one location several times. Write to a tensor of its own "
+      ") has elements that share memory: axis 0 has size 3 and stride 0 (it repeats one element, as a view made "
+      "by expand() or a from_blob tensor with a zero stride does); an in-place write would land on one location several times. Write to a tensor of its own "
       "(clone() or contiguous()) instead";
   CHECK_THROWS_WITH(Tensor(e).add_(Tensor::ones({3})), "Tensor::add_: the tensor (" + e.describe() + tail);
   CHECK_THROWS_WITH(Tensor(e).mul_(2), "Tensor::mul_: the tensor (" + e.describe() + tail);
@@ -683,6 +683,86 @@ TEST_CASE("views: a recorded contiguous() keeps -0.0", "[views]") {
   CHECK((1.0 / c).to_vector() == std::vector<double>{-INFINITY, -INFINITY, 1, 1.0 / 3});
   c.backward(Tensor::from_values({1, 2, 3, 4}, {2, 2}));
   CHECK(x.grad().to_vector() == std::vector<double>{1, 3, 2, 4});  // the identity, transposed back
+}
+
+// fill_, mul_ and add_ walk a view in its memory order (a transposed view row by
+// row of its memory): every element of the view written once, nothing else, and
+// add_ reading its source through the source's own strides, whatever they are.
+TEST_CASE("views: fill_, mul_ and add_ on permuted and sliced views match an element-by-element reference",
+          "[views]") {
+  const Dims base_shape{6, 5, 8};
+  const std::int64_t total = 6 * 5 * 8;
+  // The destination views: contiguous, transposed, permuted, sliced with steps, a permuted slice.
+  struct View {
+    const char* what;
+    Tensor (*make)(const Tensor&);
+  };
+  const std::vector<View> views = {
+      {"whole", [](const Tensor& b) { return b; }},
+      {"permute(2, 0, 1)", [](const Tensor& b) { return b.permute({2, 0, 1}); }},
+      {"transpose(0, 2)", [](const Tensor& b) { return b.transpose(0, 2); }},
+      {"slice steps", [](const Tensor& b) { return b.slice(0, 1, 6, 2).slice(2, 0, 8, 3); }},
+      {"permuted slice", [](const Tensor& b) { return b.slice(1, 1, 4).permute({1, 2, 0}); }},
+      {"select then transpose", [](const Tensor& b) { return b.select(1, 2).transpose(0, 1); }},
+  };
+  // Row-major positions in the base of the view's elements, in the view's row-major order.
+  auto positions = [&](const Tensor& view_of_iota) {
+    std::vector<std::int64_t> pos;
+    for (double v : view_of_iota.to_vector()) pos.push_back(static_cast<std::int64_t>(v));
+    return pos;
+  };
+  std::vector<double> iota(static_cast<std::size_t>(total));
+  std::iota(iota.begin(), iota.end(), 0.0);
+  const Tensor index_base = Tensor::from_values(iota, base_shape);
+  for (const DType dtype : {DType::Float64, DType::Float32}) {
+    for (const View& v : views) {
+      INFO(v.what << " " << opforge::dtype_name(dtype));
+      const std::vector<std::int64_t> pos = positions(v.make(index_base));
+      const Tensor start = Tensor::randn(base_shape, dtype, 3);
+      const std::vector<double> before = start.to_vector();
+      {  // fill_
+        Tensor base = start.clone();
+        v.make(base).fill_(2.5);
+        std::vector<double> want = before;
+        for (std::int64_t p : pos) want[static_cast<std::size_t>(p)] = 2.5;
+        CHECK(base.to_vector() == want);
+      }
+      {  // mul_
+        Tensor base = start.clone();
+        v.make(base).mul_(-3.0);
+        std::vector<double> want = before;
+        for (std::int64_t p : pos) want[static_cast<std::size_t>(p)] = static_cast<double>(
+                                       dtype == DType::Float32 ? static_cast<float>(want[p]) * -3.0f : want[p] * -3.0);
+        CHECK(base.to_vector() == want);
+      }
+      // add_ from sources of every layout: contiguous, transposed back, expanded.
+      const Tensor view_shape_probe = v.make(index_base);
+      const Dims shape = view_shape_probe.shape();
+      const std::int64_t r = view_shape_probe.dim();
+      std::vector<Tensor> sources = {Tensor::randn(shape, dtype, 4)};
+      if (r >= 2) {
+        Dims flipped = shape;
+        std::swap(flipped[0], flipped[static_cast<std::size_t>(r - 1)]);
+        sources.push_back(Tensor::randn(flipped, dtype, 5).transpose(0, r - 1));
+        Dims one = shape;
+        one[0] = 1;
+        sources.push_back(Tensor::randn(one, dtype, 6).expand(shape));
+      }
+      for (std::size_t k = 0; k < sources.size(); ++k) {
+        INFO("source " << k);
+        Tensor base = start.clone();
+        v.make(base).add_(sources[k], 0.5);
+        const std::vector<double> src = sources[k].to_vector();  // in the view's row-major order
+        std::vector<double> want = before;
+        for (std::size_t i = 0; i < pos.size(); ++i) {
+          double& w = want[static_cast<std::size_t>(pos[i])];
+          w = dtype == DType::Float32 ? static_cast<double>(static_cast<float>(w) + 0.5f * static_cast<float>(src[i]))
+                                      : w + 0.5 * src[i];
+        }
+        CHECK(base.to_vector() == want);
+      }
+    }
+  }
 }
 
 TEST_CASE("views: add_ tells a shape mismatch from a dtype mismatch", "[views]") {

@@ -1,7 +1,9 @@
 // Walking the elements of a strided tensor in row-major order. Internal to the core.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 #include "opforge/dims.hpp"
 
@@ -46,6 +48,60 @@ void for_each_offset(const Dims& shape, const Dims& strides, F&& f) {
   for_each_outer(static_cast<int>(r - 1), shape.data(), strides.data(), [&](std::int64_t base) {
     for (std::int64_t j = 0; j < inner; ++j) f(base + j * inner_stride);
   });
+}
+
+/// Calls f(a, b, n, step_a, step_b) for runs of n elements covering every element
+/// of `shape` once, where a and b are the run's first offsets under strides sa
+/// and sb and step_a, step_b the steps within it, in the memory order of a: axes
+/// sorted by |sa| (largest outermost) and merged where both step through them as
+/// one. For in-place writes into a view (a.fill_, a.add_(b)) whose logical
+/// row-major order would stride through memory (a transpose: a cache miss an
+/// element); the order of the runs is not row-major, so f must not depend on it.
+template <class F>
+void for_each_run_by_memory(const Dims& shape, const Dims& sa, const Dims& sb, F&& f) {
+  int order[kMaxDims];
+  int r = 0;
+  for (std::size_t k = 0; k < shape.size(); ++k) {
+    if (shape[k] == 0) return;
+    if (shape[k] != 1) order[r++] = static_cast<int>(k);
+  }
+  std::stable_sort(order, order + r, [&](int x, int y) { return std::abs(sa[x]) > std::abs(sa[y]); });
+  std::int64_t sh[kMaxDims], a[kMaxDims], b[kMaxDims];
+  int m = 0;
+  for (int i = 0; i < r; ++i) {
+    const int k = order[i];
+    if (m > 0 && a[m - 1] == sa[k] * shape[k] && b[m - 1] == sb[k] * shape[k]) {
+      sh[m - 1] *= shape[k];
+      a[m - 1] = sa[k];
+      b[m - 1] = sb[k];
+    } else {
+      sh[m] = shape[k];
+      a[m] = sa[k];
+      b[m] = sb[k];
+      ++m;
+    }
+  }
+  if (m == 0) {
+    f(std::int64_t{0}, std::int64_t{0}, std::int64_t{1}, std::int64_t{1}, std::int64_t{1});
+    return;
+  }
+  // Odometer over the outer m - 1 axes, both offsets at once.
+  std::int64_t idx[kMaxDims] = {};
+  std::int64_t oa = 0, ob = 0;
+  while (true) {
+    f(oa, ob, sh[m - 1], a[m - 1], b[m - 1]);
+    int k = m - 1;
+    while (k-- > 0) {
+      ++idx[k];
+      oa += a[k];
+      ob += b[k];
+      if (idx[k] < sh[k]) break;
+      oa -= idx[k] * a[k];
+      ob -= idx[k] * b[k];
+      idx[k] = 0;
+    }
+    if (k < 0) return;
+  }
 }
 
 /// True when the layout is row-major dense (size-1 axes may have any stride).

@@ -114,9 +114,18 @@ Dims infer_shape(const char* what, const Dims& shape, std::int64_t numel, const 
   return out;
 }
 
+// In memory order (for_each_run_by_memory): a transposed view is filled row by
+// row of its memory, not a cache line an element (4000 x 4000 float64: 31-47 ms,
+// where PyTorch took 12-16).
 template <class T>
 void fill_strided(const TensorImpl& t, T v) {
-  for_each_offset(t.shape, t.strides, [&](std::int64_t off) { static_cast<T*>(t.data())[off] = v; });
+  T* d = static_cast<T*>(t.data());
+  for_each_run_by_memory(t.shape, t.strides, t.strides,
+                         [&](std::int64_t o, std::int64_t, std::int64_t n, std::int64_t step, std::int64_t) {
+                           if (step == 1) std::fill(d + o, d + o + n, v);
+                           else
+                             for (std::int64_t j = 0; j < n; ++j) d[o + j * step] = v;
+                         });
 }
 
 }  // namespace
@@ -328,7 +337,8 @@ std::string internal_overlap(const Dims& shape, const Dims& strides) {
     if (shape[k] < 2) continue;
     if (strides[k] == 0)
       return "axis " + std::to_string(k) + " has size " + std::to_string(shape[k]) +
-             " and stride 0 (a view made by expand() repeats one element)";
+             " and stride 0 (it repeats one element, as a view made by expand() or a from_blob tensor with a zero "
+             "stride does)";
     axes.emplace_back(strides[k] < 0 ? -strides[k] : strides[k], shape[k]);
   }
   std::sort(axes.begin(), axes.end());
@@ -435,13 +445,21 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
                 "; convert it first with other.to()");
   OPFORGE_CHECK(is_floating(impl_->dtype), DTypeError, "Tensor::add_: expected dtype float32 or float64, got ",
                 dtype_name(impl_->dtype));
-  // A contiguous copy; a fresh one when other shares this tensor's memory.
-  const Tensor o = shares_memory(*other.impl_, *impl_) ? other.detach().clone() : other.contiguous();
-  std::int64_t i = 0;
+  // other read in place, through its own strides (a copy when it shares this
+  // tensor's memory), both walked in this tensor's memory order.
+  const Tensor o = shares_memory(*other.impl_, *impl_) ? other.detach().clone() : other;
   auto run = [&](auto* dst, const auto* src) {
     using T = std::remove_pointer_t<decltype(dst)>;
     const T a = static_cast<T>(alpha);
-    for_each_offset(impl_->shape, impl_->strides, [&](std::int64_t off) { dst[off] += a * src[i++]; });
+    for_each_run_by_memory(impl_->shape, impl_->strides, o.impl_->strides,
+                           [&](std::int64_t od, std::int64_t os, std::int64_t n, std::int64_t sd, std::int64_t ss) {
+                             T* __restrict p = dst + od;
+                             const T* __restrict q = src + os;
+                             if (sd == 1 && ss == 1)
+                               for (std::int64_t j = 0; j < n; ++j) p[j] += a * q[j];
+                             else
+                               for (std::int64_t j = 0; j < n; ++j) p[j * sd] += a * q[j * ss];
+                           });
   };
   if (impl_->dtype == DType::Float32) run(static_cast<float*>(impl_->data()), o.data<float>());
   else run(static_cast<double*>(impl_->data()), o.data<double>());
@@ -456,7 +474,14 @@ Tensor& Tensor::mul_(double factor) {
   auto run = [&](auto* dst) {
     using T = std::remove_pointer_t<decltype(dst)>;
     const T f = static_cast<T>(factor);
-    for_each_offset(impl_->shape, impl_->strides, [&](std::int64_t off) { dst[off] *= f; });
+    for_each_run_by_memory(impl_->shape, impl_->strides, impl_->strides,
+                           [&](std::int64_t o, std::int64_t, std::int64_t n, std::int64_t step, std::int64_t) {
+                             T* __restrict p = dst + o;
+                             if (step == 1)
+                               for (std::int64_t j = 0; j < n; ++j) p[j] *= f;
+                             else
+                               for (std::int64_t j = 0; j < n; ++j) p[j * step] *= f;
+                           });
   };
   if (impl_->dtype == DType::Float32) run(static_cast<float*>(impl_->data()));
   else run(static_cast<double*>(impl_->data()));

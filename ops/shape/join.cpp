@@ -57,7 +57,11 @@ class Concat final : public opforge::Function {
       OPFORGE_CHECK(same, opforge::ShapeError, ctx.op_name(), ": ", arg_label(i), ": expected shape ",
                     shape_except(x0.shape(), a), " (the shape of 'x' on every axis but axis ", axis, "), got ",
                     x.shape());
-      out_shape[a] += x.shape()[a];
+      std::int64_t total = 0;
+      OPFORGE_CHECK(!__builtin_add_overflow(out_shape[a], x.shape()[a], &total), opforge::ShapeError, ctx.op_name(),
+                    ": the output's size along axis ", axis, " (the sum of the inputs' sizes there) overflows int64 "
+                    "at ", arg_label(i), " of shape ", x.shape());
+      out_shape[a] = total;
     }
     if (ctx.any_input_needs_grad()) ctx.save_int(static_cast<std::int64_t>(a));  // sizes: ctx.input_shape
     Tensor out = Tensor::empty(out_shape, x0.dtype());

@@ -205,6 +205,11 @@ class Expand final : public opforge::Function {
       OPFORGE_CHECK(target[i] >= 0, opforge::ShapeError, ctx.op_name(),
                     ": attribute 'shape': sizes must be >= 0 or -1, got ", want);
     }
+    std::int64_t count = 1;
+    for (std::int64_t n : target)
+      OPFORGE_CHECK(!__builtin_mul_overflow(count, n, &count), opforge::ShapeError, ctx.op_name(),
+                    ": attribute 'shape': ", want, " has more elements than int64 can count (the product of its "
+                    "sizes overflows)");
     return {x.expand(target)};
   }
   TensorList backward(Context& ctx, TensorSpan g) const override {
