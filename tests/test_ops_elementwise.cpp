@@ -941,3 +941,40 @@ TEST_CASE("square and sub take strided operands and strided, broadcast gradients
     CHECK(x.grad().to_vector() == std::vector<double>{1, 2, 3, 4});
   }
 }
+
+// The binary ops take strided operands as they are (takes_strided_inputs): x.T + y,
+// a broadcast row times a matrix, or contiguous() of a view that requires grad
+// (recorded as x + -0.0) allocate the result only, never a copy of an operand,
+// and give the values and gradients of contiguous operands.
+TEST_CASE("binary ops read strided operands in place: no copy, same values and gradients",
+          "[elementwise][binary][views]") {
+  const Tensor base = Tensor::randn({300, 200}, DType::Float64, 1);
+  const Tensor xt = base.transpose(0, 1);                                  // [200, 300], a view
+  const Tensor y = Tensor::randn({200, 300}, DType::Float64, 2);
+  const Tensor row = Tensor::randn({1, 300}, DType::Float64, 3).expand({200, 300});  // stride 0
+  for (const char* name : {"elementwise.add", "elementwise.sub", "elementwise.mul", "elementwise.div",
+                           "elementwise.maximum", "elementwise.lt"}) {
+    INFO(name);
+    const OpHandle op = opforge::op(name);
+    for (const Tensor& a : {xt, row}) {
+      opforge::reset_peak_bytes();
+      const std::int64_t before = opforge::live_bytes();
+      const Tensor out = op({a, y});
+      CHECK(opforge::peak_bytes() - before == static_cast<std::int64_t>(out.nbytes()));
+      CHECK(out.to_vector() == op({a.contiguous(), y}).to_vector());
+    }
+  }
+  // contiguous() of a strided tensor that requires grad: recorded, one allocation, the identity gradient.
+  Tensor leaf = Tensor::randn({1, 300}, DType::Float64, 4).requires_grad_();
+  const Tensor wide = leaf.expand({200, 300});
+  opforge::reset_peak_bytes();
+  const std::int64_t before = opforge::live_bytes();
+  const Tensor dense = wide.contiguous();
+  // The result, and the 0-d -0.0 it adds (8 bytes): no copy of the operand.
+  CHECK(opforge::peak_bytes() - before <= static_cast<std::int64_t>(dense.nbytes()) + 64);
+  REQUIRE(dense.grad_fn() != nullptr);
+  CHECK(dense.to_vector() == wide.detach().contiguous().to_vector());
+  opforge::op("reduce.sum")({dense}).backward();
+  for (double g : leaf.grad().to_vector()) CHECK(g == 200.0);  // each element of the row, 200 times
+  require_gradcheck("elementwise.mul", {xt.slice(0, 0, 3).slice(1, 0, 4), Tensor::randn({4, 3}, DType::Float64, 5).transpose(0, 1)});
+}

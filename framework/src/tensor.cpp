@@ -447,7 +447,9 @@ void copy_to_dense(D* d, const S* s, const Dims& shape, const Dims& strides) {
   const std::int64_t inner = sh[r - 1], is = st[r - 1];
   // Tiles pay only where the next axis out walks the source more finely than the
   // innermost one (a transpose); a step or a broadcast (stride 0) goes row by row.
-  const bool tiled = r >= 2 && std::abs(st[r - 2]) < std::abs(is);
+  // (A broadcast row, stride 0 outside a stride-1 row, was tiled: 2048 x 2048 float64
+  // took 3.4 ms where a memcpy a row takes 1.)
+  const bool tiled = r >= 2 && st[r - 2] != 0 && std::abs(st[r - 2]) < std::abs(is);
   if (!tiled) {
     for_each_outer(r - 1, sh, st, [&](std::int64_t base) {
       const S* row = s + base;

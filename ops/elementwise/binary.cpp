@@ -299,25 +299,30 @@ std::unique_ptr<opforge::Function> with_int64(std::unique_ptr<opforge::Function>
 void register_binary(opforge::PluginRegistrar& registrar) {
   using opforge::OpSchema;
   registrar.add<Div>(OpSchema("elementwise.div")
+                    .takes_strided_inputs()
                          .input_names({"a", "b"})
                          .describe("a / b, element by element, with NumPy broadcasting")
                          .samples(div_samples));
   registrar.add<Pow>(OpSchema("elementwise.pow")
+                    .takes_strided_inputs()
                          .input_names({"a", "b"})
                          .describe("a to the power b, element by element, with NumPy broadcasting")
                          .samples(pow_samples));
   registrar.add<MaxMin<true>>(OpSchema("elementwise.maximum")
+                    .takes_strided_inputs()
                                   .input_names({"a", "b"})
                                   .accepts(kNumeric)
                                   .describe("the larger of a and b, element by element, with NumPy broadcasting")
                                   .samples(extremum_samples));
   registrar.add<MaxMin<false>>(OpSchema("elementwise.minimum")
+                    .takes_strided_inputs()
                                    .input_names({"a", "b"})
                                    .accepts(kNumeric)
                                    .describe("the smaller of a and b, element by element, with NumPy broadcasting")
                                    .samples(extremum_samples));
   registrar.add<Where>(
       OpSchema("elementwise.where")
+          .takes_strided_inputs()
           .input_names({"cond", "a", "b"})
           .accepts(opforge::DTypeSet::all())
           .mixed_dtypes()

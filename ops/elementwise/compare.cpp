@@ -52,6 +52,7 @@ TensorList compare_samples(DType, std::uint64_t seed) {
 template <class Cmp>
 void add_compare(opforge::PluginRegistrar& registrar, const char* name, const char* doc) {
   registrar.add<Compare<Cmp>>(opforge::OpSchema(std::string("elementwise.") + name)
+                                  .takes_strided_inputs()
                                   .input_names({"a", "b"})
                                   .accepts(kNumeric)
                                   .describe(doc)

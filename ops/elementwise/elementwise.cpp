@@ -11,7 +11,10 @@
 #include <opforge/sdk.hpp>
 
 // The rest of the family (unary.cpp, binary.cpp, compare.cpp) registers through
-// these; its kernels (map1, broadcast_map) read operands of any strides.
+// these; its kernels (map1, broadcast_map) read operands of any strides, so the
+// binary ops take strided inputs as they are (takes_strided_inputs: x.T + y, or
+// contiguous() of a tensor that requires grad, which is x + -0.0, made a copy of
+// the strided operand first).
 #include "elementwise_ops.hpp"
 
 namespace {
@@ -130,18 +133,21 @@ OPFORGE_PLUGIN("elementwise", "0.1.0") {
   namespace ew = opforge_elementwise;
   // add, sub and mul run the kernels above for float32/float64 and ew::with_int64's for int64.
   registrar.add(OpSchema("elementwise.add")
+                    .takes_strided_inputs()
                     .input_names({"a", "b"})
                     .accepts(ew::kNumeric)
                     .describe("a + b, element by element, with NumPy broadcasting (float32, float64, int64)")
                     .samples(binary_samples),
                 ew::with_int64(std::make_unique<Add>(), ew::IntBinary::Add));
   registrar.add(OpSchema("elementwise.sub")
+                    .takes_strided_inputs()
                     .input_names({"a", "b"})
                     .accepts(ew::kNumeric)
                     .describe("a - b, element by element, with NumPy broadcasting (float32, float64, int64)")
                     .samples(binary_samples),
                 ew::with_int64(std::make_unique<Sub>(), ew::IntBinary::Sub));
   registrar.add(OpSchema("elementwise.mul")
+                    .takes_strided_inputs()
                     .input_names({"a", "b"})
                     .accepts(ew::kNumeric)
                     .describe("a * b, element by element, with NumPy broadcasting (float32, float64, int64)")
