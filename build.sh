@@ -122,11 +122,12 @@ ensure_built() {
   fi
   if ((configure)); then
     say "configuring ($type) in $BUILD_DIR"
-    cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$type" \
+    # Build logs go to stderr: stdout is the results' (`./build.sh bench --json > rows.jsonl`).
+    cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$type" >&2 \
       || die "cmake configure failed (see above)"
   fi
   say "building in $BUILD_DIR with $(ncpu) jobs"
-  cmake --build "$BUILD_DIR" -j"$(ncpu)" || die "build failed (see above)"
+  cmake --build "$BUILD_DIR" -j"$(ncpu)" >&2 || die "build failed (see above)"
 }
 
 # ---- main ---------------------------------------------------------------------------

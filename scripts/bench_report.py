@@ -23,16 +23,23 @@ import tempfile
 from collections import defaultdict
 
 ORDER = ["fused", "graph", "explicit", "bandwidth", "torch_autograd", "numpy_explicit"]
+PEERS = ("torch_autograd", "numpy_explicit")
 
 
 def load(paths):
     rows = []
     for path in paths:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if line.startswith("{"):
-                    rows.append(json.loads(line))
+        try:
+            with open(path) as f:
+                for number, line in enumerate(f, 1):
+                    line = line.strip()
+                    if line.startswith("{"):
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as e:
+                            sys.exit(f"bench_report.py: {path}:{number}: not a JSON object ({e.msg}): {line[:80]}")
+        except OSError as e:
+            sys.exit(f"bench_report.py: cannot read {path}: {e.strerror}")
     return rows
 
 
@@ -66,10 +73,19 @@ def table(rows):
 
 
 def plot(rows, png):
-    """One panel per dtype: median time against d, log-log, a line per method."""
-    series = defaultdict(list)  # (method, dtype) -> [(d, ms)]
+    """One panel per dtype: median time against d, log-log, a line per method
+    (and per thread count and cache mode, where the rows have several)."""
+    many_threads = len({int(r.get("threads", 0)) for r in rows if r["method"] not in PEERS}) > 1
+    many_caches = len({r.get("caches", "warm") for r in rows}) > 1
+    series = defaultdict(list)  # (label, dtype) -> [(d, ms)]
     for r in rows:
-        series[(r["method"], r["dtype"])].append((int(r["d"]), float(r["median_ms"])))
+        label = r["method"]
+        if many_threads:
+            n = int(r.get("threads", 0))
+            label += f", {n} thread{'' if n == 1 else 's'}"
+        if many_caches:
+            label += f", {r.get('caches', 'warm')}"
+        series[(label, r["dtype"])].append((int(r["d"]), float(r["median_ms"])))
     dtypes = [t for t in ("float64", "float32") if any(k[1] == t for k in series)]
     with tempfile.TemporaryDirectory() as tmp:
         lines = [
@@ -81,13 +97,15 @@ def plot(rows, png):
         ]
         for dtype in dtypes:
             plots = []
-            for method in [m for m in ORDER if (m, dtype) in series]:
-                path = os.path.join(tmp, f"{method}_{dtype}.dat")
+            labels = sorted((k[0] for k in series if k[1] == dtype),
+                            key=lambda l: (ORDER.index(l.split(",")[0]) if l.split(",")[0] in ORDER else len(ORDER), l))
+            for n, label in enumerate(labels):
+                path = os.path.join(tmp, f"{n}_{dtype}.dat")
                 with open(path, "w") as f:
-                    for d, ms in sorted(series[(method, dtype)]):
+                    for d, ms in sorted(series[(label, dtype)]):
                         f.write(f"{d} {ms}\n")
-                style = "dt 2" if method in ("bandwidth",) else "dt 1"
-                plots.append(f"'{path}' using 1:2 with linespoints {style} lw 2 pt 7 title '{method}'")
+                style = "dt 2" if label.startswith("bandwidth") else "dt 1"
+                plots.append(f"'{path}' using 1:2 with linespoints {style} lw 2 pt 7 title '{label}'")
             lines.append(f"set title '{dtype}'")
             lines.append("plot " + ", ".join(plots))
         lines.append("unset multiplot")

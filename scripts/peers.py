@@ -68,13 +68,14 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
 
     try:
-        args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+        args.sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
-        parser.error("--sizes must be a comma-separated list of integers")
+        parser.error("--sizes must be a comma-separated list of integers, with no empty item (got %r)"
+                     % args.sizes)
     if not args.sizes or any(d <= 0 for d in args.sizes):
         parser.error("--sizes must list positive integers")
 
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.methods = [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in args.methods if m not in ALL_METHODS]
     if unknown or not args.methods:
         parser.error("unknown --methods: %s (choose from %s)"
@@ -203,6 +204,10 @@ def main(argv=None):
             note("peers.py: PyTorch is not importable (%s); "
                  "skipping torch_autograd rows." % exc)
             methods.remove("torch_autograd")
+            if not methods:
+                note("peers.py: nothing left to run: --methods asked for torch_autograd only "
+                     "(Debian: python3-torch)")
+                return 1
         else:
             torch.set_num_threads(args.threads)
 
@@ -212,7 +217,12 @@ def main(argv=None):
 
     rows = []
     for d in args.sizes:
-        a64, x64, y64 = make_data(np, d)
+        try:
+            a64, x64, y64 = make_data(np, d)
+        except MemoryError:
+            note("peers.py: out of memory: A for d = %d (%d x %d float64) needs %.1f GiB; give a smaller --sizes"
+                 % (d, 10 * d, d, 80.0 * d * d / 2**30))
+            return 1
         g_ref = reference_gradient(a64, x64, y64)
         for dtype in args.dtypes:
             # Built once per (d, dtype), contiguous, shared by all methods.

@@ -45,7 +45,7 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     for name in ("svd_sizes", "elementwise_sizes"):
         try:
-            vals = [int(v) for v in getattr(a, name).split(",") if v.strip()]
+            vals = [int(v) for v in getattr(a, name).split(",")]
         except ValueError:
             p.error("--%s must be a comma-separated list of integers" % name.replace("_", "-"))
         if not vals or any(v <= 0 for v in vals):

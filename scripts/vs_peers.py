@@ -42,6 +42,8 @@ def main(argv=None):
 
     torch_ratio, graph_ratio, read_ratio, torch_read_ratio = {}, {}, {}, {}
     for k in range(a.rounds):
+        if k == 1 and not torch_ratio:  # the first round compared nothing: the rest would not either
+            break
         print(f"vs_peers: round {k + 1}/{a.rounds}", file=sys.stderr)
         ours, _ = json_rows([a.opforge, "bench", "lstsq", "--sizes", a.sizes, "--dtype", a.dtype, "--repeat",
                              str(a.repeat), "--threads", str(a.threads), "--methods", "fused,graph,bandwidth",

@@ -300,6 +300,15 @@ TEST_CASE("cli: `opforge bench --help` lists the benchmarks and exits 0", "[cli]
   }
 }
 
+TEST_CASE("cli: `opforge ops help` is its --help, as `opforge help` and `opforge bench help` are", "[cli]") {
+  for (const char* help : {"ops --help", "ops -h", "ops help"}) {
+    const Run r = run(help);
+    INFO(help << "\n" << r.out);
+    CHECK(r.status == 0);
+    CHECK_THAT(r.out, Catch::StartsWith("opforge ops [--json] [NAME]"));
+  }
+}
+
 TEST_CASE("cli: `bench overhead` takes --rounds and --iters of at least 1", "[cli]") {
   for (const char* args : {"--rounds 0", "--rounds -3", "--iters 0", "--iters -5", "--iters 2147483648"}) {
     const Run r = run(std::string("bench overhead ") + args, true);

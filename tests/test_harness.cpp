@@ -770,6 +770,13 @@ TEST_CASE("harness: `opforge check --skip` reports the named checks as skipped, 
   const RunResult bad = run_command(opforge_check("'" OPFORGE_LOSS_PLUGIN "' --skip thread_safety"));
   CHECK(bad.status == 2);
   CHECK_THAT(bad.output, StartsWith("opforge check: option '--skip': 'thread_safety' is no check (the checks: gradcheck, "));
+  // An empty item skipped nothing, silently: refused too.
+  for (const char* list : {"''", "gradcheck,", ",gradcheck", "gradcheck,,split_work"}) {
+    INFO(list);
+    const RunResult empty = run_command(opforge_check("'" OPFORGE_LOSS_PLUGIN "' --skip " + std::string(list)));
+    CHECK(empty.status == 2);
+    CHECK_THAT(empty.output, StartsWith("opforge check: option '--skip': '' is no check (the checks: gradcheck, "));
+  }
   sdk::CheckOptions options;
   options.skip = {"gradchek"};
   CHECK_THROWS_WITH(sdk::check_op(opforge::op("loss.lstsq"), options),

@@ -144,7 +144,7 @@ int run_bench_ops(const std::vector<std::string>& args) {
     std::ostringstream e;
     e << std::scientific << std::setprecision(2) << err;
     std::cout << std::left << std::setw(6) << op << std::setw(10) << n << std::setw(9) << opforge::dtype_name(dt)
-              << std::setw(8) << nt << std::right << std::fixed << std::setprecision(3) << std::setw(11)
+              << std::setw(8) << nt << std::right << std::defaultfloat << std::setprecision(4) << std::setw(11)
               << t.median_ms << std::setw(11) << t.min_ms << std::setw(9) << gbs.str() << std::setw(11) << e.str()
               << std::endl;
   };

@@ -146,18 +146,22 @@ std::string joined_check_names() {
 
 // "a,b" -> {"a", "b"}; every name must be a check of the harness.
 std::vector<std::string> parse_skip(const std::string& list, std::string& error) {
+  // Every comma-separated item, empty ones too (`--skip ""`, `--skip a,`): an empty
+  // item is refused like an unknown name, where it used to skip nothing, silently.
   std::vector<std::string> names;
-  std::stringstream in(list);
-  std::string name;
   const auto& all = opforge::sdk::check_names();
-  while (std::getline(in, name, ',')) {
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = list.find(',', start);
+    const std::string name = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (std::find(all.begin(), all.end(), name) == all.end()) {
       error = "option '--skip': '" + name + "' is no check (the checks: " + joined_check_names() + ")";
       return {};
     }
     names.push_back(name);
+    if (comma == std::string::npos) return names;
+    start = comma + 1;
   }
-  return names;
 }
 
 }  // namespace

@@ -69,7 +69,9 @@ int run_ops(const std::vector<std::string>& args) {
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(desc).positional(pos).style(kCommandLineStyle).run(), vm);
   po::notify(vm);
-  if (vm.count("help")) {
+  // `opforge ops help` as `opforge help` and `opforge bench help` (no op is named
+  // "help": op names are "<family>.<name>").
+  if (vm.count("help") || (vm.count("name") && vm["name"].as<std::string>() == "help")) {
     std::cout << desc << "\n";
     return 0;
   }
