@@ -158,6 +158,30 @@ TEST_CASE("loss_huber_matches_hand_computed_values_for_each_reduction_and_delta"
   require_values(huber({pred, target}, {{"delta", 2}}), {6.625 / 4}, 0);  // an int is a valid Float attribute
 }
 
+// Each huber term has the bits of the two-branch formula (d² / 2 within delta,
+// delta (|d| - delta / 2) beyond), on both sides of delta, at it, and for inf and NaN.
+TEST_CASE("loss_huber_terms_have_the_bits_of_the_two_branch_formula", "[ops][loss]") {
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  for (const double delta : {1.0, 0.3, 2.5}) {
+    INFO("delta " << delta);
+    std::vector<double> d = {0, 0.1, -0.7, delta, -delta, std::nextafter(delta, 0.0), std::nextafter(delta, 9.0),
+                             3.3, -1e10, 1e-150, inf, -inf, nan};
+    const Tensor r = Tensor::randn({1000}, DType::Float64, 7);
+    for (double v : r.to_vector()) d.push_back(v * 2);
+    const Tensor pred = values(d, {static_cast<std::int64_t>(d.size())});
+    const std::vector<double> got =
+        opforge::op("loss.huber")({pred, Tensor::zeros(pred.shape())}, {{"reduction", kNone}, {"delta", delta}})
+            .to_vector();
+    for (std::size_t i = 0; i < d.size(); ++i) {
+      const double a = std::abs(d[i]);
+      const double want = a <= delta ? 0.5 * d[i] * d[i] : delta * (a - 0.5 * delta);
+      INFO("d = " << d[i]);
+      if (std::isnan(want)) CHECK(std::isnan(got[i]));
+      else CHECK(got[i] == want);
+    }
+  }
+}
+
 // dpred = 2 d g (mse), clamp(d, -delta, delta) g (huber); dtarget = -dpred; g / N for mean.
 TEST_CASE("loss_mse_and_huber_gradients_match_closed_form", "[ops][loss][grad]") {
   const DType dtype = GENERATE(DType::Float32, DType::Float64);
@@ -213,6 +237,31 @@ TEST_CASE("loss_cross_entropy_is_stable_for_large_logits", "[ops][loss]") {
   const Tensor logits = values({1000, 0, 100, 100, -1000, -1000}, {3, 2}, dtype);
   require_values(ce({logits, classes({1, 0, 0})}, {{"reduction", kNone}}), {1000, std::log(2.0), std::log(2.0)},
                  tolerance(dtype), 1e-5);
+}
+
+// A row with a +inf logit has no defined loss: NaN, with a NaN gradient row, as in
+// PyTorch (log_softmax gives inf - inf). It gave inf, and a gradient row part NaN,
+// part finite numbers that are not its limit. Other rows are unaffected; a row of
+// -inf only is NaN too (0 probability for every class).
+TEST_CASE("loss_cross_entropy_of_a_row_with_an_infinite_logit_is_nan", "[ops][loss][grad]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  const OpHandle ce = opforge::op("loss.cross_entropy");
+  for (const double target_class : {0.0, 1.0}) {
+    INFO("target class " << target_class);
+    Tensor logits = values({inf, 0, 1, 0, 1, 2, -inf, -inf, -inf}, {3, 3}, dtype).requires_grad_();
+    const Tensor loss = ce({logits, classes({target_class, 2, 0})}, {{"reduction", kNone}});
+    const std::vector<double> l = loss.to_vector();
+    CHECK(std::isnan(l[0]));
+    CHECK(l[1] == Approx(std::log(std::exp(0.0) + std::exp(1.0) + std::exp(2.0)) - 2).epsilon(1e-6));
+    CHECK(std::isnan(l[2]));
+    loss.backward(values({1, 1, 1}, {3}, dtype));
+    const std::vector<double> g = logits.grad().to_vector();
+    for (int c = 0; c < 3; ++c) CHECK(std::isnan(g[static_cast<std::size_t>(c)]));
+    CHECK_FALSE(std::isnan(g[3]));
+    require_values(ce({logits.detach(), classes({target_class, 2, 0})}), {nan}, 0);  // the mean too
+  }
 }
 
 // Far from 0 (1e30 in float64, 1e7 in float32, where the float32 spacing is 1), the row's

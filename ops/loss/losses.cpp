@@ -116,9 +116,16 @@ struct Huber {
   static constexpr const char* kDoc =
       "Huber loss: (pred - target)^2 / 2 within delta, linear beyond; reduction 0 mean, 1 sum, 2 none";
   double delta = 1;
+  // With q = min(|d|, delta): q (|d| - q / 2) is d² / 2 within delta and
+  // delta (|d| - delta / 2) beyond, with no branch (the ternary compiled to a
+  // jump that random data mispredicted: 1e7 float32 residuals took 31 ms, 3.6 ms
+  // when all fell on one side, 1.4 ms for mse). Same bits as the two formulas
+  // (|d| - |d| / 2 and the halving are exact) but for subnormal residuals. NaN
+  // stays NaN (std::min keeps its first argument when it is NaN).
   double loss(double d) const {
     const double a = std::abs(d);
-    return a <= delta ? 0.5 * d * d : delta * (a - 0.5 * delta);
+    const double q = std::min(a, delta);
+    return q * (a - 0.5 * q);
   }
   template <class T>
   T slope(T d) const {
@@ -200,15 +207,18 @@ class Pointwise final : public opforge::Function {
 // One row of cross_entropy's logits, through sdk::run_vectorized (AVX-512 and
 // AVX2 copies, with libmvec's exp at their width: the baseline copy's 4-wide SSE
 // exp took half of cross_entropy's time, which ran at twice that of log_softmax +
-// gather + mean). m: the row's max (0 when infinite: all -inf, or a +inf);
-// s = Σ exp(x - m) in double.
+// gather + mean). m: the row's max, 0 when every logit is -inf, NaN when one is
+// +inf (the row's loss and gradient are then NaN, as PyTorch's log_softmax gives
+// inf - inf: with m = 0 the loss was inf and the gradient row part NaN, part
+// finite numbers that are not its limit); s = Σ exp(x - m) in double.
 struct RowShiftSumExp {
   template <class T>
   OPFORGE_KERNEL_BODY static void run(const T* row, std::int64_t C, T& m_out, double& s_out) {
     T m = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : m)
     for (std::int64_t c = 0; c < C; ++c) m = row[c] > m ? row[c] : m;
-    if (!std::isfinite(m)) m = T(0);
+    if (m == std::numeric_limits<T>::infinity()) m = std::numeric_limits<T>::quiet_NaN();
+    else if (!std::isfinite(m)) m = T(0);
     double s = 0;
 #pragma omp simd reduction(+ : s)
     for (std::int64_t c = 0; c < C; ++c) s += static_cast<double>(std::exp(row[c] - m));
