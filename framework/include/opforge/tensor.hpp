@@ -61,8 +61,9 @@ OPFORGE_API void reset_peak_bytes() noexcept;
 /// Tensors of 128 KiB and more have blocks of their own (from 4 MiB on, 2 MiB-
 /// aligned and offered huge pages; below that, rounded up to an eighth of their
 /// power of two). When one dies its block is kept for the next tensor of the
-/// same block size, if it is 32 MiB or less
-/// and the kept blocks stay within 64 MiB in all (oldest dropped first); bigger
+/// same block size, if it is 34 MiB or less (a tensor of 32 MiB of data, with
+/// its header, in 2 MiB pages) and the kept blocks stay within 68 MiB in all
+/// (oldest dropped first); bigger
 /// ones go back to the system at once. cached_memory_bytes() is what is kept
 /// (not counted in live_bytes()); release_cached_memory() returns it all to the
 /// system and says how many bytes that was.
