@@ -558,17 +558,21 @@ TEST_CASE("tensor: from_values with a negative size reports the negative size", 
                          Message("Tensor::from_values: argument 'shape': expected sizes >= 0, got [-1]"));
 }
 
-TEST_CASE("tensor: any use of an undefined tensor names the call", "[tensor]") {
+TEST_CASE("tensor: any use of an undefined tensor names the call, and where such tensors come from", "[tensor]") {
+  const char* origins =
+      "a default-constructed Tensor, or the .grad() of a tensor that has none: a non-leaf without retain_grad(), "
+      "for instance a parameter reassigned with w = w - lr * w.grad() instead of updated in place under a "
+      "NoGradGuard, or a leaf before its first backward or after zero_grad()";
   Tensor u;
   CHECK_FALSE(u.defined());
   CHECK_FALSE(static_cast<bool>(u));
   CHECK_FALSE(u.requires_grad());
   REQUIRE_THROWS_MATCHES(u.numel(), opforge::ValueError,
-                         Message("Tensor::numel: the tensor is undefined (default-constructed)"));
+                         Message(std::string("Tensor::numel: the tensor is undefined (") + origins + ")"));
   REQUIRE_THROWS_MATCHES(u.item(), opforge::ValueError,
-                         Message("Tensor::item: the tensor is undefined (default-constructed)"));
+                         Message(std::string("Tensor::item: the tensor is undefined (") + origins + ")"));
   REQUIRE_THROWS_MATCHES(u.backward(), opforge::ValueError,
-                         Message("Tensor::backward: the tensor is undefined (default-constructed)"));
+                         Message(std::string("Tensor::backward: the tensor is undefined (") + origins + ")"));
 }
 
 TEST_CASE("tensor: set_grad with a tensor that has a grad_fn stores data only and leaks nothing", "[tensor]") {

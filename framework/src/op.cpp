@@ -557,10 +557,7 @@ std::string input_name(const OpSchema& s, std::size_t i) {
   const std::string arg = "argument '" + input_name(s, i) + "' (input " + std::to_string(i) + ")";
   if (!t)
     throw ValueError(s.name + ": " + arg +
-                     ": expected a tensor, got an undefined one (a default-constructed Tensor, or the .grad() of a "
-                     "tensor that has none: a non-leaf without retain_grad(), for instance a parameter reassigned "
-                     "with w = w - lr * w.grad() instead of updated in place under a NoGradGuard, or a leaf before "
-                     "its first backward or after zero_grad())");
+                     ": expected a tensor, got an undefined one (" + kUndefinedTensorOrigins + ")");
   if (!s.dtypes.contains(t->dtype))
     throw DTypeError(s.name + ": " + arg + ": expected dtype " + s.dtypes.to_string() + ", got " +
                      dtype_name(t->dtype) + "; convert it with .to() first");

@@ -297,7 +297,8 @@ Tensor Tensor::randn(const Dims& shape, DType dtype, std::uint64_t seed) {
 // ---- metadata -------------------------------------------------------------------
 
 void Tensor::check_defined(const char* what) const {
-  if (!impl_) throw ValueError(std::string("Tensor::") + what + ": the tensor is undefined (default-constructed)");
+  if (!impl_)
+    throw ValueError(std::string("Tensor::") + what + ": the tensor is undefined (" + kUndefinedTensorOrigins + ")");
 }
 DType Tensor::dtype() const { check_defined("dtype"); return impl_->dtype; }
 const Dims& Tensor::shape() const { check_defined("shape"); return impl_->shape; }

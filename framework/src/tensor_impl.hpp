@@ -15,6 +15,13 @@
 
 namespace opforge {
 
+/// Where undefined tensors come from, for the messages that meet one: "a
+/// default-constructed Tensor, or the .grad() of a tensor that has none: ...".
+inline constexpr const char* kUndefinedTensorOrigins =
+    "a default-constructed Tensor, or the .grad() of a tensor that has none: a non-leaf without retain_grad(), "
+    "for instance a parameter reassigned with w = w - lr * w.grad() instead of updated in place under a "
+    "NoGradGuard, or a leaf before its first backward or after zero_grad()";
+
 /// Holds a .grad's spin lock (TensorImpl::grad_lock, RetainedGrad::lock) for a scope.
 class SpinLock {
  public:
