@@ -842,7 +842,7 @@ TEST_CASE("bad calls to shape ops name the op, the argument, what was expected a
   CHECK_THROWS_MATCHES(call("shape.index_select", {Tensor::zeros({2, 0}), indices({0})}, {Attr(1)}),
                        opforge::IndexError,
                        Message("shape.index_select: argument 'index': index 0 at position [0] is out of range for "
-                               "axis 1 of size 0 (the axis is empty, so no index is valid: give an empty 'index')"));
+                               "axis 1 of size 0 (axis 1 is empty, so no index is valid: give an empty 'index')"));
   CHECK_THROWS_MATCHES(call("shape.gather", {x, indices({0, 1, 2, 0}, {1, 4})}, {Attr(1), Attr(1)}),
                        opforge::ValueError, Message("shape.gather: expected at most 1 attributes, got 2"));
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <opforge/opforge.hpp>
+#include <opforge/sdk/checks.hpp>
 #include <opforge/sdk/parallel.hpp>
 
 using opforge::Context;
@@ -140,4 +141,48 @@ TEST_CASE("sdk::parallel_for runs every chunk in the caller's grad mode, on a on
   }
   CHECK(opforge::grad_enabled());
   opforge::set_num_threads(0);
+}
+
+namespace {
+// rows(weight, index) = weight, after sdk::check_indices(index, rows of weight,
+// negative indices refused): what an embedding lookup checks first.
+struct CheckedRows final : opforge::Function {
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    opforge::sdk::check_indices(ctx, in[1], "index", in[0].size(0), "the rows of 'weight'", false);
+    return {in[0].clone()};
+  }
+  TensorList backward(Context&, TensorSpan g) const override { return {g[0], Tensor()}; }
+};
+}  // namespace
+
+TEST_CASE("sdk: check_indices names the first index out of range, where it sits, and the range", "[sdk]") {
+  const opforge::OpHandle rows = opforge::make_op(
+      opforge::OpSchema("test.rows").input_names({"weight", "index"}).mixed_dtypes().accepts(opforge::DTypeSet::all()),
+      std::make_unique<CheckedRows>());
+  const Tensor weight = Tensor::zeros({4, 2});
+  auto idx = [](const std::vector<double>& v, const opforge::Dims& shape) {
+    return Tensor::from_values(v, shape, opforge::DType::Int64);
+  };
+  CHECK_NOTHROW(rows({weight, idx({0, 3, 2, 1}, {2, 2})}));
+  CHECK_NOTHROW(rows({weight, idx({}, {0})}));
+  // A few thousand indices: the vector scan finds one bad element among them.
+  std::vector<double> many(5000, 1.0);
+  many[4321] = 4;
+  CHECK_THROWS_MATCHES(rows({weight, idx(many, {50, 100})}), opforge::IndexError,
+                       Catch::Matchers::Message("test.rows: argument 'index': index 4 at position [43, 21] is out of "
+                                                "range for the rows of 'weight' of size 4 (expected an index in [0, 4))"));
+  CHECK_THROWS_MATCHES(rows({weight, idx({0, -1}, {2})}), opforge::IndexError,
+                       Catch::Matchers::Message("test.rows: argument 'index': index -1 at position [1] is out of range "
+                                                "for the rows of 'weight' of size 4 (expected an index in [0, 4))"));
+  // A transposed index: positions are in its own shape.
+  CHECK_THROWS_MATCHES(rows({weight, idx({0, 1, 2, 9, 3, 0}, {2, 3}).transpose(0, 1)}), opforge::IndexError,
+                       Catch::Matchers::Message("test.rows: argument 'index': index 9 at position [0, 1] is out of "
+                                                "range for the rows of 'weight' of size 4 (expected an index in [0, 4))"));
+  CHECK_THROWS_MATCHES(rows({Tensor::zeros({0, 2}), idx({0}, {1})}), opforge::IndexError,
+                       Catch::Matchers::Message("test.rows: argument 'index': index 0 at position [0] is out of range "
+                                                "for the rows of 'weight' of size 0 (the rows of 'weight' is empty, so "
+                                                "no index is valid: give an empty 'index')"));
+  CHECK_THROWS_MATCHES(rows({weight, Tensor::zeros({2})}), opforge::DTypeError,
+                       Catch::Matchers::Message("test.rows: argument 'index': expected dtype int64 (indices), got "
+                                                "float64"));
 }
