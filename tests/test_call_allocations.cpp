@@ -130,3 +130,17 @@ TEST_CASE("allocations: op calls on a one-element tensor take nothing from the h
   CHECK(x.grad().item() == Approx(2 * 1.5 * 0.25));
   CHECK(y.grad().item() == Approx(2 * -0.5 * 2.25));
 }
+
+TEST_CASE("allocations: in-place updates (an optimizer's step) take nothing from the heap", "[alloc]") {
+  // add_, mul_ and fill_ walk a tensor in its memory order; the sort of its axes
+  // once used std::stable_sort, which asked the heap for a buffer on every call.
+  Tensor w = Tensor::full({3, 4}, 1.0);
+  const Tensor g = Tensor::full({3, 4}, 0.5);
+  const Tensor wt = Tensor::full({4, 3}, 1.0).transpose(0, 1);  // a view, walked in its own memory order
+  opforge::NoGradGuard no_grad;
+  CHECK(allocations(1000, [&] { w.add_(g, -0.01); }) == 0);
+  CHECK(allocations(1000, [&] { w.mul_(0.999); }) == 0);
+  CHECK(allocations(1000, [&] { w.fill_(1.0); }) == 0);
+  CHECK(allocations(1000, [&] { Tensor(wt).mul_(0.999); }) == 0);
+  CHECK(w.to_vector() == std::vector<double>(12, 1.0));
+}

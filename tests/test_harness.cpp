@@ -880,6 +880,15 @@ TEST_CASE("harness: `opforge check` refuses a plugin named like a standard one (
                                 "rename it: OPFORGE_PLUGIN(\"another_name\", ...), with ops named "
                                 "\"another_name.op\"\n"));
   CHECK_THAT(r.output, !Contains("OK:"));
+  // A copy of a standard plugin (every one of its ops) is checked in its place.
+  opforge_tests::TempDir dir("opforge_check_standard_copy");
+  const std::string copy = dir.file("loss.so");
+  std::filesystem::copy_file(OPFORGE_LOSS_PLUGIN, copy);
+  const RunResult c = run_command(opforge_check("'" + copy + "' --op mse"));
+  INFO(c.output);
+  CHECK(c.status == 0);
+  CHECK_THAT(c.output, StartsWith("opforge check: plugin 'loss' was also loaded from "));
+  CHECK_THAT(c.output, Contains("OK: plugin 'loss' (" + std::filesystem::canonical(copy).string() + "): 1 op, "));
 }
 
 TEST_CASE("harness: `opforge check` notes an op not named <plugin>.<op> (a likely typo) and still checks it") {

@@ -36,7 +36,8 @@ constexpr int kUsageOrLoadError = 2;
 // standard plugin, or one on OPFORGE_PLUGIN_PATH), else loaded now. A plugin of
 // the same name loaded from another file (an installed copy of the plugin being
 // developed) is replaced: the file named on the command line is the one checked.
-// A plugin named like a standard one is refused instead: it could never load
+// A plugin named like a standard one is refused instead, unless it provides all
+// of that one's ops (a build of the standard plugin itself): it could never load
 // beside the standard plugin (load_plugin refuses a second plugin of one name),
 // and checking it in the standard one's place would pass a plugin no program can
 // load, or fail the checks of ops that call the standard one's.
@@ -54,7 +55,13 @@ opforge::PluginInfo find_or_load(const std::string& path) {
   const std::filesystem::path standard_dir = opforge::plugin_search_path().front();
   for (const opforge::PluginInfo& p : before) {
     if (p.name != plugin.name) continue;
-    if (std::filesystem::path(p.file).parent_path() == standard_dir)
+    // A build of the standard plugin itself (a copy, a developer's build) provides
+    // every op the standard one does: checked in its place, as any other plugin.
+    const bool provides_all =
+        std::all_of(p.ops.begin(), p.ops.end(), [&](const std::string& op) {
+          return std::find(plugin.ops.begin(), plugin.ops.end(), op) != plugin.ops.end();
+        });
+    if (std::filesystem::path(p.file).parent_path() == standard_dir && !provides_all)
       throw std::runtime_error("plugin '" + plugin.name + "' (" + plugin.file +
                                ") has the name of the standard plugin " + p.file +
                                ", so no program can load it (a second plugin of one name is refused); rename it: "

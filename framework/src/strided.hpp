@@ -1,7 +1,6 @@
 // Walking the elements of a strided tensor in row-major order. Internal to the core.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 
@@ -57,15 +56,28 @@ void for_each_offset(const Dims& shape, const Dims& strides, F&& f) {
 /// one. For in-place writes into a view (a.fill_, a.add_(b)) whose logical
 /// row-major order would stride through memory (a transpose: a cache miss an
 /// element); the order of the runs is not row-major, so f must not depend on it.
+/// The axes of `shape` longer than 1, in the memory order of `strides`: by |stride|,
+/// largest first, ties in axis order (an insertion sort of at most kMaxDims axes:
+/// std::stable_sort asks the heap for a buffer on every call). Writes them to
+/// order[] and returns their count; -1 when an axis is empty.
+inline int memory_order(const Dims& shape, const Dims& strides, int* order) noexcept {
+  int r = 0;
+  for (std::size_t k = 0; k < shape.size(); ++k) {
+    if (shape[k] == 0) return -1;
+    if (shape[k] == 1) continue;
+    const std::int64_t s = std::abs(strides[k]);
+    int j = r++;
+    for (; j > 0 && std::abs(strides[static_cast<std::size_t>(order[j - 1])]) < s; --j) order[j] = order[j - 1];
+    order[j] = static_cast<int>(k);
+  }
+  return r;
+}
+
 template <class F>
 void for_each_run_by_memory(const Dims& shape, const Dims& sa, const Dims& sb, F&& f) {
   int order[kMaxDims];
-  int r = 0;
-  for (std::size_t k = 0; k < shape.size(); ++k) {
-    if (shape[k] == 0) return;
-    if (shape[k] != 1) order[r++] = static_cast<int>(k);
-  }
-  std::stable_sort(order, order + r, [&](int x, int y) { return std::abs(sa[x]) > std::abs(sa[y]); });
+  const int r = memory_order(shape, sa, order);
+  if (r < 0) return;
   std::int64_t sh[kMaxDims], a[kMaxDims], b[kMaxDims];
   int m = 0;
   for (int i = 0; i < r; ++i) {

@@ -131,14 +131,6 @@ void throw_error(ErrorKind kind, const std::string& msg) {
   throw Error(msg);
 }
 
-namespace detail {
-void throw_span_index(std::size_t i, std::size_t n) {
-  throw IndexError(concat("TensorSpan: index ", i, " is out of range for ", n, n == 1 ? " tensor" : " tensors",
-                          " (an op's forward gets one tensor per input its schema declares, in the order of "
-                          "input_names; its backward one gradient per output)"));
-}
-}  // namespace detail
-
 namespace {
 
 template <class T>

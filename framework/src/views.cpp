@@ -331,7 +331,10 @@ namespace {
 // by transpose, slice, select and reshape never overlap; expand() (stride 0)
 // does, and so can from_blob with strides of the caller's choosing.
 std::string internal_overlap(const Dims& shape, const Dims& strides) {
-  std::vector<std::pair<std::int64_t, std::int64_t>> axes;  // (|stride|, size) of the axes longer than 1
+  // (|stride|, size) of the axes longer than 1, in an array: no heap traffic on
+  // the in-place path (an optimizer's step on a view).
+  std::pair<std::int64_t, std::int64_t> axes[kMaxDims];
+  int n = 0;
   for (std::size_t k = 0; k < shape.size(); ++k) {
     if (shape[k] == 0) return {};
     if (shape[k] < 2) continue;
@@ -339,12 +342,13 @@ std::string internal_overlap(const Dims& shape, const Dims& strides) {
       return "axis " + std::to_string(k) + " has size " + std::to_string(shape[k]) +
              " and stride 0 (it repeats one element, as a view made by expand() or a from_blob tensor with a zero "
              "stride does)";
-    axes.emplace_back(strides[k] < 0 ? -strides[k] : strides[k], shape[k]);
+    axes[n++] = {strides[k] < 0 ? -strides[k] : strides[k], shape[k]};
   }
-  std::sort(axes.begin(), axes.end());
+  std::sort(axes, axes + n);
   std::int64_t extent = 0;  // the farthest element reached by the axes with smaller strides
   bool separated = true;
-  for (const auto& [stride, size] : axes) {
+  for (int i = 0; i < n; ++i) {
+    const auto [stride, size] = axes[i];
     if (stride <= extent) separated = false;
     extent += (size - 1) * stride;
   }
@@ -445,13 +449,39 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
                 "; convert it first with other.to()");
   OPFORGE_CHECK(is_floating(impl_->dtype), DTypeError, "Tensor::add_: expected dtype float32 or float64, got ",
                 dtype_name(impl_->dtype));
-  // other read in place, through its own strides (a copy when it shares this
-  // tensor's memory), both walked in this tensor's memory order.
-  const Tensor o = shares_memory(*other.impl_, *impl_) ? other.detach().clone() : other;
+  // Both walked in this tensor's memory order, other read through its own strides
+  // (a copy when it shares this tensor's memory). Where other's step along the
+  // innermost axis of that order is neither 0 nor 1 (it is laid out as a transpose
+  // of this tensor), it would be read a cache line an element: it is first copied
+  // into this tensor's memory order (the core's tiled copy), then read in sequence.
+  // (Contiguous += transposed, n = 1000 float64: 1.14 ms read in place, 0.74 with
+  // the copy; transposed += contiguous, n = 4000: 26.8 ms in place.)
+  Tensor o = shares_memory(*other.impl_, *impl_) ? other.detach().clone() : other;
+  Dims shape = impl_->shape, dst_strides = impl_->strides;
+  int order[kMaxDims];
+  const int r = memory_order(shape, dst_strides, order);
+  if (r > 0) {
+    const auto inner = static_cast<std::size_t>(order[r - 1]);
+    const std::int64_t step = o.impl_->strides[inner];
+    if (step != 0 && step != 1 && step != -1) {
+      Dims perm;
+      for (int i = 0; i < r; ++i) perm.push_back(order[i]);
+      for (std::size_t k = 0; k < shape.size(); ++k)
+        if (shape[k] == 1) perm.push_back(static_cast<std::int64_t>(k));
+      o = o.detach().permute(perm).contiguous();
+      Dims ps, pd;
+      for (std::int64_t k : perm) {
+        ps.push_back(shape[static_cast<std::size_t>(k)]);
+        pd.push_back(dst_strides[static_cast<std::size_t>(k)]);
+      }
+      shape = ps;
+      dst_strides = pd;
+    }
+  }
   auto run = [&](auto* dst, const auto* src) {
     using T = std::remove_pointer_t<decltype(dst)>;
     const T a = static_cast<T>(alpha);
-    for_each_run_by_memory(impl_->shape, impl_->strides, o.impl_->strides,
+    for_each_run_by_memory(shape, dst_strides, o.impl_->strides,
                            [&](std::int64_t od, std::int64_t os, std::int64_t n, std::int64_t sd, std::int64_t ss) {
                              T* __restrict p = dst + od;
                              const T* __restrict q = src + os;

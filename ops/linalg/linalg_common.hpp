@@ -3,9 +3,8 @@
 // buffers, and small kernels (transpose, scaled copies).
 //
 // Which BLAS/LAPACK layer:
-//   - The plain products (mv, 2-D matmul, dot) call xt::blas::gemv/gemm/dot over
-//     sdk views (xtensor-blas' top layer).
-//   - Batched products, triangular solves and every LAPACK routine call the layer
+//   - dot calls xt::blas::dot over sdk views (xtensor-blas' top layer).
+//   - Every product (mv, matmul, batched), triangular solves and every LAPACK routine call the layer
 //     underneath it, also shipped with xtensor-blas: cxxblas::gemm/gemv/trsm (which
 //     call OpenBLAS' cblas_*) and cxxlapack::getrf/getrs/getri/potrf/geqrf/orgqr/
 //     ormqr/gesdd (OpenBLAS' LAPACK), and trcon directly. xt::lapack's wrappers are awkward here: they

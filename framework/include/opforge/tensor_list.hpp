@@ -15,8 +15,15 @@ namespace opforge {
 using TensorList = boost::container::small_vector<Tensor, 4>;
 
 namespace detail {
-/// Throws IndexError for TensorSpan::operator[] (out of line: the check inlines to a compare).
-[[noreturn]] OPFORGE_API void throw_span_index(std::size_t i, std::size_t n);
+/// Throws IndexError for TensorSpan::operator[]. Defined here, not in libopforge,
+/// so that a plugin built with this header needs no core symbol an older core
+/// lacks (the plugin ABI's minor version stays); kept out of line (noinline,
+/// cold), so the check inlines to a compare.
+[[noreturn]] __attribute__((noinline, cold)) inline void throw_span_index(std::size_t i, std::size_t n) {
+  throw IndexError(concat("TensorSpan: index ", i, " is out of range for ", n, n == 1 ? " tensor" : " tensors",
+                          " (an op's forward gets one tensor per input its schema declares, in the order of "
+                          "input_names; its backward one gradient per output)"));
+}
 }  // namespace detail
 
 /// A read-only view of consecutive tensors; cheap to pass by value.
