@@ -455,15 +455,20 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   // of this tensor), it would be read a cache line an element: it is first copied
   // into this tensor's memory order (the core's tiled copy), then read in sequence.
   // (Contiguous += transposed, n = 1000 float64: 1.14 ms read in place, 0.74 with
-  // the copy; transposed += contiguous, n = 4000: 26.8 ms in place.)
+  // the copy.) A contiguous source is not copied: the walk follows its order instead,
+  // writing this tensor with a stride (transposed += contiguous, n = 4000 float64,
+  // one thread: 22.6 ms, where the copy into this tensor's order took 24.8).
   Tensor o = shares_memory(*other.impl_, *impl_) ? other.detach().clone() : other;
   Dims shape = impl_->shape, dst_strides = impl_->strides;
   int order[kMaxDims];
   const int r = memory_order(shape, dst_strides, order);
+  bool by_source = false;
   if (r > 0) {
     const auto inner = static_cast<std::size_t>(order[r - 1]);
     const std::int64_t step = o.impl_->strides[inner];
-    if (step != 0 && step != 1 && step != -1) {
+    if (step != 0 && step != 1 && step != -1 && o.is_contiguous()) {
+      by_source = true;
+    } else if (step != 0 && step != 1 && step != -1) {
       Dims perm;
       for (int i = 0; i < r; ++i) perm.push_back(order[i]);
       for (std::size_t k = 0; k < shape.size(); ++k)
@@ -481,15 +486,21 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   auto run = [&](auto* dst, const auto* src) {
     using T = std::remove_pointer_t<decltype(dst)>;
     const T a = static_cast<T>(alpha);
-    for_each_run_by_memory(shape, dst_strides, o.impl_->strides,
-                           [&](std::int64_t od, std::int64_t os, std::int64_t n, std::int64_t sd, std::int64_t ss) {
-                             T* __restrict p = dst + od;
-                             const T* __restrict q = src + os;
-                             if (sd == 1 && ss == 1)
-                               for (std::int64_t j = 0; j < n; ++j) p[j] += a * q[j];
-                             else
-                               for (std::int64_t j = 0; j < n; ++j) p[j * sd] += a * q[j * ss];
-                           });
+    auto add = [&](std::int64_t od, std::int64_t os, std::int64_t n, std::int64_t sd, std::int64_t ss) {
+      T* __restrict p = dst + od;
+      const T* __restrict q = src + os;
+      if (sd == 1 && ss == 1)
+        for (std::int64_t j = 0; j < n; ++j) p[j] += a * q[j];
+      else
+        for (std::int64_t j = 0; j < n; ++j) p[j * sd] += a * q[j * ss];
+    };
+    if (by_source)  // the source's order: the same runs with the roles of the two offsets swapped
+      for_each_run_by_memory(shape, o.impl_->strides, dst_strides,
+                             [&](std::int64_t os, std::int64_t od, std::int64_t n, std::int64_t ss, std::int64_t sd) {
+                               add(od, os, n, sd, ss);
+                             });
+    else
+      for_each_run_by_memory(shape, dst_strides, o.impl_->strides, add);
   };
   if (impl_->dtype == DType::Float32) run(static_cast<float*>(impl_->data()), o.data<float>());
   else run(static_cast<double*>(impl_->data()), o.data<double>());
