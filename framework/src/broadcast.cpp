@@ -35,53 +35,30 @@ void sum_into(const TensorImpl& g, TensorImpl& out, const Dims& out_strides_in_g
     if (s == 0) return;
   // Size-1 axes dropped and neighbours merged (a [n, 1] gradient summed to a scalar
   // walked n rows of one element: 5x PyTorch's time).
-  const MergedAxes walk = merge_axes(g.shape, g.strides, out_strides_in_g_layout);
-  const std::size_t r = walk.rank;
-  const std::int64_t* shape = walk.size;
-  const std::int64_t* gstride = walk.a;
-  const std::int64_t* ostride = walk.b;
-  if (r == 0) {
-    o[0] += src[0];
-    return;
-  }
-  std::int64_t idx[kMaxDims] = {};
-  std::int64_t goff = 0, ooff = 0;
-  const std::int64_t inner = shape[r - 1];
-  const std::int64_t gs = gstride[r - 1], os = ostride[r - 1];
-  while (true) {
-    if (os == 0 && gs == 1) {
-      // Four independent sums: one chain ran at one addition per add latency
-      // (a [2048, 2048] -> [2048, 1] reduction took 2-3x PyTorch's time).
-      const T* p = src + goff;
-      Acc a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-      std::int64_t j = 0;
-      for (; j + 4 <= inner; j += 4) {
-        a0 += p[j];
-        a1 += p[j + 1];
-        a2 += p[j + 2];
-        a3 += p[j + 3];
-      }
-      for (; j < inner; ++j) a0 += p[j];
-      o[ooff] += (a0 + a1) + (a2 + a3);
-    } else if (os == 0) {
-      Acc acc = 0;
-      for (std::int64_t j = 0; j < inner; ++j) acc += src[goff + j * gs];
-      o[ooff] += acc;
-    } else {
-      for (std::int64_t j = 0; j < inner; ++j) o[ooff + j * os] += src[goff + j * gs];
-    }
-    std::size_t k = r - 1;
-    while (k-- > 0) {
-      ++idx[k];
-      goff += gstride[k];
-      ooff += ostride[k];
-      if (idx[k] < shape[k]) break;
-      goff -= idx[k] * gstride[k];
-      ooff -= idx[k] * ostride[k];
-      idx[k] = 0;
-    }
-    if (k == static_cast<std::size_t>(-1)) return;
-  }
+  for_each_run(merge_axes(g.shape, g.strides, out_strides_in_g_layout),
+               [&](std::int64_t goff, std::int64_t ooff, std::int64_t inner, std::int64_t gs, std::int64_t os) {
+                 if (os == 0 && gs == 1) {
+                   // Four independent sums: one chain ran at one addition per add latency
+                   // (a [2048, 2048] -> [2048, 1] reduction took 2-3x PyTorch's time).
+                   const T* p = src + goff;
+                   Acc a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                   std::int64_t j = 0;
+                   for (; j + 4 <= inner; j += 4) {
+                     a0 += p[j];
+                     a1 += p[j + 1];
+                     a2 += p[j + 2];
+                     a3 += p[j + 3];
+                   }
+                   for (; j < inner; ++j) a0 += p[j];
+                   o[ooff] += (a0 + a1) + (a2 + a3);
+                 } else if (os == 0) {
+                   Acc acc = 0;
+                   for (std::int64_t j = 0; j < inner; ++j) acc += src[goff + j * gs];
+                   o[ooff] += acc;
+                 } else {
+                   for (std::int64_t j = 0; j < inner; ++j) o[ooff + j * os] += src[goff + j * gs];
+                 }
+               });
 }
 
 }  // namespace

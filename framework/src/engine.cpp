@@ -317,6 +317,8 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
   // The entry point and its gradients' argument, as the caller wrote them.
   const char* fn = cap.active() ? "grad" : "backward";
   const char* garg = cap.active() ? "grad_outputs" : "grads";
+  // One gradient of them: Tensor::backward(grad) and backward(outputs, grads) call it 'grad'.
+  const char* arg = cap.active() ? "grad_outputs" : "grad";
   OPFORGE_CHECK(grads.empty() || grads.size() == outputs.size(), ValueError, fn, ": argument '", garg, "': expected ",
                 outputs.size(), " gradients (one per output) or none, got ", grads.size());
   // Root gradients, checked before anything runs.
@@ -342,12 +344,9 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
     Tensor g = grads.empty() ? Tensor() : grads[r];
     if (!g.defined()) {
       OPFORGE_CHECK(out.numel() == 1, AutogradError, fn, ": output ", r, " has shape ", out.shape(),
-                    "; a gradient can be implied only for a one-element output: pass ",
-                    cap.active() ? "grad_outputs" : "grad", " with that shape");
+                    "; a gradient can be implied only for a one-element output: pass ", arg, " with that shape");
       g = Tensor::ones(out.shape(), out.dtype());
     } else {
-      // Tensor::backward(grad) and backward(outputs, grads) name it 'grad', as the error did before.
-      const char* arg = cap.active() ? "grad_outputs" : "grad";
       OPFORGE_CHECK(g.shape() == out.shape(), ShapeError, fn, ": argument '", arg, "' ", r, ": expected ",
                     out.describe(), " (the output's dtype and shape), got ", g.describe());
       OPFORGE_CHECK(g.dtype() == out.dtype(), DTypeError, fn, ": argument '", arg, "' ", r, ": expected ",

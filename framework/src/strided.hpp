@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "opforge/broadcast.hpp"
 #include "opforge/dims.hpp"
 
 namespace opforge {
@@ -49,13 +50,6 @@ void for_each_offset(const Dims& shape, const Dims& strides, F&& f) {
   });
 }
 
-/// Calls f(a, b, n, step_a, step_b) for runs of n elements covering every element
-/// of `shape` once, where a and b are the run's first offsets under strides sa
-/// and sb and step_a, step_b the steps within it, in the memory order of a: axes
-/// sorted by |sa| (largest outermost) and merged where both step through them as
-/// one. For in-place writes into a view (a.fill_, a.add_(b)) whose logical
-/// row-major order would stride through memory (a transpose: a cache miss an
-/// element); the order of the runs is not row-major, so f must not depend on it.
 /// The axes of `shape` longer than 1, in the memory order of `strides`: by |stride|,
 /// largest first, ties in axis order (an insertion sort of at most kMaxDims axes:
 /// std::stable_sort asks the heap for a buffer on every call). Writes them to
@@ -73,26 +67,13 @@ inline int memory_order(const Dims& shape, const Dims& strides, int* order) noex
   return r;
 }
 
+/// Calls f(a, b, n, step_a, step_b) for each innermost run of `walk` (merge_axes,
+/// no axis of size 0), its outer axes in row-major order: a and b the run's first
+/// offsets through the two strides, n its length, step_a and step_b the steps
+/// within it. Rank 0: one run of one element.
 template <class F>
-void for_each_run_by_memory(const Dims& shape, const Dims& sa, const Dims& sb, F&& f) {
-  int order[kMaxDims];
-  const int r = memory_order(shape, sa, order);
-  if (r < 0) return;
-  std::int64_t sh[kMaxDims], a[kMaxDims], b[kMaxDims];
-  int m = 0;
-  for (int i = 0; i < r; ++i) {
-    const int k = order[i];
-    if (m > 0 && a[m - 1] == sa[k] * shape[k] && b[m - 1] == sb[k] * shape[k]) {
-      sh[m - 1] *= shape[k];
-      a[m - 1] = sa[k];
-      b[m - 1] = sb[k];
-    } else {
-      sh[m] = shape[k];
-      a[m] = sa[k];
-      b[m] = sb[k];
-      ++m;
-    }
-  }
+void for_each_run(const MergedAxes& walk, F&& f) {
+  const int m = static_cast<int>(walk.rank);
   if (m == 0) {
     f(std::int64_t{0}, std::int64_t{0}, std::int64_t{1}, std::int64_t{1}, std::int64_t{1});
     return;
@@ -101,19 +82,39 @@ void for_each_run_by_memory(const Dims& shape, const Dims& sa, const Dims& sb, F
   std::int64_t idx[kMaxDims] = {};
   std::int64_t oa = 0, ob = 0;
   while (true) {
-    f(oa, ob, sh[m - 1], a[m - 1], b[m - 1]);
+    f(oa, ob, walk.size[m - 1], walk.a[m - 1], walk.b[m - 1]);
     int k = m - 1;
     while (k-- > 0) {
       ++idx[k];
-      oa += a[k];
-      ob += b[k];
-      if (idx[k] < sh[k]) break;
-      oa -= idx[k] * a[k];
-      ob -= idx[k] * b[k];
+      oa += walk.a[k];
+      ob += walk.b[k];
+      if (idx[k] < walk.size[k]) break;
+      oa -= idx[k] * walk.a[k];
+      ob -= idx[k] * walk.b[k];
       idx[k] = 0;
     }
     if (k < 0) return;
   }
+}
+
+/// for_each_run over every element of `shape` through strides sa and sb, in the
+/// memory order of sa (memory_order, then merge_axes). For in-place writes into a
+/// view (a.fill_, a.add_(b)) whose logical row-major order would stride through
+/// memory (a transpose: a cache miss an element); the order of the runs is not
+/// row-major, so f must not depend on it.
+template <class F>
+void for_each_run_by_memory(const Dims& shape, const Dims& sa, const Dims& sb, F&& f) {
+  int order[kMaxDims];
+  const int r = memory_order(shape, sa, order);
+  if (r < 0) return;
+  Dims ps, pa, pb;  // the axes in that order
+  for (int i = 0; i < r; ++i) {
+    const auto k = static_cast<std::size_t>(order[i]);
+    ps.push_back(shape[k]);
+    pa.push_back(sa[k]);
+    pb.push_back(sb[k]);
+  }
+  for_each_run(merge_axes(ps, pa, pb), f);
 }
 
 /// True when the layout is row-major dense (size-1 axes may have any stride).

@@ -466,9 +466,10 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   if (r > 0) {
     const auto inner = static_cast<std::size_t>(order[r - 1]);
     const std::int64_t step = o.impl_->strides[inner];
-    if (step != 0 && step != 1 && step != -1 && o.is_contiguous()) {
+    const bool crosswise = step != 0 && step != 1 && step != -1;  // other laid out as a transpose of this
+    if (crosswise && o.is_contiguous()) {
       by_source = true;
-    } else if (step != 0 && step != 1 && step != -1) {
+    } else if (crosswise) {
       Dims perm;
       for (int i = 0; i < r; ++i) perm.push_back(order[i]);
       for (std::size_t k = 0; k < shape.size(); ++k)

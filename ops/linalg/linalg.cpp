@@ -95,6 +95,30 @@ Tensor matvec(const Tensor& A, bool transpose, const Tensor& v) {
   return y;
 }
 
+// A x for a matrix A (any layout) and a vector x: linalg.mv, and linalg.matmul of
+// a matrix and a vector. dA = g xᵀ reads x; dx = Aᵀ g reads A (as given: backward
+// finds its layout again). Slot 0: x, slot 1: A, each undefined when not needed.
+TensorList mv_forward(Context& ctx, const Tensor& A, const Tensor& x) {
+  const Tensor xc = contiguous(x);
+  if (ctx.any_input_needs_grad())
+    ctx.save_for_backward({ctx.needs_input_grad(0) ? xc : Tensor(), ctx.needs_input_grad(1) ? A : Tensor()});
+  return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
+    using T = decltype(tag);
+    return matvec<T>(A, false, xc);  // [m, n] x [n] -> [m]
+  })};
+}
+TensorList mv_backward(Context& ctx, TensorSpan grads) {
+  const TensorList& s = ctx.saved_tensors();  // x (if A needs grad), A (if x needs grad)
+  const Tensor g = contiguous(grads[0]);
+  Tensor gA, gx;
+  sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) {
+    using T = decltype(tag);
+    if (ctx.needs_input_grad(0)) gA = outer<T>(g, s[0]);        // g xᵀ: [m] x [n] -> [m, n]
+    if (ctx.needs_input_grad(1)) gx = matvec<T>(s[1], true, g);  // Aᵀ g: [n, m] x [m] -> [n]
+  });
+  return {gA, gx};
+}
+
 // The schema takes strided inputs: a transposed A goes to gemv with its transpose
 // flag, with no copy (a copy of a [4000, 4000] float64 Aᵀ took 5x the product).
 class Mv final : public opforge::Function {
@@ -106,27 +130,9 @@ class Mv final : public opforge::Function {
     sdk::expect_rank(ctx, x, "x", 1);
     sdk::expect_shape(ctx, x, "x", Dims{A.size(1)}, "the number of columns of 'A'");
     expect_blas_sizes(ctx, A, "A");
-    const Tensor xc = contiguous(x);
-    // dA = g xᵀ reads x; dx = Aᵀ g reads A (as given: backward finds its layout again).
-    // Slot 0: x, slot 1: A, each undefined when not needed.
-    if (ctx.any_input_needs_grad())
-      ctx.save_for_backward({ctx.needs_input_grad(0) ? xc : Tensor(), ctx.needs_input_grad(1) ? A : Tensor()});
-    return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
-      using T = decltype(tag);
-      return matvec<T>(A, false, xc);  // [m, n] x [n] -> [m]
-    })};
+    return mv_forward(ctx, A, x);
   }
-  TensorList backward(Context& ctx, TensorSpan grads) const override {
-    const TensorList& s = ctx.saved_tensors();  // x (if A needs grad), A (if x needs grad)
-    const Tensor g = contiguous(grads[0]);
-    Tensor gA, gx;
-    sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) {
-      using T = decltype(tag);
-      if (ctx.needs_input_grad(0)) gA = outer<T>(g, s[0]);  // g xᵀ: [m] x [n] -> [m, n]
-      if (ctx.needs_input_grad(1)) gx = matvec<T>(s[1], true, g);  // Aᵀ g: [n, m] x [m] -> [n]
-    });
-    return {gA, gx};
-  }
+  TensorList backward(Context& ctx, TensorSpan grads) const override { return mv_backward(ctx, grads); }
 };
 
 // ---- batched matmul -------------------------------------------------------------------
@@ -257,7 +263,7 @@ class Matmul final : public opforge::Function {
   TensorList backward(Context& ctx, TensorSpan grads) const override {
     switch (ctx.saved_int(0)) {
       case kMode2d: return backward_2d(ctx, grads);
-      case kModeMv: return backward_mv(ctx, grads);
+      case kModeMv: return mv_backward(ctx, grads);
       case kModeVm: return backward_vm(ctx, grads);
       default: return backward_batched(ctx, grads);
     }
@@ -273,26 +279,8 @@ class Matmul final : public opforge::Function {
     sdk::expect_shape(ctx, B, "B", Dims{A.size(1)}, "the size of the last axis of 'A'");
     expect_blas_sizes(ctx, A, "A");
     expect_blas_sizes(ctx, B, "B");
-    const Tensor b = contiguous(B);
-    if (ctx.any_input_needs_grad()) {
-      ctx.save_for_backward({ctx.needs_input_grad(0) ? b : Tensor(), ctx.needs_input_grad(1) ? A : Tensor()});
-      ctx.save_int(kModeMv);
-    }
-    return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
-      using T = decltype(tag);
-      return matvec<T>(A, false, b);
-    })};
-  }
-  static TensorList backward_mv(Context& ctx, TensorSpan grads) {
-    const TensorList& s = ctx.saved_tensors();
-    const Tensor g = contiguous(grads[0]);  // [m]
-    Tensor gA, gB;
-    sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) {
-      using T = decltype(tag);
-      if (ctx.needs_input_grad(0)) gA = outer<T>(g, s[0]);  // g bᵀ: [m] x [k] -> [m, k]
-      if (ctx.needs_input_grad(1)) gB = matvec<T>(s[1], true, g);  // Aᵀ g: [k, m] x [m] -> [k]
-    });
-    return {gA, gB};
+    if (ctx.any_input_needs_grad()) ctx.save_int(kModeMv);
+    return mv_forward(ctx, A, B);
   }
   static TensorList forward_vm(Context& ctx, const Tensor& A, const Tensor& B) {  // [k] x [k, n] -> [n]
     OPFORGE_CHECK(B.size(0) == A.size(0), ShapeError, ctx.op_name(), ": argument 'B': expected size ", A.size(0),
