@@ -305,6 +305,17 @@ TEST_CASE("harness: each shady op fails exactly the check it breaks, with a usef
         {"float64: given inputs with doubled strides and an offset (same values), output 0 element ",
          " (contiguous vs strided): the schema says the op takes strided inputs (takes_strided_inputs())",
          "read an input as a flat array?"}}},
+      {"shady.step_input",
+       {"strided_inputs",
+        {"float64: given inputs laid out as transposes (axes reversed in memory, rows padded; same values), output 0 "
+         "element ",
+         " (contiguous vs transposed): the schema says the op takes strided inputs (takes_strided_inputs())",
+         "walk an input with one step"}}},
+      {"shady.step_grad",
+       {"strided_grads",
+        {"float64: given output gradients laid out as transposes (axes reversed in memory, rows padded; same values), "
+         "the gradient of input 0 'x' element ",
+         " (contiguous vs transposed): does backward walk grads[k] with one step"}}},
       {"shady.kept_input",
        {"interleaved_calls",
         {"forward on sample A (seed ", "), then backward of A and of B: for A, the gradient of input 0 'x' element 0 "
@@ -594,6 +605,47 @@ TEST_CASE("harness: a misspelled sample attribute is refused when the schema is 
   CHECK(sdk::all_passed(sdk::check_op(ok)));
 }
 
+namespace {
+// y = k x + shift (k required), whose backward uses |k|: right for the sample
+// k = 3, wrong for a negative k. Which k the harness used shows in gradcheck.
+class ScaleShiftAbsGrad final : public opforge::Function {
+ public:
+  TensorList forward(opforge::Context& ctx, TensorSpan in) const override {
+    const double k = ctx.attr_float(0), shift = ctx.attr_float(1);
+    std::vector<double> v = in[0].to_vector();
+    for (double& e : v) e = k * e + shift;
+    return {Tensor::from_values(v, in[0].shape(), in[0].dtype())};
+  }
+  TensorList backward(opforge::Context& ctx, TensorSpan g) const override {
+    std::vector<double> v = g[0].to_vector();
+    for (double& e : v) e *= std::abs(ctx.attr_float(0));  // bug for k < 0
+    return {Tensor::from_values(v, g[0].shape(), g[0].dtype())};
+  }
+};
+}  // namespace
+
+TEST_CASE("harness: check_op on a bound handle keeps the schema's other sample attributes, under the bound ones") {
+  const OpHandle op = opforge::make_op(OpSchema("test.scale_shift")
+                                           .input_names({"x"})
+                                           .attr("k", opforge::AttrKind::Float)
+                                           .attr("shift", opforge::AttrKind::Float, 0.0)
+                                           .samples(vector_samples)
+                                           .sample_attrs({{"k", 3.0}}),
+                                       std::make_unique<ScaleShiftAbsGrad>());
+  CHECK(sdk::all_passed(sdk::check_op(op)));
+  // Before, a handle that bound any attribute lost every sample one: 'k' is
+  // required, so every check failed saying so.
+  const sdk::CheckReport shifted = sdk::check_op(op.bind({{"shift", 0.5}}));
+  INFO(report_text(shifted));
+  CHECK(sdk::all_passed(shifted));
+  // A bound attribute wins over the sample one of the same name: at k = -2
+  // the backward's bug shows.
+  const sdk::CheckReport negative = sdk::check_op(op.bind({{"k", -2.0}}));
+  const sdk::CheckResult& g = result_of(negative, "gradcheck");
+  CHECK_FALSE(g.passed);
+  CHECK_THAT(g.detail, StartsWith("gradcheck failed for 'test.scale_shift': input 0 'x'"));
+}
+
 TEST_CASE("harness: empty sample inputs skip gradcheck instead of passing it") {
   const OpHandle op = opforge::make_op(
       OpSchema("test.scale_empty").input_names({"x"}).samples([](DType dtype, std::uint64_t) {
@@ -703,7 +755,7 @@ TEST_CASE("harness: `opforge check` on the shady plugin fails (exit 1), one line
   CHECK(r.status == 1);
   const auto lines = r.lines();
   const std::size_t checks = sdk::check_names().size();
-  constexpr std::size_t kShadyOps = 16;
+  constexpr std::size_t kShadyOps = 18;
   REQUIRE(lines.size() == kShadyOps * checks + 1);
   const std::string output = "\n" + r.output;  // every line, the first included, follows a newline
   CHECK_THAT(output, Contains("\nFAIL shady.wrong_grad gradcheck: gradcheck failed for 'shady.wrong_grad': input 0"));
@@ -716,16 +768,18 @@ TEST_CASE("harness: `opforge check` on the shady plugin fails (exit 1), one line
   CHECK_THAT(output, Contains("\nFAIL shady.flat_grad strided_grads: float64: given output gradients with doubled"));
   CHECK_THAT(output, Contains("\nFAIL shady.nan_grad gradcheck: gradcheck failed for 'shady.nan_grad': input 0"));
   CHECK_THAT(output, Contains("\nFAIL shady.flat_input strided_inputs: float64: given inputs with doubled strides"));
+  CHECK_THAT(output, Contains("\nFAIL shady.step_input strided_inputs: float64: given inputs laid out as transposes"));
+  CHECK_THAT(output, Contains("\nFAIL shady.step_grad strided_grads: float64: given output gradients laid out as"));
   CHECK_THAT(output, Contains("\nFAIL shady.kept_input interleaved_calls: forward on sample A (seed "));
   CHECK_THAT(output, Contains("\nSKIP shady.noisy interleaved_calls: two runs on the same inputs, one thread, already differ"));
   CHECK_THAT(output, Contains("\nFAIL shady.partial_grad subset_grads: float64: with only input 1 'b'"));
   CHECK_THAT(output, Contains("\nFAIL shady.chunk_offset split_work: float64: with every sdk::parallel_for range"));
   CHECK_THAT(output, Contains("\nFAIL shady.reused_output interleaved_calls: output 0 of the call on sample A"));
-  // Sixteen ops, each failing one check (float64_grad two); shady.noisy's
+  // Eighteen ops, each failing one check (float64_grad two); shady.noisy's
   // split_work, interleaved_calls and thread_safe are skipped.
   CHECK_THAT(lines.back(), StartsWith("FAILED: plugin 'shady' (") &&
-                               Contains("): 16 ops, " + std::to_string(kShadyOps * checks - 17 - 3) +
-                                        " passed, 17 failed, 3 skipped; failing ops: "));
+                               Contains("): 18 ops, " + std::to_string(kShadyOps * checks - 19 - 3) +
+                                        " passed, 19 failed, 3 skipped; failing ops: "));
 }
 
 TEST_CASE("harness: `opforge check` on the standard loss.so passes (exit 0)") {
@@ -747,7 +801,7 @@ TEST_CASE("harness: `opforge check --json` writes one JSON object per op and che
   INFO(r.output);
   CHECK(r.status == 1);
   const auto lines = r.lines();
-  REQUIRE(lines.size() == 16 * sdk::check_names().size());  // the summary goes to stderr
+  REQUIRE(lines.size() == 18 * sdk::check_names().size());  // the summary goes to stderr
   for (const std::string& line : lines) {
     CHECK_THAT(line, StartsWith("{\"op\": \"shady.") && Contains("\", \"check\": \"") &&
                          Contains(", \"detail\": \""));

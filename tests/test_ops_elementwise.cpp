@@ -459,12 +459,13 @@ TEST_CASE("div, pow, maximum, minimum pass gradcheck in float64 for every broadc
 }
 
 // Backpropagates ones from op(a, b) with fresh leaves copied from a and b; returns {da, db}.
-std::pair<Tensor, Tensor> grads_of(const std::string& name, const Tensor& a0, const Tensor& b0) {
+// The gradients of both operands for an output gradient of `g` everywhere.
+std::pair<Tensor, Tensor> grads_of(const std::string& name, const Tensor& a0, const Tensor& b0, double g = 1.0) {
   Tensor a = a0.clone(), b = b0.clone();
   a.requires_grad_(true);
   b.requires_grad_(true);
   const Tensor y = run(name, {a, b});
-  y.backward(Tensor::ones(y.shape()));
+  y.backward(Tensor::full(y.shape(), g));
   return {a.grad(), b.grad()};
 }
 
@@ -503,6 +504,17 @@ TEST_CASE("div and pow gradients at hand-worked points", "[elementwise][binary][
   std::tie(ga, gb) = grads_of("elementwise.pow", values({-2}, {1}), values({2}, {1}));
   require_values(ga, {-4}, 0);
   require_values(gb, {kNaN}, 0);
+  // No intermediate that overflows where the gradient does not (PyTorch gives
+  // these zeros): pow's d/da at a = 0.5 and 0, b = 1e308, g = 4 was (g b) a^(b-1)
+  // = inf * 0 = NaN; div's d/db at a = 0, b = 5e-324 was -(g / b)(a / b) = NaN.
+  std::tie(ga, gb) = grads_of("elementwise.pow", values({0.5, 0}, {2}), values({1e308, 1e308}, {2}), 4.0);
+  require_values(ga, {0, 0}, 0);
+  std::tie(ga, gb) = grads_of("elementwise.div", values({0}, {1}), values({5e-324}, {1}), 4.0);
+  require_values(gb, {0}, 0);
+  // ... and the same values where nothing overflows: -g a / b^2 = -4 * 3 / 4.
+  std::tie(ga, gb) = grads_of("elementwise.div", values({3}, {1}), values({2}, {1}), 4.0);
+  require_values(ga, {2}, 0);
+  require_values(gb, {-3}, 0);
 }
 
 TEST_CASE("only the operand that needs a gradient gets one", "[elementwise][binary][grad]") {

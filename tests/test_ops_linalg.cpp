@@ -1145,6 +1145,33 @@ TEST_CASE("linalg_logdet_of_a_nan_is_nan", "[linalg]") {
                     Catch::Matchers::EndsWith("got a negative determinant (log|det(A)| = inf)"));
 }
 
+TEST_CASE("linalg_det_of_a_nan_or_an_infinity_is_nan_or_inf_and_backward_gives_nan_without_throwing",
+          "[linalg][det]") {
+  // backward threw ("expected finite values, got nan"): a NaN det took the
+  // adjugate path, whose SVD refuses non-finite input. A NaN anywhere in a
+  // graph then aborted the whole backward; PyTorch gives NaN gradients.
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  for (const auto& v : {std::vector<double>{nan, 0, 0, 2}, std::vector<double>{inf, 1, 1, 2},
+                        std::vector<double>{nan, 0, 0, 0}, std::vector<double>{1, 2, 2, nan}}) {
+    CAPTURE(v);
+    Tensor A = values(v, {2, 2});
+    A.requires_grad_(true);
+    const Tensor d = opforge::op("linalg.det")({A});
+    CHECK_FALSE(std::isfinite(d.item()));
+    REQUIRE_NOTHROW(d.backward());
+    bool any_nan = false;
+    for (double g : A.grad().to_vector()) any_nan = any_nan || std::isnan(g);
+    CHECK(any_nan);
+  }
+  // In a graph: the finite part's gradient still arrives.
+  Tensor B = values({1, 2, 3, 4}, {2, 2});
+  B.requires_grad_(true);
+  const Tensor total = opforge::op("elementwise.add")(
+      {opforge::op("linalg.det")({opforge::op("elementwise.mul")({B, values({nan}, {})})}), B.sum()});
+  REQUIRE_NOTHROW(total.backward());
+  CHECK(B.grad().shape() == Dims{2, 2});
+}
+
 TEST_CASE("linalg_nan_and_inf_are_named_where_they_make_a_factorization_fail", "[linalg][errors]") {
   // A NaN made svd say "did not converge (LAPACK gesdd info -4)" and
   // lstsq_solve "rank-deficient": the failure it caused, not its cause.

@@ -677,6 +677,58 @@ TEST_CASE("reduce_norm_gradient_matches_closed_form_and_is_zero_at_zero", "[ops]
   require_values(z.grad(), {0, 0, 0}, 0);
 }
 
+// Σ |x|^p outside double's range: [1e200, 1e200] gave inf with gradient [0, 0],
+// [1e-200, 2e-200] gave 0 with gradient [0, 0] (NumPy and PyTorch do the same;
+// the norms themselves are well inside float64). Such slices are summed again,
+// scaled by their max |x|; the others keep their one-pass value.
+TEST_CASE("reduce_norm_does_not_overflow_or_underflow_where_the_norm_is_in_range", "[ops][reduce][grad]") {
+  struct Case {
+    std::vector<double> x;
+    double p;
+    double norm;  // hand-worked
+  };
+  const double r2 = std::sqrt(2.0), r5 = std::sqrt(5.0);
+  for (const Case& c : {Case{{1e200, 1e200}, 2, r2 * 1e200}, Case{{1e-200, 2e-200}, 2, r5 * 1e-200},
+                        Case{{1e103, 2e103}, 3, std::cbrt(9.0) * 1e103}, Case{{-3e-120, 4e-120}, 2, 5e-120},
+                        Case{{1e300, 1e-300}, 2, 1e300}, Case{{4e-200, 0}, 0.5, 4e-200}}) {
+    INFO("x = {" << c.x[0] << ", " << c.x[1] << "}, p = " << c.p);
+    Tensor x = values(c.x, {2});
+    x.requires_grad_(true);
+    const Tensor n = opforge::op("reduce.norm")({x}, {{"p", c.p}});
+    CHECK(n.item() == Approx(c.norm).epsilon(1e-14));
+    n.backward();
+    // d||x||_p / dx_i = sign(x_i) (|x_i| / ||x||)^(p-1)
+    std::vector<double> want;
+    for (double v : c.x) want.push_back(v == 0 ? 0 : (v > 0 ? 1 : -1) * std::pow(std::abs(v) / c.norm, c.p - 1));
+    require_values(x.grad(), want, 1e-13);
+  }
+  // Along an axis: only the row out of range is summed again; the other row's
+  // value is the one-pass sum's, bit for bit.
+  const Tensor m = values({3, 4, 1e200, 1e200}, {2, 2});
+  const std::vector<double> rows = opforge::op("reduce.norm")({m}, {{"axes", Dims{1}}}).to_vector();
+  CHECK(rows[0] == 5.0);
+  CHECK(rows[1] == Approx(r2 * 1e200).epsilon(1e-15));
+  // Zeros, infinities and NaNs keep their norms: 0, inf, NaN.
+  CHECK(opforge::op("reduce.norm")({values({0, 0}, {2})}).item() == 0);
+  CHECK(std::isinf(opforge::op("reduce.norm")({values({kInf, 1}, {2})}).item()));
+  CHECK(std::isnan(opforge::op("reduce.norm")({values({kNaN, 1e200}, {2})}).item()));
+}
+
+TEST_CASE("reduce_norm_of_order_inf_or_minus_inf_of_no_elements_is_refused_as_max_and_min_are", "[ops][reduce]") {
+  // It gave 0 (inf) and inf (-inf); NumPy and PyTorch refuse, as reduce.max does.
+  const Tensor e = Tensor::zeros({2, 0});
+  CHECK_THROWS_MATCHES(opforge::op("reduce.norm")({e}, {{"p", kInf}}), opforge::ValueError,
+                       Message("reduce.norm: argument 'x': cannot take the norm of order inf (max |x|) of no elements "
+                               "(x is float64[2, 0], axes []): the reduced axis is empty, and a max has no identity"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.norm")({e}, {{"p", -kInf}, {"axes", Dims{1}}}), opforge::ValueError,
+                       Message("reduce.norm: argument 'x': cannot take the norm of order -inf (min |x|) of no "
+                               "elements (x is float64[2, 0], axes [1]): the reduced axis is empty, and a min has no "
+                               "identity"));
+  // An empty output needs no identity; the other orders have one (0).
+  CHECK(opforge::op("reduce.norm")({e}, {{"p", kInf}, {"axes", Dims{0}}}).shape() == Dims{0});
+  CHECK(opforge::op("reduce.norm")({e}, {{"p", 2.0}}).item() == 0);
+}
+
 // dx = g sign(x) (|x| / norm)^(p-1): finite wherever the norm is. float32 once formed
 // g / norm^(p-1) and |x|^(p-1) apart, and got inf or NaN for a finite norm.
 TEST_CASE("reduce_norm_gradient_is_finite_where_the_norm_is_in_float32", "[ops][reduce][grad]") {
@@ -1112,6 +1164,13 @@ TEST_CASE("reduce_refuses_wrong_attribute_kinds_names_and_dtypes", "[ops][reduce
                        Message("reduce.sum: no attribute named 'axis' (it has: axes, keepdims)"));
   CHECK_THROWS_MATCHES(opforge::op("reduce.softmax")({x}, {{"axis", Dims{1}}}), ValueError,
                        Message("reduce.softmax: attribute 'axis': expected int, got int list [1]"));
+  // A float that holds a whole number is written as a float ("1" read as an int).
+  CHECK_THROWS_MATCHES(opforge::op("reduce.softmax")({x}, {{"axis", 1.0}}), ValueError,
+                       Message("reduce.softmax: attribute 'axis': expected int, got float 1.0"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.softmax")({x}, {{"axis", 0.1}}), ValueError,
+                       Message("reduce.softmax: attribute 'axis': expected int, got float 0.1"));
+  CHECK_THROWS_MATCHES(opforge::op("reduce.softmax")({x}, {{"axis", 1e300}}), ValueError,
+                       Message("reduce.softmax: attribute 'axis': expected int, got float 1e+300"));
   const Tensor i = Tensor::zeros({3}, DType::Int64);
   for (const std::string name : {"reduce.mean", "reduce.norm", "reduce.logsumexp", "reduce.softmax",
                                  "reduce.log_softmax"}) {

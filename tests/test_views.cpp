@@ -776,3 +776,39 @@ TEST_CASE("views: add_ tells a shape mismatch from a dtype mismatch", "[views]")
                                                 "got float64[2]"));
   CHECK(a.to_vector() == std::vector<double>{1, 2, 3});
 }
+
+TEST_CASE("views: add_ and mul_ on int64 take whole numbers, wrap on overflow, and refuse fractions and bool",
+          "[views]") {
+  // They were refused on int64 ('expected dtype float32 or float64'), which
+  // PyTorch and NumPy allow; a fraction would truncate, so it is refused.
+  Tensor a = Tensor::from_values({1, -2, 3, 4}, DType::Int64).reshape({2, 2});
+  const Tensor b = Tensor::from_values({10, 20, 30, 40}, DType::Int64).reshape({2, 2});
+  a.transpose(0, 1).add_(b, 3.0);  // a^T += 3 b: a[i][j] += 3 b[j][i]
+  CHECK(a.to_vector() == std::vector<double>{31, 88, 63, 124});
+  a.mul_(-2.0);
+  CHECK(a.to_vector() == std::vector<double>{-62, -176, -126, -248});
+  // Wraps as two's complement (no undefined behaviour): int64 max + 1 is min.
+  Tensor big = Tensor::full({1}, 0.0, DType::Int64);
+  big.fill_(4611686018427387904.0);  // 2^62
+  big.mul_(2.0);                     // 2^63 wraps to -2^63
+  CHECK(static_cast<const std::int64_t*>(big.data_ptr())[0] == std::numeric_limits<std::int64_t>::min());
+  const std::uint32_t version = a.version();
+  CHECK_THROWS_MATCHES(a.mul_(0.5), opforge::ValueError,
+                       Catch::Matchers::Message("Tensor::mul_: argument 'factor': expected a whole number in int64's "
+                                                "range for an int64 tensor, got 0.5; convert the tensor to a floating "
+                                                "dtype first with .to()"));
+  CHECK_THROWS_MATCHES(a.add_(b, 1e19), opforge::ValueError,
+                       Catch::Matchers::Message("Tensor::add_: argument 'alpha': expected a whole number in int64's "
+                                                "range for an int64 tensor, got 1e+19; convert the tensor to a "
+                                                "floating dtype first with .to()"));
+  CHECK(a.version() == version);  // refused before writing
+  CHECK(a.to_vector() == std::vector<double>{-62, -176, -126, -248});
+  Tensor flags = Tensor::from_values({1, 0}, DType::Bool);
+  CHECK_THROWS_MATCHES(flags.mul_(1.0), opforge::DTypeError,
+                       Catch::Matchers::Message("Tensor::mul_: expected dtype float32, float64 or int64, got bool; "
+                                                "convert the tensor first with .to()"));
+  // Floating tensors keep the sign of zero: -0.0 * 2 is -0.0.
+  Tensor z = Tensor::from_values({-0.0, 1.5});
+  z.mul_(2.0);
+  CHECK(std::signbit(z.to_vector()[0]));
+}

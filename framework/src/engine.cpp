@@ -33,16 +33,7 @@ OPFORGE_TLS bool t_draining = false;
 void intrusive_ptr_add_ref(Node* n) noexcept { n->refcount_.fetch_add(1, std::memory_order_relaxed); }
 
 void intrusive_ptr_release(Node* n) noexcept {
-  if (!release_is_last(n->refcount_)) return;
-  n->next_pending_ = t_pending;
-  t_pending = n;
-  if (t_draining) return;
-  t_draining = true;
-  while (Node* m = t_pending) {
-    t_pending = m->next_pending_;
-    delete m;
-  }
-  t_draining = false;
+  if (release_is_last(n->refcount_)) delete_without_recursion<Node, &Node::next_pending_>(n, t_pending, t_draining);
 }
 
 // ---- gradient arithmetic the engine needs ---------------------------------------------
@@ -168,7 +159,28 @@ struct Scratch {
   std::vector<Node*> stack;
   std::vector<Node*> ready;
   std::vector<HookedLeaf> hooked;
+  // Where each leaf sits in `hooked`, once there are more than a few (a search
+  // per edge made a pass over many hooked leaves quadratic: 40,000 took 0.44 s).
+  std::unordered_map<const TensorImpl*, std::size_t> hooked_at;
   std::uint64_t epoch = 0;  // of the pass that holds this scratch
+
+  static constexpr std::size_t kSearchedHooked = 16;
+  HookedLeaf* find_hooked(const TensorImpl* leaf) {
+    if (hooked.size() <= kSearchedHooked) {
+      for (HookedLeaf& h : hooked)
+        if (h.leaf == leaf) return &h;
+      return nullptr;
+    }
+    const auto it = hooked_at.find(leaf);
+    return it == hooked_at.end() ? nullptr : &hooked[it->second];
+  }
+  void add_hooked(TensorImpl* leaf) {
+    hooked.push_back({leaf, 1, Tensor()});
+    if (hooked.size() <= kSearchedHooked) return;
+    if (hooked_at.empty())
+      for (std::size_t i = 0; i + 1 < hooked.size(); ++i) hooked_at.emplace(hooked[i].leaf, i);
+    hooked_at.emplace(leaf, hooked.size() - 1);
+  }
 };
 OPFORGE_TLS std::vector<std::unique_ptr<Scratch>> t_scratch;
 OPFORGE_TLS std::size_t t_depth = 0;
@@ -212,11 +224,12 @@ void release_claims(Scratch& s) noexcept {
 // reset that node's dependency count and gradient buffer under the outer pass.
 // Refused, after handing back what this pass had claimed. A node's epoch is 0
 // once its pass has run it.
-void refuse_outer_node(const Node& n, std::size_t depth, Scratch& s) {
+// `fn`: "backward" or "grad", the function that started this pass.
+void refuse_outer_node(const char* fn, const Node& n, std::size_t depth, Scratch& s) {
   for (std::size_t d = 0; d + 1 < depth; ++d) {
     if (t_scratch[d]->epoch != n.epoch.load(std::memory_order_relaxed)) continue;
     release_claims(s);
-    throw AutogradError("backward: this pass reaches the node of '" + n.name() +
+    throw AutogradError(std::string(fn) + ": this pass reaches the node of '" + n.name() +
                         "', which the backward or grad() running around it on this thread (this pass was started "
                         "from a hook or an op's backward) has not backpropagated yet; a pass inside another cannot "
                         "go through the outer pass's graph. Backpropagate from detach()ed tensors, or after the "
@@ -236,6 +249,7 @@ class ScratchLease {
     s_->stack.clear();
     s_->ready.clear();
     s_->hooked.clear();
+    s_->hooked_at.clear();
     --t_depth;
   }
   Scratch& operator*() const { return *s_; }
@@ -367,11 +381,11 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
   auto visit = [&](Node* n) {
     std::uint64_t held = n->epoch.load(std::memory_order_acquire);
     if (held == epoch) return false;
-    if (held != 0 && depth > 1) refuse_outer_node(*n, depth, s);
+    if (held != 0 && depth > 1) refuse_outer_node(fn, *n, depth, s);
     // Claimed: unclaimed (0) -> this pass. Another thread's pass holding it is refused.
     if (held != 0 || !n->epoch.compare_exchange_strong(held, epoch, std::memory_order_acquire)) {
       release_claims(s);
-      throw AutogradError("backward: the node of '" + n->name() +
+      throw AutogradError(std::string(fn) + ": the node of '" + n->name() +
                           "' is being backpropagated by a pass on another thread; one graph (and any non-leaf "
                           "that two graphs share) is backpropagated by one thread at a time. Wait for the other "
                           "pass, or give each thread its own graph (leaves, such as parameters, may be shared)");
@@ -387,12 +401,10 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
   auto count_hooked_leaf = [&](TensorImpl* leaf) {
     if (!leaf->hooks) return;
     hooks_seen = true;
-    for (HookedLeaf& h : s.hooked)
-      if (h.leaf == leaf) {
-        ++h.pending;
-        return;
-      }
-    s.hooked.push_back({leaf, 1, Tensor()});
+    if (HookedLeaf* h = s.find_hooked(leaf))
+      ++h->pending;
+    else
+      s.add_hooked(leaf);
   };
   for (const Tensor& out : outputs) {
     Node* n = out.unsafe_impl()->grad_fn.get();
@@ -424,11 +436,10 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
   auto arrive_at_leaf = [&](TensorImpl& leaf, Tensor g) {
     if (cap.active() && !captures_leaf(cap, &leaf)) return;  // grad() leaves other leaves and their hooks alone
     if (leaf.hooks) {
-      for (HookedLeaf& h : s.hooked) {
-        if (h.leaf != &leaf) continue;
-        if (g.defined()) accumulate(h.sum, g);
-        if (--h.pending == 0 && h.sum.defined()) {
-          Tensor total = std::move(h.sum);
+      if (HookedLeaf* h = s.find_hooked(&leaf)) {
+        if (g.defined()) accumulate(h->sum, g);
+        if (--h->pending == 0 && h->sum.defined()) {
+          Tensor total = std::move(h->sum);
           const auto& hooks = *leaf.hooks;
           for (std::size_t i = 0, count = hooks.size(); i < count; ++i) total = run_hook(hooks[i], total, "a leaf");
           deliver_to_leaf(leaf, std::move(total), cap);
@@ -452,10 +463,16 @@ void Engine::run(TensorSpan outputs, TensorSpan grads, bool retain_graph, const 
       Node* n = impl->grad_fn.get();
       accumulate(n->grad_buffer[impl->output_nr], root_grads[r]);
     }
+    // A root's node with no edge into it is ready; kQueued keeps a node that
+    // several roots share from being queued twice (no edge will count it down:
+    // none leads to it). A search of `ready` made this quadratic in the roots.
+    constexpr std::uint32_t kQueued = ~std::uint32_t(0);
     for (const Tensor& out : roots) {
       Node* n = out.unsafe_impl()->grad_fn.get();
-      if (n && n->dependencies == 0 && std::find(s.ready.begin(), s.ready.end(), n) == s.ready.end())
+      if (n && n->dependencies == 0) {
         s.ready.push_back(n);
+        n->dependencies = kQueued;
+      }
     }
 
     // 3. Run each node once all the nodes that feed it gradients have run.

@@ -145,11 +145,41 @@ Tensor strided_copy(const Tensor& t) {
   return v;
 }
 
-/// New leaves with the sample's values, each laid out by strided_copy().
-TensorList strided_leaves(const TensorList& sample, bool requires_grad) {
+/// t's values laid out as a transpose: the axes run in reverse order in memory
+/// (the first axis fastest), and each run of the first axis is followed by one
+/// element of padding. For shape [3, 5] the strides are [1, 4]: not in row-major
+/// order, and no single step reaches every element (doubled strides can be
+/// walked with one step of 2). A tensor of rank 0 or 1 has no other order:
+/// strided_copy()'s layout.
+Tensor transposed_copy(const Tensor& t) {
+  const std::size_t rank = t.shape().size();
+  if (rank < 2) return strided_copy(t);
+  Dims reversed, order;
+  for (std::size_t k = rank; k-- > 0;) {
+    reversed.push_back(t.shape()[k]);
+    order.push_back(static_cast<std::int64_t>(k));
+  }
+  reversed[rank - 1] += 1;  // the padding
+  Tensor v = Tensor::zeros(reversed, t.dtype())
+                 .slice(static_cast<std::int64_t>(rank) - 1, 0, t.shape()[0])
+                 .permute(order);
+  v.copy_(t);
+  return v;
+}
+
+/// True when transposed_copy() gives t a layout of its own (rank 2 or more,
+/// with at least two axes longer than 1), not strided_copy()'s.
+bool transposes(const Tensor& t) {
+  int long_axes = 0;
+  for (std::int64_t n : t.shape()) long_axes += n > 1;
+  return long_axes >= 2;
+}
+
+/// New leaves with the sample's values, each laid out by `relayout`.
+TensorList relaid_leaves(const TensorList& sample, bool requires_grad, Tensor (*relayout)(const Tensor&)) {
   TensorList xs;
   for (const Tensor& t : sample) {
-    Tensor v = strided_copy(t);
+    Tensor v = relayout(t);
     if (requires_grad && is_floating(v.dtype())) v.requires_grad_(true);
     xs.push_back(std::move(v));
   }
@@ -217,15 +247,16 @@ TensorList shared_leaves(const TensorList& sample) {
   return xs;
 }
 
-enum class Layout { contiguous, strided, shared };
+enum class Layout { contiguous, strided, transposed, shared };
 
 /// `weights` empty: made from the first run's outputs and kept for the next runs.
 Run run_forward_backward(const OpHandle& op, const TensorList& sample, TensorList& weights, std::uint64_t seed,
                          Layout layout = Layout::contiguous) {
   GradModeScope grad_on(true);
-  TensorList xs = layout == Layout::strided  ? strided_leaves(sample, true)
-                  : layout == Layout::shared ? shared_leaves(sample)
-                                             : fresh_leaves(sample, true);
+  TensorList xs = layout == Layout::strided      ? relaid_leaves(sample, true, strided_copy)
+                  : layout == Layout::transposed ? relaid_leaves(sample, true, transposed_copy)
+                  : layout == Layout::shared     ? shared_leaves(sample)
+                                                 : fresh_leaves(sample, true);
   TensorList outs = op.call(xs);
   if (weights.empty()) weights = output_weights(outs, seed);
   backward_weighted(outs, weights);
@@ -390,16 +421,24 @@ void check_strided_grads(const OpHandle& op, const CheckOptions& opt, CheckResul
   const Run reference = run_forward_backward(op, sample, weights, opt.seed);
   // The same values as every other element of a buffer twice the size, from
   // its second element on (each stride doubled, the storage offset 1), as a
-  // transposed or sliced tensor reaches a backward.
-  TensorList strided;
-  std::size_t relaid = 0;
+  // sliced tensor reaches a backward; then laid out as a transpose (axes
+  // reversed in memory, padded), which no single step walks.
+  TensorList strided, transposed;
+  std::size_t relaid = 0, relaid_transposed = 0;
   for (const Tensor& w : weights) {
     if (!w.defined()) {
       strided.push_back(w);
+      transposed.push_back(w);
       continue;
     }
     strided.push_back(strided_copy(w));
     ++relaid;
+    if (transposes(w)) {
+      transposed.push_back(transposed_copy(w));
+      ++relaid_transposed;
+    } else {
+      transposed.push_back(w);
+    }
   }
   if (relaid == 0) return skip(r, "no output is differentiable: there is no backward to run");
   const std::string tag = std::string(dtype_name(dtype)) + ": ";
@@ -408,6 +447,14 @@ void check_strided_grads(const OpHandle& op, const CheckOptions& opt, CheckResul
     return fail(r, tag + "given output gradients with doubled strides and an offset (same values), " + d +
                        " (contiguous vs strided): does backward read grads[k] as a flat array? Read it through its "
                        "strides, or call .contiguous() first");
+  if (relaid_transposed > 0) {
+    d = compare_close(s, reference, run_forward_backward(op, sample, transposed, opt.seed));
+    if (!d.empty())
+      return fail(r, tag + "given output gradients laid out as transposes (axes reversed in memory, rows padded; same "
+                           "values), " + d + " (contiguous vs transposed): does backward walk grads[k] with one step, "
+                           "or assume its last stride is 1 or its strides in row-major order? Index each axis by its "
+                           "own stride, or call .contiguous() first");
+  }
   // One value broadcast to the output's shape (every stride 0), as the gradient
   // of a sum or a mean arrives, against the same value written out.
   TensorList full, broadcast;
@@ -423,7 +470,8 @@ void check_strided_grads(const OpHandle& op, const CheckOptions& opt, CheckResul
                        " (contiguous vs broadcast): does backward read grads[k] as a flat array? Read it through its "
                        "strides, or call .contiguous() first");
   pass(r, tag + "backward gave the same input gradients for output gradients that are contiguous, strided (" +
-              std::to_string(relaid) + " of " + std::to_string(weights.size()) + " outputs) and broadcast");
+              std::to_string(relaid) + " of " + std::to_string(weights.size()) + " outputs), transposed (" +
+              std::to_string(relaid_transposed) + " of " + std::to_string(weights.size()) + ") and broadcast");
 }
 
 /// Two forward + backward runs on the op's sample in its primary dtype, with the
@@ -445,9 +493,16 @@ TwoRuns two_runs(const OpHandle& op, const CheckOptions& opt, Layout second) {
 
 void check_strided_inputs(const OpHandle& op, const CheckOptions& opt, CheckResult& r) {
   const OpSchema& s = op.schema();
-  const TwoRuns runs = two_runs(op, opt, Layout::strided);
-  const std::string tag = std::string(dtype_name(runs.dtype)) + ": ";
-  const std::string d = compare_close(s, runs.first, runs.second, true);
+  const DType dtype = primary_dtype(s);
+  const TensorList sample = harness_inputs(op, dtype, opt.seed);
+  TensorList weights;
+  const Run reference = run_forward_backward(op, sample, weights, opt.seed);
+  const std::string tag = std::string(dtype_name(dtype)) + ": ";
+  const std::string core_copies =
+      "the core hands this op contiguous copies of strided inputs (its schema does not take strided inputs), so the "
+      "difference comes from the op's own state or layout assumptions";
+  std::string d =
+      compare_close(s, reference, run_forward_backward(op, sample, weights, opt.seed, Layout::strided), true);
   if (!d.empty()) {
     return fail(r, tag + "given inputs with doubled strides and an offset (same values), " + d +
                        " (contiguous vs strided): " +
@@ -455,11 +510,29 @@ void check_strided_inputs(const OpHandle& op, const CheckOptions& opt, CheckResu
                             ? "the schema says the op takes strided inputs (takes_strided_inputs()), so they reach "
                               "forward as they are: does it (or backward, on a saved input) read an input as a flat "
                               "array? Read inputs through their strides, or call .contiguous() first"
-                            : "the core hands this op contiguous copies of strided inputs (its schema does not "
-                              "take strided inputs), so the difference comes from the op's own state or layout "
-                              "assumptions"));
+                            : core_copies));
   }
-  pass(r, tag + "inputs with doubled strides and an offset gave the outputs and input gradients of contiguous ones (" +
+  // Then laid out as transposes, where some input has two axes to swap: a
+  // kernel that walks an input with one step (its last stride) reads doubled
+  // strides right and these wrong.
+  std::size_t relaid = 0;
+  for (const Tensor& t : sample) relaid += transposes(t);
+  if (relaid > 0) {
+    d = compare_close(s, reference, run_forward_backward(op, sample, weights, opt.seed, Layout::transposed), true);
+    if (!d.empty()) {
+      return fail(r, tag + "given inputs laid out as transposes (axes reversed in memory, rows padded; same values), " +
+                         d + " (contiguous vs transposed): " +
+                         (s.strided_inputs
+                              ? "the schema says the op takes strided inputs (takes_strided_inputs()), so they reach "
+                                "forward as they are: does it (or backward, on a saved input) walk an input with one "
+                                "step, or assume its last stride is 1 or its strides in row-major order? Index each "
+                                "axis by its own stride, or call .contiguous() first"
+                              : core_copies));
+    }
+  }
+  pass(r, tag + "inputs with doubled strides and an offset, and laid out as transposes (" + std::to_string(relaid) +
+              " of " + std::to_string(sample.size()) +
+              " inputs), gave the outputs and input gradients of contiguous ones (" +
               (s.strided_inputs ? "passed to the op as they are: the schema takes strided inputs"
                                 : "the core passed contiguous copies: the schema does not take strided inputs") +
               ")");
@@ -961,13 +1034,19 @@ CheckReport check_op(const OpHandle& op, const CheckOptions& options) {
                                 check_split_work,        check_interleaved_calls, check_thread_safe};
   const auto& names = check_names();
   static_assert(sizeof fns / sizeof fns[0] == 12, "one function per name in check_names()");
-  // The schema's sample attributes travel with every call the checks make.
+  // The schema's sample attributes travel with every call the checks make,
+  // under those the handle binds itself (which win, one by one).
   const auto& sample_attrs = op.schema().sample_attributes;
   CheckReport report;
   OpHandle bound = op;
-  if (!sample_attrs.empty() && op.bound_attrs().empty()) {
+  if (!sample_attrs.empty()) {
     try {
-      bound = op.bind(sample_attrs);
+      bound = OpHandle(boost::intrusive_ptr<OpEntry>(op.entry())).bind(sample_attrs);
+      const std::vector<Attr> own = op.bound_attrs();
+      std::vector<std::pair<std::string, Attr>> named;
+      for (std::size_t i = 0; i < own.size() && i < op.schema().attrs.size(); ++i)
+        if (own[i].is_set()) named.emplace_back(op.schema().attrs[i].name, own[i]);
+      if (!named.empty()) bound = bound.bind(named);
     } catch (const std::exception& e) {
       // Every check would call the op with them: each fails, saying why.
       for (const std::string& name : names) {

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "boundary.hpp"
@@ -204,9 +206,17 @@ std::string Attr::to_string() const {
   switch (kind_) {
     case AttrKind::Int: return std::to_string(i_);
     case AttrKind::Float: {
-      std::ostringstream os;
-      os << d_;
-      return os.str();
+      // The shortest text that reads back as the same double, written as a
+      // float ("1.0", not "1": an int attribute prints as "1").
+      std::string text;
+      for (int digits = 6; digits <= 17; ++digits) {
+        char buf[40];
+        std::snprintf(buf, sizeof buf, "%.*g", digits, d_);
+        text = buf;
+        if (std::strtod(buf, nullptr) == d_ || std::isnan(d_)) break;
+      }
+      if (text.find_first_of(".eEn") == std::string::npos) text += ".0";  // n: inf, nan
+      return text;
     }
     case AttrKind::Bool: return i_ ? "true" : "false";
     case AttrKind::Ints: return ints_.to_string();

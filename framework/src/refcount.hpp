@@ -18,4 +18,22 @@ inline bool release_is_last(std::atomic<std::uint32_t>& count) noexcept {
   return count.load(std::memory_order_acquire) == 1 || count.fetch_sub(1, std::memory_order_acq_rel) == 1;
 }
 
+/// Deletes `p`, whose count has reached zero, without recursion: objects that
+/// reach zero while another is being deleted on this thread (the chain that
+/// deleting a graph node or a hooked tensor releases) are queued on `pending`
+/// through their `Next` member, and the outermost call deletes them one after
+/// another. `pending` and `draining` are the caller's thread_local list and flag.
+template <class T, T* T::*Next>
+void delete_without_recursion(T* p, T*& pending, bool& draining) noexcept {
+  p->*Next = pending;
+  pending = p;
+  if (draining) return;
+  draining = true;
+  while (T* q = pending) {
+    pending = q->*Next;
+    delete q;
+  }
+  draining = false;
+}
+
 }  // namespace opforge

@@ -22,9 +22,22 @@ namespace opforge {
 
 // ---- impl lifetime ------------------------------------------------------------
 
+// A hook may hold a tensor that has hooks of its own, which hold another, and so
+// on: a chain of leaves, each hook capturing the last. Deleting the first would
+// recurse down the whole chain and overflow the stack; tensors with hooks whose
+// count reaches zero while another is being deleted on this thread are queued
+// instead, as graph nodes are (engine.cpp). A tensor without hooks is deleted at
+// once: all it holds beyond its storage is a node (queued in turn) and .grad.
+namespace {
+OPFORGE_TLS TensorImpl* t_pending_impls = nullptr;
+OPFORGE_TLS bool t_draining_impls = false;
+}  // namespace
+
 void intrusive_ptr_add_ref(TensorImpl* t) noexcept { t->refcount.fetch_add(1, std::memory_order_relaxed); }
 void intrusive_ptr_release(TensorImpl* t) noexcept {
-  if (release_is_last(t->refcount)) delete t;
+  if (!release_is_last(t->refcount)) return;
+  if (t->hooks) delete_without_recursion<TensorImpl, &TensorImpl::next_pending>(t, t_pending_impls, t_draining_impls);
+  else delete t;
 }
 
 // The element count of `shape`, refusing negative sizes and sizes whose bytes

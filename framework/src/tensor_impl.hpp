@@ -63,6 +63,8 @@ struct TensorImpl : CacheAllocated<SmallBlockCache> {
   // gradient. Shared with the entry retain_grad() puts on the node, so that neither
   // the tensor nor its node keeps the other alive.
   std::shared_ptr<struct RetainedGrad> retained;
+  // While queued for deletion (tensors with hooks only: see intrusive_ptr_release).
+  TensorImpl* next_pending = nullptr;
 
   void* data() const noexcept {
     return static_cast<char*>(storage->data()) + offset * static_cast<std::int64_t>(itemsize(dtype));

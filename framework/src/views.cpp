@@ -1,6 +1,8 @@
 // Views (strided tensors over shared storage), adopted memory, in-place writes.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <numeric>
 #include <string>
 #include <utility>
@@ -438,6 +440,42 @@ Tensor& Tensor::copy_(const Tensor& src) {
   return *this;
 }
 
+namespace {
+// x + a y; for int64 in two's complement, wrapping on overflow as NumPy and
+// PyTorch do (signed overflow is undefined behaviour in C++: computed unsigned).
+template <class T>
+inline T multiply_add(T x, T a, T y) noexcept {
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    return static_cast<T>(static_cast<U>(x) + static_cast<U>(a) * static_cast<U>(y));
+  } else {
+    return x + a * y;
+  }
+}
+
+template <class T>
+inline T multiply(T x, T f) noexcept {
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    return static_cast<T>(static_cast<U>(x) * static_cast<U>(f));
+  } else {
+    return x * f;
+  }
+}
+
+// add_'s alpha or mul_'s factor for this tensor's dtype: any value for float32
+// and float64; a whole number in int64's range for int64 (a fraction would be
+// truncated: refused, as PyTorch does); bool has no arithmetic.
+void check_inplace_scale(DType dtype, double value, const char* fn, const char* arg) {
+  if (is_floating(dtype)) return;
+  OPFORGE_CHECK(dtype == DType::Int64, DTypeError, "Tensor::", fn, ": expected dtype float32, float64 or int64, got ",
+                dtype_name(dtype), "; convert the tensor first with .to()");
+  OPFORGE_CHECK(std::trunc(value) == value && value >= -9223372036854775808.0 && value < 9223372036854775808.0,
+                ValueError, "Tensor::", fn, ": argument '", arg, "': expected a whole number in int64's range for an "
+                "int64 tensor, got ", value, "; convert the tensor to a floating dtype first with .to()");
+}
+}  // namespace
+
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_inplace_allowed("add_");
   check_inplace_source(other, "add_", "other");
@@ -447,8 +485,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   OPFORGE_CHECK(other.dtype() == impl_->dtype, DTypeError, "Tensor::add_: argument 'other': expected dtype ",
                 dtype_name(impl_->dtype), " (this tensor's), got ", dtype_name(other.dtype()),
                 "; convert it first with other.to()");
-  OPFORGE_CHECK(is_floating(impl_->dtype), DTypeError, "Tensor::add_: expected dtype float32 or float64, got ",
-                dtype_name(impl_->dtype));
+  check_inplace_scale(impl_->dtype, alpha, "add_", "alpha");
   // Both walked in this tensor's memory order, other read through its own strides
   // (a copy when it shares this tensor's memory). Where other's step along the
   // innermost axis of that order is neither 0 nor 1 (it is laid out as a transpose
@@ -491,9 +528,9 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
       T* __restrict p = dst + od;
       const T* __restrict q = src + os;
       if (sd == 1 && ss == 1)
-        for (std::int64_t j = 0; j < n; ++j) p[j] += a * q[j];
+        for (std::int64_t j = 0; j < n; ++j) p[j] = multiply_add(p[j], a, q[j]);
       else
-        for (std::int64_t j = 0; j < n; ++j) p[j * sd] += a * q[j * ss];
+        for (std::int64_t j = 0; j < n; ++j) p[j * sd] = multiply_add(p[j * sd], a, q[j * ss]);
     };
     if (by_source)  // the source's order: the same runs with the roles of the two offsets swapped
       for_each_run_by_memory(shape, o.impl_->strides, dst_strides,
@@ -504,6 +541,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
       for_each_run_by_memory(shape, dst_strides, o.impl_->strides, add);
   };
   if (impl_->dtype == DType::Float32) run(static_cast<float*>(impl_->data()), o.data<float>());
+  else if (impl_->dtype == DType::Int64) run(static_cast<std::int64_t*>(impl_->data()), o.data<std::int64_t>());
   else run(static_cast<double*>(impl_->data()), o.data<double>());
   bump_version();
   return *this;
@@ -511,8 +549,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
 
 Tensor& Tensor::mul_(double factor) {
   check_inplace_allowed("mul_");
-  OPFORGE_CHECK(is_floating(impl_->dtype), DTypeError, "Tensor::mul_: expected dtype float32 or float64, got ",
-                dtype_name(impl_->dtype));
+  check_inplace_scale(impl_->dtype, factor, "mul_", "factor");
   auto run = [&](auto* dst) {
     using T = std::remove_pointer_t<decltype(dst)>;
     const T f = static_cast<T>(factor);
@@ -520,12 +557,13 @@ Tensor& Tensor::mul_(double factor) {
                            [&](std::int64_t o, std::int64_t, std::int64_t n, std::int64_t step, std::int64_t) {
                              T* __restrict p = dst + o;
                              if (step == 1)
-                               for (std::int64_t j = 0; j < n; ++j) p[j] *= f;
+                               for (std::int64_t j = 0; j < n; ++j) p[j] = multiply(p[j], f);
                              else
-                               for (std::int64_t j = 0; j < n; ++j) p[j * step] *= f;
+                               for (std::int64_t j = 0; j < n; ++j) p[j * step] = multiply(p[j * step], f);
                            });
   };
   if (impl_->dtype == DType::Float32) run(static_cast<float*>(impl_->data()));
+  else if (impl_->dtype == DType::Int64) run(static_cast<std::int64_t*>(impl_->data()));
   else run(static_cast<double*>(impl_->data()));
   bump_version();
   return *this;

@@ -3,7 +3,7 @@
 // gradient [out] -> [operand] over the axes broadcasting added or stretched.
 //
 //   div(a, b)      = a / b       da = sum_to(g / b, a)
-//                                db = sum_to(-(g / b)(a / b), b)
+//                                db = sum_to(-(g (a / b)) / b, b)
 //   pow(a, b)      = aᵇ          da = sum_to(g b aᵇ⁻¹, a)             (0 where b = 0: a⁰ is constant)
 //                                db = sum_to(g aᵇ ln a, b) where a > 0, 0 where a = 0
 //                                     (0ᵇ is constant in b on either side of b = 0); NaN where a < 0
@@ -84,10 +84,11 @@ class Div final : public opforge::Function {
         ga = sum_to(broadcast_map<T, T, T>(
                         out, g[0].dtype(), [](T gv, T bv) { return gv / bv; }, g[0], s[1]),
                     ctx.input_shape(0));
-      // -([out] / [b]) ([a] / [b]) -> [out] -> [b]; a / b^2 as two quotients, so it overflows only with the result
+      // -([out] ([a] / [b])) / [b] -> [out] -> [b]; a / b^2 as two quotients, so it overflows only with the
+      // result, and a = 0 gives 0 whatever g / b does (-(g / b)(a / b) was inf * 0 = NaN for b = 5e-324)
       if (ctx.needs_input_grad(1))
         gb = sum_to(broadcast_map<T, T, T, T>(
-                        out, g[0].dtype(), [](T gv, T av, T bv) { return -(gv / bv) * (av / bv); }, g[0], s[0], s[1]),
+                        out, g[0].dtype(), [](T gv, T av, T bv) { return -(gv * (av / bv)) / bv; }, g[0], s[0], s[1]),
                     ctx.input_shape(1));
     });
     return {ga, gb};
@@ -114,11 +115,12 @@ class Pow final : public opforge::Function {
     Tensor ga, gb;
     sdk::dispatch_floating(g[0].dtype(), ctx, "grad", [&](auto tag) {
       using T = decltype(tag);
-      // [out] [b] [a]^([b] - 1) -> [out] -> [a]
+      // [out] ([b] [a]^([b] - 1)) -> [out] -> [a]; the derivative first, as PyTorch does: (g b) a^(b-1) was
+      // inf * 0 = NaN for g = 4, b = 1e308, a = 0.5, where the derivative is 0
       if (ctx.needs_input_grad(0))
         ga = sum_to(broadcast_map<T, T, T, T>(
                         out, g[0].dtype(),
-                        uniform([](T gv, T av, T bv) { return bv == T(0) ? T(0) : gv * bv * std::pow(av, bv - T(1)); }), g[0],
+                        uniform([](T gv, T av, T bv) { return bv == T(0) ? T(0) : gv * (bv * std::pow(av, bv - T(1))); }), g[0],
                         s[0], s[1]),
                     ctx.input_shape(0));
       // [out] [out: a^b] ln [a] -> [out] -> [b]
@@ -306,7 +308,8 @@ void register_binary(opforge::PluginRegistrar& registrar) {
   registrar.add<Pow>(OpSchema("elementwise.pow")
                     .takes_strided_inputs()
                          .input_names({"a", "b"})
-                         .describe("a to the power b, element by element, with NumPy broadcasting")
+                         .describe("a to the power b, element by element, with NumPy broadcasting; d/db is 0 where a = 0 (0^b is "
+                                   "constant in b on either side of b = 0; PyTorch gives -inf for b < 0) and NaN where a < 0")
                          .samples(pow_samples));
   registrar.add<MaxMin<true>>(OpSchema("elementwise.maximum")
                     .takes_strided_inputs()

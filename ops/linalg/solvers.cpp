@@ -214,8 +214,22 @@ class Determinant final : public opforge::Function {
     return {sdk::dispatch_floating(A.dtype(), ctx, "A", [&](auto tag) {
       using T = decltype(tag);
       Tensor lu = A.clone();
+      // A NaN or an infinity in A: the gradient is NaN (as PyTorch's), through A⁻¹; the
+      // adjugate's SVD refuses non-finite input, so backward threw instead.
+      const T* a = lu.data<T>();
+      bool finite = true;
+      for (std::int64_t i = 0, count = lu.numel(); i < count; ++i) finite = finite && std::isfinite(a[i]);
       std::vector<blas_int> piv;
       const blas_int info = lu_factor<T>(lu, piv);
+      if (info > 0 && !finite) {  // a zero pivot beside a NaN or an infinity: NaN, not 0 or an error
+        const double nan = std::numeric_limits<double>::quiet_NaN();
+        if (ctx.any_input_needs_grad()) {
+          ctx.save_for_backward({Tensor::full(A.shape(), nan, A.dtype())});  // A⁻¹ and c both NaN
+          ctx.save_value(nan);
+          ctx.save_int(0);
+        }
+        return Tensor::scalar(nan, A.dtype());
+      }
       if (info > 0) {
         if (kLog)
           throw opforge::ValueError(opforge::detail::concat(
@@ -257,7 +271,7 @@ class Determinant final : public opforge::Function {
                       ": argument 'A': expected a matrix with a positive determinant, got a negative determinant "
                       "(log|det(A)| = ", log_abs, ")");
       Tensor out = Tensor::scalar(kLog ? log_abs : (negative ? -product : product), A.dtype());
-      if (!kLog && ctx.any_input_needs_grad() && !(out.item() != 0 && std::isfinite(out.item()))) {
+      if (!kLog && ctx.any_input_needs_grad() && finite && !(out.item() != 0 && std::isfinite(out.item()))) {
         // det overflowed or underflowed in the dtype: det · A⁻ᵀ would be inf · 0 or 0 · inf
         // (diag(1e200, 1e200) gave [inf, nan; nan, inf] for diag(1e200, 1e200)); the
         // adjugate's products leave out one singular value each, and stay finite.

@@ -380,7 +380,7 @@ void register_losses(opforge::PluginRegistrar& registrar) {
   registrar.add<Pointwise<Huber>>(OpSchema("loss.huber")
                                       .input_names({"pred", "target"})
                                       .attr("reduction", AttrKind::Int, 0, reduction_doc)
-                                      .attr("delta", AttrKind::Float, 1.0, "where the loss turns linear: > 0")
+                                      .attr("delta", AttrKind::Float, 1.0, "where the loss turns linear: finite, > 0")
                                       .describe(Huber::kDoc)
                                       .samples(huber_samples));
   registrar.add<CrossEntropy>(

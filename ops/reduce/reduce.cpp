@@ -40,6 +40,7 @@
 // 1 thread or 64. With no attributes, sum is what it always was: chunks of kChunk
 // elements, each summed with eight interleaved double accumulators, added in order.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -1017,27 +1018,69 @@ class Norm final : public opforge::Function {
     const double p = read_p(ctx);
     const Plan plan = plan_of(ctx, x);
     const Geometry g = make_geometry(x.shape(), plan.mask);
+    OPFORGE_CHECK(!std::isinf(p) || g.red_numel > 0 || g.out_numel == 0, ValueError, ctx.op_name(),
+                  ": argument 'x': cannot take the norm of order ", p, " (", p > 0 ? "max" : "min",
+                  " |x|) of no elements (x is ", x.describe(), ", axes ", ctx.attr_ints(0),
+                  "): the reduced axis is empty, and a ", p > 0 ? "max" : "min", " has no identity");
     Tensor out = sdk::dispatch_floating(x.dtype(), ctx, "x", [&](auto tag) {
       using T = decltype(tag);
       Tensor o = Tensor::empty(plan.out_shape, x.dtype());
       T* po = o.data<T>();
       const T* px = x.data<T>();
+      // Σ |x|^p out of double's normal range (inf, or below DBL_MIN: 0 for a norm of
+      // [1e-200, 2e-200], inf for [1e200, 1e200]) is summed again, scaled by max |x|.
+      std::vector<char> rescale;
+      std::atomic<bool> any_rescale{false};
+      auto flag = [&](std::int64_t k, double s) {
+        if (s == s && !(s >= std::numeric_limits<double>::min() && s <= std::numeric_limits<double>::max())) {
+          if (!any_rescale.load(std::memory_order_relaxed)) any_rescale.store(true, std::memory_order_relaxed);
+          rescale[static_cast<std::size_t>(k)] = 1;
+        }
+      };
       switch (norm_kind(p)) {
         case NormKind::L1:
           reduce_kernel<T>(g, px, sum_of<T, true>([](T v, std::int64_t) { return static_cast<double>(std::abs(v)); }),
                            [&](std::int64_t k, double s) { po[k] = canonical_nan(static_cast<T>(s)); });
           break;
         case NormKind::L2:
-          reduce_kernel<T>(g, px, sum_of<T, true>([](T v, std::int64_t) { return static_cast<double>(v) * v; }),
-                           [&](std::int64_t k, double s) { po[k] = canonical_nan(static_cast<T>(std::sqrt(s))); });
-          break;
-        case NormKind::Lp:
+        case NormKind::Lp: {
+          rescale.assign(static_cast<std::size_t>(g.out_numel), 0);
+          if (norm_kind(p) == NormKind::L2)
+            reduce_kernel<T>(g, px, sum_of<T, true>([](T v, std::int64_t) { return static_cast<double>(v) * v; }),
+                             [&](std::int64_t k, double s) {
+                               flag(k, s);
+                               po[k] = canonical_nan(static_cast<T>(std::sqrt(s)));
+                             });
+          else
+            reduce_kernel<T>(g, px,
+                             sum_of<T>([p](T v, std::int64_t) { return std::pow(std::abs(static_cast<double>(v)), p); }),
+                             [&](std::int64_t k, double s) {
+                               flag(k, s);
+                               po[k] = canonical_nan(static_cast<T>(std::pow(s, 1.0 / p)));
+                             });
+          if (!any_rescale.load()) break;
+          // m = max |x| of each flagged slice, then m (Σ (|x| / m)^p)^(1/p): every term
+          // in [0, 1], one of them 1. Slices not flagged keep their one-pass value.
+          std::vector<double> m(static_cast<std::size_t>(g.out_numel));
+          reduce_kernel<T>(g, px, AbsExtremeAcc<T, true>{}, [&](std::int64_t k, auto st) {
+            m[static_cast<std::size_t>(k)] = st.nan ? std::numeric_limits<double>::quiet_NaN() : st.v;
+          });
+          auto scaled = [&](double s, std::int64_t k) {
+            const double mk = m[static_cast<std::size_t>(k)];
+            return mk > 0 && std::isfinite(mk) ? mk * (p == 2.0 ? std::sqrt(s) : std::pow(s, 1.0 / p)) : mk;
+          };
           reduce_kernel<T>(g, px,
-                           sum_of<T>([p](T v, std::int64_t) { return std::pow(std::abs(static_cast<double>(v)), p); }),
+                           sum_of<T>([&](T v, std::int64_t k) {
+                             const double mk = m[static_cast<std::size_t>(k)];
+                             if (!rescale[static_cast<std::size_t>(k)] || !(mk > 0 && std::isfinite(mk))) return 0.0;
+                             const double r = std::abs(static_cast<double>(v)) / mk;
+                             return p == 2.0 ? r * r : std::pow(r, p);
+                           }),
                            [&](std::int64_t k, double s) {
-                             po[k] = canonical_nan(static_cast<T>(std::pow(s, 1.0 / p)));
+                             if (rescale[static_cast<std::size_t>(k)]) po[k] = canonical_nan(static_cast<T>(scaled(s, k)));
                            });
           break;
+        }
         case NormKind::Zero:  // the count of nonzeros (a NaN is nonzero)
           reduce_kernel<T>(g, px, sum_of<T, true>([](T v, std::int64_t) { return v != T(0) ? 1.0 : 0.0; }),
                            [&](std::int64_t k, double s) { po[k] = static_cast<T>(s); });
@@ -1238,11 +1281,13 @@ OPFORGE_PLUGIN("reduce", "0.2.0") {
     return s;
   };
   registrar.add<Extreme<true>>(
-      extreme("reduce.max", "max over one axis or all, and its int64 index (first of equals)")
+      extreme("reduce.max", "max over one axis or all, and its int64 index (first of equals); the gradient goes to that "
+                              "element alone, as torch.max(x, dim) (torch.amax and x.max() split it among ties)")
           .outputs(2)
           .accepts(opforge::DTypeSet::all()));
   registrar.add<Extreme<false>>(
-      extreme("reduce.min", "min over one axis or all, and its int64 index (first of equals)")
+      extreme("reduce.min", "min over one axis or all, and its int64 index (first of equals); the gradient goes to that "
+                              "element alone, as torch.min(x, dim) (torch.amin and x.min() split it among ties)")
           .outputs(2)
           .accepts(opforge::DTypeSet::all()));
   registrar.add<Norm>(reduction("reduce.norm", "p-norm (Σ |x|^p)^(1/p) over the given axes (default: all)")

@@ -10,6 +10,8 @@
 //   shady.flat_grad(x)             = 2 x, backward reads g as flat memory -> strided_grads
 //   shady.nan_grad(x)              = x^2, backward returns NaN         -> gradcheck
 //   shady.flat_input(x)            = x^2, takes strided inputs but reads x as flat memory -> strided_inputs
+//   shady.step_input(x)            = x^2, takes strided inputs but walks x with one step -> strided_inputs
+//   shady.step_grad(x)             = 2 x, backward walks g with one step -> strided_grads
 //   shady.kept_input(x)            = x^2, keeps x in a member for backward -> interleaved_calls
 //   shady.float32_grad(x)          = 2 x, backward 3 g in float32 only  -> dtypes_agree
 //   shady.int64_off(x)             = x, but x + 1 for int64              -> dtypes_agree
@@ -172,6 +174,47 @@ class FlatInput final : public opforge::Function {
   TensorList backward(Context& ctx, TensorSpan g) const override {
     return {map2(g[0], ctx.saved_tensors()[0], [](double gv, double xv) { return 2 * xv * gv; })};
   }
+};
+
+// t's elements read by walking its memory with one step, its smallest stride
+// (a kernel that takes any "uniformly strided" block for a dense one): right for
+// contiguous tensors and for every stride doubled, wrong for a transpose. Stays
+// inside t's storage for the harness's layouts.
+Tensor read_with_one_step(const Tensor& t) {
+  std::int64_t step = 1;
+  bool first = true;
+  for (std::size_t k = 0; k < t.shape().size(); ++k)
+    if (t.shape()[k] > 1 && (first || t.strides()[k] < step)) {
+      step = t.strides()[k];
+      first = false;
+    }
+  std::vector<double> v(static_cast<std::size_t>(t.numel()));
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const std::int64_t at = static_cast<std::int64_t>(i) * step;  // bug: one step for every axis
+    v[i] = t.dtype() == DType::Float64 ? static_cast<const double*>(t.data_ptr())[at]
+                                       : static_cast<const float*>(t.data_ptr())[at];
+  }
+  return Tensor::from_values(v, t.shape(), t.dtype());
+}
+
+// x^2, taking strided inputs, whose forward reads x with one step.
+class StepInput final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    Tensor x = read_with_one_step(in[0]);
+    ctx.save_for_backward(x);
+    return {map1(x, [](double v) { return v * v; })};
+  }
+  TensorList backward(Context& ctx, TensorSpan g) const override {
+    return {map2(g[0], ctx.saved_tensors()[0], [](double gv, double xv) { return 2 * xv * gv; })};
+  }
+};
+
+// 2 x, whose backward reads the output gradient with one step.
+class StepGrad final : public opforge::Function {
+ public:
+  TensorList forward(Context&, TensorSpan in) const override { return {twice(in[0])}; }
+  TensorList backward(Context&, TensorSpan g) const override { return {twice(read_with_one_step(g[0]))}; }
 };
 
 // x^2, whose forward keeps x in a member for backward instead of on ctx: right
@@ -364,6 +407,15 @@ OPFORGE_PLUGIN("shady", "1.0.0") {
                                .describe("x^2, taking strided inputs but reading x as flat memory")
                                .takes_strided_inputs()
                                .samples(x_samples));
+  registrar.add<StepInput>(OpSchema("shady.step_input")
+                               .input_names({"x"})
+                               .describe("x^2, taking strided inputs but walking x's memory with one step")
+                               .takes_strided_inputs()
+                               .samples(x_samples));
+  registrar.add<StepGrad>(OpSchema("shady.step_grad")
+                              .input_names({"x"})
+                              .describe("2 x, with a backward that walks the gradient's memory with one step")
+                              .samples(x_samples));
   registrar.add<KeptInput>(OpSchema("shady.kept_input")
                                .input_names({"x"})
                                .describe("x^2, keeping x in the shared Function for backward")

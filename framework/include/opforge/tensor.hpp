@@ -208,8 +208,11 @@ class OPFORGE_API Tensor {
   Tensor& fill_(double value);
   /// Copies src (same shape; converted when the dtype differs) into this tensor.
   Tensor& copy_(const Tensor& src);
-  /// this += alpha * other (same shape and dtype).
+  /// this += alpha * other (same shape and dtype: float32, float64 or int64; for
+  /// int64, alpha must be a whole number, and the sum wraps on overflow).
   Tensor& add_(const Tensor& other, double alpha = 1.0);
+  /// this *= factor (float32, float64 or int64; for int64, factor must be a whole
+  /// number, and the product wraps on overflow).
   Tensor& mul_(double factor);
 
   // ---- autograd ---------------------------------------------------------------
