@@ -837,6 +837,84 @@ TEST_CASE("harness: `opforge check --skip` reports the named checks as skipped, 
                     StartsWith("sdk::check_op: CheckOptions::skip names no check: 'gradchek' (the checks: gradcheck"));
 }
 
+namespace {
+// y = s x, whose backward gives x its gradient and s none, on purpose (a scale
+// the author treats as a constant): gradcheck fails it unless told to leave s out.
+// kXFactor != 1: x's gradient wrong too.
+template <int kXFactor = 1>
+class ScaleBy final : public opforge::Function {
+ public:
+  TensorList forward(opforge::Context& ctx, TensorSpan in) const override {
+    ctx.save_for_backward(in[1]);
+    std::vector<double> v = in[0].to_vector();
+    const double s = in[1].item();
+    for (double& e : v) e *= s;
+    return {Tensor::from_values(v, in[0].shape(), in[0].dtype())};
+  }
+  TensorList backward(opforge::Context& ctx, TensorSpan g) const override {
+    std::vector<double> v = g[0].to_vector();
+    const double s = ctx.saved_tensors()[0].item();
+    for (double& e : v) e *= s * kXFactor;
+    return {Tensor::from_values(v, g[0].shape(), g[0].dtype()), Tensor()};
+  }
+};
+}  // namespace
+
+TEST_CASE("harness: GradcheckOptions::skip_inputs leaves an input out, says so, and refuses a name the op lacks") {
+  const OpHandle op = opforge::make_op(OpSchema("test.scale_by").input_names({"x", "s"}).samples(
+                                           [](DType dtype, std::uint64_t seed) {
+                                             return TensorList{Tensor::randn({4}, dtype, seed),
+                                                               Tensor::full({}, 1.5, dtype)};
+                                           }),
+                                       std::make_unique<ScaleBy<>>());
+  const TensorList xs = {Tensor::randn({4}, DType::Float64, 3), Tensor::full({}, 1.5)};
+  const sdk::GradcheckResult all = sdk::gradcheck(op, xs);
+  CHECK_FALSE(all.ok);
+  CHECK_THAT(all.message, Contains("input 1 's' of shape [], element 0: analytic 0, numeric ") &&
+                              Catch::Matchers::EndsWith("; backward returned no gradient for this input"));
+  sdk::GradcheckOptions options;
+  options.skip_inputs = {"s"};
+  const sdk::GradcheckResult without_s = sdk::gradcheck(op, xs, options);
+  INFO(without_s.message);
+  CHECK(without_s.ok);
+  CHECK(without_s.elements_checked == 4);  // x's four elements, not s
+  CHECK(without_s.note == "input 1 's' not checked (GradcheckOptions::skip_inputs)");
+  // x's check still bites: a wrong gradient for x fails with s left out.
+  const OpHandle wrong = opforge::make_op(OpSchema("test.scale_by_wrong").input_names({"x", "s"}),
+                                          std::make_unique<ScaleBy<2>>());
+  sdk::GradcheckOptions skip_x;
+  skip_x.skip_inputs = {"s"};
+  CHECK_FALSE(sdk::gradcheck(wrong, {Tensor::randn({3}, DType::Float64, 4), Tensor::full({}, 1.0)}, skip_x).ok);
+  options.skip_inputs = {"scale"};
+  CHECK_THROWS_MATCHES(sdk::gradcheck(op, xs, options), opforge::ValueError,
+                       Catch::Matchers::Message("gradcheck: GradcheckOptions::skip_inputs: 'test.scale_by' has no input named 'scale' "
+                               "(its inputs: x, s)"));
+  // Through check_op: gradcheck passes, with the note; the other checks run as ever.
+  sdk::CheckOptions check;
+  check.gradcheck.skip_inputs = {"s"};
+  const sdk::CheckReport report = sdk::check_op(op, check);
+  INFO(report_text(report));
+  CHECK(sdk::all_passed(report));
+  CHECK_THAT(result_of(report, "gradcheck").detail,
+             StartsWith("4 elements, max |diff| ") && Contains("input 1 's' not checked (GradcheckOptions::skip_inputs)"));
+}
+
+TEST_CASE("harness: `opforge check --gradcheck-skip` leaves inputs out of gradcheck, and refuses names no op has") {
+  const RunResult r = run_command(opforge_check("'" OPFORGE_LOSS_PLUGIN "' --op lstsq --gradcheck-skip A"));
+  INFO(r.output);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.output, Contains("PASS loss.lstsq gradcheck (13 elements, max |diff| ") &&
+                           Contains("input 0 'A' not checked (GradcheckOptions::skip_inputs))"));
+  const RunResult bad = run_command(opforge_check("'" OPFORGE_LOSS_PLUGIN "' --op lstsq --gradcheck-skip B"));
+  CHECK(bad.status == 2);
+  CHECK_THAT(bad.output, StartsWith("opforge check: option '--gradcheck-skip': no op checked has an input named 'B' "
+                                    "(their inputs: 'A', 'x', 'y')"));
+  const RunResult empty = run_command(opforge_check("'" OPFORGE_LOSS_PLUGIN "' --gradcheck-skip A,"));
+  CHECK(empty.status == 2);
+  CHECK_THAT(empty.output, StartsWith("opforge check: option '--gradcheck-skip': expected input names separated by "
+                                      "commas, got 'A,' (an empty item)"));
+}
+
 TEST_CASE("harness: when an op crashes the process, `opforge check` says which op and which check") {
   const RunResult r = run_command(opforge_check("'" OPFORGE_CRASHY_PLUGIN "'"));
   INFO(r.output);

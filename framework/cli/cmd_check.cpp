@@ -1,4 +1,4 @@
-// `opforge check PLUGIN.so [--op NAME] [--skip CHECK,...] [--json]`: the test harness
+// `opforge check PLUGIN.so [--op NAME] [--skip CHECK,...] [--gradcheck-skip INPUT,...] [--json]`: the test harness
 // (opforge::sdk::check_op) over every op of one plugin, one line per op and check.
 //
 // Exit status: 0 when every check passed (or was skipped), 1 when any failed or
@@ -171,13 +171,35 @@ std::vector<std::string> parse_skip(const std::string& list, std::string& error)
   }
 }
 
+// "s,t" -> {"s", "t"}: input names for gradcheck to leave out; no item may be empty.
+std::vector<std::string> parse_input_names(const std::string& list, std::string& error) {
+  std::vector<std::string> names;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = list.find(',', start);
+    const std::string name = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (name.empty()) {
+      error = "option '--gradcheck-skip': expected input names separated by commas, got '" + list +
+              "' (an empty item)";
+      return {};
+    }
+    names.push_back(name);
+    if (comma == std::string::npos) return names;
+    start = comma + 1;
+  }
+}
+
 }  // namespace
 
 int run_check(const std::vector<std::string>& args) {
-  po::options_description desc("opforge check PLUGIN.so [--op NAME] [--skip CHECK,...] [--json]");
+  po::options_description desc(
+      "opforge check PLUGIN.so [--op NAME] [--skip CHECK,...] [--gradcheck-skip INPUT,...] [--json]");
   desc.add_options()("help,h", "this help")("op", po::value<std::string>(), "check only this op of the plugin")(
       "json", "one JSON object per line: op, check, passed, skipped, detail (the summary goes to stderr)")(
       "skip", po::value<std::string>(), "checks not to run, comma-separated (each reported SKIP)")(
+      "gradcheck-skip", po::value<std::string>(),
+      "inputs gradcheck leaves out, by name, comma-separated (each op that has an input of that name; e.g. the "
+      "input of a straight-through estimator)")(
       "plugin", po::value<std::string>(), "the plugin file (.so) to load and check");
   po::positional_options_description pos;
   pos.add("plugin", 1);
@@ -206,6 +228,15 @@ int run_check(const std::vector<std::string>& args) {
   if (vm.count("skip")) {
     std::string error;
     options.skip = parse_skip(vm["skip"].as<std::string>(), error);
+    if (!error.empty()) {
+      std::cerr << "opforge check: " << error << "\n";
+      return kUsageOrLoadError;
+    }
+  }
+  std::vector<std::string> gradcheck_skip;
+  if (vm.count("gradcheck-skip")) {
+    std::string error;
+    gradcheck_skip = parse_input_names(vm["gradcheck-skip"].as<std::string>(), error);
     if (!error.empty()) {
       std::cerr << "opforge check: " << error << "\n";
       return kUsageOrLoadError;
@@ -245,6 +276,23 @@ int run_check(const std::vector<std::string>& args) {
     ops = {found};
   }
 
+  // Each --gradcheck-skip name must be an input of some op checked.
+  for (const std::string& input : gradcheck_skip) {
+    bool found = false;
+    std::string inputs;
+    for (const std::string& name : ops) {
+      const auto& names = opforge::op(name).schema().inputs;
+      found = found || std::find(names.begin(), names.end(), input) != names.end();
+      for (const std::string& n : names)
+        if (inputs.find("'" + n + "'") == std::string::npos) inputs += (inputs.empty() ? "'" : ", '") + n + "'";
+    }
+    if (!found) {
+      std::cerr << "opforge check: option '--gradcheck-skip': no op checked has an input named '" << input
+                << "' (their inputs: " << (inputs.empty() ? "none" : inputs) << ")\n";
+      return kUsageOrLoadError;
+    }
+  }
+
   int passed = 0, failed = 0, skipped = 0;
   std::vector<std::string> failed_ops;
   // Each line as soon as its check has run (flushed: if a later check crashes
@@ -265,7 +313,13 @@ int run_check(const std::vector<std::string>& args) {
   };
   for (const std::string& name : ops) {
     printed_passed.clear();
-    const opforge::sdk::CheckReport report = opforge::sdk::check_op(opforge::op(name), options);
+    const opforge::OpHandle handle = opforge::op(name);
+    options.gradcheck.skip_inputs.clear();
+    for (const std::string& input : gradcheck_skip) {
+      const auto& names = handle.schema().inputs;
+      if (std::find(names.begin(), names.end(), input) != names.end()) options.gradcheck.skip_inputs.push_back(input);
+    }
+    const opforge::sdk::CheckReport report = opforge::sdk::check_op(handle, options);
     bool op_failed = false;
     for (std::size_t i = 0; i < report.size(); ++i) {
       const opforge::sdk::CheckResult& r = report[i];

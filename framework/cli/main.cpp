@@ -27,7 +27,7 @@ void usage(std::ostream& os) {
   os << "opforge " OPFORGE_VERSION_STRING " - an autograd framework whose every operator is a plugin\n\n"
         "Usage:\n"
         "  opforge ops [--json] [NAME]       list loaded plugins, their ops, and files that failed to load\n"
-        "  opforge check PLUGIN.so [--op NAME] [--skip CHECK,...] [--json]\n"
+        "  opforge check PLUGIN.so [--op NAME] [--skip CHECK,...] [--gradcheck-skip INPUT,...] [--json]\n"
         "                                    run the op test harness on a plugin's ops (exit 1 if a check fails)\n"
         "  opforge bench lstsq [options]     time the least-squares gradient: fused, graph, explicit,\n"
         "                                    and one read of A (bandwidth)\n"

@@ -1,5 +1,6 @@
 #include "opforge/sdk/gradcheck.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -7,6 +8,7 @@
 
 #include "opforge/sdk/grad_mode.hpp"
 #include "opforge/autograd.hpp"
+#include "opforge/error.hpp"
 
 namespace opforge::sdk {
 namespace {
@@ -58,6 +60,24 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
   const double eps = work == DType::Float64 ? opt.eps : opt.eps_float32;
   const double atol = work == DType::Float64 ? opt.atol : opt.atol_float32;
   const double rtol = work == DType::Float64 ? opt.rtol : opt.rtol_float32;
+  // The inputs left out (GradcheckOptions::skip_inputs), by position.
+  const std::vector<std::string>& names = op.schema().inputs;
+  std::vector<bool> skipped(inputs.size(), false);
+  std::string skipped_text;
+  for (const std::string& name : opt.skip_inputs) {
+    const auto at = std::find(names.begin(), names.end(), name);
+    if (at == names.end()) {
+      std::string all;
+      for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
+      throw ValueError("gradcheck: GradcheckOptions::skip_inputs: '" + op.name() + "' has no input named '" + name +
+                       "' (its inputs: " + (all.empty() ? "none" : all) + ")");
+    }
+    const auto i = static_cast<std::size_t>(at - names.begin());
+    if (i < skipped.size() && !skipped[i]) {
+      skipped[i] = true;
+      skipped_text += (skipped_text.empty() ? "" : ", ") + input_name(op, i);
+    }
+  }
   // Leaves of that dtype: fresh copies, so the caller's tensors are never touched.
   TensorList xs;
   std::string converted;
@@ -66,7 +86,7 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
     if (in.dtype() == DType::Float32 && work == DType::Float64)
       converted += (converted.empty() ? "" : ", ") + std::to_string(i);
     Tensor x = is_floating(in.dtype()) ? in.detach().to(work).clone() : in.detach().clone();
-    if (is_floating(x.dtype())) x.requires_grad_(true);
+    if (is_floating(x.dtype()) && !skipped[i]) x.requires_grad_(true);
     xs.push_back(std::move(x));
   }
   if (work == DType::Float32) {
@@ -78,6 +98,8 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
   if (!converted.empty())
     res.note += (res.note.empty() ? "" : "; ") + std::string("inputs ") + converted + " promoted from float32 to " +
                 "float64 for the check";
+  if (!skipped_text.empty())
+    res.note += (res.note.empty() ? "" : "; ") + skipped_text + " not checked (GradcheckOptions::skip_inputs)";
 
   // The inputs' values before any call: finite differences perturb one element
   // at a time and assume the op leaves the rest as they were.
@@ -167,7 +189,7 @@ GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const Gradcheck
   double worst_excess = 0;
   bool non_finite = false;  // a NaN or infinite derivative: reported before any mere excess
   for (std::size_t i = 0; i < xs.size(); ++i) {
-    if (!is_floating(xs[i].dtype())) continue;
+    if (!is_floating(xs[i].dtype()) || skipped[i]) continue;
     Tensor& x = xs[i];
     const Tensor g = x.grad();
     for (std::int64_t j = 0; j < x.numel(); ++j) {

@@ -165,6 +165,17 @@ const char* Context::attr_label(std::size_t i) const noexcept {
   return schema_ && i < schema_->attrs.size() ? schema_->attrs[i].name.c_str() : "attribute";
 }
 
+namespace detail {
+std::ostream& operator<<(std::ostream& os, Exact e) {
+  char buf[40];
+  for (int digits = 6; digits <= 17; ++digits) {  // 17 significant digits always read back
+    std::snprintf(buf, sizeof buf, "%.*g", digits, e.value);
+    if (std::isnan(e.value) || std::strtod(buf, nullptr) == e.value) break;
+  }
+  return os << buf;
+}
+}  // namespace detail
+
 // ---- attributes -------------------------------------------------------------------
 
 const char* attr_kind_name(AttrKind k) noexcept {
@@ -206,15 +217,8 @@ std::string Attr::to_string() const {
   switch (kind_) {
     case AttrKind::Int: return std::to_string(i_);
     case AttrKind::Float: {
-      // The shortest text that reads back as the same double, written as a
-      // float ("1.0", not "1": an int attribute prints as "1").
-      std::string text;
-      for (int digits = 6; digits <= 17; ++digits) {
-        char buf[40];
-        std::snprintf(buf, sizeof buf, "%.*g", digits, d_);
-        text = buf;
-        if (std::strtod(buf, nullptr) == d_ || std::isnan(d_)) break;
-      }
+      // Exact, written as a float ("1.0", not "1": an int attribute prints as "1").
+      std::string text = detail::concat(detail::Exact{d_});
       if (text.find_first_of(".eEn") == std::string::npos) text += ".0";  // n: inf, nan
       return text;
     }

@@ -638,13 +638,15 @@ constexpr const char* kInt64Range = "int64 holds whole numbers in [-2^63, 2^63);
 }  // namespace
 
 __attribute__((noinline)) void check_storable(DType dtype, double value, const char* what) {
-  OPFORGE_CHECK(dtype != DType::Int64 || int64_can_hold(value), ValueError, what, ": argument 'value': ", value,
+  OPFORGE_CHECK(dtype != DType::Int64 || int64_can_hold(value), ValueError, what, ": argument 'value': ",
+                detail::Exact{value},
                 " cannot be stored in an int64 tensor (", kInt64Range, "); pass a finite value in that range");
 }
 
 void check_storable(const std::vector<double>& values, const char* what) {
   for (std::size_t i = 0; i < values.size(); ++i)
-    OPFORGE_CHECK(int64_can_hold(values[i]), ValueError, what, ": argument 'values': element ", i, " (", values[i],
+    OPFORGE_CHECK(int64_can_hold(values[i]), ValueError, what, ": argument 'values': element ", i, " (",
+                  detail::Exact{values[i]},
                   ") cannot be stored in an int64 tensor (", kInt64Range, "); pass finite values in that range");
 }
 
@@ -664,7 +666,7 @@ void check_convertible(DType dtype, const TensorImpl& src, const char* what) {
   if (src.dtype == DType::Float32) scan(static_cast<const float*>(src.data()));
   else scan(static_cast<const double*>(src.data()));
   OPFORGE_CHECK(bad < 0, ValueError, what, ": element ", bad, " (row-major) of the ", dtype_name(src.dtype),
-                src.shape, " source is ", bad_value, ", which int64 cannot hold (", kInt64Range,
+                src.shape, " source is ", detail::Exact{bad_value}, ", which int64 cannot hold (", kInt64Range,
                 "); replace such values first (elementwise.where, or clamp to that range)");
 }
 

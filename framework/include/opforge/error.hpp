@@ -70,6 +70,13 @@ class OPFORGE_API MemoryError : public Error {
 [[noreturn]] OPFORGE_API void throw_error(ErrorKind kind, const std::string& msg);
 
 namespace detail {
+/// A double streamed in the shortest text that reads back as the same value
+/// (9223372036854775808, not 9.22337e+18): os << Exact{v}.
+struct Exact {
+  double value;
+};
+OPFORGE_API std::ostream& operator<<(std::ostream& os, Exact e);
+
 template <class... Args>
 std::string concat(const Args&... args) {
   std::ostringstream os;

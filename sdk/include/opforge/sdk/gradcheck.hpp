@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "opforge/export.hpp"
 #include "opforge/op.hpp"
@@ -31,6 +32,13 @@ struct GradcheckOptions {
   double eps_float32 = 1e-2;
   double atol_float32 = 1e-2;
   double rtol_float32 = 1e-2;
+  /// Inputs not to check, by name (as the schema names them): not perturbed, and
+  /// not requiring grad in the analytic run (backward sees needs_input_grad()
+  /// false for them), as an input with requires_grad=False in PyTorch's
+  /// gradcheck. For an input whose gradient is a deliberate surrogate (a
+  /// straight-through estimator) or left out on purpose. A name the op's schema
+  /// does not have is a ValueError.
+  std::vector<std::string> skip_inputs;
 };
 
 struct GradcheckResult {
@@ -41,6 +49,8 @@ struct GradcheckResult {
   std::int64_t elements_checked = 0;
 };
 
+/// Runs the op as it is: an exception it throws (a refused input, a bug) comes out
+/// of gradcheck as thrown (check_op reports it as the check's failure instead).
 OPFORGE_API GradcheckResult gradcheck(const OpHandle& op, TensorSpan inputs, const GradcheckOptions& options = {});
 
 }  // namespace opforge::sdk
