@@ -1183,3 +1183,20 @@ TEST_CASE("reduce_refuses_wrong_attribute_kinds_names_and_dtypes", "[ops][reduce
 }
 
 }  // namespace
+
+TEST_CASE("reduce_takes_unsigned_attribute_values_such_as_a_size_t_axis", "[ops][reduce]") {
+  // An axis held in a std::size_t made {"axis", ax} ambiguous (no Attr from
+  // unsigned): it did not compile.
+  const Tensor x = values({1, 2, 3, 4, 5, 6}, {2, 3});
+  const std::size_t axis = 1;
+  const unsigned axis32 = 1;
+  const Tensor a = opforge::op("reduce.softmax")({x}, {{"axis", axis}});
+  const Tensor b = opforge::op("reduce.softmax")({x}, {{"axis", std::int64_t{1}}});
+  CHECK(a.to_vector() == b.to_vector());
+  CHECK(opforge::op("reduce.softmax")({x}, {{"axis", axis32}}).to_vector() == b.to_vector());
+  CHECK(opforge::Attr(axis).kind() == opforge::AttrKind::Int);
+  CHECK(opforge::Attr(std::size_t{7}).as_int() == 7);
+  CHECK_THROWS_MATCHES(opforge::Attr(std::numeric_limits<std::uint64_t>::max()), opforge::ValueError,
+                       Message("Attr: an unsigned attribute value must fit in int64 (at most 9223372036854775807), "
+                               "got 18446744073709551615"));
+}

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 
 #include "boundary.hpp"
@@ -212,6 +213,12 @@ const Dims& Attr::as_ints(const char* what) const {
   if (!set_ || kind_ != AttrKind::Ints) throw_attr_kind(what, AttrKind::Ints, *this);
   return ints_;
 }
+long long Attr::checked_unsigned(unsigned long long v) {
+  OPFORGE_CHECK(v <= static_cast<unsigned long long>(std::numeric_limits<long long>::max()), ValueError,
+                "Attr: an unsigned attribute value must fit in int64 (at most 9223372036854775807), got ", v);
+  return static_cast<long long>(v);
+}
+
 std::string Attr::to_string() const {
   if (!set_) return "unset";
   switch (kind_) {

@@ -154,7 +154,11 @@ OPFORGE_PLUGIN("elementwise", "0.1.0") {
                     .samples(binary_samples),
                 ew::with_int64(std::make_unique<Mul>(), ew::IntBinary::Mul));
   registrar.add<Square>(
-      OpSchema("elementwise.square").input_names({"x"}).describe("x * x, element by element").samples(unary_samples));
+      OpSchema("elementwise.square")
+          .input_names({"x"})
+          .describe("x * x, element by element")
+          .takes_strided_inputs()  // map1 reads any layout; backward's broadcast_map any strides
+          .samples(unary_samples));
   ew::register_unary(registrar);    // unary.cpp
   ew::register_binary(registrar);   // binary.cpp
   ew::register_compare(registrar);  // compare.cpp

@@ -7,7 +7,8 @@
 //   broadcast_map<Out, In...>(shape, dtype, f, operands...)
 //                                                out[m] = f(op_0[m'], ...)   (NumPy broadcasting, any strides)
 //   binary_map<T>(ctx, a, b, f)                  broadcast_map over the broadcast of a and b
-// Each writes a new contiguous tensor, cuts the output's elements into chunks
+// Each writes a new tensor (contiguous, but for map1 of a permuted x: laid out
+// as x), cuts the output's elements into chunks
 // of sdk::kElementwiseGrain (so big tensors use every core whatever their
 // shape, and small ones run inline), and keeps the innermost loop free of index
 // arithmetic so the compiler vectorises it (libm functions too: vector_math.hpp).
@@ -142,16 +143,59 @@ struct MapRange {
 
 }  // namespace detail
 
+/// When x's elements fill one block of memory with no gap and no overlap in some
+/// order of its axes (a transpose or a permutation of a contiguous tensor),
+/// `order` gets the axes from the slowest in memory to the fastest, and the
+/// result is true; false otherwise (a slice with gaps, a broadcast).
+inline bool dense_permutation(const Tensor& x, Dims& order) {
+  const Dims& shape = x.shape();
+  const Dims& strides = x.strides();
+  const std::size_t r = shape.size();
+  order.resize(r);
+  for (std::size_t k = 0; k < r; ++k) order[k] = static_cast<std::int64_t>(k);
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
+    return strides[static_cast<std::size_t>(a)] > strides[static_cast<std::size_t>(b)];
+  });
+  std::int64_t expected = 1;
+  for (std::size_t k = r; k-- > 0;) {
+    const auto a = static_cast<std::size_t>(order[k]);
+    if (shape[a] == 1) continue;  // any stride: one element along it
+    if (strides[a] != expected) return false;
+    expected *= shape[a];
+  }
+  return true;
+}
+
 /// out[i] = f(x[i]) for every element; out has x's shape and dtype `out_dtype`.
+/// A contiguous x gives a contiguous out. A transposed (or otherwise permuted)
+/// x gives an out laid out as x is, as in NumPy and PyTorch: the map runs over
+/// memory in order, where a contiguous copy of x first (a transposing copy, on
+/// one thread) took 3/4 of the time ([2000, 2000].T float32 relu: 7.8 ms
+/// against NumPy's 1.3). Other strided inputs are copied first.
 template <class Out, class In, class F>
 Tensor map1(const Tensor& x, DType out_dtype, F f) {
   Tensor copy;  // only for a strided x: no reference-count traffic otherwise
-  const Tensor& c = x.is_contiguous() ? x : (copy = x.contiguous());
-  Tensor out = Tensor::empty(c.shape(), out_dtype);
-  const In* pi = c.data<In>();
+  Tensor out;
+  const Tensor* c = &x;
+  Dims order;
+  if (x.is_contiguous()) {
+    out = Tensor::empty(x.shape(), out_dtype);
+  } else if (dense_permutation(x, order)) {
+    Dims permuted, inverse;
+    inverse.resize(order.size());
+    for (std::size_t k = 0; k < order.size(); ++k) {
+      permuted.push_back(x.shape()[static_cast<std::size_t>(order[k])]);
+      inverse[static_cast<std::size_t>(order[k])] = static_cast<std::int64_t>(k);
+    }
+    out = Tensor::empty(permuted, out_dtype).permute(inverse);  // x's strides, in its own buffer
+  } else {
+    c = &(copy = x.contiguous());
+    out = Tensor::empty(x.shape(), out_dtype);
+  }
+  const In* pi = c->data<In>();
   Out* po = out.data<Out>();
   const sdk::VectorIsa isa = sdk::vector_isa();
-  sdk::parallel_for(0, c.numel(), sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+  sdk::parallel_for(0, c->numel(), sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
     sdk::run_for_isa<detail::MapRange>(isa, pi, po, lo, hi, f);
   });
   return out;

@@ -5,7 +5,7 @@
 //   sqrt(x)     = √x                          dx = g / (2 y)            (inf at x = 0)
 //   exp(x)      = eˣ                          dx = g y
 //   log(x)      = ln x                        dx = g / x
-//   abs(x)      = |x|                         dx = g sign(x)            (0 at x = 0)
+//   abs(x)      = |x|                         dx = g sign(x)            (sign 0 at x = 0 and NaN)
 //   sin(x)                                    dx = g cos x
 //   cos(x)                                    dx = -g sin x
 //   tanh(x)                                   dx = g (1 - y²)
@@ -81,7 +81,9 @@ struct Abs {
     if constexpr (std::is_floating_point_v<T>) return std::fabs(x);
     else return x < T(0) ? negate(x) : x;
   }
-  template <class T> static T df(T g, T x) { return x > T(0) ? g : (x < T(0) ? -g : T(0)); }
+  // g sign(x) as a product: at x = 0 an incoming inf or NaN gives NaN, as in PyTorch (a select
+  // gave 0 and hid it); sign(NaN) is 0, as PyTorch's.
+  template <class T> static T df(T g, T x) { return g * static_cast<T>((x > T(0)) - (x < T(0))); }
 };
 struct Sin {
   static constexpr bool ints = false;
@@ -302,10 +304,13 @@ TensorList nonzero_samples(DType dtype, std::uint64_t seed) {
 template <class Op>
 void add_unary(opforge::PluginRegistrar& registrar, const char* name, const char* doc,
                opforge::OpSchema::SampleInputs samples) {
+  // Strided x as it is: map1 reads a transpose in memory order (its output laid out
+  // alike) and copies other layouts itself; backward's broadcast_map reads any strides.
   registrar.add<Unary<Op>>(opforge::OpSchema(std::string("elementwise.") + name)
                                .input_names({"x"})
                                .accepts(Op::ints ? kNumeric : opforge::DTypeSet::floating())
                                .describe(doc)
+                               .takes_strided_inputs()
                                .samples(samples));
 }
 
@@ -330,12 +335,14 @@ void register_unary(opforge::PluginRegistrar& registrar) {
                            .attr("min", AttrKind::Float, -inf, "lower bound (-inf: none)")
                            .attr("max", AttrKind::Float, inf, "upper bound (inf: none); min <= max")
                            .describe("x limited to [min, max], element by element")
+                           .takes_strided_inputs()
                            .samples(clamp_samples)
                            .sample_attrs({{"min", -0.5}, {"max", 0.7}}));
   registrar.add<PowScalar>(OpSchema("elementwise.pow_scalar")
                                .input_names({"x"})
                                .attr("exponent", AttrKind::Float, 2.0, "the power p (default 2)")
                                .describe("x to the power of a scalar exponent, element by element")
+                               .takes_strided_inputs()
                                .samples(positive_samples)
                                .sample_attrs({{"exponent", 2.5}}));  // the general path (2 has its own)
 }

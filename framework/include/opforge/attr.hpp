@@ -29,6 +29,11 @@ class OPFORGE_API Attr {
   Attr(int v) : kind_(AttrKind::Int), set_(true), i_(v) {}                  // NOLINT
   Attr(long v) : kind_(AttrKind::Int), set_(true), i_(v) {}                 // NOLINT
   Attr(long long v) : kind_(AttrKind::Int), set_(true), i_(v) {}            // NOLINT
+  // Unsigned sizes (std::size_t, an index from .size()) are ints too; a value past
+  // int64's range would wrap, and is refused (ValueError) instead.
+  Attr(unsigned v) : Attr(static_cast<long long>(v)) {}                     // NOLINT
+  Attr(unsigned long v) : Attr(checked_unsigned(v)) {}                      // NOLINT
+  Attr(unsigned long long v) : Attr(checked_unsigned(v)) {}                 // NOLINT
   Attr(double v) : kind_(AttrKind::Float), set_(true), d_(v) {}             // NOLINT
   Attr(bool v) : kind_(AttrKind::Bool), set_(true), i_(v ? 1 : 0) {}        // NOLINT
   Attr(const Dims& v) : kind_(AttrKind::Ints), set_(true), ints_(v) {}      // NOLINT
@@ -46,6 +51,7 @@ class OPFORGE_API Attr {
   std::string to_string() const;
 
  private:
+  static long long checked_unsigned(unsigned long long v);
   AttrKind kind_ = AttrKind::Int;
   bool set_ = false;
   std::int64_t i_ = 0;
