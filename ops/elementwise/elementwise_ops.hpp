@@ -339,7 +339,13 @@ struct InnerLoop {
         std::memcpy(q + j, out, static_cast<std::size_t>(n) * sizeof(Out));
       }
     } else {
-      for (std::int64_t j = 0; j < len; ++j) q[j] = f(std::get<I>(p)[j * std::get<I>(s)]...);
+      // Local copies of the pointers and strides, and a restrict output: a store of
+      // a bool output (std::uint8_t, which may alias anything) made GCC reload every
+      // pointer and stride from p and s for each element, and not vectorise.
+      const Ptrs lp = p;
+      const Strides ls = s;
+      Out* __restrict dst = q;
+      for (std::int64_t j = 0; j < len; ++j) dst[j] = f(std::get<I>(lp)[j * std::get<I>(ls)]...);
     }
   }
 };
