@@ -9,6 +9,7 @@
 #include "opforge/dtype.hpp"
 #include "opforge/error.hpp"
 #include "opforge/function.hpp"
+#include "opforge/io.hpp"
 #include "opforge/op.hpp"
 #include "opforge/plugins.hpp"
 #include "opforge/tensor.hpp"
