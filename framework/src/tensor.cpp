@@ -5,11 +5,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <iomanip>
 #include <limits>
 #include <ostream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "cached_op.hpp"
 #include "node.hpp"
@@ -597,22 +600,117 @@ Node* Tensor::grad_fn() const { check_defined("grad_fn"); return impl_->grad_fn.
 std::uint32_t Tensor::output_nr() const { check_defined("output_nr"); return impl_->output_nr; }
 Tensor Tensor::detach() const { check_defined("detach"); return Tensor(alias_impl(*impl_)); }
 
+namespace {
+// Printing, as PyTorch prints: nested brackets, one row of the last axis a line,
+// every element up to kPrintAll of them, else the first and last kEdgeItems
+// along each axis with "..." between. Elements are read where they lie: printing
+// a huge (or expanded) tensor copies nothing.
+constexpr std::int64_t kPrintAll = 1000;
+constexpr std::int64_t kEdgeItems = 3;
+
+struct TensorPrinter {
+  const TensorImpl& impl;
+  bool summarize;
+  std::vector<std::string> cells;  // the shown elements' text, in the order printed
+  std::size_t width = 0, next = 0;
+
+  // The logical indices shown along an axis of `n` (-1 marks the "...").
+  std::vector<std::int64_t> shown(std::int64_t n) const {
+    std::vector<std::int64_t> v;
+    if (!summarize || n <= 2 * kEdgeItems) {
+      for (std::int64_t i = 0; i < n; ++i) v.push_back(i);
+    } else {
+      for (std::int64_t i = 0; i < kEdgeItems; ++i) v.push_back(i);
+      v.push_back(-1);
+      for (std::int64_t i = n - kEdgeItems; i < n; ++i) v.push_back(i);
+    }
+    return v;
+  }
+  // Calls f(flat index) for every shown element, in order.
+  template <class F>
+  void each(std::size_t axis, std::int64_t flat, const F& f) const {
+    if (axis == impl.shape.size()) return f(flat);
+    for (std::int64_t i : shown(impl.shape[axis]))
+      if (i >= 0) each(axis + 1, flat * impl.shape[axis] + i, f);  // -1: the "...", no element
+  }
+
+  void format() {
+    std::vector<double> values;
+    each(0, 0, [&](std::int64_t i) { values.push_back(load_as_double(impl, i)); });
+    // Floats: one format for all: x.0 when every finite value is a whole number below 1e8,
+    // 4 decimals when they lie in [1e-4, 1e8), else scientific.
+    bool whole = true, fixed = true;
+    for (double v : values) {
+      if (!std::isfinite(v)) continue;
+      const double a = std::abs(v);
+      whole = whole && v == std::trunc(v) && a < 1e8;
+      fixed = fixed && (a == 0 || (a >= 1e-4 && a < 1e8));
+    }
+    std::int64_t k = 0;
+    each(0, 0, [&](std::int64_t i) {
+      char buf[48];
+      const double v = values[static_cast<std::size_t>(k++)];
+      if (impl.dtype == DType::Int64) {  // exactly: through double, 9007199254740993 printed as 9.0072e+15
+        std::snprintf(buf, sizeof buf, "%lld",
+                      static_cast<long long>(static_cast<const std::int64_t*>(impl.data())[element_offset(impl, i)]));
+      } else if (impl.dtype == DType::Bool) {
+        std::snprintf(buf, sizeof buf, "%s", v != 0 ? "true" : "false");
+      } else if (!std::isfinite(v)) {
+        std::snprintf(buf, sizeof buf, "%s", std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+      } else {
+        std::snprintf(buf, sizeof buf, whole ? "%.1f" : fixed ? "%.4f" : "%.4e", v);
+      }
+      cells.emplace_back(buf);
+      width = std::max(width, cells.back().size());
+    });
+  }
+
+  // The elements of axis `axis` onwards at `flat`, each line indented by `indent`.
+  void print(std::ostream& os, std::size_t axis, std::int64_t flat, std::size_t indent) {
+    const std::size_t rank = impl.shape.size();
+    if (rank == 0) {
+      os << cells[next++];
+      return;
+    }
+    os << '[';
+    bool first = true;
+    for (std::int64_t i : shown(impl.shape[axis])) {
+      if (!first) {
+        os << ',';
+        if (axis + 1 == rank) {
+          os << ' ';
+        } else {
+          os << std::string(rank - axis - 1, '\n') << std::string(indent + axis + 1, ' ');
+        }
+      }
+      first = false;
+      if (i < 0) {
+        os << "...";
+        continue;
+      }
+      if (axis + 1 == rank) {
+        const std::string& c = cells[next++];
+        os << std::string(width - c.size(), ' ') << c;
+      } else {
+        print(os, axis + 1, flat * impl.shape[axis] + i, indent);
+      }
+    }
+    os << ']';
+  }
+};
+}  // namespace
+
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "Tensor(undefined)";
-  os << "Tensor(" << t.describe() << ", [";
-  // The first elements only, read where they lie: printing a huge (or expanded)
-  // tensor copies nothing.
   const TensorImpl& impl = *t.unsafe_impl();
-  const std::int64_t n = impl.numel, show = std::min<std::int64_t>(n, 8);
-  for (std::int64_t i = 0; i < show; ++i) {
-    os << (i ? ", " : "");
-    if (impl.dtype == DType::Int64)  // exactly: through double, 9007199254740993 printed as 9.0072e+15
-      os << static_cast<const std::int64_t*>(impl.data())[element_offset(impl, i)];
-    else
-      os << load_as_double(impl, i);
-  }
-  if (n > show) os << ", ...";
-  return os << "])";
+  const std::string head = "Tensor(" + t.describe() + ", ";
+  TensorPrinter p{impl, impl.numel > kPrintAll, {}};
+  p.format();
+  os << head;
+  p.print(os, 0, 0, head.size());
+  if (impl.grad_fn) os << ", grad_fn=" << impl.grad_fn->name();
+  else if (impl.requires_grad) os << ", requires_grad";
+  return os << ')';
 }
 
 // ---- grad mode ----------------------------------------------------------------------

@@ -270,6 +270,13 @@ class OPFORGE_API Tensor {
   boost::intrusive_ptr<TensorImpl> impl_;
 };
 
+/// Prints as PyTorch does: "Tensor(float64[2, 2], [[ 1.0000, -0.5000],\n [...]])", one row of
+/// the last axis a line, every element of tensors up to 1000 elements (else the
+/// first and last three along each axis), all floats in one format (4 decimals,
+/// or scientific when the magnitudes call for it; x.0 when all are whole), int64
+/// exactly; then ", requires_grad" for a leaf that requires grad or
+/// ", grad_fn=OP" for an op's output. Reads the elements where they lie (no copy).
+/// For every digit, print to_vector()'s values.
 OPFORGE_API std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 // Arithmetic through the elementwise plugin, with NumPy broadcasting and NumPy's
