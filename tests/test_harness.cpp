@@ -787,13 +787,13 @@ TEST_CASE("harness: `opforge check` on the standard loss.so passes (exit 0)") {
   INFO(r.output);
   CHECK(r.status == 0);
   const auto lines = r.lines();
-  // loss has four ops (cross_entropy, huber, lstsq, mse), every check each, then the summary.
+  // loss has five ops (bce_with_logits, cross_entropy, huber, lstsq, mse), every check each, then the summary.
   const std::size_t checks = sdk::check_names().size();
-  REQUIRE(lines.size() == 4 * checks + 1);
+  REQUIRE(lines.size() == 5 * checks + 1);
   for (std::size_t i = 0; i + 1 < lines.size(); ++i) CHECK_THAT(lines[i], StartsWith("PASS loss."));
   CHECK_THAT(r.output, Contains("PASS loss.lstsq gradcheck (49 elements, max |diff| "));
   for (const std::string& check : sdk::check_names()) CHECK_THAT(r.output, Contains("PASS loss.lstsq " + check));
-  CHECK_THAT(lines.back(), StartsWith("OK: plugin 'loss' (") && Contains("): 4 ops, " + std::to_string(4 * checks) + " passed, 0 failed, 0 skipped"));
+  CHECK_THAT(lines.back(), StartsWith("OK: plugin 'loss' (") && Contains("): 5 ops, " + std::to_string(5 * checks) + " passed, 0 failed, 0 skipped"));
 }
 
 TEST_CASE("harness: `opforge check --json` writes one JSON object per op and check") {

@@ -1,5 +1,5 @@
 // The elementwise family beyond add/sub/mul/square: unary functions (neg ...
-// pow_scalar), div, pow, maximum, minimum, where, and the comparisons, plus int64
+// pow_scalar, log1p, expm1, softplus), div, pow, maximum, minimum, where, and the comparisons, plus int64
 // add/sub/mul. Every op is reached through the loaded plugin (opforge::op), as a
 // user program does.
 //
@@ -112,6 +112,7 @@ Tensor mapped_randn(const Dims& shape, std::uint64_t seed, const std::function<d
   return Tensor::from_values(v, shape, dtype);
 }
 double positive(double v) { return 0.5 + std::abs(v); }
+double above_minus_one(double v) { return std::abs(v) - 0.5; }  // in log1p's domain, on both sides of 0
 double away_from_zero(double v) { return v < 0 ? v - 0.25 : v + 0.25; }
 
 Tensor run(const std::string& name, const TensorList& in, const std::vector<Attr>& attrs = {}) {
@@ -141,6 +142,10 @@ const std::vector<UnaryCase>& unary_cases() {
       {"elementwise.sqrt", [](double v) { return std::sqrt(v); }, positive},
       {"elementwise.exp", [](double v) { return std::exp(v); }, any},
       {"elementwise.log", [](double v) { return std::log(v); }, positive},
+      {"elementwise.log1p", [](double v) { return std::log1p(v); }, above_minus_one},
+      {"elementwise.expm1", [](double v) { return std::expm1(v); }, any},
+      // Not the op's formula (max(x, 0) + log1p(e^-|x|)): ln(1 + eˣ) directly, exact enough for randn.
+      {"elementwise.softplus", [](double v) { return std::log1p(std::exp(v)); }, any},
       {"elementwise.abs", [](double v) { return std::abs(v); }, away_from_zero},
       {"elementwise.sin", [](double v) { return std::sin(v); }, any},
       {"elementwise.cos", [](double v) { return std::cos(v); }, any},
@@ -175,7 +180,7 @@ TEST_CASE("unary ops match a naive loop in float64, and float32 agrees", "[eleme
 }
 
 TEST_CASE("vector-math ops give an element the same bits wherever it sits in the tensor", "[elementwise][unary]") {
-  // exp, log, sin, cos, tanh and pow come from libmvec, whose vector lanes may
+  // exp, log, log1p, expm1, sin, cos, tanh and pow come from libmvec, whose vector lanes may
   // round unlike the scalar call: an element computed in a loop's tail would
   // then differ from the same element in a vector lane, and results would
   // depend on where a range was cut (the thread count). Each element of a
@@ -196,6 +201,9 @@ TEST_CASE("vector-math ops give an element the same bits wherever it sits in the
       {"cos", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.cos")({a}); }},
       {"tanh", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.tanh")({a}); }},
       {"sigmoid", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.sigmoid")({a}); }},
+      {"log1p", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.log1p")({a}); }},
+      {"expm1", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.expm1")({a}); }},
+      {"softplus", [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.softplus")({a}); }},
       {"pow_scalar 2.5",
        [](const Tensor& a, const Tensor&) { return opforge::op("elementwise.pow_scalar")({a}, {{"exponent", 2.5}}); }},
       {"pow", [](const Tensor& a, const Tensor& b) { return opforge::op("elementwise.pow")({a, b}); }},
@@ -249,6 +257,97 @@ TEST_CASE("unary ops on hand-worked values, including the edges of their domains
   CHECK_FALSE(std::signbit(run("elementwise.abs", {values({-0.0, 1, -2}, {3}, dtype)}).to_vector()[0]));
 }
 
+// log1p and expm1 keep what 1 + x and eˣ round away near 0; softplus neither overflows nor cuts
+// over to x past a threshold. Each at the edges of its domain, in both dtypes.
+TEST_CASE("log1p, expm1 and softplus on hand-worked values: near 0, at +-800, at the edges, NaN",
+          "[elementwise][unary]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle log1p = opforge::op("elementwise.log1p"), expm1 = opforge::op("elementwise.expm1"),
+                 softplus = opforge::op("elementwise.softplus");
+  // 1e-20 in the dtype (float32 rounds it): log1p and expm1 give it back exactly, where
+  // log(1 + x) and exp(x) - 1 give 0.
+  const double tiny = values({1e-20}, {1}, dtype).item();
+  require_values(log1p({values({1e-20, 0, -1, -2, 1, kInf, kNaN}, {7}, dtype)}),
+                 {tiny, 0, -kInf, kNaN, std::log(2.0), kInf, kNaN}, dtype == DType::Float32 ? 1e-6 : 1e-15);
+  CHECK(log1p({values({1e-20}, {1}, dtype)}).item() == tiny);
+  CHECK(expm1({values({1e-20}, {1}, dtype)}).item() == tiny);
+  require_values(expm1({values({1e-20, 0, -800, 800, -kInf, kInf, kNaN}, {7}, dtype)}),
+                 {tiny, 0, -1, kInf, -1, kInf, kNaN}, 0);
+  // -0.0 keeps its sign through both (IEEE log1p and expm1).
+  CHECK(std::signbit(log1p({values({-0.0}, {1}, dtype)}).item()));
+  CHECK(std::signbit(expm1({values({-0.0}, {1}, dtype)}).item()));
+  // +-800: 800 and e^-800, which is 0 in both dtypes (below the smallest subnormal), not
+  // inf or NaN (log(1 + exp(800)) overflows).
+  require_values(softplus({values({800, -800, 0, -kInf, kInf, kNaN}, {6}, dtype)}),
+                 {800, 0, std::log(2.0), 0, kInf, kNaN}, dtype == DType::Float32 ? 1e-6 : 1e-15);
+  const std::vector<double> big = softplus({values({800, -800}, {2}, dtype)}).to_vector();
+  CHECK(big[0] == 800);
+  CHECK(big[1] == 0);
+  // And in the gradient: sigmoid(+-800) is 1 and 0, in float32 too.
+  Tensor x = values({800, -800, 0}, {3}, dtype).requires_grad_();
+  softplus({x}).backward(values({1, 1, 1}, {3}, dtype));
+  require_values(x.grad(), {1, 0, 0.5}, 0);
+  if (dtype == DType::Float64) {
+    // No threshold: softplus(30) is 30 + e^-30 (9.4e-14, 26 float64 ulps of 30), not 30
+    // itself as PyTorch's default threshold=20 gives; softplus(-30) keeps e^-30's digits
+    // (log(1 + e^-30) keeps 3).
+    const std::vector<double> y = softplus({values({30, -30}, {2})}).to_vector();
+    CHECK(y[0] != 30.0);
+    CHECK(y[0] == Approx(30 + std::exp(-30.0)).epsilon(2e-16));  // to an ulp of 30
+    CHECK(y[1] == Approx(std::exp(-30.0) - std::exp(-60.0) / 2).epsilon(1e-15));
+  }
+}
+
+// Literal values printed by PyTorch 1.13 (torch.float64, /usr/bin/python3): torch.log1p,
+// torch.expm1 and torch.nn.functional.softplus(x, beta=1, threshold=1000) (its default
+// threshold=20 returns 30 for 30, where opforge is exact), and their gradients for an
+// output gradient of ones. Within 2e-15: libmvec's vector log1p, expm1 and exp are within
+// 3 ulp (ops/vector_math.hpp).
+TEST_CASE("log1p, expm1 and softplus agree with PyTorch, values and gradients", "[elementwise][unary][grad]") {
+  struct Ref {
+    std::string op;
+    std::vector<double> x, y, dx;
+  };
+  const std::vector<Ref> refs = {
+      {"elementwise.log1p",
+       {-0.999, -0.5, -1e-10, 1e-10, 0.25, 3.0, 1e6},
+       {-6.907755278982136, -0.6931471805599453, -1.00000000005e-10, 9.999999999500001e-11, 0.22314355131420976,
+        1.3862943611198906, 13.815511557963774},
+       {999.9999999999991, 2.0, 1.0000000001, 0.9999999999, 0.8, 0.25, 9.99999000001e-07}},
+      // expm1's gradient at x = -30 is left out here: PyTorch's, (y + 1), is
+      // 9.35918009759007e-14, off in the 4th digit; opforge's is exp(-30) (below).
+      {"elementwise.expm1",
+       {-2.0, -1e-10, 1e-7, 0.5, 3.0, 50.0},
+       {-0.8646647167633873, -9.999999999500001e-11, 1.0000000500000016e-07, 0.6487212707001282, 19.085536923187668,
+        5.184705528587072e+21},
+       {0.1353352832366127, 0.9999999999, 1.000000100000005, 1.6487212707001282, 20.085536923187668,
+        5.184705528587072e+21}},
+      {"elementwise.softplus",
+       {-40.0, -5.0, -1e-3, 0.0, 0.75, 5.0, 19.5, 30.0, 100.0},
+       {4.248354255291589e-18, 0.006715348489118068, 0.6926473055599401, 0.6931471805599453, 1.1368710061148999,
+        5.006715348489118, 19.500000003398267, 30.000000000000092, 100.0},
+       {4.248354255291589e-18, 0.006692850924284856, 0.49975000002083336, 0.5, 0.679178699175393,
+        0.9933071490757152, 0.9999999966017322, 0.9999999999999064, 1.0}},
+  };
+  for (const Ref& r : refs) {
+    INFO(r.op);
+    const auto n = static_cast<std::int64_t>(r.x.size());
+    Tensor x = values(r.x, {n}).requires_grad_();
+    const Tensor y = run(r.op, {x});
+    require_values(y, r.y, 2e-15);
+    y.backward(Tensor::ones({n}));
+    require_values(x.grad(), r.dx, 2e-15);
+  }
+  // expm1 at -30: y = -0.9999999999999064 (PyTorch's), gradient e^-30.
+  Tensor x = values({-30}, {1}).requires_grad_();
+  const Tensor y = run("elementwise.expm1", {x});
+  require_values(y, {-0.9999999999999064}, 2e-16);
+  y.backward(Tensor::ones({1}));
+  require_values(x.grad(), {std::exp(-30.0)}, 2e-15);
+  CHECK(x.grad().item() != Approx(9.35918009759007e-14).epsilon(1e-6));  // PyTorch's (y + 1)
+}
+
 TEST_CASE("neg and abs take int64 and wrap on overflow as NumPy does", "[elementwise][unary][int64]") {
   constexpr std::int64_t lo = std::numeric_limits<std::int64_t>::min();
   constexpr std::int64_t hi = std::numeric_limits<std::int64_t>::max();
@@ -298,6 +397,12 @@ TEST_CASE("unary gradients at hand-worked points", "[elementwise][unary][grad]")
   require_values(grad_of("elementwise.tanh", {0}), {1}, 0);
   require_values(grad_of("elementwise.sin", {0}), {1}, 0);
   require_values(grad_of("elementwise.cos", {0}), {0}, 0);
+  require_values(grad_of("elementwise.log1p", {0, 1, -0.5, -1}), {1, 0.5, 2, kInf}, 0);  // 1 / (1 + x)
+  require_values(grad_of("elementwise.expm1", {0, 1e-20, -800}), {1, 1, 0}, 0);         // eˣ
+  require_values(grad_of("elementwise.softplus", {0, 800, -800}), {0.5, 1, 0}, 0);      // sigmoid(x)
+  require_values(grad_of("elementwise.log1p", {kNaN}), {kNaN}, 0);
+  require_values(grad_of("elementwise.expm1", {kNaN}), {kNaN}, 0);
+  require_values(grad_of("elementwise.softplus", {kNaN}), {kNaN}, 0);
   // Only strictly inside the bounds.
   // On a bound the gradient passes, as in PyTorch (relu's zeros clamped to [0, 1] keep theirs).
   require_values(grad_of("elementwise.clamp", {-2, -1, 0, 1, 2}, {Attr(-1.0), Attr(1.0)}), {0, 1, 1, 1, 0}, 0);
@@ -733,7 +838,8 @@ TEST_CASE("int64 does not mix with floating dtypes, and float-only ops refuse it
   const std::string floating_only = ": expected dtype float32, float64, got int64; convert it with .to() first";
   for (const char* name :
        {"elementwise.sqrt", "elementwise.exp", "elementwise.log", "elementwise.sin", "elementwise.cos",
-        "elementwise.tanh", "elementwise.sigmoid", "elementwise.relu", "elementwise.clamp", "elementwise.pow_scalar"}) {
+        "elementwise.tanh", "elementwise.sigmoid", "elementwise.relu", "elementwise.clamp", "elementwise.pow_scalar",
+        "elementwise.log1p", "elementwise.expm1", "elementwise.softplus"}) {
     INFO(name);
     CHECK_THROWS_MATCHES(run(name, {Tensor::zeros({3}, DType::Int64)}), opforge::DTypeError,
                          Message(std::string(name) + ": argument 'x' (input 0)" + floating_only));
@@ -866,7 +972,8 @@ const std::vector<std::string>& all_ops() {
       "elementwise.sqrt",       "elementwise.exp",     "elementwise.log",     "elementwise.abs",    "elementwise.sin",
       "elementwise.cos",        "elementwise.tanh",    "elementwise.sigmoid", "elementwise.relu",   "elementwise.clamp",
       "elementwise.pow_scalar", "elementwise.eq",      "elementwise.ne",      "elementwise.lt",     "elementwise.le",
-      "elementwise.gt",         "elementwise.ge"};
+      "elementwise.gt",         "elementwise.ge",      "elementwise.log1p",   "elementwise.expm1",
+      "elementwise.softplus"};
   return names;
 }
 

@@ -1,4 +1,4 @@
-// The loss plugin's mse, huber and cross_entropy (loss.lstsq has tests/test_lstsq.cpp),
+// The loss plugin's mse, huber, bce_with_logits and cross_entropy (loss.lstsq has tests/test_lstsq.cpp),
 // tested through the loaded-plugin path only: every op is resolved by name with
 // opforge::op(), as a user program does.
 //
@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <opforge/opforge.hpp>
@@ -73,6 +75,10 @@ double huber_term(double d, double delta) {
   return std::abs(d) <= delta ? 0.5 * d * d : delta * (std::abs(d) - 0.5 * delta);
 }
 
+// -t log σ(z) - (1 - t) log(1 - σ(z)) with -log σ(z) = log1p(e^-z), -log(1 - σ(z)) = log1p(e^z):
+// not the op's formula (it splits on the sign of z), and accurate wherever e^|z| is finite.
+double bce_term(double z, double t) { return t * std::log1p(std::exp(-z)) + (1 - t) * std::log1p(std::exp(z)); }
+
 // ---- gradcheck and the harness ------------------------------------------------------------------
 
 using opforge_tests::require_gradcheck;
@@ -91,6 +97,11 @@ std::vector<Tensor> inputs_for(const std::string& name, std::int64_t n, DType dt
   }
   std::vector<double> p = Tensor::randn({n}, DType::Float64, seed).to_vector();
   for (double& v : p) v *= 2;  // huber: differences on both sides of delta
+  if (name == "loss.bce_with_logits") {  // logits 2 randn, targets σ(randn): probabilities
+    std::vector<double> t = Tensor::randn({n}, DType::Float64, seed + 1).to_vector();
+    for (double& v : t) v = 1 / (1 + std::exp(-v));
+    return {Tensor::from_values(p, Dims{n}, dtype), Tensor::from_values(t, Dims{n}, dtype)};
+  }
   return {Tensor::from_values(p, Dims{n}, dtype), Tensor::randn({n}, dtype, seed + 1)};
 }
 
@@ -108,6 +119,10 @@ std::vector<double> naive_terms(const std::string& name, const std::vector<Tenso
     }
     return terms;
   }
+  if (name == "loss.bce_with_logits") {
+    for (std::size_t i = 0; i < a.size(); ++i) terms.push_back(bce_term(a[i], b[i]));
+    return terms;
+  }
   for (std::size_t i = 0; i < a.size(); ++i) {
     const double d = a[i] - b[i];
     terms.push_back(name == "loss.mse" ? d * d : huber_term(d, delta));
@@ -116,7 +131,8 @@ std::vector<double> naive_terms(const std::string& name, const std::vector<Tenso
 }
 
 const std::vector<std::string>& loss_ops() {
-  static const std::vector<std::string> names = {"loss.mse", "loss.huber", "loss.cross_entropy"};
+  static const std::vector<std::string> names = {"loss.mse", "loss.huber", "loss.bce_with_logits",
+                                                 "loss.cross_entropy"};
   return names;
 }
 
@@ -206,6 +222,118 @@ TEST_CASE("loss_mse_and_huber_gradients_match_closed_form", "[ops][loss][grad]")
   run("loss.huber", {}, one, {0.125, -0.25, 0.25, 0.25});
   run("loss.huber", {{"reduction", kSum}, {"delta", 2.0}}, one, {0.5, -2, 1, 2});
   run("loss.huber", {{"reduction", kNone}}, values({1, 2, 3, 4}, {4}, dtype), {0.5, -2, 3, 4});
+}
+
+// ---- bce_with_logits: hand-worked values, extremes, PyTorch --------------------------------------
+
+// z = [0, 2, -3, ln 3], t = [0.3, 0, 1, 0.25]: l = [ln 2, ln(1 + e²), ln(1 + e³), -(ln(3/4) + 3 ln(1/4)) / 4]
+// (σ(ln 3) = 3/4); dz = σ(z) - t = [0.2, σ(2), -σ(3), 0.5], dt = -z.
+TEST_CASE("loss_bce_with_logits_matches_hand_computed_values_and_gradients", "[ops][loss][grad]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle bce = opforge::op("loss.bce_with_logits");
+  const double ln3 = std::log(3.0);
+  const std::vector<double> z = {0, 2, -3, ln3}, t = {0.3, 0, 1, 0.25};
+  const std::vector<double> l = {std::log(2.0), std::log1p(std::exp(2.0)), std::log1p(std::exp(3.0)),
+                                 -(std::log(0.75) + 3 * std::log(0.25)) / 4};
+  auto sig = [](double v) { return 1 / (1 + std::exp(-v)); };
+  const std::vector<double> dz = {0.2, sig(2), -sig(3), 0.5}, dt = {0, -2, 3, -ln3};
+  const double tol = tolerance(dtype);
+  Tensor loss = bce({values(z, {2, 2}, dtype), values(t, {2, 2}, dtype)});
+  REQUIRE(loss.shape() == Dims{});
+  REQUIRE(loss.dtype() == dtype);
+  require_values(loss, {(l[0] + l[1] + l[2] + l[3]) / 4}, tol);
+  require_values(bce({values(z, {2, 2}, dtype), values(t, {2, 2}, dtype)}, {{"reduction", kSum}}),
+                 {l[0] + l[1] + l[2] + l[3]}, tol);
+  loss = bce({values(z, {2, 2}, dtype), values(t, {2, 2}, dtype)}, {{"reduction", kNone}});
+  REQUIRE(loss.shape() == Dims{2, 2});
+  require_values(loss, l, tol);
+  // Gradients of both inputs: mean (g / 4), sum (g = 2), none (g per element).
+  auto grads = [&](std::int64_t reduction, const Tensor& g) {
+    Tensor zl = values(z, {2, 2}, dtype).requires_grad_(), tl = values(t, {2, 2}, dtype).requires_grad_();
+    bce({zl, tl}, {{"reduction", reduction}}).backward(g);
+    return std::make_pair(zl.grad(), tl.grad());
+  };
+  auto scaled = [](const std::vector<double>& v, const std::vector<double>& k) {
+    std::vector<double> out;
+    for (std::size_t i = 0; i < v.size(); ++i) out.push_back(v[i] * k[i % k.size()]);
+    return out;
+  };
+  auto [gz, gt] = grads(kMean, Tensor::scalar(1.0, dtype));
+  require_values(gz, scaled(dz, {0.25}), tol, tol);
+  require_values(gt, scaled(dt, {0.25}), tol, tol);
+  std::tie(gz, gt) = grads(kSum, Tensor::scalar(2.0, dtype));
+  require_values(gz, scaled(dz, {2}), tol, tol);
+  require_values(gt, scaled(dt, {2}), tol, tol);
+  std::tie(gz, gt) = grads(kNone, values({1, -2, 0.5, 3}, {2, 2}, dtype));
+  require_values(gz, scaled(dz, {1, -2, 0.5, 3}), tol, tol);
+  require_values(gt, scaled(dt, {1, -2, 0.5, 3}), tol, tol);
+}
+
+// |z| = 800: exp(800) overflows both dtypes, but the loss only ever takes exp(-|z|) (0 here),
+// so it is max(z, 0) - z t exactly, and σ(z) is 1 or 0. NaN in either input stays NaN.
+TEST_CASE("loss_bce_with_logits_is_finite_and_exact_at_large_logits_and_propagates_nan", "[ops][loss][grad]") {
+  const DType dtype = GENERATE(DType::Float32, DType::Float64);
+  INFO(opforge::dtype_name(dtype));
+  const OpHandle bce = opforge::op("loss.bce_with_logits");
+  Tensor z = values({800, 800, -800, -800, 800}, {5}, dtype).requires_grad_();
+  Tensor t = values({1, 0, 1, 0, 0.25}, {5}, dtype).requires_grad_();
+  const Tensor l = bce({z, t}, {{"reduction", kNone}});
+  require_values(l, {0, 800, 800, 0, 600}, 0);
+  l.backward(values({1, 1, 1, 1, 1}, {5}, dtype));
+  require_values(z.grad(), {0, 1, -1, 0, 0.75}, 0);
+  require_values(t.grad(), {-800, -800, 800, 800, -800}, 0);
+  require_values(bce({z.detach(), t.detach()}, {{"reduction", kSum}}), {2200}, 0);
+
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Tensor zn = values({nan, 1, 0}, {3}, dtype).requires_grad_();
+  const Tensor tn = values({0.5, nan, 0.5}, {3}, dtype);
+  const Tensor ln = bce({zn, tn}, {{"reduction", kNone}});
+  require_values(ln, {nan, nan, std::log(2.0)}, tolerance(dtype));
+  ln.backward(values({1, 1, 1}, {3}, dtype));
+  require_values(zn.grad(), {nan, nan, 0}, 0);
+  require_values(bce({zn.detach(), tn}), {nan}, 0);  // the mean too
+}
+
+// Literal values printed by PyTorch 1.13 (torch.float64, /usr/bin/python3):
+// torch.nn.functional.binary_cross_entropy_with_logits(z, t, reduction=...), and the
+// gradients of z and t (t with requires_grad) for the output gradient g (none) or 1.
+// Within 5e-15: PyTorch takes log(e^-m + e^(-z-m)), m = max(-z, 0), which rounds 1 + e^-3
+// before the log, and its loss at z = -3 is 2.1e-15 (relative) off the exact value
+// 0.048587351573742058759 (mpmath, 40 digits), which opforge's is within 3e-16 of.
+TEST_CASE("loss_bce_with_logits_agrees_with_pytorch", "[ops][loss][grad]") {
+  const OpHandle bce = opforge::op("loss.bce_with_logits");
+  const std::vector<double> z = {-3.0, -0.5, 0.0, 0.7, 2.5, 12.0}, t = {0.0, 1.0, 0.5, 0.3, 1.0, 0.0};
+  struct Ref {
+    std::int64_t reduction;
+    std::vector<double> loss, dz, dt;
+  };
+  const std::vector<Ref> refs = {
+      {kNone,
+       {0.048587351573741965, 0.9740769841801067, 0.6931471805599453, 0.8931860488854577, 0.07888973429254957,
+        12.000006144193478},
+       {0.04742587317756678, 1.2449186624037092, 0.0, 1.1045633165044986, -0.11378727003186517, -0.9999938558253978},
+       {3.0, -1.0, -0.0, -2.0999999999999996, -3.75, 12.0}},
+      {kMean,
+       {2.447982240614213},
+       {0.00790431219626113, -0.10374322186697577, 0.0, 0.06136462869469436, -0.012643030003540575,
+        0.1666656426375663},
+       {0.5, 0.08333333333333333, -0.0, -0.11666666666666665, -0.4166666666666667, -2.0}},
+      {kSum,
+       {14.687893443685278},
+       {0.04742587317756678, -0.6224593312018546, 0.0, 0.36818777216816617, -0.07585818002124345, 0.9999938558253978},
+       {3.0, 0.5, -0.0, -0.7, -2.5, -12.0}},
+  };
+  for (const Ref& r : refs) {
+    INFO("reduction " << r.reduction);
+    Tensor zl = values(z, {6}).requires_grad_(), tl = values(t, {6}).requires_grad_();
+    const Tensor l = bce({zl, tl}, {{"reduction", r.reduction}});
+    require_values(l, r.loss, 5e-15);
+    if (r.reduction == kNone) CHECK(l.to_vector()[0] == Approx(0.048587351573742058759).epsilon(3e-16));
+    l.backward(r.reduction == kNone ? values({1.0, -2.0, 0.5, 3.0, 1.5, -1.0}, {6}) : Tensor::scalar(1.0));
+    require_values(zl.grad(), r.dz, 2e-15);
+    require_values(tl.grad(), r.dt, 2e-15);
+  }
 }
 
 // ---- cross_entropy: hand-worked values ----------------------------------------------------------
@@ -422,7 +550,8 @@ TEST_CASE("loss_sums_are_bitwise_identical_for_any_thread_count", "[ops][loss]")
 }
 
 TEST_CASE("losses_of_no_elements_are_nan_for_mean_and_zero_for_sum", "[ops][loss]") {
-  for (const std::string& name : {std::string("loss.mse"), std::string("loss.huber")}) {
+  for (const std::string& name :
+       {std::string("loss.mse"), std::string("loss.huber"), std::string("loss.bce_with_logits")}) {
     INFO(name);
     const Tensor z = Tensor::zeros({0, 3});
     REQUIRE(std::isnan(opforge::op(name)({z, z}).item()));
@@ -455,7 +584,8 @@ TEST_CASE("every_loss_passes_gradcheck_for_each_reduction", "[ops][loss][grad]")
 
 // With one input requiring grad, it gets the same gradient as when both do, and the other none.
 TEST_CASE("loss_only_the_input_that_requires_grad_gets_a_gradient", "[ops][loss][grad]") {
-  const std::string name = GENERATE(std::string("loss.mse"), std::string("loss.huber"));
+  const std::string name =
+      GENERATE(std::string("loss.mse"), std::string("loss.huber"), std::string("loss.bce_with_logits"));
   const std::int64_t reduction = GENERATE(kMean, kNone);
   const std::size_t which = GENERATE(0u, 1u);
   INFO(name << ", reduction " << reduction << ", only input " << which);
@@ -528,6 +658,22 @@ TEST_CASE("losses_refuse_mismatched_shapes_and_dtypes", "[ops][loss][errors]") {
                        Message("loss.huber: argument 'pred' (input 0): expected dtype float32, float64, got int64; convert it with .to() first"));
   CHECK_THROWS_MATCHES(opforge::op("loss.mse").call({a}), opforge::ValueError,
                        Message("loss.mse: expected 2 inputs (pred, target), got 1"));
+  const OpHandle bce = opforge::op("loss.bce_with_logits");
+  CHECK_THROWS_MATCHES(bce({a, Tensor::ones({4})}), ShapeError,
+                       Message("loss.bce_with_logits: argument 'target': expected shape [3, 4] (the shape of 'logits'), "
+                               "got [4]"));
+  CHECK_THROWS_MATCHES(bce({a, Tensor::ones({1, 4})}), ShapeError,  // no broadcasting, as mse and huber
+                       Message("loss.bce_with_logits: argument 'target': expected shape [3, 4] (the shape of 'logits'), "
+                               "got [1, 4]"));
+  CHECK_THROWS_MATCHES(bce({a, Tensor::ones({3, 4}, DType::Float32)}), DTypeError,
+                       Message("loss.bce_with_logits: argument 'target' (input 1): expected dtype float64 (the dtype of "
+                               "'logits'; all inputs must share one dtype), got float32; convert one of them with .to() "
+                               "first"));
+  CHECK_THROWS_MATCHES(bce({Tensor::zeros({3}, DType::Int64), Tensor::zeros({3}, DType::Int64)}), DTypeError,
+                       Message("loss.bce_with_logits: argument 'logits' (input 0): expected dtype float32, float64, got "
+                               "int64; convert it with .to() first"));
+  CHECK_THROWS_MATCHES(bce.call({a}), opforge::ValueError,
+                       Message("loss.bce_with_logits: expected 2 inputs (logits, target), got 1"));
 }
 
 TEST_CASE("losses_refuse_bad_reduction_and_delta", "[ops][loss][errors]") {
@@ -537,6 +683,9 @@ TEST_CASE("losses_refuse_bad_reduction_and_delta", "[ops][loss][errors]") {
                        Message("loss.mse: attribute 'reduction': expected 0 (mean), 1 (sum) or 2 (none), got 3"));
   CHECK_THROWS_MATCHES(opforge::op("loss.huber")({a, a}, {{"reduction", -1}}), ValueError,
                        Message("loss.huber: attribute 'reduction': expected 0 (mean), 1 (sum) or 2 (none), got -1"));
+  CHECK_THROWS_MATCHES(opforge::op("loss.bce_with_logits")({a, a}, {{"reduction", 3}}), ValueError,
+                       Message("loss.bce_with_logits: attribute 'reduction': expected 0 (mean), 1 (sum) or 2 (none), "
+                               "got 3"));
   CHECK_THROWS_MATCHES(
       opforge::op("loss.cross_entropy")({Tensor::ones({2, 3}), classes({0, 1})}, {{"reduction", 7}}), ValueError,
       Message("loss.cross_entropy: attribute 'reduction': expected 0 (mean), 1 (sum) or 2 (none), got 7"));

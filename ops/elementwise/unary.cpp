@@ -5,6 +5,9 @@
 //   sqrt(x)     = √x                          dx = g / (2 y)            (inf at x = 0)
 //   exp(x)      = eˣ                          dx = g y
 //   log(x)      = ln x                        dx = g / x
+//   log1p(x)    = ln(1 + x)                   dx = g / (1 + x)          (inf at x = -1)
+//   expm1(x)    = eˣ - 1                      dx = g eˣ
+//   softplus(x) = ln(1 + eˣ)                  dx = g sigmoid(x)
 //   abs(x)      = |x|                         dx = g sign(x)            (sign 0 at x = 0 and NaN)
 //   sin(x)                                    dx = g cos x
 //   cos(x)                                    dx = -g sin x
@@ -20,9 +23,12 @@
 //
 // neg and abs also take int64 (wrapping on overflow, as NumPy: -INT64_MIN is
 // INT64_MIN); int64 tensors never require grad, so they have no backward.
+// log1p and expm1 are accurate near 0, where 1 + x and eˣ round away what lies
+// below 1's last bit (log1p(1e-20) is 1e-20; log(1 + 1e-20) is 0).
 // Functions whose gradient is cheaper from the output (sqrt, exp, tanh, sigmoid,
-// relu) save y, the others x, and only when an input needs a gradient. NaN
-// propagates through every op (relu(NaN) and clamp(NaN) are NaN).
+// relu) save y, the others x, and only when an input needs a gradient (expm1
+// saves x, although eˣ is y + 1: y + 1 cancels where x << 0). NaN propagates
+// through every op (relu(NaN) and clamp(NaN) are NaN).
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -73,6 +79,24 @@ struct Log {
   template <class T> static T f(T x) { return std::log(x); }
   template <class T> static T df(T g, T x) { return g / x; }
 };
+struct Log1p {
+  static constexpr bool ints = false;
+  static constexpr bool vector_math = true;  // f calls libmvec: its map runs uniform()
+  static constexpr Saves saves = Saves::Input;
+  template <class T> static T f(T x) { return std::log1p(x); }
+  template <class T> static T df(T g, T x) { return g / (T(1) + x); }
+};
+struct Expm1 {
+  static constexpr bool ints = false;
+  static constexpr bool vector_math = true;  // f calls libmvec: its map runs uniform()
+  static constexpr bool vector_math_df = true;  // so does df
+  static constexpr Saves saves = Saves::Input;
+  template <class T> static T f(T x) { return std::expm1(x); }
+  // eˣ from x, not y + 1 from the output: near -1, y is held to steps of 1.1e-16, so
+  // for x = -30 y + 1 (PyTorch's gradient) is 9.3592e-14 against eˣ = 9.3576e-14, and
+  // below x = -37.4 (float64) it is 0.
+  template <class T> static T df(T g, T x) { return g * std::exp(x); }
+};
 struct Abs {
   static constexpr bool ints = true;
   static constexpr Saves saves = Saves::Input;
@@ -118,6 +142,18 @@ struct Sigmoid {
     return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
   }
   template <class T> static T df(T g, T y) { return g * y * (T(1) - y); }
+};
+struct Softplus {
+  static constexpr bool ints = false;
+  static constexpr bool vector_math = true;  // f calls libmvec: its map runs uniform()
+  static constexpr bool vector_math_df = true;  // so does df
+  static constexpr Saves saves = Saves::Input;
+  // max(x, 0) + log1p(e^-|x|): the exp never overflows, and log1p keeps e^-|x| where it
+  // is tiny, so every x gets ln(1 + eˣ) to rounding (softplus(30) is 30 + 9.4e-14 and
+  // softplus(-30) 9.4e-14) with no threshold past which x itself is returned (PyTorch's
+  // softplus has one, threshold=20: its softplus(30) is 30). NaN stays NaN.
+  template <class T> static T f(T x) { return (x > T(0) ? x : T(0)) + std::log1p(std::exp(-std::abs(x))); }
+  template <class T> static T df(T g, T x) { return g * Sigmoid::f(x); }  // sigmoid(x) from e^-|x|, as sigmoid's
 };
 struct Relu {
   static constexpr bool ints = false;
@@ -297,6 +333,14 @@ TensorList clamp_samples(DType dtype, std::uint64_t seed) {
     return v;
   })};
 }
+// In [-0.5, ~3.5]: inside log1p's domain x > -1, on both sides of 0.
+TensorList above_minus_one_samples(DType dtype, std::uint64_t seed) {
+  return {transformed_randn({4, 5}, dtype, seed, [](double v) { return std::abs(v) - 0.5; })};
+}
+// 4 randn: softplus's two tails (close to 0 and to x) as well as its bend.
+TensorList wide_samples(DType dtype, std::uint64_t seed) {
+  return {transformed_randn({4, 5}, dtype, seed, [](double v) { return 4 * v; })};
+}
 // |x| >= 0.25: away from the kink of abs and relu at 0.
 TensorList nonzero_samples(DType dtype, std::uint64_t seed) {
   return {transformed_randn({4, 5}, dtype, seed, [](double v) { return v < 0 ? v - 0.25 : v + 0.25; })};
@@ -324,11 +368,20 @@ void register_unary(opforge::PluginRegistrar& registrar) {
   add_unary<Sqrt>(registrar, "sqrt", "square root of x, element by element", positive_samples);
   add_unary<Exp>(registrar, "exp", "e to the power x, element by element", any_samples);
   add_unary<Log>(registrar, "log", "natural logarithm of x, element by element", positive_samples);
+  add_unary<Log1p>(registrar, "log1p", "log(1 + x), element by element, accurate for x near 0 (where 1 + x rounds)",
+                   above_minus_one_samples);
+  add_unary<Expm1>(registrar, "expm1", "exp(x) - 1, element by element, accurate for x near 0 (where exp(x) rounds)",
+                   any_samples);
   add_unary<Abs>(registrar, "abs", "|x|, element by element (float32, float64, int64)", nonzero_samples);
   add_unary<Sin>(registrar, "sin", "sine of x (radians), element by element", any_samples);
   add_unary<Cos>(registrar, "cos", "cosine of x (radians), element by element", any_samples);
   add_unary<Tanh>(registrar, "tanh", "hyperbolic tangent of x, element by element", any_samples);
   add_unary<Sigmoid>(registrar, "sigmoid", "1 / (1 + exp(-x)), element by element", any_samples);
+  add_unary<Softplus>(registrar, "softplus",
+                      "log(1 + exp(x)), element by element, as max(x, 0) + log1p(exp(-|x|)): never overflows, "
+                      "and accurate for every x with no threshold (PyTorch's softplus, beta 1, returns x itself "
+                      "for x > threshold, default 20)",
+                      wide_samples);
   add_unary<Relu>(registrar, "relu", "max(x, 0), element by element", nonzero_samples);
   registrar.add<Clamp>(OpSchema("elementwise.clamp")
                            .input_names({"x"})

@@ -114,5 +114,5 @@ OPFORGE_PLUGIN("loss", "0.1.0") {
                                                  "(kernel on this CPU: ") +
                                      opforge_ops::loss::kernel_name(opforge_ops::loss::LstsqKernel::automatic) + ")")
                            .samples(lstsq_samples));
-  opforge_ops::loss::register_losses(registrar);  // mse, huber, cross_entropy (losses.cpp)
+  opforge_ops::loss::register_losses(registrar);  // mse, huber, bce_with_logits, cross_entropy (losses.cpp)
 }

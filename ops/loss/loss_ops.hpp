@@ -8,7 +8,7 @@ class PluginRegistrar;
 
 namespace opforge_ops::loss {
 
-/// Adds loss.mse, loss.huber and loss.cross_entropy (losses.cpp).
+/// Adds loss.mse, loss.huber, loss.bce_with_logits and loss.cross_entropy (losses.cpp).
 void register_losses(opforge::PluginRegistrar& registrar);
 
 }  // namespace opforge_ops::loss

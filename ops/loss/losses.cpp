@@ -1,4 +1,4 @@
-// loss: mean squared error, Huber and cross-entropy.
+// loss: mean squared error, Huber, binary cross-entropy on logits and cross-entropy.
 //
 // Each loss has one Int attribute "reduction" (opforge attributes have no string
 // kind), always the first attribute:
@@ -19,6 +19,14 @@
 //                                  l_i = d_i^2 / 2                 where |d_i| <= delta
 //                                      = delta (|d_i| - delta / 2) elsewhere
 //                                  dpred_i = clamp(d_i, -delta, delta) g_i,   dtarget = -dpred
+//   bce_with_logits(logits z, target t)
+//                                  l_i = max(z_i, 0) - z_i t_i + log1p(exp(-|z_i|))
+//                                      (= -t_i log σ(z_i) - (1 - t_i) log(1 - σ(z_i)), σ = sigmoid)
+//                                  dz_i = (σ(z_i) - t_i) g_i,   dt_i = -z_i g_i
+//                                  exp(-|z|) <= 1 never overflows and log1p keeps it where it is
+//                                  tiny: finite for every finite z (|z| = 800 too), as PyTorch's
+//                                  binary_cross_entropy_with_logits. t is not checked to lie in [0, 1]
+//                                  (PyTorch does not either), and may require grad.
 //   cross_entropy(logits [N, C], target [N] int64 class indices; ignore_index = -100,
 //                 label_smoothing = ε in [0, 1], as PyTorch's)
 //                                  q_n = (1 - ε) onehot(target_n) + ε / C   (the smoothed target)
@@ -27,13 +35,15 @@
 //                                  A row whose target is ignore_index has l_n = 0 and no gradient,
 //                                  and mean divides by the rows not ignored (0 of them: NaN).
 //
-// pred and target have one shape (no broadcasting) and one dtype. The sums of mean
-// and sum are accumulated in double by sdk::deterministic_sum (fixed chunks added in
-// chunk order), so the result is the same bits with any thread count; logsumexp subtracts
-// the row's max first, so no exp overflows.
+// pred and target (bce_with_logits: logits and target) have one shape (no broadcasting)
+// and one dtype. The sums of mean and sum are accumulated in double by
+// sdk::deterministic_sum (fixed chunks added in chunk order), so the result is the same
+// bits with any thread count; logsumexp subtracts the row's max first, so no exp overflows.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -88,6 +98,12 @@ double label_smoothing(const Context& ctx) {
   return eps;
 }
 
+// What every term's gradient is scaled by for mean (g / count) and sum (g): g is 0-d.
+template <class T>
+T reduced_scale(Reduction red, const Tensor& g, std::int64_t count) {
+  return static_cast<T>(red == Reduction::Mean ? g.item() / static_cast<double>(count) : g.item());
+}
+
 // Calls f(scale) where scale(i) is what term i's gradient is scaled by: g / count
 // (mean), g (sum), g[i] (none). Two loop bodies, so each compiles to plain vector code.
 template <class T, class F>
@@ -97,7 +113,7 @@ void with_scale(Reduction red, const Tensor& g, std::int64_t count, F&& f) {
     f([pg](std::int64_t i) { return pg[i]; });
     return;
   }
-  const T k = static_cast<T>(red == Reduction::Mean ? g.item() / static_cast<double>(count) : g.item());
+  const T k = reduced_scale<T>(red, g, count);
   f([k](std::int64_t) { return k; });
 }
 
@@ -198,6 +214,127 @@ class Pointwise final : public opforge::Function {
         });
       });
       return {dpred, dtarget};
+    });
+  }
+};
+
+// ---- bce_with_logits ----------------------------------------------------------------------------
+
+// Elements per block of UniformMap: a multiple of every vector width (16 floats on AVX-512),
+// so its one loop has no scalar epilogue in any copy.
+constexpr std::int64_t kUniformBlock = 16;
+
+// out[i] = f(in_0[i], in_1[i], ...) for i in [lo, hi), through sdk::run_vectorized: whole
+// blocks of kUniformBlock in place, the last one through buffers padded with copies of its
+// first element, all through one fixed-length vector loop. f calls libmvec (exp, log1p:
+// vector_math.hpp), whose vector lanes may round unlike its scalar call, so a loop with a
+// scalar epilogue would give an element bits that depend on where a parallel_for range was
+// cut, that is on the thread count (the harness's split_work check); the elementwise
+// plugin's uniform() maps do the same (ops/elementwise/elementwise_ops.hpp).
+struct UniformMap {
+  template <class Out, class F, class... In>
+  OPFORGE_KERNEL_BODY static void run(Out* out, std::int64_t lo, std::int64_t hi, const F& f, const In*... in) {
+    constexpr std::int64_t B = kUniformBlock;
+    auto block = [&f](Out* o, const In*... x) {
+#pragma omp simd
+      for (std::int64_t k = 0; k < B; ++k) o[k] = f(x[k]...);
+    };
+    std::int64_t j = lo;
+    for (; j + B <= hi; j += B) block(out + j, (in + j)...);
+    if (j == hi) return;
+    const std::int64_t n = hi - j;
+    auto padded = [j, n](const auto* p) {
+      std::array<std::remove_const_t<std::remove_pointer_t<decltype(p)>>, B> buf;
+      for (std::int64_t k = 0; k < B; ++k) buf[static_cast<std::size_t>(k)] = p[j + (k < n ? k : 0)];
+      return buf;
+    };
+    const std::tuple<std::array<In, B>...> bufs{padded(in)...};
+    Out o[B];
+    std::apply([&](const auto&... b) { block(o, b.data()...); }, bufs);
+    std::copy(o, o + n, out + j);
+  }
+};
+
+// max(z, 0) - z t + log1p(exp(-|z|)); NaN in z or t gives NaN.
+template <class T>
+T bce_term(T z, T t) {
+  return (z > T(0) ? z : T(0)) - z * t + std::log1p(std::exp(-std::abs(z)));
+}
+
+// σ(z) from exp(-|z|), which never overflows: 1 / (1 + e) for z >= 0, e / (1 + e) below
+// (as elementwise.sigmoid).
+template <class T>
+T sigmoid(T z) {
+  const T e = std::exp(-std::abs(z));
+  return z >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+}
+
+class BceWithLogits final : public opforge::Function {
+ public:
+  TensorList forward(Context& ctx, TensorSpan in) const override {
+    const Tensor& logits = in[0];
+    const Tensor& target = in[1];
+    sdk::expect_shape(ctx, target, "target", logits.shape(), "the shape of 'logits'");
+    const Reduction red = read_reduction(ctx);
+    const std::int64_t n = logits.numel();
+    Tensor out = sdk::dispatch_floating(logits.dtype(), ctx, "logits", [&](auto tag) {
+      using T = decltype(tag);
+      const T* pz = logits.data<T>();
+      const T* pt = target.data<T>();
+      if (red != Reduction::None)  // each term in double, summed in double
+        return reduce_losses<T>(red, logits.shape(), n, n, [&](std::int64_t i) {
+          return bce_term(static_cast<double>(pz[i]), static_cast<double>(pt[i]));
+        });
+      Tensor l = Tensor::empty(logits.shape(), logits.dtype());
+      T* pl = l.data<T>();
+      const auto f = [](T z, T t) { return static_cast<T>(bce_term(static_cast<double>(z), static_cast<double>(t))); };
+      sdk::parallel_for(0, n, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+        sdk::run_vectorized<UniformMap>(pl, lo, hi, f, pz, pt);
+      });
+      return l;
+    });
+    if (ctx.any_input_needs_grad()) ctx.save_for_backward({logits, target});
+    return {out};
+  }
+
+  TensorList backward(Context& ctx, TensorSpan grads) const override {
+    const TensorList& s = ctx.saved_tensors();  // logits, target
+    const Reduction red = read_reduction(ctx);
+    const Tensor g = grads[0].contiguous();
+    return sdk::dispatch_floating(g.dtype(), ctx, "grad", [&](auto tag) -> TensorList {
+      using T = decltype(tag);
+      const Tensor& logits = s[0];
+      const std::int64_t n = logits.numel();
+      const T* pz = logits.data<T>();
+      const T* pt = s[1].data<T>();
+      Tensor dlogits, dtarget;
+      if (ctx.needs_input_grad(0)) {  // (σ(z) - t) times the scale
+        dlogits = Tensor::empty(logits.shape(), logits.dtype());
+        T* pd = dlogits.data<T>();
+        if (red == Reduction::None) {
+          const T* pg = g.data<T>();
+          const auto f = [](T z, T t, T gv) { return (sigmoid(z) - t) * gv; };
+          sdk::parallel_for(0, n, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+            sdk::run_vectorized<UniformMap>(pd, lo, hi, f, pz, pt, pg);
+          });
+        } else {
+          const T k = reduced_scale<T>(red, g, n);
+          const auto f = [k](T z, T t) { return (sigmoid(z) - t) * k; };
+          sdk::parallel_for(0, n, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+            sdk::run_vectorized<UniformMap>(pd, lo, hi, f, pz, pt);
+          });
+        }
+      }
+      if (ctx.needs_input_grad(1)) {  // -z times the scale
+        dtarget = Tensor::empty(logits.shape(), logits.dtype());
+        T* pd = dtarget.data<T>();
+        with_scale<T>(red, g, n, [&](auto k) {
+          sdk::parallel_for(0, n, sdk::kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+            for (std::int64_t i = lo; i < hi; ++i) pd[i] = -(pz[i] * k(i));
+          });
+        });
+      }
+      return {dlogits, dtarget};
     });
   }
 };
@@ -356,6 +493,13 @@ TensorList huber_samples(DType dtype, std::uint64_t seed) {
   return {Tensor::from_values(p, Dims{4, 5}, dtype), Tensor::randn({4, 5}, dtype, seed + 1)};
 }
 
+// logits [4, 5] standard normal, target [4, 5] sigmoid(randn): probabilities, none 0 or 1.
+TensorList bce_samples(DType dtype, std::uint64_t seed) {
+  std::vector<double> t = Tensor::randn({4, 5}, DType::Float64, seed + 1).to_vector();
+  for (double& v : t) v = 1 / (1 + std::exp(-v));
+  return {Tensor::randn({4, 5}, dtype, seed), Tensor::from_values(t, Dims{4, 5}, dtype)};
+}
+
 // logits [5, 4] standard normal, target [5] int64 classes, row 2 ignored (-100, the
 // default ignore_index).
 TensorList cross_entropy_samples(DType dtype, std::uint64_t seed) {
@@ -383,6 +527,13 @@ void register_losses(opforge::PluginRegistrar& registrar) {
                                       .attr("delta", AttrKind::Float, 1.0, "where the loss turns linear: finite, > 0")
                                       .describe(Huber::kDoc)
                                       .samples(huber_samples));
+  registrar.add<BceWithLogits>(
+      OpSchema("loss.bce_with_logits")
+          .input_names({"logits", "target"})
+          .attr("reduction", AttrKind::Int, 0, reduction_doc)
+          .describe("binary cross-entropy of sigmoid(logits) against target, as max(z, 0) - z t + "
+                    "log1p(exp(-|z|)): finite for every finite logit; reduction 0 mean, 1 sum, 2 none")
+          .samples(bce_samples));
   registrar.add<CrossEntropy>(
       OpSchema("loss.cross_entropy")
           .input_names({"logits", "target"})
