@@ -367,6 +367,24 @@ step("docs/harness.md's Catch2 example: its test cases" COMMAND "${CMAKE_CTEST_C
      --output-on-failure --no-tests=error OUTPUT_VARIABLE harness_out)
 expect_in("docs/harness.md's Catch2 example" harness_out "100% tests passed, 0 tests failed out of 2")
 
+# ---- 4d. docs/tensors.md's training loop ----------------------------------------------
+# Its train.cpp and CMakeLists.txt blocks, built against the prefix and run: the
+# fit converges, and the model saved as .npz reads back with the same bits.
+set(tensors_dir "${WORK_DIR}/tensors_train")
+foreach(f train.cpp CMakeLists.txt)
+  doc_block("${SOURCE_DIR}/docs/tensors.md" "tensors-example: ${f}" body)
+  file(WRITE "${tensors_dir}/${f}" "${body}")
+endforeach()
+step("docs/tensors.md's training loop: configure against the prefix" COMMAND "${CMAKE_COMMAND}" -S "${tensors_dir}"
+     -B "${tensors_dir}/build" ${CONFIGURE_ARGS} "-DCMAKE_PREFIX_PATH=${PREFIX}")
+expect_opforge_from_prefix("${tensors_dir}/build")
+step("docs/tensors.md's training loop: build" COMMAND "${CMAKE_COMMAND}" --build "${tensors_dir}/build" --parallel ${JOBS}
+     OUTPUT_VARIABLE tensors_build_out)
+expect_not_in("docs/tensors.md's training loop (a compiler warning)" tensors_build_out "warning:")
+step("docs/tensors.md's training loop: run" WORKING_DIRECTORY "${tensors_dir}" COMMAND "${tensors_dir}/build/train"
+     OUTPUT_VARIABLE tensors_out)
+expect_in("docs/tensors.md's training loop" tensors_out "converged and saved" "w = [1.500000, -2.000000, 0.500000]")
+
 # ---- 5. the example plugins' ops, probed with bad inputs ---------------------------
 if(BAD_INPUTS_TEST)
   set(examples "${WORK_DIR}/smooth_losses/smooth.so:${WORK_DIR}/fft_conv/fftconv.so:${WORK_DIR}/first_plugin/build/myops.so")
