@@ -4,9 +4,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <fstream>
@@ -236,6 +238,328 @@ TEST_CASE("tensor: randn is standard normal: mean ~ 0, variance ~ 1 over 1e5 sam
 TEST_CASE("tensor: randn refuses integer dtypes", "[tensor]") {
   REQUIRE_THROWS_MATCHES(Tensor::randn({3}, DType::Int64, 0), opforge::DTypeError,
                          Message("Tensor::randn: argument 'dtype': expected float32 or float64, got int64"));
+}
+
+// ---- ranges, eye, rand, *_like ---------------------------------------------------
+
+namespace {
+// The elements of a tensor, with its dtype and shape checked, for comparisons
+// that also see which factory path made it.
+std::vector<double> values_of(const Tensor& t, DType dtype, const Dims& shape) {
+  CHECK(t.dtype() == dtype);
+  CHECK(t.shape() == shape);
+  CHECK(t.is_contiguous());
+  CHECK_FALSE(t.requires_grad());
+  return t.to_vector();
+}
+std::vector<std::int64_t> int64_values(const Tensor& t) {
+  REQUIRE(t.dtype() == DType::Int64);
+  const std::int64_t* p = t.data<std::int64_t>();
+  return std::vector<std::int64_t>(p, p + t.numel());
+}
+constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
+constexpr std::int64_t kInt64Min = std::numeric_limits<std::int64_t>::min();
+}  // namespace
+
+TEST_CASE("tensor: arange with integer arguments is int64, exact, as torch.arange", "[tensor][factories]") {
+  CHECK(values_of(Tensor::arange(5), DType::Int64, {5}) == std::vector<double>{0, 1, 2, 3, 4});
+  CHECK(values_of(Tensor::arange(2, 11, 3), DType::Int64, {3}) == std::vector<double>{2, 5, 8});
+  CHECK(values_of(Tensor::arange(10, 0, -3), DType::Int64, {4}) == std::vector<double>{10, 7, 4, 1});
+  CHECK(values_of(Tensor::arange(-3, 3, 2), DType::Int64, {3}) == std::vector<double>{-3, -1, 1});
+  // Any integer type takes the int64 path (int, unsigned, short, int64_t).
+  CHECK(values_of(Tensor::arange(3u), DType::Int64, {3}) == std::vector<double>{0, 1, 2});
+  CHECK(values_of(Tensor::arange(static_cast<short>(1), std::int64_t{3}), DType::Int64, {2}) ==
+        std::vector<double>{1, 2});
+  // Empty: end == start, whatever the step's sign.
+  CHECK(values_of(Tensor::arange(0), DType::Int64, {0}).empty());
+  CHECK(values_of(Tensor::arange(3, 3), DType::Int64, {0}).empty());
+  CHECK(values_of(Tensor::arange(3, 3, -1), DType::Int64, {0}).empty());
+  // Another dtype: the exact int64 values, converted.
+  CHECK(values_of(Tensor::arange(0, 5, 2, DType::Float32), DType::Float32, {3}) == std::vector<double>{0, 2, 4});
+  CHECK(values_of(Tensor::arange(4, DType::Float64), DType::Float64, {4}) == std::vector<double>{0, 1, 2, 3});
+  // Exact where double is not: 2^63 - 3 and 2^63 - 2 have no double of their own.
+  CHECK(int64_values(Tensor::arange(kInt64Max - 2, kInt64Max)) ==
+        std::vector<std::int64_t>{kInt64Max - 2, kInt64Max - 1});
+  // end - start = 2^64 - 1 and i * step pass int64, the values do not (hand-worked:
+  // ceil((2^64 - 1) / (2^63 - 1)) = 3; -2^63, -2^63 + 2^63 - 1 = -1, -1 + 2^63 - 1).
+  CHECK(int64_values(Tensor::arange(kInt64Min, kInt64Max, kInt64Max)) ==
+        std::vector<std::int64_t>{kInt64Min, -1, kInt64Max - 1});
+  CHECK(int64_values(Tensor::arange(kInt64Max, kInt64Min, kInt64Min)) == std::vector<std::int64_t>{kInt64Max, -1});
+}
+
+TEST_CASE("tensor: arange with a floating argument is float64 by default, values start + i * step",
+          "[tensor][factories]") {
+  CHECK(values_of(Tensor::arange(2.5), DType::Float64, {3}) == std::vector<double>{0, 1, 2});
+  CHECK(values_of(Tensor::arange(0, 2.5), DType::Float64, {3}) == std::vector<double>{0, 1, 2});
+  CHECK(values_of(Tensor::arange(0.5, 3, 0.75), DType::Float64, {4}) == std::vector<double>{0.5, 1.25, 2, 2.75});
+  CHECK(values_of(Tensor::arange(-1, -2.5, -0.25), DType::Float64, {6}) ==
+        std::vector<double>{-1, -1.25, -1.5, -1.75, -2, -2.25});
+  // Literal values printed by torch 1.13 (torch.arange(a, b, s, dtype=...).tolist(), /usr/bin/python3).
+  CHECK(values_of(Tensor::arange(0.0, 1.0, 0.1), DType::Float64, {10}) ==
+        std::vector<double>{0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6000000000000001, 0.7000000000000001, 0.8,
+                            0.9});
+  CHECK(values_of(Tensor::arange(0.0, 1.0, 0.1, DType::Float32), DType::Float32, {10}) ==
+        std::vector<double>{0.0, 0.10000000149011612, 0.20000000298023224, 0.30000001192092896, 0.4000000059604645,
+                            0.5, 0.6000000238418579, 0.699999988079071, 0.800000011920929, 0.8999999761581421});
+  CHECK(values_of(Tensor::arange(10, 0, -1.5), DType::Float64, {7}) ==
+        std::vector<double>{10.0, 8.5, 7.0, 5.5, 4.0, 2.5, 1.0});
+  // ceil((1.3 - 1.0) / 0.1) = ceil(3.0000000000000004) = 4: torch 1.13 gives
+  // [1.0, 1.1, 1.2, 1.3] too (NumPy also has 4, its last 1.3000000000000003).
+  CHECK(values_of(Tensor::arange(1.0, 1.3, 0.1), DType::Float64, {4}) == std::vector<double>{1.0, 1.1, 1.2, 1.3});
+  // int64 from whole doubles.
+  CHECK(int64_values(Tensor::arange(0.0, 5.0, 2.0, DType::Int64)) == std::vector<std::int64_t>{0, 2, 4});
+  CHECK(values_of(Tensor::arange(0.0), DType::Float64, {0}).empty());
+  CHECK(values_of(Tensor::arange(1.5, 1.5, -2.0, DType::Float32), DType::Float32, {0}).empty());
+}
+
+TEST_CASE("tensor: arange refuses a zero or wrong-signed step, non-finite or fractional values, too many elements",
+          "[tensor][factories]") {
+  using opforge::DTypeError;
+  using opforge::ValueError;
+  REQUIRE_THROWS_MATCHES(Tensor::arange(0, 5, 0), ValueError,
+                         Message("Tensor::arange: argument 'step': expected a nonzero step, got 0"));
+  REQUIRE_THROWS_MATCHES(Tensor::arange(0.0, 5.0, 0.0), ValueError,
+                         Message("Tensor::arange: argument 'step': expected a nonzero step, got 0"));
+  // PyTorch: "upper bound and larger bound inconsistent with step sign".
+  REQUIRE_THROWS_MATCHES(Tensor::arange(5, 0), ValueError,
+                         Message("Tensor::arange: argument 'step': expected a negative step to go from start 5 down "
+                                 "to end 0, got 1"));
+  REQUIRE_THROWS_MATCHES(Tensor::arange(0.0, 2.5, -0.5), ValueError,
+                         Message("Tensor::arange: argument 'step': expected a positive step to go from start 0 up to "
+                                 "end 2.5, got -0.5"));
+  REQUIRE_THROWS_MATCHES(Tensor::arange(0.0, INFINITY), ValueError,
+                         Message("Tensor::arange: argument 'end': expected a finite number, got inf"));
+  REQUIRE_THROWS_MATCHES(Tensor::arange(std::nan(""), 1.0), ValueError,
+                         Message("Tensor::arange: argument 'start': expected a finite number, got nan"));
+  // An infinite step would give ceil(5 / inf) = 0 elements, not [0].
+  REQUIRE_THROWS_MATCHES(Tensor::arange(0.0, 5.0, -INFINITY), ValueError,
+                         Message("Tensor::arange: argument 'step': expected a finite number, got -inf"));
+  REQUIRE_THROWS_MATCHES(Tensor::arange(0.0, 5.0, 0.5, DType::Int64), ValueError,
+                         Message("Tensor::arange: argument 'step': expected a whole number in [-2^63, 2^63) for an "
+                                 "int64 result, got 0.5"));
+  // An unsigned end past int64's range goes as a double, and int64 cannot hold it.
+  REQUIRE_THROWS_MATCHES(Tensor::arange(std::uint64_t{1} << 63), ValueError,
+                         Message("Tensor::arange: argument 'end': expected a whole number in [-2^63, 2^63) for an "
+                                 "int64 result, got 9.223372036854776e+18"));
+  // Counts whose bytes reach 2^63: (2^63 - 1) / 8 = 1152921504606846975 elements of 8 bytes at most.
+  REQUIRE_THROWS_MATCHES(Tensor::arange(kInt64Min, kInt64Max), ValueError,
+                         Message("Tensor::arange: arguments 'start', 'end', 'step': expected at most "
+                                 "1152921504606846975 elements (int64 data of less than 2^63 bytes), got "
+                                 "18446744073709551615 (ceil((end - start) / step) for start -9223372036854775808, "
+                                 "end 9223372036854775807, step 1)"));
+  REQUIRE_THROWS_MATCHES(Tensor::arange(0.0, 1e300, 1.0, DType::Float32), ValueError,
+                         Message("Tensor::arange: arguments 'start', 'end', 'step': expected at most "
+                                 "2305843009213693951 elements (float32 data of less than 2^63 bytes), got 1e+300 "
+                                 "(ceil((end - start) / step) for start 0, end 1e+300, step 1)"));
+  // end - start overflows double.
+  REQUIRE_THROWS_MATCHES(Tensor::arange(-1e308, 1e308, 1e300), ValueError,
+                         Message("Tensor::arange: arguments 'start', 'end', 'step': expected at most "
+                                 "1152921504606846975 elements (float64 data of less than 2^63 bytes), got inf "
+                                 "(ceil((end - start) / step) for start -1e+308, end 1e+308, step 1e+300)"));
+  // PyTorch has no bool arange ("arange_cpu" not implemented for 'Bool').
+  REQUIRE_THROWS_MATCHES(Tensor::arange(3, DType::Bool), DTypeError,
+                         Message("Tensor::arange: argument 'dtype': expected float32, float64 or int64, got bool"));
+  REQUIRE_THROWS_MATCHES(Tensor::arange(3.0, static_cast<DType>(7)), DTypeError,
+                         Message("Tensor::arange: argument 'dtype': expected float32, float64 or int64, got the value "
+                                 "7 (not a DType)"));
+}
+
+TEST_CASE("tensor: linspace counts up from start and down from end, as torch.linspace", "[tensor][factories]") {
+  CHECK(values_of(Tensor::linspace(0, 1, 5), DType::Float64, {5}) == std::vector<double>{0, 0.25, 0.5, 0.75, 1});
+  CHECK(values_of(Tensor::linspace(3, -3, 7, DType::Float32), DType::Float32, {7}) ==
+        std::vector<double>{3, 2, 1, 0, -1, -2, -3});
+  // Literal values printed by torch 1.13 (torch.linspace(a, b, n, dtype=...).tolist()). The
+  // second half is end - (steps - 1 - i) * step: 1 - 1/3 = 0.6666666666666667, where
+  // 2 * (1/3) is 0.6666666666666666; and 0.1 + 2 * 0.1 would end at 0.30000000000000004.
+  CHECK(values_of(Tensor::linspace(0, 1, 4), DType::Float64, {4}) ==
+        std::vector<double>{0.0, 0.3333333333333333, 0.6666666666666667, 1.0});
+  CHECK(values_of(Tensor::linspace(0, 1, 4, DType::Float32), DType::Float32, {4}) ==
+        std::vector<double>{0.0, 0.3333333432674408, 0.6666666269302368, 1.0});
+  CHECK(values_of(Tensor::linspace(0.1, 0.3, 3), DType::Float64, {3}) == std::vector<double>{0.1, 0.2, 0.3});
+  CHECK(values_of(Tensor::linspace(0.1, 0.3, 3, DType::Float32), DType::Float32, {3}) ==
+        std::vector<double>{0.10000000149011612, 0.20000000298023224, 0.30000001192092896});
+  CHECK(values_of(Tensor::linspace(1, 2, 6), DType::Float64, {6}) ==
+        std::vector<double>{1.0, 1.2, 1.4, 1.6, 1.8, 2.0});
+  CHECK(values_of(Tensor::linspace(1, 2, 6, DType::Float32), DType::Float32, {6}) ==
+        std::vector<double>{1.0, 1.2000000476837158, 1.399999976158142, 1.600000023841858, 1.7999999523162842, 2.0});
+  // int64: step and values in double, truncated toward zero (torch 1.13 gives these).
+  CHECK(int64_values(Tensor::linspace(0, 10, 4, DType::Int64)) == std::vector<std::int64_t>{0, 3, 6, 10});
+  CHECK(int64_values(Tensor::linspace(10, 0, 4, DType::Int64)) == std::vector<std::int64_t>{10, 6, 3, 0});
+  CHECK(int64_values(Tensor::linspace(-5, 5, 4, DType::Int64)) == std::vector<std::int64_t>{-5, -1, 1, 5});
+  CHECK(int64_values(Tensor::linspace(0.7, 9.9, 3, DType::Int64)) == std::vector<std::int64_t>{0, 4, 9});
+  // A long one ends exactly at end (torch 1.13's vectorised kernel can miss its last
+  // bits on long outputs; the formula here is its scalar one).
+  const auto v = values_of(Tensor::linspace(-3.7, 11.2, 101), DType::Float64, {101});
+  CHECK(v.front() == -3.7);
+  CHECK(v.back() == 11.2);
+  for (int i = 0; i < 101; ++i) CHECK(std::abs(v[static_cast<std::size_t>(i)] - (-3.7 + 0.149 * i)) < 1e-13);
+  // steps 1 gives [start]; 0 gives nothing.
+  CHECK(values_of(Tensor::linspace(3, 1, 1), DType::Float64, {1}) == std::vector<double>{3});
+  CHECK(int64_values(Tensor::linspace(-2.5, 1, 1, DType::Int64)) == std::vector<std::int64_t>{-2});
+  CHECK(values_of(Tensor::linspace(0, 1, 0), DType::Float64, {0}).empty());
+  CHECK(values_of(Tensor::linspace(0, 1, 0, DType::Int64), DType::Int64, {0}).empty());
+  // end - start overflows: computed on the halves (hand-worked; PyTorch gives NaN here).
+  const double big = std::numeric_limits<double>::max();
+  CHECK(values_of(Tensor::linspace(-big, big, 5), DType::Float64, {5}) ==
+        std::vector<double>{-big, -big / 2, 0, big / 2, big});
+  const double big32 = std::numeric_limits<float>::max();
+  CHECK(values_of(Tensor::linspace(big32, -big32, 3, DType::Float32), DType::Float32, {3}) ==
+        std::vector<double>{big32, 0, -big32});
+}
+
+TEST_CASE("tensor: linspace refuses a negative count, non-finite ends, ends the dtype cannot hold",
+          "[tensor][factories]") {
+  using opforge::DTypeError;
+  using opforge::ValueError;
+  REQUIRE_THROWS_MATCHES(Tensor::linspace(0, 1, -1), ValueError,
+                         Message("Tensor::linspace: argument 'steps': expected a count >= 0, got -1"));
+  REQUIRE_THROWS_MATCHES(Tensor::linspace(0, 1, kInt64Max), ValueError,
+                         Message("Tensor::linspace: argument 'steps': expected at most 1152921504606846975 elements "
+                                 "(float64 data of less than 2^63 bytes), got 9223372036854775807"));
+  // torch.linspace(0, inf, 3) is [nan, nan, nan].
+  REQUIRE_THROWS_MATCHES(Tensor::linspace(0, INFINITY, 3), ValueError,
+                         Message("Tensor::linspace: argument 'end': expected a finite number, got inf"));
+  REQUIRE_THROWS_MATCHES(Tensor::linspace(std::nan(""), 1, 3), ValueError,
+                         Message("Tensor::linspace: argument 'start': expected a finite number, got nan"));
+  REQUIRE_THROWS_MATCHES(Tensor::linspace(0, 1e19, 3, DType::Int64), ValueError,
+                         Message("Tensor::linspace: argument 'end': expected a number in [-2^63, 2^63) for an int64 "
+                                 "result (a fraction is truncated), got 1e+19"));
+  REQUIRE_THROWS_MATCHES(Tensor::linspace(-1e39, 0, 3, DType::Float32), ValueError,
+                         Message("Tensor::linspace: argument 'start': expected a number within float32's range "
+                                 "(magnitude at most 3.4028234663852886e+38), got -1e+39"));
+  REQUIRE_THROWS_MATCHES(Tensor::linspace(0, 1, 3, DType::Bool), DTypeError,
+                         Message("Tensor::linspace: argument 'dtype': expected float32, float64 or int64, got bool"));
+}
+
+TEST_CASE("tensor: eye has ones on the diagonal, in every dtype", "[tensor][factories]") {
+  CHECK(values_of(Tensor::eye(3), DType::Float64, {3, 3}) == std::vector<double>{1, 0, 0, 0, 1, 0, 0, 0, 1});
+  CHECK(values_of(Tensor::eye(2, DType::Float32), DType::Float32, {2, 2}) == std::vector<double>{1, 0, 0, 1});
+  CHECK(values_of(Tensor::eye(2, 3, DType::Int64), DType::Int64, {2, 3}) == std::vector<double>{1, 0, 0, 0, 1, 0});
+  // torch.eye(3, 2, dtype=torch.bool): [[True, False], [False, True], [False, False]].
+  CHECK(values_of(Tensor::eye(3, 2, DType::Bool), DType::Bool, {3, 2}) == std::vector<double>{1, 0, 0, 1, 0, 0});
+  CHECK(values_of(Tensor::eye(0), DType::Float64, {0, 0}).empty());
+  CHECK(values_of(Tensor::eye(2, 0), DType::Float64, {2, 0}).empty());
+  // Sizes whose product alone does not overflow, with a 0: empty, as in zeros.
+  CHECK(Tensor::eye(std::int64_t{1} << 61, 0).numel() == 0);
+}
+
+TEST_CASE("tensor: eye refuses negative sizes and sizes whose bytes overflow", "[tensor][factories]") {
+  REQUIRE_THROWS_MATCHES(Tensor::eye(-1), opforge::ValueError,
+                         Message("Tensor::eye: argument 'n': expected a size >= 0, got -1"));
+  REQUIRE_THROWS_MATCHES(Tensor::eye(2, -3), opforge::ValueError,
+                         Message("Tensor::eye: argument 'm': expected a size >= 0, got -3"));
+  const std::int64_t big = std::int64_t{1} << 32;
+  REQUIRE_THROWS_MATCHES(Tensor::eye(big), opforge::ValueError,
+                         Message("Tensor::eye: argument 'n': expected at most 1152921504606846975 elements (float64 "
+                                 "data of less than 2^63 bytes), got 4294967296 x 4294967296"));
+  REQUIRE_THROWS_MATCHES(Tensor::eye(big, big / 2, DType::Bool), opforge::ValueError,
+                         Message("Tensor::eye: arguments 'n', 'm': expected at most 9223372036854775807 elements "
+                                 "(bool data of less than 2^63 bytes), got 4294967296 x 2147483648"));
+  REQUIRE_THROWS_MATCHES(Tensor::eye(2, static_cast<DType>(9)), opforge::DTypeError,
+                         Message("Tensor::eye: argument 'dtype': expected float32, float64, int64 or bool, got the "
+                                 "value 9 (not a DType)"));
+}
+
+TEST_CASE("tensor: rand is uniform, 0 <= x < 1, and a function of the seed", "[tensor][factories]") {
+  const std::int64_t n = 100000;
+  for (DType dt : {DType::Float32, DType::Float64}) {
+    for (std::uint64_t seed : {0ull, 1ull, 123456789ull}) {
+      CAPTURE(opforge::dtype_name(dt), seed);
+      const auto v = values_of(Tensor::rand({n}, dt, seed), dt, {n});
+      double sum = 0, sq = 0, lo = 1, hi = 0;
+      int in_range = 0;
+      for (double x : v) {
+        sum += x;
+        sq += x * x;
+        lo = std::min(lo, x);
+        hi = std::max(hi, x);
+        in_range += x >= 0 && x < 1;
+      }
+      CHECK(in_range == n);
+      const double mean = sum / n, var = sq / n - mean * mean;
+      // Uniform [0, 1): mean 1/2 (standard error 0.29 / sqrt(n) ~ 0.0009), variance 1/12.
+      CHECK(std::abs(mean - 0.5) < 0.005);
+      CHECK(std::abs(var - 1.0 / 12) < 0.003);
+      CHECK(lo < 0.001);  // P(all 1e5 above 0.001) = 0.999^1e5 ~ e^-100
+      CHECK(hi > 0.999);
+    }
+  }
+  // Same seed, same tensor; another seed, other values.
+  const auto a = Tensor::rand({4, 5}, DType::Float64, 42).to_vector();
+  CHECK(Tensor::rand({4, 5}, DType::Float64, 42).to_vector() == a);
+  const auto c = Tensor::rand({4, 5}, DType::Float64, 43).to_vector();
+  int equal = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) equal += a[i] == c[i];
+  CHECK(equal == 0);
+  // Element i depends on (seed, i) only: a prefix of a longer draw, whatever the shape.
+  const auto longer = Tensor::rand({9}, DType::Float64, 5).to_vector();
+  CHECK(std::vector<double>(longer.begin(), longer.begin() + 6) == Tensor::rand({2, 3}, DType::Float64, 5).to_vector());
+  // float32 elements are the float64 ones cut to 24 bits.
+  const auto d64 = Tensor::rand({1000}, DType::Float64, 9).to_vector();
+  const auto d32 = Tensor::rand({1000}, DType::Float32, 9).to_vector();
+  for (std::size_t i = 0; i < d64.size(); ++i) REQUIRE(d32[i] == std::floor(d64[i] * 0x1p24) * 0x1p-24);
+  // Seed 6496286's element 1 has its top 25 bits set (found by a search over seeds):
+  // its float64 value rounded to float32 would be 1; cut to 24 bits it is 1 - 2^-24.
+  const auto e64 = Tensor::rand({2}, DType::Float64, 6496286).to_vector();
+  const auto e32 = Tensor::rand({2}, DType::Float32, 6496286).to_vector();
+  CHECK(e64[1] >= 1 - 0x1p-25);
+  CHECK(static_cast<float>(e64[1]) == 1.0f);
+  CHECK(e32[1] == 1 - 0x1p-24);
+}
+
+TEST_CASE("tensor: rand refuses integer dtypes and negative sizes as randn does", "[tensor][factories]") {
+  REQUIRE_THROWS_MATCHES(Tensor::rand({3}, DType::Int64, 0), opforge::DTypeError,
+                         Message("Tensor::rand: argument 'dtype': expected float32 or float64, got int64"));
+  REQUIRE_THROWS_MATCHES(Tensor::rand({3}, DType::Bool, 0), opforge::DTypeError,
+                         Message("Tensor::rand: argument 'dtype': expected float32 or float64, got bool"));
+  REQUIRE_THROWS_MATCHES(Tensor::rand({2, -1}, DType::Float32, 0), opforge::ValueError,
+                         Message("Tensor::rand: argument 'shape': expected sizes >= 0, got [2, -1]"));
+  CHECK(values_of(Tensor::rand({0, 3}, DType::Float32, 0), DType::Float32, {0, 3}).empty());
+}
+
+TEST_CASE("tensor: *_like take the shape and dtype, not the strides or requires_grad", "[tensor][factories]") {
+  // A transposed float32 leaf that requires grad: the results are contiguous [3, 2]
+  // tensors that do not.
+  const Tensor base = Tensor::from_values({1, 2, 3, 4, 5, 6}, {2, 3}, DType::Float32).requires_grad_();
+  const Tensor t = base.transpose(0, 1);
+  REQUIRE_FALSE(t.is_contiguous());
+  CHECK(values_of(Tensor::zeros_like(t), DType::Float32, {3, 2}) == std::vector<double>(6, 0));
+  CHECK(values_of(Tensor::ones_like(t), DType::Float32, {3, 2}) == std::vector<double>(6, 1));
+  CHECK(values_of(Tensor::full_like(t, -2.5), DType::Float32, {3, 2}) == std::vector<double>(6, -2.5));
+  values_of(Tensor::empty_like(t), DType::Float32, {3, 2});
+  CHECK(values_of(Tensor::randn_like(t, 7), DType::Float32, {3, 2}) ==
+        Tensor::randn({3, 2}, DType::Float32, 7).to_vector());
+  CHECK(values_of(Tensor::rand_like(t, 7), DType::Float32, {3, 2}) ==
+        Tensor::rand({3, 2}, DType::Float32, 7).to_vector());
+  // Other dtypes and shapes.
+  const Tensor i = Tensor::full({2}, 9, DType::Int64);
+  CHECK(values_of(Tensor::full_like(i, -7), DType::Int64, {2}) == std::vector<double>{-7, -7});
+  CHECK(values_of(Tensor::zeros_like(Tensor::ones({}, DType::Bool)), DType::Bool, {}) == std::vector<double>{0});
+  CHECK(values_of(Tensor::ones_like(Tensor::empty({0, 4})), DType::Float64, {0, 4}).empty());
+}
+
+TEST_CASE("tensor: *_like refuse an undefined tensor, randn_like/rand_like an integer one", "[tensor][factories]") {
+  const std::string undefined =
+      ": argument 't': expected a tensor, got an undefined one (a default-constructed Tensor, or the .grad() of a "
+      "tensor that has none: a non-leaf without retain_grad(), for instance a parameter reassigned with w = w - lr * "
+      "w.grad() instead of updated in place under a NoGradGuard, or a leaf before its first backward or after "
+      "zero_grad())";
+  const Tensor u;
+  REQUIRE_THROWS_MATCHES(Tensor::empty_like(u), opforge::ValueError, Message("Tensor::empty_like" + undefined));
+  REQUIRE_THROWS_MATCHES(Tensor::zeros_like(u), opforge::ValueError, Message("Tensor::zeros_like" + undefined));
+  REQUIRE_THROWS_MATCHES(Tensor::ones_like(u), opforge::ValueError, Message("Tensor::ones_like" + undefined));
+  REQUIRE_THROWS_MATCHES(Tensor::full_like(u, 1), opforge::ValueError, Message("Tensor::full_like" + undefined));
+  REQUIRE_THROWS_MATCHES(Tensor::randn_like(u, 0), opforge::ValueError, Message("Tensor::randn_like" + undefined));
+  REQUIRE_THROWS_MATCHES(Tensor::rand_like(u, 0), opforge::ValueError, Message("Tensor::rand_like" + undefined));
+  const Tensor i = Tensor::zeros({2}, DType::Int64);
+  REQUIRE_THROWS_MATCHES(Tensor::randn_like(i, 0), opforge::DTypeError,
+                         Message("Tensor::randn_like: argument 't': expected dtype float32 or float64, got int64"));
+  REQUIRE_THROWS_MATCHES(Tensor::rand_like(Tensor::zeros({2}, DType::Bool), 0), opforge::DTypeError,
+                         Message("Tensor::rand_like: argument 't': expected dtype float32 or float64, got bool"));
+  REQUIRE_THROWS_MATCHES(Tensor::full_like(i, std::nan("")), opforge::ValueError,
+                         Message("Tensor::full_like: argument 'value': nan cannot be stored in an int64 tensor (int64 "
+                                 "holds whole numbers in [-2^63, 2^63); a fraction is truncated); pass a finite value "
+                                 "in that range"));
 }
 
 // ---- metadata ----------------------------------------------------------------------

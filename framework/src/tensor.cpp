@@ -16,6 +16,7 @@
 
 #include "cached_op.hpp"
 #include "node.hpp"
+#include "random_bits.hpp"
 #include "refcount.hpp"
 #include "strided.hpp"
 #include "tensor_impl.hpp"
@@ -197,18 +198,6 @@ void store_from_double(TensorImpl& t, std::int64_t i, double v) {
     case DType::Int64: reinterpret_cast<std::int64_t*>(base)[i] = static_cast<std::int64_t>(v); break;
     case DType::Bool: reinterpret_cast<bool*>(base)[i] = v != 0.0; break;
   }
-}
-
-// SplitMix64: a counter-based generator, so element i of randn(seed) is the same
-// whatever the order or thread that computes it.
-inline std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-inline double uniform01(std::uint64_t bits) {  // in (0, 1]
-  return (static_cast<double>(bits >> 11) + 1.0) * (1.0 / 9007199254740992.0);
 }
 
 }  // namespace

@@ -25,6 +25,22 @@ class Storage;
 struct TensorImpl;
 class Tensor;
 
+namespace detail {
+// Tensor::arange's arguments: any arithmetic type but bool.
+template <class T>
+inline constexpr bool is_range_number_v = std::is_arithmetic_v<T> && !std::is_same_v<T, bool>;
+// arange's default dtype: int64 when every argument is an integer, else float64.
+template <class... T>
+inline constexpr DType range_dtype_v = (std::is_integral_v<T> && ...) ? DType::Int64 : DType::Float64;
+// Whether an integer keeps its value as int64 (an unsigned one past 2^63 - 1
+// does not: the operators and arange pass it on as a double).
+template <class I>
+constexpr bool fits_int64(I v) {
+  if constexpr (std::is_unsigned_v<I>) return v <= static_cast<std::uint64_t>(INT64_MAX);
+  else return true;
+}
+}  // namespace detail
+
 /// What Tensor::register_hook returns: remove() takes that hook off (it does not
 /// run from then on, and what it holds is released). Idempotent; a no-op for a
 /// default-constructed handle and once the hook's tensor and graph are gone.
@@ -96,6 +112,62 @@ class OPFORGE_API Tensor {
   /// not the same numbers); opforge::manual_seed(s) restarts the stream, so a
   /// program that sets it once is reproducible.
   static Tensor randn(const Dims& shape, DType dtype = DType::Float64);
+  /// Uniform samples in [0, 1) from a seeded generator, as randn(shape, dtype,
+  /// seed) is: same seed, same tensor, on every machine; element i depends on
+  /// (seed, i) only. float64 elements have 53 random bits; float32 elements are
+  /// the float64 ones cut to 24 bits (never rounded up to 1). rand and randn
+  /// draw different streams from the same seed. float32 and float64 only.
+  static Tensor rand(const Dims& shape, DType dtype, std::uint64_t seed);
+
+  /// 1-D tensor of start, start + step, ... up to but excluding end, as
+  /// torch.arange: ceil((end - start) / step) elements. If start, end and step
+  /// are all integers (any C++ integer type but bool), the values are computed
+  /// exactly in int64 (then converted, for another dtype) and the default dtype
+  /// is int64: arange(5) is int64 [0, 1, 2, 3, 4]. If any is floating, the
+  /// count and the values (start + i * step) are computed in double and the
+  /// default dtype is float64: arange(0, 2.5) is float64 [0, 1, 2]; as in
+  /// PyTorch and NumPy, a step that double cannot hold exactly can give one
+  /// element more than decimal arithmetic suggests (arange(1.0, 1.3, 0.1) has
+  /// 4; use linspace). `dtype` may be float32, float64 or int64; for int64,
+  /// floating arguments must be whole numbers (2.0, not 2.5). Refused: a step
+  /// of 0, a step whose sign cannot lead from start to end, NaN or infinite
+  /// arguments, and a count whose bytes reach 2^63.
+  template <class E, std::enable_if_t<detail::is_range_number_v<E>, int> = 0>
+  static Tensor arange(E end, DType dtype = detail::range_dtype_v<E>) {
+    return arange(E(0), end, E(1), dtype);
+  }
+  template <class S, class E, class St = std::int64_t,
+            std::enable_if_t<detail::is_range_number_v<S> && detail::is_range_number_v<E> &&
+                                 detail::is_range_number_v<St>,
+                             int> = 0>
+  static Tensor arange(S start, E end, St step = 1, DType dtype = detail::range_dtype_v<S, E, St>) {
+    if constexpr (std::is_integral_v<S> && std::is_integral_v<E> && std::is_integral_v<St>) {
+      if (detail::fits_int64(start) && detail::fits_int64(end) && detail::fits_int64(step))
+        return arange_exact(static_cast<std::int64_t>(start), static_cast<std::int64_t>(end),
+                            static_cast<std::int64_t>(step), dtype);
+    }
+    return arange_double(static_cast<double>(start), static_cast<double>(end), static_cast<double>(step), dtype);
+  }
+  /// 1-D tensor of `steps` evenly spaced values from start to end, both
+  /// included, as torch.linspace: with step = (end - start) / (steps - 1),
+  /// element i is start + i * step in the first half and end - (steps - 1 - i) *
+  /// step in the second, computed in the result's dtype (double for int64,
+  /// then truncated toward zero), so the last element is exactly `end` (when
+  /// end - start overflows, on halved ends, doubled back). steps 0 gives [],
+  /// steps 1 gives [start]. float32, float64 or int64; start and end must be
+  /// finite and within the dtype's range.
+  static Tensor linspace(double start, double end, std::int64_t steps, DType dtype = DType::Float64);
+  /// n x n (or n x m) with ones on the diagonal, zeros elsewhere; any dtype.
+  static Tensor eye(std::int64_t n, DType dtype = DType::Float64);
+  static Tensor eye(std::int64_t n, std::int64_t m, DType dtype = DType::Float64);
+  /// New contiguous tensors of t's shape and dtype (whatever t's strides), not
+  /// requiring grad. randn_like and rand_like need a float32 or float64 t.
+  static Tensor empty_like(const Tensor& t);
+  static Tensor zeros_like(const Tensor& t);
+  static Tensor ones_like(const Tensor& t);
+  static Tensor full_like(const Tensor& t, double value);
+  static Tensor randn_like(const Tensor& t, std::uint64_t seed);
+  static Tensor rand_like(const Tensor& t, std::uint64_t seed);
 
   /// Called once with (data, context) when the last view of adopted memory is gone.
   using Deleter = void (*)(void* data, void* context);
@@ -264,6 +336,9 @@ class OPFORGE_API Tensor {
 
  private:
   void check_defined(const char* what) const;
+  // Tensor::arange's two paths: integer arguments (exact), any other (double).
+  static Tensor arange_exact(std::int64_t start, std::int64_t end, std::int64_t step, DType dtype);
+  static Tensor arange_double(double start, double end, double step, DType dtype);
   bool check_view_allowed(const char* what) const;
   void check_inplace_allowed(const char* what) const;
   void check_inplace_source(const Tensor& src, const char* what, const char* arg) const;
@@ -315,11 +390,6 @@ namespace detail {
 template <class I>
 constexpr bool is_other_integer_v =
     std::is_integral_v<I> && !std::is_same_v<I, bool> && !std::is_same_v<I, std::int64_t>;
-template <class I>
-constexpr bool fits_int64(I v) {
-  if constexpr (std::is_unsigned_v<I>) return v <= static_cast<std::uint64_t>(INT64_MAX);
-  else return true;
-}
 }  // namespace detail
 #define OPFORGE_INTEGER_SCALAR_OP(OP)                                                                   \
   template <class I, std::enable_if_t<detail::is_other_integer_v<I>, int> = 0>                         \
