@@ -168,8 +168,8 @@ TEST_CASE("io: bad names, foreign dtypes, compressed and damaged files are refus
   const std::string cut = dir.path() / "cut.npy";
   write_bytes(cut, npy.substr(0, npy.size() - 8));
   CHECK_THROWS_MATCHES(opforge::load_npy(cut), opforge::ValueError,
-                       Message("load_npy: '" + cut + "' is truncated: the data needs 48 bytes at byte 128, and the "
-                               "file ends after 40"));
+                       Message("load_npy: '" + cut + "' is truncated: its header declares float64[2, 3], 48 bytes of "
+                               "data, and 40 bytes follow the header"));
   // A flipped bit in a member's data: the CRC-32 catches it.
   std::string npz = bytes_of(kData + "model.npz");
   const std::size_t at = npz.find("\x93NUMPY") + 128 + 8;  // W's second element
@@ -199,4 +199,61 @@ TEST_CASE("io: a failed save leaves an existing file as it was", "[io]") {
   std::size_t files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir.path())) files += entry.is_regular_file();
   CHECK(files == 1);
+}
+
+TEST_CASE("io: damaged or hostile files are refused before anything big is allocated, and never read out of bounds",
+          "[io]") {
+  // Found by a review under AddressSanitizer: a header length of 4 GiB was
+  // allocated before it was checked (4.1 GB peak), a declared shape of 10^12
+  // elements allocated (or ran out of memory) before the data's size was
+  // compared with the file's, and a ZIP64 extra field longer than its entry
+  // was read past the central directory's end.
+  opforge_tests::TempDir dir("opforge_io");
+  const std::string big_header = dir.path() / "big_header.npy";
+  write_bytes(big_header, std::string("\x93NUMPY\x02\x00\xF0\xFF\xFF\xFF", 12));
+  const std::int64_t before = opforge::peak_bytes();
+  CHECK_THROWS_MATCHES(opforge::load_npy(big_header), opforge::ValueError,
+                       Message("load_npy: '" + big_header + "' declares a .npy header of 4294967280 bytes, more than "
+                               "the 100000 a header may have: the file is damaged or not a .npy file"));
+  // A shape of 10^12 float64 in a file of 128 bytes: refused as truncated, nothing allocated.
+  std::string npy = bytes_of(kData + "f64_2x3.npy");
+  const std::size_t at = npy.find("(2, 3)");
+  REQUIRE(at != std::string::npos);
+  std::string huge = npy;
+  huge.replace(at, 6, "(1000000000000,)     ");  // the same header length: the padding absorbs it
+  huge.resize(128);
+  const std::string huge_path = dir.path() / "huge.npy";
+  write_bytes(huge_path, huge);
+  opforge::reset_peak_bytes();
+  CHECK_THROWS_MATCHES(opforge::load_npy(huge_path), opforge::ValueError,
+                       Message("load_npy: '" + huge_path + "' is truncated: its header declares float64[1000000000000], "
+                               "8000000000000 bytes of data, and 0 bytes follow the header"));
+  std::string overflow = npy;
+  overflow.replace(at, 6, "(4294967296, 4294967296)");
+  const std::string overflow_path = dir.path() / "overflow.npy";
+  write_bytes(overflow_path, overflow);
+  CHECK_THROWS_WITH(opforge::load_npy(overflow_path),
+                    Contains("is truncated: its header declares float64[4294967296, 4294967296], more bytes than 64 "
+                             "bits count of data"));
+  CHECK(opforge::peak_bytes() < before + (1 << 20));
+  // An .npz whose one entry has its sizes in a ZIP64 extra field that claims
+  // 65535 bytes where the entry has 4: refused, nothing read past the directory.
+  const std::string good = dir.path() / "good.npz";
+  opforge::save_npz(good, {{"w", Tensor::ones({2})}});
+  std::string z = bytes_of(good);
+  const std::size_t cd = z.find(std::string("PK\x01\x02", 4));
+  REQUIRE(cd != std::string::npos);
+  for (int k = 0; k < 8; ++k) z[cd + 20 + k] = '\xFF';  // compressed and stored sizes: "see the ZIP64 field"
+  const std::size_t name_len = static_cast<unsigned char>(z[cd + 28]) | (static_cast<unsigned char>(z[cd + 29]) << 8);
+  z[cd + 30] = 4;  // extra field length
+  z[cd + 31] = 0;
+  z.insert(cd + 46 + name_len, std::string("\x01\x00\xFF\xFF", 4));  // id 1 (ZIP64), length 65535
+  const std::size_t eocd = z.find(std::string("PK\x05\x06", 4));
+  REQUIRE(eocd != std::string::npos);
+  z[eocd + 12] = static_cast<char>(static_cast<unsigned char>(z[eocd + 12]) + 4);  // the directory grew by 4 bytes
+  const std::string bad = dir.path() / "bad_extra.npz";
+  write_bytes(bad, z);
+  CHECK_THROWS_MATCHES(opforge::load_npz(bad), opforge::ValueError,
+                       Message("load_npz: '" + bad + "' has a damaged central directory (entry 0: an extra field runs "
+                               "past its entry)"));
 }

@@ -17,10 +17,12 @@
 // is checked as it is read: a damaged archive is refused, not loaded wrong.
 #include "opforge/io.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -62,10 +64,26 @@ File open_read(const char* fn, const std::string& path) {
 /// commit(): an existing file is replaced whole or not at all.
 class AtomicWriter {
  public:
-  AtomicWriter(const char* fn, std::string path)
-      : fn_(fn), path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
-    f_.reset(std::fopen(tmp_.c_str(), "wb"));
-    if (!f_) throw_os(fn_, "create", tmp_, errno);
+  AtomicWriter(const char* fn, std::string path) : fn_(fn), path_(std::move(path)) {
+    // A name of its own (process, then a counter), created only if it does not
+    // exist: two saves to one path, from two threads or processes, never share a
+    // temporary, and a file or link already there is never written through.
+    static std::atomic<unsigned> counter{0};
+    for (int attempt = 0;; ++attempt) {
+      tmp_ = path_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+      const int fd = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+      if (fd >= 0) {
+        f_.reset(::fdopen(fd, "wb"));
+        if (!f_) {
+          const int err = errno;
+          ::close(fd);
+          std::remove(tmp_.c_str());
+          throw_os(fn_, "create", tmp_, err);
+        }
+        return;
+      }
+      if (errno != EEXIST || attempt == 100) throw_os(fn_, "create", tmp_, errno);
+    }
   }
   ~AtomicWriter() {
     if (!committed_) {
@@ -192,6 +210,7 @@ class Reader {
   }
   std::uint32_t crc() const { return crc_; }
   std::uint64_t used() const { return used_; }
+  std::uint64_t remaining() const { return limit_ - used_; }
   const std::string& where() const { return where_; }
   const char* fn() const { return fn_; }
 
@@ -229,16 +248,23 @@ DType dtype_of_descr(const Reader& r, const std::string& d) {
   if (d == "<i8" || d == "=i8") return DType::Int64;
   if (d == "|b1" || d == "<b1" || d == "=b1") return DType::Bool;
   std::string what = "'" + d + "'", fix = "arr.astype(np.float64), arr.astype(np.int64) or arr.astype(bool)";
+  // The item size in bits, from text that came from the file: digits only, bounded.
+  auto bits = [&d]() -> std::string {
+    std::uint64_t n = 0;
+    std::size_t i = 2;
+    for (; i < d.size() && i < 8 && d[i] >= '0' && d[i] <= '9'; ++i) n = n * 10 + static_cast<std::uint64_t>(d[i] - '0');
+    return i == 2 ? std::string("?") : std::to_string(8 * n);
+  };
   if (d.size() >= 2 && d[0] == '>') {
     what = "big-endian data " + what;
     fix = "arr.astype(arr.dtype.newbyteorder('<'))";
   } else if (d.size() >= 2) {
     switch (d[1]) {
-      case 'f': what = "float" + std::to_string(8 * std::atoi(d.c_str() + 2)) + " data " + what;
+      case 'f': what = "float" + bits() + " data " + what;
         fix = "arr.astype(np.float32) or arr.astype(np.float64)"; break;
-      case 'i': what = "int" + std::to_string(8 * std::atoi(d.c_str() + 2)) + " data " + what;
+      case 'i': what = "int" + bits() + " data " + what;
         fix = "arr.astype(np.int64)"; break;
-      case 'u': what = "uint" + std::to_string(8 * std::atoi(d.c_str() + 2)) + " data " + what;
+      case 'u': what = "uint" + bits() + " data " + what;
         fix = "arr.astype(np.int64)"; break;
       case 'c': what = "complex data " + what; fix = "arr.real and arr.imag, saved apart"; break;
       case 'O': what = "Python objects " + what; fix = "an array of numbers"; break;
@@ -270,6 +296,16 @@ NpyInfo read_npy_header(Reader& r) {
     r.read(b, 4, "the header length");
     hlen = b[0] | (std::uint32_t(b[1]) << 8) | (std::uint32_t(b[2]) << 16) | (std::uint32_t(b[3]) << 24);
   }
+  // Checked before anything is allocated: a damaged or hostile length must not
+  // make this allocate gigabytes. NumPy's own reader refuses headers over 10,000
+  // bytes; opforge's are under 200 (at most 8 axes).
+  constexpr std::uint32_t kMaxHeader = 100000;
+  if (hlen > kMaxHeader || hlen > r.remaining())
+    throw ValueError(std::string(r.fn()) + ": " + r.where() + " declares a .npy header of " + std::to_string(hlen) +
+                     " bytes, " + (hlen > kMaxHeader ? "more than the " + std::to_string(kMaxHeader) + " a header may have"
+                                                     : "more than the " + std::to_string(r.remaining()) +
+                                                           " bytes that follow") +
+                     ": the file is damaged or not a .npy file");
   std::string h(hlen, '\0');
   r.read(h.data(), hlen, "the header");
   NpyInfo info;
@@ -319,6 +355,16 @@ NpyInfo read_npy_header(Reader& r) {
 Tensor read_npy_data(Reader& r, const NpyInfo& info) {
   Dims stored = info.shape;  // Fortran order: the transpose's shape, read in C order
   if (info.fortran) std::reverse(stored.begin(), stored.end());
+  // The data's size, checked against what the file holds before anything is
+  // allocated: a damaged shape must not allocate (or fault in) gigabytes.
+  std::uint64_t bytes = itemsize(info.dtype);
+  bool overflow = false;
+  for (std::int64_t n : stored) overflow = overflow || __builtin_mul_overflow(bytes, static_cast<std::uint64_t>(n), &bytes);
+  if (overflow || bytes > r.remaining())
+    throw ValueError(std::string(r.fn()) + ": " + r.where() + " is truncated: its header declares " +
+                     dtype_name(info.dtype) + info.shape.to_string() + ", " +
+                     (overflow ? std::string("more bytes than 64 bits count") : std::to_string(bytes) + " bytes") +
+                     " of data, and " + std::to_string(r.remaining()) + " bytes follow the header");
   Tensor t = Tensor::empty(stored, info.dtype);
   r.read(t.data_ptr(), t.nbytes(), "the data");
   if (info.dtype == DType::Bool) {  // NumPy's bools are 0 or 1; any other byte is true
@@ -435,6 +481,9 @@ std::vector<Member> read_central_directory(const char* fn, std::FILE* f, const s
     const unsigned char* x = c + 46 + name_len;
     for (std::size_t q = 0; q + 4 <= extra_len;) {
       const std::uint32_t id = get16(x + q), len = get16(x + q + 2);
+      if (q + 4 + len > extra_len)
+        throw ValueError(std::string(fn) + ": " + where + " has a damaged central directory (entry " +
+                         std::to_string(k) + ": an extra field runs past its entry)");
       if (id == 1) {
         std::size_t v = q + 4;
         auto take = [&](std::uint64_t& field) {
@@ -471,7 +520,9 @@ void save_npy(const std::string& path, const Tensor& t) {
 
 Tensor load_npy(const std::string& path) {
   File f = open_read("load_npy", path);
-  Reader r(f.get(), std::numeric_limits<std::uint64_t>::max(), "load_npy", "'" + path + "'");
+  const std::uint64_t size = file_size("load_npy", f.get(), path);
+  seek("load_npy", f.get(), 0, path);
+  Reader r(f.get(), size, "load_npy", "'" + path + "'");
   const NpyInfo info = read_npy_header(r);
   return read_npy_data(r, info);
 }
