@@ -1065,6 +1065,14 @@ class Norm final : public opforge::Function {
           reduce_kernel<T>(g, px, AbsExtremeAcc<T, true>{}, [&](std::int64_t k, auto st) {
             m[static_cast<std::size_t>(k)] = st.nan ? std::numeric_limits<double>::quiet_NaN() : st.v;
           });
+          // Slices flagged only for being all zeros (their max |x| is 0) keep the 0 they have:
+          // no second pass unless some flagged slice has a finite, nonzero max.
+          bool any_scaled = false;
+          for (std::int64_t k = 0; k < g.out_numel && !any_scaled; ++k) {
+            const double mk = m[static_cast<std::size_t>(k)];
+            any_scaled = rescale[static_cast<std::size_t>(k)] && mk > 0 && std::isfinite(mk);
+          }
+          if (!any_scaled) break;
           auto scaled = [&](double s, std::int64_t k) {
             const double mk = m[static_cast<std::size_t>(k)];
             return mk > 0 && std::isfinite(mk) ? mk * (p == 2.0 ? std::sqrt(s) : std::pow(s, 1.0 / p)) : mk;
